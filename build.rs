@@ -1,0 +1,12 @@
+//! Compiles `proto/` with prost (through protox, so no system `protoc` is needed), then sets up napi.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    const PROTO: &str = "proto/protoqueue/v1/envelope.proto";
+    println!("cargo:rerun-if-changed={PROTO}");
+    let descriptors = protox::compile([PROTO], ["proto"])?;
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(descriptors)?;
+    napi_build::setup();
+    Ok(())
+}

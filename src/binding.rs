@@ -1,0 +1,264 @@
+//! The JavaScript-facing side: the `NativeQueue` class the `index.js` shim wraps. It converts
+//! values and delegates to the core; nothing here decides queue behaviour.
+//!
+//! Errors cross as `"<code>: <message>"` reasons (napi-rs cannot set `code` on errors of async
+//! methods); the shim turns them back into `Error`s with `err.code`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use napi::{
+    bindgen_prelude::{Either, Promise},
+    threadsafe_function::ThreadsafeFunction,
+    Status,
+};
+use napi_derive::napi;
+use tokio::sync::Mutex;
+
+use crate::{
+    config::Config,
+    connection::Connection,
+    consumer::Worker,
+    error::Error,
+    executor::{Attempt, BoxFuture, Failure, Handler, Outcome},
+    logging, producer, stats,
+};
+
+#[napi_derive::module_init]
+fn init() {
+    logging::init();
+}
+
+fn to_js(err: Error) -> napi::Error {
+    napi::Error::new(Status::GenericFailure, format!("{}: {err}", err.code()))
+}
+
+/// A task to enqueue, as the shim sends it: JSON text.
+#[napi(object)]
+pub struct NativeTaskInput {
+    /// The task's data as JSON text.
+    pub data: String,
+    /// The task's metadata as JSON object text, if any.
+    pub metadata: Option<String>,
+}
+
+/// A task as the handler shim receives it.
+#[napi(object)]
+pub struct NativeTask {
+    /// The task id.
+    pub id: String,
+    /// The data as JSON text.
+    pub data: String,
+    /// The user's metadata as JSON object text ("" when none).
+    pub metadata: String,
+    /// Enqueue time, ms since the epoch.
+    pub timestamp: f64,
+    /// Which delivery this is, from 1.
+    pub attempt: u32,
+    /// The most deliveries the task gets.
+    pub max_attempts: u32,
+}
+
+/// A handler's result, normalised by the shim.
+#[napi(object)]
+pub struct NativeTaskResult {
+    /// Whether the task succeeded.
+    pub success: bool,
+    /// The error message of a failure.
+    pub error: Option<String>,
+    /// `details` as JSON object text.
+    pub details: Option<String>,
+    /// `false` dead-letters a failure without further attempts.
+    pub retry: Option<bool>,
+}
+
+/// Queue statistics.
+#[napi(object)]
+pub struct NativeStats {
+    pub messages: i64,
+    pub bytes: i64,
+    pub first_sequence: i64,
+    pub last_sequence: i64,
+    pub consumer_count: i64,
+    pub pending: i64,
+    pub in_flight: i64,
+    pub redelivered: i64,
+    pub dead_lettered: i64,
+}
+
+enum State {
+    Disconnected,
+    Connected { connection: Connection, worker: Option<Worker> },
+}
+
+/// The native side of one `Protoqueue`.
+#[napi]
+pub struct NativeQueue {
+    config: Arc<Config>,
+    state: Arc<Mutex<State>>,
+}
+
+#[napi]
+impl NativeQueue {
+    /// Validates the configuration; throws `ERR_PQ_INVALID_CONFIG` on any mistake.
+    #[napi(constructor)]
+    pub fn new(config: serde_json::Value) -> napi::Result<Self> {
+        let config = Config::from_json(&config).map_err(to_js)?;
+        if config.verbose {
+            logging::enable_verbose();
+        }
+        Ok(NativeQueue { config: Arc::new(config), state: Arc::new(Mutex::new(State::Disconnected)) })
+    }
+
+    /// Connects (a no-op when connected) and makes sure the streams exist.
+    #[napi(catch_unwind)]
+    pub async fn connect(&self, url: Option<String>) -> napi::Result<()> {
+        let mut state = self.state.lock().await;
+        if matches!(*state, State::Connected { .. }) {
+            return Ok(());
+        }
+        let url = self.config.resolve_url(url.as_deref()).map_err(to_js)?;
+        let connection = Connection::open(self.config.clone(), &url).await.map_err(to_js)?;
+        *state = State::Connected { connection, worker: None };
+        Ok(())
+    }
+
+    /// Enqueues one task; resolves to its id once stored.
+    #[napi(catch_unwind)]
+    pub async fn enqueue(&self, task: NativeTaskInput) -> napi::Result<String> {
+        let connection = self.connection().await?;
+        producer::enqueue(&connection, new_task(task)).await.map_err(to_js)
+    }
+
+    /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
+    #[napi(catch_unwind)]
+    pub async fn enqueue_batch(&self, tasks: Vec<NativeTaskInput>) -> napi::Result<Vec<String>> {
+        let connection = self.connection().await?;
+        let tasks = tasks.into_iter().map(new_task).collect();
+        producer::enqueue_batch(&connection, tasks).await.map_err(to_js)
+    }
+
+    /// Starts the worker. The handler is kept (and keeps the process alive) until `disconnect()`.
+    #[napi(catch_unwind)]
+    pub async fn process(
+        &self,
+        handler: ThreadsafeFunction<
+            NativeTask,
+            Either<Promise<NativeTaskResult>, NativeTaskResult>,
+            NativeTask,
+            Status,
+            false,
+        >,
+    ) -> napi::Result<()> {
+        let mut state = self.state.lock().await;
+        let State::Connected { connection, worker } = &mut *state else {
+            return Err(to_js(Error::NotConnected));
+        };
+        if worker.is_some() {
+            return Err(to_js(Error::AlreadyProcessing));
+        }
+        let handler = Arc::new(JsHandler { function: Arc::new(handler) });
+        *worker = Some(Worker::start(connection.clone(), handler).await.map_err(to_js)?);
+        Ok(())
+    }
+
+    /// Reads queue statistics from the server.
+    #[napi(catch_unwind)]
+    pub async fn stats(&self) -> napi::Result<NativeStats> {
+        let connection = self.connection().await?;
+        let s = stats::snapshot(&connection).await.map_err(to_js)?;
+        let n = |v: u64| v as i64;
+        Ok(NativeStats {
+            messages: n(s.messages),
+            bytes: n(s.bytes),
+            first_sequence: n(s.first_sequence),
+            last_sequence: n(s.last_sequence),
+            consumer_count: n(s.consumer_count),
+            pending: n(s.pending),
+            in_flight: n(s.in_flight),
+            redelivered: n(s.redelivered),
+            dead_lettered: n(s.dead_lettered),
+        })
+    }
+
+    /// Stops the worker (in-flight tasks settle first), then closes the connection. The handler
+    /// is released, so nothing keeps the process alive afterwards. A no-op when not connected.
+    #[napi(catch_unwind)]
+    pub async fn disconnect(&self) -> napi::Result<()> {
+        let previous = std::mem::replace(&mut *self.state.lock().await, State::Disconnected);
+        if let State::Connected { connection, worker } = previous {
+            if let Some(worker) = worker {
+                worker.stop().await;
+            }
+            connection.close().await;
+        }
+        Ok(())
+    }
+}
+
+impl NativeQueue {
+    async fn connection(&self) -> napi::Result<Connection> {
+        match &*self.state.lock().await {
+            State::Connected { connection, .. } => Ok(connection.clone()),
+            State::Disconnected => Err(to_js(Error::NotConnected)),
+        }
+    }
+}
+
+fn new_task(input: NativeTaskInput) -> producer::NewTask {
+    producer::NewTask {
+        data: Bytes::from(input.data.into_bytes()),
+        metadata: input.metadata.map(|m| Bytes::from(m.into_bytes())).unwrap_or_default(),
+    }
+}
+
+/// Calls the user's handler (through the shim) on the JavaScript thread and awaits its Promise.
+struct JsHandler {
+    function: Arc<
+        ThreadsafeFunction<
+            NativeTask,
+            Either<Promise<NativeTaskResult>, NativeTaskResult>,
+            NativeTask,
+            Status,
+            false,
+        >,
+    >,
+}
+
+impl Handler for JsHandler {
+    fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome> {
+        let function = self.function.clone();
+        Box::pin(async move {
+            let task = attempt.task;
+            let arg = NativeTask {
+                id: task.id,
+                data: String::from_utf8_lossy(&task.data).into_owned(),
+                metadata: String::from_utf8_lossy(&task.metadata).into_owned(),
+                timestamp: task.enqueued_at_ms as f64,
+                attempt: u32::try_from(attempt.number).unwrap_or(u32::MAX),
+                max_attempts: u32::try_from(attempt.max).unwrap_or(u32::MAX),
+            };
+            // `_catch`: a synchronous throw becomes an `Err` instead of a fatal exception.
+            let result = match function.call_async_catch(arg).await {
+                Ok(Either::A(promise)) => promise.await,
+                Ok(Either::B(result)) => Ok(result),
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(result) => outcome_of(result),
+                Err(err) => Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason))),
+            }
+        })
+    }
+}
+
+fn outcome_of(result: NativeTaskResult) -> Outcome {
+    if result.success {
+        return Outcome::Success;
+    }
+    Outcome::Failure(Failure {
+        error: result.error.unwrap_or_else(|| "handler returned { success: false }".into()),
+        details: result.details.map(|d| Bytes::from(d.into_bytes())).unwrap_or_default(),
+        retry: result.retry.unwrap_or(true),
+    })
+}

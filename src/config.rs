@@ -1,0 +1,442 @@
+//! Queue configuration: the user's settings, their defaults and their validation.
+//!
+//! [`Config::from_json`] reads the object a JavaScript user passes to `new Protoqueue(config)`
+//! and rejects every mistake (wrong names, wrong types, out-of-range values, unknown keys) with
+//! [`Error::InvalidConfig`] before anything touches the network.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// Default of `options.maxRetries`: retries after the first attempt.
+pub const DEFAULT_MAX_RETRIES: u32 = 3;
+/// Default of `options.ackWait`: how long a silent worker keeps a task before it is redelivered.
+pub const DEFAULT_ACK_WAIT: Duration = Duration::from_millis(30_000);
+/// Default of `options.batchSize`: tasks pulled and handled at once by one worker.
+pub const DEFAULT_BATCH_SIZE: u32 = 10;
+/// Default of `options.retryDelay`: the least time before a failed task is delivered again.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(1_000);
+/// Default of `options.enqueueTimeout`: how long an enqueue waits for the server's
+/// acknowledgement (retrying through outages and leader elections) before it rejects.
+pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// Default of `options.connectTimeout`: how long `connect()` tries before it rejects.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(5_000);
+/// Default of `options.taskTimeout`: the longest a handler may run before its attempt counts as
+/// failed (a handler that never settles would otherwise hold its task forever).
+pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_millis(300_000);
+/// Default of `options.shutdownTimeout`: how long `disconnect()` waits for in-flight handlers.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// The NATS URL used when neither `connect(url)`, `config.url` nor `NATS_URL` names one.
+pub const DEFAULT_URL: &str = "nats://localhost:4222";
+/// The durable consumer shared by every worker of a queue.
+pub const CONSUMER_NAME: &str = "protoqueue-workers";
+/// The duplicate window of the task stream: a re-sent publish with the same id within this window
+/// is stored once.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Longest stream name accepted (JetStream allows 255; the dead-letter suffix must still fit).
+const MAX_STREAM_NAME_LEN: usize = 255 - DEAD_LETTER_SUFFIX.len();
+const DEAD_LETTER_SUFFIX: &str = "_DLQ";
+const MAX_BATCH_SIZE: u64 = 10_000;
+const MIN_ACK_WAIT_MS: u64 = 100;
+/// The largest integer a JavaScript number holds exactly.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// Everything a queue needs to know, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The JetStream stream holding the tasks.
+    pub stream_name: String,
+    /// The subject tasks are published to and consumed from.
+    pub subject: String,
+    /// The server URL(s) from the config; `connect(url)` overrides it.
+    pub url: Option<String>,
+    /// Turn on debug logging.
+    pub verbose: bool,
+    /// A task is delivered at most `1 + max_retries` times.
+    pub max_retries: u32,
+    /// How long the server waits for an ack (or a progress heartbeat) before redelivering.
+    pub ack_wait: Duration,
+    /// How many tasks one worker handles at once.
+    pub batch_size: u32,
+    /// The least delay before a failed task is delivered again.
+    pub retry_delay: Duration,
+    /// How long an enqueue may wait for the server's acknowledgement.
+    pub enqueue_timeout: Duration,
+    /// How long `connect()` may take.
+    pub connect_timeout: Duration,
+    /// The longest a handler may run.
+    pub task_timeout: Duration,
+    /// How long `disconnect()` waits for in-flight handlers.
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration with every option at its default. Names are validated.
+    pub fn new(stream_name: impl Into<String>, subject: impl Into<String>) -> Result<Self> {
+        let config = Config {
+            stream_name: stream_name.into(),
+            subject: subject.into(),
+            url: None,
+            verbose: false,
+            max_retries: DEFAULT_MAX_RETRIES,
+            ack_wait: DEFAULT_ACK_WAIT,
+            batch_size: DEFAULT_BATCH_SIZE,
+            retry_delay: DEFAULT_RETRY_DELAY,
+            enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            task_timeout: DEFAULT_TASK_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        };
+        validate_stream_name(&config.stream_name)?;
+        validate_publish_subject("subject", &config.subject)?;
+        Ok(config)
+    }
+
+    /// Reads and validates a JavaScript `ProtoqueueConfig` object.
+    pub fn from_json(value: &Value) -> Result<Self> {
+        let object = value
+            .as_object()
+            .ok_or_else(|| invalid(format!("config must be an object, got {}", kind(value))))?;
+        reject_unknown_keys("config", object, &["streamName", "subject", "url", "options", "verbose"])?;
+
+        let stream_name = required_string(object, "streamName")?;
+        let subject = required_string(object, "subject")?;
+        let mut config = Config::new(stream_name, subject)?;
+
+        if let Some(url) = present(object, "url") {
+            let url = url
+                .as_str()
+                .ok_or_else(|| invalid(format!("config.url must be a string, got {}", kind(url))))?;
+            validate_urls(url)?;
+            config.url = Some(url.to_owned());
+        }
+        if let Some(verbose) = present(object, "verbose") {
+            config.verbose = verbose.as_bool().ok_or_else(|| {
+                invalid(format!("config.verbose must be a boolean, got {}", kind(verbose)))
+            })?;
+        }
+        if let Some(options) = present(object, "options") {
+            config.apply_options(options)?;
+        }
+        Ok(config)
+    }
+
+    fn apply_options(&mut self, options: &Value) -> Result<()> {
+        let options = options.as_object().ok_or_else(|| {
+            invalid(format!("config.options must be an object, got {}", kind(options)))
+        })?;
+        reject_unknown_keys(
+            "config.options",
+            options,
+            &[
+                "maxRetries",
+                "ackWait",
+                "batchSize",
+                "retryDelay",
+                "enqueueTimeout",
+                "connectTimeout",
+                "taskTimeout",
+                "shutdownTimeout",
+            ],
+        )?;
+        let u32_max = u64::from(u32::MAX);
+        if let Some(n) = integer_option(options, "maxRetries", 0, u32_max)? {
+            self.max_retries = n as u32;
+        }
+        if let Some(n) = integer_option(options, "batchSize", 1, MAX_BATCH_SIZE)? {
+            self.batch_size = n as u32;
+        }
+        let millis = |key: &str, min: u64| -> Result<Option<Duration>> {
+            Ok(integer_option(options, key, min, MAX_SAFE_INTEGER)?.map(Duration::from_millis))
+        };
+        if let Some(d) = millis("ackWait", MIN_ACK_WAIT_MS)? {
+            self.ack_wait = d;
+        }
+        if let Some(d) = millis("retryDelay", 0)? {
+            self.retry_delay = d;
+        }
+        if let Some(d) = millis("enqueueTimeout", 1)? {
+            self.enqueue_timeout = d;
+        }
+        if let Some(d) = millis("connectTimeout", 1)? {
+            self.connect_timeout = d;
+        }
+        if let Some(d) = millis("taskTimeout", 1)? {
+            self.task_timeout = d;
+        }
+        if let Some(d) = millis("shutdownTimeout", 0)? {
+            self.shutdown_timeout = d;
+        }
+        Ok(())
+    }
+
+    /// The most deliveries a task gets: the first attempt plus the retries.
+    pub fn max_deliveries(&self) -> u64 {
+        1 + u64::from(self.max_retries)
+    }
+
+    /// The stream holding this queue's dead letters.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}{DEAD_LETTER_SUFFIX}", self.stream_name)
+    }
+
+    /// The subject of this queue's dead-letter stream.
+    pub fn dead_letter_subject(&self) -> String {
+        format!("protoqueue.dlq.{}", self.stream_name)
+    }
+
+    /// How often a running handler's task is kept alive with a progress heartbeat:
+    /// well inside `ack_wait`, so one late heartbeat does not cause a redelivery.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.ack_wait / 3
+    }
+
+    /// The URL to connect to: `connect(url)`'s argument, else `config.url`, else `NATS_URL`,
+    /// else [`DEFAULT_URL`].
+    pub fn resolve_url(&self, explicit: Option<&str>) -> Result<String> {
+        let url = explicit
+            .map(str::to_owned)
+            .or_else(|| self.url.clone())
+            .or_else(|| std::env::var("NATS_URL").ok().filter(|u| !u.trim().is_empty()))
+            .unwrap_or_else(|| DEFAULT_URL.to_owned());
+        validate_urls(&url)?;
+        Ok(url)
+    }
+}
+
+/// Checks a comma-separated list of server URLs.
+pub fn validate_urls(urls: &str) -> Result<()> {
+    if urls.trim().is_empty() {
+        return Err(invalid("the NATS URL is empty".into()));
+    }
+    for url in urls.split(',').map(str::trim) {
+        if url.is_empty() {
+            return Err(invalid(format!("the NATS URL list {urls:?} has an empty entry")));
+        }
+        url.parse::<async_nats::ServerAddr>().map_err(|err| {
+            invalid(format!("{url:?} is not a NATS server URL (e.g. nats://localhost:4222): {err}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// JetStream stream name rules: printable, no whitespace, no `.`, `*`, `>`, path separators.
+pub fn validate_stream_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(invalid("streamName must not be empty".into()));
+    }
+    if name.len() > MAX_STREAM_NAME_LEN {
+        return Err(invalid(format!(
+            "streamName is {} bytes long; at most {MAX_STREAM_NAME_LEN} are allowed",
+            name.len()
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+    {
+        return Err(invalid(format!(
+            "streamName {name:?} contains {c:?}; stream names may not contain whitespace, \
+             '.', '*', '>', '/' or '\\'"
+        )));
+    }
+    Ok(())
+}
+
+/// A subject tasks can be published to: dot-separated non-empty tokens, no wildcards, no
+/// whitespace, not in the server's reserved `$` namespace.
+pub fn validate_publish_subject(field: &str, subject: &str) -> Result<()> {
+    if subject.is_empty() {
+        return Err(invalid(format!("{field} must not be empty")));
+    }
+    if let Some(c) = subject.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid(format!("{field} {subject:?} contains {c:?}; subjects have no whitespace")));
+    }
+    for token in subject.split('.') {
+        if token.is_empty() {
+            return Err(invalid(format!(
+                "{field} {subject:?} has an empty token; write tokens separated by single dots, \
+                 e.g. \"tasks.email\""
+            )));
+        }
+        if token == "*" || token == ">" || token.contains(['*', '>']) {
+            return Err(invalid(format!(
+                "{field} {subject:?} contains a wildcard; a queue's subject must be a concrete subject"
+            )));
+        }
+    }
+    if subject.starts_with('$') {
+        return Err(invalid(format!(
+            "{field} {subject:?} is in the server's reserved '$' namespace"
+        )));
+    }
+    Ok(())
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidConfig(message)
+}
+
+/// A JSON value's type as a JavaScript user would name it.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A key that is set to something other than `null`/`undefined`.
+fn present<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    object.get(key).filter(|v| !v.is_null())
+}
+
+fn required_string(object: &Map<String, Value>, key: &str) -> Result<String> {
+    match present(object, key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(invalid(format!("config.{key} must be a string, got {}", kind(other)))),
+        None => Err(invalid(format!("config.{key} is required"))),
+    }
+}
+
+fn reject_unknown_keys(what: &str, object: &Map<String, Value>, known: &[&str]) -> Result<()> {
+    match object.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(invalid(format!(
+            "{what} has an unknown key {key:?}; known keys are {}",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn integer_option(
+    options: &Map<String, Value>,
+    key: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>> {
+    let Some(value) = present(options, key) else {
+        return Ok(None);
+    };
+    let range = || format!("an integer from {min} to {max}");
+    let number = value.as_f64().ok_or_else(|| {
+        invalid(format!("options.{key} must be {}, got {}", range(), kind(value)))
+    })?;
+    if number.fract() != 0.0 || number < min as f64 || number > max as f64 {
+        return Err(invalid(format!("options.{key} must be {}, got {number}", range())));
+    }
+    Ok(Some(number as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn code_of(value: Value) -> &'static str {
+        Config::from_json(&value).err().map(|e| e.code()).unwrap_or("ok")
+    }
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let config = Config::from_json(&json!({"streamName": "s", "subject": "tasks.email"}))
+            .expect("valid config");
+        assert_eq!(config.max_retries, 3);
+        assert_eq!(config.ack_wait, Duration::from_millis(30_000));
+        assert_eq!(config.batch_size, 10);
+        assert_eq!(config.retry_delay, Duration::from_millis(1_000));
+        assert_eq!(config.max_deliveries(), 4);
+        assert_eq!(config.dead_letter_stream(), "s_DLQ");
+    }
+
+    #[test]
+    fn options_are_read() {
+        let config = Config::from_json(&json!({
+            "streamName": "s", "subject": "a.b", "url": "nats://127.0.0.1:1,nats://127.0.0.1:2",
+            "verbose": true,
+            "options": {"maxRetries": 0, "ackWait": 500, "batchSize": 7, "retryDelay": 0,
+                        "enqueueTimeout": 10, "taskTimeout": 20, "shutdownTimeout": 0,
+                        "connectTimeout": 30}
+        }))
+        .expect("valid config");
+        assert_eq!(config.max_retries, 0);
+        assert_eq!(config.ack_wait, Duration::from_millis(500));
+        assert_eq!(config.batch_size, 7);
+        assert_eq!(config.retry_delay, Duration::ZERO);
+        assert_eq!(config.enqueue_timeout, Duration::from_millis(10));
+        assert_eq!(config.task_timeout, Duration::from_millis(20));
+        assert_eq!(config.connect_timeout, Duration::from_millis(30));
+        assert!(config.verbose);
+    }
+
+    #[test]
+    fn null_means_absent() {
+        let config = Config::from_json(&json!({
+            "streamName": "s", "subject": "a", "url": null, "options": {"batchSize": null}
+        }))
+        .expect("valid config");
+        assert_eq!(config.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(config.url, None);
+    }
+
+    #[test]
+    fn every_mistake_is_invalid_config() {
+        let bad = [
+            json!(null),
+            json!("s"),
+            json!({"subject": "a"}),
+            json!({"streamName": "s"}),
+            json!({"streamName": 1, "subject": "a"}),
+            json!({"streamName": "", "subject": "a"}),
+            json!({"streamName": "a.b", "subject": "a"}),
+            json!({"streamName": "a b", "subject": "a"}),
+            json!({"streamName": "a*", "subject": "a"}),
+            json!({"streamName": "a>", "subject": "a"}),
+            json!({"streamName": "a/b", "subject": "a"}),
+            json!({"streamName": "x".repeat(300), "subject": "a"}),
+            json!({"streamName": "s", "subject": ""}),
+            json!({"streamName": "s", "subject": "a..b"}),
+            json!({"streamName": "s", "subject": ".a"}),
+            json!({"streamName": "s", "subject": "a."}),
+            json!({"streamName": "s", "subject": "a.*"}),
+            json!({"streamName": "s", "subject": "a.>"}),
+            json!({"streamName": "s", "subject": "a b"}),
+            json!({"streamName": "s", "subject": "$JS.API"}),
+            json!({"streamName": "s", "subject": "a", "url": 5}),
+            json!({"streamName": "s", "subject": "a", "url": ""}),
+            json!({"streamName": "s", "subject": "a", "url": "http://[::1"}),
+            json!({"streamName": "s", "subject": "a", "verbose": "yes"}),
+            json!({"streamName": "s", "subject": "a", "extra": 1}),
+            json!({"streamName": "s", "subject": "a", "options": 3}),
+            json!({"streamName": "s", "subject": "a", "options": {"batchSize": 0}}),
+            json!({"streamName": "s", "subject": "a", "options": {"batchSize": "10"}}),
+            json!({"streamName": "s", "subject": "a", "options": {"batchSize": 1.5}}),
+            json!({"streamName": "s", "subject": "a", "options": {"maxRetries": -1}}),
+            json!({"streamName": "s", "subject": "a", "options": {"ackWait": 5}}),
+            json!({"streamName": "s", "subject": "a", "options": {"retryDelay": -10}}),
+            json!({"streamName": "s", "subject": "a", "options": {"batchsize": 5}}),
+        ];
+        for value in bad {
+            assert_eq!(code_of(value.clone()), "ERR_PQ_INVALID_CONFIG", "accepted {value}");
+        }
+    }
+
+    #[test]
+    fn url_resolution_prefers_the_argument_then_the_config() {
+        let mut config = Config::new("s", "a").expect("valid");
+        config.url = Some("nats://127.0.0.1:1111".into());
+        assert_eq!(
+            config.resolve_url(Some("nats://127.0.0.1:2222")).expect("valid"),
+            "nats://127.0.0.1:2222"
+        );
+        assert_eq!(config.resolve_url(None).expect("valid"), "nats://127.0.0.1:1111");
+        assert!(config.resolve_url(Some(" , ")).is_err());
+    }
+}

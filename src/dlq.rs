@@ -1,0 +1,106 @@
+//! Dead letters: tasks that will not be tried again, kept with why they failed on the queue's
+//! dead-letter stream (`<streamName>_DLQ`, subject `protoqueue.dlq.<streamName>`).
+//!
+//! A dead letter is published and confirmed *before* the original is removed from the queue, and
+//! its `Nats-Msg-Id` is derived from the original, so a crash in between stores it once more at
+//! worst, and never loses it.
+
+use bytes::Bytes;
+
+use crate::{
+    connection::Connection,
+    envelope::{self, DeadLetter, DeadLetterReason, Task},
+    error::Result,
+    producer::{Outgoing, Publisher},
+};
+
+/// Where a failed message came from, as the server told the worker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The stream the message was read from.
+    pub stream: String,
+    /// Its subject.
+    pub subject: String,
+    /// Its sequence number in the stream.
+    pub stream_sequence: u64,
+    /// How many times it was delivered.
+    pub attempts: u64,
+}
+
+/// What failed: a decoded task, or bytes that were not a valid envelope.
+#[derive(Debug, Clone)]
+pub enum Failed {
+    /// A task whose handling failed for good.
+    Task(Task),
+    /// A message that could not be decoded.
+    Raw(Bytes),
+}
+
+/// Publishes a dead letter and waits until JetStream has stored it.
+pub async fn publish(
+    connection: &Connection,
+    failed: Failed,
+    origin: &Origin,
+    reason: DeadLetterReason,
+    error: String,
+    details: Bytes,
+) -> Result<()> {
+    let message_id = match &failed {
+        Failed::Task(task) => format!("dlq-{}", task.id),
+        Failed::Raw(_) => format!("dlq-{}-{}", origin.stream, origin.stream_sequence),
+    };
+    let (task, raw) = match failed {
+        Failed::Task(task) => (Some(task), Bytes::new()),
+        Failed::Raw(raw) => (None, raw),
+    };
+    let letter = DeadLetter {
+        task,
+        raw,
+        reason: reason as i32,
+        error,
+        details,
+        attempts: u32::try_from(origin.attempts).unwrap_or(u32::MAX),
+        failed_at_ms: envelope::now_ms(),
+        stream: origin.stream.clone(),
+        subject: origin.subject.clone(),
+        stream_sequence: origin.stream_sequence,
+    };
+    // A dead letter may carry the original plus an error: never refuse it for its size, cut the
+    // raw bytes instead so the record of the failure survives.
+    let max = connection.max_payload();
+    let mut payload = letter.to_bytes();
+    if payload.len() + 256 > max {
+        let mut trimmed = letter;
+        trimmed.raw = Bytes::new();
+        trimmed.details = Bytes::new();
+        truncate_on_char_boundary(&mut trimmed.error, 4_096);
+        payload = trimmed.to_bytes();
+    }
+    let subject = connection.config().dead_letter_subject();
+    let message = Outgoing::checked(message_id, payload, max)?;
+    Publisher::to(connection, subject).publish(message).await?;
+    Ok(())
+}
+
+/// Shortens a string to at most `max` bytes without splitting a character.
+fn truncate_on_char_boundary(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        text.truncate(cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_on_char_boundary;
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        let mut text = "ééé".to_string(); // 2 bytes each
+        truncate_on_char_boundary(&mut text, 3);
+        assert_eq!(text, "é");
+        let mut short = "ok".to_string();
+        truncate_on_char_boundary(&mut short, 3);
+        assert_eq!(short, "ok");
+    }
+}

@@ -1,0 +1,128 @@
+//! The one error type of the crate. Every variant has a stable string code (`Error::code`) that
+//! reaches JavaScript as `err.code`; messages say what went wrong and what to do about it.
+
+use std::time::Duration;
+
+/// The crate's `Result`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Protoqueue.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The queue's configuration (names, subject, options, URL) is not usable. Nothing was sent.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+
+    /// A task given to `enqueue`/`enqueueBatch` is not well-formed. Nothing was sent.
+    #[error("invalid task: {0}")]
+    InvalidTask(String),
+
+    /// The task's data or metadata cannot be encoded (not JSON-serializable). Nothing was sent.
+    #[error("cannot serialize task: {0}")]
+    Serialize(String),
+
+    /// The encoded task is larger than the server accepts. Nothing was sent.
+    #[error(
+        "task is {size} bytes encoded, more than the server's max_payload of {max} bytes; \
+         store large payloads elsewhere and enqueue a reference"
+    )]
+    PayloadTooLarge {
+        /// The encoded size of the message.
+        size: usize,
+        /// The server's `max_payload`.
+        max: usize,
+    },
+
+    /// The queue is not connected: `connect()` was not called, or `disconnect()` was.
+    #[error("not connected: call connect() first (a queue cannot be used after disconnect())")]
+    NotConnected,
+
+    /// `process()` was called while this queue already has a worker.
+    #[error("this queue is already processing tasks; create another Protoqueue for a second worker")]
+    AlreadyProcessing,
+
+    /// No server could be reached or the connection was refused.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect {
+        /// The server URL(s) tried.
+        url: String,
+        /// What the client reported.
+        reason: String,
+    },
+
+    /// An operation did not complete in time (e.g. an enqueue during a long outage).
+    #[error("{operation} timed out after {}ms{hint}", .after.as_millis())]
+    Timeout {
+        /// What timed out.
+        operation: &'static str,
+        /// How long it waited.
+        after: Duration,
+        /// What the user can do about it (may be empty).
+        hint: &'static str,
+    },
+
+    /// The stream exists with a configuration Protoqueue cannot use; it is never rewritten silently.
+    #[error("stream conflict: {0}")]
+    StreamConflict(String),
+
+    /// The server or client reported an error.
+    #[error("NATS error: {0}")]
+    Nats(String),
+}
+
+impl Error {
+    /// The stable code of this error, as JavaScript sees it in `err.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidConfig(_) => "ERR_PQ_INVALID_CONFIG",
+            Error::InvalidTask(_) => "ERR_PQ_INVALID_TASK",
+            Error::Serialize(_) => "ERR_PQ_SERIALIZE",
+            Error::PayloadTooLarge { .. } => "ERR_PQ_PAYLOAD_TOO_LARGE",
+            Error::NotConnected => "ERR_PQ_NOT_CONNECTED",
+            Error::AlreadyProcessing => "ERR_PQ_ALREADY_PROCESSING",
+            Error::Connect { .. } => "ERR_PQ_CONNECT",
+            Error::Timeout { .. } => "ERR_PQ_TIMEOUT",
+            Error::StreamConflict(_) => "ERR_PQ_STREAM_CONFLICT",
+            Error::Nats(_) => "ERR_PQ_NATS",
+        }
+    }
+
+    /// Wraps any client or server error as [`Error::Nats`], keeping its message.
+    pub(crate) fn nats(context: &str, err: impl std::fmt::Display) -> Self {
+        Error::Nats(format!("{context}: {err}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_prefixed() {
+        let errors = [
+            Error::InvalidConfig("x".into()),
+            Error::InvalidTask("x".into()),
+            Error::Serialize("x".into()),
+            Error::PayloadTooLarge { size: 2, max: 1 },
+            Error::NotConnected,
+            Error::AlreadyProcessing,
+            Error::Connect { url: "u".into(), reason: "r".into() },
+            Error::Timeout { operation: "enqueue", after: Duration::from_millis(5), hint: "" },
+            Error::StreamConflict("x".into()),
+            Error::Nats("x".into()),
+        ];
+        let codes: std::collections::HashSet<_> = errors.iter().map(Error::code).collect();
+        assert_eq!(codes.len(), errors.len(), "every variant has its own code");
+        assert!(codes.iter().all(|c| c.starts_with("ERR_PQ_")));
+    }
+
+    #[test]
+    fn timeout_message_names_the_operation_and_duration() {
+        let err = Error::Timeout {
+            operation: "enqueue",
+            after: Duration::from_millis(1500),
+            hint: "; is the server up?",
+        };
+        assert_eq!(err.to_string(), "enqueue timed out after 1500ms; is the server up?");
+    }
+}

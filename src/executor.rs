@@ -1,0 +1,249 @@
+//! One delivery, start to end: decode the envelope, run the handler while keeping the task alive
+//! with progress heartbeats, then settle it: ack on success, NAK with `retryDelay` on a failure
+//! that has attempts left, otherwise dead-letter (confirmed) and only then terminate.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+
+use crate::{
+    connection::Connection,
+    dlq::{self, Failed, Origin},
+    envelope::{DeadLetterReason, Task},
+};
+
+/// How long a worker waits for the server to confirm an ack, NAK or TERM.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One attempt at a task, as the handler gets it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The task as it was enqueued.
+    pub task: Task,
+    /// Which delivery this is, from 1.
+    pub number: u64,
+    /// The most deliveries the task gets (`1 + maxRetries`).
+    pub max: u64,
+}
+
+/// What a handler decided.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Done: the task is acked and removed.
+    Success,
+    /// Failed: retried while attempts remain and `retry` is true, else dead-lettered.
+    Failure(Failure),
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Failure {
+    /// A message for people.
+    pub error: String,
+    /// Extra information as a JSON object, or empty.
+    pub details: Bytes,
+    /// `false` sends the task to the dead-letter stream at once, without further attempts.
+    pub retry: bool,
+}
+
+impl Failure {
+    /// A retryable failure with a message.
+    pub fn new(error: impl Into<String>) -> Self {
+        Failure { error: error.into(), details: Bytes::new(), retry: true }
+    }
+}
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Runs tasks: implemented by the JavaScript binding (calling the user's handler) and by tests.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one attempt. The future must finish; a future that outlives `taskTimeout` is
+    /// dropped and counted as a failed attempt.
+    fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome>;
+}
+
+/// How a delivery ended, from the worker's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// Handled successfully and acked.
+    Acked,
+    /// Failed and handed back for a later attempt.
+    Retried,
+    /// Stored on the dead-letter stream and removed from the queue.
+    DeadLettered,
+    /// Not settled (the server did not confirm): the server redelivers it after `ackWait`.
+    Unconfirmed,
+}
+
+/// Runs deliveries of one queue through one handler.
+#[derive(Clone)]
+pub struct Executor {
+    connection: Connection,
+    handler: Arc<dyn Handler>,
+}
+
+impl Executor {
+    /// An executor for a connected queue.
+    pub fn new(connection: Connection, handler: Arc<dyn Handler>) -> Self {
+        Executor { connection, handler }
+    }
+
+    /// Handles one delivery to the end.
+    pub async fn execute(&self, message: jetstream::Message) -> Settlement {
+        let config = self.connection.config();
+        let origin = origin_of(&message);
+        let task = match Task::decode_checked(&message.payload) {
+            Ok(task) => task,
+            Err(err) => {
+                tracing::warn!(seq = origin.stream_sequence, "dead-lettering a message that is not a task: {err}");
+                let raw = Failed::Raw(message.payload.clone());
+                let failure = Failure { error: err.to_string(), ..Failure::default() };
+                return self
+                    .dead_letter(&message, raw, &origin, DeadLetterReason::InvalidEnvelope, failure)
+                    .await;
+            }
+        };
+        let max = config.max_deliveries();
+        if origin.attempts > max {
+            let failure = Failure::new(format!(
+                "delivered {} times without a result (allowed: {max}); the workers holding it \
+                 stopped or lost their connection",
+                origin.attempts
+            ));
+            let reason = DeadLetterReason::DeliveriesExhausted;
+            return self.dead_letter(&message, Failed::Task(task), &origin, reason, failure).await;
+        }
+
+        let id = task.id.clone();
+        let attempt = Attempt { task: task.clone(), number: origin.attempts, max };
+        tracing::debug!(%id, attempt = attempt.number, "handling task");
+        match self.run_with_heartbeats(&message, attempt).await {
+            Outcome::Success => {
+                tracing::debug!(%id, "task succeeded");
+                self.settle(&message, AckKind::Ack, Settlement::Acked).await
+            }
+            Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
+                tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", failure.error);
+                let delay = Some(config.retry_delay);
+                self.settle(&message, AckKind::Nak(delay), Settlement::Retried).await
+            }
+            Outcome::Failure(failure) => {
+                let reason = if failure.retry {
+                    DeadLetterReason::RetriesExhausted
+                } else {
+                    DeadLetterReason::Rejected
+                };
+                tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", failure.error);
+                self.dead_letter(&message, Failed::Task(task), &origin, reason, failure).await
+            }
+        }
+    }
+
+    /// Runs the handler, sending a progress heartbeat every third of `ackWait` so a long
+    /// handler keeps its task, and giving up after `taskTimeout`.
+    async fn run_with_heartbeats(&self, message: &jetstream::Message, attempt: Attempt) -> Outcome {
+        let config = self.connection.config();
+        let interval = config.heartbeat_interval();
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let timeout = tokio::time::sleep(config.task_timeout);
+        let handled = self.handler.handle(attempt);
+        tokio::pin!(timeout, handled);
+        loop {
+            tokio::select! {
+                outcome = &mut handled => return outcome,
+                _ = heartbeat.tick() => {
+                    if let Err(err) = message.ack_with(AckKind::Progress).await {
+                        tracing::warn!("progress heartbeat not sent: {err}");
+                    }
+                }
+                _ = &mut timeout => {
+                    return Outcome::Failure(Failure::new(format!(
+                        "handler did not settle within taskTimeout ({}ms)",
+                        config.task_timeout.as_millis()
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Stores a dead letter, then terminates the original. If the dead letter cannot be stored,
+    /// the original is handed back instead, so it is never dropped.
+    async fn dead_letter(
+        &self,
+        message: &jetstream::Message,
+        failed: Failed,
+        origin: &Origin,
+        reason: DeadLetterReason,
+        failure: Failure,
+    ) -> Settlement {
+        let stored =
+            dlq::publish(&self.connection, failed, origin, reason, failure.error, failure.details)
+                .await;
+        match stored {
+            Ok(()) => self.settle(message, AckKind::Term, Settlement::DeadLettered).await,
+            Err(err) => {
+                tracing::warn!("dead letter not stored ({err}); the task stays on the queue");
+                let delay = Some(self.connection.config().retry_delay);
+                self.settle(message, AckKind::Nak(delay), Settlement::Retried).await;
+                Settlement::Unconfirmed
+            }
+        }
+    }
+
+    /// Sends an ack, NAK or TERM and waits for the server to confirm it.
+    pub(crate) async fn settle(
+        &self,
+        message: &jetstream::Message,
+        kind: AckKind,
+        settled: Settlement,
+    ) -> Settlement {
+        if settle_confirmed(&self.connection, message, kind).await {
+            settled
+        } else {
+            Settlement::Unconfirmed
+        }
+    }
+}
+
+/// Sends an acknowledgement of any kind and waits (bounded) for the server's confirmation.
+pub(crate) async fn settle_confirmed(
+    connection: &Connection,
+    message: &jetstream::Message,
+    kind: AckKind,
+) -> bool {
+    let Some(reply) = message.reply.clone() else {
+        tracing::warn!("message has no reply subject; cannot acknowledge it");
+        return false;
+    };
+    let request = connection.client.request(reply, Bytes::from(kind));
+    match tokio::time::timeout(SETTLE_TIMEOUT, request).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(err)) => {
+            tracing::warn!("acknowledgement not confirmed ({err}); the server will redeliver");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("acknowledgement not confirmed in time; the server will redeliver");
+            false
+        }
+    }
+}
+
+fn origin_of(message: &jetstream::Message) -> Origin {
+    match message.info() {
+        Ok(info) => Origin {
+            stream: info.stream.to_owned(),
+            subject: message.subject.to_string(),
+            stream_sequence: info.stream_sequence,
+            attempts: u64::try_from(info.delivered).unwrap_or(1).max(1),
+        },
+        Err(_) => Origin {
+            subject: message.subject.to_string(),
+            attempts: 1,
+            ..Origin::default()
+        },
+    }
+}

@@ -1,0 +1,43 @@
+//! Protoqueue: a task queue on NATS JetStream with Protocol Buffers envelopes, for Node.js and
+//! Bun through a native addon.
+//!
+//! # Design
+//!
+//! The queue is plain Rust that never imports napi; [`binding`] is the only module that does, and
+//! it only converts values and delegates.
+//!
+//! - A queue is one JetStream stream (WorkQueue retention: an acked task is gone) on one subject,
+//!   a dead-letter stream beside it, and one durable pull consumer shared by every worker
+//!   ([`topology`]).
+//! - Every task is one Protobuf `protoqueue.v1.Task` ([`envelope`]) published with its id as
+//!   `Nats-Msg-Id`, so a re-sent publish is stored once; `enqueue` resolves only after JetStream
+//!   confirmed the write ([`producer`]).
+//! - A worker ([`consumer`]) pulls as many messages as it has free slots (`batchSize`), runs each
+//!   through the [`executor`]: handler with progress heartbeats, then ack, NAK with `retryDelay`,
+//!   or dead letter ([`dlq`], confirmed) followed by TERM.
+//! - Deliveries are counted by the server; the consumer has no `max_deliver`, so a task whose last
+//!   delivery died with its worker is dead-lettered by the next worker instead of being stranded.
+//! - Everything after the first connect survives connection loss: the client reconnects without
+//!   end, publishes are re-sent with the same id until `enqueueTimeout`, pulls are retried.
+
+pub mod config;
+pub mod connection;
+pub mod consumer;
+pub mod dlq;
+pub mod envelope;
+pub mod error;
+pub mod executor;
+pub mod logging;
+pub mod producer;
+pub mod stats;
+pub mod topology;
+
+mod binding;
+
+pub use config::Config;
+pub use connection::Connection;
+pub use consumer::{StopReport, Worker};
+pub use error::{Error, Result};
+pub use executor::{Attempt, Failure, Handler, Outcome};
+pub use producer::NewTask;
+pub use stats::Stats;

@@ -1,0 +1,183 @@
+//! Enqueueing: every task is encoded, size-checked, published with its id as the `Nats-Msg-Id`
+//! (so a re-send is stored once) and confirmed by JetStream before the call resolves.
+//!
+//! A batch is checked whole before anything is sent, then pipelined: up to [`PUBLISH_WINDOW`]
+//! publishes are in flight at once and every acknowledgement is awaited. A publish that gets no
+//! answer (outage, leader election) is re-sent with the same id until `enqueueTimeout` runs out.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self,
+    context::{PublishAckFuture, PublishErrorKind},
+    message::PublishMessage,
+};
+use bytes::Bytes;
+use futures::{stream::FuturesOrdered, StreamExt};
+use tokio::time::Instant;
+
+use crate::{
+    connection::Connection,
+    envelope::{self, Task},
+    error::{Error, Result},
+};
+
+/// Publishes of one batch in flight at once.
+pub const PUBLISH_WINDOW: usize = 1_024;
+/// What the `Nats-Msg-Id` header adds to a message, besides the id itself.
+const HEADER_OVERHEAD: usize = 64;
+/// Pause before re-sending a publish that got no answer.
+const RESEND_DELAY: Duration = Duration::from_millis(250);
+
+/// A task to enqueue.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NewTask {
+    /// The payload (JSON text for tasks from JavaScript).
+    pub data: Bytes,
+    /// A JSON object of user metadata, or empty.
+    pub metadata: Bytes,
+}
+
+/// One encoded message, ready to publish.
+pub(crate) struct Outgoing {
+    id: String,
+    payload: Bytes,
+}
+
+/// Enqueues one task; resolves to its id once JetStream has stored it.
+pub async fn enqueue(connection: &Connection, task: NewTask) -> Result<String> {
+    let mut ids = enqueue_batch(connection, vec![task]).await?;
+    ids.pop().ok_or_else(|| Error::Nats("enqueue produced no id".into()))
+}
+
+/// Enqueues many tasks, pipelined; resolves to their ids in input order once every one is stored.
+///
+/// Nothing is sent unless every task encodes within the server's `max_payload`. If the batch
+/// fails part-way (the server stays unreachable past `enqueueTimeout`), the tasks acknowledged
+/// before the failure stay enqueued.
+pub async fn enqueue_batch(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<String>> {
+    let outgoing = encode_all(connection, tasks)?;
+    let publisher = Publisher::new(connection);
+    let mut in_flight = FuturesOrdered::new();
+    let mut ids = Vec::with_capacity(outgoing.len());
+    for message in outgoing {
+        while in_flight.len() >= PUBLISH_WINDOW {
+            if let Some(result) = in_flight.next().await {
+                ids.push(result?);
+            }
+        }
+        let sent = publisher.send(&message).await?;
+        in_flight.push_back(publisher.confirm(message, sent));
+    }
+    while let Some(result) = in_flight.next().await {
+        ids.push(result?);
+    }
+    Ok(ids)
+}
+
+fn encode_all(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Outgoing>> {
+    let max = connection.max_payload();
+    let now = envelope::now_ms();
+    tasks
+        .into_iter()
+        .map(|task| {
+            let id = uuid::Uuid::now_v7().to_string();
+            let envelope = Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
+            Outgoing::checked(id, envelope.to_bytes(), max)
+        })
+        .collect()
+}
+
+impl Outgoing {
+    /// A message with its id, refused when it would exceed the server's `max_payload`.
+    pub(crate) fn checked(id: String, payload: Bytes, max_payload: usize) -> Result<Self> {
+        let size = payload.len() + HEADER_OVERHEAD + id.len();
+        if size > max_payload {
+            return Err(Error::PayloadTooLarge { size, max: max_payload });
+        }
+        Ok(Outgoing { id, payload })
+    }
+}
+
+/// Publishes to one subject until one deadline, re-sending what the server does not confirm.
+pub(crate) struct Publisher<'a> {
+    js: &'a jetstream::Context,
+    subject: String,
+    timeout: Duration,
+    deadline: Instant,
+}
+
+impl<'a> Publisher<'a> {
+    /// A publisher to the queue's subject, bounded by `enqueueTimeout` from now.
+    pub(crate) fn new(connection: &'a Connection) -> Self {
+        let config = connection.config();
+        Self::to(connection, config.subject.clone())
+    }
+
+    /// A publisher to any subject of the connection, bounded by `enqueueTimeout` from now.
+    pub(crate) fn to(connection: &'a Connection, subject: String) -> Self {
+        let timeout = connection.config().enqueue_timeout;
+        Publisher { js: &connection.jetstream, subject, timeout, deadline: Instant::now() + timeout }
+    }
+
+    /// Publishes one message and waits for its acknowledgement.
+    pub(crate) async fn publish(&self, message: Outgoing) -> Result<String> {
+        let sent = self.send(&message).await?;
+        self.confirm(message, sent).await
+    }
+
+    /// Hands one publish to the client (it is buffered while the connection is down).
+    async fn send(&self, message: &Outgoing) -> Result<PublishAckFuture> {
+        let publish =
+            PublishMessage::build().payload(message.payload.clone()).message_id(&message.id);
+        match tokio::time::timeout_at(self.deadline, self.js.send_publish(self.subject.clone(), publish))
+            .await
+        {
+            Ok(Ok(ack)) => Ok(ack),
+            Ok(Err(err)) => Err(publish_error(err)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Awaits the acknowledgement of a sent publish, re-sending it (same id, so it is stored
+    /// once) while the server does not answer, until the deadline.
+    async fn confirm(&self, message: Outgoing, mut sent: PublishAckFuture) -> Result<String> {
+        loop {
+            let err = match tokio::time::timeout_at(self.deadline, sent).await {
+                Ok(Ok(_ack)) => return Ok(message.id),
+                Ok(Err(err)) => err,
+                Err(_) => return Err(self.timed_out()),
+            };
+            if !is_transient(err.kind()) {
+                return Err(publish_error(err));
+            }
+            tracing::debug!(id = %message.id, "publish not confirmed ({err}); re-sending");
+            tokio::time::sleep_until(self.deadline.min(Instant::now() + RESEND_DELAY)).await;
+            sent = self.send(&message).await?;
+        }
+    }
+
+    fn timed_out(&self) -> Error {
+        Error::Timeout {
+            operation: "publish",
+            after: self.timeout,
+            hint: " waiting for JetStream to confirm; is the NATS server reachable? \
+                   (raise options.enqueueTimeout to wait longer)",
+        }
+    }
+}
+
+/// Errors that a re-send can cure: no answer, a broken connection, no stream leader for now.
+fn is_transient(kind: PublishErrorKind) -> bool {
+    matches!(
+        kind,
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound
+    )
+}
+
+fn publish_error(err: jetstream::context::PublishError) -> Error {
+    match err.kind() {
+        PublishErrorKind::MaxPayloadExceeded => Error::Nats(format!("publish rejected: {err}")),
+        _ => Error::nats("publish failed", err),
+    }
+}

@@ -1,0 +1,69 @@
+//! A snapshot of a queue: the stream's counters, the shared consumer's progress and the number of
+//! dead letters.
+
+use serde::Serialize;
+
+use crate::{
+    config::CONSUMER_NAME,
+    connection::Connection,
+    error::{Error, Result},
+};
+
+/// Queue statistics. The first five fields are the README's `QueueStats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Tasks stored in the stream (waiting or in flight).
+    pub messages: u64,
+    /// Bytes stored in the stream.
+    pub bytes: u64,
+    /// Sequence number of the oldest stored task.
+    pub first_sequence: u64,
+    /// Sequence number of the newest task ever stored.
+    pub last_sequence: u64,
+    /// Consumers on the stream (one shared durable consumer per queue).
+    pub consumer_count: u64,
+    /// Tasks not yet delivered to any worker.
+    pub pending: u64,
+    /// Tasks delivered and not yet settled (being handled, or waiting for a retry).
+    pub in_flight: u64,
+    /// Tasks delivered more than once and not yet settled.
+    pub redelivered: u64,
+    /// Tasks on the dead-letter stream.
+    pub dead_lettered: u64,
+}
+
+/// Reads the current statistics from the server.
+pub async fn snapshot(connection: &Connection) -> Result<Stats> {
+    let config = connection.config();
+    let js = &connection.jetstream;
+    let stream = js
+        .get_stream(&config.stream_name)
+        .await
+        .map_err(|e| Error::nats("reading the task stream", e))?;
+    let info = stream.get_info().await.map_err(|e| Error::nats("reading stream info", e))?;
+    let mut stats = Stats {
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        first_sequence: info.state.first_sequence,
+        last_sequence: info.state.last_sequence,
+        consumer_count: info.state.consumer_count as u64,
+        ..Stats::default()
+    };
+    // The consumer exists once a worker has started; before that everything is pending.
+    match stream.consumer_info(CONSUMER_NAME).await {
+        Ok(consumer) => {
+            stats.pending = consumer.num_pending;
+            stats.in_flight = consumer.num_ack_pending as u64;
+            stats.redelivered = consumer.num_redelivered as u64;
+        }
+        Err(_) => stats.pending = info.state.messages,
+    }
+    let dead_letters = js
+        .get_stream(config.dead_letter_stream())
+        .await
+        .map_err(|e| Error::nats("reading the dead-letter stream", e))?;
+    let dead_info =
+        dead_letters.get_info().await.map_err(|e| Error::nats("reading dead-letter info", e))?;
+    stats.dead_lettered = dead_info.state.messages;
+    Ok(stats)
+}
