@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use napi::{
-    bindgen_prelude::{Either, Promise},
+    bindgen_prelude::{Buffer, Either, Promise},
     threadsafe_function::ThreadsafeFunction,
     Status,
 };
@@ -19,6 +19,8 @@ use crate::{
     config::Config,
     connection::Connection,
     consumer::Worker,
+    dlq,
+    envelope::{DeadLetterReason, Task},
     error::Error,
     executor::{Attempt, BoxFuture, Failure, Handler, Outcome},
     logging, producer, stats,
@@ -84,6 +86,27 @@ pub struct NativeStats {
     pub in_flight: i64,
     pub redelivered: i64,
     pub dead_lettered: i64,
+}
+
+/// A dead letter as `getDeadLetters()` returns it before the shim decodes the JSON.
+#[napi(object)]
+pub struct NativeDeadLetter {
+    /// The task, when the original message was a valid envelope.
+    pub task: Option<NativeTask>,
+    /// The original bytes, when it was not.
+    pub raw: Option<Buffer>,
+    /// `retriesExhausted`, `rejected`, `invalidEnvelope` or `deliveriesExhausted`.
+    pub reason: String,
+    /// The last error message.
+    pub error: String,
+    /// The handler's `details` as JSON text.
+    pub details: Option<String>,
+    /// How many times the task was delivered.
+    pub attempts: u32,
+    /// When it was dead-lettered, ms since the epoch.
+    pub failed_at: f64,
+    /// Its sequence number in the dead-letter stream.
+    pub stream_sequence: f64,
 }
 
 enum State {
@@ -181,6 +204,14 @@ impl NativeQueue {
         })
     }
 
+    /// Reads (without removing) up to `limit` dead letters, oldest first.
+    #[napi(catch_unwind)]
+    pub async fn dead_letters(&self, limit: u32) -> napi::Result<Vec<NativeDeadLetter>> {
+        let connection = self.connection().await?;
+        let stored = dlq::list(&connection, limit as usize).await.map_err(to_js)?;
+        Ok(stored.into_iter().map(native_dead_letter).collect())
+    }
+
     /// Stops the worker (in-flight tasks settle first), then closes the connection. The handler
     /// is released, so nothing keeps the process alive afterwards. A no-op when not connected.
     #[napi(catch_unwind)]
@@ -229,15 +260,7 @@ impl Handler for JsHandler {
     fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome> {
         let function = self.function.clone();
         Box::pin(async move {
-            let task = attempt.task;
-            let arg = NativeTask {
-                id: task.id,
-                data: String::from_utf8_lossy(&task.data).into_owned(),
-                metadata: String::from_utf8_lossy(&task.metadata).into_owned(),
-                timestamp: task.enqueued_at_ms as f64,
-                attempt: u32::try_from(attempt.number).unwrap_or(u32::MAX),
-                max_attempts: u32::try_from(attempt.max).unwrap_or(u32::MAX),
-            };
+            let arg = native_task(attempt.task, attempt.number, attempt.max);
             // `_catch`: a synchronous throw becomes an `Err` instead of a fatal exception.
             let result = match function.call_async_catch(arg).await {
                 Ok(Either::A(promise)) => promise.await,
@@ -249,6 +272,40 @@ impl Handler for JsHandler {
                 Err(err) => Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason))),
             }
         })
+    }
+}
+
+fn native_task(task: Task, attempt: u64, max_attempts: u64) -> NativeTask {
+    NativeTask {
+        id: task.id,
+        data: String::from_utf8_lossy(&task.data).into_owned(),
+        metadata: String::from_utf8_lossy(&task.metadata).into_owned(),
+        timestamp: task.enqueued_at_ms as f64,
+        attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+        max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
+    }
+}
+
+fn native_dead_letter(stored: dlq::StoredDeadLetter) -> NativeDeadLetter {
+    let letter = stored.letter;
+    let reason = match letter.reason() {
+        DeadLetterReason::RetriesExhausted => "retriesExhausted",
+        DeadLetterReason::Rejected => "rejected",
+        DeadLetterReason::InvalidEnvelope => "invalidEnvelope",
+        DeadLetterReason::DeliveriesExhausted => "deliveriesExhausted",
+        DeadLetterReason::Unspecified => "unspecified",
+    };
+    let attempts = u64::from(letter.attempts);
+    NativeDeadLetter {
+        task: letter.task.map(|task| native_task(task, attempts, attempts)),
+        raw: (!letter.raw.is_empty()).then(|| Buffer::from(letter.raw.to_vec())),
+        reason: reason.into(),
+        error: letter.error,
+        details: (!letter.details.is_empty())
+            .then(|| String::from_utf8_lossy(&letter.details).into_owned()),
+        attempts: letter.attempts,
+        failed_at: letter.failed_at_ms as f64,
+        stream_sequence: stored.sequence as f64,
     }
 }
 

@@ -5,14 +5,25 @@
 //! its `Nats-Msg-Id` is derived from the original, so a crash in between stores it once more at
 //! worst, and never loses it.
 
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
+use prost::Message as _;
 
 use crate::{
     connection::Connection,
     envelope::{self, DeadLetter, DeadLetterReason, Task},
-    error::Result,
+    error::{Error, Result},
     producer::{Outgoing, Publisher},
 };
+
+/// A dead letter as stored, with its place in the dead-letter stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDeadLetter {
+    /// Its sequence number in the dead-letter stream.
+    pub sequence: u64,
+    /// The dead letter.
+    pub letter: DeadLetter,
+}
 
 /// Where a failed message came from, as the server told the worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -80,6 +91,34 @@ pub async fn publish(
     let message = Outgoing::checked(message_id, payload, max)?;
     Publisher::to(connection, subject).publish(message).await?;
     Ok(())
+}
+
+/// Reads (without removing) up to `limit` dead letters, oldest first. A stored message that does
+/// not decode as a `DeadLetter` is skipped with a warning.
+pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDeadLetter>> {
+    let config = connection.config();
+    let stream = connection
+        .jetstream
+        .get_stream(config.dead_letter_stream())
+        .await
+        .map_err(|e| Error::nats("opening the dead-letter stream", e))?;
+    let subject = config.dead_letter_subject();
+    let mut letters = Vec::new();
+    let mut next = 1;
+    while letters.len() < limit {
+        let request = stream.raw_message_builder().sequence(next).next_by_subject(subject.clone());
+        let message = match request.send().await {
+            Ok(message) => message,
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Err(err) => return Err(Error::nats("reading dead letters", err)),
+        };
+        next = message.sequence + 1;
+        match DeadLetter::decode(message.payload) {
+            Ok(letter) => letters.push(StoredDeadLetter { sequence: message.sequence, letter }),
+            Err(err) => tracing::warn!(seq = message.sequence, "skipping an undecodable dead letter: {err}"),
+        }
+    }
+    Ok(letters)
 }
 
 /// Shortens a string to at most `max` bytes without splitting a character.

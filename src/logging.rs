@@ -3,7 +3,7 @@
 //! `protoqueue=trace`), turns on more. Secrets never reach a log line: URLs are redacted and
 //! credentials are not logged.
 
-use std::sync::OnceLock;
+use std::{io::IsTerminal, sync::OnceLock};
 
 use tracing_subscriber::{filter::EnvFilter, fmt, prelude::*, reload, Registry};
 
@@ -20,7 +20,10 @@ pub fn init() {
     FILTER.get_or_init(|| {
         let filter = EnvFilter::try_from_env(LOG_ENV).unwrap_or_else(|_| EnvFilter::new(QUIET));
         let (filter, handle) = reload::Layer::new(filter);
-        let layer = fmt::layer().with_writer(std::io::stderr).with_target(false);
+        let layer = fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_target(false);
         let _ = tracing_subscriber::registry().with(filter).with(layer).try_init();
         handle
     });

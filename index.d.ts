@@ -1,0 +1,183 @@
+/**
+ * Protoqueue: a task queue for Node.js and Bun on NATS JetStream, with a Rust core.
+ *
+ * @example
+ * ```ts
+ * import { Protoqueue } from 'protoqueue'
+ * const queue = new Protoqueue<{ to: string }>({ streamName: 'emails', subject: 'tasks.email' })
+ * await queue.connect('nats://localhost:4222')
+ * await queue.enqueue({ data: { to: 'user@example.com' } })
+ * await queue.process(async (task) => ({ success: true }))
+ * ```
+ */
+
+/** Options of a queue. Durations are milliseconds; every value is a non-negative integer. */
+export interface QueueOptions {
+  /** Retries after the first attempt before a task is dead-lettered (default 3: at most 4 deliveries). */
+  maxRetries?: number
+  /**
+   * How long the server waits for a worker's answer before redelivering a task to another worker
+   * (crash detection; default 30000, at least 100). Handlers may run longer: the worker keeps the
+   * task alive with progress heartbeats every `ackWait / 3`.
+   */
+  ackWait?: number
+  /** Tasks one worker pulls and handles at once (default 10, from 1 to 10000). */
+  batchSize?: number
+  /** Least delay before a failed task is delivered again (default 1000). */
+  retryDelay?: number
+  /**
+   * How long `enqueue`/`enqueueBatch` wait for the server to store a task, re-sending through
+   * outages and leader elections, before rejecting with `ERR_PQ_TIMEOUT` (default 30000).
+   */
+  enqueueTimeout?: number
+  /** How long `connect()` tries before rejecting with `ERR_PQ_CONNECT` (default 5000). */
+  connectTimeout?: number
+  /**
+   * The longest one handler call may run before the attempt counts as failed (default 300000).
+   * It bounds a handler that never settles; the handler itself is not cancelled.
+   */
+  taskTimeout?: number
+  /** How long `disconnect()` waits for in-flight handlers to settle (default 30000). */
+  shutdownTimeout?: number
+}
+
+/** The configuration of a queue. */
+export interface ProtoqueueConfig {
+  /** NATS server URL, or a comma-separated list of the servers of one cluster. `connect(url)` overrides it. */
+  url?: string
+  /** The JetStream stream holding the tasks (created if missing). No whitespace, `.`, `*`, `>`, `/`. */
+  streamName: string
+  /** The subject tasks are published to and processed from, e.g. `tasks.email`. No wildcards. */
+  subject: string
+  /** Retry, concurrency and timeout settings. */
+  options?: QueueOptions
+  /** Log what the queue does to stderr (debug level). `PROTOQUEUE_LOG` sets a filter instead. */
+  verbose?: boolean
+}
+
+/** A task to enqueue. */
+export interface EnqueueTask<T = unknown> {
+  /** The task's data: any JSON-serializable value. */
+  data: T
+  /** Extra information stored with the task and handed to the handler (any JSON object). */
+  metadata?: Record<string, any>
+}
+
+/** A task as the handler receives it. */
+export interface TaskData<T = unknown> {
+  /** The task's unique, time-ordered id (the one `enqueue` resolved to). */
+  id: string
+  /** The data exactly as enqueued (a JSON round trip). */
+  data: T
+  /** The metadata as enqueued, plus `timestamp`: when the task was enqueued (ms since the epoch). */
+  metadata?: {
+    timestamp?: number
+    [key: string]: unknown
+  }
+  /** Which delivery this is, from 1. */
+  attempt?: number
+  /** The most deliveries this task gets (`1 + maxRetries`). */
+  maxAttempts?: number
+}
+
+/** What a handler returns. */
+export interface TaskResult {
+  /** `true` removes the task; `false` retries it after `retryDelay`, or dead-letters it after the last attempt. */
+  success: boolean
+  /** Why it failed; stored with the dead letter. */
+  error?: string
+  /** Extra failure information (any JSON object), stored with the dead letter. */
+  details?: Record<string, any>
+  /** `false` dead-letters a failed task at once, without further attempts. */
+  retry?: boolean
+}
+
+/** A task handler. It may be async or return a result directly; a throw or rejection is a failure. */
+export type TaskHandler<T = unknown> = (task: TaskData<T>) => Promise<TaskResult> | TaskResult
+
+/** Queue statistics, read from the server. */
+export interface QueueStats {
+  /** Tasks stored in the stream: waiting, being handled or waiting for a retry. */
+  messages: number
+  /** Bytes stored in the stream. */
+  bytes: number
+  /** Sequence number of the oldest stored task. */
+  firstSequence: number
+  /** Sequence number of the newest task ever stored. */
+  lastSequence: number
+  /** Consumers on the stream (all workers of a queue share one). */
+  consumer_count: number
+  /** Tasks not yet delivered to a worker. */
+  pending: number
+  /** Tasks delivered and not yet settled (being handled, or waiting for a retry). */
+  inFlight: number
+  /** Tasks delivered more than once and not yet settled. */
+  redelivered: number
+  /** Tasks on the dead-letter stream. */
+  deadLettered: number
+}
+
+/** Why a task was dead-lettered. */
+export type DeadLetterReason = 'retriesExhausted' | 'rejected' | 'invalidEnvelope' | 'deliveriesExhausted' | 'unspecified'
+
+/** A task that will not be tried again, as stored on the queue's dead-letter stream. */
+export interface DeadLetter<T = unknown> {
+  /** The task as enqueued; absent when the message was not a valid task envelope. */
+  task?: TaskData<T>
+  /** The original message bytes, when it was not a valid task envelope. */
+  raw?: Buffer
+  /** Why it was dead-lettered. */
+  reason: DeadLetterReason
+  /** The last error message. */
+  error: string
+  /** The handler's `details`, if any. */
+  details?: Record<string, any>
+  /** How many times it was delivered. */
+  attempts: number
+  /** When it was dead-lettered (ms since the epoch). */
+  failedAt: number
+  /** Its sequence number in the dead-letter stream. */
+  sequence: number
+}
+
+/** Every `code` a `ProtoqueueError` can have. */
+export type ProtoqueueErrorCode =
+  | 'ERR_PQ_INVALID_CONFIG'
+  | 'ERR_PQ_INVALID_TASK'
+  | 'ERR_PQ_INVALID_HANDLER'
+  | 'ERR_PQ_SERIALIZE'
+  | 'ERR_PQ_PAYLOAD_TOO_LARGE'
+  | 'ERR_PQ_NOT_CONNECTED'
+  | 'ERR_PQ_ALREADY_PROCESSING'
+  | 'ERR_PQ_CONNECT'
+  | 'ERR_PQ_TIMEOUT'
+  | 'ERR_PQ_STREAM_CONFLICT'
+  | 'ERR_PQ_NATS'
+
+/** An error raised by Protoqueue: `code` is stable, `message` says what to do. */
+export declare class ProtoqueueError extends Error {
+  readonly code: ProtoqueueErrorCode
+}
+
+/** A task queue on NATS JetStream. `T` is the type of the tasks' data. */
+export declare class Protoqueue<T = unknown> {
+  /** Checks the configuration (throws `ERR_PQ_INVALID_CONFIG`); sends nothing. */
+  constructor(config: ProtoqueueConfig)
+  /**
+   * Connects to NATS and creates the queue's streams if missing. The URL is this argument, else
+   * `config.url`, else `NATS_URL`, else `nats://localhost:4222`. A second call does nothing.
+   */
+  connect(url?: string): Promise<this>
+  /** Stops the worker (in-flight tasks settle first), then closes the connection. */
+  disconnect(): Promise<void>
+  /** Enqueues a task; resolves to its id once JetStream has stored it. */
+  enqueue(task: EnqueueTask<T>): Promise<string>
+  /** Enqueues tasks, pipelined; resolves to their ids, in order, once all are stored. */
+  enqueueBatch(tasks: Array<EnqueueTask<T>>): Promise<string[]>
+  /** Starts processing with `handler`, up to `batchSize` tasks at once; resolves once the worker runs. */
+  process(handler: TaskHandler<T>): Promise<this>
+  /** Reads queue statistics from the server. */
+  getStats(): Promise<QueueStats>
+  /** Reads (without removing) up to `limit` dead letters (default 100), oldest first. */
+  getDeadLetters(limit?: number): Promise<Array<DeadLetter<T>>>
+}

@@ -1,0 +1,228 @@
+'use strict'
+// Protoqueue's JavaScript layer. The queue itself is Rust (`native.js` loads the addon); this file
+// only turns values into JSON text and back, wraps the user's handler so every outcome reaches
+// Rust as a well-formed result, and gives errors their `code` (napi-rs cannot set one on errors
+// of async methods, so the native side sends "<code>: <message>").
+
+const { NativeQueue } = require('./native.js')
+
+const CODED_MESSAGE = /^(ERR_PQ_[A-Z_]+): ([\s\S]*)$/
+
+/** An error raised by Protoqueue; `code` is stable, `message` is for people. */
+class ProtoqueueError extends Error {
+  constructor(code, message, options) {
+    super(message, options)
+    this.name = 'ProtoqueueError'
+    this.code = code
+  }
+}
+
+/** Turns a native error into a `ProtoqueueError` with its code; other values pass through. */
+function withCode(err) {
+  const match = err && typeof err.message === 'string' ? CODED_MESSAGE.exec(err.message) : null
+  return match ? new ProtoqueueError(match[1], match[2]) : err
+}
+
+async function native(call) {
+  try {
+    return await call()
+  } catch (err) {
+    throw withCode(err)
+  }
+}
+
+function describe(value) {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`
+}
+
+function isPlainObject(value) {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** JSON text of `value`, or ERR_PQ_SERIALIZE naming what could not be serialized. */
+function toJson(value, what) {
+  let text
+  try {
+    text = JSON.stringify(value)
+  } catch (err) {
+    throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} is not JSON-serializable: ${err.message}`, {
+      cause: err,
+    })
+  }
+  if (text === undefined) {
+    throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} is not JSON-serializable (got ${describe(value)})`)
+  }
+  return text
+}
+
+/** Checks one `{ data, metadata? }` and encodes it as the native side expects. */
+function encodeTask(task, what) {
+  if (!isPlainObject(task)) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} must be an object like { data, metadata? }, got ${describe(task)}`)
+  }
+  if (task.data === undefined) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.data is required`)
+  }
+  const input = { data: toJson(task.data, `${what}.data`) }
+  if (task.metadata !== undefined && task.metadata !== null) {
+    if (!isPlainObject(task.metadata)) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.metadata must be an object, got ${describe(task.metadata)}`)
+    }
+    input.metadata = toJson(task.metadata, `${what}.metadata`)
+  }
+  return input
+}
+
+/** The task the user's handler receives. */
+function decodeTask(native) {
+  const metadata = native.metadata ? JSON.parse(native.metadata) : {}
+  return {
+    id: native.id,
+    data: JSON.parse(native.data),
+    metadata: { ...metadata, timestamp: native.timestamp },
+    attempt: native.attempt,
+    maxAttempts: native.maxAttempts,
+  }
+}
+
+function failure(error, details) {
+  return details === undefined ? { success: false, error } : { success: false, error, details }
+}
+
+/** Details of a thrown value, for the dead letter. */
+function thrownDetails(err) {
+  if (err instanceof Error) {
+    return JSON.stringify({ name: err.name, stack: err.stack })
+  }
+  return undefined
+}
+
+/** Checks a handler's result; anything that is not `{ success: boolean, ... }` is a failure. */
+function normalizeResult(result) {
+  if (!isPlainObject(result) || typeof result.success !== 'boolean') {
+    return failure(`handler returned ${describe(result)}; expected { success: boolean, error?, details? }`)
+  }
+  if (result.success) return { success: true }
+  const normalized = { success: false }
+  if (result.error !== undefined && result.error !== null) normalized.error = String(result.error)
+  if (result.details !== undefined && result.details !== null) {
+    try {
+      normalized.details = JSON.stringify(result.details)
+    } catch (err) {
+      normalized.details = JSON.stringify({ unserializable: String(err.message) })
+    }
+  }
+  if (typeof result.retry === 'boolean') normalized.retry = result.retry
+  return normalized
+}
+
+/** Wraps the user's handler: a throw, a rejection or a malformed result become failures. */
+function wrapHandler(handler) {
+  return async function protoqueueHandler(native) {
+    let task
+    try {
+      task = decodeTask(native)
+    } catch (err) {
+      return failure(`task ${native.id} has data that is not JSON: ${err.message}`)
+    }
+    try {
+      return normalizeResult(await handler(task))
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err)
+      return failure(message, thrownDetails(err))
+    }
+  }
+}
+
+/**
+ * A task queue on NATS JetStream. See README.md for the guide and index.d.ts for the types.
+ */
+class Protoqueue {
+  #native
+
+  constructor(config) {
+    try {
+      this.#native = new NativeQueue(config === undefined ? null : config)
+    } catch (err) {
+      throw withCode(err)
+    }
+  }
+
+  /** Connects to NATS (the URL argument, else config.url, else NATS_URL, else localhost). */
+  async connect(url) {
+    if (url !== undefined && url !== null && typeof url !== 'string') {
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `connect(url) takes a string, got ${describe(url)}`)
+    }
+    await native(() => this.#native.connect(url ?? undefined))
+    return this
+  }
+
+  /** Stops the worker (in-flight tasks settle first) and closes the connection. */
+  async disconnect() {
+    await native(() => this.#native.disconnect())
+  }
+
+  /** Enqueues one task; resolves to its id once JetStream has stored it. */
+  async enqueue(task) {
+    const input = encodeTask(task, 'task')
+    return native(() => this.#native.enqueue(input))
+  }
+
+  /** Enqueues many tasks at once; resolves to their ids, in order, once all are stored. */
+  async enqueueBatch(tasks) {
+    if (!Array.isArray(tasks)) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `enqueueBatch takes an array of tasks, got ${describe(tasks)}`)
+    }
+    const inputs = tasks.map((task, i) => encodeTask(task, `tasks[${i}]`))
+    if (inputs.length === 0) return []
+    return native(() => this.#native.enqueueBatch(inputs))
+  }
+
+  /** Starts processing tasks with `handler`; resolves once the worker runs. */
+  async process(handler) {
+    if (typeof handler !== 'function') {
+      throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `process(handler) takes a function, got ${describe(handler)}`)
+    }
+    await native(() => this.#native.process(wrapHandler(handler)))
+    return this
+  }
+
+  /** Reads queue statistics from the server. */
+  async getStats() {
+    const s = await native(() => this.#native.stats())
+    return {
+      messages: s.messages,
+      bytes: s.bytes,
+      firstSequence: s.firstSequence,
+      lastSequence: s.lastSequence,
+      consumer_count: s.consumerCount,
+      pending: s.pending,
+      inFlight: s.inFlight,
+      redelivered: s.redelivered,
+      deadLettered: s.deadLettered,
+    }
+  }
+
+  /** Reads (without removing) up to `limit` dead letters, oldest first. */
+  async getDeadLetters(limit = 100) {
+    if (!Number.isInteger(limit) || limit < 1) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetters(limit) takes an integer >= 1, got ${describe(limit)}`)
+    }
+    const letters = await native(() => this.#native.deadLetters(limit))
+    return letters.map((letter) => ({
+      task: letter.task ? decodeTask(letter.task) : undefined,
+      raw: letter.raw ?? undefined,
+      reason: letter.reason,
+      error: letter.error,
+      details: letter.details ? JSON.parse(letter.details) : undefined,
+      attempts: letter.attempts,
+      failedAt: letter.failedAt,
+      sequence: letter.streamSequence,
+    }))
+  }
+}
+
+module.exports.Protoqueue = Protoqueue
+module.exports.ProtoqueueError = ProtoqueueError

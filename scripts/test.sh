@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test suite: the Rust core (cargo test), the JavaScript API under Node (node --test)
+# and the same API under Bun. Expects `node scripts/setup.mjs` to have run (npm test does that).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The napi build compiles for the host triple; testing for it too reuses that build.
+host=$(rustc -vV | sed -n 's/^host: //p')
+
+echo "== cargo test"
+cargo test --target "$host"
+
+echo "== node --test"
+node --import tsx --test --test-concurrency=2 __test__/*.spec.ts
+
+echo "== bun"
+npx bun run __test__/bun/smoke.ts
