@@ -136,6 +136,16 @@ function wrapHandler(handler) {
   }
 }
 
+/** NaN and Infinity would cross to Rust as null (absent): reject them here. */
+function rejectNonFiniteOptions(config) {
+  const options = isPlainObject(config) && isPlainObject(config.options) ? config.options : {}
+  for (const [key, value] of Object.entries(options)) {
+    if (typeof value === 'number' && !Number.isFinite(value)) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: options.${key} must be a finite integer, got ${value}`)
+    }
+  }
+}
+
 /**
  * A task queue on NATS JetStream. See README.md for the guide and index.d.ts for the types.
  */
@@ -143,6 +153,7 @@ class Protoqueue {
   #native
 
   constructor(config) {
+    rejectNonFiniteOptions(config)
     try {
       this.#native = new NativeQueue(config === undefined ? null : config)
     } catch (err) {

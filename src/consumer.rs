@@ -23,6 +23,8 @@ use crate::{
 
 /// How long one pull request waits at the server for messages.
 pub const PULL_EXPIRY: Duration = Duration::from_secs(2);
+/// How long a stopping worker keeps listening for messages already sent to its open pull request.
+const STOP_GRACE: Duration = Duration::from_millis(200);
 /// The longest pause between attempts to pull after errors.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -139,10 +141,20 @@ impl PullLoop {
                 drop(permit);
             });
         }
-        // Stopping with a pull request open: messages may still arrive for it until it expires.
+        // Stopping with a pull request open: messages already on their way may still arrive.
         // Hand each back at once so another worker gets it now rather than after `ackWait`.
-        while let Some(Ok(message)) = batch.next().await {
-            self.hand_back(message).await;
+        // Dropping the batch then unsubscribes, and the server does not deliver to a pull
+        // request nobody listens to any more.
+        let grace = tokio::time::sleep(STOP_GRACE);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = batch.next() => match next {
+                    Some(Ok(message)) => self.hand_back(message).await,
+                    _ => break,
+                },
+                _ = &mut grace => break,
+            }
         }
         Ok(())
     }
