@@ -3,7 +3,13 @@
 //! The first connect is bounded (`connectTimeout`); once connected, a lost connection is retried
 //! without end and everything built on it (producers, workers) resumes by itself.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_nats::{jetstream, ConnectOptions, Event, ServerAddr};
 
@@ -17,6 +23,9 @@ use crate::{
 const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between two reconnect attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// The "delay" before a reconnect attempt of a closed connection: it parks the client's
+/// reconnect loop (async-nats has no way to end it while the server is unreachable).
+const PARKED: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A connected queue: the client, its JetStream context and the validated configuration.
 #[derive(Clone, Debug)]
@@ -24,6 +33,8 @@ pub struct Connection {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
     pub(crate) config: Arc<Config>,
+    /// Set by [`Connection::close`]: the client stops trying to reconnect.
+    closed: Arc<AtomicBool>,
 }
 
 impl Connection {
@@ -32,11 +43,16 @@ impl Connection {
     pub async fn open(config: Arc<Config>, urls: &str) -> Result<Self> {
         let addrs = parse_urls(urls)?;
         let connect_error = |reason: String| Error::Connect { url: urls.to_owned(), reason };
+        let closed = Arc::new(AtomicBool::new(false));
+        let parked = closed.clone();
         let options = ConnectOptions::new()
             .name("protoqueue")
             .connection_timeout(config.connect_timeout)
             .max_reconnects(None)
-            .reconnect_delay_callback(|attempt| {
+            .reconnect_delay_callback(move |attempt| {
+                if parked.load(Ordering::Relaxed) {
+                    return PARKED;
+                }
                 (Duration::from_millis(50) * attempt.min(40) as u32).min(MAX_RECONNECT_DELAY)
             })
             .event_callback(|event| async move { log_event(event) });
@@ -49,7 +65,7 @@ impl Connection {
         tracing::debug!(url = %redact(urls), "connected to NATS");
 
         let jetstream = jetstream::ContextBuilder::new().timeout(API_TIMEOUT).build(client.clone());
-        let connection = Connection { client, jetstream, config };
+        let connection = Connection { client, jetstream, config, closed };
         if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await {
             connection.close().await;
             return Err(err);
@@ -69,6 +85,10 @@ impl Connection {
 
     /// Flushes what is buffered and closes the connection.
     pub async fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
         if let Err(err) = tokio::time::timeout(API_TIMEOUT, self.client.flush()).await {
             tracing::warn!("flush before close did not finish: {err}");
         }
@@ -107,7 +127,7 @@ fn log_event(event: Event) {
         Event::Connected => tracing::info!("NATS connection (re)established"),
         Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
         Event::ServerError(err) => tracing::warn!("NATS server error: {err}"),
-        Event::ClientError(err) => tracing::warn!("NATS client error: {err}"),
+        Event::ClientError(err) => tracing::debug!("NATS client error: {err}"),
         Event::SlowConsumer(sid) => tracing::warn!("slow consumer on subscription {sid}"),
         other => tracing::debug!("NATS connection event: {other}"),
     }
