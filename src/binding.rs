@@ -111,7 +111,10 @@ pub struct NativeDeadLetter {
 
 enum State {
     Disconnected,
-    Connected { connection: Connection, worker: Option<Worker> },
+    Connected {
+        connection: Connection,
+        worker: Option<Worker>,
+    },
 }
 
 /// The native side of one `Protoqueue`.
@@ -130,7 +133,10 @@ impl NativeQueue {
         if config.verbose {
             logging::enable_verbose();
         }
-        Ok(NativeQueue { config: Arc::new(config), state: Arc::new(Mutex::new(State::Disconnected)) })
+        Ok(NativeQueue {
+            config: Arc::new(config),
+            state: Arc::new(Mutex::new(State::Disconnected)),
+        })
     }
 
     /// Connects (a no-op when connected) and makes sure the streams exist.
@@ -141,8 +147,13 @@ impl NativeQueue {
             return Ok(());
         }
         let url = self.config.resolve_url(url.as_deref()).map_err(to_js)?;
-        let connection = Connection::open(self.config.clone(), &url).await.map_err(to_js)?;
-        *state = State::Connected { connection, worker: None };
+        let connection = Connection::open(self.config.clone(), &url)
+            .await
+            .map_err(to_js)?;
+        *state = State::Connected {
+            connection,
+            worker: None,
+        };
         Ok(())
     }
 
@@ -150,7 +161,9 @@ impl NativeQueue {
     #[napi(catch_unwind)]
     pub async fn enqueue(&self, task: NativeTaskInput) -> napi::Result<String> {
         let connection = self.connection().await?;
-        producer::enqueue(&connection, new_task(task)).await.map_err(to_js)
+        producer::enqueue(&connection, new_task(task))
+            .await
+            .map_err(to_js)
     }
 
     /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
@@ -158,7 +171,9 @@ impl NativeQueue {
     pub async fn enqueue_batch(&self, tasks: Vec<NativeTaskInput>) -> napi::Result<Vec<String>> {
         let connection = self.connection().await?;
         let tasks = tasks.into_iter().map(new_task).collect();
-        producer::enqueue_batch(&connection, tasks).await.map_err(to_js)
+        producer::enqueue_batch(&connection, tasks)
+            .await
+            .map_err(to_js)
     }
 
     /// Starts the worker. The handler is kept (and keeps the process alive) until `disconnect()`.
@@ -180,8 +195,14 @@ impl NativeQueue {
         if worker.is_some() {
             return Err(to_js(Error::AlreadyProcessing));
         }
-        let handler = Arc::new(JsHandler { function: Arc::new(handler) });
-        *worker = Some(Worker::start(connection.clone(), handler).await.map_err(to_js)?);
+        let handler = Arc::new(JsHandler {
+            function: Arc::new(handler),
+        });
+        *worker = Some(
+            Worker::start(connection.clone(), handler)
+                .await
+                .map_err(to_js)?,
+        );
         Ok(())
     }
 
@@ -208,7 +229,9 @@ impl NativeQueue {
     #[napi(catch_unwind)]
     pub async fn dead_letters(&self, limit: u32) -> napi::Result<Vec<NativeDeadLetter>> {
         let connection = self.connection().await?;
-        let stored = dlq::list(&connection, limit as usize).await.map_err(to_js)?;
+        let stored = dlq::list(&connection, limit as usize)
+            .await
+            .map_err(to_js)?;
         Ok(stored.into_iter().map(native_dead_letter).collect())
     }
 
@@ -239,7 +262,10 @@ impl NativeQueue {
 fn new_task(input: NativeTaskInput) -> producer::NewTask {
     producer::NewTask {
         data: Bytes::from(input.data.into_bytes()),
-        metadata: input.metadata.map(|m| Bytes::from(m.into_bytes())).unwrap_or_default(),
+        metadata: input
+            .metadata
+            .map(|m| Bytes::from(m.into_bytes()))
+            .unwrap_or_default(),
     }
 }
 
@@ -269,7 +295,9 @@ impl Handler for JsHandler {
             };
             match result {
                 Ok(result) => outcome_of(result),
-                Err(err) => Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason))),
+                Err(err) => {
+                    Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason)))
+                }
             }
         })
     }
@@ -297,7 +325,9 @@ fn native_dead_letter(stored: dlq::StoredDeadLetter) -> NativeDeadLetter {
     };
     let attempts = u64::from(letter.attempts);
     NativeDeadLetter {
-        task: letter.task.map(|task| native_task(task, attempts, attempts)),
+        task: letter
+            .task
+            .map(|task| native_task(task, attempts, attempts)),
         raw: (!letter.raw.is_empty()).then(|| Buffer::from(letter.raw.to_vec())),
         reason: reason.into(),
         error: letter.error,
@@ -314,8 +344,13 @@ fn outcome_of(result: NativeTaskResult) -> Outcome {
         return Outcome::Success;
     }
     Outcome::Failure(Failure {
-        error: result.error.unwrap_or_else(|| "handler returned { success: false }".into()),
-        details: result.details.map(|d| Bytes::from(d.into_bytes())).unwrap_or_default(),
+        error: result
+            .error
+            .unwrap_or_else(|| "handler returned { success: false }".into()),
+        details: result
+            .details
+            .map(|d| Bytes::from(d.into_bytes()))
+            .unwrap_or_default(),
         retry: result.retry.unwrap_or(true),
     })
 }

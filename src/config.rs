@@ -100,22 +100,29 @@ impl Config {
         let object = value
             .as_object()
             .ok_or_else(|| invalid(format!("config must be an object, got {}", kind(value))))?;
-        reject_unknown_keys("config", object, &["streamName", "subject", "url", "options", "verbose"])?;
+        reject_unknown_keys(
+            "config",
+            object,
+            &["streamName", "subject", "url", "options", "verbose"],
+        )?;
 
         let stream_name = required_string(object, "streamName")?;
         let subject = required_string(object, "subject")?;
         let mut config = Config::new(stream_name, subject)?;
 
         if let Some(url) = present(object, "url") {
-            let url = url
-                .as_str()
-                .ok_or_else(|| invalid(format!("config.url must be a string, got {}", kind(url))))?;
+            let url = url.as_str().ok_or_else(|| {
+                invalid(format!("config.url must be a string, got {}", kind(url)))
+            })?;
             validate_urls(url)?;
             config.url = Some(url.to_owned());
         }
         if let Some(verbose) = present(object, "verbose") {
             config.verbose = verbose.as_bool().ok_or_else(|| {
-                invalid(format!("config.verbose must be a boolean, got {}", kind(verbose)))
+                invalid(format!(
+                    "config.verbose must be a boolean, got {}",
+                    kind(verbose)
+                ))
             })?;
         }
         if let Some(options) = present(object, "options") {
@@ -126,7 +133,10 @@ impl Config {
 
     fn apply_options(&mut self, options: &Value) -> Result<()> {
         let options = options.as_object().ok_or_else(|| {
-            invalid(format!("config.options must be an object, got {}", kind(options)))
+            invalid(format!(
+                "config.options must be an object, got {}",
+                kind(options)
+            ))
         })?;
         reject_unknown_keys(
             "config.options",
@@ -200,7 +210,11 @@ impl Config {
         let url = explicit
             .map(str::to_owned)
             .or_else(|| self.url.clone())
-            .or_else(|| std::env::var("NATS_URL").ok().filter(|u| !u.trim().is_empty()))
+            .or_else(|| {
+                std::env::var("NATS_URL")
+                    .ok()
+                    .filter(|u| !u.trim().is_empty())
+            })
             .unwrap_or_else(|| DEFAULT_URL.to_owned());
         validate_urls(&url)?;
         Ok(url)
@@ -214,10 +228,14 @@ pub fn validate_urls(urls: &str) -> Result<()> {
     }
     for url in urls.split(',').map(str::trim) {
         if url.is_empty() {
-            return Err(invalid(format!("the NATS URL list {urls:?} has an empty entry")));
+            return Err(invalid(format!(
+                "the NATS URL list {urls:?} has an empty entry"
+            )));
         }
         url.parse::<async_nats::ServerAddr>().map_err(|err| {
-            invalid(format!("{url:?} is not a NATS server URL (e.g. nats://localhost:4222): {err}"))
+            invalid(format!(
+                "{url:?} is not a NATS server URL (e.g. nats://localhost:4222): {err}"
+            ))
         })?;
     }
     Ok(())
@@ -252,8 +270,13 @@ pub fn validate_publish_subject(field: &str, subject: &str) -> Result<()> {
     if subject.is_empty() {
         return Err(invalid(format!("{field} must not be empty")));
     }
-    if let Some(c) = subject.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(format!("{field} {subject:?} contains {c:?}; subjects have no whitespace")));
+    if let Some(c) = subject
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(format!(
+            "{field} {subject:?} contains {c:?}; subjects have no whitespace"
+        )));
     }
     for token in subject.split('.') {
         if token.is_empty() {
@@ -300,7 +323,10 @@ fn present<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 fn required_string(object: &Map<String, Value>, key: &str) -> Result<String> {
     match present(object, key) {
         Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(invalid(format!("config.{key} must be a string, got {}", kind(other)))),
+        Some(other) => Err(invalid(format!(
+            "config.{key} must be a string, got {}",
+            kind(other)
+        ))),
         None => Err(invalid(format!("config.{key} is required"))),
     }
 }
@@ -326,10 +352,17 @@ fn integer_option(
     };
     let range = || format!("an integer from {min} to {max}");
     let number = value.as_f64().ok_or_else(|| {
-        invalid(format!("options.{key} must be {}, got {}", range(), kind(value)))
+        invalid(format!(
+            "options.{key} must be {}, got {}",
+            range(),
+            kind(value)
+        ))
     })?;
     if number.fract() != 0.0 || number < min as f64 || number > max as f64 {
-        return Err(invalid(format!("options.{key} must be {}, got {number}", range())));
+        return Err(invalid(format!(
+            "options.{key} must be {}, got {number}",
+            range()
+        )));
     }
     Ok(Some(number as u64))
 }
@@ -341,7 +374,10 @@ mod tests {
     use super::*;
 
     fn code_of(value: Value) -> &'static str {
-        Config::from_json(&value).err().map(|e| e.code()).unwrap_or("ok")
+        Config::from_json(&value)
+            .err()
+            .map(|e| e.code())
+            .unwrap_or("ok")
     }
 
     #[test]
@@ -424,7 +460,11 @@ mod tests {
             json!({"streamName": "s", "subject": "a", "options": {"batchsize": 5}}),
         ];
         for value in bad {
-            assert_eq!(code_of(value.clone()), "ERR_PQ_INVALID_CONFIG", "accepted {value}");
+            assert_eq!(
+                code_of(value.clone()),
+                "ERR_PQ_INVALID_CONFIG",
+                "accepted {value}"
+            );
         }
     }
 
@@ -433,10 +473,15 @@ mod tests {
         let mut config = Config::new("s", "a").expect("valid");
         config.url = Some("nats://127.0.0.1:1111".into());
         assert_eq!(
-            config.resolve_url(Some("nats://127.0.0.1:2222")).expect("valid"),
+            config
+                .resolve_url(Some("nats://127.0.0.1:2222"))
+                .expect("valid"),
             "nats://127.0.0.1:2222"
         );
-        assert_eq!(config.resolve_url(None).expect("valid"), "nats://127.0.0.1:1111");
+        assert_eq!(
+            config.resolve_url(None).expect("valid"),
+            "nats://127.0.0.1:1111"
+        );
         assert!(config.resolve_url(Some(" , ")).is_err());
     }
 }

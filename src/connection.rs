@@ -42,7 +42,10 @@ impl Connection {
     /// streams exist.
     pub async fn open(config: Arc<Config>, urls: &str) -> Result<Self> {
         let addrs = parse_urls(urls)?;
-        let connect_error = |reason: String| Error::Connect { url: urls.to_owned(), reason };
+        let connect_error = |reason: String| Error::Connect {
+            url: urls.to_owned(),
+            reason,
+        };
         let closed = Arc::new(AtomicBool::new(false));
         let parked = closed.clone();
         let options = ConnectOptions::new()
@@ -59,14 +62,25 @@ impl Connection {
         let client = tokio::time::timeout(config.connect_timeout, options.connect(addrs))
             .await
             .map_err(|_| {
-                connect_error(format!("no answer within {}ms", config.connect_timeout.as_millis()))
+                connect_error(format!(
+                    "no answer within {}ms",
+                    config.connect_timeout.as_millis()
+                ))
             })?
             .map_err(|err| connect_error(err.to_string()))?;
         tracing::debug!(url = %redact(urls), "connected to NATS");
 
-        let jetstream = jetstream::ContextBuilder::new().timeout(API_TIMEOUT).build(client.clone());
-        let connection = Connection { client, jetstream, config, closed };
-        if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await {
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(API_TIMEOUT)
+            .build(client.clone());
+        let connection = Connection {
+            client,
+            jetstream,
+            config,
+            closed,
+        };
+        if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await
+        {
             connection.close().await;
             return Err(err);
         }

@@ -45,7 +45,8 @@ pub struct StopReport {
 impl Worker {
     /// Creates (or updates) the shared durable consumer and starts pulling.
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
-        let consumer = topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
+        let consumer =
+            topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
         let (stop, stopped) = watch::channel(false);
         let pull_loop = PullLoop {
             executor: Executor::new(connection.clone(), handler),

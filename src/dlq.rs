@@ -76,21 +76,44 @@ pub async fn publish(
         subject: origin.subject.clone(),
         stream_sequence: origin.stream_sequence,
     };
-    // A dead letter may carry the original plus an error: never refuse it for its size, cut the
-    // raw bytes instead so the record of the failure survives.
     let max = connection.max_payload();
-    let mut payload = letter.to_bytes();
-    if payload.len() + 256 > max {
-        let mut trimmed = letter;
-        trimmed.raw = Bytes::new();
-        trimmed.details = Bytes::new();
-        truncate_on_char_boundary(&mut trimmed.error, 4_096);
-        payload = trimmed.to_bytes();
-    }
+    let payload = fitted(letter, max);
     let subject = connection.config().dead_letter_subject();
     let message = Outgoing::checked(message_id, payload, max)?;
     Publisher::to(connection, subject).publish(message).await?;
     Ok(())
+}
+
+/// Room left in `max_payload` for the message id header and the protocol.
+const HEADROOM: usize = 256;
+/// Appended to the error of a dead letter whose task lost its data and metadata to fit.
+const DATA_DROPPED: &str =
+    " [protoqueue: the task's data and metadata were dropped to fit the server's max_payload]";
+
+/// The dead letter's bytes, cut down until they fit in `max_payload`. A dead letter carries the
+/// original plus an error, so it can be larger than any task the server accepted: it is never
+/// refused for its size. First the raw bytes, the details and a very long error go; if the task
+/// itself is close to `max_payload`, its data and metadata go too. The task id, reason, attempts
+/// and origin always survive, so the record of the failure does.
+fn fitted(mut letter: DeadLetter, max_payload: usize) -> Bytes {
+    let budget = max_payload.saturating_sub(HEADROOM);
+    let payload = letter.to_bytes();
+    if payload.len() <= budget {
+        return payload;
+    }
+    letter.raw = Bytes::new();
+    letter.details = Bytes::new();
+    truncate_on_char_boundary(&mut letter.error, (budget / 4).min(4_096));
+    let payload = letter.to_bytes();
+    if payload.len() <= budget {
+        return payload;
+    }
+    if let Some(task) = letter.task.as_mut() {
+        task.data = Bytes::new();
+        task.metadata = Bytes::new();
+        letter.error.push_str(DATA_DROPPED);
+    }
+    letter.to_bytes()
 }
 
 /// Reads (without removing) up to `limit` dead letters, oldest first. A stored message that does
@@ -106,7 +129,10 @@ pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDea
     let mut letters = Vec::new();
     let mut next = 1;
     while letters.len() < limit {
-        let request = stream.raw_message_builder().sequence(next).next_by_subject(subject.clone());
+        let request = stream
+            .raw_message_builder()
+            .sequence(next)
+            .next_by_subject(subject.clone());
         let message = match request.send().await {
             Ok(message) => message,
             Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
@@ -114,8 +140,14 @@ pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDea
         };
         next = message.sequence + 1;
         match DeadLetter::decode(message.payload) {
-            Ok(letter) => letters.push(StoredDeadLetter { sequence: message.sequence, letter }),
-            Err(err) => tracing::warn!(seq = message.sequence, "skipping an undecodable dead letter: {err}"),
+            Ok(letter) => letters.push(StoredDeadLetter {
+                sequence: message.sequence,
+                letter,
+            }),
+            Err(err) => tracing::warn!(
+                seq = message.sequence,
+                "skipping an undecodable dead letter: {err}"
+            ),
         }
     }
     Ok(letters)
@@ -124,14 +156,47 @@ pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDea
 /// Shortens a string to at most `max` bytes without splitting a character.
 fn truncate_on_char_boundary(text: &mut String, max: usize) {
     if text.len() > max {
-        let cut = (0..=max).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
         text.truncate(cut);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::truncate_on_char_boundary;
+    use bytes::Bytes;
+
+    use super::{fitted, truncate_on_char_boundary, HEADROOM};
+    use crate::envelope::{DeadLetter, Task, JSON};
+
+    #[test]
+    fn a_dead_letter_of_a_task_near_max_payload_still_fits() {
+        let max = 4_096;
+        let data = Bytes::from(vec![b'x'; 3_900]);
+        let task = Task::create("t-1".into(), data, JSON, Bytes::new(), 1);
+        let letter = DeadLetter {
+            task: Some(task),
+            error: "e".repeat(2_000),
+            details: Bytes::from(vec![b'd'; 2_000]),
+            attempts: 4,
+            ..DeadLetter::default()
+        };
+        let payload = fitted(letter, max);
+        assert!(payload.len() + HEADROOM <= max, "{} bytes", payload.len());
+        let kept: DeadLetter = prost::Message::decode(payload).expect("a dead letter");
+        assert_eq!(kept.task.as_ref().map(|t| t.id.as_str()), Some("t-1"));
+        assert_eq!(kept.attempts, 4);
+
+        let details = Bytes::from_static(b"{}");
+        let small = DeadLetter {
+            error: "e".into(),
+            details,
+            ..kept
+        };
+        assert_eq!(fitted(small.clone(), max), small.to_bytes(), "kept whole");
+    }
 
     #[test]
     fn truncation_keeps_characters_whole() {

@@ -33,7 +33,13 @@ pub enum EnvelopeError {
 
 impl Task {
     /// A version-1 task.
-    pub fn create(id: String, data: Bytes, content_type: &str, metadata: Bytes, now_ms: i64) -> Self {
+    pub fn create(
+        id: String,
+        data: Bytes,
+        content_type: &str,
+        metadata: Bytes,
+        now_ms: i64,
+    ) -> Self {
         Task {
             version: VERSION,
             id,
@@ -83,7 +89,13 @@ mod tests {
 
     #[test]
     fn a_task_round_trips() {
-        let task = Task::create("id-1".into(), Bytes::from_static(b"{\"a\":1}"), JSON, Bytes::new(), 42);
+        let task = Task::create(
+            "id-1".into(),
+            Bytes::from_static(b"{\"a\":1}"),
+            JSON,
+            Bytes::new(),
+            42,
+        );
         let decoded = Task::decode_checked(&task.to_bytes()).expect("valid envelope");
         assert_eq!(decoded, task);
     }
@@ -94,18 +106,27 @@ mod tests {
             Task::decode_checked(b"\xff\xff\xff\xff"),
             Err(EnvelopeError::Malformed(_))
         ));
-        assert_eq!(Task::decode_checked(b""), Err(EnvelopeError::UnsupportedVersion(0)));
-        assert_eq!(Task::decode_checked(b"{\"json\": true}").is_err(), true);
+        assert_eq!(
+            Task::decode_checked(b""),
+            Err(EnvelopeError::UnsupportedVersion(0))
+        );
+        assert!(Task::decode_checked(b"{\"json\": true}").is_err());
     }
 
     #[test]
     fn wrong_version_and_missing_id_are_rejected() {
         let mut task = Task::create("x".into(), Bytes::new(), JSON, Bytes::new(), 0);
         task.version = 2;
-        assert_eq!(Task::decode_checked(&task.to_bytes()), Err(EnvelopeError::UnsupportedVersion(2)));
+        assert_eq!(
+            Task::decode_checked(&task.to_bytes()),
+            Err(EnvelopeError::UnsupportedVersion(2))
+        );
         task.version = VERSION;
         task.id.clear();
-        assert_eq!(Task::decode_checked(&task.to_bytes()), Err(EnvelopeError::MissingId));
+        assert_eq!(
+            Task::decode_checked(&task.to_bytes()),
+            Err(EnvelopeError::MissingId)
+        );
     }
 
     #[test]

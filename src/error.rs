@@ -38,7 +38,9 @@ pub enum Error {
     NotConnected,
 
     /// `process()` was called while this queue already has a worker.
-    #[error("this queue is already processing tasks; create another Protoqueue for a second worker")]
+    #[error(
+        "this queue is already processing tasks; create another Protoqueue for a second worker"
+    )]
     AlreadyProcessing,
 
     /// No server could be reached or the connection was refused.
@@ -106,8 +108,15 @@ mod tests {
             Error::PayloadTooLarge { size: 2, max: 1 },
             Error::NotConnected,
             Error::AlreadyProcessing,
-            Error::Connect { url: "u".into(), reason: "r".into() },
-            Error::Timeout { operation: "enqueue", after: Duration::from_millis(5), hint: "" },
+            Error::Connect {
+                url: "u".into(),
+                reason: "r".into(),
+            },
+            Error::Timeout {
+                operation: "enqueue",
+                after: Duration::from_millis(5),
+                hint: "",
+            },
             Error::StreamConflict("x".into()),
             Error::Nats("x".into()),
         ];
@@ -123,6 +132,9 @@ mod tests {
             after: Duration::from_millis(1500),
             hint: "; is the server up?",
         };
-        assert_eq!(err.to_string(), "enqueue timed out after 1500ms; is the server up?");
+        assert_eq!(
+            err.to_string(),
+            "enqueue timed out after 1500ms; is the server up?"
+        );
     }
 }

