@@ -11,7 +11,7 @@ echo "== cargo test"
 cargo test --target "$host"
 
 echo "== node --test"
-node --import tsx --test --test-concurrency=2 __test__/*.spec.ts
+node --import tsx --test --test-concurrency=2 --test-timeout=180000 __test__/*.spec.ts
 
 echo "== bun"
 npx bun run __test__/bun/smoke.ts
