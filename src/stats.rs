@@ -40,10 +40,8 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
         .get_stream(&config.stream_name)
         .await
         .map_err(|e| Error::nats("reading the task stream", e))?;
-    let info = stream
-        .get_info()
-        .await
-        .map_err(|e| Error::nats("reading stream info", e))?;
+    // `get_stream` answers with the stream's info: no second request for it.
+    let info = stream.cached_info();
     let mut stats = Stats {
         messages: info.state.messages,
         bytes: info.state.bytes,
@@ -65,10 +63,6 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
         .get_stream(config.dead_letter_stream())
         .await
         .map_err(|e| Error::nats("reading the dead-letter stream", e))?;
-    let dead_info = dead_letters
-        .get_info()
-        .await
-        .map_err(|e| Error::nats("reading dead-letter info", e))?;
-    stats.dead_lettered = dead_info.state.messages;
+    stats.dead_lettered = dead_letters.cached_info().state.messages;
     Ok(stats)
 }

@@ -82,7 +82,7 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<stream::Config> {
     let subject = wanted.subjects[0].clone();
     let name = wanted.name.clone();
-    let mut stream = js
+    let stream = js
         .get_or_create_stream(wanted)
         .await
         .map_err(|err| match err.kind() {
@@ -98,11 +98,8 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
             // No answer, a closed connection: not something another streamName would fix.
             _ => Error::nats(&format!("creating or opening stream {name:?}"), err),
         })?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|e| Error::nats("reading stream info", e))?;
-    let existing = info.config.clone();
+    // The get-or-create answer already carries the stream's configuration.
+    let existing = stream.cached_info().config.clone();
     if !existing
         .subjects
         .iter()
