@@ -64,6 +64,19 @@ impl NatsServer {
 
     /// Starts a server with extra configuration-file lines (e.g. `max_payload: 4096`).
     pub async fn start_with_config(config: &str) -> Self {
+        let mut server = Self::unstarted(free_port(), config);
+        // A port picked free can be taken before the server binds it: pick again a few times.
+        for _ in 0..5 {
+            if server.spawn_and_wait(READY_TIMEOUT).await {
+                return server;
+            }
+            server.port = free_port();
+        }
+        panic!("nats-server did not start; log:\n{}", server.log());
+    }
+
+    /// A server on `port` with extra configuration-file lines, not yet running.
+    fn unstarted(port: u16, config: &str) -> Self {
         init_logging();
         let dir = tempfile::Builder::new()
             .prefix("protoqueue-nats-")
@@ -74,21 +87,18 @@ impl NatsServer {
             std::fs::write(&path, config).expect("write the nats-server config file");
             path
         });
-        let mut server = NatsServer {
-            port: 0,
+        NatsServer {
+            port,
             name: unique("pq_test_server"),
             dir,
             config_file,
             child: None,
-        };
-        // A port picked free can be taken before the server binds it: pick again a few times.
-        for _ in 0..5 {
-            server.port = free_port();
-            if server.spawn_and_wait(READY_TIMEOUT).await {
-                return server;
-            }
         }
-        panic!("nats-server did not start; log:\n{}", server.log());
+    }
+
+    /// The server's name (`server_name`), as JetStream reports stream leaders and replicas.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The client URL.
@@ -135,6 +145,11 @@ impl NatsServer {
     /// Spawns the server; true once it answers JetStream requests as itself, false if it exited
     /// (e.g. the port was taken).
     async fn spawn_and_wait(&mut self, ready_timeout: Duration) -> bool {
+        self.spawn();
+        self.wait_ready(ready_timeout).await
+    }
+
+    fn spawn(&mut self) {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -160,7 +175,11 @@ impl NatsServer {
             .stdout(log.try_clone().expect("clone the log file handle"))
             .stderr(log);
         self.child = Some(command.spawn().expect("spawn nats-server"));
+    }
 
+    /// True once the spawned server answers JetStream requests as itself; false if it exited or
+    /// `ready_timeout` passed (then it is killed).
+    async fn wait_ready(&mut self, ready_timeout: Duration) -> bool {
         let deadline = Instant::now() + ready_timeout;
         loop {
             if self
@@ -200,6 +219,62 @@ impl NatsServer {
             ready.then_some(())
         };
         matches!(timeout(Duration::from_secs(2), attempt).await, Ok(Some(())))
+    }
+}
+
+/// A JetStream cluster of nats-server processes on loopback, routed to each other.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers at once (JetStream needs a quorum before any of them is ready) and
+    /// waits until each answers JetStream requests.
+    pub async fn start(size: usize) -> Self {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes: Vec<NatsServer> = route_ports
+            .iter()
+            .map(|route_port| {
+                let config = format!(
+                    "cluster {{\n  name: pq_test_cluster\n  listen: 127.0.0.1:{route_port}\n  \
+                     routes: [{routes}]\n}}\n"
+                );
+                NatsServer::unstarted(free_port(), &config)
+            })
+            .collect();
+        nodes.iter_mut().for_each(NatsServer::spawn);
+        for node in &mut nodes {
+            // Electing the meta leader takes a few seconds on a busy machine.
+            assert!(
+                node.wait_ready(READY_TIMEOUT * 3).await,
+                "cluster node {} did not become ready; log:\n{}",
+                node.name,
+                node.log()
+            );
+        }
+        NatsCluster { nodes }
+    }
+
+    /// Every node's client URL, comma-separated, as a user lists a cluster.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node called `name`.
+    pub fn node_mut(&mut self, name: &str) -> &mut NatsServer {
+        self.nodes
+            .iter_mut()
+            .find(|node| node.name == name)
+            .unwrap_or_else(|| panic!("no cluster node is called {name}"))
     }
 }
 
