@@ -19,7 +19,8 @@ use std::{
 };
 
 use protoqueue::{
-    executor::BoxFuture, Attempt, Config, Connection, Handler, NewTask, Outcome, Worker,
+    dlq, envelope, executor::BoxFuture, Attempt, Config, Connection, Handler, NewTask, Outcome,
+    Worker,
 };
 use tokio::{
     sync::watch,
@@ -549,4 +550,30 @@ pub async fn wait_stats(
         (stats.messages == messages && stats.dead_lettered == dead_lettered).then_some(())
     })
     .await;
+}
+
+/// Reads up to 100 dead letters of the queue, oldest first.
+pub async fn dead_letters(connection: &Connection) -> Vec<envelope::DeadLetter> {
+    dlq::list(connection, 100)
+        .await
+        .expect("list dead letters")
+        .into_iter()
+        .map(|stored| stored.letter)
+        .collect()
+}
+
+/// Waits (up to 10 s) until no task is stored and `dead` dead letters are, then returns the dead
+/// letters.
+pub async fn settled_with_dead_letters(
+    connection: &Connection,
+    dead: u64,
+) -> Vec<envelope::DeadLetter> {
+    wait_stats(connection, 0, dead, Duration::from_secs(10)).await;
+    let letters = dead_letters(connection).await;
+    assert_eq!(
+        letters.len() as u64,
+        dead,
+        "every stored dead letter decodes as a DeadLetter"
+    );
+    letters
 }
