@@ -71,6 +71,44 @@ describe('enqueue and process', () => {
     await queue.disconnect()
   })
 
+  test('odd but valid data: deep nesting, large arrays, unicode keys, __proto__ in data and metadata', async () => {
+    let deep: unknown = 'bottom'
+    for (let i = 0; i < 1_000; i++) deep = { level: i, next: [deep] }
+    const hostileKeys = JSON.parse('{"__proto__": {"isAdmin": true}, "constructor": {"prototype": {"isAdmin": true}}}')
+    const tasks = [
+      { data: {} },
+      { data: deep },
+      { data: Array.from({ length: 50_000 }, (_, i) => i % 7 === 0 ? null : i) },
+      { data: { 'ключ': 1, '键': 2, '🔑': 3, '': 4, 'a.b': 5, 'constructor': 6 } },
+      { data: hostileKeys, metadata: hostileKeys },
+      { data: 1, metadata: { count: 3, ratio: 0.5, on: true, off: null, list: [1, 'a'], deep: { x: [] } } },
+    ]
+    const queue = await connectedQueue()
+    const ids = await queue.enqueueBatch(tasks)
+    const received = new Map<string, TaskData>()
+    const all = deferred()
+    await queue.process(async (task) => {
+      received.set(task.id, task)
+      if (received.size === tasks.length) all.resolve()
+      return { success: true }
+    })
+    await within('all tasks handled', all.promise)
+    for (const [i, { data, metadata }] of tasks.entries()) {
+      const task = received.get(ids[i])!
+      // Compared as JSON text: deepStrictEqual recurses too deep for 1,000 levels.
+      assert.equal(JSON.stringify(task.data), JSON.stringify(data), `task ${i} data`)
+      for (const [key, value] of Object.entries(metadata ?? {})) {
+        assert.deepStrictEqual(task.metadata?.[key], value, `task ${i} metadata.${key}`)
+      }
+    }
+    const hostile = received.get(ids[4])!
+    assert.equal(Object.getPrototypeOf(hostile.data), Object.prototype, '__proto__ stays a plain key of data')
+    assert.equal(Object.getPrototypeOf(hostile.metadata), Object.prototype, 'and of metadata')
+    assert.equal((hostile.metadata as Record<string, unknown>).isAdmin, undefined)
+    assert.equal(({} as Record<string, unknown>).isAdmin, undefined, 'no prototype pollution')
+    await queue.disconnect()
+  })
+
   test('enqueueBatch returns unique, ordered ids and every task is handled once', async () => {
     const queue = await connectedQueue({ batchSize: 50 })
     const tasks = Array.from({ length: 2000 }, (_, i) => ({ data: { i } }))
