@@ -53,8 +53,20 @@ pub struct NatsServer {
     name: String,
     dir: tempfile::TempDir,
     config_file: Option<PathBuf>,
+    /// How readiness is told: a JetStream request, or (for servers that require credentials or
+    /// TLS, which that request lacks) the server's "ready" log line.
+    readiness: Readiness,
     child: Option<Child>,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    JetStreamAnswers,
+    LogSaysReady,
+}
+
+/// The line nats-server logs once it accepts clients, JetStream included.
+const READY_LINE: &str = "Server is ready";
 
 impl NatsServer {
     /// Starts a server with JetStream and waits until it is ready.
@@ -64,6 +76,23 @@ impl NatsServer {
 
     /// Starts a server with extra configuration-file lines (e.g. `max_payload: 4096`).
     pub async fn start_with_config(config: &str) -> Self {
+        Self::start_with(config, Readiness::JetStreamAnswers).await
+    }
+
+    /// Starts a server whose configuration requires credentials or TLS (e.g. an
+    /// `authorization { ... }` or `tls { ... }` block); it is ready once it says so in its log.
+    pub async fn start_secured(config: &str) -> Self {
+        Self::start_with(config, Readiness::LogSaysReady).await
+    }
+
+    /// Replaces the configuration file; it applies from the next [`NatsServer::restart`].
+    pub fn set_config(&mut self, config: &str) {
+        let path = self.dir.path().join("nats.conf");
+        std::fs::write(&path, config).expect("write the nats-server config file");
+        self.config_file = Some(path);
+    }
+
+    async fn start_with(config: &str, readiness: Readiness) -> Self {
         init_logging();
         let dir = tempfile::Builder::new()
             .prefix("protoqueue-nats-")
@@ -79,6 +108,7 @@ impl NatsServer {
             name: unique("pq_test_server"),
             dir,
             config_file,
+            readiness,
             child: None,
         };
         // A port picked free can be taken before the server binds it: pick again a few times.
@@ -140,6 +170,7 @@ impl NatsServer {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("open the nats-server log file");
+        let ready_lines_before = self.log().matches(READY_LINE).count();
         let mut command = Command::new(nats_server_bin());
         if let Some(config_file) = &self.config_file {
             command.arg("-c").arg(config_file);
@@ -172,7 +203,13 @@ impl NatsServer {
                 self.child = None;
                 return false;
             }
-            if self.is_ready().await {
+            let ready = match self.readiness {
+                Readiness::JetStreamAnswers => self.is_ready().await,
+                Readiness::LogSaysReady => {
+                    self.log().matches(READY_LINE).count() > ready_lines_before
+                }
+            };
+            if ready {
                 return true;
             }
             if Instant::now() >= deadline {
