@@ -77,7 +77,11 @@ impl Connection {
             url: target.shown.clone(),
             reason: format!("no answer within {}ms", config.connect_timeout.as_millis()),
         })?
-        .map_err(|err| target.connect_error(&err))?;
+        .map_err(|err| {
+            let err = target.connect_error(&err);
+            tracing::debug!(code = err.code(), "connect failed: {err}");
+            err
+        })?;
         tracing::debug!(url = %target.shown, "connected to NATS");
 
         let jetstream = jetstream::ContextBuilder::new()
