@@ -116,6 +116,8 @@ describe('TLS', () => {
     assert.match(err.message, /requires TLS/)
     assert.match(err.message, /tls\.caFile/)
     await assertRefused(queueWith({ tls: { caFile: pki.path('other-ca.pem') } }), tlsUrl(tlsOnly), 'ERR_PQ_TLS')
+    // `tls: true` trusts the system's CAs only, which do not know the test CA.
+    await assertRefused(queueWith({ tls: true }), tlsOnly.url, 'ERR_PQ_TLS')
   })
 
   test('a TLS client against a plain server fails at once with ERR_PQ_TLS', async () => {

@@ -67,7 +67,7 @@ impl Connection {
                 let events = events.clone();
                 async move { events.log(event) }
             });
-        let options = target.apply(options).await?;
+        let options = target.apply(options)?;
         let client = tokio::time::timeout(
             config.connect_timeout,
             options.connect(target.servers.clone()),

@@ -151,7 +151,7 @@ impl Auth {
     }
 
     /// Hands the credentials to the client. A `.creds` file is read now.
-    async fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions> {
+    fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions> {
         Ok(match self {
             Auth::None => options,
             Auth::UserPassword { user, password } => {
@@ -159,13 +159,14 @@ impl Auth {
             }
             Auth::Token(token) => options.token(token.expose().to_owned()),
             Auth::NKey(seed) => options.nkey(seed.expose().to_owned()),
-            Auth::CredsFile(path) => options.credentials_file(path).await.map_err(|err| {
-                invalid(format!(
-                    "config.auth.credsFile {} cannot be used: {}",
-                    path.display(),
-                    io_reason(&err)
-                ))
-            })?,
+            Auth::CredsFile(path) => {
+                let setting = "auth.credsFile";
+                let creds = std::fs::read_to_string(path)
+                    .map_err(|err| unusable(setting, path, &io_reason(&err)))?;
+                options
+                    .credentials(&creds)
+                    .map_err(|err| unusable(setting, path, &err.to_string()))?
+            }
         })
     }
 }
@@ -300,8 +301,8 @@ impl Target {
     }
 
     /// Adds the credentials and TLS settings to `options`, reading the files they name.
-    pub async fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions> {
-        let options = self.auth.apply(options).await?;
+    pub fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions> {
+        let options = self.auth.apply(options)?;
         match &self.tls {
             Some(tls) => tls.apply(options),
             None => Ok(options),
