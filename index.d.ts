@@ -39,6 +39,12 @@ export interface QueueOptions {
   taskTimeout?: number
   /** How long `disconnect()` waits for in-flight handlers to settle (default 30000). */
   shutdownTimeout?: number
+  /**
+   * Copies of the task and dead-letter streams kept by a JetStream cluster, 1–5 (default 1).
+   * Use 3 on a three-node cluster so the queue survives the loss of a server. It applies when the
+   * streams are created; an existing stream keeps its replica count.
+   */
+  replicas?: number
 }
 
 /**

@@ -118,20 +118,41 @@ function normalizeResult(result) {
   return normalized
 }
 
-/** Wraps the user's handler: a throw, a rejection or a malformed result become failures. */
-function wrapHandler(handler) {
-  return async function protoqueueHandler(native) {
-    let task
-    try {
-      task = decodeTask(native)
-    } catch (err) {
-      return failure(`task ${native.id} has data that is not JSON: ${err.message}`)
-    }
-    try {
-      return normalizeResult(await handler(task))
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err)
-      return failure(message, thrownDetails(err))
+/** Runs the user's handler on one task: a throw, a rejection or a malformed result become failures. */
+async function runHandler(handler, native) {
+  let task
+  try {
+    task = decodeTask(native)
+  } catch (err) {
+    return failure(`task ${native.id} has data that is not JSON: ${err.message}`)
+  }
+  try {
+    return normalizeResult(await handler(task))
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err)
+    return failure(message, thrownDetails(err))
+  }
+}
+
+/**
+ * The function the native worker hands ready tasks to, in batches (one call into JavaScript per
+ * batch, not per task). Each task runs on its own; outcomes are collected and reported back in one
+ * native call per turn of the event loop, each tagged with its task's token.
+ */
+function dispatcher(handler, nativeQueue) {
+  let outcomes = []
+  const report = () => {
+    const batch = outcomes
+    outcomes = []
+    nativeQueue.complete(batch)
+  }
+  const settle = (token, outcome) => {
+    outcome.token = token
+    if (outcomes.push(outcome) === 1) setImmediate(report)
+  }
+  return function dispatch(tasks) {
+    for (const task of tasks) {
+      runHandler(handler, task).then((outcome) => settle(task.token, outcome))
     }
   }
 }
@@ -196,7 +217,7 @@ class Protoqueue {
     if (typeof handler !== 'function') {
       throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `process(handler) takes a function, got ${describe(handler)}`)
     }
-    await native(() => this.#native.process(wrapHandler(handler)))
+    await native(() => this.#native.process(dispatcher(handler, this.#native)))
     return this
   }
 

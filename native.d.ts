@@ -19,8 +19,17 @@ export declare class NativeQueue {
   enqueue(task: NativeTaskInput): Promise<string>
   /** Enqueues many tasks, pipelined; resolves to their ids in order once all are stored. */
   enqueueBatch(tasks: Array<NativeTaskInput>): Promise<Array<string>>
-  /** Starts the worker. The handler is kept (and keeps the process alive) until `disconnect()`. */
-  process(handler: ((arg: NativeTask) => Promise<NativeTaskResult> | NativeTaskResult)): Promise<void>
+  /**
+   * Starts the worker. `dispatch` receives ready tasks in batches and must report each one's
+   * outcome through `complete()`. It is kept (and keeps the process alive) until
+   * `disconnect()`.
+   */
+  process(dispatch: ((arg: Array<NativeTask>) => void)): Promise<void>
+  /**
+   * Reports handler outcomes, each for the attempt with its token. Outcomes for attempts that
+   * already timed out are ignored.
+   */
+  complete(outcomes: Array<NativeOutcome>): void
   /** Reads queue statistics from the server. */
   stats(): Promise<NativeStats>
   /** Reads (without removing) up to `limit` dead letters, oldest first. */
@@ -52,6 +61,20 @@ export interface NativeDeadLetter {
   streamSequence: number
 }
 
+/** A handler's result, normalised by the shim, for the attempt with `token`. */
+export interface NativeOutcome {
+  /** The token of the attempt (from its `NativeTask`). */
+  token: number
+  /** Whether the task succeeded. */
+  success: boolean
+  /** The error message of a failure. */
+  error?: string
+  /** `details` as JSON object text. */
+  details?: string
+  /** `false` dead-letters a failure without further attempts. */
+  retry?: boolean
+}
+
 /** Queue statistics. */
 export interface NativeStats {
   messages: number
@@ -65,8 +88,10 @@ export interface NativeStats {
   deadLettered: number
 }
 
-/** A task as the handler shim receives it. */
+/** A task as the handler shim receives it (in batches) and as dead letters carry it. */
 export interface NativeTask {
+  /** Matches the outcome to this attempt (`complete()`); 0 in dead letters. */
+  token: number
   /** The task id. */
   id: string
   /** The data as JSON text. */
@@ -87,16 +112,4 @@ export interface NativeTaskInput {
   data: string
   /** The task's metadata as JSON object text, if any. */
   metadata?: string
-}
-
-/** A handler's result, normalised by the shim. */
-export interface NativeTaskResult {
-  /** Whether the task succeeded. */
-  success: boolean
-  /** The error message of a failure. */
-  error?: string
-  /** `details` as JSON object text. */
-  details?: string
-  /** `false` dead-letters a failure without further attempts. */
-  retry?: boolean
 }

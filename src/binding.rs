@@ -7,28 +7,41 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use napi::{
-    bindgen_prelude::{Buffer, Either, Promise},
-    threadsafe_function::ThreadsafeFunction,
-    Status,
-};
+use napi::{bindgen_prelude::Buffer, threadsafe_function::ThreadsafeFunction, Status};
 use napi_derive::napi;
 use tokio::sync::Mutex;
 
 use crate::{
+    batching::{BatchSink, BatchedHandler, PendingOutcomes},
     config::Config,
     connection::Connection,
     consumer::Worker,
     dlq,
     envelope::{DeadLetterReason, Task},
     error::Error,
-    executor::{Attempt, BoxFuture, Failure, Handler, Outcome},
+    executor::{Attempt, BoxFuture, Failure, Outcome},
     logging, producer, stats,
 };
 
 #[napi_derive::module_init]
 fn init() {
     logging::init();
+    // One runtime thread by default: the work per task is small, and keeping every task of a
+    // worker on one thread saves the cross-thread wake-ups that otherwise dominate its cost.
+    let threads = std::env::var("PROTOQUEUE_RUNTIME_THREADS")
+        .ok()
+        .and_then(|value| value.parse::<usize>().ok())
+        .filter(|&threads| threads > 0)
+        .unwrap_or(1);
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("protoqueue")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => napi::bindgen_prelude::create_custom_tokio_runtime(runtime),
+        Err(err) => tracing::warn!("using napi's default runtime: {err}"),
+    }
 }
 
 fn to_js(err: Error) -> napi::Error {
@@ -44,9 +57,11 @@ pub struct NativeTaskInput {
     pub metadata: Option<String>,
 }
 
-/// A task as the handler shim receives it.
+/// A task as the handler shim receives it (in batches) and as dead letters carry it.
 #[napi(object)]
 pub struct NativeTask {
+    /// Matches the outcome to this attempt (`complete()`); 0 in dead letters.
+    pub token: u32,
     /// The task id.
     pub id: String,
     /// The data as JSON text.
@@ -61,9 +76,11 @@ pub struct NativeTask {
     pub max_attempts: u32,
 }
 
-/// A handler's result, normalised by the shim.
+/// A handler's result, normalised by the shim, for the attempt with `token`.
 #[napi(object)]
-pub struct NativeTaskResult {
+pub struct NativeOutcome {
+    /// The token of the attempt (from its `NativeTask`).
+    pub token: u32,
     /// Whether the task succeeded.
     pub success: bool,
     /// The error message of a failure.
@@ -124,6 +141,7 @@ enum State {
 pub struct NativeQueue {
     config: Arc<Config>,
     state: Arc<Mutex<State>>,
+    outcomes: Arc<PendingOutcomes>,
 }
 
 #[napi]
@@ -138,6 +156,7 @@ impl NativeQueue {
         Ok(NativeQueue {
             config: Arc::new(config),
             state: Arc::new(Mutex::new(State::Disconnected)),
+            outcomes: Arc::default(),
         })
     }
 
@@ -178,17 +197,13 @@ impl NativeQueue {
             .map_err(to_js)
     }
 
-    /// Starts the worker. The handler is kept (and keeps the process alive) until `disconnect()`.
+    /// Starts the worker. `dispatch` receives ready tasks in batches and must report each one's
+    /// outcome through `complete()`. It is kept (and keeps the process alive) until
+    /// `disconnect()`.
     #[napi(catch_unwind)]
     pub async fn process(
         &self,
-        handler: ThreadsafeFunction<
-            NativeTask,
-            Either<Promise<NativeTaskResult>, NativeTaskResult>,
-            NativeTask,
-            Status,
-            false,
-        >,
+        dispatch: ThreadsafeFunction<Vec<NativeTask>, (), Vec<NativeTask>, Status, false>,
     ) -> napi::Result<()> {
         let mut state = self.state.lock().await;
         let State::Connected { connection, worker } = &mut *state else {
@@ -197,15 +212,25 @@ impl NativeQueue {
         if worker.is_some() {
             return Err(to_js(Error::AlreadyProcessing));
         }
-        let handler = Arc::new(JsHandler {
-            function: Arc::new(handler),
-        });
+        let sink = JsDispatch {
+            function: Arc::new(dispatch),
+        };
+        let handler = Arc::new(BatchedHandler::start(sink, self.outcomes.clone()));
         *worker = Some(
             Worker::start(connection.clone(), handler)
                 .await
                 .map_err(to_js)?,
         );
         Ok(())
+    }
+
+    /// Reports handler outcomes, each for the attempt with its token. Outcomes for attempts that
+    /// already timed out are ignored.
+    #[napi]
+    pub fn complete(&self, outcomes: Vec<NativeOutcome>) {
+        for outcome in outcomes {
+            self.outcomes.complete(outcome.token, outcome_of(outcome));
+        }
     }
 
     /// Reads queue statistics from the server.
@@ -271,44 +296,33 @@ fn new_task(input: NativeTaskInput) -> producer::NewTask {
     }
 }
 
-/// The handler as a threadsafe function (not named in `#[napi]` signatures: an alias there would
-/// leak into the generated `.d.ts`).
-type HandlerFunction = ThreadsafeFunction<
-    NativeTask,
-    Either<Promise<NativeTaskResult>, NativeTaskResult>,
-    NativeTask,
-    Status,
-    false,
->;
-
-/// Calls the user's handler (through the shim) on the JavaScript thread and awaits its Promise.
-struct JsHandler {
-    function: Arc<HandlerFunction>,
+/// Hands batches of tasks to the shim's dispatch function on the JavaScript thread.
+struct JsDispatch {
+    function: Arc<ThreadsafeFunction<Vec<NativeTask>, (), Vec<NativeTask>, Status, false>>,
 }
 
-impl Handler for JsHandler {
-    fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome> {
+impl BatchSink for JsDispatch {
+    type Item = NativeTask;
+
+    fn item(&self, token: u32, attempt: Attempt) -> NativeTask {
+        native_task(token, attempt.task, attempt.number, attempt.max)
+    }
+
+    fn send(&self, batch: Vec<NativeTask>) -> BoxFuture<Result<(), String>> {
+        // `_catch`: a synchronous throw becomes an `Err` instead of a fatal exception.
         let function = self.function.clone();
         Box::pin(async move {
-            let arg = native_task(attempt.task, attempt.number, attempt.max);
-            // `_catch`: a synchronous throw becomes an `Err` instead of a fatal exception.
-            let result = match function.call_async_catch(arg).await {
-                Ok(Either::A(promise)) => promise.await,
-                Ok(Either::B(result)) => Ok(result),
-                Err(err) => Err(err),
-            };
-            match result {
-                Ok(result) => outcome_of(result),
-                Err(err) => {
-                    Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason)))
-                }
-            }
+            function
+                .call_async_catch(batch)
+                .await
+                .map_err(|err| format!("handler failed: {}", err.reason))
         })
     }
 }
 
-fn native_task(task: Task, attempt: u64, max_attempts: u64) -> NativeTask {
+fn native_task(token: u32, task: Task, attempt: u64, max_attempts: u64) -> NativeTask {
     NativeTask {
+        token,
         id: task.id,
         data: String::from_utf8_lossy(&task.data).into_owned(),
         metadata: String::from_utf8_lossy(&task.metadata).into_owned(),
@@ -331,7 +345,7 @@ fn native_dead_letter(stored: dlq::StoredDeadLetter) -> NativeDeadLetter {
     NativeDeadLetter {
         task: letter
             .task
-            .map(|task| native_task(task, attempts, attempts)),
+            .map(|task| native_task(0, task, attempts, attempts)),
         raw: (!letter.raw.is_empty()).then(|| Buffer::from(letter.raw.to_vec())),
         reason: reason.into(),
         error: letter.error,
@@ -343,7 +357,7 @@ fn native_dead_letter(stored: dlq::StoredDeadLetter) -> NativeDeadLetter {
     }
 }
 
-fn outcome_of(result: NativeTaskResult) -> Outcome {
+fn outcome_of(result: NativeOutcome) -> Outcome {
     if result.success {
         return Outcome::Success;
     }

@@ -31,6 +31,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(5_000);
 pub const DEFAULT_TASK_TIMEOUT: Duration = Duration::from_millis(300_000);
 /// Default of `options.shutdownTimeout`: how long `disconnect()` waits for in-flight handlers.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// Default of `options.replicas`: copies of each stream kept by a JetStream cluster.
+pub const DEFAULT_REPLICAS: usize = 1;
+/// JetStream keeps at most five replicas of a stream.
+const MAX_REPLICAS: u64 = 5;
 /// The NATS URL used when neither `connect(url)`, `config.url` nor `NATS_URL` names one.
 pub const DEFAULT_URL: &str = "nats://localhost:4222";
 /// The durable consumer shared by every worker of a queue.
@@ -79,6 +83,8 @@ pub struct Config {
     pub task_timeout: Duration,
     /// How long `disconnect()` waits for in-flight handlers.
     pub shutdown_timeout: Duration,
+    /// Copies of the task and dead-letter streams in a JetStream cluster (1 on a single server).
+    pub replicas: usize,
 }
 
 impl Config {
@@ -99,6 +105,7 @@ impl Config {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             task_timeout: DEFAULT_TASK_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            replicas: DEFAULT_REPLICAS,
         };
         validate_stream_name(&config.stream_name)?;
         validate_publish_subject("subject", &config.subject)?;
@@ -174,6 +181,7 @@ impl Config {
                 "connectTimeout",
                 "taskTimeout",
                 "shutdownTimeout",
+                "replicas",
             ],
         )?;
         let u32_max = u64::from(u32::MAX);
@@ -182,6 +190,9 @@ impl Config {
         }
         if let Some(n) = integer_option(options, "batchSize", 1, MAX_BATCH_SIZE)? {
             self.batch_size = n as u32;
+        }
+        if let Some(n) = integer_option(options, "replicas", 1, MAX_REPLICAS)? {
+            self.replicas = n as usize;
         }
         let millis = |key: &str, min: u64| -> Result<Option<Duration>> {
             Ok(integer_option(options, key, min, MAX_SAFE_INTEGER)?.map(Duration::from_millis))
@@ -262,6 +273,7 @@ impl fmt::Debug for Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("task_timeout", &self.task_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("replicas", &self.replicas)
             .finish()
     }
 }
@@ -450,7 +462,7 @@ mod tests {
             "verbose": true,
             "options": {"maxRetries": 0, "ackWait": 500, "batchSize": 7, "retryDelay": 0,
                         "enqueueTimeout": 10, "taskTimeout": 20, "shutdownTimeout": 0,
-                        "connectTimeout": 30}
+                        "connectTimeout": 30, "replicas": 3}
         }))
         .expect("valid config");
         assert_eq!(config.max_retries, 0);
@@ -460,6 +472,7 @@ mod tests {
         assert_eq!(config.enqueue_timeout, Duration::from_millis(10));
         assert_eq!(config.task_timeout, Duration::from_millis(20));
         assert_eq!(config.connect_timeout, Duration::from_millis(30));
+        assert_eq!(config.replicas, 3);
         assert!(config.verbose);
     }
 
@@ -515,6 +528,9 @@ mod tests {
             json!({"streamName": "s", "subject": "a", "tls": "on"}),
             json!({"streamName": "s", "subject": "a", "tls": {"caFile": false}}),
             json!({"streamName": "s", "subject": "a", "tls": {"certFile": "c.pem"}}),
+            json!({"streamName": "s", "subject": "a", "options": {"replicas": 0}}),
+            json!({"streamName": "s", "subject": "a", "options": {"replicas": 6}}),
+            json!({"streamName": "s", "subject": "a", "options": {"replicas": "3"}}),
         ];
         for value in bad {
             assert_eq!(

@@ -143,4 +143,56 @@ mod tests {
             let _ = Task::decode_checked(&bytes[..len]);
         }
     }
+
+    mod decoder_properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn valid_envelope() -> Vec<u8> {
+            Task::create(
+                "0190a0b0-0000-7000-8000-000000000000".into(),
+                Bytes::from_static(b"{\"to\":\"a@example.com\",\"n\":[1,2,3]}"),
+                JSON,
+                Bytes::from_static(b"{\"priority\":1}"),
+                1_700_000_000_000,
+            )
+            .to_bytes()
+            .to_vec()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+            /// Arbitrary bytes never panic: they decode or are rejected.
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2_048)) {
+                let _ = Task::decode_checked(&bytes);
+            }
+
+            /// A valid envelope with bytes overwritten, inserted or cut: never a panic, and a
+            /// result that decodes is a version-1 task with an id.
+            #[test]
+            fn corrupted_envelopes_never_panic(
+                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..8)
+            ) {
+                let mut bytes = valid_envelope();
+                for (at, byte, kind) in edits {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    let i = at.index(bytes.len());
+                    match kind {
+                        0 => bytes[i] = byte,
+                        1 => bytes.insert(i, byte),
+                        _ => bytes.truncate(i),
+                    }
+                }
+                if let Ok(task) = Task::decode_checked(&bytes) {
+                    prop_assert_eq!(task.version, VERSION);
+                    prop_assert!(!task.id.is_empty());
+                }
+            }
+        }
+    }
 }

@@ -97,13 +97,16 @@ impl Executor {
         }
     }
 
-    /// Handles one delivery to the end.
-    pub async fn execute(&self, message: jetstream::Message) -> Settlement {
+    /// Handles one delivery to the end. `slot` (the worker's room for one running handler) is
+    /// released as soon as the handler is done, so the next task can start while this one's
+    /// acknowledgement is still on its way.
+    pub async fn execute<Slot>(&self, message: jetstream::Message, slot: Slot) -> Settlement {
         let config = self.connection.config();
         let origin = origin_of(&message);
         let task = match Task::decode_checked(&message.payload) {
             Ok(task) => task,
             Err(err) => {
+                drop(slot);
                 tracing::warn!(
                     seq = origin.stream_sequence,
                     "dead-lettering a message that is not a task: {err}"
@@ -126,6 +129,7 @@ impl Executor {
         };
         let max = config.max_deliveries();
         if origin.attempts > max {
+            drop(slot);
             let failure = Failure::new(format!(
                 "delivered {} times without a result (allowed: {max}); the workers holding it \
                  stopped or lost their connection",
@@ -144,7 +148,9 @@ impl Executor {
             max,
         };
         tracing::debug!(%id, attempt = attempt.number, "handling task");
-        match self.run_with_heartbeats(&message, attempt).await {
+        let outcome = self.run_with_heartbeats(&message, attempt).await;
+        drop(slot);
+        match outcome {
             Outcome::Success => {
                 tracing::debug!(%id, "task succeeded");
                 self.settle(&message, AckKind::Ack, Settlement::Acked).await

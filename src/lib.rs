@@ -12,9 +12,11 @@
 //! - Every task is one Protobuf `protoqueue.v1.Task` ([`envelope`]) published with its id as
 //!   `Nats-Msg-Id`, so a re-sent publish is stored once; `enqueue` resolves only after JetStream
 //!   confirmed the write ([`producer`]).
-//! - A worker ([`consumer`]) pulls as many messages as it has free slots (`batchSize`), runs each
+//! - A worker ([`consumer`]) pulls only messages it has free slots for (`batchSize`), runs each
 //!   through the [`executor`]: handler with progress heartbeats, then ack, NAK with `retryDelay`,
 //!   or dead letter ([`dlq`], confirmed) followed by TERM.
+//! - Handlers that live across a costly boundary (JavaScript) take attempts in batches and report
+//!   outcomes one by one ([`batching`]).
 //! - Deliveries are counted by the server; the consumer has no `max_deliver`, so a task whose last
 //!   delivery died with its worker is dead-lettered by the next worker instead of being stranded.
 //! - Everything after the first connect survives connection loss: the client reconnects without
@@ -22,6 +24,7 @@
 //!   Refused credentials and failed TLS end the first connect at once ([`security`]); later they
 //!   are logged as warnings while the client keeps retrying.
 
+pub mod batching;
 pub mod config;
 pub mod connection;
 pub mod consumer;

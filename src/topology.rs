@@ -25,6 +25,7 @@ pub fn task_stream_config(config: &Config) -> stream::Config {
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: config.replicas,
         description: Some("Protoqueue tasks".into()),
         ..Default::default()
     }
@@ -39,6 +40,7 @@ pub fn dead_letter_stream_config(config: &Config) -> stream::Config {
         retention: RetentionPolicy::Limits,
         storage: StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: config.replicas,
         description: Some(format!(
             "Protoqueue dead letters of stream {}",
             config.stream_name

@@ -19,7 +19,6 @@ use async_nats::jetstream::{self, stream::RetentionPolicy};
 use bytes::Bytes;
 use common::*;
 use protoqueue::{
-    dlq,
     envelope::{self, DeadLetterReason},
     producer::{self, NewTask},
     stats, Config, Connection, Error, Failure, Handler, Outcome, Worker,
@@ -38,30 +37,6 @@ fn code<T: std::fmt::Debug>(result: Result<T, Error>) -> &'static str {
 
 async fn snapshot(connection: &Connection) -> protoqueue::Stats {
     stats::snapshot(connection).await.expect("read stats")
-}
-
-async fn dead_letters(connection: &Connection) -> Vec<envelope::DeadLetter> {
-    dlq::list(connection, 100)
-        .await
-        .expect("list dead letters")
-        .into_iter()
-        .map(|stored| stored.letter)
-        .collect()
-}
-
-/// Waits until no task is stored and `dead` dead letters are, then returns the dead letters.
-async fn settled_with_dead_letters(
-    connection: &Connection,
-    dead: u64,
-) -> Vec<envelope::DeadLetter> {
-    wait_stats(connection, 0, dead, SOON).await;
-    let letters = dead_letters(connection).await;
-    assert_eq!(
-        letters.len() as u64,
-        dead,
-        "every stored dead letter decodes as a DeadLetter"
-    );
-    letters
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,8 @@ use std::{
 };
 
 use protoqueue::{
-    executor::BoxFuture, Attempt, Config, Connection, Handler, NewTask, Outcome, Worker,
+    dlq, envelope, executor::BoxFuture, Attempt, Config, Connection, Handler, NewTask, Outcome,
+    Worker,
 };
 use tokio::{
     sync::watch,
@@ -56,6 +57,8 @@ pub struct NatsServer {
     /// How readiness is told: a JetStream request, or (for servers that require credentials or
     /// TLS, which that request lacks) the server's "ready" log line.
     readiness: Readiness,
+    /// How many "ready" lines the log held before the last spawn.
+    ready_lines_before: usize,
     child: Option<Child>,
 }
 
@@ -93,6 +96,19 @@ impl NatsServer {
     }
 
     async fn start_with(config: &str, readiness: Readiness) -> Self {
+        let mut server = Self::unstarted(free_port(), config, readiness);
+        // A port picked free can be taken before the server binds it: pick again a few times.
+        for _ in 0..5 {
+            if server.spawn_and_wait(READY_TIMEOUT).await {
+                return server;
+            }
+            server.port = free_port();
+        }
+        panic!("nats-server did not start; log:\n{}", server.log());
+    }
+
+    /// A server on `port` with extra configuration-file lines, not yet running.
+    fn unstarted(port: u16, config: &str, readiness: Readiness) -> Self {
         init_logging();
         let dir = tempfile::Builder::new()
             .prefix("protoqueue-nats-")
@@ -103,22 +119,20 @@ impl NatsServer {
             std::fs::write(&path, config).expect("write the nats-server config file");
             path
         });
-        let mut server = NatsServer {
-            port: 0,
+        NatsServer {
+            port,
             name: unique("pq_test_server"),
             dir,
             config_file,
             readiness,
+            ready_lines_before: 0,
             child: None,
-        };
-        // A port picked free can be taken before the server binds it: pick again a few times.
-        for _ in 0..5 {
-            server.port = free_port();
-            if server.spawn_and_wait(READY_TIMEOUT).await {
-                return server;
-            }
         }
-        panic!("nats-server did not start; log:\n{}", server.log());
+    }
+
+    /// The server's name (`server_name`), as JetStream reports stream leaders and replicas.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The client URL.
@@ -165,12 +179,17 @@ impl NatsServer {
     /// Spawns the server; true once it answers JetStream requests as itself, false if it exited
     /// (e.g. the port was taken).
     async fn spawn_and_wait(&mut self, ready_timeout: Duration) -> bool {
+        self.spawn();
+        self.wait_ready(ready_timeout).await
+    }
+
+    fn spawn(&mut self) {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("open the nats-server log file");
-        let ready_lines_before = self.log().matches(READY_LINE).count();
+        self.ready_lines_before = self.log().matches(READY_LINE).count();
         let mut command = Command::new(nats_server_bin());
         if let Some(config_file) = &self.config_file {
             command.arg("-c").arg(config_file);
@@ -191,7 +210,11 @@ impl NatsServer {
             .stdout(log.try_clone().expect("clone the log file handle"))
             .stderr(log);
         self.child = Some(command.spawn().expect("spawn nats-server"));
+    }
 
+    /// True once the spawned server is ready (see [`Readiness`]); false if it exited or
+    /// `ready_timeout` passed (then it is killed).
+    async fn wait_ready(&mut self, ready_timeout: Duration) -> bool {
         let deadline = Instant::now() + ready_timeout;
         loop {
             if self
@@ -206,7 +229,7 @@ impl NatsServer {
             let ready = match self.readiness {
                 Readiness::JetStreamAnswers => self.is_ready().await,
                 Readiness::LogSaysReady => {
-                    self.log().matches(READY_LINE).count() > ready_lines_before
+                    self.log().matches(READY_LINE).count() > self.ready_lines_before
                 }
             };
             if ready {
@@ -237,6 +260,62 @@ impl NatsServer {
             ready.then_some(())
         };
         matches!(timeout(Duration::from_secs(2), attempt).await, Ok(Some(())))
+    }
+}
+
+/// A JetStream cluster of nats-server processes on loopback, routed to each other.
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    /// Starts `size` servers at once (JetStream needs a quorum before any of them is ready) and
+    /// waits until each answers JetStream requests.
+    pub async fn start(size: usize) -> Self {
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|port| format!("nats://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut nodes: Vec<NatsServer> = route_ports
+            .iter()
+            .map(|route_port| {
+                let config = format!(
+                    "cluster {{\n  name: pq_test_cluster\n  listen: 127.0.0.1:{route_port}\n  \
+                     routes: [{routes}]\n}}\n"
+                );
+                NatsServer::unstarted(free_port(), &config, Readiness::JetStreamAnswers)
+            })
+            .collect();
+        nodes.iter_mut().for_each(NatsServer::spawn);
+        for node in &mut nodes {
+            // Electing the meta leader takes a few seconds on a busy machine.
+            assert!(
+                node.wait_ready(READY_TIMEOUT * 3).await,
+                "cluster node {} did not become ready; log:\n{}",
+                node.name,
+                node.log()
+            );
+        }
+        NatsCluster { nodes }
+    }
+
+    /// Every node's client URL, comma-separated, as a user lists a cluster.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The node called `name`.
+    pub fn node_mut(&mut self, name: &str) -> &mut NatsServer {
+        self.nodes
+            .iter_mut()
+            .find(|node| node.name == name)
+            .unwrap_or_else(|| panic!("no cluster node is called {name}"))
     }
 }
 
@@ -511,4 +590,30 @@ pub async fn wait_stats(
         (stats.messages == messages && stats.dead_lettered == dead_lettered).then_some(())
     })
     .await;
+}
+
+/// Reads up to 100 dead letters of the queue, oldest first.
+pub async fn dead_letters(connection: &Connection) -> Vec<envelope::DeadLetter> {
+    dlq::list(connection, 100)
+        .await
+        .expect("list dead letters")
+        .into_iter()
+        .map(|stored| stored.letter)
+        .collect()
+}
+
+/// Waits (up to 10 s) until no task is stored and `dead` dead letters are, then returns the dead
+/// letters.
+pub async fn settled_with_dead_letters(
+    connection: &Connection,
+    dead: u64,
+) -> Vec<envelope::DeadLetter> {
+    wait_stats(connection, 0, dead, Duration::from_secs(10)).await;
+    let letters = dead_letters(connection).await;
+    assert_eq!(
+        letters.len() as u64,
+        dead,
+        "every stored dead letter decodes as a DeadLetter"
+    );
+    letters
 }

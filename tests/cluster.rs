@@ -1,0 +1,149 @@
+//! Scale-out on a real JetStream cluster: three routed nats-server processes, an R3 queue, and the
+//! stream leader killed with SIGKILL while producers and a worker run.
+
+mod common;
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_nats::jetstream::{stream, Context};
+use common::*;
+use protoqueue::{producer, Connection};
+use tokio::sync::watch;
+
+const BATCHES: usize = 60;
+const BATCH_LEN: usize = 50;
+/// The leader is killed once this many batches are stored, so most are sent across the election.
+const KILL_AFTER_BATCHES: usize = 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_queue_loses_nothing_when_the_stream_leader_is_killed() {
+    let mut cluster = NatsCluster::start(3).await;
+    let mut config = test_config();
+    config.replicas = 3;
+    config.ack_wait = Duration::from_secs(2);
+    let config = Arc::new(config);
+    let open = || async {
+        Connection::open(config.clone(), &cluster.urls())
+            .await
+            .expect("connect to the cluster")
+    };
+    let producing = open().await;
+    let working = open().await;
+    // A plain client that watches the streams' cluster state.
+    let observer = async_nats::jetstream::new(
+        async_nats::connect(
+            cluster
+                .nodes
+                .iter()
+                .map(|node| node.url().parse().expect("a server URL"))
+                .collect::<Vec<async_nats::ServerAddr>>(),
+        )
+        .await
+        .expect("connect the observer"),
+    );
+
+    let info = stream_info(&observer, &config.stream_name).await;
+    assert_eq!(info.config.num_replicas, 3, "the stream is R3");
+    let dead_letters = stream_info(&observer, &config.dead_letter_stream()).await;
+    assert_eq!(
+        dead_letters.config.num_replicas, 3,
+        "the dead-letter stream is R3"
+    );
+
+    let recorder = Recorder::new();
+    let worker = start_worker(&working, recording_success(&recorder, 0)).await;
+
+    // The producer paces its batches so that most of them are sent during and after the election.
+    let enqueued = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (progress, mut stored_batches) = watch::channel(0usize);
+    let producer_task = tokio::spawn({
+        let enqueued = enqueued.clone();
+        async move {
+            for batch in 0..BATCHES {
+                let ids = producer::enqueue_batch(&producing, numbered_tasks(BATCH_LEN)).await?;
+                enqueued.lock().expect("ids lock").extend(ids);
+                let _ = progress.send(batch + 1);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Ok::<_, protoqueue::Error>(producing)
+        }
+    });
+
+    stored_batches
+        .wait_for(|&n| n >= KILL_AFTER_BATCHES)
+        .await
+        .expect("the producer reports progress");
+    let leader = info
+        .cluster
+        .and_then(|cluster| cluster.leader)
+        .expect("the stream has a leader");
+    cluster.node_mut(&leader).kill();
+    tracing::info!(%leader, "killed the stream leader");
+
+    let producing = tokio::time::timeout(Duration::from_secs(120), producer_task)
+        .await
+        .expect("the producer finishes within 120 s")
+        .expect("the producer task does not panic")
+        .expect("every batch is stored across the election");
+    let enqueued: HashSet<String> = enqueued.lock().expect("ids lock").iter().cloned().collect();
+    assert_eq!(enqueued.len(), BATCHES * BATCH_LEN, "ids are unique");
+
+    recorder
+        .wait_for(
+            "every enqueued task handled",
+            Duration::from_secs(120),
+            |log| enqueued.iter().all(|id| log.ids.contains(id)),
+        )
+        .await;
+    let duplicates = recorder.count() - recorder.distinct();
+    println!(
+        "cluster: {} tasks handled after killing leader {leader}, {duplicates} duplicates",
+        enqueued.len()
+    );
+
+    let new_leader = eventually("a new stream leader", Duration::from_secs(30), || async {
+        let info = try_stream_info(&observer, &config.stream_name).await?;
+        info.cluster?.leader.filter(|name| *name != leader)
+    })
+    .await;
+    tracing::info!(%new_leader, "stream led by another node");
+
+    // The killed node comes back on its old store and catches up.
+    cluster.node_mut(&leader).restart().await;
+    eventually(
+        "the restarted node current again",
+        Duration::from_secs(60),
+        || async {
+            let cluster = try_stream_info(&observer, &config.stream_name)
+                .await?
+                .cluster?;
+            let rejoined = cluster.leader.as_deref() == Some(leader.as_str())
+                || cluster
+                    .replicas
+                    .iter()
+                    .any(|peer| peer.name == leader && peer.current && !peer.offline);
+            rejoined.then_some(())
+        },
+    )
+    .await;
+
+    worker.stop().await;
+    producing.close().await;
+    working.close().await;
+}
+
+async fn stream_info(observer: &Context, name: &str) -> stream::Info {
+    try_stream_info(observer, name)
+        .await
+        .unwrap_or_else(|| panic!("no info for stream {name}"))
+}
+
+/// The stream's info, or `None` while the cluster cannot answer (e.g. during an election).
+async fn try_stream_info(observer: &Context, name: &str) -> Option<stream::Info> {
+    let mut stream = observer.get_stream(name).await.ok()?;
+    stream.info().await.ok().cloned()
+}
