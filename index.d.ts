@@ -47,10 +47,61 @@ export interface QueueOptions {
   replicas?: number
 }
 
+/**
+ * How the client authenticates. Set exactly one way: `user` and `pass`, `token`, `nkeySeed` or
+ * `credsFile`. Credentials can also be written into the URL (`nats://user:pass@host`,
+ * `nats://token@host`; percent-encode `@`, `:` and `/`), but not both in the URL and here.
+ * A server that refuses them rejects `connect()` at once with `ERR_PQ_AUTH`. Secrets never
+ * appear in logs or error messages.
+ */
+export interface AuthOptions {
+  /** User name, with `pass`. */
+  user?: string
+  /** Password of `user`. */
+  pass?: string
+  /** Token the server expects (`authorization { token: ... }`). */
+  token?: string
+  /**
+   * NKey user seed (the secret starting with `SU`); the client signs the server's challenge with it
+   * and never sends it. The server lists the matching public key (starting with `U`).
+   */
+  nkeySeed?: string
+  /**
+   * Path of a `.creds` file (user JWT and NKey seed, as `nsc` or Synadia Cloud issue them), read at
+   * `connect()`. A missing or malformed file rejects with `ERR_PQ_INVALID_CONFIG`.
+   */
+  credsFile?: string
+}
+
+/**
+ * TLS settings. With a `tls` object (or `tls: true`) the client only talks TLS, even to a
+ * `nats://` URL; a `tls://` URL requires TLS too. A client without them still upgrades when the
+ * server requires TLS. Files are PEM and are checked at `connect()` (a missing or unreadable one
+ * rejects with `ERR_PQ_INVALID_CONFIG`); handshake failures reject with `ERR_PQ_TLS`.
+ */
+export interface TlsOptions {
+  /** CA certificate(s) to trust instead of the system's, e.g. a private CA that signed the server's certificate. */
+  caFile?: string
+  /** Client certificate, for servers that verify clients (mutual TLS, `verify: true`); needs `keyFile`. */
+  certFile?: string
+  /** Private key of `certFile`. */
+  keyFile?: string
+  /** Start TLS before the server's greeting; the server needs `handshake_first: true`. Default false. */
+  handshakeFirst?: boolean
+}
+
 /** The configuration of a queue. */
 export interface ProtoqueueConfig {
-  /** NATS server URL, or a comma-separated list of the servers of one cluster. `connect(url)` overrides it. */
+  /**
+   * NATS server URL, or a comma-separated list of the servers of one cluster. `connect(url)`
+   * overrides it. `tls://` requires TLS; `nats://user:pass@host` or `nats://token@host` carry
+   * credentials.
+   */
   url?: string
+  /** Credentials: user and password, token, NKey seed or `.creds` file. */
+  auth?: AuthOptions
+  /** TLS: `true` (the system's CAs) or CA, client certificate and handshake settings. */
+  tls?: boolean | TlsOptions
   /** The JetStream stream holding the tasks (created if missing). No whitespace, `.`, `*`, `>`, `/`. */
   streamName: string
   /** The subject tasks are published to and processed from, e.g. `tasks.email`. No wildcards. */
@@ -156,6 +207,8 @@ export type ProtoqueueErrorCode =
   | 'ERR_PQ_NOT_CONNECTED'
   | 'ERR_PQ_ALREADY_PROCESSING'
   | 'ERR_PQ_CONNECT'
+  | 'ERR_PQ_AUTH'
+  | 'ERR_PQ_TLS'
   | 'ERR_PQ_TIMEOUT'
   | 'ERR_PQ_STREAM_CONFLICT'
   | 'ERR_PQ_NATS'
@@ -172,6 +225,9 @@ export declare class Protoqueue<T = unknown> {
   /**
    * Connects to NATS and creates the queue's streams if missing. The URL is this argument, else
    * `config.url`, else `NATS_URL`, else `nats://localhost:4222`. A second call does nothing.
+   * Rejects with `ERR_PQ_CONNECT` when no server answers within `connectTimeout`, and at once with
+   * `ERR_PQ_AUTH` when the server refuses the credentials, `ERR_PQ_TLS` when TLS fails, or
+   * `ERR_PQ_INVALID_CONFIG` for a bad URL or an unreadable credentials/certificate file.
    */
   connect(url?: string): Promise<this>
   /** Stops the worker (in-flight tasks settle first), then closes the connection. */

@@ -4,11 +4,14 @@
 //! and rejects every mistake (wrong names, wrong types, out-of-range values, unknown keys) with
 //! [`Error::InvalidConfig`] before anything touches the network.
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    security::{redact, Auth, Tls},
+};
 
 /// Default of `options.maxRetries`: retries after the first attempt.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
@@ -48,15 +51,20 @@ const MIN_ACK_WAIT_MS: u64 = 100;
 /// The largest integer a JavaScript number holds exactly.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
-/// Everything a queue needs to know, validated.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything a queue needs to know, validated. Its `Debug` output shows no secrets.
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// The JetStream stream holding the tasks.
     pub stream_name: String,
     /// The subject tasks are published to and consumed from.
     pub subject: String,
-    /// The server URL(s) from the config; `connect(url)` overrides it.
+    /// The server URL(s) from the config; `connect(url)` overrides it. May hold credentials.
     pub url: Option<String>,
+    /// The credentials (`config.auth`); credentials in the URL are used when this is
+    /// [`Auth::None`].
+    pub auth: Auth,
+    /// TLS settings (`config.tls`); `Some` makes the client talk TLS only.
+    pub tls: Option<Tls>,
     /// Turn on debug logging.
     pub verbose: bool,
     /// A task is delivered at most `1 + max_retries` times.
@@ -86,6 +94,8 @@ impl Config {
             stream_name: stream_name.into(),
             subject: subject.into(),
             url: None,
+            auth: Auth::None,
+            tls: None,
             verbose: false,
             max_retries: DEFAULT_MAX_RETRIES,
             ack_wait: DEFAULT_ACK_WAIT,
@@ -110,7 +120,15 @@ impl Config {
         reject_unknown_keys(
             "config",
             object,
-            &["streamName", "subject", "url", "options", "verbose"],
+            &[
+                "streamName",
+                "subject",
+                "url",
+                "auth",
+                "tls",
+                "options",
+                "verbose",
+            ],
         )?;
 
         let stream_name = required_string(object, "streamName")?;
@@ -123,6 +141,12 @@ impl Config {
             })?;
             validate_urls(url)?;
             config.url = Some(url.to_owned());
+        }
+        if let Some(auth) = present(object, "auth") {
+            config.auth = Auth::from_json(auth)?;
+        }
+        if let Some(tls) = present(object, "tls") {
+            config.tls = Tls::from_json(tls)?;
         }
         if let Some(verbose) = present(object, "verbose") {
             config.verbose = verbose.as_bool().ok_or_else(|| {
@@ -232,6 +256,28 @@ impl Config {
     }
 }
 
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("stream_name", &self.stream_name)
+            .field("subject", &self.subject)
+            .field("url", &self.url.as_deref().map(redact))
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("verbose", &self.verbose)
+            .field("max_retries", &self.max_retries)
+            .field("ack_wait", &self.ack_wait)
+            .field("batch_size", &self.batch_size)
+            .field("retry_delay", &self.retry_delay)
+            .field("enqueue_timeout", &self.enqueue_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("task_timeout", &self.task_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("replicas", &self.replicas)
+            .finish()
+    }
+}
+
 /// Checks a comma-separated list of server URLs.
 pub fn validate_urls(urls: &str) -> Result<()> {
     if urls.trim().is_empty() {
@@ -240,12 +286,14 @@ pub fn validate_urls(urls: &str) -> Result<()> {
     for url in urls.split(',').map(str::trim) {
         if url.is_empty() {
             return Err(invalid(format!(
-                "the NATS URL list {urls:?} has an empty entry"
+                "the NATS URL list {:?} has an empty entry",
+                redact(urls)
             )));
         }
         url.parse::<async_nats::ServerAddr>().map_err(|err| {
             invalid(format!(
-                "{url:?} is not a NATS server URL (e.g. nats://localhost:4222): {err}"
+                "{:?} is not a NATS server URL (e.g. nats://localhost:4222): {err}",
+                redact(url)
             ))
         })?;
     }
@@ -310,12 +358,12 @@ pub fn validate_publish_subject(field: &str, subject: &str) -> Result<()> {
     Ok(())
 }
 
-fn invalid(message: String) -> Error {
+pub(crate) fn invalid(message: String) -> Error {
     Error::InvalidConfig(message)
 }
 
 /// A JSON value's type as a JavaScript user would name it.
-fn kind(value: &Value) -> &'static str {
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -327,7 +375,7 @@ fn kind(value: &Value) -> &'static str {
 }
 
 /// A key that is set to something other than `null`/`undefined`.
-fn present<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn present<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     object.get(key).filter(|v| !v.is_null())
 }
 
@@ -342,7 +390,11 @@ fn required_string(object: &Map<String, Value>, key: &str) -> Result<String> {
     }
 }
 
-fn reject_unknown_keys(what: &str, object: &Map<String, Value>, known: &[&str]) -> Result<()> {
+pub(crate) fn reject_unknown_keys(
+    what: &str,
+    object: &Map<String, Value>,
+    known: &[&str],
+) -> Result<()> {
     match object.keys().find(|k| !known.contains(&k.as_str())) {
         Some(key) => Err(invalid(format!(
             "{what} has an unknown key {key:?}; known keys are {}",
@@ -470,6 +522,12 @@ mod tests {
             json!({"streamName": "s", "subject": "a", "options": {"ackWait": 5}}),
             json!({"streamName": "s", "subject": "a", "options": {"retryDelay": -10}}),
             json!({"streamName": "s", "subject": "a", "options": {"batchsize": 5}}),
+            json!({"streamName": "s", "subject": "a", "auth": "user:pass"}),
+            json!({"streamName": "s", "subject": "a", "auth": {"token": 1}}),
+            json!({"streamName": "s", "subject": "a", "auth": {"user": "u"}}),
+            json!({"streamName": "s", "subject": "a", "tls": "on"}),
+            json!({"streamName": "s", "subject": "a", "tls": {"caFile": false}}),
+            json!({"streamName": "s", "subject": "a", "tls": {"certFile": "c.pem"}}),
             json!({"streamName": "s", "subject": "a", "options": {"replicas": 0}}),
             json!({"streamName": "s", "subject": "a", "options": {"replicas": 6}}),
             json!({"streamName": "s", "subject": "a", "options": {"replicas": "3"}}),
@@ -481,6 +539,31 @@ mod tests {
                 "accepted {value}"
             );
         }
+    }
+
+    #[test]
+    fn auth_and_tls_are_read_and_never_shown() {
+        let config = Config::from_json(&json!({
+            "streamName": "s", "subject": "a", "url": "nats://ada:hunter2@h:4222",
+            "auth": {"token": "hunter3"}, "tls": {"caFile": "/ca.pem"}
+        }))
+        .expect("valid config");
+        assert_eq!(config.auth, Auth::Token(crate::Secret::new("hunter3")));
+        assert_eq!(
+            config.tls.as_ref().and_then(|t| t.ca_file.as_deref()),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+        assert!(shown.contains("ca.pem"), "{shown}");
+
+        let err = Config::from_json(&json!({"streamName": "s", "subject": "a",
+                                            "url": "nats://ada:hunter2@h:99999"}))
+        .expect_err("a port out of range");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

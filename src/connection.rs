@@ -5,17 +5,18 @@
 
 use std::{
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
         Arc,
     },
     time::Duration,
 };
 
-use async_nats::{jetstream, ConnectOptions, Event, ServerAddr};
+use async_nats::{jetstream, ClientError, ConnectErrorKind, ConnectOptions, Event};
 
 use crate::{
     config::Config,
     error::{Error, Result},
+    security::Target,
     topology,
 };
 
@@ -23,6 +24,9 @@ use crate::{
 const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between two reconnect attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// While reconnects keep being refused (credentials, TLS), every this many refusals is a warning;
+/// the others are debug lines.
+const REFUSALS_PER_WARNING: u32 = 30;
 /// The "delay" before a reconnect attempt of a closed connection: it parks the client's
 /// reconnect loop (async-nats has no way to end it while the server is unreachable).
 const PARKED: Duration = Duration::from_secs(24 * 60 * 60);
@@ -39,15 +43,16 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to `urls` (comma-separated servers of one cluster) and makes sure the queue's
-    /// streams exist.
+    /// streams exist. Credentials and TLS files are checked before anything is sent; refused
+    /// credentials and failed TLS reject at once, without waiting for `connectTimeout`.
     pub async fn open(config: Arc<Config>, urls: &str) -> Result<Self> {
-        let addrs = parse_urls(urls)?;
-        let connect_error = |reason: String| Error::Connect {
-            url: urls.to_owned(),
-            reason,
-        };
+        let target = Target::new(urls, &config.auth, config.tls.as_ref())?;
         let closed = Arc::new(AtomicBool::new(false));
         let parked = closed.clone();
+        let events = Arc::new(EventLog {
+            url: target.shown.clone(),
+            refusals: AtomicU32::new(0),
+        });
         let options = ConnectOptions::new()
             .name("protoqueue")
             .connection_timeout(config.connect_timeout)
@@ -58,17 +63,26 @@ impl Connection {
                 }
                 (Duration::from_millis(50) * attempt.min(40) as u32).min(MAX_RECONNECT_DELAY)
             })
-            .event_callback(|event| async move { log_event(event) });
-        let client = tokio::time::timeout(config.connect_timeout, options.connect(addrs))
-            .await
-            .map_err(|_| {
-                connect_error(format!(
-                    "no answer within {}ms",
-                    config.connect_timeout.as_millis()
-                ))
-            })?
-            .map_err(|err| connect_error(err.to_string()))?;
-        tracing::debug!(url = %redact(urls), "connected to NATS");
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move { events.log(event) }
+            });
+        let options = target.apply(options)?;
+        let client = tokio::time::timeout(
+            config.connect_timeout,
+            options.connect(target.servers.clone()),
+        )
+        .await
+        .map_err(|_| Error::Connect {
+            url: target.shown.clone(),
+            reason: format!("no answer within {}ms", config.connect_timeout.as_millis()),
+        })?
+        .map_err(|err| {
+            let err = target.connect_error(&err);
+            tracing::debug!(code = err.code(), "connect failed: {err}");
+            err
+        })?;
+        tracing::debug!(url = %target.shown, "connected to NATS");
 
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(API_TIMEOUT)
@@ -112,51 +126,67 @@ impl Connection {
     }
 }
 
-fn parse_urls(urls: &str) -> Result<Vec<ServerAddr>> {
-    crate::config::validate_urls(urls)?;
-    urls.split(',')
-        .map(|url| {
-            url.trim()
-                .parse::<ServerAddr>()
-                .map_err(|e| Error::InvalidConfig(format!("{url:?} is not a NATS URL: {e}")))
-        })
-        .collect()
+/// Logs the client's connection events for one connection.
+struct EventLog {
+    /// The servers, credentials masked.
+    url: String,
+    /// Reconnect attempts refused in a row (credentials, TLS set-up).
+    refusals: AtomicU32,
 }
 
-/// A URL list without user info, for logs.
-pub(crate) fn redact(urls: &str) -> String {
-    urls.split(',')
-        .map(|url| match (url.find("://"), url.rfind('@')) {
-            (Some(scheme), Some(at)) if at > scheme => {
-                format!("{}***{}", &url[..scheme + 3], &url[at..])
+impl EventLog {
+    fn log(&self, event: Event) {
+        let url = &self.url;
+        match event {
+            Event::Connected => {
+                self.refusals.store(0, Ordering::Relaxed);
+                tracing::info!(%url, "NATS connection (re)established");
             }
-            _ => url.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(",")
+            Event::Disconnected => tracing::warn!(%url, "NATS connection lost; reconnecting"),
+            Event::ServerError(err) => tracing::warn!(%url, "NATS server error: {err}"),
+            Event::ClientError(ClientError::Other(reason)) if is_refusal(&reason) => {
+                let refusals = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                if refusals % REFUSALS_PER_WARNING == 1 {
+                    tracing::warn!(
+                        %url,
+                        refusals,
+                        "NATS refused to reconnect ({reason}); retrying until it accepts: check \
+                         the credentials (config.auth) and TLS settings (config.tls)"
+                    );
+                } else {
+                    tracing::debug!(%url, refusals, "NATS refused to reconnect ({reason})");
+                }
+            }
+            Event::ClientError(err) => tracing::debug!(%url, "NATS client error: {err}"),
+            Event::SlowConsumer(sid) => tracing::warn!(%url, "slow consumer on subscription {sid}"),
+            other => tracing::debug!(%url, "NATS connection event: {other}"),
+        }
+    }
 }
 
-fn log_event(event: Event) {
-    match event {
-        Event::Connected => tracing::info!("NATS connection (re)established"),
-        Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
-        Event::ServerError(err) => tracing::warn!("NATS server error: {err}"),
-        Event::ClientError(err) => tracing::debug!("NATS client error: {err}"),
-        Event::SlowConsumer(sid) => tracing::warn!("slow consumer on subscription {sid}"),
-        other => tracing::debug!("NATS connection event: {other}"),
-    }
+/// Whether a failed reconnect attempt was refused (credentials, TLS set-up) rather than cut off:
+/// the client reports only the kind's text.
+fn is_refusal(reason: &str) -> bool {
+    [
+        ConnectErrorKind::AuthorizationViolation,
+        ConnectErrorKind::Authentication,
+        ConnectErrorKind::Tls,
+    ]
+    .iter()
+    .any(|kind| reason == kind.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
 
     #[test]
-    fn credentials_are_redacted_from_urls() {
-        assert_eq!(
-            redact("nats://user:secret@host:4222,nats://h2:4222"),
-            "nats://***@host:4222,nats://h2:4222"
-        );
-        assert_eq!(redact("nats://token@host"), "nats://***@host");
+    fn refusals_are_told_from_other_failures() {
+        assert!(is_refusal(
+            &ConnectErrorKind::AuthorizationViolation.to_string()
+        ));
+        assert!(is_refusal(&ConnectErrorKind::Tls.to_string()));
+        assert!(!is_refusal(&ConnectErrorKind::Io.to_string()));
+        assert!(!is_refusal(&ConnectErrorKind::TimedOut.to_string()));
     }
 }

@@ -46,9 +46,29 @@ pub enum Error {
     /// No server could be reached or the connection was refused.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect {
-        /// The server URL(s) tried.
+        /// The server URL(s) tried, credentials masked.
         url: String,
         /// What the client reported.
+        reason: String,
+    },
+
+    /// The server refused the client: wrong or missing credentials (an authorization violation).
+    /// Retrying with the same credentials cannot help.
+    #[error("NATS at {url} refused the client: {reason}")]
+    Auth {
+        /// The server URL(s) tried, credentials masked.
+        url: String,
+        /// What the client reported and what to check.
+        reason: String,
+    },
+
+    /// TLS could not be set up: the server's certificate is not trusted, the server wants a client
+    /// certificate, or one side does not speak TLS.
+    #[error("TLS with NATS at {url} failed: {reason}")]
+    Tls {
+        /// The server URL(s) tried, credentials masked.
+        url: String,
+        /// What failed and what to change.
         reason: String,
     },
 
@@ -83,6 +103,8 @@ impl Error {
             Error::NotConnected => "ERR_PQ_NOT_CONNECTED",
             Error::AlreadyProcessing => "ERR_PQ_ALREADY_PROCESSING",
             Error::Connect { .. } => "ERR_PQ_CONNECT",
+            Error::Auth { .. } => "ERR_PQ_AUTH",
+            Error::Tls { .. } => "ERR_PQ_TLS",
             Error::Timeout { .. } => "ERR_PQ_TIMEOUT",
             Error::StreamConflict(_) => "ERR_PQ_STREAM_CONFLICT",
             Error::Nats(_) => "ERR_PQ_NATS",
@@ -109,6 +131,14 @@ mod tests {
             Error::NotConnected,
             Error::AlreadyProcessing,
             Error::Connect {
+                url: "u".into(),
+                reason: "r".into(),
+            },
+            Error::Auth {
+                url: "u".into(),
+                reason: "r".into(),
+            },
+            Error::Tls {
                 url: "u".into(),
                 reason: "r".into(),
             },

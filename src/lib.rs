@@ -21,6 +21,8 @@
 //!   delivery died with its worker is dead-lettered by the next worker instead of being stranded.
 //! - Everything after the first connect survives connection loss: the client reconnects without
 //!   end, publishes are re-sent with the same id until `enqueueTimeout`, pulls are retried.
+//!   Refused credentials and failed TLS end the first connect at once ([`security`]); later they
+//!   are logged as warnings while the client keeps retrying.
 
 pub mod batching;
 pub mod config;
@@ -32,6 +34,7 @@ pub mod error;
 pub mod executor;
 pub mod logging;
 pub mod producer;
+pub mod security;
 pub mod stats;
 pub mod topology;
 
@@ -43,4 +46,5 @@ pub use consumer::{StopReport, Worker};
 pub use error::{Error, Result};
 pub use executor::{Attempt, Failure, Handler, Outcome};
 pub use producer::NewTask;
+pub use security::{Auth, Secret, Tls};
 pub use stats::Stats;

@@ -1,6 +1,6 @@
 // Real nats-server processes for tests: JetStream on, loopback only, a temp store dir, a free port.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -40,6 +40,19 @@ export class NatsServer {
   /** Starts a server and resolves once it reports ready (JetStream included). */
   static async start(extraArgs: string[] = []): Promise<NatsServer> {
     const server = new NatsServer(await freePort(), mkdtempSync(join(tmpdir(), 'pq-nats-')), extraArgs)
+    await server.launch()
+    return server
+  }
+
+  /**
+   * Starts a server with a configuration file holding `config` (e.g. an `authorization { }` or
+   * `tls { }` block); the file lives in the store folder, removed by `stop()`.
+   */
+  static async startWithConfig(config: string): Promise<NatsServer> {
+    const storeDir = mkdtempSync(join(tmpdir(), 'pq-nats-'))
+    const file = join(storeDir, 'nats.conf')
+    writeFileSync(file, config)
+    const server = new NatsServer(await freePort(), storeDir, ['-c', file])
     await server.launch()
     return server
   }

@@ -54,8 +54,22 @@ pub struct NatsServer {
     name: String,
     dir: tempfile::TempDir,
     config_file: Option<PathBuf>,
+    /// How readiness is told: a JetStream request, or (for servers that require credentials or
+    /// TLS, which that request lacks) the server's "ready" log line.
+    readiness: Readiness,
+    /// How many "ready" lines the log held before the last spawn.
+    ready_lines_before: usize,
     child: Option<Child>,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    JetStreamAnswers,
+    LogSaysReady,
+}
+
+/// The line nats-server logs once it accepts clients, JetStream included.
+const READY_LINE: &str = "Server is ready";
 
 impl NatsServer {
     /// Starts a server with JetStream and waits until it is ready.
@@ -65,7 +79,24 @@ impl NatsServer {
 
     /// Starts a server with extra configuration-file lines (e.g. `max_payload: 4096`).
     pub async fn start_with_config(config: &str) -> Self {
-        let mut server = Self::unstarted(free_port(), config);
+        Self::start_with(config, Readiness::JetStreamAnswers).await
+    }
+
+    /// Starts a server whose configuration requires credentials or TLS (e.g. an
+    /// `authorization { ... }` or `tls { ... }` block); it is ready once it says so in its log.
+    pub async fn start_secured(config: &str) -> Self {
+        Self::start_with(config, Readiness::LogSaysReady).await
+    }
+
+    /// Replaces the configuration file; it applies from the next [`NatsServer::restart`].
+    pub fn set_config(&mut self, config: &str) {
+        let path = self.dir.path().join("nats.conf");
+        std::fs::write(&path, config).expect("write the nats-server config file");
+        self.config_file = Some(path);
+    }
+
+    async fn start_with(config: &str, readiness: Readiness) -> Self {
+        let mut server = Self::unstarted(free_port(), config, readiness);
         // A port picked free can be taken before the server binds it: pick again a few times.
         for _ in 0..5 {
             if server.spawn_and_wait(READY_TIMEOUT).await {
@@ -77,7 +108,7 @@ impl NatsServer {
     }
 
     /// A server on `port` with extra configuration-file lines, not yet running.
-    fn unstarted(port: u16, config: &str) -> Self {
+    fn unstarted(port: u16, config: &str, readiness: Readiness) -> Self {
         init_logging();
         let dir = tempfile::Builder::new()
             .prefix("protoqueue-nats-")
@@ -93,6 +124,8 @@ impl NatsServer {
             name: unique("pq_test_server"),
             dir,
             config_file,
+            readiness,
+            ready_lines_before: 0,
             child: None,
         }
     }
@@ -156,6 +189,7 @@ impl NatsServer {
             .append(true)
             .open(self.dir.path().join("server.log"))
             .expect("open the nats-server log file");
+        self.ready_lines_before = self.log().matches(READY_LINE).count();
         let mut command = Command::new(nats_server_bin());
         if let Some(config_file) = &self.config_file {
             command.arg("-c").arg(config_file);
@@ -178,7 +212,7 @@ impl NatsServer {
         self.child = Some(command.spawn().expect("spawn nats-server"));
     }
 
-    /// True once the spawned server answers JetStream requests as itself; false if it exited or
+    /// True once the spawned server is ready (see [`Readiness`]); false if it exited or
     /// `ready_timeout` passed (then it is killed).
     async fn wait_ready(&mut self, ready_timeout: Duration) -> bool {
         let deadline = Instant::now() + ready_timeout;
@@ -192,7 +226,13 @@ impl NatsServer {
                 self.child = None;
                 return false;
             }
-            if self.is_ready().await {
+            let ready = match self.readiness {
+                Readiness::JetStreamAnswers => self.is_ready().await,
+                Readiness::LogSaysReady => {
+                    self.log().matches(READY_LINE).count() > self.ready_lines_before
+                }
+            };
+            if ready {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -245,7 +285,7 @@ impl NatsCluster {
                     "cluster {{\n  name: pq_test_cluster\n  listen: 127.0.0.1:{route_port}\n  \
                      routes: [{routes}]\n}}\n"
                 );
-                NatsServer::unstarted(free_port(), &config)
+                NatsServer::unstarted(free_port(), &config, Readiness::JetStreamAnswers)
             })
             .collect();
         nodes.iter_mut().for_each(NatsServer::spawn);
