@@ -119,13 +119,7 @@ function normalizeResult(result) {
 }
 
 /** Runs the user's handler on one task: a throw, a rejection or a malformed result become failures. */
-async function runHandler(handler, native) {
-  let task
-  try {
-    task = decodeTask(native)
-  } catch (err) {
-    return failure(`task ${native.id} has data that is not JSON: ${err.message}`)
-  }
+async function runHandler(handler, task) {
   try {
     return normalizeResult(await handler(task))
   } catch (err) {
@@ -135,24 +129,37 @@ async function runHandler(handler, native) {
 }
 
 /**
- * The function the native worker hands ready tasks to, in batches (one call into JavaScript per
- * batch, not per task). Each task runs on its own; outcomes are collected and reported back in one
- * native call per turn of the event loop, each tagged with its task's token.
+ * The function the native worker hands ready tasks to, in batches: one call into JavaScript per
+ * batch, with the tasks as one JSON text already shaped like `TaskData` (one `JSON.parse` instead
+ * of per-field native calls). Each task runs on its own. Outcomes go back in one native call: the
+ * tokens of the successes as a `Uint32Array`, the failures as objects. The report is queued as a
+ * microtask behind the outcomes already settling, so handlers that finish together report together
+ * without waiting for another turn of the event loop.
  */
 function dispatcher(handler, nativeQueue) {
-  let outcomes = []
+  let succeeded = []
+  let failed = []
   const report = () => {
-    const batch = outcomes
-    outcomes = []
-    nativeQueue.complete(batch)
+    const tokens = new Uint32Array(succeeded)
+    const failures = failed
+    succeeded = []
+    failed = []
+    nativeQueue.complete(tokens, failures)
   }
   const settle = (token, outcome) => {
-    outcome.token = token
-    if (outcomes.push(outcome) === 1) setImmediate(report)
+    if (succeeded.length + failed.length === 0) queueMicrotask(report)
+    if (outcome.success) {
+      succeeded.push(token)
+    } else {
+      outcome.token = token
+      failed.push(outcome)
+    }
   }
-  return function dispatch(tasks) {
-    for (const task of tasks) {
-      runHandler(handler, task).then((outcome) => settle(task.token, outcome))
+  return function dispatch(batch) {
+    const { tokens, tasks } = JSON.parse(batch)
+    for (let i = 0; i < tasks.length; i++) {
+      const token = tokens[i]
+      runHandler(handler, tasks[i]).then((outcome) => settle(token, outcome))
     }
   }
 }

@@ -20,16 +20,16 @@ export declare class NativeQueue {
   /** Enqueues many tasks, pipelined; resolves to their ids in order once all are stored. */
   enqueueBatch(tasks: Array<NativeTaskInput>): Promise<Array<string>>
   /**
-   * Starts the worker. `dispatch` receives ready tasks in batches and must report each one's
-   * outcome through `complete()`. It is kept (and keeps the process alive) until
-   * `disconnect()`.
+   * Starts the worker. `dispatch` receives ready tasks in batches, as the JSON text
+   * `{"tokens": number[], "tasks": TaskData[]}`, and must report each task's outcome, by its
+   * token, through `complete()`. It is kept (and keeps the process alive) until `disconnect()`.
    */
-  process(dispatch: ((arg: Array<NativeTask>) => void)): Promise<void>
+  process(dispatch: (batch: string) => void): Promise<void>
   /**
-   * Reports handler outcomes, each for the attempt with its token. Outcomes for attempts that
-   * already timed out are ignored.
+   * Reports outcomes: the tokens of the attempts that succeeded, and the failures. Outcomes
+   * for attempts that already timed out are ignored.
    */
-  complete(outcomes: Array<NativeOutcome>): void
+  complete(succeeded: Uint32Array, failed: Array<NativeFailure>): void
   /** Reads queue statistics from the server. */
   stats(): Promise<NativeStats>
   /** Reads (without removing) up to `limit` dead letters, oldest first. */
@@ -61,13 +61,11 @@ export interface NativeDeadLetter {
   streamSequence: number
 }
 
-/** A handler's result, normalised by the shim, for the attempt with `token`. */
-export interface NativeOutcome {
-  /** The token of the attempt (from its `NativeTask`). */
+/** A failed attempt as the shim reports it: the handler's result (normalised) or what it threw. */
+export interface NativeFailure {
+  /** The token of the attempt (from the batch it came in). */
   token: number
-  /** Whether the task succeeded. */
-  success: boolean
-  /** The error message of a failure. */
+  /** The error message. */
   error?: string
   /** `details` as JSON object text. */
   details?: string
@@ -88,10 +86,8 @@ export interface NativeStats {
   deadLettered: number
 }
 
-/** A task as the handler shim receives it (in batches) and as dead letters carry it. */
+/** A task as a dead letter carries it. */
 export interface NativeTask {
-  /** Matches the outcome to this attempt (`complete()`); 0 in dead letters. */
-  token: number
   /** The task id. */
   id: string
   /** The data as JSON text. */

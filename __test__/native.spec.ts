@@ -1,7 +1,8 @@
-// The native layer's own guards, without the JavaScript wrapper: tasks reach JavaScript in batches
-// through one dispatch function (called with call_async_catch) and outcomes come back through
-// `complete()`. A dispatch that throws synchronously, a malformed outcome and an outcome for an
-// unknown token must each be handled, never a crash of the process or a stuck task.
+// The native layer's own guards, without the JavaScript wrapper: tasks reach JavaScript in batches,
+// as one JSON text, through one dispatch function (called with call_async_catch); outcomes come back
+// through `complete(succeededTokens, failures)`. A dispatch that throws synchronously, a malformed
+// report, an unknown token and a task whose data is not JSON must each be handled: never a crash of
+// the process, never a stuck task.
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 
@@ -19,49 +20,50 @@ after(async () => {
   await server.stop()
 })
 
-type NativeTask = { token: number; data: string }
+type Batch = { tokens: number[]; tasks: Array<{ id: string; data: unknown }> }
 
-test('a throwing dispatch, junk outcomes and unknown tokens never crash the process', { timeout: 60_000 }, async () => {
+test('a throwing dispatch, junk reports, unknown tokens and non-JSON data never crash the process', { timeout: 60_000 }, async () => {
   const queue = new NativeQueue({ ...uniqueQueue('native'), options: { maxRetries: 0, retryDelay: 0, taskTimeout: 500 } })
   await queue.connect(server.url)
   const junkErrors: unknown[] = []
-  await queue.process((tasks: NativeTask[]) => {
-    for (const task of tasks) {
-      const data = JSON.parse(task.data)
+  await queue.process((json: string) => {
+    const batch: Batch = JSON.parse(json)
+    batch.tasks.forEach(({ data }, i) => {
+      const token = batch.tokens[i]
       if (data === 'throw') throw new Error('synchronous throw')
-      if (data === 'ok') queue.complete([{ token: task.token, success: true }])
-      if (data === 'declined') {
-        queue.complete([{ token: task.token, success: false, error: 'declined', details: '{"why":"test"}' }])
-      }
+      if (data === 'ok') queue.complete(new Uint32Array([token]), [])
+      if (data === 'declined') queue.complete(new Uint32Array(), [{ token, error: 'declined', details: '{"why":"test"}' }])
       if (data === 'junk') {
         try {
-          queue.complete([{ token: task.token, nope: 1 }])
+          queue.complete(new Uint32Array(), [{ nope: token }])
         } catch (err) {
           junkErrors.push(err)
         }
       }
       if (data === 'stranger') {
-        queue.complete([{ token: 4_000_000_000, success: true }]) // nobody waits for it: ignored
-        queue.complete([{ token: task.token, success: true }])
+        queue.complete(new Uint32Array([4_000_000_000]), []) // nobody waits for it: ignored
+        queue.complete(new Uint32Array([token]), [])
       }
-    }
+    })
   })
   // The throwing task goes alone, so its batch holds nothing else.
   await queue.enqueue({ data: JSON.stringify('throw') })
   await eventually('the thrown task dead-lettered', async () => (await queue.deadLetters(10)).length === 1)
-  await queue.enqueueBatch(['ok', 'junk', 'declined', 'stranger'].map((d) => ({ data: JSON.stringify(d) })))
-  const letters: Array<{ task: { data: string }; error: string; details?: string }> = await eventually('3 dead letters', async () => {
+  const batch = ['ok', 'junk', 'declined', 'stranger'].map((d) => ({ data: JSON.stringify(d) }))
+  await queue.enqueueBatch([...batch, { data: '{not json' }])
+  const letters: Array<{ task: { data: string }; error: string; details?: string }> = await eventually('4 dead letters', async () => {
     const found = await queue.deadLetters(10)
-    return found.length === 3 ? found : undefined
+    return found.length === 4 ? found : undefined
   })
-  const byData = new Map(letters.map((l) => [JSON.parse(l.task.data), l]))
-  assert.match(byData.get('throw')!.error, /synchronous throw/)
-  assert.match(byData.get('junk')!.error, /taskTimeout/, 'a task whose outcome never arrived times out')
-  assert.equal(junkErrors.length, 1, 'a malformed outcome throws to its caller')
-  assert.match(String(junkErrors[0]), /success/)
-  assert.equal(byData.get('declined')!.error, 'declined')
-  assert.equal(byData.get('declined')!.details, '{"why":"test"}')
-  assert.ok(!byData.has('ok') && !byData.has('stranger'), 'completed tasks are successes')
+  const byData = new Map(letters.map((l) => [l.task.data, l]))
+  assert.match(byData.get('"throw"')!.error, /synchronous throw/)
+  assert.match(byData.get('"junk"')!.error, /taskTimeout/, 'a task whose outcome never arrived times out')
+  assert.equal(junkErrors.length, 1, 'a malformed report throws to its caller')
+  assert.match(String(junkErrors[0]), /token/)
+  assert.equal(byData.get('"declined"')!.error, 'declined')
+  assert.equal(byData.get('"declined"')!.details, '{"why":"test"}')
+  assert.match(byData.get('{not json')!.error, /not JSON/, 'data that is not JSON fails without reaching JavaScript')
+  assert.ok(!byData.has('"ok"') && !byData.has('"stranger"'), 'completed tasks are successes')
   await eventually('stream empty', async () => (await queue.stats()).messages === 0)
   await queue.disconnect()
 })

@@ -28,8 +28,8 @@ pub trait BatchSink: Send + Sync + 'static {
     /// One attempt in the form the receiver takes, tagged with the token its outcome must carry.
     type Item: Send + 'static;
 
-    /// Converts one attempt.
-    fn item(&self, token: u32, attempt: Attempt) -> Self::Item;
+    /// Converts one attempt; an attempt that cannot be converted fails without being sent.
+    fn item(&self, token: u32, attempt: Attempt) -> Result<Self::Item, Failure>;
 
     /// Hands over one batch. Resolves once the receiver has taken it (not when its tasks are
     /// done); an error fails every attempt of the batch with that message.
@@ -134,15 +134,23 @@ async fn dispatch<S: BatchSink>(
     outcomes: Arc<PendingOutcomes>,
 ) {
     while let Some(first) = ready.recv().await {
-        let mut batch = vec![first];
-        while let Ok(next) = ready.try_recv() {
-            batch.push(next);
+        let mut tokens = Vec::new();
+        let mut items = Vec::new();
+        let mut next = Some(first);
+        while let Some((token, attempt)) = next.take().or_else(|| ready.try_recv().ok()) {
+            match sink.item(token, attempt) {
+                Ok(item) => {
+                    tokens.push(token);
+                    items.push(item);
+                }
+                Err(failure) => {
+                    outcomes.complete(token, Outcome::Failure(failure));
+                }
+            }
         }
-        let tokens: Vec<u32> = batch.iter().map(|(token, _)| *token).collect();
-        let items = batch
-            .into_iter()
-            .map(|(token, attempt)| sink.item(token, attempt))
-            .collect();
+        if items.is_empty() {
+            continue;
+        }
         if let Err(error) = sink.send(items).await {
             tracing::warn!(tasks = tokens.len(), "handler batch not delivered: {error}");
             for token in tokens {
@@ -169,8 +177,11 @@ mod tests {
     impl BatchSink for TestSink {
         type Item = (u32, String);
 
-        fn item(&self, token: u32, attempt: Attempt) -> Self::Item {
-            (token, attempt.task.id)
+        fn item(&self, token: u32, attempt: Attempt) -> Result<Self::Item, Failure> {
+            if attempt.task.id == "unsendable" {
+                return Err(Failure::new("cannot convert"));
+            }
+            Ok((token, attempt.task.id))
         }
 
         fn send(&self, batch: Vec<Self::Item>) -> BoxFuture<Result<(), String>> {
@@ -253,6 +264,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_attempt_that_cannot_be_converted_fails_alone() {
+        let (handler, _) = start(None);
+        let unsendable = handler.handle(attempt("unsendable"));
+        let fine = handler.handle(attempt("ok"));
+        assert_eq!(
+            unsendable.await,
+            Outcome::Failure(Failure::new("cannot convert"))
+        );
+        assert_eq!(fine.await, Outcome::Success);
+    }
+
+    #[tokio::test]
     async fn a_batch_that_cannot_be_delivered_fails_its_attempts() {
         let (handler, _) = start(Some("receiver gone"));
         let outcome = handler.handle(attempt("ok")).await;
@@ -267,8 +290,8 @@ mod tests {
         struct Silent(mpsc::UnboundedSender<usize>);
         impl BatchSink for Silent {
             type Item = u32;
-            fn item(&self, token: u32, _: Attempt) -> u32 {
-                token
+            fn item(&self, token: u32, _: Attempt) -> Result<u32, Failure> {
+                Ok(token)
             }
             fn send(&self, batch: Vec<u32>) -> BoxFuture<Result<(), String>> {
                 let _ = self.0.send(batch.len());

@@ -7,7 +7,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use napi::{bindgen_prelude::Buffer, threadsafe_function::ThreadsafeFunction, Status};
+use napi::{
+    bindgen_prelude::{Buffer, Uint32Array},
+    threadsafe_function::ThreadsafeFunction,
+    Status,
+};
 use napi_derive::napi;
 use tokio::sync::Mutex;
 
@@ -20,7 +24,7 @@ use crate::{
     envelope::{DeadLetterReason, Task},
     error::Error,
     executor::{Attempt, BoxFuture, Failure, Outcome},
-    logging, producer, stats,
+    handoff, logging, producer, stats,
 };
 
 #[napi_derive::module_init]
@@ -57,11 +61,9 @@ pub struct NativeTaskInput {
     pub metadata: Option<String>,
 }
 
-/// A task as the handler shim receives it (in batches) and as dead letters carry it.
+/// A task as a dead letter carries it.
 #[napi(object)]
 pub struct NativeTask {
-    /// Matches the outcome to this attempt (`complete()`); 0 in dead letters.
-    pub token: u32,
     /// The task id.
     pub id: String,
     /// The data as JSON text.
@@ -76,14 +78,12 @@ pub struct NativeTask {
     pub max_attempts: u32,
 }
 
-/// A handler's result, normalised by the shim, for the attempt with `token`.
+/// A failed attempt as the shim reports it: the handler's result (normalised) or what it threw.
 #[napi(object)]
-pub struct NativeOutcome {
-    /// The token of the attempt (from its `NativeTask`).
+pub struct NativeFailure {
+    /// The token of the attempt (from the batch it came in).
     pub token: u32,
-    /// Whether the task succeeded.
-    pub success: bool,
-    /// The error message of a failure.
+    /// The error message.
     pub error: Option<String>,
     /// `details` as JSON object text.
     pub details: Option<String>,
@@ -197,13 +197,13 @@ impl NativeQueue {
             .map_err(to_js)
     }
 
-    /// Starts the worker. `dispatch` receives ready tasks in batches and must report each one's
-    /// outcome through `complete()`. It is kept (and keeps the process alive) until
-    /// `disconnect()`.
-    #[napi(catch_unwind)]
+    /// Starts the worker. `dispatch` receives ready tasks in batches, as the JSON text
+    /// `{"tokens": number[], "tasks": TaskData[]}`, and must report each task's outcome, by its
+    /// token, through `complete()`. It is kept (and keeps the process alive) until `disconnect()`.
+    #[napi(catch_unwind, ts_args_type = "dispatch: (batch: string) => void")]
     pub async fn process(
         &self,
-        dispatch: ThreadsafeFunction<Vec<NativeTask>, (), Vec<NativeTask>, Status, false>,
+        dispatch: ThreadsafeFunction<String, (), String, Status, false>,
     ) -> napi::Result<()> {
         let mut state = self.state.lock().await;
         let State::Connected { connection, worker } = &mut *state else {
@@ -224,12 +224,15 @@ impl NativeQueue {
         Ok(())
     }
 
-    /// Reports handler outcomes, each for the attempt with its token. Outcomes for attempts that
-    /// already timed out are ignored.
+    /// Reports outcomes: the tokens of the attempts that succeeded, and the failures. Outcomes
+    /// for attempts that already timed out are ignored.
     #[napi]
-    pub fn complete(&self, outcomes: Vec<NativeOutcome>) {
-        for outcome in outcomes {
-            self.outcomes.complete(outcome.token, outcome_of(outcome));
+    pub fn complete(&self, succeeded: Uint32Array, failed: Vec<NativeFailure>) {
+        for &token in succeeded.iter() {
+            self.outcomes.complete(token, Outcome::Success);
+        }
+        for failure in failed {
+            self.outcomes.complete(failure.token, outcome_of(failure));
         }
     }
 
@@ -296,33 +299,33 @@ fn new_task(input: NativeTaskInput) -> producer::NewTask {
     }
 }
 
-/// Hands batches of tasks to the shim's dispatch function on the JavaScript thread.
+/// Hands batches of tasks to the shim's dispatch function on the JavaScript thread, as one JSON
+/// text each ([`handoff`]).
 struct JsDispatch {
-    function: Arc<ThreadsafeFunction<Vec<NativeTask>, (), Vec<NativeTask>, Status, false>>,
+    function: Arc<ThreadsafeFunction<String, (), String, Status, false>>,
 }
 
 impl BatchSink for JsDispatch {
-    type Item = NativeTask;
+    type Item = (u32, String);
 
-    fn item(&self, token: u32, attempt: Attempt) -> NativeTask {
-        native_task(token, attempt.task, attempt.number, attempt.max)
+    fn item(&self, token: u32, attempt: Attempt) -> Result<(u32, String), Failure> {
+        Ok((token, handoff::task_json(&attempt)?))
     }
 
-    fn send(&self, batch: Vec<NativeTask>) -> BoxFuture<Result<(), String>> {
-        // `_catch`: a synchronous throw becomes an `Err` instead of a fatal exception.
+    fn send(&self, batch: Vec<(u32, String)>) -> BoxFuture<Result<(), String>> {
         let function = self.function.clone();
         Box::pin(async move {
+            // `_catch`: a synchronous throw becomes an `Err` instead of a fatal exception.
             function
-                .call_async_catch(batch)
+                .call_async_catch(handoff::batch_json(&batch))
                 .await
                 .map_err(|err| format!("handler failed: {}", err.reason))
         })
     }
 }
 
-fn native_task(token: u32, task: Task, attempt: u64, max_attempts: u64) -> NativeTask {
+fn native_task(task: Task, attempt: u64, max_attempts: u64) -> NativeTask {
     NativeTask {
-        token,
         id: task.id,
         data: String::from_utf8_lossy(&task.data).into_owned(),
         metadata: String::from_utf8_lossy(&task.metadata).into_owned(),
@@ -345,7 +348,7 @@ fn native_dead_letter(stored: dlq::StoredDeadLetter) -> NativeDeadLetter {
     NativeDeadLetter {
         task: letter
             .task
-            .map(|task| native_task(0, task, attempts, attempts)),
+            .map(|task| native_task(task, attempts, attempts)),
         raw: (!letter.raw.is_empty()).then(|| Buffer::from(letter.raw.to_vec())),
         reason: reason.into(),
         error: letter.error,
@@ -357,18 +360,15 @@ fn native_dead_letter(stored: dlq::StoredDeadLetter) -> NativeDeadLetter {
     }
 }
 
-fn outcome_of(result: NativeOutcome) -> Outcome {
-    if result.success {
-        return Outcome::Success;
-    }
+fn outcome_of(failure: NativeFailure) -> Outcome {
     Outcome::Failure(Failure {
-        error: result
+        error: failure
             .error
             .unwrap_or_else(|| "handler returned { success: false }".into()),
-        details: result
+        details: failure
             .details
             .map(|d| Bytes::from(d.into_bytes()))
             .unwrap_or_default(),
-        retry: result.retry.unwrap_or(true),
+        retry: failure.retry.unwrap_or(true),
     })
 }

@@ -32,6 +32,7 @@ pub mod dlq;
 pub mod envelope;
 pub mod error;
 pub mod executor;
+pub mod handoff;
 pub mod logging;
 pub mod producer;
 pub mod security;

@@ -1,0 +1,195 @@
+//! How tasks cross into JavaScript: as JSON text already in the shape the handler receives
+//! (`TaskData` in `index.d.ts`), a whole batch in one string.
+//!
+//! One `JSON.parse` of a batch costs far less than building each task's object through napi
+//! property by property and then parsing its data and metadata one by one. The task's data and
+//! metadata are JSON already (the producer wrote them as JSON text), so they are spliced in as they
+//! are, after a check: an envelope from another producer whose data is not JSON, or whose
+//! metadata is not a JSON object, fails its attempt here instead of breaking its whole batch.
+
+use std::fmt::Write as _;
+
+use serde::de::IgnoredAny;
+
+use crate::executor::{Attempt, Failure};
+
+/// One task as the JSON object text of a `TaskData`: `{"id","data","metadata","attempt",
+/// "maxAttempts"}`, with the enqueue time added to the metadata as `timestamp` (overriding a
+/// `timestamp` key of the user's own, as it always has).
+pub fn task_json(attempt: &Attempt) -> Result<String, Failure> {
+    let task = &attempt.task;
+    let data = json_text(&task.data)
+        .ok_or_else(|| Failure::new(format!("task {} has data that is not JSON", task.id)))?;
+    // The fields of the metadata object: valid JSON that starts with `{` ends with `}`.
+    let metadata =
+        json_text(&task.metadata).and_then(|text| text.trim().strip_prefix('{')?.strip_suffix('}'));
+    let metadata = match (task.metadata.is_empty(), metadata) {
+        (true, _) => "",
+        (false, Some(fields)) => fields.trim(),
+        (false, None) => {
+            return Err(Failure::new(format!(
+                "task {} has metadata that is not a JSON object",
+                task.id
+            )))
+        }
+    };
+    let id = serde_json::to_string(&task.id)
+        .map_err(|err| Failure::new(format!("task id is not representable: {err}")))?;
+
+    let mut json = String::with_capacity(data.len() + metadata.len() + id.len() + 96);
+    let _ = write!(json, "{{\"id\":{id},\"data\":{data},\"metadata\":{{");
+    if !metadata.is_empty() {
+        json.push_str(metadata);
+        json.push(',');
+    }
+    let _ = write!(
+        json,
+        "\"timestamp\":{}}},\"attempt\":{},\"maxAttempts\":{}}}",
+        task.enqueued_at_ms, attempt.number, attempt.max
+    );
+    Ok(json)
+}
+
+/// A batch as one JSON text: `{"tokens":[…],"tasks":[…]}`, the tokens in the order of the tasks.
+pub fn batch_json(batch: &[(u32, String)]) -> String {
+    let length: usize = batch.iter().map(|(_, task)| task.len() + 12).sum();
+    let mut json = String::with_capacity(length + 24);
+    json.push_str("{\"tokens\":[");
+    for (i, (token, _)) in batch.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        let _ = write!(json, "{token}");
+    }
+    json.push_str("],\"tasks\":[");
+    for (i, (_, task)) in batch.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(task);
+    }
+    json.push_str("]}");
+    json
+}
+
+/// `bytes` as text when they are exactly one JSON value.
+fn json_text(bytes: &[u8]) -> Option<&str> {
+    serde_json::from_slice::<IgnoredAny>(bytes).ok()?;
+    std::str::from_utf8(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::envelope::Task;
+
+    fn attempt(data: &str, metadata: &str) -> Attempt {
+        Attempt {
+            task: Task {
+                id: "id-\"1\"".into(),
+                data: Bytes::from(data.to_owned()),
+                metadata: Bytes::from(metadata.to_owned()),
+                enqueued_at_ms: 1_700_000_000_123,
+                ..Task::default()
+            },
+            number: 2,
+            max: 4,
+        }
+    }
+
+    fn parsed(data: &str, metadata: &str) -> Value {
+        let text = task_json(&attempt(data, metadata)).expect("a valid task");
+        serde_json::from_str(&text).expect("task_json writes JSON")
+    }
+
+    #[test]
+    fn a_task_becomes_the_handlers_task_data() {
+        assert_eq!(
+            parsed(
+                r#"{"to":"a@example.com","n":[1,2]}"#,
+                r#" {"priority": 1, "tags": ["x"], "deep": {"a": {}}} "#
+            ),
+            json!({
+                "id": "id-\"1\"",
+                "data": {"to": "a@example.com", "n": [1, 2]},
+                "metadata": {
+                    "priority": 1, "tags": ["x"], "deep": {"a": {}},
+                    "timestamp": 1_700_000_000_123_i64
+                },
+                "attempt": 2,
+                "maxAttempts": 4,
+            })
+        );
+    }
+
+    #[test]
+    fn any_json_value_is_data_and_metadata_may_be_absent_or_empty() {
+        for data in [
+            "\"text\"",
+            "0",
+            "-1.5e3",
+            "null",
+            "true",
+            "[]",
+            "{}",
+            " [1, {\"a\": null}] ",
+        ] {
+            let value = parsed(data, "");
+            assert_eq!(
+                value["data"],
+                serde_json::from_str::<Value>(data).expect("json")
+            );
+            assert_eq!(
+                value["metadata"],
+                json!({"timestamp": 1_700_000_000_123_i64})
+            );
+        }
+        assert_eq!(
+            parsed("1", "{ }")["metadata"],
+            json!({"timestamp": 1_700_000_000_123_i64})
+        );
+    }
+
+    #[test]
+    fn the_enqueue_time_overrides_a_user_timestamp() {
+        // Duplicate keys: JSON.parse keeps the last, as the spread `{ ...metadata, timestamp }` did.
+        let text = task_json(&attempt("1", r#"{"timestamp": 5}"#)).expect("valid");
+        assert!(text.ends_with(r#""timestamp":1700000000123},"attempt":2,"maxAttempts":4}"#));
+    }
+
+    #[test]
+    fn data_that_is_not_json_and_metadata_that_is_no_object_fail_the_attempt() {
+        for (data, metadata) in [
+            ("{oops", ""),
+            ("", ""),
+            ("1 2", ""),
+            ("\"\u{1}\"", ""),
+            ("1", "[1]"),
+            ("1", "\"text\""),
+            ("1", "{\"a\":"),
+        ] {
+            let failure = task_json(&attempt(data, metadata)).expect_err("must fail");
+            assert!(failure.error.contains("id-\"1\""), "{failure:?}");
+            assert!(failure.retry);
+        }
+    }
+
+    #[test]
+    fn a_batch_is_one_json_text_with_tokens_in_task_order() {
+        let batch = vec![
+            (7, task_json(&attempt("1", "")).expect("valid")),
+            (
+                3,
+                task_json(&attempt("[2]", "{\"k\":\"v\"}")).expect("valid"),
+            ),
+        ];
+        let value: Value = serde_json::from_str(&batch_json(&batch)).expect("JSON");
+        assert_eq!(value["tokens"], json!([7, 3]));
+        assert_eq!(value["tasks"][1]["data"], json!([2]));
+        assert_eq!(value["tasks"][1]["metadata"]["k"], json!("v"));
+        assert_eq!(batch_json(&[]), r#"{"tokens":[],"tasks":[]}"#);
+    }
+}
