@@ -102,6 +102,16 @@ function waitForReady(child: ChildProcess): Promise<void> {
   })
 }
 
+/** Runs `body` against a server of its own, stopped afterwards. */
+export async function withServer<T>(body: (server: NatsServer) => Promise<T>): Promise<T> {
+  const server = await NatsServer.start()
+  try {
+    return await body(server)
+  } finally {
+    await server.stop()
+  }
+}
+
 let counter = 0
 /** A stream name and subject no other test uses. */
 export function uniqueQueue(prefix = 'q'): { streamName: string; subject: string } {
