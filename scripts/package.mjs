@@ -2,6 +2,11 @@
 // Writes what `npm install protoqueue` gets as installable tarballs to dist/: the root package
 // (JavaScript and types, no binary) and this machine's platform package with the release addon.
 //
+// The root package is packed as `napi pre-publish` publishes it: its package.json gains every
+// npm/<platform> package as an optional dependency at its version. The repo's package.json leaves
+// them out, as napi-rs's template does: npm ci cannot lock packages that are not on the registry
+// yet, which is the case for every new version until the release has published them.
+//
 // The release build goes to a staging folder, target/package/, and its addon is copied only into
 // npm/<platform>/: the repo root keeps the debug addon that scripts/setup.mjs keeps fresh, so the
 // tests never pick up a binary this script left behind.
@@ -10,14 +15,16 @@
 //   --prebuilt DIR   package the protoqueue.<platform>.node found in DIR (a CI build artifact)
 //                    instead of building one
 import { execFileSync } from 'node:child_process'
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const distDir = join(root, 'dist')
 const stagingDir = join(root, 'target', 'package')
-const { binaryName } = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).napi
+const readManifest = (dir) => JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'))
+const manifest = readManifest(root)
+const { binaryName } = manifest.napi
 // The generated loader and its types, committed at the root and shipped in the root package.
 const GENERATED = ['native.js', 'native.d.ts']
 
@@ -49,6 +56,18 @@ function findAddon(dir) {
   return { file: join(dir, file), name: file, platform: file.slice(binaryName.length + 1, -'.node'.length) }
 }
 
+/** The root package as published, in target/package/root/: see the top of this file. */
+function stageRootPackage() {
+  const dir = join(stagingDir, 'root')
+  rmSync(dir, { recursive: true, force: true })
+  mkdirSync(dir, { recursive: true })
+  for (const file of [...manifest.files, 'README.md', 'LICENSE']) cpSync(join(root, file), join(dir, file), { recursive: true })
+  const platforms = readdirSync(join(root, 'npm')).map((name) => readManifest(join(root, 'npm', name)))
+  const optionalDependencies = Object.fromEntries(platforms.map((platform) => [platform.name, platform.version]))
+  writeFileSync(join(dir, 'package.json'), `${JSON.stringify({ ...manifest, optionalDependencies }, null, 2)}\n`)
+  return dir
+}
+
 /** Packs the package in `dir` into dist/; returns the tarball's name and size. */
 function pack(dir) {
   const output = execFileSync('npm', ['pack', '--json', '--pack-destination', distDir], { cwd: dir, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', shell })
@@ -70,7 +89,7 @@ function main() {
   mkdirSync(distDir)
   const mb = (bytes) => `${(bytes / 1e6).toFixed(2)} MB`
   console.log(`[package] ${addon.name}: ${mb(statSync(addon.file).size)}`)
-  for (const dir of [root, platformDir]) {
+  for (const dir of [stageRootPackage(), platformDir]) {
     const tarball = pack(dir)
     console.log(`[package] dist/${tarball.filename}: ${tarball.files} files, ${mb(tarball.size)}`)
   }

@@ -58,7 +58,7 @@ function runQuickStart(app: string, file: string, code: (server: NatsServer) => 
   })
 }
 
-/** `tsc --strict --noEmit` over `files` in the npm app; resolves to its exit code and output. */
+/** `tsc --strict --noEmit` over `files` in the npm app: its exit code and output. */
 function typeCheck(app: string, files: string[]) {
   const tsc = join(app, 'node_modules', 'typescript', 'bin', 'tsc')
   const args = [tsc, '--strict', '--noEmit', '--module', 'nodenext', '--target', 'es2022', '--types', 'node', ...files]
