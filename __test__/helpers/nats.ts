@@ -8,7 +8,8 @@ import { join } from 'node:path'
 const root = join(__dirname, '..', '..')
 
 export function natsServerBin(): string {
-  const bin = process.env.NATS_SERVER_BIN ?? join(root, '.tools', 'nats-server', 'bin', 'nats-server')
+  const name = process.platform === 'win32' ? 'nats-server.exe' : 'nats-server'
+  const bin = process.env.NATS_SERVER_BIN ?? join(root, '.tools', 'nats-server', 'bin', name)
   if (!existsSync(bin)) throw new Error(`nats-server not found at ${bin}: run \`node scripts/setup.mjs\``)
   return bin
 }
@@ -113,6 +114,16 @@ function waitForReady(child: ChildProcess): Promise<void> {
     child.stderr?.on('data', onData)
     child.once('exit', onExit)
   })
+}
+
+/** Runs `body` against a server of its own, stopped afterwards. */
+export async function withServer<T>(body: (server: NatsServer) => Promise<T>): Promise<T> {
+  const server = await NatsServer.start()
+  try {
+    return await body(server)
+  } finally {
+    await server.stop()
+  }
 }
 
 let counter = 0
