@@ -7,7 +7,7 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { appendFileSync, mkdirSync, readdirSync, statSync } from 'node:fs'
 import { cpus } from 'node:os'
-import { dirname, join } from 'node:path'
+import { dirname, join, resolve as resolvePath } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 
@@ -17,6 +17,7 @@ import { connect } from '@nats-io/transport-node'
 import { startNatsServer } from './lib/nats-server.mjs'
 import { HELP, parseOptions } from './lib/options.mjs'
 import { cpuBetween, peakRssKb, resetPeakRss, sample } from './lib/proc.mjs'
+import { createProfiler } from './lib/profile.mjs'
 import { metricValues, summarize, table } from './lib/report.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -26,8 +27,8 @@ const MAX_RELEASE_ADDON_BYTES = 30 * 1024 * 1024
 const SETTLE_TIMEOUT_MS = 10_000
 const log = (message) => process.stderr.write(`[bench] ${message}\n`)
 
-function run(command, args) {
-  execFileSync(command, args, { cwd: root, stdio: ['ignore', process.stderr, 'inherit'] })
+function run(command, args, env = {}) {
+  execFileSync(command, args, { cwd: root, stdio: ['ignore', process.stderr, 'inherit'], env: { ...process.env, ...env } })
 }
 
 /** The Protoqueue runs must measure a release build: setup.mjs keeps any build that is newer than the sources. */
@@ -38,9 +39,10 @@ function ensureReleaseAddon() {
   run('npx', ['napi', 'build', '--platform', '--release', '--js', 'native.js', '--dts', 'native.d.ts'])
 }
 
+const hostTarget = () => /^host: (.+)$/m.exec(execFileSync('rustc', ['-vV'], { encoding: 'utf8' }))[1]
+
 /** Builds the wire-limit example for the host target, sharing the addon's build directory. */
-function buildWireLimit() {
-  const host = /^host: (.+)$/m.exec(execFileSync('rustc', ['-vV'], { encoding: 'utf8' }))[1]
+function buildWireLimit(host) {
   log('building the Rust wire limit (cargo build --release --example wire_limit)')
   run('cargo', ['build', '--release', '--example', 'wire_limit', '--target', host])
   return join(root, 'target', host, 'release', 'examples', 'wire_limit')
@@ -76,13 +78,14 @@ function casesOf(options) {
 
 /**
  * Runs one child through the ready → go → done → finish protocol (bench/lib/runner.mjs) and
- * returns its result with the CPU use and peak RSS measured over its timed part.
+ * returns its result with the CPU use and peak RSS measured over its timed part. `startProfile`,
+ * if given, starts a profiler on the child before "go" and resolves to its stop function.
  */
-function runChild(command, args, spec, server, timeoutMs) {
+function runChild({ command, args, env }, spec, server, timeoutMs, startProfile) {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, [...args, JSON.stringify(spec)], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] })
+    const child = spawn(command, [...args, JSON.stringify(spec)], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     let stderr = ''
-    let before, measured
+    let before, measured, stopRecording
     const fail = (err) => {
       child.kill('SIGKILL')
       reject(new Error(`${err.message}${stderr ? `\n--- runner stderr ---\n${stderr.slice(-4000)}` : ''}`))
@@ -92,7 +95,7 @@ function runChild(command, args, spec, server, timeoutMs) {
       stderr += chunk
     })
     child.on('error', fail)
-    createInterface({ input: child.stdout }).on('line', (line) => {
+    const onLine = async (line) => {
       let message
       try {
         message = JSON.parse(line)
@@ -100,6 +103,7 @@ function runChild(command, args, spec, server, timeoutMs) {
         return fail(new Error(`runner printed something that is not a protocol line: ${line}`))
       }
       if (message.event === 'ready') {
+        stopRecording = await startProfile?.(child.pid)
         resetPeakRss(child.pid)
         before = sample(child.pid, server.pid)
         child.stdin.write('go\n')
@@ -107,9 +111,11 @@ function runChild(command, args, spec, server, timeoutMs) {
         const after = sample(child.pid, server.pid)
         const { event, ...result } = message
         measured = { result, cpu: cpuBetween(before, after), peakRssKb: peakRssKb(child.pid) }
+        await stopRecording?.()
         child.stdin.write('finish\n')
       }
-    })
+    }
+    createInterface({ input: child.stdout }).on('line', (line) => onLine(line).catch(fail))
     child.on('exit', (code, signal) => {
       clearTimeout(timer)
       if (code !== 0) return fail(new Error(`runner exited with ${signal ?? `code ${code}`}`))
@@ -152,21 +158,27 @@ async function deleteAllStreams(jsm) {
 async function main() {
   const options = parseOptions(process.argv.slice(2))
   if (!options) return console.log(HELP)
-  const systems = {
-    protoqueue: () => [process.execPath, [join('bench', 'protoqueue.mjs')]],
-    natsjs: () => [process.execPath, [join('bench', 'natsjs.mjs')]],
-  }
-  if (options.systems.some((s) => s.startsWith('protoqueue'))) ensureReleaseAddon()
-  if (options.systems.includes('rust')) {
-    const bin = buildWireLimit()
-    systems.rust = () => [bin, []]
-  }
+  const host = hostTarget()
+  const wantsProtoqueue = options.systems.some((s) => s.startsWith('protoqueue'))
+  if (wantsProtoqueue) ensureReleaseAddon()
+  const wireLimit = options.systems.includes('rust') ? buildWireLimit(host) : undefined
   const bun = bunBin()
-  if (options.systems.includes('protoqueue-bun')) {
-    if (bun) systems['protoqueue-bun'] = () => [bun.bin, [join('bench', 'protoqueue.mjs')]]
-    else log('bun does not run here: skipping protoqueue-bun')
+  if (options.systems.includes('protoqueue-bun') && !bun) log('bun does not run here: skipping protoqueue-bun')
+  const profiler = options.profile
+    ? createProfiler({ root, dir: resolvePath(options.profile), host, withAddon: wantsProtoqueue, run, log })
+    : undefined
+  /** How each system's runner is started: command, arguments, extra environment. */
+  const launchers = {
+    protoqueue: (name) => nodeRunner('protoqueue.mjs', name),
+    natsjs: (name) => nodeRunner('natsjs.mjs', name),
+    'protoqueue-bun': bun && (() => ({ command: bun.bin, args: [join('bench', 'protoqueue.mjs')], env: profiler?.env })),
+    rust: wireLimit && (() => ({ command: wireLimit, args: [] })),
   }
-  const selected = options.systems.filter((s) => systems[s])
+  function nodeRunner(script, name) {
+    const args = [...(profiler?.nodeArgs(name) ?? []), join('bench', script)]
+    return { command: process.execPath, args, env: script === 'protoqueue.mjs' ? profiler?.env : undefined }
+  }
+  const selected = options.systems.filter((s) => launchers[s])
   const cases = casesOf(options)
 
   const server = await startNatsServer(root)
@@ -207,9 +219,10 @@ async function main() {
             subject: `bench.${stream}`,
           }
           const record = { type: 'run', case: c.id, workload: c.workload, system, rep, spec }
-          const [command, args] = systems[system]()
+          const name = `${c.id}-${system}-${rep}`
+          const startProfile = profiler && ((pid) => profiler.record(pid, name))
           try {
-            Object.assign(record, await runChild(command, args, spec, server, options.runTimeout * 1000))
+            Object.assign(record, await runChild(launchers[system](name), spec, server, options.runTimeout * 1000, startProfile))
             await verify(jsm, c, spec, record.result)
             record.valid = true
           } catch (err) {

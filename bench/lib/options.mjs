@@ -14,6 +14,7 @@ const SETTINGS = {
   latencyBatchSize: ['BENCH_LATENCY_BATCH_SIZE', '10', positiveInteger],
   runTimeout: ['BENCH_RUN_TIMEOUT', '180', positiveInteger],
   maxOutside: ['BENCH_MAX_OUTSIDE', '25', positiveInteger],
+  profile: ['BENCH_PROFILE', '', (text) => text],
 }
 
 export const HELP = `Usage: node bench/run.mjs [--flag value ...]   (or npm run bench -- --flag value)
@@ -27,7 +28,8 @@ export const HELP = `Usage: node bench/run.mjs [--flag value ...]   (or npm run 
   --rate            BENCH_RATE                W4 tasks per second (500)
   --latency-batch-size BENCH_LATENCY_BATCH_SIZE  W4 worker batchSize (10)
   --run-timeout     BENCH_RUN_TIMEOUT         seconds before a run is killed (180)
-  --max-outside     BENCH_MAX_OUTSIDE         % of one core used by other processes above which a run is flagged (25)`
+  --max-outside     BENCH_MAX_OUTSIDE         % of one core used by other processes above which a run is flagged (25)
+  --profile         BENCH_PROFILE             a folder: record perf and V8 profiles of every run's timed part (off)`
 
 function positiveInteger(text) {
   const value = Number(text)

@@ -48,10 +48,18 @@ export function sample(clientPid, serverPid) {
 export function cpuBetween(before, after) {
   const seconds = (after.at - before.at) / 1000
   const percent = (ticks) => (100 * ticks) / TICKS_PER_SECOND / seconds
+  const ms = (ticks) => (1000 * ticks) / TICKS_PER_SECOND
   const client = after.client - before.client
   const server = after.server - before.server
   const outside = Math.max(0, after.machine - before.machine - client - server)
-  return { wallMs: after.at - before.at, clientPct: percent(client), serverPct: percent(server), outsidePct: percent(outside) }
+  return {
+    wallMs: after.at - before.at,
+    clientMs: ms(client),
+    serverMs: ms(server),
+    clientPct: percent(client),
+    serverPct: percent(server),
+    outsidePct: percent(outside),
+  }
 }
 
 /** Resets a process's peak resident set size (VmHWM) to its current size. */

@@ -99,6 +99,9 @@ export function summarize(cases, systems, records, maxOutsidePct) {
           clientCpuPct: mean(s.runs.map((r) => r.cpu.clientPct)),
           serverCpuPct: mean(s.runs.map((r) => r.cpu.serverPct)),
           outsideCpuPct: mean(s.runs.map((r) => r.cpu.outsidePct)),
+          // CPU time per task varies less with outside load than throughput does.
+          clientUsPerTask: median(s.runs.map((r) => (1000 * r.cpu.clientMs) / r.result.count)),
+          serverUsPerTask: median(s.runs.map((r) => (1000 * r.cpu.serverMs) / r.result.count)),
           loadedRuns: s.runs.filter((r) => r.cpu.outsidePct > maxOutsidePct).length,
           runs: s.runs.length,
           peakRssMb: c.workload === 'w3' && rss.length ? Math.max(...rss) / 1024 : undefined,
@@ -111,7 +114,7 @@ export function summarize(cases, systems, records, maxOutsidePct) {
 
 /** The summary as a Markdown table (readable in a terminal, pasteable into an issue). */
 export function table(rows) {
-  const header = ['case', 'metric', 'system', 'median', 'min–max', 'PQ/nats.js', 'PQ/Rust', 'target', 'CPU client', 'CPU server', 'CPU outside', 'loaded', 'peak RSS']
+  const header = ['case', 'metric', 'system', 'median', 'min–max', 'PQ/nats.js', 'PQ/Rust', 'target', 'CPU client', 'CPU server', 'CPU outside', 'loaded', 'µs CPU/task client+server', 'peak RSS']
   const lines = rows.map((r) => [
     r.case,
     r.metric,
@@ -125,6 +128,7 @@ export function table(rows) {
     `${r.serverCpuPct.toFixed(0)}%`,
     `${r.outsideCpuPct.toFixed(0)}%`,
     `${r.loadedRuns}/${r.runs}`,
+    `${r.clientUsPerTask.toFixed(0)} + ${r.serverUsPerTask.toFixed(0)}`,
     r.peakRssMb === undefined ? '' : `${r.peakRssMb.toFixed(0)} MB`,
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
