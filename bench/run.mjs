@@ -85,7 +85,7 @@ function runChild({ command, args, env }, spec, server, timeoutMs, startProfile)
   return new Promise((resolve, reject) => {
     const child = spawn(command, [...args, JSON.stringify(spec)], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     let stderr = ''
-    let before, measured, stopRecording
+    let before, trafficBefore, measured, stopRecording
     const fail = (err) => {
       child.kill('SIGKILL')
       reject(new Error(`${err.message}${stderr ? `\n--- runner stderr ---\n${stderr.slice(-4000)}` : ''}`))
@@ -104,13 +104,16 @@ function runChild({ command, args, env }, spec, server, timeoutMs, startProfile)
       }
       if (message.event === 'ready') {
         stopRecording = await startProfile?.(child.pid)
+        trafficBefore = await server.traffic()
         resetPeakRss(child.pid)
         before = sample(child.pid, server.pid)
         child.stdin.write('go\n')
       } else if (message.event === 'done') {
         const after = sample(child.pid, server.pid)
         const { event, ...result } = message
-        measured = { result, cpu: cpuBetween(before, after), peakRssKb: peakRssKb(child.pid) }
+        const peak = peakRssKb(child.pid)
+        const traffic = trafficBetween(trafficBefore, await server.traffic(), result.count)
+        measured = { result, cpu: cpuBetween(before, after), peakRssKb: peak, traffic }
         await stopRecording?.()
         child.stdin.write('finish\n')
       }
@@ -123,6 +126,12 @@ function runChild({ command, args, env }, spec, server, timeoutMs, startProfile)
       resolve(measured)
     })
   })
+}
+
+/** Messages and bytes per task that the server received from / sent to clients during the run. */
+function trafficBetween(before, after, tasks) {
+  const perTask = (key) => (after[key] - before[key]) / tasks
+  return { inMsgsPerTask: perTask('inMsgs'), outMsgsPerTask: perTask('outMsgs'), inBytesPerTask: perTask('inBytes'), outBytesPerTask: perTask('outBytes') }
 }
 
 /**

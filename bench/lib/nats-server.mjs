@@ -1,5 +1,7 @@
 // The benchmark's own nats-server: JetStream with file storage in a temp dir, loopback only, a
-// free port, from the pinned install in .tools/ (scripts/setup.mjs) or NATS_SERVER_BIN.
+// free port, from the pinned install in .tools/ (scripts/setup.mjs) or NATS_SERVER_BIN. Its
+// HTTP monitoring port tells how many messages crossed the wire, which explains much of a
+// system's cost (pull requests, ack confirmations).
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
@@ -24,13 +26,15 @@ function freePort() {
   })
 }
 
-/** Starts nats-server; resolves to { url, pid, version, stop() } once it reports ready. */
+/** Starts nats-server; resolves to { url, pid, version, traffic(), stop() } once it reports ready. */
 export async function startNatsServer(root) {
   const bin = natsServerBin(root)
   const version = execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim()
   const port = await freePort()
+  const monitorPort = await freePort()
   const storeDir = mkdtempSync(join(tmpdir(), 'pq-bench-'))
-  const child = spawn(bin, ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', storeDir], {
+  const args = ['-js', '-a', '127.0.0.1', '-p', String(port), '-m', String(monitorPort), '-sd', storeDir]
+  const child = spawn(bin, args, {
     stdio: ['ignore', 'ignore', 'pipe'],
   })
   await new Promise((resolve, reject) => {
@@ -54,6 +58,11 @@ export async function startNatsServer(root) {
     url: `nats://127.0.0.1:${port}`,
     pid: child.pid,
     version,
+    /** Messages and bytes received from and sent to clients so far. */
+    async traffic() {
+      const varz = await (await fetch(`http://127.0.0.1:${monitorPort}/varz`)).json()
+      return { inMsgs: varz.in_msgs, outMsgs: varz.out_msgs, inBytes: varz.in_bytes, outBytes: varz.out_bytes }
+    },
     async stop() {
       if (child.exitCode === null) {
         const exited = new Promise((resolve) => child.once('exit', resolve))

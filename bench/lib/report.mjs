@@ -102,6 +102,8 @@ export function summarize(cases, systems, records, maxOutsidePct) {
           // CPU time per task varies less with outside load than throughput does.
           clientUsPerTask: median(s.runs.map((r) => (1000 * r.cpu.clientMs) / r.result.count)),
           serverUsPerTask: median(s.runs.map((r) => (1000 * r.cpu.serverMs) / r.result.count)),
+          inMsgsPerTask: median(s.runs.map((r) => r.traffic.inMsgsPerTask)),
+          outMsgsPerTask: median(s.runs.map((r) => r.traffic.outMsgsPerTask)),
           loadedRuns: s.runs.filter((r) => r.cpu.outsidePct > maxOutsidePct).length,
           runs: s.runs.length,
           peakRssMb: c.workload === 'w3' && rss.length ? Math.max(...rss) / 1024 : undefined,
@@ -114,7 +116,7 @@ export function summarize(cases, systems, records, maxOutsidePct) {
 
 /** The summary as a Markdown table (readable in a terminal, pasteable into an issue). */
 export function table(rows) {
-  const header = ['case', 'metric', 'system', 'median', 'min–max', 'PQ/nats.js', 'PQ/Rust', 'target', 'CPU client', 'CPU server', 'CPU outside', 'loaded', 'µs CPU/task client+server', 'peak RSS']
+  const header = ['case', 'metric', 'system', 'median', 'min–max', 'PQ/nats.js', 'PQ/Rust', 'target', 'CPU client', 'CPU server', 'CPU outside', 'loaded', 'µs CPU/task client+server', 'msgs/task in/out', 'peak RSS']
   const lines = rows.map((r) => [
     r.case,
     r.metric,
@@ -129,6 +131,7 @@ export function table(rows) {
     `${r.outsideCpuPct.toFixed(0)}%`,
     `${r.loadedRuns}/${r.runs}`,
     `${r.clientUsPerTask.toFixed(0)} + ${r.serverUsPerTask.toFixed(0)}`,
+    `${r.inMsgsPerTask.toFixed(2)} / ${r.outMsgsPerTask.toFixed(2)}`,
     r.peakRssMb === undefined ? '' : `${r.peakRssMb.toFixed(0)} MB`,
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
