@@ -1,7 +1,8 @@
 // Optional profiling of runs (`--profile DIR`): each run's timed part is recorded with
-// `perf record` (when perf is installed), Node runners also write a V8 `.cpuprofile`, and the
-// Protoqueue runners load an unstripped build of the addon so perf can name its Rust functions
-// (the release profile strips symbols). Profiling costs CPU: its numbers are not benchmark numbers.
+// `perf record -g` (when perf is installed), Node runners also write a V8 `.cpuprofile`, and the
+// Protoqueue runners load a build of the addon with symbols and frame pointers, so perf can name
+// its Rust functions and walk their stacks (the release profile strips symbols and omits frame
+// pointers). Profiling costs CPU: its numbers are not benchmark numbers.
 import { execFileSync, spawn } from 'node:child_process'
 import { copyFileSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
@@ -20,14 +21,16 @@ function hasPerf() {
 }
 
 /**
- * Builds the addon with symbols (a separate target dir, so the normal release build stays
- * cached) and copies it into `dir`, where `NAPI_RS_NATIVE_LIBRARY_PATH` points the loader.
+ * Builds the addon with symbols and frame pointers (a separate target dir, so the normal release
+ * build stays cached) and copies it into `dir`, where `NAPI_RS_NATIVE_LIBRARY_PATH` points the
+ * loader.
  */
 function buildSymbolizedAddon(root, dir, host, run) {
   const targetDir = join(root, 'target', 'profiling')
   run('cargo', ['build', '--release', '--lib', '--target', host], {
     CARGO_TARGET_DIR: targetDir,
     CARGO_PROFILE_RELEASE_STRIP: 'none',
+    RUSTFLAGS: '-C force-frame-pointers=yes',
   })
   const addon = join(dir, 'protoqueue.symbols.node')
   copyFileSync(join(targetDir, host, 'release', 'libprotoqueue.so'), addon)
