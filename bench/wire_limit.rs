@@ -280,7 +280,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// The task JSON every runner sends (bench/lib/runner.mjs `taskData` builds the same object).
 fn task_json(i: usize, sent_at: Option<f64>) -> Bytes {
-    let mut task = json!({ "i": i, "to": format!("user{i}@example.com"), "template": "welcome-email" });
+    let mut task =
+        json!({ "i": i, "to": format!("user{i}@example.com"), "template": "welcome-email" });
     if let Some(sent_at) = sent_at {
         task["sentAt"] = json!(sent_at);
     }
