@@ -167,7 +167,7 @@ async function deleteAllStreams(jsm) {
 async function main() {
   const options = parseOptions(process.argv.slice(2))
   if (!options) return console.log(HELP)
-  const host = hostTarget()
+  const host = options.systems.includes('rust') || options.profile ? hostTarget() : undefined
   const wantsProtoqueue = options.systems.some((s) => s.startsWith('protoqueue'))
   if (wantsProtoqueue) ensureReleaseAddon()
   const wireLimit = options.systems.includes('rust') ? buildWireLimit(host) : undefined
@@ -216,7 +216,7 @@ async function main() {
     for (let rep = 1; rep <= options.reps; rep++) {
       for (const c of cases) {
         for (const system of selected) {
-          const stream = `bench_${c.id.replace('-', '_')}_${system.replace('-', '_')}_${rep}_${Date.now().toString(36)}`
+          const stream = `bench_${c.id}_${system}_${rep}_${Date.now().toString(36)}`.replaceAll('-', '_')
           const spec = {
             workload: c.workload,
             n: c.n,
