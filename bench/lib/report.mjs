@@ -1,0 +1,140 @@
+// Turns run records into the summary table: medians and ranges per case and system, Protoqueue's
+// ratios to nats.js and to the Rust wire limit (medians of the same benchmark run), CPU use.
+
+export const PROTOQUEUE_SYSTEMS = ['protoqueue', 'protoqueue-bun']
+const SYSTEM_LABELS = { protoqueue: 'Protoqueue (Node)', 'protoqueue-bun': 'Protoqueue (Bun)', natsjs: 'nats.js', rust: 'Rust async-nats' }
+
+/** What a case's runs are compared on. `better` says which way is faster. */
+const THROUGHPUT = [{ key: 'tasksPerSec', label: 'tasks/s', better: 'higher', digits: 0 }]
+const LATENCY = [
+  { key: 'p50Ms', label: 'p50 ms', better: 'lower', digits: 2 },
+  { key: 'p99Ms', label: 'p99 ms', better: 'lower', digits: 2 },
+  { key: 'maxMs', label: 'max ms', better: 'lower', digits: 2 },
+]
+export const metricsOf = (workload) => (workload === 'w4' ? LATENCY : THROUGHPUT)
+
+/** The issue's targets: the ratio Protoqueue / baseline must be at least (or, for latency, at most) this. */
+const TARGETS = {
+  'w1 tasksPerSec': { natsjs: 1.0, rust: 0.9 },
+  'w2 tasksPerSec': { natsjs: 3, rust: 0.75 },
+  'w3 tasksPerSec': { natsjs: 1.5 },
+  'w4 p99Ms': { natsjs: 1.0 },
+}
+
+/** The metric values a run record contributes. */
+export function metricValues(record) {
+  if (record.workload === 'w4') {
+    const { p50, p99, max } = record.result.latency
+    return { p50Ms: p50, p99Ms: p99, maxMs: max }
+  }
+  return { tasksPerSec: (record.result.count * 1000) / record.result.elapsedMs }
+}
+
+export function median(values) {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = sorted.length >> 1
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+}
+
+const mean = (values) => values.reduce((sum, v) => sum + v, 0) / values.length
+
+function format(value, digits) {
+  if (value === undefined || Number.isNaN(value)) return '–'
+  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+function ratioCell(ratio, target, better) {
+  if (ratio === undefined) return ''
+  const text = `${ratio.toFixed(2)}×`
+  if (target === undefined) return text
+  const met = better === 'higher' ? ratio >= target : ratio <= target
+  return `${text} ${met ? 'ok' : 'MISS'}`
+}
+
+function targetCell(target, better) {
+  if (!target) return ''
+  const sign = better === 'higher' ? '≥' : '≤'
+  return [target.natsjs && `${sign}${target.natsjs} / `, target.rust ? `${sign}${target.rust}` : 'report']
+    .filter(Boolean)
+    .join('')
+}
+
+/**
+ * Summary rows: one per case × metric × system that has valid runs, with medians, ranges,
+ * Protoqueue's ratios and mean CPU use.
+ */
+export function summarize(cases, systems, records, maxOutsidePct) {
+  const rows = []
+  for (const c of cases) {
+    for (const metric of metricsOf(c.workload)) {
+      const stats = {}
+      for (const system of systems) {
+        const runs = records.filter((r) => r.case === c.id && r.system === system && r.valid)
+        if (runs.length === 0) continue
+        const values = runs.map((r) => metricValues(r)[metric.key])
+        stats[system] = {
+          runs,
+          median: median(values),
+          min: Math.min(...values),
+          max: Math.max(...values),
+        }
+      }
+      const target = TARGETS[`${c.workload} ${metric.key}`]
+      for (const [system, s] of Object.entries(stats)) {
+        const isProtoqueue = PROTOQUEUE_SYSTEMS.includes(system)
+        const ratioTo = (baseline) => (isProtoqueue && stats[baseline] ? s.median / stats[baseline].median : undefined)
+        const rss = s.runs.map((r) => r.peakRssKb).filter((v) => v !== undefined)
+        rows.push({
+          case: c.label,
+          metric: metric.label,
+          system: SYSTEM_LABELS[system] ?? system,
+          median: s.median,
+          min: s.min,
+          max: s.max,
+          digits: metric.digits,
+          vsNatsjs: ratioTo('natsjs'),
+          vsRust: ratioTo('rust'),
+          target: isProtoqueue ? target : undefined,
+          better: metric.better,
+          clientCpuPct: mean(s.runs.map((r) => r.cpu.clientPct)),
+          serverCpuPct: mean(s.runs.map((r) => r.cpu.serverPct)),
+          outsideCpuPct: mean(s.runs.map((r) => r.cpu.outsidePct)),
+          // CPU time per task varies less with outside load than throughput does.
+          clientUsPerTask: median(s.runs.map((r) => (1000 * r.cpu.clientMs) / r.result.count)),
+          serverUsPerTask: median(s.runs.map((r) => (1000 * r.cpu.serverMs) / r.result.count)),
+          inMsgsPerTask: median(s.runs.map((r) => r.traffic.inMsgsPerTask)),
+          outMsgsPerTask: median(s.runs.map((r) => r.traffic.outMsgsPerTask)),
+          loadedRuns: s.runs.filter((r) => r.cpu.outsidePct > maxOutsidePct).length,
+          runs: s.runs.length,
+          peakRssMb: c.workload === 'w3' && rss.length ? Math.max(...rss) / 1024 : undefined,
+        })
+      }
+    }
+  }
+  return rows
+}
+
+/** The summary as a Markdown table (readable in a terminal, pasteable into an issue). */
+export function table(rows) {
+  const header = ['case', 'metric', 'system', 'median', 'min–max', 'PQ/nats.js', 'PQ/Rust', 'target', 'CPU client', 'CPU server', 'CPU outside', 'loaded', 'µs CPU/task client+server', 'msgs/task in/out', 'peak RSS']
+  const lines = rows.map((r) => [
+    r.case,
+    r.metric,
+    r.system,
+    format(r.median, r.digits),
+    `${format(r.min, r.digits)}–${format(r.max, r.digits)}`,
+    ratioCell(r.vsNatsjs, r.target?.natsjs, r.better),
+    ratioCell(r.vsRust, r.target?.rust, r.better),
+    targetCell(r.target, r.better),
+    `${r.clientCpuPct.toFixed(0)}%`,
+    `${r.serverCpuPct.toFixed(0)}%`,
+    `${r.outsideCpuPct.toFixed(0)}%`,
+    `${r.loadedRuns}/${r.runs}`,
+    `${r.clientUsPerTask.toFixed(0)} + ${r.serverUsPerTask.toFixed(0)}`,
+    `${r.inMsgsPerTask.toFixed(2)} / ${r.outMsgsPerTask.toFixed(2)}`,
+    r.peakRssMb === undefined ? '' : `${r.peakRssMb.toFixed(0)} MB`,
+  ])
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
+  const render = (cells) => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(' | ')} |`
+  return [render(header), render(widths.map((w) => '-'.repeat(w))), ...lines.map(render)].join('\n')
+}

@@ -1,0 +1,41 @@
+// Benchmark runner for Protoqueue, through its public API only. Runs under Node and under Bun
+// (`bun bench/protoqueue.mjs '<spec>'`); bench/run.mjs starts it once per run.
+import { Protoqueue } from '../index.mjs'
+import { readSpec, runBenchmark } from './lib/runner.mjs'
+
+const spec = readSpec()
+
+/** Splits `items` into arrays of at most `size`. */
+function chunks(items, size) {
+  const out = []
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size))
+  return out
+}
+
+function protoqueueAdapter() {
+  // One queue object enqueues and processes, as nats.js uses one connection for both.
+  const queue = new Protoqueue({ streamName: spec.stream, subject: spec.subject, options: { batchSize: spec.batchSize } })
+  return {
+    async connect() {
+      await queue.connect(spec.url)
+    },
+    async enqueue(data) {
+      await queue.enqueue({ data })
+    },
+    async enqueueMany(tasks) {
+      // W2 as the issue defines it: enqueueBatch in chunks of `window`, one chunk after the other.
+      for (const chunk of chunks(tasks, spec.window)) await queue.enqueueBatch(chunk.map((data) => ({ data })))
+    },
+    async process(handle) {
+      await queue.process(async (task) => {
+        await handle(task.data)
+        return { success: true }
+      })
+    },
+    async close() {
+      await queue.disconnect()
+    },
+  }
+}
+
+await runBenchmark(protoqueueAdapter(), spec)
