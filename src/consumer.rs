@@ -146,6 +146,7 @@ impl PullLoop {
             }
             while self.running.try_join_next().is_some() {}
         }
+        self.executor.confirm_acks();
         self.hand_back_late_arrivals().await;
         self.shut_down().await
     }

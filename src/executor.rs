@@ -1,8 +1,22 @@
 //! One delivery, start to end: decode the envelope, run the handler while keeping the task alive
 //! with progress heartbeats, then settle it: ack on success, NAK with `retryDelay` on a failure
 //! that has attempts left, otherwise dead-letter (confirmed) and only then terminate.
+//!
+//! NAKs and TERMs wait for the server's confirmation. A success ack does not while the worker
+//! runs: a lost ack means a redelivery after `ackWait` whether it was confirmed or not, and the
+//! confirmation would double the server's messages per task. Once the worker is stopping, acks
+//! are confirmed too, so `disconnect()` resolves only when the server has them (and closing the
+//! connection flushes the acks sent before).
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
@@ -86,6 +100,8 @@ pub enum Settlement {
 pub struct Executor {
     connection: Connection,
     handler: Arc<dyn Handler>,
+    /// Set when the worker stops: from then on success acks wait for the server too.
+    confirm_acks: Arc<AtomicBool>,
 }
 
 impl Executor {
@@ -94,7 +110,14 @@ impl Executor {
         Executor {
             connection,
             handler,
+            confirm_acks: Arc::default(),
         }
+    }
+
+    /// Makes every later success ack (of this executor and its clones) wait for the server's
+    /// confirmation, as a stopping worker needs.
+    pub fn confirm_acks(&self) {
+        self.confirm_acks.store(true, Ordering::SeqCst);
     }
 
     /// Handles one delivery to the end. `slot` (the worker's room for one running handler) is
@@ -151,9 +174,19 @@ impl Executor {
         let outcome = self.run_with_heartbeats(&message, attempt).await;
         drop(slot);
         match outcome {
-            Outcome::Success => {
+            Outcome::Success if self.confirm_acks.load(Ordering::SeqCst) => {
                 tracing::debug!(%id, "task succeeded");
                 self.settle(&message, AckKind::Ack, Settlement::Acked).await
+            }
+            Outcome::Success => {
+                tracing::debug!(%id, "task succeeded");
+                match message.ack().await {
+                    Ok(()) => Settlement::Acked,
+                    Err(err) => {
+                        tracing::warn!(%id, "ack not sent ({err}); the server will redeliver");
+                        Settlement::Unconfirmed
+                    }
+                }
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", failure.error);
