@@ -1,36 +1,29 @@
 //! The worker: pulls from the queue's durable consumer, runs up to `batchSize` deliveries at once
 //! through an [`Executor`], resumes by itself after connection loss, and on stop drains cleanly.
 //!
-//! Every message the worker asks for has a free slot waiting for it: a pull request takes its
-//! slots with it (semaphore permits) and hands one to each message it delivers, so messages are
+//! Every message the worker asks for has a free slot waiting for it ([`Puller`]), so messages are
 //! never buffered beyond what the worker can run at once and none waits for a slot while its
 //! `ackWait` runs. To keep the pipe full, a new pull goes out as soon as half the slots are free,
-//! while earlier pulls are still open; a lone worker with one free slot and nothing open pulls at
-//! once. Each pull expires after [`PULL_EXPIRY`], so a request lost to a server restart or a
-//! network fault costs a few seconds at most.
+//! while earlier pulls are still open; a worker with nothing requested pulls for one free slot at
+//! once.
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{self, AckKind};
-use futures::{
-    stream::{self, BoxStream, SelectAll},
-    StreamExt,
-};
+use async_nats::jetstream::AckKind;
 use tokio::{
-    sync::{watch, OwnedSemaphorePermit, Semaphore},
+    sync::{watch, Semaphore},
     task::JoinSet,
     time::Instant,
 };
 
 use crate::{
     connection::Connection,
-    error::Result,
+    error::{Error, Result},
     executor::{settle_confirmed, Executor, Handler},
-    topology::{self, Consumer},
+    pull::{Pulled, Puller},
+    topology,
 };
 
-/// How long one pull request waits at the server for messages.
-pub const PULL_EXPIRY: Duration = Duration::from_secs(2);
 /// How long a stopping worker keeps listening for messages already sent to its open pull requests.
 const STOP_GRACE: Duration = Duration::from_millis(200);
 /// The longest pause between attempts to pull after errors.
@@ -53,8 +46,10 @@ pub struct StopReport {
 impl Worker {
     /// Creates (or updates) the shared durable consumer and starts pulling.
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
-        let consumer =
-            topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
+        topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
+        let puller = Puller::open(connection.clone())
+            .await
+            .map_err(|err| Error::nats("subscribing the worker's inbox", err))?;
         let (stop, stopped) = watch::channel(false);
         let batch_size = connection.config().batch_size as usize;
         let pull_loop = PullLoop {
@@ -62,9 +57,8 @@ impl Worker {
             slots: Arc::new(Semaphore::new(batch_size)),
             pull_threshold: batch_size.div_ceil(2),
             connection,
-            consumer,
+            puller,
             stopped,
-            pulls: SelectAll::new(),
             running: JoinSet::new(),
         };
         let run = tokio::spawn(pull_loop.run());
@@ -82,23 +76,14 @@ impl Worker {
     }
 }
 
-/// What an open pull request yields: a message with the slot it runs in, or its end.
-// Messages are the common case and move straight into a task: boxing them would buy nothing.
-#[allow(clippy::large_enum_variant)]
-enum Pulled {
-    Message(jetstream::Message, OwnedSemaphorePermit),
-    Ended(Result<(), async_nats::Error>),
-}
-
 struct PullLoop {
     connection: Connection,
-    consumer: Consumer,
+    puller: Puller,
     executor: Executor,
     slots: Arc<Semaphore>,
     /// How many free slots a pull waits for while another pull is open.
     pull_threshold: usize,
     stopped: watch::Receiver<bool>,
-    pulls: SelectAll<BoxStream<'static, Pulled>>,
     running: JoinSet<()>,
 }
 
@@ -107,33 +92,39 @@ impl PullLoop {
         let mut errors = 0u32;
         let mut paused_until: Option<Instant> = None;
         loop {
-            let wanted = if self.pulls.is_empty() {
+            let wanted = if self.puller.outstanding() == 0 {
                 1
             } else {
                 self.pull_threshold
             };
             let paused = paused_until.is_some_and(|until| Instant::now() < until);
             let resume_at = paused_until.unwrap_or_else(Instant::now);
-            tokio::select! {
+            let failure = tokio::select! {
                 biased;
                 _ = stop_requested(&mut self.stopped) => break,
-                Some(pulled) = self.pulls.next(), if !self.pulls.is_empty() => match pulled {
+                pulled = self.puller.next(), if !self.puller.is_closed() => match pulled {
                     Pulled::Message(message, slot) => {
+                        errors = 0;
                         let executor = self.executor.clone();
                         self.running.spawn(async move {
                             executor.execute(message, slot).await;
                         });
+                        None
                     }
-                    Pulled::Ended(Ok(())) => errors = 0,
-                    Pulled::Ended(Err(err)) => {
-                        errors += 1;
-                        let backoff = (Duration::from_millis(100) * errors).min(MAX_ERROR_BACKOFF);
-                        tracing::warn!("pull failed ({err}); retrying in {}ms", backoff.as_millis());
-                        paused_until = Some(Instant::now() + backoff);
-                        self.recover_consumer().await;
+                    Pulled::Unrequested(message) => {
+                        let connection = self.connection.clone();
+                        self.running.spawn(async move {
+                            settle_confirmed(&connection, &message, AckKind::Nak(None)).await;
+                        });
+                        None
                     }
+                    Pulled::Status => None,
+                    Pulled::Failed(reason) => Some(reason),
                 },
-                _ = tokio::time::sleep_until(resume_at), if paused => paused_until = None,
+                _ = tokio::time::sleep_until(resume_at), if paused => {
+                    paused_until = None;
+                    None
+                }
                 claimed = self.slots.clone().acquire_many_owned(wanted as u32), if !paused => {
                     let Ok(mut slots) = claimed else { break };
                     // Take every slot that is free now, not just the minimum.
@@ -141,8 +132,18 @@ impl PullLoop {
                     if let Ok(more) = self.slots.clone().try_acquire_many_owned(free) {
                         slots.merge(more);
                     }
-                    self.open_pull(slots).await;
+                    self.puller.request(slots).await.err().map(|err| err.to_string())
                 }
+            };
+            if let Some(reason) = failure {
+                errors += 1;
+                let backoff = (Duration::from_millis(100) * errors).min(MAX_ERROR_BACKOFF);
+                tracing::warn!(
+                    "pull failed ({reason}); retrying in {}ms",
+                    backoff.as_millis()
+                );
+                paused_until = Some(Instant::now() + backoff);
+                self.recover().await;
             }
             while self.running.try_join_next().is_some() {}
         }
@@ -151,77 +152,45 @@ impl PullLoop {
         self.shut_down().await
     }
 
-    /// Sends one pull request for as many messages as `slots` holds. Its messages (each with one
-    /// of the slots) and its end arrive through `self.pulls`; slots it did not use are freed when
-    /// it ends.
-    async fn open_pull(&mut self, slots: OwnedSemaphorePermit) {
-        let requested = slots.num_permits();
-        let batch = self
-            .consumer
-            .batch()
-            .max_messages(requested)
-            .expires(PULL_EXPIRY)
-            .messages()
-            .await;
-        let batch = match batch {
-            Ok(batch) => batch,
-            Err(err) => {
-                self.pulls
-                    .push(stream::once(async move { Pulled::Ended(Err(err.into())) }).boxed());
-                return;
-            }
-        };
-        let pull = stream::unfold(Some((batch, slots)), |state| async move {
-            let (mut batch, mut slots) = state?;
-            match batch.next().await {
-                Some(Ok(message)) => {
-                    let Some(slot) = slots.split(1) else {
-                        // A pull never delivers more than it asked for; should it, hand it back.
-                        let _ = message.ack_with(AckKind::Nak(None)).await;
-                        return Some((Pulled::Ended(Ok(())), None));
-                    };
-                    Some((Pulled::Message(message, slot), Some((batch, slots))))
-                }
-                Some(Err(err)) => Some((Pulled::Ended(Err(err)), None)),
-                None => Some((Pulled::Ended(Ok(())), None)),
-            }
-        });
-        self.pulls.push(pull.boxed());
-    }
-
     /// Stopping with pull requests open: messages already on their way may still arrive. Hand
     /// each back at once so another worker gets it now rather than after `ackWait`. Dropping the
-    /// pulls then unsubscribes, and the server does not deliver to a pull request nobody listens
-    /// to any more.
+    /// puller then unsubscribes its inbox, and the server does not deliver to a pull request
+    /// nobody listens to any more.
     async fn hand_back_late_arrivals(&mut self) {
         let grace = tokio::time::sleep(STOP_GRACE);
         tokio::pin!(grace);
-        while !self.pulls.is_empty() {
+        while self.puller.outstanding() > 0 {
             tokio::select! {
-                pulled = self.pulls.next() => match pulled {
-                    Some(Pulled::Message(message, _slot)) => {
+                pulled = self.puller.next() => match pulled {
+                    Pulled::Message(message, _) | Pulled::Unrequested(message) => {
                         settle_confirmed(&self.connection, &message, AckKind::Nak(None)).await;
                     }
-                    Some(Pulled::Ended(_)) => {}
-                    None => break,
+                    Pulled::Status => {}
+                    Pulled::Failed(_) => break,
                 },
                 _ = &mut grace => break,
             }
         }
-        self.pulls = SelectAll::new();
     }
 
     /// After a failed pull the consumer (or its stream) may be gone, e.g. after a server lost its
-    /// store: create it again. Errors here just mean the server is still unreachable.
-    async fn recover_consumer(&mut self) {
+    /// store: create it again, and subscribe the inbox again if its subscription ended. Errors
+    /// here just mean the server is still unreachable.
+    async fn recover(&mut self) {
         let config = self.connection.config();
         if let Err(err) = topology::ensure_streams(&self.connection.jetstream, config).await {
             tracing::debug!("streams not reachable yet: {err}");
             return;
         }
-        match topology::ensure_consumer(&self.connection.jetstream, config).await {
-            Ok(consumer) => self.consumer = consumer,
-            Err(err) => tracing::debug!("consumer not reachable yet: {err}"),
+        if let Err(err) = topology::ensure_consumer(&self.connection.jetstream, config).await {
+            tracing::debug!("consumer not reachable yet: {err}");
+            return;
+        }
+        if self.puller.is_closed() {
+            match Puller::open(self.connection.clone()).await {
+                Ok(puller) => self.puller = puller,
+                Err(err) => tracing::debug!("inbox not subscribed yet: {err}"),
+            }
         }
     }
 

@@ -35,6 +35,7 @@ pub mod executor;
 pub mod handoff;
 pub mod logging;
 pub mod producer;
+pub mod pull;
 pub mod security;
 pub mod stats;
 pub mod topology;
