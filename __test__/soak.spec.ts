@@ -57,9 +57,17 @@ class Ledger {
   readonly succeeded = new Map<string, number[]>()
   readonly failed = new Map<string, number[]>()
   successes = 0
+  /** From the workers' `report <rss> <most running>` lines. */
+  peakWorkerRss = 0
+  mostRunning = 0
 
   record = (line: string) => {
     const [kind, id, attempt] = line.split(' ')
+    if (kind === 'report') {
+      this.peakWorkerRss = Math.max(this.peakWorkerRss, Number(id))
+      this.mostRunning = Math.max(this.mostRunning, Number(attempt))
+      return
+    }
     const into = kind === 'handled' ? this.succeeded : kind === 'failed' ? this.failed : undefined
     if (!into) return
     if (into === this.succeeded) this.successes++
@@ -133,6 +141,7 @@ test(`soak: ${TASKS} tasks, random failures, worker kills and a server restart; 
       RETRY_DELAY: String(RETRY_DELAY),
       FAIL_ONE_IN: String(FAIL_ONE_IN),
       QUIET: '1',
+      REPORT_MS: '1000',
     }),
     ledger.record,
   )
@@ -217,6 +226,7 @@ test(`soak: ${TASKS} tasks, random failures, worker kills and a server restart; 
       kills,
       serverRestarts,
       handlerSuccesses: ledger.successes,
+      peakWorkerRssMb: Math.round(ledger.peakWorkerRss / 2 ** 20),
       handlerFailures: [...ledger.failed.values()].reduce((sum, attempts) => sum + attempts.length, 0),
       duplicates: report.duplicates,
       deadLetters: letters.length,
@@ -242,6 +252,7 @@ test(`soak: ${TASKS} tasks, random failures, worker kills and a server restart; 
     assert.deepEqual(report.badLetters, [], 'every dead letter used up its deliveries')
     assert.deepEqual(report.unexplainedOverlap, [], 'a success followed by a dead letter only when its ack was lost')
     assert.equal(stats.deadLettered, letters.length, 'getDeadLetters read every dead letter')
+    assert.ok(ledger.mostRunning <= BATCH_SIZE, `at most batchSize handlers at once per worker (saw ${ledger.mostRunning})`)
     assert.equal(kills, KILLS)
     assert.equal(serverRestarts, 1)
   } finally {
