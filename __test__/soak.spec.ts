@@ -19,8 +19,8 @@ import { Child, fixture, fixtureEnv } from './helpers/child'
 import { NatsServer, uniqueQueue } from './helpers/nats'
 import { eventually, within } from './helpers/wait'
 
-const TASKS = Number(process.env.PQ_SOAK_TASKS ?? 20_000)
-const SEED = Number(process.env.PQ_SOAK_SEED ?? Math.floor(Math.random() * 2 ** 31))
+const TASKS = Number(process.env.PQ_SOAK_TASKS || 20_000)
+const SEED = Number(process.env.PQ_SOAK_SEED || Math.floor(Math.random() * 2 ** 31))
 const WORKERS = 3
 const BATCH_SIZE = 20
 const MAX_RETRIES = 2
