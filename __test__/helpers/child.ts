@@ -5,15 +5,22 @@ import { createInterface } from 'node:readline'
 
 export const fixture = (name: string) => join(__dirname, '..', 'fixtures', name)
 
+/** The environment the fixtures read: which server and queue, plus fixture-specific settings. */
+export function fixtureEnv(names: { streamName: string; subject: string }, url: string, extra: Record<string, string> = {}) {
+  return { NATS_URL: url, STREAM: names.streamName, SUBJECT: names.subject, ...extra }
+}
+
 export class Child {
   readonly lines: string[] = []
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>
   private listeners: Array<() => void> = []
+  private lineListeners: Array<(line: string) => void> = []
   stderr = ''
 
   constructor(readonly process: ChildProcess) {
     createInterface({ input: process.stdout! }).on('line', (line) => {
       this.lines.push(line)
+      this.lineListeners.forEach((l) => l(line))
       this.listeners.forEach((l) => l())
     })
     process.stderr?.on('data', (chunk) => (this.stderr += chunk))
@@ -22,6 +29,11 @@ export class Child {
 
   static run(command: string, args: string[], env: Record<string, string>): Child {
     return new Child(spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }))
+  }
+
+  /** Calls `listener` with every line from now on (for tallies kept while the child runs). */
+  onLine(listener: (line: string) => void): void {
+    this.lineListeners.push(listener)
   }
 
   /** Resolves once `count` lines match `pattern`; rejects after `timeoutMs` or if the child exits. */
