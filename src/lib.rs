@@ -12,7 +12,8 @@
 //! - Every task is one Protobuf `protoqueue.v1.Task` ([`envelope`]) published with its id as
 //!   `Nats-Msg-Id`, so a re-sent publish is stored once; `enqueue` resolves only after JetStream
 //!   confirmed the write ([`producer`]).
-//! - A worker ([`consumer`]) pulls only messages it has free slots for (`batchSize`), runs each
+//! - A worker ([`consumer`]) pulls only messages it has free slots for (`batchSize`; requests on
+//!   one inbox, each message backed by a reserved slot: [`pull`]), runs each
 //!   through the [`executor`]: handler with progress heartbeats, then ack, NAK with `retryDelay`,
 //!   or dead letter ([`dlq`], confirmed) followed by TERM.
 //! - Handlers that live across a costly boundary (JavaScript) take attempts in batches and report
