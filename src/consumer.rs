@@ -17,6 +17,7 @@ use tokio::{
 };
 
 use crate::{
+    acks::AckSender,
     connection::Connection,
     error::{Error, Result},
     executor::{settle_confirmed, Executor, Handler},
@@ -26,6 +27,8 @@ use crate::{
 
 /// How long a stopping worker keeps listening for messages already sent to its open pull requests.
 const STOP_GRACE: Duration = Duration::from_millis(200);
+/// How long a stopping worker waits for its queued acks to be handed to the client.
+const ACKS_SENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between attempts to pull after errors.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -33,6 +36,8 @@ const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(2);
 pub struct Worker {
     stop: watch::Sender<bool>,
     run: tokio::task::JoinHandle<StopReport>,
+    /// The success-ack sender; it ends once every delivery is done with it.
+    acks_sent: tokio::task::JoinHandle<()>,
 }
 
 /// How a worker's shutdown went.
@@ -52,8 +57,9 @@ impl Worker {
             .map_err(|err| Error::nats("subscribing the worker's inbox", err))?;
         let (stop, stopped) = watch::channel(false);
         let batch_size = connection.config().batch_size as usize;
+        let (acks, acks_sent) = AckSender::start(connection.client.clone());
         let pull_loop = PullLoop {
-            executor: Executor::new(connection.clone(), handler),
+            executor: Executor::new(connection.clone(), handler, acks),
             slots: Arc::new(Semaphore::new(batch_size)),
             pull_threshold: batch_size.div_ceil(2),
             connection,
@@ -62,17 +68,29 @@ impl Worker {
             running: JoinSet::new(),
         };
         let run = tokio::spawn(pull_loop.run());
-        Ok(Worker { stop, run })
+        Ok(Worker {
+            stop,
+            run,
+            acks_sent,
+        })
     }
 
     /// Stops pulling, hands back messages that arrive meanwhile, and waits (up to
     /// `shutdownTimeout`) for the deliveries in flight to settle.
     pub async fn stop(self) -> StopReport {
         let _ = self.stop.send(true);
-        self.run.await.unwrap_or_else(|err| {
+        let report = self.run.await.unwrap_or_else(|err| {
             tracing::warn!("worker task ended abnormally: {err}");
             StopReport::default()
-        })
+        });
+        // Acks queued by the last deliveries go out before the connection may close.
+        if tokio::time::timeout(ACKS_SENT_TIMEOUT, self.acks_sent)
+            .await
+            .is_err()
+        {
+            tracing::warn!("queued acks not sent in time; the server will redeliver those tasks");
+        }
+        report
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! NAKs and TERMs wait for the server's confirmation. A success ack does not while the worker
 //! runs: a lost ack means a redelivery after `ackWait` whether it was confirmed or not, and the
-//! confirmation would double the server's messages per task. Once the worker is stopping, acks
+//! confirmation would double the server's messages per task. They are sent in bursts ([`acks`]). Once the worker is stopping, acks
 //! are confirmed too, so `disconnect()` resolves only when the server has them (and closing the
 //! connection flushes the acks sent before).
 
@@ -22,6 +22,7 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 
 use crate::{
+    acks::AckSender,
     connection::Connection,
     dlq::{self, Failed, Origin},
     envelope::{DeadLetterReason, Task},
@@ -100,16 +101,18 @@ pub enum Settlement {
 pub struct Executor {
     connection: Connection,
     handler: Arc<dyn Handler>,
+    acks: AckSender,
     /// Set when the worker stops: from then on success acks wait for the server too.
     confirm_acks: Arc<AtomicBool>,
 }
 
 impl Executor {
-    /// An executor for a connected queue.
-    pub fn new(connection: Connection, handler: Arc<dyn Handler>) -> Self {
+    /// An executor for a connected queue; success acks go through `acks`.
+    pub fn new(connection: Connection, handler: Arc<dyn Handler>, acks: AckSender) -> Self {
         Executor {
             connection,
             handler,
+            acks,
             confirm_acks: Arc::default(),
         }
     }
@@ -180,12 +183,15 @@ impl Executor {
             }
             Outcome::Success => {
                 tracing::debug!(%id, "task succeeded");
-                match message.ack().await {
-                    Ok(()) => Settlement::Acked,
-                    Err(err) => {
-                        tracing::warn!(%id, "ack not sent ({err}); the server will redeliver");
-                        Settlement::Unconfirmed
-                    }
+                let queued = message
+                    .reply
+                    .clone()
+                    .is_some_and(|reply| self.acks.ack(reply));
+                if queued {
+                    Settlement::Acked
+                } else {
+                    tracing::warn!(%id, "ack not sent; the server will redeliver");
+                    Settlement::Unconfirmed
                 }
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {

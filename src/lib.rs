@@ -25,6 +25,7 @@
 //!   Refused credentials and failed TLS end the first connect at once ([`security`]); later they
 //!   are logged as warnings while the client keeps retrying.
 
+pub mod acks;
 pub mod batching;
 pub mod config;
 pub mod connection;
