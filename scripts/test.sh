@@ -11,6 +11,9 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 echo "== cargo test"
 cargo test --target "$host"
 
+echo "== tsc (the tests type-check under --strict)"
+npx tsc -p __test__
+
 echo "== node --test"
 node --import tsx --test --test-concurrency=2 --test-timeout=180000 __test__/*.spec.ts
 

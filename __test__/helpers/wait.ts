@@ -1,7 +1,11 @@
 // Waiting on events with bounded timeouts (never a fixed sleep standing in for synchronisation).
 
 /** Polls `check` until it returns a truthy value; rejects after `timeoutMs` naming `what`. */
-export async function eventually<T>(what: string, check: () => T | Promise<T>, timeoutMs = 15_000): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  check: () => T | undefined | null | false | Promise<T | undefined | null | false>,
+  timeoutMs = 15_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await check()
