@@ -21,6 +21,19 @@ async function connectedQueue<T = unknown>(options: Record<string, number> = {})
   return queue
 }
 
+/** Processes with a handler that succeeds and records every task; resolves once `count` were handled. */
+async function handleAll(queue: Protoqueue, count: number): Promise<Map<string, TaskData>> {
+  const received = new Map<string, TaskData>()
+  const all = deferred()
+  await queue.process(async (task) => {
+    received.set(task.id, task)
+    if (received.size === count) all.resolve()
+    return { success: true }
+  })
+  await within('all tasks handled', all.promise)
+  return received
+}
+
 describe('enqueue and process', () => {
   test('JSON values round-trip exactly, metadata gains timestamp', async () => {
     const values: unknown[] = [
@@ -49,14 +62,7 @@ describe('enqueue and process', () => {
     for (const [i, data] of values.entries()) {
       ids.push(await queue.enqueue({ data, metadata: { index: i, tags: ['x'], nested: { ok: true } } }))
     }
-    const received = new Map<string, TaskData>()
-    const all = deferred()
-    await queue.process(async (task) => {
-      received.set(task.id, task)
-      if (received.size === values.length) all.resolve()
-      return { success: true }
-    })
-    await within('all tasks handled', all.promise)
+    const received = await handleAll(queue, values.length)
     for (const [i, data] of values.entries()) {
       const task = received.get(ids[i])
       assert.ok(task, `task ${i} handled`)
@@ -85,14 +91,7 @@ describe('enqueue and process', () => {
     ]
     const queue = await connectedQueue()
     const ids = await queue.enqueueBatch(tasks)
-    const received = new Map<string, TaskData>()
-    const all = deferred()
-    await queue.process(async (task) => {
-      received.set(task.id, task)
-      if (received.size === tasks.length) all.resolve()
-      return { success: true }
-    })
-    await within('all tasks handled', all.promise)
+    const received = await handleAll(queue, tasks.length)
     for (const [i, { data, metadata }] of tasks.entries()) {
       const task = received.get(ids[i])!
       // Compared as JSON text: deepStrictEqual recurses too deep for 1,000 levels.

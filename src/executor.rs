@@ -177,22 +177,9 @@ impl Executor {
         let outcome = self.run_with_heartbeats(&message, attempt).await;
         drop(slot);
         match outcome {
-            Outcome::Success if self.confirm_acks.load(Ordering::SeqCst) => {
-                tracing::debug!(%id, "task succeeded");
-                self.settle(&message, AckKind::Ack, Settlement::Acked).await
-            }
             Outcome::Success => {
                 tracing::debug!(%id, "task succeeded");
-                let queued = message
-                    .reply
-                    .clone()
-                    .is_some_and(|reply| self.acks.ack(reply));
-                if queued {
-                    Settlement::Acked
-                } else {
-                    tracing::warn!(%id, "ack not sent; the server will redeliver");
-                    Settlement::Unconfirmed
-                }
+                self.ack(&message, &id).await
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", failure.error);
@@ -210,6 +197,23 @@ impl Executor {
                 self.dead_letter(&message, Failed::Task(task), &origin, reason, failure)
                     .await
             }
+        }
+    }
+
+    /// Acks a success: confirmed once the worker is stopping, otherwise queued for the next burst.
+    async fn ack(&self, message: &jetstream::Message, id: &str) -> Settlement {
+        if self.confirm_acks.load(Ordering::SeqCst) {
+            return self.settle(message, AckKind::Ack, Settlement::Acked).await;
+        }
+        let queued = message
+            .reply
+            .clone()
+            .is_some_and(|reply| self.acks.ack(reply));
+        if queued {
+            Settlement::Acked
+        } else {
+            tracing::warn!(%id, "ack not sent; the server will redeliver");
+            Settlement::Unconfirmed
         }
     }
 

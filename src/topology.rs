@@ -13,9 +13,6 @@ use crate::{
     error::{Error, Result},
 };
 
-/// The pull consumer type workers fetch from.
-pub type Consumer = jetstream::consumer::Consumer<pull::Config>;
-
 /// The task stream: WorkQueue retention (an acked task is removed), file storage, a duplicate
 /// window so a re-sent publish is stored once.
 pub fn task_stream_config(config: &Config) -> stream::Config {
@@ -117,7 +114,7 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
 }
 
 /// Creates the shared durable consumer, or updates its editable settings (such as `ack_wait`).
-pub async fn ensure_consumer(js: &jetstream::Context, config: &Config) -> Result<Consumer> {
+pub async fn ensure_consumer(js: &jetstream::Context, config: &Config) -> Result<()> {
     let stream = js
         .get_stream(&config.stream_name)
         .await
@@ -131,7 +128,8 @@ pub async fn ensure_consumer(js: &jetstream::Context, config: &Config) -> Result
                 config.stream_name
             )),
             _ => Error::nats(&format!("creating consumer {CONSUMER_NAME:?}"), err),
-        })
+        })?;
+    Ok(())
 }
 
 /// Whether `subject` is matched by `pattern`, which may hold `*` and `>` wildcards.

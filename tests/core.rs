@@ -643,17 +643,10 @@ async fn heartbeats_keep_a_long_task_with_its_worker() {
 
     let started = Recorder::new();
     let finished = Recorder::new();
-    let done = finished.clone();
+    let work = Duration::from_millis(3_500);
     let worker = start_worker(
         &connection,
-        recording(&started, 0, move |attempt| {
-            let done = done.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(3_500)).await;
-                done.record(&attempt, 0);
-                Outcome::Success
-            }
-        }),
+        recording_slow_success(&started, &finished, work),
     )
     .await;
     producer::enqueue(&connection, task(b"{\"long\":true}".to_vec()))
@@ -717,17 +710,10 @@ async fn stop_lets_running_handlers_finish_and_acks_their_tasks() {
 
     let started = Recorder::new();
     let finished = Recorder::new();
-    let done = finished.clone();
+    let work = Duration::from_millis(1_000);
     let worker = start_worker(
         &connection,
-        recording(&started, 0, move |attempt| {
-            let done = done.clone();
-            async move {
-                tokio::time::sleep(Duration::from_millis(1_000)).await;
-                done.record(&attempt, 0);
-                Outcome::Success
-            }
-        }),
+        recording_slow_success(&started, &finished, work),
     )
     .await;
     started.wait_calls(4, SOON).await;

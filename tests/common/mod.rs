@@ -551,6 +551,24 @@ pub fn recording_success(recorder: &Recorder, worker: usize) -> Arc<dyn Handler>
     recording(recorder, worker, |_| async { Outcome::Success })
 }
 
+/// A handler that records each call in `started`, works for `work`, then records it in
+/// `finished` and succeeds: for tests about tasks still running.
+pub fn recording_slow_success(
+    started: &Recorder,
+    finished: &Recorder,
+    work: Duration,
+) -> Arc<dyn Handler> {
+    let finished = finished.clone();
+    recording(started, 0, move |attempt| {
+        let finished = finished.clone();
+        async move {
+            tokio::time::sleep(work).await;
+            finished.record(&attempt, 0);
+            Outcome::Success
+        }
+    })
+}
+
 /// Starts a worker, panicking on failure.
 pub async fn start_worker(connection: &Connection, handler: Arc<dyn Handler>) -> Worker {
     Worker::start(connection.clone(), handler)
