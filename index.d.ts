@@ -23,6 +23,14 @@ export interface QueueOptions {
   ackWait?: number
   /** Tasks one worker pulls and handles at once (default 10, from 1 to 10000). */
   batchSize?: number
+  /**
+   * The most tasks one worker keeps ready beyond the `batchSize` it runs (default 100, 0–10000), so
+   * the next task is already there when a handler finishes. The worker prefetches only about 50 ms
+   * of work at its handlers' pace (none for handlers slower than `batchSize` per 50 ms) and at most
+   * 8 MB of payload. A prefetched task is kept alive with progress heartbeats while it waits, and
+   * `disconnect()` runs it before it resolves. 0 pulls only for free slots.
+   */
+  prefetch?: number
   /** Least delay before a failed task is delivered again (default 1000). */
   retryDelay?: number
   /**
@@ -37,7 +45,10 @@ export interface QueueOptions {
    * It bounds a handler that never settles; the handler itself is not cancelled.
    */
   taskTimeout?: number
-  /** How long `disconnect()` waits for in-flight handlers to settle (default 30000). */
+  /**
+   * How long `disconnect()` waits for the tasks its worker holds (running and prefetched) to settle
+   * (default 30000). Tasks not started by then are handed back at once.
+   */
   shutdownTimeout?: number
   /**
    * Copies of the task and dead-letter streams kept by a JetStream cluster, 1–5 (default 1).
@@ -230,7 +241,10 @@ export declare class Protoqueue<T = unknown> {
    * `ERR_PQ_INVALID_CONFIG` for a bad URL or an unreadable credentials/certificate file.
    */
   connect(url?: string): Promise<this>
-  /** Stops the worker (in-flight tasks settle first), then closes the connection. */
+  /**
+   * Stops the worker (it pulls no more; the tasks it holds, running or prefetched, settle first, up
+   * to `shutdownTimeout`), then closes the connection.
+   */
   disconnect(): Promise<void>
   /** Enqueues a task; resolves to its id once JetStream has stored it. */
   enqueue(task: EnqueueTask<T>): Promise<string>

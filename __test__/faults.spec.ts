@@ -149,7 +149,8 @@ describe('worker crashes and long tasks', () => {
 describe('shutdown and process lifetime', () => {
   test('disconnect() during processing lets in-flight tasks finish, acks them, and they are gone', async () => {
     const names = uniqueQueue('shutdown')
-    const queue = new Protoqueue({ ...names, options: { batchSize: 5 } })
+    // No prefetch: the worker holds only the five it runs.
+    const queue = new Protoqueue({ ...names, options: { batchSize: 5, prefetch: 0 } })
     await queue.connect(server.url)
     const started: string[] = []
     const finished: string[] = []
@@ -180,6 +181,30 @@ describe('shutdown and process lifetime', () => {
     })
     await within('the 3 remaining tasks', done.promise)
     assert.deepStrictEqual(new Set([...started, ...rest]), new Set(ids), 'nothing lost, nothing handled twice')
+    await checker.disconnect()
+  })
+
+  test('disconnect() also runs the prefetched tasks, on their first attempt', async () => {
+    const names = uniqueQueue('shutdown-prefetched')
+    const queue = new Protoqueue({ ...names, options: { batchSize: 5 } })
+    await queue.connect(server.url)
+    const attempts = new Map<string, number>()
+    await queue.process(async (task) => {
+      attempts.set(task.id, task.attempt ?? 0)
+      await new Promise((r) => setTimeout(r, 300))
+      return { success: true }
+    })
+    const ids = await queue.enqueueBatch(Array.from({ length: 8 }, (_, i) => ({ data: i })))
+    // Five run, three are prefetched and wait for a slot.
+    await eventually('all 8 tasks at the worker', async () => (await queue.getStats()).inFlight === 8)
+    await queue.disconnect()
+    assert.deepStrictEqual(new Set(attempts.keys()), new Set(ids), 'every task the worker held ran')
+    assert.ok([...attempts.values()].every((attempt) => attempt === 1), 'none lost an attempt')
+
+    const checker = new Protoqueue(names)
+    await checker.connect(server.url)
+    const stats = await checker.getStats()
+    assert.deepStrictEqual([stats.messages, stats.inFlight], [0, 0], 'all acked')
     await checker.disconnect()
   })
 

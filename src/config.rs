@@ -19,6 +19,8 @@ pub const DEFAULT_MAX_RETRIES: u32 = 3;
 pub const DEFAULT_ACK_WAIT: Duration = Duration::from_millis(30_000);
 /// Default of `options.batchSize`: tasks pulled and handled at once by one worker.
 pub const DEFAULT_BATCH_SIZE: u32 = 10;
+/// Default of `options.prefetch`: the most tasks one worker keeps ready beyond those running.
+pub const DEFAULT_PREFETCH: u32 = 100;
 /// Default of `options.retryDelay`: the least time before a failed task is delivered again.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(1_000);
 /// Default of `options.enqueueTimeout`: how long an enqueue waits for the server's
@@ -47,6 +49,7 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 const MAX_STREAM_NAME_LEN: usize = 255 - DEAD_LETTER_SUFFIX.len();
 const DEAD_LETTER_SUFFIX: &str = "_DLQ";
 const MAX_BATCH_SIZE: u64 = 10_000;
+const MAX_PREFETCH: u64 = 10_000;
 const MIN_ACK_WAIT_MS: u64 = 100;
 /// The largest integer a JavaScript number holds exactly.
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
@@ -73,6 +76,8 @@ pub struct Config {
     pub ack_wait: Duration,
     /// How many tasks one worker handles at once.
     pub batch_size: u32,
+    /// The most tasks one worker keeps ready beyond those running (see [`crate::prefetch`]).
+    pub prefetch: u32,
     /// The least delay before a failed task is delivered again.
     pub retry_delay: Duration,
     /// How long an enqueue may wait for the server's acknowledgement.
@@ -100,6 +105,7 @@ impl Config {
             max_retries: DEFAULT_MAX_RETRIES,
             ack_wait: DEFAULT_ACK_WAIT,
             batch_size: DEFAULT_BATCH_SIZE,
+            prefetch: DEFAULT_PREFETCH,
             retry_delay: DEFAULT_RETRY_DELAY,
             enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -176,6 +182,7 @@ impl Config {
                 "maxRetries",
                 "ackWait",
                 "batchSize",
+                "prefetch",
                 "retryDelay",
                 "enqueueTimeout",
                 "connectTimeout",
@@ -190,6 +197,9 @@ impl Config {
         }
         if let Some(n) = integer_option(options, "batchSize", 1, MAX_BATCH_SIZE)? {
             self.batch_size = n as u32;
+        }
+        if let Some(n) = integer_option(options, "prefetch", 0, MAX_PREFETCH)? {
+            self.prefetch = n as u32;
         }
         if let Some(n) = integer_option(options, "replicas", 1, MAX_REPLICAS)? {
             self.replicas = n as usize;
@@ -268,6 +278,7 @@ impl fmt::Debug for Config {
             .field("max_retries", &self.max_retries)
             .field("ack_wait", &self.ack_wait)
             .field("batch_size", &self.batch_size)
+            .field("prefetch", &self.prefetch)
             .field("retry_delay", &self.retry_delay)
             .field("enqueue_timeout", &self.enqueue_timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -450,6 +461,7 @@ mod tests {
         assert_eq!(config.max_retries, 3);
         assert_eq!(config.ack_wait, Duration::from_millis(30_000));
         assert_eq!(config.batch_size, 10);
+        assert_eq!(config.prefetch, 100);
         assert_eq!(config.retry_delay, Duration::from_millis(1_000));
         assert_eq!(config.max_deliveries(), 4);
         assert_eq!(config.dead_letter_stream(), "s_DLQ");
@@ -460,7 +472,7 @@ mod tests {
         let config = Config::from_json(&json!({
             "streamName": "s", "subject": "a.b", "url": "nats://127.0.0.1:1,nats://127.0.0.1:2",
             "verbose": true,
-            "options": {"maxRetries": 0, "ackWait": 500, "batchSize": 7, "retryDelay": 0,
+            "options": {"maxRetries": 0, "ackWait": 500, "batchSize": 7, "prefetch": 0, "retryDelay": 0,
                         "enqueueTimeout": 10, "taskTimeout": 20, "shutdownTimeout": 0,
                         "connectTimeout": 30, "replicas": 3}
         }))
@@ -468,6 +480,7 @@ mod tests {
         assert_eq!(config.max_retries, 0);
         assert_eq!(config.ack_wait, Duration::from_millis(500));
         assert_eq!(config.batch_size, 7);
+        assert_eq!(config.prefetch, 0);
         assert_eq!(config.retry_delay, Duration::ZERO);
         assert_eq!(config.enqueue_timeout, Duration::from_millis(10));
         assert_eq!(config.task_timeout, Duration::from_millis(20));
@@ -518,6 +531,8 @@ mod tests {
             json!({"streamName": "s", "subject": "a", "options": {"batchSize": 0}}),
             json!({"streamName": "s", "subject": "a", "options": {"batchSize": "10"}}),
             json!({"streamName": "s", "subject": "a", "options": {"batchSize": 1.5}}),
+            json!({"streamName": "s", "subject": "a", "options": {"prefetch": -1}}),
+            json!({"streamName": "s", "subject": "a", "options": {"prefetch": 10_001}}),
             json!({"streamName": "s", "subject": "a", "options": {"maxRetries": -1}}),
             json!({"streamName": "s", "subject": "a", "options": {"ackWait": 5}}),
             json!({"streamName": "s", "subject": "a", "options": {"retryDelay": -10}}),

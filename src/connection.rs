@@ -12,6 +12,7 @@ use std::{
 };
 
 use async_nats::{jetstream, ClientError, ConnectErrorKind, ConnectOptions, Event};
+use tokio::sync::watch;
 
 use crate::{
     config::Config,
@@ -39,6 +40,8 @@ pub struct Connection {
     pub(crate) config: Arc<Config>,
     /// Set by [`Connection::close`]: the client stops trying to reconnect.
     closed: Arc<AtomicBool>,
+    /// Counts the client's (re)connections; see [`Connection::reconnections`].
+    connections: watch::Receiver<u64>,
 }
 
 impl Connection {
@@ -49,9 +52,11 @@ impl Connection {
         let target = Target::new(urls, &config.auth, config.tls.as_ref())?;
         let closed = Arc::new(AtomicBool::new(false));
         let parked = closed.clone();
+        let (connected, connections) = watch::channel(0);
         let events = Arc::new(EventLog {
             url: target.shown.clone(),
             refusals: AtomicU32::new(0),
+            connected,
         });
         let options = ConnectOptions::new()
             .name("protoqueue")
@@ -92,6 +97,7 @@ impl Connection {
             jetstream,
             config,
             closed,
+            connections,
         };
         if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await
         {
@@ -104,6 +110,12 @@ impl Connection {
     /// The validated configuration of this queue.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Changes whenever the client (re)connects. State the server kept for the old connection,
+    /// such as open pull requests, may be gone after a change.
+    pub fn reconnections(&self) -> watch::Receiver<u64> {
+        self.connections.clone()
     }
 
     /// The largest message the connected server accepts.
@@ -132,6 +144,8 @@ struct EventLog {
     url: String,
     /// Reconnect attempts refused in a row (credentials, TLS set-up).
     refusals: AtomicU32,
+    /// Counts (re)connections.
+    connected: watch::Sender<u64>,
 }
 
 impl EventLog {
@@ -140,6 +154,7 @@ impl EventLog {
         match event {
             Event::Connected => {
                 self.refusals.store(0, Ordering::Relaxed);
+                self.connected.send_modify(|count| *count += 1);
                 tracing::info!(%url, "NATS connection (re)established");
             }
             Event::Disconnected => tracing::warn!(%url, "NATS connection lost; reconnecting"),

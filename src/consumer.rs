@@ -1,19 +1,29 @@
 //! The worker: pulls from the queue's durable consumer, runs up to `batchSize` deliveries at once
 //! through an [`Executor`], resumes by itself after connection loss, and on stop drains cleanly.
 //!
-//! Every message the worker asks for has a free slot waiting for it ([`Puller`]), so messages are
-//! never buffered beyond what the worker can run at once and none waits for a slot while its
-//! `ackWait` runs. To keep the pipe full, a new pull goes out as soon as half the slots are free,
-//! while earlier pulls are still open; a worker with nothing requested pulls for one free slot at
-//! once.
+//! A worker holds at most `batchSize` running tasks plus its prefetch allowance ([`Prefetch`]):
+//! delivered and waiting for a free slot, or requested ([`Puller`] reserves room for every
+//! message it asks for). The prefetched ones hide the round trip of the next pull: when a handler
+//! finishes, the next task is already here. While one waits for a slot, progress heartbeats keep
+//! its `ackWait` from running out. To keep the pipe full, a new pull goes out as soon as half the
+//! room is free, while earlier pulls are still open; a worker with nothing requested pulls for one
+//! message at once.
+//!
+//! A stopping worker pulls no more but still runs every task delivered to it (running, prefetched,
+//! or arriving for requests still open), within `shutdownTimeout`: every delivery counts towards a
+//! task's attempts, so handing a task back would cost it one. It then unsubscribes its inbox (the
+//! server does not deliver to a request nobody listens to). What has not started when
+//! `shutdownTimeout` runs out is handed back at once; handlers still running are abandoned, and
+//! their tasks redelivered after `ackWait`.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use async_nats::jetstream::AckKind;
+use async_nats::jetstream::Message;
 use tokio::{
-    sync::{watch, Semaphore},
+    sync::{watch, OwnedSemaphorePermit, Semaphore},
     task::JoinSet,
-    time::Instant,
+    time::{Instant, MissedTickBehavior},
 };
 
 use crate::{
@@ -21,11 +31,12 @@ use crate::{
     connection::Connection,
     error::{Error, Result},
     executor::{settle_confirmed, Executor, Handler},
+    prefetch::Prefetch,
     pull::{Pulled, Puller},
     topology,
 };
 
-/// How long a stopping worker keeps listening for messages already sent to its open pull requests.
+/// How long a stopping worker keeps its inbox for messages already sent to its open pull requests.
 const STOP_GRACE: Duration = Duration::from_millis(200);
 /// How long a stopping worker waits for its queued acks to be handed to the client.
 const ACKS_SENT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,12 +67,17 @@ impl Worker {
             .await
             .map_err(|err| Error::nats("subscribing the worker's inbox", err))?;
         let (stop, stopped) = watch::channel(false);
-        let batch_size = connection.config().batch_size as usize;
+        let config = connection.config();
+        let prefetch = Prefetch::new(config.batch_size, config.prefetch);
+        let batch_size = config.batch_size as usize;
         let (acks, acks_sent) = AckSender::start(connection.client.clone());
         let pull_loop = PullLoop {
             executor: Executor::new(connection.clone(), handler, acks),
+            room: Arc::new(Semaphore::new(batch_size + prefetch.max())),
             slots: Arc::new(Semaphore::new(batch_size)),
-            pull_threshold: batch_size.div_ceil(2),
+            batch_size,
+            prefetch,
+            waiting: VecDeque::new(),
             connection,
             puller,
             stopped,
@@ -98,35 +114,82 @@ struct PullLoop {
     connection: Connection,
     puller: Puller,
     executor: Executor,
+    /// Room for every message the worker may hold (`batchSize` plus the largest prefetch):
+    /// requested, waiting for a slot, or running.
+    room: Arc<Semaphore>,
+    /// Room for running handlers (`batchSize`).
     slots: Arc<Semaphore>,
-    /// How many free slots a pull waits for while another pull is open.
-    pull_threshold: usize,
+    batch_size: usize,
+    prefetch: Arc<Prefetch>,
+    /// Prefetched messages waiting for a slot, in delivery order, with their room.
+    waiting: VecDeque<(Message, OwnedSemaphorePermit)>,
     stopped: watch::Receiver<bool>,
     running: JoinSet<()>,
+}
+
+/// Where a stopping worker is in its shutdown.
+struct Stopping {
+    /// When `shutdownTimeout` runs out.
+    deadline: Instant,
+    /// When the inbox is unsubscribed even if pull requests are still open.
+    grace_until: Instant,
+    unsubscribed: bool,
 }
 
 impl PullLoop {
     async fn run(mut self) -> StopReport {
         let mut errors = 0u32;
         let mut paused_until: Option<Instant> = None;
+        let mut stopping: Option<Stopping> = None;
+        let interval = self.connection.config().heartbeat_interval();
+        let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            let wanted = if self.puller.outstanding() == 0 {
-                1
-            } else {
-                self.pull_threshold
-            };
+            if let Some(stop) = stopping.as_mut() {
+                let answered = self.puller.outstanding() == 0 || Instant::now() >= stop.grace_until;
+                if !stop.unsubscribed && answered && !self.puller.is_closed() {
+                    self.puller.unsubscribe().await;
+                    stop.unsubscribed = true;
+                }
+                if self.puller.is_closed() && self.waiting.is_empty() {
+                    break;
+                }
+            }
+            // The room beyond the current allowance stays unused: claim it along with what a
+            // pull waits for, and give it back.
+            let allowed = self.batch_size + self.prefetch.allowance();
+            let unused = self.batch_size + self.prefetch.max() - allowed;
+            let wanted = unused
+                + if self.puller.outstanding() == 0 {
+                    1
+                } else {
+                    allowed.div_ceil(2)
+                };
             let paused = paused_until.is_some_and(|until| Instant::now() < until);
             let resume_at = paused_until.unwrap_or_else(Instant::now);
+            let deadline = stopping.as_ref().map(|stop| stop.deadline);
+            let grace = stopping
+                .as_ref()
+                .filter(|stop| !stop.unsubscribed)
+                .map(|stop| stop.grace_until);
             let failure = tokio::select! {
                 biased;
-                _ = stop_requested(&mut self.stopped) => break,
+                _ = stop_requested(&mut self.stopped), if stopping.is_none() => {
+                    self.executor.confirm_acks();
+                    let now = Instant::now();
+                    stopping = Some(Stopping {
+                        deadline: now + self.connection.config().shutdown_timeout,
+                        grace_until: now + STOP_GRACE,
+                        unsubscribed: false,
+                    });
+                    None
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
+                _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => None,
                 pulled = self.puller.next(), if !self.puller.is_closed() => match pulled {
-                    Pulled::Message(message, slot) => {
+                    Pulled::Message(message, room) => {
                         errors = 0;
-                        let executor = self.executor.clone();
-                        self.running.spawn(async move {
-                            executor.execute(message, slot).await;
-                        });
+                        self.arrived(message, room);
                         None
                     }
                     Pulled::Unrequested(message) => {
@@ -137,20 +200,33 @@ impl PullLoop {
                         None
                     }
                     Pulled::Status => None,
+                    // A stopping worker's inbox ends when it has unsubscribed.
+                    Pulled::Failed(_) if stopping.is_some() => None,
                     Pulled::Failed(reason) => Some(reason),
                 },
+                slot = self.slots.clone().acquire_owned(), if !self.waiting.is_empty() => {
+                    if let (Ok(slot), Some((message, room))) = (slot, self.waiting.pop_front()) {
+                        self.start(message, room, slot);
+                    }
+                    None
+                }
+                _ = heartbeat.tick(), if !self.waiting.is_empty() => {
+                    self.keep_waiting_alive().await;
+                    None
+                }
                 _ = tokio::time::sleep_until(resume_at), if paused => {
                     paused_until = None;
                     None
                 }
-                claimed = self.slots.clone().acquire_many_owned(wanted as u32), if !paused => {
-                    let Ok(mut slots) = claimed else { break };
-                    // Take every slot that is free now, not just the minimum.
-                    let free = self.slots.available_permits() as u32;
-                    if let Ok(more) = self.slots.clone().try_acquire_many_owned(free) {
-                        slots.merge(more);
+                claimed = self.room.clone().acquire_many_owned(wanted as u32), if !paused && stopping.is_none() => {
+                    let Ok(mut room) = claimed else { break };
+                    // Take all the room that is free now, not just the minimum.
+                    let free = self.room.available_permits() as u32;
+                    if let Ok(more) = self.room.clone().try_acquire_many_owned(free) {
+                        room.merge(more);
                     }
-                    self.puller.request(slots).await.err().map(|err| err.to_string())
+                    drop(room.split(unused));
+                    self.puller.request(room).await.err().map(|err| err.to_string())
                 }
             };
             if let Some(reason) = failure {
@@ -165,30 +241,57 @@ impl PullLoop {
             }
             while self.running.try_join_next().is_some() {}
         }
-        self.executor.confirm_acks();
-        self.hand_back_late_arrivals().await;
-        self.shut_down().await
+        self.hand_back_unstarted().await;
+        let deadline = stopping.map_or_else(Instant::now, |stop| stop.deadline);
+        self.shut_down(deadline).await
     }
 
-    /// Stopping with pull requests open: messages already on their way may still arrive. Hand
-    /// each back at once so another worker gets it now rather than after `ackWait`. Dropping the
-    /// puller then unsubscribes its inbox, and the server does not deliver to a pull request
-    /// nobody listens to any more.
-    async fn hand_back_late_arrivals(&mut self) {
-        let grace = tokio::time::sleep(STOP_GRACE);
-        tokio::pin!(grace);
-        while self.puller.outstanding() > 0 {
-            tokio::select! {
-                pulled = self.puller.next() => match pulled {
-                    Pulled::Message(message, _) | Pulled::Unrequested(message) => {
-                        settle_confirmed(&self.connection, &message, AckKind::Nak(None)).await;
-                    }
-                    Pulled::Status => {}
-                    Pulled::Failed(_) => break,
-                },
-                _ = &mut grace => break,
+    /// A message arrived: it starts now if a slot is free and none waits before it, otherwise it
+    /// waits for a slot.
+    fn arrived(&mut self, message: Message, room: OwnedSemaphorePermit) {
+        self.prefetch.record_size(message.payload.len());
+        if self.waiting.is_empty() {
+            if let Ok(slot) = self.slots.clone().try_acquire_owned() {
+                self.start(message, room, slot);
+                return;
             }
         }
+        self.waiting.push_back((message, room));
+    }
+
+    /// Runs a delivery in `slot`; its room and slot are freed when its handler is done.
+    fn start(&mut self, message: Message, room: OwnedSemaphorePermit, slot: OwnedSemaphorePermit) {
+        let executor = self.executor.clone();
+        let held = self.prefetch.time((room, slot));
+        self.running.spawn(async move {
+            executor.execute(message, held).await;
+        });
+    }
+
+    /// Sends a progress heartbeat for every message waiting for a slot, so none is redelivered
+    /// while it waits (the interval is well inside `ackWait`).
+    async fn keep_waiting_alive(&self) {
+        for (message, _) in &self.waiting {
+            if let Err(err) = message.ack_with(AckKind::Progress).await {
+                tracing::warn!("progress heartbeat not sent: {err}");
+            }
+        }
+    }
+
+    /// Hands back, at once, every message this worker holds that has not started: another
+    /// worker gets it now rather than after `ackWait`. Called when `shutdownTimeout` ran out, so
+    /// the inbox is unsubscribed first (if it still is), or the server could deliver them straight
+    /// back to this worker's open requests.
+    async fn hand_back_unstarted(&mut self) {
+        let mut unstarted: Vec<Message> =
+            self.waiting.drain(..).map(|(message, _)| message).collect();
+        if !self.puller.is_closed() {
+            unstarted.extend(self.puller.close().await);
+        }
+        let naks = unstarted
+            .iter()
+            .map(|message| settle_confirmed(&self.connection, message, AckKind::Nak(None)));
+        futures::future::join_all(naks).await;
     }
 
     /// After a failed pull the consumer (or its stream) may be gone, e.g. after a server lost its
@@ -212,9 +315,10 @@ impl PullLoop {
         }
     }
 
-    async fn shut_down(mut self) -> StopReport {
+    /// Waits until `deadline` for the running handlers, then abandons those still running.
+    async fn shut_down(mut self, deadline: Instant) -> StopReport {
         let timeout = self.connection.config().shutdown_timeout;
-        let drained = tokio::time::timeout(timeout, async {
+        let drained = tokio::time::timeout_at(deadline, async {
             while self.running.join_next().await.is_some() {}
         })
         .await;

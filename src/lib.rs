@@ -12,8 +12,9 @@
 //! - Every task is one Protobuf `protoqueue.v1.Task` ([`envelope`]) published with its id as
 //!   `Nats-Msg-Id`, so a re-sent publish is stored once; `enqueue` resolves only after JetStream
 //!   confirmed the write ([`producer`]).
-//! - A worker ([`consumer`]) pulls only messages it has free slots for (`batchSize`; requests on
-//!   one inbox, each message backed by a reserved slot: [`pull`]), runs each
+//! - A worker ([`consumer`]) runs up to `batchSize` tasks at once and keeps a few more ready, as
+//!   many as its handlers' pace calls for ([`prefetch`]); it pulls only for room it has (requests
+//!   on one inbox, each message backed by reserved room: [`pull`]), and runs each task
 //!   through the [`executor`]: handler with progress heartbeats, then ack, NAK with `retryDelay`,
 //!   or dead letter ([`dlq`], confirmed) followed by TERM.
 //! - Handlers that live across a costly boundary (JavaScript) take attempts in batches and report
@@ -36,6 +37,7 @@ pub mod error;
 pub mod executor;
 pub mod handoff;
 pub mod logging;
+pub mod prefetch;
 pub mod producer;
 pub mod pull;
 pub mod security;

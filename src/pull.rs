@@ -6,14 +6,18 @@
 //! slots they were sent for are kept together: each message delivered takes one, and when a
 //! request ends early (it expired, or the server ended it) the server says how many of its
 //! messages will not come, and those slots are freed. If the server goes silent past the longest
-//! a request can stay open (a restart, a lost connection), every reserved slot is freed; a message
-//! that still arrives for a forgotten request finds no slot and is handed back.
+//! a request can stay open, or the client reconnects (a restart, a lost connection), every
+//! reserved slot is freed; a message that still arrives for a forgotten request finds no slot and
+//! is handed back.
 
 use std::time::Duration;
 
 use async_nats::{jetstream, StatusCode, Subscriber};
 use futures::StreamExt;
-use tokio::{sync::OwnedSemaphorePermit, time::Instant};
+use tokio::{
+    sync::{watch, OwnedSemaphorePermit},
+    time::Instant,
+};
 
 use crate::{config::CONSUMER_NAME, connection::Connection};
 
@@ -48,12 +52,17 @@ pub struct Puller {
     last_heard: Instant,
     /// The subscription ended (the client closed): open a new puller.
     closed: bool,
+    /// Changes when the client reconnects: requests sent before may be gone with the old
+    /// connection.
+    reconnections: watch::Receiver<u64>,
 }
 
 impl Puller {
     /// Subscribes the worker's inbox.
     pub async fn open(connection: Connection) -> Result<Self, async_nats::Error> {
         let inbox = connection.client.new_inbox();
+        let mut reconnections = connection.reconnections();
+        reconnections.mark_unchanged();
         let subscription = connection.client.subscribe(inbox.clone()).await?;
         let request_subject = format!(
             "$JS.API.CONSUMER.MSG.NEXT.{}.{CONSUMER_NAME}",
@@ -67,6 +76,7 @@ impl Puller {
             reserved: None,
             last_heard: Instant::now(),
             closed: false,
+            reconnections,
         })
     }
 
@@ -101,6 +111,7 @@ impl Puller {
             None => self.reserved = Some(slots),
         }
         self.last_heard = Instant::now();
+        self.reconnections.mark_unchanged();
         Ok(())
     }
 
@@ -118,6 +129,14 @@ impl Puller {
                     self.reserved = None;
                     continue;
                 }
+                Ok(()) = self.reconnections.changed(), if self.outstanding() > 0 => {
+                    tracing::debug!(
+                        outstanding = self.outstanding(),
+                        "reconnected; presuming the open pull requests lost"
+                    );
+                    self.reserved = None;
+                    continue;
+                }
             };
             let Some(message) = message else {
                 self.reserved = None;
@@ -126,6 +145,27 @@ impl Puller {
             };
             self.last_heard = Instant::now();
             return self.classify(message);
+        }
+    }
+
+    /// Unsubscribes the inbox, which ends every open request: the server does not deliver to a
+    /// request nobody listens to. [`Puller::next`] still returns what had arrived, then ends.
+    pub async fn unsubscribe(&mut self) {
+        if let Err(err) = self.subscription.unsubscribe().await {
+            tracing::debug!("inbox not unsubscribed: {err}");
+        }
+    }
+
+    /// Unsubscribes and returns the messages that had arrived but were not taken yet.
+    pub async fn close(&mut self) -> Vec<jetstream::Message> {
+        self.unsubscribe().await;
+        let mut arrived = Vec::new();
+        loop {
+            match self.next().await {
+                Pulled::Message(message, _) | Pulled::Unrequested(message) => arrived.push(message),
+                Pulled::Status => {}
+                Pulled::Failed(_) => return arrived,
+            }
         }
     }
 

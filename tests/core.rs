@@ -702,6 +702,7 @@ async fn stop_lets_running_handlers_finish_and_acks_their_tasks() {
     let server = NatsServer::start().await;
     let mut config = test_config();
     config.batch_size = 4;
+    config.prefetch = 0; // the worker holds only the four it runs
     config.ack_wait = Duration::from_secs(1);
     let connection = connect(&config, &server).await;
     let ids = producer::enqueue_batch(&connection, numbered_tasks(6))
@@ -748,6 +749,110 @@ async fn stop_lets_running_handlers_finish_and_acks_their_tasks() {
         .iter()
         .all(|id| first_four.contains(id) || rest.contains(id)));
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_also_runs_the_prefetched_tasks_so_no_attempt_is_lost() {
+    let server = NatsServer::start().await;
+    let mut config = test_config();
+    config.batch_size = 4;
+    let connection = connect(&config, &server).await;
+    producer::enqueue_batch(&connection, numbered_tasks(6))
+        .await
+        .expect("enqueue");
+
+    // Four run, two are prefetched and wait for a slot.
+    let started = Recorder::new();
+    let finished = Recorder::new();
+    let work = Duration::from_millis(500);
+    let worker = start_worker(
+        &connection,
+        recording_slow_success(&started, &finished, work),
+    )
+    .await;
+    started.wait_calls(4, SOON).await;
+    eventually("all six tasks at the worker", SOON, || async {
+        (snapshot(&connection).await.in_flight == 6).then_some(())
+    })
+    .await;
+
+    let report = timeout(SOON, worker.stop()).await.expect("stop returns");
+    assert_eq!(report.abandoned, 0);
+    assert_eq!(finished.count(), 6, "stop ran the prefetched tasks too");
+    let attempts: Vec<u64> = started.events().iter().map(|e| e.attempt.number).collect();
+    assert_eq!(attempts, [1; 6], "each ran on its first delivery");
+    let stats = snapshot(&connection).await;
+    assert_eq!((stats.messages, stats.in_flight), (0, 0), "all acked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_not_started_by_shutdown_timeout_are_handed_back_at_once() {
+    let server = NatsServer::start().await; // ackWait stays at its 30 s default
+    let mut config = test_config();
+    config.batch_size = 1;
+    config.shutdown_timeout = Duration::from_millis(200);
+    let connection = connect(&config, &server).await;
+    let ids = producer::enqueue_batch(&connection, numbered_tasks(2))
+        .await
+        .expect("enqueue");
+
+    // One slot: the first task runs (longer than shutdownTimeout), the second is prefetched.
+    let started = Recorder::new();
+    let finished = Recorder::new();
+    let a = start_worker(
+        &connection,
+        recording_slow_success(&started, &finished, Duration::from_secs(2)),
+    )
+    .await;
+    started.wait_calls(1, SOON).await;
+    eventually("the second task to be prefetched", SOON, || async {
+        (snapshot(&connection).await.in_flight == 2).then_some(())
+    })
+    .await;
+    assert_eq!(a.stop().await.abandoned, 1);
+    assert_eq!(started.count(), 1, "the prefetched task did not start");
+
+    // Handed back, not held until ackWait (30 s) ran out: the next worker gets it at once.
+    let later = Recorder::new();
+    let b = start_worker(&connection, recording_success(&later, 1)).await;
+    later.wait_calls(1, SOON).await;
+    assert_eq!(later.events()[0].id(), ids[1]);
+    assert_eq!(
+        later.events()[0].attempt.number,
+        2,
+        "it was delivered to the first worker"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_prefetched_task_waiting_for_a_slot() {
+    let server = NatsServer::start().await;
+    let mut config = test_config();
+    config.batch_size = 1;
+    config.ack_wait = Duration::from_secs(1);
+    let connection = connect(&config, &server).await;
+    producer::enqueue_batch(&connection, numbered_tasks(2))
+        .await
+        .expect("enqueue");
+
+    // The second task waits 2.5 ackWaits for the only slot.
+    let started = Recorder::new();
+    let finished = Recorder::new();
+    let work = Duration::from_millis(2_500);
+    let worker = start_worker(
+        &connection,
+        recording_slow_success(&started, &finished, work),
+    )
+    .await;
+    finished.wait_calls(2, SOON).await;
+    wait_stats(&connection, 0, 0, SOON).await;
+    started
+        .assert_no_more_calls(2, Duration::from_secs(2))
+        .await;
+    let attempts: Vec<u64> = started.events().iter().map(|e| e.attempt.number).collect();
+    assert_eq!(attempts, [1, 1], "neither task was redelivered");
+    worker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
