@@ -72,7 +72,7 @@ impl Worker {
         let batch_size = config.batch_size as usize;
         let (acks, acks_sent) = AckSender::start(connection.client.clone());
         let pull_loop = PullLoop {
-            executor: Executor::new(connection.clone(), handler, acks),
+            executor: Arc::new(Executor::new(connection.clone(), handler, acks)),
             room: Arc::new(Semaphore::new(batch_size + prefetch.max())),
             slots: Arc::new(Semaphore::new(batch_size)),
             batch_size,
@@ -113,7 +113,8 @@ impl Worker {
 struct PullLoop {
     connection: Connection,
     puller: Puller,
-    executor: Executor,
+    /// Shared by every running delivery (one `Arc` clone per task).
+    executor: Arc<Executor>,
     /// Room for every message the worker may hold (`batchSize` plus the largest prefetch):
     /// requested, waiting for a slot, or running.
     room: Arc<Semaphore>,

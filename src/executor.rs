@@ -174,7 +174,7 @@ impl Executor {
 
         let id = task.id.clone();
         let attempt = Attempt {
-            task: task.clone(),
+            task,
             number: origin.attempts,
             max,
         };
@@ -199,7 +199,13 @@ impl Executor {
                     DeadLetterReason::Rejected
                 };
                 tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", failure.error);
-                self.dead_letter(&message, Failed::Task(task), &origin, reason, failure)
+                // The handler took the task; decode it again (it decoded before) rather than
+                // copying every task for the few that fail for good.
+                let task = match Task::decode_checked(&message.payload) {
+                    Ok(task) => Failed::Task(task),
+                    Err(_) => Failed::Raw(message.payload.clone()),
+                };
+                self.dead_letter(&message, task, &origin, reason, failure)
                     .await
             }
         }
@@ -223,29 +229,29 @@ impl Executor {
     }
 
     /// Runs the handler, sending a progress heartbeat every third of `ackWait` so a long
-    /// handler keeps its task, and giving up after `taskTimeout`.
+    /// handler keeps its task, and giving up after `taskTimeout`. One timer serves both.
     async fn run_with_heartbeats(&self, message: &jetstream::Message, attempt: Attempt) -> Outcome {
         let config = self.connection.config();
         let interval = config.heartbeat_interval();
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let timeout = tokio::time::sleep(config.task_timeout);
+        let deadline = tokio::time::Instant::now() + config.task_timeout;
+        let timer = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + interval));
         let handled = self.handler.handle(attempt);
-        tokio::pin!(timeout, handled);
+        tokio::pin!(timer, handled);
         loop {
             tokio::select! {
                 outcome = &mut handled => return outcome,
-                _ = heartbeat.tick() => {
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        return Outcome::Failure(Failure::new(format!(
+                            "handler did not settle within taskTimeout ({}ms)",
+                            config.task_timeout.as_millis()
+                        )));
+                    }
                     if let Err(err) = message.ack_with(AckKind::Progress).await {
                         tracing::warn!("progress heartbeat not sent: {err}");
                     }
-                }
-                _ = &mut timeout => {
-                    return Outcome::Failure(Failure::new(format!(
-                        "handler did not settle within taskTimeout ({}ms)",
-                        config.task_timeout.as_millis()
-                    )));
+                    timer.as_mut().reset(deadline.min(now + interval));
                 }
             }
         }
