@@ -24,7 +24,7 @@ export interface QueueOptions {
   /** Tasks one worker pulls and handles at once (default 10, from 1 to 10000). */
   batchSize?: number
   /**
-   * The most tasks one worker keeps ready beyond the `batchSize` it runs (default 100, 0–10000), so
+   * The most tasks one worker keeps ready beyond the `batchSize` it runs (default 1000, 0–10000), so
    * the next task is already there when a handler finishes. The worker prefetches only about 50 ms
    * of work at its handlers' pace (none for handlers slower than `batchSize` per 50 ms) and at most
    * 8 MB of payload. A prefetched task is kept alive with progress heartbeats while it waits, and
@@ -47,7 +47,7 @@ export interface QueueOptions {
   taskTimeout?: number
   /**
    * How long `disconnect()` waits for the tasks its worker holds (running and prefetched) to settle
-   * (default 30000). Tasks not started by then are handed back at once.
+   * (default 30000). Tasks still running or waiting then are redelivered after `ackWait`.
    */
   shutdownTimeout?: number
   /**

@@ -129,14 +129,22 @@ async function runHandler(handler, task) {
 }
 
 /**
- * The function the native worker hands ready tasks to, in batches: one call into JavaScript per
- * batch, with the tasks as one JSON text already shaped like `TaskData` (one `JSON.parse` instead
- * of per-field native calls). Each task runs on its own. Outcomes go back in one native call: the
- * tokens of the successes as a `Uint32Array`, the failures as objects. The report is queued as a
- * microtask behind the outcomes already settling, so handlers that finish together report together
- * without waiting for another turn of the event loop.
+ * The function the native worker hands tasks to, in batches: one call into JavaScript per batch,
+ * with the tasks as one JSON text already shaped like `TaskData` (one `JSON.parse` instead of
+ * per-field native calls). At most `limit` (`batchSize`) handlers run at once; the other tasks
+ * (prefetched by the worker) wait here, in order, and the next starts as soon as a handler
+ * finishes, without a round trip through the native side. Outcomes go back in one native call:
+ * the tokens of the successes as a `Uint32Array`, the failures as objects. The report is queued as
+ * a microtask behind the outcomes already settling, so handlers that finish together report
+ * together without waiting for another turn of the event loop.
  */
 function dispatcher(handler, nativeQueue) {
+  let limit = 1
+  let running = 0
+  let closed = false
+  // Waiting tasks as [token, task] pairs; `next` is the first not started.
+  let waiting = []
+  let next = 0
   let succeeded = []
   let failed = []
   const report = () => {
@@ -155,12 +163,39 @@ function dispatcher(handler, nativeQueue) {
       failed.push(outcome)
     }
   }
-  return function dispatch(batch) {
-    const { tokens, tasks } = JSON.parse(batch)
-    for (let i = 0; i < tasks.length; i++) {
-      const token = tokens[i]
-      runHandler(handler, tasks[i]).then((outcome) => settle(token, outcome))
+  const start = (token, task) => {
+    running++
+    runHandler(handler, task).then((outcome) => {
+      running--
+      settle(token, outcome)
+      startWaiting()
+    })
+  }
+  const startWaiting = () => {
+    while (!closed && running < limit && next < waiting.length) {
+      const [token, task] = waiting[next]
+      waiting[next++] = undefined
+      start(token, task)
     }
+    if (next === waiting.length) {
+      waiting = []
+      next = 0
+    }
+  }
+  return {
+    dispatch(batch) {
+      const parsed = JSON.parse(batch)
+      const { tokens, tasks } = parsed
+      limit = parsed.limit
+      for (let i = 0; i < tasks.length; i++) waiting.push([tokens[i], tasks[i]])
+      startWaiting()
+    },
+    /** The worker stopped: tasks still waiting never start (the server redelivers them). */
+    close() {
+      closed = true
+      waiting = []
+      next = 0
+    },
   }
 }
 
@@ -179,6 +214,8 @@ function rejectNonFiniteOptions(config) {
  */
 class Protoqueue {
   #native
+  /** The running worker's dispatcher, closed on disconnect. */
+  #dispatcher
 
   constructor(config) {
     rejectNonFiniteOptions(config)
@@ -200,7 +237,12 @@ class Protoqueue {
 
   /** Stops the worker (in-flight tasks settle first) and closes the connection. */
   async disconnect() {
-    await native(() => this.#native.disconnect())
+    try {
+      await native(() => this.#native.disconnect())
+    } finally {
+      this.#dispatcher?.close()
+      this.#dispatcher = undefined
+    }
   }
 
   /** Enqueues one task; resolves to its id once JetStream has stored it. */
@@ -224,7 +266,9 @@ class Protoqueue {
     if (typeof handler !== 'function') {
       throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `process(handler) takes a function, got ${describe(handler)}`)
     }
-    await native(() => this.#native.process(dispatcher(handler, this.#native)))
+    const tasks = dispatcher(handler, this.#native)
+    await native(() => this.#native.process(tasks.dispatch))
+    this.#dispatcher = tasks
     return this
   }
 

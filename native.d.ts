@@ -21,7 +21,8 @@ export declare class NativeQueue {
   enqueueBatch(tasks: Array<NativeTaskInput>): Promise<Array<string>>
   /**
    * Starts the worker. `dispatch` receives ready tasks in batches, as the JSON text
-   * `{"tokens": number[], "tasks": TaskData[]}`, and must report each task's outcome, by its
+   * `{"limit": number, "tokens": number[], "tasks": TaskData[]}`; it runs at most `limit` at
+   * once, the others in order as handlers finish, and must report each task's outcome, by its
    * token, through `complete()`. It is kept (and keeps the process alive) until `disconnect()`.
    */
   process(dispatch: (batch: string) => void): Promise<void>

@@ -34,6 +34,11 @@ pub trait BatchSink: Send + Sync + 'static {
     /// Hands over one batch. Resolves once the receiver has taken it (not when its tasks are
     /// done); an error fails every attempt of the batch with that message.
     fn send(&self, batch: Vec<Self::Item>) -> BoxFuture<Result<(), String>>;
+
+    /// Whether the receiver limits how many attempts run at once itself ([`Handler::queues_attempts`]).
+    fn queues_attempts(&self) -> bool {
+        false
+    }
 }
 
 /// Outcomes not yet reported, by token.
@@ -71,6 +76,7 @@ impl PendingOutcomes {
 /// A [`Handler`] that hands attempts to a [`BatchSink`] in batches. Outcomes are reported through
 /// [`PendingOutcomes::complete`] on the shared `outcomes`.
 pub struct BatchedHandler {
+    queues_attempts: bool,
     outcomes: Arc<PendingOutcomes>,
     next_token: AtomicU32,
     queue: mpsc::UnboundedSender<(u32, Attempt)>,
@@ -81,8 +87,10 @@ impl BatchedHandler {
     /// the handler is dropped.
     pub fn start(sink: impl BatchSink, outcomes: Arc<PendingOutcomes>) -> Self {
         let (queue, ready) = mpsc::unbounded_channel();
+        let queues_attempts = sink.queues_attempts();
         tokio::spawn(dispatch(sink, ready, outcomes.clone()));
         BatchedHandler {
+            queues_attempts,
             outcomes,
             next_token: AtomicU32::new(0),
             queue,
@@ -91,6 +99,10 @@ impl BatchedHandler {
 }
 
 impl Handler for BatchedHandler {
+    fn queues_attempts(&self) -> bool {
+        self.queues_attempts
+    }
+
     fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome> {
         // Tokens wrap after 2^32 attempts; only `batchSize` are ever outstanding.
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);

@@ -198,7 +198,8 @@ impl NativeQueue {
     }
 
     /// Starts the worker. `dispatch` receives ready tasks in batches, as the JSON text
-    /// `{"tokens": number[], "tasks": TaskData[]}`, and must report each task's outcome, by its
+    /// `{"limit": number, "tokens": number[], "tasks": TaskData[]}`; it runs at most `limit` at
+    /// once, the others in order as handlers finish, and must report each task's outcome, by its
     /// token, through `complete()`. It is kept (and keeps the process alive) until `disconnect()`.
     #[napi(catch_unwind, ts_args_type = "dispatch: (batch: string) => void")]
     pub async fn process(
@@ -214,6 +215,7 @@ impl NativeQueue {
         }
         let sink = JsDispatch {
             function: Arc::new(dispatch),
+            limit: connection.config().batch_size,
         };
         let handler = Arc::new(BatchedHandler::start(sink, self.outcomes.clone()));
         *worker = Some(
@@ -300,9 +302,12 @@ fn new_task(input: NativeTaskInput) -> producer::NewTask {
 }
 
 /// Hands batches of tasks to the shim's dispatch function on the JavaScript thread, as one JSON
-/// text each ([`handoff`]).
+/// text each ([`handoff`]). The shim runs at most `limit` (`batchSize`) at once and queues the
+/// rest, so the worker hands over prefetched tasks as they arrive: when a handler finishes, the
+/// next task starts on the JavaScript thread without waiting for a round trip through Rust.
 struct JsDispatch {
     function: Arc<ThreadsafeFunction<String, (), String, Status, false>>,
+    limit: u32,
 }
 
 impl BatchSink for JsDispatch {
@@ -312,12 +317,17 @@ impl BatchSink for JsDispatch {
         Ok((token, handoff::task_json(&attempt)?))
     }
 
+    fn queues_attempts(&self) -> bool {
+        true
+    }
+
     fn send(&self, batch: Vec<(u32, String)>) -> BoxFuture<Result<(), String>> {
         let function = self.function.clone();
+        let limit = self.limit;
         Box::pin(async move {
             // `_catch`: a synchronous throw becomes an `Err` instead of a fatal exception.
             function
-                .call_async_catch(handoff::batch_json(&batch))
+                .call_async_catch(handoff::batch_json(limit, &batch))
                 .await
                 .map_err(|err| format!("handler failed: {}", err.reason))
         })

@@ -20,7 +20,7 @@ pub const DEFAULT_ACK_WAIT: Duration = Duration::from_millis(30_000);
 /// Default of `options.batchSize`: tasks pulled and handled at once by one worker.
 pub const DEFAULT_BATCH_SIZE: u32 = 10;
 /// Default of `options.prefetch`: the most tasks one worker keeps ready beyond those running.
-pub const DEFAULT_PREFETCH: u32 = 100;
+pub const DEFAULT_PREFETCH: u32 = 1_000;
 /// Default of `options.retryDelay`: the least time before a failed task is delivered again.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_millis(1_000);
 /// Default of `options.enqueueTimeout`: how long an enqueue waits for the server's
@@ -461,7 +461,7 @@ mod tests {
         assert_eq!(config.max_retries, 3);
         assert_eq!(config.ack_wait, Duration::from_millis(30_000));
         assert_eq!(config.batch_size, 10);
-        assert_eq!(config.prefetch, 100);
+        assert_eq!(config.prefetch, 1_000);
         assert_eq!(config.retry_delay, Duration::from_millis(1_000));
         assert_eq!(config.max_deliveries(), 4);
         assert_eq!(config.dead_letter_stream(), "s_DLQ");

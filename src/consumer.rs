@@ -70,11 +70,17 @@ impl Worker {
         let config = connection.config();
         let prefetch = Prefetch::new(config.batch_size, config.prefetch);
         let batch_size = config.batch_size as usize;
+        // A handler that queues attempts itself gets every task the worker holds at once.
+        let slots = if handler.queues_attempts() {
+            batch_size + prefetch.max()
+        } else {
+            batch_size
+        };
         let (acks, acks_sent) = AckSender::start(connection.client.clone());
         let pull_loop = PullLoop {
             executor: Arc::new(Executor::new(connection.clone(), handler, acks)),
             room: Arc::new(Semaphore::new(batch_size + prefetch.max())),
-            slots: Arc::new(Semaphore::new(batch_size)),
+            slots: Arc::new(Semaphore::new(slots)),
             batch_size,
             prefetch,
             waiting: VecDeque::new(),
@@ -118,7 +124,8 @@ struct PullLoop {
     /// Room for every message the worker may hold (`batchSize` plus the largest prefetch):
     /// requested, waiting for a slot, or running.
     room: Arc<Semaphore>,
-    /// Room for running handlers (`batchSize`).
+    /// Room for running handlers: `batchSize`, or all the room when the handler queues attempts
+    /// itself.
     slots: Arc<Semaphore>,
     batch_size: usize,
     prefetch: Arc<Prefetch>,

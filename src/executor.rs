@@ -81,6 +81,14 @@ pub trait Handler: Send + Sync + 'static {
     /// Handles one attempt. The future must finish; a future that outlives `taskTimeout` is
     /// dropped and counted as a failed attempt.
     fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome>;
+
+    /// Whether the handler runs at most `batchSize` attempts at once by itself, queueing the
+    /// rest in order. The worker then hands it every task it holds, prefetched ones too, as
+    /// they arrive, instead of holding them until a slot is free. `taskTimeout` and heartbeats
+    /// then count from the hand-over.
+    fn queues_attempts(&self) -> bool {
+        false
+    }
 }
 
 /// How a delivery ended, from the worker's side.

@@ -50,11 +50,12 @@ pub fn task_json(attempt: &Attempt) -> Result<String, Failure> {
     Ok(json)
 }
 
-/// A batch as one JSON text: `{"tokens":[…],"tasks":[…]}`, the tokens in the order of the tasks.
-pub fn batch_json(batch: &[(u32, String)]) -> String {
+/// A batch as one JSON text: `{"limit":…,"tokens":[…],"tasks":[…]}`, the tokens in the order of
+/// the tasks; `limit` is how many tasks the receiver may run at once (`batchSize`).
+pub fn batch_json(limit: u32, batch: &[(u32, String)]) -> String {
     let length: usize = batch.iter().map(|(_, task)| task.len() + 12).sum();
-    let mut json = String::with_capacity(length + 24);
-    json.push_str("{\"tokens\":[");
+    let mut json = String::with_capacity(length + 40);
+    let _ = write!(json, "{{\"limit\":{limit},\"tokens\":[");
     for (i, (token, _)) in batch.iter().enumerate() {
         if i > 0 {
             json.push(',');
@@ -186,10 +187,11 @@ mod tests {
                 task_json(&attempt("[2]", "{\"k\":\"v\"}")).expect("valid"),
             ),
         ];
-        let value: Value = serde_json::from_str(&batch_json(&batch)).expect("JSON");
+        let value: Value = serde_json::from_str(&batch_json(10, &batch)).expect("JSON");
+        assert_eq!(value["limit"], json!(10));
         assert_eq!(value["tokens"], json!([7, 3]));
         assert_eq!(value["tasks"][1]["data"], json!([2]));
         assert_eq!(value["tasks"][1]["metadata"]["k"], json!("v"));
-        assert_eq!(batch_json(&[]), r#"{"tokens":[],"tasks":[]}"#);
+        assert_eq!(batch_json(1, &[]), r#"{"limit":1,"tokens":[],"tasks":[]}"#);
     }
 }
