@@ -141,7 +141,6 @@ async function runHandler(handler, task) {
 function dispatcher(handler, nativeQueue) {
   let limit = 1
   let running = 0
-  let closed = false
   // Waiting tasks as [token, task] pairs; `next` is the first not started.
   let waiting = []
   let next = 0
@@ -172,7 +171,7 @@ function dispatcher(handler, nativeQueue) {
     })
   }
   const startWaiting = () => {
-    while (!closed && running < limit && next < waiting.length) {
+    while (running < limit && next < waiting.length) {
       const [token, task] = waiting[next]
       waiting[next++] = undefined
       start(token, task)
@@ -192,7 +191,6 @@ function dispatcher(handler, nativeQueue) {
     },
     /** The worker stopped: tasks still waiting never start (the server redelivers them). */
     close() {
-      closed = true
       waiting = []
       next = 0
     },

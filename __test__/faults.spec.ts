@@ -208,6 +208,29 @@ describe('shutdown and process lifetime', () => {
     await checker.disconnect()
   })
 
+  test('tasks still waiting when shutdownTimeout runs out never start in this process', async () => {
+    const names = uniqueQueue('shutdown-timeout')
+    const queue = new Protoqueue({ ...names, options: { batchSize: 1, shutdownTimeout: 200 } })
+    await queue.connect(server.url)
+    const started: string[] = []
+    const firstDone = deferred()
+    await queue.process(async (task) => {
+      started.push(task.id)
+      await new Promise((r) => setTimeout(r, 1_000))
+      firstDone.resolve()
+      return { success: true }
+    })
+    await queue.enqueueBatch(Array.from({ length: 2 }, (_, i) => ({ data: i })))
+    // One runs; the other is prefetched and waits for the only slot.
+    await eventually('both tasks at the worker', async () => (await queue.getStats()).inFlight === 2)
+    await queue.disconnect()
+    assert.equal(started.length, 1)
+    // The abandoned handler finishing frees its slot: the waiting tasks must still not start.
+    await within('the running handler to finish', firstDone.promise)
+    await new Promise((r) => setImmediate(r))
+    assert.equal(started.length, 1, 'no task started after the worker stopped')
+  })
+
   test('the process exits by itself after disconnect()', async () => {
     const child = Child.run('node', [fixture('exits.mjs')], childEnv(uniqueQueue('exit'), server.url))
     const { code } = await within('the process to exit', child.exited, 20_000)
