@@ -5,16 +5,18 @@
 //! delivered and waiting for a free slot, or requested ([`Puller`] reserves room for every
 //! message it asks for). The prefetched ones hide the round trip of the next pull: when a handler
 //! finishes, the next task is already here. While one waits for a slot, progress heartbeats keep
-//! its `ackWait` from running out. To keep the pipe full, a new pull goes out as soon as half the
-//! room is free, while earlier pulls are still open; a worker with nothing requested pulls for one
-//! message at once.
+//! its `ackWait` from running out. A handler that queues attempts itself (the JavaScript binding,
+//! which then starts the next task without a round trip through Rust) is handed every task at
+//! once; the worker keeps each alive until its outcome comes back. To keep the pipe full, a new
+//! pull goes out as soon as half the room is free, while earlier pulls are still open; a worker
+//! with nothing requested pulls for one message at once.
 //!
 //! A stopping worker pulls no more but still runs every task delivered to it (running, prefetched,
 //! or arriving for requests still open), within `shutdownTimeout`: every delivery counts towards a
 //! task's attempts, so handing a task back would cost it one. It then unsubscribes its inbox (the
-//! server does not deliver to a request nobody listens to). What has not started when
-//! `shutdownTimeout` runs out is handed back at once; handlers still running are abandoned, and
-//! their tasks redelivered after `ackWait`.
+//! server does not deliver to a request nobody listens to). What the worker still holds unstarted
+//! when `shutdownTimeout` runs out is handed back at once; tasks still with the handler are
+//! abandoned, and redelivered after `ackWait`.
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 

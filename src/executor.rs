@@ -125,11 +125,6 @@ impl Executor {
         }
     }
 
-    /// The connection deliveries are settled on.
-    pub fn connection(&self) -> &Connection {
-        &self.connection
-    }
-
     /// Makes every later success ack (of this executor and its clones) wait for the server's
     /// confirmation, as a stopping worker needs.
     pub fn confirm_acks(&self) {
