@@ -1,12 +1,14 @@
 //! How many tasks a worker keeps ready beyond those running: enough to hide the round trip of the
 //! next pull, never so many that they sit idle while other workers could run them.
 //!
-//! Prefetched tasks are delivered and wait for a free slot; their `ackWait` is kept from running
-//! out meanwhile (see [`crate::consumer`]). A count alone cannot be right for every handler:
+//! Prefetched tasks are delivered and wait for a free slot (in the worker, or in a handler that
+//! queues attempts itself); their `ackWait` is kept from running out meanwhile (see
+//! [`crate::consumer`]). A count alone cannot be right for every handler:
 //! a hundred tasks are a millisecond of work for a trivial handler and hours for a slow one,
 //! hours during which another worker might have run them. So the count adapts to the handlers'
 //! pace: the worker keeps about [`HORIZON`] of work ready, measured from how long tasks hold
-//! their slots, never more than `options.prefetch`, nor more than [`MAX_BYTES`] of payload.
+//! their slots (from hand-over to outcome, when the handler queues), never more than
+//! `options.prefetch`, nor more than [`MAX_BYTES`] of payload.
 //! Fast handlers get the whole allowance, and handlers slower than `batchSize` per [`HORIZON`]
 //! get none: their worker pulls only for free slots, whose round trip is small next to the
 //! handlers' own time.
