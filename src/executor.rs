@@ -104,14 +104,14 @@ pub enum Settlement {
     Unconfirmed,
 }
 
-/// Runs deliveries of one queue through one handler.
-#[derive(Clone)]
+/// Runs deliveries of one queue through one handler. Shared (in an `Arc`) by every running
+/// delivery of a worker.
 pub struct Executor {
     connection: Connection,
     handler: Arc<dyn Handler>,
     acks: AckSender,
     /// Set when the worker stops: from then on success acks wait for the server too.
-    confirm_acks: Arc<AtomicBool>,
+    confirm_acks: AtomicBool,
 }
 
 impl Executor {
@@ -121,12 +121,12 @@ impl Executor {
             connection,
             handler,
             acks,
-            confirm_acks: Arc::default(),
+            confirm_acks: AtomicBool::new(false),
         }
     }
 
-    /// Makes every later success ack (of this executor and its clones) wait for the server's
-    /// confirmation, as a stopping worker needs.
+    /// Makes every later success ack wait for the server's confirmation, as a stopping worker
+    /// needs.
     pub fn confirm_acks(&self) {
         self.confirm_acks.store(true, Ordering::SeqCst);
     }
