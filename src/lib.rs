@@ -26,31 +26,26 @@
 //!   Refused credentials and failed TLS end the first connect at once ([`security`]); later they
 //!   are logged as warnings while the client keeps retrying.
 
-pub mod acks;
-pub mod batching;
+pub mod admin;
 pub mod config;
-pub mod connection;
-pub mod consumer;
-pub mod dlq;
 pub mod envelope;
 pub mod error;
-pub mod executor;
-pub mod handoff;
 pub mod logging;
-pub mod prefetch;
+pub mod nats;
 pub mod producer;
-pub mod pull;
-pub mod security;
-pub mod stats;
-pub mod topology;
+pub mod worker;
 
-mod binding;
+mod napi;
 
-pub use config::Config;
-pub use connection::Connection;
-pub use consumer::{StopReport, Worker};
+pub use admin::stats::Stats;
+pub use config::{
+    security::{Auth, Secret, Tls},
+    Config,
+};
 pub use error::{Error, Result};
-pub use executor::{Attempt, Failure, Handler, Outcome};
+pub use nats::connection::Connection;
 pub use producer::NewTask;
-pub use security::{Auth, Secret, Tls};
-pub use stats::Stats;
+pub use worker::{
+    executor::{Attempt, Failure, Handler, Outcome},
+    StopReport, Worker,
+};

@@ -17,9 +17,9 @@ use futures::{stream::FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use crate::{
-    connection::Connection,
     envelope::{self, Task},
     error::{Error, Result},
+    nats::connection::Connection,
 };
 
 /// Publishes of one batch in flight at once.

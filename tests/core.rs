@@ -19,9 +19,10 @@ use async_nats::jetstream::{self, stream::RetentionPolicy};
 use bytes::Bytes;
 use common::*;
 use protoqueue::{
+    admin::stats,
     envelope::{self, DeadLetterReason},
     producer::{self, NewTask},
-    stats, Config, Connection, Error, Failure, Handler, Outcome, Worker,
+    Config, Connection, Error, Failure, Handler, Outcome, Worker,
 };
 use tokio::{
     sync::Semaphore,

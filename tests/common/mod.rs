@@ -19,8 +19,8 @@ use std::{
 };
 
 use protoqueue::{
-    dlq, envelope, executor::BoxFuture, Attempt, Config, Connection, Handler, NewTask, Outcome,
-    Worker,
+    admin::dead_letters, envelope, worker::executor::BoxFuture, Attempt, Config, Connection,
+    Handler, NewTask, Outcome, Worker,
 };
 use tokio::{
     sync::watch,
@@ -604,7 +604,7 @@ pub async fn wait_stats(
 ) {
     let what = format!("{messages} stored tasks and {dead_lettered} dead letters");
     eventually(&what, limit, || async {
-        let stats = protoqueue::stats::snapshot(connection).await.ok()?;
+        let stats = protoqueue::admin::stats::snapshot(connection).await.ok()?;
         (stats.messages == messages && stats.dead_lettered == dead_lettered).then_some(())
     })
     .await;
@@ -612,7 +612,7 @@ pub async fn wait_stats(
 
 /// Reads up to 100 dead letters of the queue, oldest first.
 pub async fn dead_letters(connection: &Connection) -> Vec<envelope::DeadLetter> {
-    dlq::list(connection, 100)
+    dead_letters::list(connection, 100)
         .await
         .expect("list dead letters")
         .into_iter()

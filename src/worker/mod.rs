@@ -18,6 +18,14 @@
 //! when `shutdownTimeout` runs out is handed back at once; tasks still with the handler are
 //! abandoned, and redelivered after `ackWait`.
 
+pub mod acks;
+pub mod batching;
+pub mod dead_letter;
+pub mod executor;
+pub mod handoff;
+pub mod prefetch;
+pub mod pull;
+
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use async_nats::jetstream::AckKind;
@@ -29,13 +37,13 @@ use tokio::{
 };
 
 use crate::{
-    acks::AckSender,
-    connection::Connection,
     error::{Error, Result},
-    executor::{settle_confirmed, Executor, Handler},
-    prefetch::Prefetch,
-    pull::{Pulled, Puller},
-    topology,
+    nats::connection::Connection,
+    nats::topology,
+    worker::acks::AckSender,
+    worker::executor::{settle_confirmed, Executor, Handler},
+    worker::prefetch::Prefetch,
+    worker::pull::{Pulled, Puller},
 };
 
 /// How long a stopping worker keeps its inbox for messages already sent to its open pull requests.

@@ -1,29 +1,18 @@
-//! Dead letters: tasks that will not be tried again, kept with why they failed on the queue's
-//! dead-letter stream (`<streamName>_DLQ`, subject `protoqueue.dlq.<streamName>`).
+//! Dead-lettering: a task that will not be tried again is stored, with why it failed, on the
+//! queue's dead-letter stream (`<streamName>_DLQ`, subject `protoqueue.dlq.<streamName>`).
 //!
 //! A dead letter is published and confirmed *before* the original is removed from the queue, and
 //! its `Nats-Msg-Id` is derived from the original, so a crash in between stores it once more at
 //! worst, and never loses it.
 
-use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
-use prost::Message as _;
 
 use crate::{
-    connection::Connection,
     envelope::{self, DeadLetter, DeadLetterReason, Task},
-    error::{Error, Result},
+    error::Result,
+    nats::connection::Connection,
     producer::{Outgoing, Publisher},
 };
-
-/// A dead letter as stored, with its place in the dead-letter stream.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredDeadLetter {
-    /// Its sequence number in the dead-letter stream.
-    pub sequence: u64,
-    /// The dead letter.
-    pub letter: DeadLetter,
-}
 
 /// Where a failed message came from, as the server told the worker.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -114,43 +103,6 @@ fn fitted(mut letter: DeadLetter, max_payload: usize) -> Bytes {
         letter.error.push_str(DATA_DROPPED);
     }
     letter.to_bytes()
-}
-
-/// Reads (without removing) up to `limit` dead letters, oldest first. A stored message that does
-/// not decode as a `DeadLetter` is skipped with a warning.
-pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDeadLetter>> {
-    let config = connection.config();
-    let stream = connection
-        .jetstream
-        .get_stream(config.dead_letter_stream())
-        .await
-        .map_err(|e| Error::nats("opening the dead-letter stream", e))?;
-    let subject = config.dead_letter_subject();
-    let mut letters = Vec::new();
-    let mut next = 1;
-    while letters.len() < limit {
-        let request = stream
-            .raw_message_builder()
-            .sequence(next)
-            .next_by_subject(subject.clone());
-        let message = match request.send().await {
-            Ok(message) => message,
-            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
-            Err(err) => return Err(Error::nats("reading dead letters", err)),
-        };
-        next = message.sequence + 1;
-        match DeadLetter::decode(message.payload) {
-            Ok(letter) => letters.push(StoredDeadLetter {
-                sequence: message.sequence,
-                letter,
-            }),
-            Err(err) => tracing::warn!(
-                seq = message.sequence,
-                "skipping an undecodable dead letter: {err}"
-            ),
-        }
-    }
-    Ok(letters)
 }
 
 /// Shortens a string to at most `max` bytes without splitting a character.

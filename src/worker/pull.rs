@@ -19,7 +19,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{config::CONSUMER_NAME, connection::Connection};
+use crate::{config::CONSUMER_NAME, nats::connection::Connection};
 
 /// How long one pull request waits at the server for messages.
 pub const PULL_EXPIRY: Duration = Duration::from_secs(1);

@@ -22,10 +22,10 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 
 use crate::{
-    acks::AckSender,
-    connection::Connection,
-    dlq::{self, Failed, Origin},
     envelope::{DeadLetterReason, Task},
+    nats::connection::Connection,
+    worker::acks::AckSender,
+    worker::dead_letter::{self, Failed, Origin},
 };
 
 /// How long a worker waits for the server to confirm an ack, NAK or TERM.
@@ -270,7 +270,7 @@ impl Executor {
         reason: DeadLetterReason,
         failure: Failure,
     ) -> Settlement {
-        let stored = dlq::publish(
+        let stored = dead_letter::publish(
             &self.connection,
             failed,
             origin,

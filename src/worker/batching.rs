@@ -21,7 +21,7 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::executor::{Attempt, BoxFuture, Failure, Handler, Outcome};
+use crate::worker::executor::{Attempt, BoxFuture, Failure, Handler, Outcome};
 
 /// Where batches go: implemented by the JavaScript binding and by tests.
 pub trait BatchSink: Send + Sync + 'static {

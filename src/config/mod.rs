@@ -4,13 +4,15 @@
 //! and rejects every mistake (wrong names, wrong types, out-of-range values, unknown keys) with
 //! [`Error::InvalidConfig`] before anything touches the network.
 
+pub mod security;
+
 use std::{fmt, time::Duration};
 
 use serde_json::{Map, Value};
 
 use crate::{
+    config::security::{redact, Auth, Tls},
     error::{Error, Result},
-    security::{redact, Auth, Tls},
 };
 
 /// Default of `options.maxRetries`: retries after the first attempt.
@@ -76,7 +78,7 @@ pub struct Config {
     pub ack_wait: Duration,
     /// How many tasks one worker handles at once.
     pub batch_size: u32,
-    /// The most tasks one worker keeps ready beyond those running (see [`crate::prefetch`]).
+    /// The most tasks one worker keeps ready beyond those running (see [`crate::worker::prefetch`]).
     pub prefetch: u32,
     /// The least delay before a failed task is delivered again.
     pub retry_delay: Duration,

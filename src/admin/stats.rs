@@ -5,8 +5,8 @@ use serde::Serialize;
 
 use crate::{
     config::CONSUMER_NAME,
-    connection::Connection,
     error::{Error, Result},
+    nats::connection::Connection,
 };
 
 /// Queue statistics. The first five fields are the README's `QueueStats`.

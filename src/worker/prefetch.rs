@@ -3,7 +3,7 @@
 //!
 //! Prefetched tasks are delivered and wait for a free slot (in the worker, or in a handler that
 //! queues attempts itself); their `ackWait` is kept from running out meanwhile (see
-//! [`crate::consumer`]). A count alone cannot be right for every handler:
+//! [`crate::worker`]). A count alone cannot be right for every handler:
 //! a hundred tasks are a millisecond of work for a trivial handler and hours for a slow one,
 //! hours during which another worker might have run them. So the count adapts to the handlers'
 //! pace: the worker keeps about [`HORIZON`] of work ready, measured from how long tasks hold

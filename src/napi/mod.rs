@@ -16,15 +16,17 @@ use napi_derive::napi;
 use tokio::sync::Mutex;
 
 use crate::{
-    batching::{BatchSink, BatchedHandler, PendingOutcomes},
+    admin::{dead_letters, stats},
     config::Config,
-    connection::Connection,
-    consumer::Worker,
-    dlq,
     envelope::{DeadLetterReason, Task},
     error::Error,
-    executor::{Attempt, BoxFuture, Failure, Outcome},
-    handoff, logging, producer, stats,
+    logging,
+    nats::connection::Connection,
+    producer,
+    worker::batching::{BatchSink, BatchedHandler, PendingOutcomes},
+    worker::executor::{Attempt, BoxFuture, Failure, Outcome},
+    worker::handoff,
+    worker::Worker,
 };
 
 #[napi_derive::module_init]
@@ -261,7 +263,7 @@ impl NativeQueue {
     #[napi(catch_unwind)]
     pub async fn dead_letters(&self, limit: u32) -> napi::Result<Vec<NativeDeadLetter>> {
         let connection = self.connection().await?;
-        let stored = dlq::list(&connection, limit as usize)
+        let stored = dead_letters::list(&connection, limit as usize)
             .await
             .map_err(to_js)?;
         Ok(stored.into_iter().map(native_dead_letter).collect())
@@ -345,7 +347,7 @@ fn native_task(task: Task, attempt: u64, max_attempts: u64) -> NativeTask {
     }
 }
 
-fn native_dead_letter(stored: dlq::StoredDeadLetter) -> NativeDeadLetter {
+fn native_dead_letter(stored: dead_letters::StoredDeadLetter) -> NativeDeadLetter {
     let letter = stored.letter;
     let reason = match letter.reason() {
         DeadLetterReason::RetriesExhausted => "retriesExhausted",

@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use serde::de::IgnoredAny;
 
-use crate::executor::{Attempt, Failure};
+use crate::worker::executor::{Attempt, Failure};
 
 /// One task as the JSON object text of a `TaskData`: `{"id","data","metadata","attempt",
 /// "maxAttempts"}`, with the enqueue time added to the metadata as `timestamp` (overriding a

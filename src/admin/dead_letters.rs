@@ -1,0 +1,56 @@
+//! Reading the dead letters of a queue.
+
+use async_nats::jetstream::stream::RawMessageErrorKind;
+use prost::Message as _;
+
+use crate::{
+    envelope::DeadLetter,
+    error::{Error, Result},
+    nats::connection::Connection,
+};
+
+/// A dead letter as stored, with its place in the dead-letter stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDeadLetter {
+    /// Its sequence number in the dead-letter stream.
+    pub sequence: u64,
+    /// The dead letter.
+    pub letter: DeadLetter,
+}
+
+/// Reads (without removing) up to `limit` dead letters, oldest first. A stored message that does
+/// not decode as a `DeadLetter` is skipped with a warning.
+pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDeadLetter>> {
+    let config = connection.config();
+    let stream = connection
+        .jetstream
+        .get_stream(config.dead_letter_stream())
+        .await
+        .map_err(|e| Error::nats("opening the dead-letter stream", e))?;
+    let subject = config.dead_letter_subject();
+    let mut letters = Vec::new();
+    let mut next = 1;
+    while letters.len() < limit {
+        let request = stream
+            .raw_message_builder()
+            .sequence(next)
+            .next_by_subject(subject.clone());
+        let message = match request.send().await {
+            Ok(message) => message,
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
+            Err(err) => return Err(Error::nats("reading dead letters", err)),
+        };
+        next = message.sequence + 1;
+        match DeadLetter::decode(message.payload) {
+            Ok(letter) => letters.push(StoredDeadLetter {
+                sequence: message.sequence,
+                letter,
+            }),
+            Err(err) => tracing::warn!(
+                seq = message.sequence,
+                "skipping an undecodable dead letter: {err}"
+            ),
+        }
+    }
+    Ok(letters)
+}

@@ -1,0 +1,5 @@
+//! NATS itself: the connection (with reconnection and credentials applied) and the JetStream
+//! objects a queue lives in.
+
+pub mod connection;
+pub mod topology;
