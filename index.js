@@ -4,7 +4,15 @@
 // Rust as a well-formed result, and gives errors their `code` (napi-rs cannot set one on errors
 // of async methods, so the native side sends "<code>: <message>").
 
+const { AsyncLocalStorage } = require('node:async_hooks')
+
 const { NativeQueue } = require('./native.js')
+
+/**
+ * The queue whose handler the current code runs in: `disconnect()` called by a handler cannot
+ * wait for that handler, so it has to know.
+ */
+const handlerOf = new AsyncLocalStorage()
 
 const CODED_MESSAGE = /^(ERR_PQ_[A-Z_]+): ([\s\S]*)$/
 
@@ -233,12 +241,18 @@ class Protoqueue {
     return this
   }
 
-  /** Stops the worker (in-flight tasks settle first) and closes the connection. */
+  /**
+   * Stops the worker (in-flight tasks settle first) and closes the connection. Called by one of
+   * this queue's handlers, it resolves once the worker takes no more tasks; the handlers still
+   * running (the caller too) finish, their tasks are settled, and then the connection closes.
+   */
   async disconnect() {
+    const inHandler = handlerOf.getStore() === this
     try {
-      await native(() => this.#native.disconnect())
+      await native(() => this.#native.disconnect(inHandler))
     } finally {
-      this.#dispatcher?.close()
+      // A handler's disconnect returns before the worker is done: its tasks still run.
+      if (!inHandler) this.#dispatcher?.close()
       this.#dispatcher = undefined
     }
   }
@@ -264,8 +278,13 @@ class Protoqueue {
     if (typeof handler !== 'function') {
       throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `process(handler) takes a function, got ${describe(handler)}`)
     }
-    const tasks = dispatcher(handler, this.#native)
-    await native(() => this.#native.process(tasks.dispatch))
+    // Outcomes are reported with the run's id: a late one from an earlier run settles nothing.
+    const nativeQueue = this.#native
+    const run = nativeQueue.reserveRun()
+    const tasks = dispatcher((task) => handlerOf.run(this, handler, task), {
+      complete: (succeeded, failed) => nativeQueue.complete(run, succeeded, failed),
+    })
+    await native(() => nativeQueue.process(run, tasks.dispatch))
     this.#dispatcher = tasks
     return this
   }

@@ -9,7 +9,7 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** The native side of one `Protoqueue`. */
+/** The native side of one `Protoqueue`: converts values and delegates to [`Queue`]. */
 export declare class NativeQueue {
   /** Validates the configuration; throws `ERR_PQ_INVALID_CONFIG` on any mistake. */
   constructor(config: any)
@@ -19,27 +19,33 @@ export declare class NativeQueue {
   enqueue(task: NativeTaskInput): Promise<string>
   /** Enqueues many tasks, pipelined; resolves to their ids in order once all are stored. */
   enqueueBatch(tasks: Array<NativeTaskInput>): Promise<Array<string>>
+  /** A new run id for `process()`: outcomes are reported with it. */
+  reserveRun(): number
   /**
-   * Starts the worker. `dispatch` receives ready tasks in batches, as the JSON text
+   * Starts worker run `run`. `dispatch` receives ready tasks in batches, as the JSON text
    * `{"limit": number, "tokens": number[], "tasks": TaskData[]}`; it runs at most `limit` at
    * once, the others in order as handlers finish, and must report each task's outcome, by its
-   * token, through `complete()`. It is kept (and keeps the process alive) until `disconnect()`.
+   * token, through `complete(run, ...)`. It is kept (and keeps the process alive) until
+   * `disconnect()`.
    */
-  process(dispatch: (batch: string) => void): Promise<void>
+  process(run: number, dispatch: (batch: string) => void): Promise<void>
   /**
-   * Reports outcomes: the tokens of the attempts that succeeded, and the failures. Outcomes
-   * for attempts that already timed out are ignored.
+   * Reports outcomes of run `run`: the tokens of the attempts that succeeded, and the
+   * failures. Outcomes of runs that ended, and of attempts that timed out, are ignored.
    */
-  complete(succeeded: Uint32Array, failed: Array<NativeFailure>): void
+  complete(run: number, succeeded: Uint32Array, failed: Array<NativeFailure>): void
   /** Reads queue statistics from the server. */
   stats(): Promise<NativeStats>
   /** Reads (without removing) up to `limit` dead letters, oldest first. */
   deadLetters(limit: number): Promise<Array<NativeDeadLetter>>
   /**
-   * Stops the worker (in-flight tasks settle first), then closes the connection. The handler
-   * is released, so nothing keeps the process alive afterwards. A no-op when not connected.
+   * Stops the worker (what it holds is run first, within `shutdownTimeout`), then closes the
+   * connection; the handler is released, so nothing keeps the process alive afterwards. A
+   * no-op when not connected. From inside a handler (`inHandler`), it resolves once the
+   * worker pulls no more, and finishes in the background: it cannot wait for the handler
+   * that awaits it.
    */
-  disconnect(): Promise<void>
+  disconnect(inHandler?: boolean | undefined | null): Promise<void>
 }
 
 /** A dead letter as `getDeadLetters()` returns it before the shim decodes the JSON. */

@@ -1,6 +1,6 @@
 // The native layer's own guards, without the JavaScript wrapper: tasks reach JavaScript in batches,
 // as one JSON text, through one dispatch function (called with call_async_catch); outcomes come back
-// through `complete(succeededTokens, failures)`. A dispatch that throws synchronously, a malformed
+// through `complete(run, succeededTokens, failures)`. A dispatch that throws synchronously, a malformed
 // report, an unknown token and a task whose data is not JSON must each be handled: never a crash of
 // the process, never a stuck task.
 import assert from 'node:assert/strict'
@@ -26,23 +26,24 @@ test('a throwing dispatch, junk reports, unknown tokens and non-JSON data never 
   const queue = new NativeQueue({ ...uniqueQueue('native'), options: { maxRetries: 0, retryDelay: 0, taskTimeout: 500 } })
   await queue.connect(server.url)
   const junkErrors: unknown[] = []
-  await queue.process((json: string) => {
+  const run: number = queue.reserveRun()
+  await queue.process(run, (json: string) => {
     const batch: Batch = JSON.parse(json)
     batch.tasks.forEach(({ data }, i) => {
       const token = batch.tokens[i]
       if (data === 'throw') throw new Error('synchronous throw')
-      if (data === 'ok') queue.complete(new Uint32Array([token]), [])
-      if (data === 'declined') queue.complete(new Uint32Array(), [{ token, error: 'declined', details: '{"why":"test"}' }])
+      if (data === 'ok') queue.complete(run, new Uint32Array([token]), [])
+      if (data === 'declined') queue.complete(run, new Uint32Array(), [{ token, error: 'declined', details: '{"why":"test"}' }])
       if (data === 'junk') {
         try {
-          queue.complete(new Uint32Array(), [{ nope: token }])
+          queue.complete(run, new Uint32Array(), [{ nope: token }])
         } catch (err) {
           junkErrors.push(err)
         }
       }
       if (data === 'stranger') {
-        queue.complete(new Uint32Array([4_000_000_000]), []) // nobody waits for it: ignored
-        queue.complete(new Uint32Array([token]), [])
+        queue.complete(run, new Uint32Array([4_000_000_000]), []) // nobody waits for it: ignored
+        queue.complete(run, new Uint32Array([token]), [])
       }
     })
   })

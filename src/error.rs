@@ -33,8 +33,9 @@ pub enum Error {
         max: usize,
     },
 
-    /// The queue is not connected: `connect()` was not called, or `disconnect()` was.
-    #[error("not connected: call connect() first (a queue cannot be used after disconnect())")]
+    /// The queue is not connected: `connect()` was not called, or `disconnect()` was (and
+    /// `connect()` not again).
+    #[error("not connected: call connect() first (after disconnect(), connect() again)")]
     NotConnected,
 
     /// `process()` was called while this queue already has a worker.

@@ -3,28 +3,35 @@
 //!
 //! # Design
 //!
-//! The queue is plain Rust that never imports napi; [`binding`] is the only module that does, and
-//! it only converts values and delegates.
+//! The queue is plain Rust that never imports napi; the `napi/` module is the
+//! only module that does, and it only converts values and delegates to a [`Queue`].
 //!
-//! - A queue is one JetStream stream (WorkQueue retention: an acked task is gone) on one subject,
-//!   a dead-letter stream beside it, and one durable pull consumer shared by every worker
-//!   ([`topology`]).
+//! - [`queue`]: the lifecycle of one queue object (connect → process → disconnect, again), one
+//!   worker per run; what a run hands out (outcome tokens) dies with it. `disconnect()` is bounded
+//!   as a whole and waits for enqueues in flight.
+//! - [`config`]: the user's settings, validated, with named defaults; [`nats`]: the connection
+//!   (reconnecting without end) and the JetStream objects. A queue is one stream (WorkQueue
+//!   retention: an acked task is gone) on one subject, a dead-letter stream beside it, and one
+//!   durable pull consumer shared by every worker ([`nats::topology`]).
 //! - Every task is one Protobuf `protoqueue.v1.Task` ([`envelope`]) published with its id as
 //!   `Nats-Msg-Id`, so a re-sent publish is stored once; `enqueue` resolves only after JetStream
 //!   confirmed the write ([`producer`]).
-//! - A worker ([`consumer`]) runs up to `batchSize` tasks at once and keeps a few more ready, as
-//!   many as its handlers' pace calls for ([`prefetch`]); it pulls only for room it has (requests
-//!   on one inbox, each message backed by reserved room: [`pull`]), and runs each task
-//!   through the [`executor`]: handler with progress heartbeats, then ack, NAK with `retryDelay`,
-//!   or dead letter ([`dlq`], confirmed) followed by TERM.
+//! - A [`worker`] runs up to `batchSize` tasks at once and keeps a few more ready, as many as its
+//!   handlers' pace calls for ([`worker::prefetch`]); it pulls only for room it has (requests on
+//!   one inbox, each message backed by reserved room: [`worker::pull`]), hands tasks to the
+//!   handler in delivery order, and runs each through the [`worker::executor`]: handler with
+//!   progress heartbeats, then ack, NAK with `retryDelay`, or dead letter
+//!   ([`worker::dead_letter`], confirmed) followed by TERM.
 //! - Handlers that live across a costly boundary (JavaScript) take attempts in batches and report
-//!   outcomes one by one ([`batching`]).
+//!   outcomes one by one ([`worker::batching`], [`worker::handoff`]).
 //! - Deliveries are counted by the server; the consumer has no `max_deliver`, so a task whose last
 //!   delivery died with its worker is dead-lettered by the next worker instead of being stranded.
 //! - Everything after the first connect survives connection loss: the client reconnects without
 //!   end, publishes are re-sent with the same id until `enqueueTimeout`, pulls are retried.
-//!   Refused credentials and failed TLS end the first connect at once ([`security`]); later they
-//!   are logged as warnings while the client keeps retrying.
+//!   Refused credentials and failed TLS end the first connect at once ([`config::security`]);
+//!   later they are logged as warnings while the client keeps retrying.
+//! - [`admin`]: operations on the queue as a whole (statistics, dead letters), shared by the
+//!   library and the tools built on it.
 
 pub mod admin;
 pub mod config;
@@ -33,6 +40,7 @@ pub mod error;
 pub mod logging;
 pub mod nats;
 pub mod producer;
+pub mod queue;
 pub mod worker;
 
 mod napi;
@@ -45,6 +53,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use nats::connection::Connection;
 pub use producer::NewTask;
+pub use queue::Queue;
 pub use worker::{
     executor::{Attempt, Failure, Handler, Outcome},
     StopReport, Worker,

@@ -105,7 +105,7 @@ impl Outgoing {
 
 /// Publishes to one subject until one deadline, re-sending what the server does not confirm.
 pub(crate) struct Publisher<'a> {
-    js: &'a jetstream::Context,
+    connection: &'a Connection,
     subject: String,
     timeout: Duration,
     deadline: Instant,
@@ -122,7 +122,7 @@ impl<'a> Publisher<'a> {
     pub(crate) fn to(connection: &'a Connection, subject: String) -> Self {
         let timeout = connection.config().enqueue_timeout;
         Publisher {
-            js: &connection.jetstream,
+            connection,
             subject,
             timeout,
             deadline: Instant::now() + timeout,
@@ -142,11 +142,14 @@ impl<'a> Publisher<'a> {
             .message_id(&message.id);
         match tokio::time::timeout_at(
             self.deadline,
-            self.js.send_publish(self.subject.clone(), publish),
+            self.connection
+                .jetstream
+                .send_publish(self.subject.clone(), publish),
         )
         .await
         {
             Ok(Ok(ack)) => Ok(ack),
+            Ok(Err(_)) if self.connection.is_closed() => Err(self.cut_off()),
             Ok(Err(err)) => Err(publish_error(err)),
             Err(_) => Err(self.timed_out()),
         }
@@ -158,6 +161,7 @@ impl<'a> Publisher<'a> {
         loop {
             let err = match tokio::time::timeout_at(self.deadline, sent).await {
                 Ok(Ok(_ack)) => return Ok(message.id),
+                Ok(Err(_)) if self.connection.is_closed() => return Err(self.cut_off()),
                 Ok(Err(err)) => err,
                 Err(_) => return Err(self.timed_out()),
             };
@@ -167,6 +171,19 @@ impl<'a> Publisher<'a> {
             tracing::debug!(id = %message.id, "publish not confirmed ({err}); re-sending");
             tokio::time::sleep_until(self.deadline.min(Instant::now() + RESEND_DELAY)).await;
             sent = self.send(&message).await?;
+        }
+    }
+
+    /// `disconnect()` closed the connection before the server confirmed: like a timeout, the
+    /// message may still have been stored.
+    fn cut_off(&self) -> Error {
+        Error::Timeout {
+            operation: "publish",
+            after: self
+                .timeout
+                .saturating_sub(self.deadline.saturating_duration_since(Instant::now())),
+            hint: " waiting for JetStream to confirm, when disconnect() closed the connection \
+                   (after shutdownTimeout); the task may still be stored",
         }
     }
 

@@ -13,20 +13,19 @@ use napi::{
     Status,
 };
 use napi_derive::napi;
-use tokio::sync::Mutex;
 
 use crate::{
-    admin::{dead_letters, stats},
+    admin::dead_letters,
     config::Config,
     envelope::{DeadLetterReason, Task},
     error::Error,
-    logging,
-    nats::connection::Connection,
-    producer,
-    worker::batching::{BatchSink, BatchedHandler, PendingOutcomes},
-    worker::executor::{Attempt, BoxFuture, Failure, Outcome},
-    worker::handoff,
-    worker::Worker,
+    logging, producer,
+    queue::Queue,
+    worker::{
+        batching::BatchSink,
+        executor::{Attempt, BoxFuture, Failure, Outcome},
+        handoff,
+    },
 };
 
 #[napi_derive::module_init]
@@ -128,22 +127,10 @@ pub struct NativeDeadLetter {
     pub stream_sequence: f64,
 }
 
-// One value per queue object: boxing the connected variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
-enum State {
-    Disconnected,
-    Connected {
-        connection: Connection,
-        worker: Option<Worker>,
-    },
-}
-
-/// The native side of one `Protoqueue`.
+/// The native side of one `Protoqueue`: converts values and delegates to [`Queue`].
 #[napi]
 pub struct NativeQueue {
-    config: Arc<Config>,
-    state: Arc<Mutex<State>>,
-    outcomes: Arc<PendingOutcomes>,
+    queue: Arc<Queue>,
 }
 
 #[napi]
@@ -156,95 +143,75 @@ impl NativeQueue {
             logging::enable_verbose();
         }
         Ok(NativeQueue {
-            config: Arc::new(config),
-            state: Arc::new(Mutex::new(State::Disconnected)),
-            outcomes: Arc::default(),
+            queue: Arc::new(Queue::new(config)),
         })
     }
 
     /// Connects (a no-op when connected) and makes sure the streams exist.
     #[napi(catch_unwind)]
     pub async fn connect(&self, url: Option<String>) -> napi::Result<()> {
-        let mut state = self.state.lock().await;
-        if matches!(*state, State::Connected { .. }) {
-            return Ok(());
-        }
-        let url = self.config.resolve_url(url.as_deref()).map_err(to_js)?;
-        let connection = Connection::open(self.config.clone(), &url)
-            .await
-            .map_err(to_js)?;
-        *state = State::Connected {
-            connection,
-            worker: None,
-        };
-        Ok(())
+        self.queue.connect(url.as_deref()).await.map_err(to_js)
     }
 
     /// Enqueues one task; resolves to its id once stored.
     #[napi(catch_unwind)]
     pub async fn enqueue(&self, task: NativeTaskInput) -> napi::Result<String> {
-        let connection = self.connection().await?;
-        producer::enqueue(&connection, new_task(task))
-            .await
-            .map_err(to_js)
+        self.queue.enqueue(new_task(task)).await.map_err(to_js)
     }
 
     /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
     #[napi(catch_unwind)]
     pub async fn enqueue_batch(&self, tasks: Vec<NativeTaskInput>) -> napi::Result<Vec<String>> {
-        let connection = self.connection().await?;
         let tasks = tasks.into_iter().map(new_task).collect();
-        producer::enqueue_batch(&connection, tasks)
-            .await
-            .map_err(to_js)
+        self.queue.enqueue_batch(tasks).await.map_err(to_js)
     }
 
-    /// Starts the worker. `dispatch` receives ready tasks in batches, as the JSON text
+    /// A new run id for `process()`: outcomes are reported with it.
+    #[napi]
+    pub fn reserve_run(&self) -> u32 {
+        self.queue.reserve_run()
+    }
+
+    /// Starts worker run `run`. `dispatch` receives ready tasks in batches, as the JSON text
     /// `{"limit": number, "tokens": number[], "tasks": TaskData[]}`; it runs at most `limit` at
     /// once, the others in order as handlers finish, and must report each task's outcome, by its
-    /// token, through `complete()`. It is kept (and keeps the process alive) until `disconnect()`.
-    #[napi(catch_unwind, ts_args_type = "dispatch: (batch: string) => void")]
+    /// token, through `complete(run, ...)`. It is kept (and keeps the process alive) until
+    /// `disconnect()`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "run: number, dispatch: (batch: string) => void"
+    )]
     pub async fn process(
         &self,
+        run: u32,
         dispatch: ThreadsafeFunction<String, (), String, Status, false>,
     ) -> napi::Result<()> {
-        let mut state = self.state.lock().await;
-        let State::Connected { connection, worker } = &mut *state else {
-            return Err(to_js(Error::NotConnected));
-        };
-        if worker.is_some() {
-            return Err(to_js(Error::AlreadyProcessing));
-        }
         let sink = JsDispatch {
             function: Arc::new(dispatch),
-            limit: connection.config().batch_size,
+            limit: self.queue.config().batch_size,
         };
-        let handler = Arc::new(BatchedHandler::start(sink, self.outcomes.clone()));
-        *worker = Some(
-            Worker::start(connection.clone(), handler)
-                .await
-                .map_err(to_js)?,
-        );
-        Ok(())
+        self.queue.process_batched(run, sink).await.map_err(to_js)
     }
 
-    /// Reports outcomes: the tokens of the attempts that succeeded, and the failures. Outcomes
-    /// for attempts that already timed out are ignored.
+    /// Reports outcomes of run `run`: the tokens of the attempts that succeeded, and the
+    /// failures. Outcomes of runs that ended, and of attempts that timed out, are ignored.
     #[napi]
-    pub fn complete(&self, succeeded: Uint32Array, failed: Vec<NativeFailure>) {
+    pub fn complete(&self, run: u32, succeeded: Uint32Array, failed: Vec<NativeFailure>) {
+        let Some(outcomes) = self.queue.outcomes(run) else {
+            return;
+        };
         for &token in succeeded.iter() {
-            self.outcomes.complete(token, Outcome::Success);
+            outcomes.complete(token, Outcome::Success);
         }
         for failure in failed {
-            self.outcomes.complete(failure.token, outcome_of(failure));
+            outcomes.complete(failure.token, outcome_of(failure));
         }
     }
 
     /// Reads queue statistics from the server.
     #[napi(catch_unwind)]
     pub async fn stats(&self) -> napi::Result<NativeStats> {
-        let connection = self.connection().await?;
-        let s = stats::snapshot(&connection).await.map_err(to_js)?;
+        let s = self.queue.stats().await.map_err(to_js)?;
         let n = |v: u64| v as i64;
         Ok(NativeStats {
             messages: n(s.messages),
@@ -262,34 +229,28 @@ impl NativeQueue {
     /// Reads (without removing) up to `limit` dead letters, oldest first.
     #[napi(catch_unwind)]
     pub async fn dead_letters(&self, limit: u32) -> napi::Result<Vec<NativeDeadLetter>> {
-        let connection = self.connection().await?;
-        let stored = dead_letters::list(&connection, limit as usize)
+        let stored = self
+            .queue
+            .dead_letters(limit as usize)
             .await
             .map_err(to_js)?;
         Ok(stored.into_iter().map(native_dead_letter).collect())
     }
 
-    /// Stops the worker (in-flight tasks settle first), then closes the connection. The handler
-    /// is released, so nothing keeps the process alive afterwards. A no-op when not connected.
+    /// Stops the worker (what it holds is run first, within `shutdownTimeout`), then closes the
+    /// connection; the handler is released, so nothing keeps the process alive afterwards. A
+    /// no-op when not connected. From inside a handler (`inHandler`), it resolves once the
+    /// worker pulls no more, and finishes in the background: it cannot wait for the handler
+    /// that awaits it.
     #[napi(catch_unwind)]
-    pub async fn disconnect(&self) -> napi::Result<()> {
-        let previous = std::mem::replace(&mut *self.state.lock().await, State::Disconnected);
-        if let State::Connected { connection, worker } = previous {
-            if let Some(worker) = worker {
-                worker.stop().await;
-            }
-            connection.close().await;
+    pub async fn disconnect(&self, in_handler: Option<bool>) -> napi::Result<()> {
+        let shutdown = self.queue.begin_disconnect().await;
+        if in_handler == Some(true) {
+            tokio::spawn(shutdown.finish());
+        } else {
+            shutdown.finish().await;
         }
         Ok(())
-    }
-}
-
-impl NativeQueue {
-    async fn connection(&self) -> napi::Result<Connection> {
-        match &*self.state.lock().await {
-            State::Connected { connection, .. } => Ok(connection.clone()),
-            State::Disconnected => Err(to_js(Error::NotConnected)),
-        }
     }
 }
 

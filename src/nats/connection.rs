@@ -118,9 +118,22 @@ impl Connection {
         self.connections.clone()
     }
 
+    /// Whether [`Connection::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     /// The largest message the connected server accepts.
     pub fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
+    }
+
+    /// Flushes what is buffered and closes the connection, giving up after `limit` (the server
+    /// may be unreachable): the client then stops reconnecting and its buffer is dropped.
+    pub async fn close_within(&self, limit: Duration) {
+        if tokio::time::timeout(limit, self.close()).await.is_err() {
+            tracing::warn!("closing the connection did not finish in time; dropping it");
+        }
     }
 
     /// Flushes what is buffered and closes the connection.

@@ -4,7 +4,7 @@
 //!
 //! NAKs and TERMs wait for the server's confirmation. A success ack does not while the worker
 //! runs: a lost ack means a redelivery after `ackWait` whether it was confirmed or not, and the
-//! confirmation would double the server's messages per task. They are sent in bursts ([`acks`]). Once the worker is stopping, acks
+//! confirmation would double the server's messages per task. They are sent in bursts ([`super::acks`]). Once the worker is stopping, acks
 //! are confirmed too, so `disconnect()` resolves only when the server has them (and closing the
 //! connection flushes the acks sent before).
 
@@ -91,6 +91,14 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
+/// Why a delivery is dead-lettered without reaching the handler.
+enum Refused {
+    /// The message is not a task envelope.
+    InvalidEnvelope(crate::envelope::EnvelopeError),
+    /// The task was delivered more often than it may be (its workers died with it), at most.
+    DeliveriesExhausted(Box<Task>, u64),
+}
+
 /// How a delivery ended, from the worker's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settlement {
@@ -131,16 +139,59 @@ impl Executor {
         self.confirm_acks.store(true, Ordering::SeqCst);
     }
 
-    /// Handles one delivery to the end. `slot` (the worker's room for one running handler) is
-    /// released as soon as the handler is done, so the next task can start while this one's
-    /// acknowledgement is still on its way.
-    pub async fn execute<Slot>(&self, message: jetstream::Message, slot: Slot) -> Settlement {
-        let config = self.connection.config();
+    /// Handles one delivery to the end. The handler is given the task before this returns, so
+    /// deliveries passed here one after another reach the handler in that order, whenever the
+    /// returned futures run. `slot` (the worker's room for one running handler) is released as
+    /// soon as the handler is done, so the next task can start while this one's acknowledgement
+    /// is still on its way.
+    pub fn execute<Slot: Send + 'static>(
+        self: Arc<Self>,
+        message: jetstream::Message,
+        slot: Slot,
+    ) -> impl Future<Output = Settlement> + Send + 'static {
         let origin = origin_of(&message);
-        let task = match Task::decode_checked(&message.payload) {
-            Ok(task) => task,
-            Err(err) => {
-                drop(slot);
+        let started = self.start_handler(&message, &origin);
+        async move {
+            match started {
+                Ok((id, handled)) => self.finish(message, origin, id, handled, slot).await,
+                Err(refused) => {
+                    drop(slot);
+                    self.refuse(message, origin, refused).await
+                }
+            }
+        }
+    }
+
+    /// Decodes the task and hands it to the handler, or says why it will not be handled.
+    fn start_handler(
+        &self,
+        message: &jetstream::Message,
+        origin: &Origin,
+    ) -> Result<(String, BoxFuture<Outcome>), Refused> {
+        let task = Task::decode_checked(&message.payload).map_err(Refused::InvalidEnvelope)?;
+        let max = self.connection.config().max_deliveries();
+        if origin.attempts > max {
+            return Err(Refused::DeliveriesExhausted(Box::new(task), max));
+        }
+        let id = task.id.clone();
+        tracing::debug!(%id, attempt = origin.attempts, "handling task");
+        let handled = self.handler.handle(Attempt {
+            task,
+            number: origin.attempts,
+            max,
+        });
+        Ok((id, handled))
+    }
+
+    /// Dead-letters a delivery that was not handed to the handler.
+    async fn refuse(
+        &self,
+        message: jetstream::Message,
+        origin: Origin,
+        refused: Refused,
+    ) -> Settlement {
+        match refused {
+            Refused::InvalidEnvelope(err) => {
                 tracing::warn!(
                     seq = origin.stream_sequence,
                     "dead-lettering a message that is not a task: {err}"
@@ -150,39 +201,35 @@ impl Executor {
                     error: err.to_string(),
                     ..Failure::default()
                 };
-                return self
-                    .dead_letter(
-                        &message,
-                        raw,
-                        &origin,
-                        DeadLetterReason::InvalidEnvelope,
-                        failure,
-                    )
-                    .await;
+                let reason = DeadLetterReason::InvalidEnvelope;
+                self.dead_letter(&message, raw, &origin, reason, failure)
+                    .await
             }
-        };
-        let max = config.max_deliveries();
-        if origin.attempts > max {
-            drop(slot);
-            let failure = Failure::new(format!(
-                "delivered {} times without a result (allowed: {max}); the workers holding it \
-                 stopped or lost their connection",
-                origin.attempts
-            ));
-            let reason = DeadLetterReason::DeliveriesExhausted;
-            return self
-                .dead_letter(&message, Failed::Task(task), &origin, reason, failure)
-                .await;
+            Refused::DeliveriesExhausted(task, max) => {
+                let failure = Failure::new(format!(
+                    "delivered {} times without a result (allowed: {max}); the workers holding \
+                     it stopped or lost their connection",
+                    origin.attempts
+                ));
+                let reason = DeadLetterReason::DeliveriesExhausted;
+                self.dead_letter(&message, Failed::Task(*task), &origin, reason, failure)
+                    .await
+            }
         }
+    }
 
-        let id = task.id.clone();
-        let attempt = Attempt {
-            task,
-            number: origin.attempts,
-            max,
-        };
-        tracing::debug!(%id, attempt = attempt.number, "handling task");
-        let outcome = self.run_with_heartbeats(&message, attempt).await;
+    /// Waits for the handler's outcome, then settles the delivery.
+    async fn finish<Slot>(
+        &self,
+        message: jetstream::Message,
+        origin: Origin,
+        id: String,
+        handled: BoxFuture<Outcome>,
+        slot: Slot,
+    ) -> Settlement {
+        let config = self.connection.config();
+        let max = config.max_deliveries();
+        let outcome = self.run_with_heartbeats(&message, handled).await;
         drop(slot);
         match outcome {
             Outcome::Success => {
@@ -233,12 +280,15 @@ impl Executor {
 
     /// Runs the handler, sending a progress heartbeat every third of `ackWait` so a long
     /// handler keeps its task, and giving up after `taskTimeout`. One timer serves both.
-    async fn run_with_heartbeats(&self, message: &jetstream::Message, attempt: Attempt) -> Outcome {
+    async fn run_with_heartbeats(
+        &self,
+        message: &jetstream::Message,
+        handled: BoxFuture<Outcome>,
+    ) -> Outcome {
         let config = self.connection.config();
         let interval = config.heartbeat_interval();
         let deadline = tokio::time::Instant::now() + config.task_timeout;
         let timer = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + interval));
-        let handled = self.handler.handle(attempt);
         tokio::pin!(timer, handled);
         loop {
             tokio::select! {

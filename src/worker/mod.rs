@@ -49,16 +49,20 @@ use crate::{
 /// How long a stopping worker keeps its inbox for messages already sent to its open pull requests.
 const STOP_GRACE: Duration = Duration::from_millis(200);
 /// How long a stopping worker waits for its queued acks to be handed to the client.
-const ACKS_SENT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const ACKS_SENT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a stopping worker may take past `shutdownTimeout` to hand back what it holds.
+pub const OVERRUN: Duration = Duration::from_secs(1);
 /// The longest pause between attempts to pull after errors.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A running worker of one queue.
 pub struct Worker {
-    stop: watch::Sender<bool>,
+    /// The stop request: when `shutdownTimeout` runs out for this stop.
+    stop: watch::Sender<Option<Instant>>,
     run: tokio::task::JoinHandle<StopReport>,
     /// The success-ack sender; it ends once every delivery is done with it.
     acks_sent: tokio::task::JoinHandle<()>,
+    shutdown_timeout: Duration,
 }
 
 /// How a worker's shutdown went.
@@ -76,8 +80,9 @@ impl Worker {
         let puller = Puller::open(connection.clone())
             .await
             .map_err(|err| Error::nats("subscribing the worker's inbox", err))?;
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(None);
         let config = connection.config();
+        let shutdown_timeout = config.shutdown_timeout;
         let prefetch = Prefetch::new(config.batch_size, config.prefetch);
         let batch_size = config.batch_size as usize;
         // A handler that queues attempts itself gets every task the worker holds at once.
@@ -104,17 +109,50 @@ impl Worker {
             stop,
             run,
             acks_sent,
+            shutdown_timeout,
         })
     }
 
-    /// Stops pulling, hands back messages that arrive meanwhile, and waits (up to
-    /// `shutdownTimeout`) for the deliveries in flight to settle.
+    /// Stops pulling and runs what the worker holds, within `shutdownTimeout` from now.
     pub async fn stop(self) -> StopReport {
-        let _ = self.stop.send(true);
-        let report = self.run.await.unwrap_or_else(|err| {
-            tracing::warn!("worker task ended abnormally: {err}");
-            StopReport::default()
+        let deadline = Instant::now() + self.shutdown_timeout;
+        self.stop_by(deadline).await
+    }
+
+    /// Asks the worker to stop within `shutdownTimeout` from now, without waiting.
+    pub fn request_stop(&self) {
+        self.request_stop_by(Instant::now() + self.shutdown_timeout);
+    }
+
+    /// Asks the worker to stop by `deadline` without waiting: it pulls no more from now on.
+    /// A later [`Worker::stop_by`] keeps the first deadline.
+    pub fn request_stop_by(&self, deadline: Instant) {
+        self.stop.send_if_modified(|stop| {
+            let first = stop.is_none();
+            if first {
+                *stop = Some(deadline);
+            }
+            first
         });
+    }
+
+    /// Stops pulling, runs what the worker holds until `deadline`, then hands back what has not
+    /// started and abandons what still runs. Returns by `deadline` plus [`OVERRUN`] and
+    /// [`ACKS_SENT_TIMEOUT`], even when the server is unreachable (the worker's task is then cut short).
+    pub async fn stop_by(mut self, deadline: Instant) -> StopReport {
+        self.request_stop_by(deadline);
+        let report = match tokio::time::timeout_at(deadline + OVERRUN, &mut self.run).await {
+            Ok(Ok(report)) => report,
+            Ok(Err(err)) => {
+                tracing::warn!("worker task ended abnormally: {err}");
+                StopReport::default()
+            }
+            Err(_) => {
+                tracing::warn!("the worker did not stop by shutdownTimeout (is the server reachable?); cutting it short");
+                self.run.abort();
+                StopReport::default()
+            }
+        };
         // Acks queued by the last deliveries go out before the connection may close.
         if tokio::time::timeout(ACKS_SENT_TIMEOUT, self.acks_sent)
             .await
@@ -141,7 +179,7 @@ struct PullLoop {
     prefetch: Arc<Prefetch>,
     /// Prefetched messages waiting for a slot, in delivery order, with their room.
     waiting: VecDeque<(Message, OwnedSemaphorePermit)>,
-    stopped: watch::Receiver<bool>,
+    stopped: watch::Receiver<Option<Instant>>,
     running: JoinSet<()>,
 }
 
@@ -192,11 +230,11 @@ impl PullLoop {
                 .map(|stop| stop.grace_until);
             let failure = tokio::select! {
                 biased;
-                _ = stop_requested(&mut self.stopped), if stopping.is_none() => {
+                deadline = stop_requested(&mut self.stopped), if stopping.is_none() => {
                     self.executor.confirm_acks();
                     let now = Instant::now();
                     stopping = Some(Stopping {
-                        deadline: now + self.connection.config().shutdown_timeout,
+                        deadline,
                         grace_until: now + STOP_GRACE,
                         unsubscribed: false,
                     });
@@ -281,8 +319,9 @@ impl PullLoop {
     fn start(&mut self, message: Message, room: OwnedSemaphorePermit, slot: OwnedSemaphorePermit) {
         let executor = self.executor.clone();
         let held = self.prefetch.time((room, slot));
+        let execution = executor.execute(message, held);
         self.running.spawn(async move {
-            executor.execute(message, held).await;
+            execution.await;
         });
     }
 
@@ -354,10 +393,16 @@ impl PullLoop {
     }
 }
 
-/// Resolves once a stop is requested. A worker whose [`Worker`] handle was dropped without a stop
-/// (its JavaScript object was garbage-collected) keeps running: only an explicit stop ends it.
-async fn stop_requested(stopped: &mut watch::Receiver<bool>) {
-    if stopped.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
+/// Resolves, to the stop's deadline, once a stop is requested. A worker whose [`Worker`] handle
+/// was dropped without a stop (its JavaScript object was garbage-collected) keeps running: only an
+/// explicit stop ends it.
+async fn stop_requested(stopped: &mut watch::Receiver<Option<Instant>>) -> Instant {
+    let deadline = match stopped.wait_for(Option::is_some).await {
+        Ok(deadline) => *deadline,
+        Err(_) => None,
+    };
+    match deadline {
+        Some(deadline) => deadline,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,280 @@
+//! The lifecycle of one queue object: connect → process → disconnect, and the calls in between.
+//!
+//! A [`Queue`] is what the JavaScript `Protoqueue` object holds (through the binding, which only
+//! converts values). It may connect again after `disconnect()`, and each `process()` starts one
+//! worker *run*. What a run hands out dies with it: a batched handler's outcomes are reported by
+//! run id and token ([`Queue::outcomes`]), so a late result from a handler abandoned by an earlier
+//! run can never settle a task of a later one.
+//!
+//! `disconnect()` is bounded as a whole: the worker stops within `shutdownTimeout` (what it holds
+//! is run, then handed back), enqueues still in flight get the same time to be confirmed, and
+//! closing the connection takes at most [`CLOSE_TIMEOUT`] more.
+
+use std::sync::{
+    atomic::{AtomicU32, AtomicUsize, Ordering},
+    Arc, Mutex, PoisonError,
+};
+
+use tokio::{sync::Notify, time::Instant};
+
+use crate::{
+    admin::{
+        dead_letters::{self, StoredDeadLetter},
+        stats::{self, Stats},
+    },
+    config::Config,
+    error::{Error, Result},
+    nats::connection::Connection,
+    producer::{self, NewTask},
+    worker::{
+        batching::{BatchSink, BatchedHandler, PendingOutcomes},
+        executor::Handler,
+        StopReport, Worker,
+    },
+};
+
+/// The most time closing the connection may add to `disconnect()` after `shutdownTimeout`.
+pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One queue object: its configuration, and its connection and worker once connected.
+pub struct Queue {
+    config: Arc<Config>,
+    state: tokio::sync::Mutex<Option<Connected>>,
+    /// The outcome registries of the runs not yet finished, by run id, readable without waiting
+    /// for `state` (outcomes arrive on the JavaScript thread, which must never block).
+    runs: Runs,
+    next_run: AtomicU32,
+    enqueues: InFlight,
+}
+
+struct Connected {
+    connection: Connection,
+    worker: Option<(u32, Worker)>,
+}
+
+type Runs = Arc<Mutex<Vec<(u32, Arc<PendingOutcomes>)>>>;
+
+/// A disconnect under way: the worker has been asked to stop and new calls fail with
+/// `ERR_PQ_NOT_CONNECTED`; [`Shutdown::finish`] waits for the rest, bounded.
+pub struct Shutdown {
+    connected: Option<Connected>,
+    runs: Runs,
+    enqueues: InFlight,
+    deadline: Instant,
+}
+
+impl Queue {
+    /// A queue that is not connected yet.
+    pub fn new(config: Config) -> Self {
+        Queue {
+            config: Arc::new(config),
+            state: tokio::sync::Mutex::new(None),
+            runs: Runs::default(),
+            next_run: AtomicU32::new(1),
+            enqueues: InFlight::default(),
+        }
+    }
+
+    /// The validated configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Connects (the URL argument, else `config.url`, else `NATS_URL`, else localhost) and makes
+    /// sure the streams exist. A no-op when connected; allowed again after `disconnect()`.
+    pub async fn connect(&self, url: Option<&str>) -> Result<()> {
+        let mut state = self.state.lock().await;
+        if state.is_some() {
+            return Ok(());
+        }
+        let url = self.config.resolve_url(url)?;
+        let connection = Connection::open(self.config.clone(), &url).await?;
+        *state = Some(Connected {
+            connection,
+            worker: None,
+        });
+        Ok(())
+    }
+
+    /// Enqueues one task; resolves to its id once JetStream stored it.
+    pub async fn enqueue(&self, task: NewTask) -> Result<String> {
+        let (connection, _guard) = self.connection_for_enqueue().await?;
+        producer::enqueue(&connection, task).await
+    }
+
+    /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
+    pub async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<String>> {
+        let (connection, _guard) = self.connection_for_enqueue().await?;
+        producer::enqueue_batch(&connection, tasks).await
+    }
+
+    /// A new run id, for a [`Queue::process_batched`] whose handler must know it before the run
+    /// starts (its first batch can arrive before the call returns).
+    pub fn reserve_run(&self) -> u32 {
+        self.next_run.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Starts a worker run with a handler that takes one attempt at a time.
+    pub async fn process(&self, handler: Arc<dyn Handler>) -> Result<()> {
+        self.start_run(self.reserve_run(), |_| handler).await
+    }
+
+    /// Starts worker run `run` (from [`Queue::reserve_run`]), whose attempts go to `sink` in
+    /// batches; their outcomes are reported through [`Queue::outcomes`] with the run id.
+    pub async fn process_batched(&self, run: u32, sink: impl BatchSink) -> Result<()> {
+        self.start_run(run, |outcomes| {
+            Arc::new(BatchedHandler::start(sink, outcomes))
+        })
+        .await
+    }
+
+    async fn start_run(
+        &self,
+        run: u32,
+        handler: impl FnOnce(Arc<PendingOutcomes>) -> Arc<dyn Handler>,
+    ) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let connected = state.as_mut().ok_or(Error::NotConnected)?;
+        if connected.worker.is_some() {
+            return Err(Error::AlreadyProcessing);
+        }
+        let outcomes = Arc::new(PendingOutcomes::default());
+        let worker = Worker::start(connected.connection.clone(), handler(outcomes.clone())).await?;
+        connected.worker = Some((run, worker));
+        lock(&self.runs).push((run, outcomes));
+        Ok(())
+    }
+
+    /// The outcome registry of run `run`, until its worker has stopped. Outcomes of runs that
+    /// ended find nothing.
+    pub fn outcomes(&self, run: u32) -> Option<Arc<PendingOutcomes>> {
+        lock(&self.runs)
+            .iter()
+            .find(|(id, _)| *id == run)
+            .map(|(_, outcomes)| outcomes.clone())
+    }
+
+    /// Reads queue statistics from the server.
+    pub async fn stats(&self) -> Result<Stats> {
+        stats::snapshot(&self.connection().await?).await
+    }
+
+    /// Reads (without removing) up to `limit` dead letters, oldest first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>> {
+        dead_letters::list(&self.connection().await?, limit).await
+    }
+
+    /// Stops the worker (what it holds is run first, within `shutdownTimeout`), waits for
+    /// enqueues in flight, then closes the connection. A no-op when not connected.
+    pub async fn disconnect(&self) -> StopReport {
+        self.begin_disconnect().await.finish().await
+    }
+
+    /// The first half of [`Queue::disconnect`]: from its return on, the queue is disconnected for
+    /// new calls, its worker pulls no more, and outcomes of its run still count until
+    /// [`Shutdown::finish`] is done. A handler that disconnects its own queue cannot wait for the
+    /// rest, which includes its own task: it finishes this in the background.
+    pub async fn begin_disconnect(&self) -> Shutdown {
+        let connected = self.state.lock().await.take();
+        // The deadline counts from the request: `stop_by` below keeps the first one.
+        if let Some((_, worker)) = connected.as_ref().and_then(|c| c.worker.as_ref()) {
+            worker.request_stop();
+        }
+        Shutdown {
+            connected,
+            runs: self.runs.clone(),
+            enqueues: self.enqueues.clone(),
+            deadline: Instant::now() + self.config.shutdown_timeout,
+        }
+    }
+
+    async fn connection(&self) -> Result<Connection> {
+        match &*self.state.lock().await {
+            Some(connected) => Ok(connected.connection.clone()),
+            None => Err(Error::NotConnected),
+        }
+    }
+
+    /// The connection, and a guard that makes `disconnect()` wait for this enqueue.
+    async fn connection_for_enqueue(&self) -> Result<(Connection, EnqueueGuard)> {
+        let state = self.state.lock().await;
+        let connected = state.as_ref().ok_or(Error::NotConnected)?;
+        Ok((connected.connection.clone(), self.enqueues.enter()))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; a poisoned one is still consistent.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shutdown {
+    /// Waits (until `shutdownTimeout`) for the worker and the enqueues in flight, then closes the
+    /// connection (at most [`CLOSE_TIMEOUT`] more).
+    pub async fn finish(self) -> StopReport {
+        let Some(connected) = self.connected else {
+            return StopReport::default();
+        };
+        let report = match connected.worker {
+            Some((run, worker)) => {
+                let report = worker.stop_by(self.deadline).await;
+                lock(&self.runs).retain(|(id, _)| *id != run);
+                report
+            }
+            None => StopReport::default(),
+        };
+        if !self.enqueues.wait_until(self.deadline).await {
+            tracing::warn!(
+                "shutdownTimeout ran out with enqueues still waiting for the server; they reject \
+                 with ERR_PQ_TIMEOUT and may still be stored"
+            );
+        }
+        connected.connection.close_within(CLOSE_TIMEOUT).await;
+        report
+    }
+}
+
+/// Counts calls in flight that `disconnect()` waits for.
+#[derive(Clone, Default)]
+struct InFlight {
+    inner: Arc<InFlightInner>,
+}
+
+#[derive(Default)]
+struct InFlightInner {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// One enqueue in flight; dropping it ends it.
+struct EnqueueGuard(InFlight);
+
+impl InFlight {
+    fn enter(&self) -> EnqueueGuard {
+        self.inner.count.fetch_add(1, Ordering::SeqCst);
+        EnqueueGuard(self.clone())
+    }
+
+    /// Whether every call in flight ended before `deadline`.
+    async fn wait_until(&self, deadline: Instant) -> bool {
+        tokio::time::timeout_at(deadline, async {
+            loop {
+                let idle = self.inner.idle.notified();
+                if self.inner.count.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+impl Drop for EnqueueGuard {
+    fn drop(&mut self) {
+        if self.0.inner.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.inner.idle.notify_waiters();
+        }
+    }
+}
