@@ -1,0 +1,127 @@
+//! Control over a running queue, for every worker in every process at once: pause and resume
+//! (JetStream consumer pause, nats-server ≥ 2.11), and purging the tasks that wait.
+//!
+//! A pause is the shared consumer's `pause_until`, kept by the server: workers started later, in
+//! any process, find the queue paused too. While paused the server delivers nothing to the
+//! consumer's pull requests; tasks already delivered finish normally.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::Stream;
+use futures::{stream::FuturesUnordered, StreamExt};
+
+use crate::{
+    config::CONSUMER_NAME,
+    error::{Error, Result},
+    nats::{self, connection::Connection, topology},
+};
+
+/// How long "paused until resumed" lasts: a century.
+const INDEFINITELY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// How long `purge()` holds the workers while it removes waiting tasks; should it die midway,
+/// they resume by themselves after this.
+const PURGE_PAUSE: Duration = Duration::from_secs(60);
+/// Deletions in flight at once.
+const WINDOW: usize = 256;
+
+/// Stops every worker of the queue from receiving tasks until [`resume`].
+pub async fn pause(connection: &Connection) -> Result<()> {
+    pause_for(connection, INDEFINITELY).await
+}
+
+/// Lets the workers of the queue receive tasks again.
+pub async fn resume(connection: &Connection) -> Result<()> {
+    let stream = task_stream(connection).await?;
+    topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
+    stream
+        .resume_consumer(CONSUMER_NAME)
+        .await
+        .map_err(|err| pause_error("resuming the queue", err))?;
+    Ok(())
+}
+
+/// Whether the queue's workers are paused.
+pub async fn is_paused(connection: &Connection) -> Result<bool> {
+    let stream = task_stream(connection).await?;
+    match stream.consumer_info(CONSUMER_NAME).await {
+        Ok(info) => Ok(info.paused),
+        // No worker ever started: nothing is paused.
+        Err(_) => Ok(false),
+    }
+}
+
+/// Removes the tasks waiting in the queue (never delivered to a worker; not those being handled
+/// or waiting for a retry); returns how many. The workers are held for the moment it takes, so
+/// none of the tasks removed is delivered meanwhile.
+pub async fn purge(connection: &Connection) -> Result<u64> {
+    let stream = task_stream(connection).await?;
+    let was_paused = is_paused(connection).await?;
+    if !was_paused {
+        pause_for(connection, PURGE_PAUSE).await?;
+    }
+    let purged = purge_undelivered(connection, &stream).await;
+    if !was_paused {
+        resume(connection).await?;
+    }
+    purged
+}
+
+async fn purge_undelivered(connection: &Connection, stream: &Stream) -> Result<u64> {
+    let consumer = stream
+        .consumer_info(CONSUMER_NAME)
+        .await
+        .map_err(|err| Error::nats("reading the queue's consumer", err))?;
+    if consumer.num_ack_pending == 0 && consumer.delivered.stream_sequence == 0 {
+        let purged = stream
+            .purge()
+            .await
+            .map_err(|err| Error::nats("purging the queue", err))?;
+        return Ok(purged.purged);
+    }
+    let last = stream.cached_info().state.last_sequence;
+    let first = consumer.delivered.stream_sequence + 1;
+    let mut deleting = FuturesUnordered::new();
+    let mut removed = 0;
+    let mut next = first;
+    while next <= last || !deleting.is_empty() {
+        while next <= last && deleting.len() < WINDOW {
+            let sequence = next;
+            let name = &connection.config().stream_name;
+            deleting.push(nats::delete_message(&connection.jetstream, name, sequence));
+            next += 1;
+        }
+        if let Some(deleted) = deleting.next().await {
+            if deleted? {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+async fn pause_for(connection: &Connection, length: Duration) -> Result<()> {
+    let stream = task_stream(connection).await?;
+    topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
+    let until = async_nats::datetime::add_std_duration(async_nats::datetime::now(), length)
+        .map_err(|err| Error::nats("computing the pause's end", err))?;
+    stream
+        .pause_consumer(CONSUMER_NAME, until)
+        .await
+        .map_err(|err| pause_error("pausing the queue", err))?;
+    Ok(())
+}
+
+async fn task_stream(connection: &Connection) -> Result<Stream> {
+    connection
+        .jetstream
+        .get_stream(&connection.config().stream_name)
+        .await
+        .map_err(|err| Error::nats("opening the task stream", err))
+}
+
+fn pause_error(what: &str, err: async_nats::jetstream::stream::ConsumerError) -> Error {
+    Error::nats(
+        &format!("{what} (consumer pause needs nats-server 2.11 or newer)"),
+        err,
+    )
+}

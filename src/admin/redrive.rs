@@ -1,0 +1,264 @@
+//! Acting on dead letters: requeueing their tasks and removing them.
+//!
+//! Both walk the dead-letter stream as it was when they started (oldest first, with an ordered
+//! consumer: one pass, no request per letter), pick the letters a [`Filter`] matches, and act on
+//! up to [`WINDOW`] at once.
+//!
+//! A requeued task is published again with the same id (so the user can follow it) and a fresh
+//! attempt budget (it is a new message for the server), under a message id of its own:
+//! `<task id>:requeue:<letter sequence>`. That id is new to the task stream, so its duplicate
+//! window cannot swallow a task requeued seconds after it was first enqueued, and it is the same
+//! for every operator requeueing the same letter, so two of them at once store one copy. The
+//! letter is removed only after the server confirmed the requeued task.
+
+use std::{collections::HashSet, future::Future};
+
+use async_nats::jetstream::{consumer::pull::OrderedConfig, stream::Stream};
+use futures::{stream::FuturesUnordered, StreamExt};
+use prost::Message as _;
+
+use crate::{
+    envelope::{DeadLetter, DeadLetterReason},
+    error::{Error, Result},
+    nats::{self, connection::Connection},
+    producer::{Outgoing, Publisher},
+};
+
+/// Letters acted on at once.
+pub const WINDOW: usize = 256;
+
+/// Which dead letters an operation applies to: all when empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    /// Only the letters of these task ids.
+    pub ids: Option<HashSet<String>>,
+    /// Only the letters with this reason.
+    pub reason: Option<DeadLetterReason>,
+    /// At most this many letters, oldest first.
+    pub limit: Option<u64>,
+}
+
+impl Filter {
+    fn matches(&self, letter: &DeadLetter) -> bool {
+        let id = letter.task.as_ref().map(|task| task.id.as_str());
+        self.reason.is_none_or(|reason| letter.reason() == reason)
+            && self
+                .ids
+                .as_ref()
+                .is_none_or(|ids| id.is_some_and(|id| ids.contains(id)))
+    }
+
+    fn is_everything(&self) -> bool {
+        *self == Filter::default()
+    }
+}
+
+/// How far a long operation is: letters looked at so far, of how many were stored when it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Letters looked at.
+    pub seen: u64,
+    /// Letters stored when the operation began.
+    pub total: u64,
+    /// Letters acted on.
+    pub done: u64,
+}
+
+/// Puts the tasks of the matching dead letters back on the queue, each removed from the
+/// dead-letter stream once its task is stored; returns how many this call requeued. Letters of
+/// messages that were not tasks (`invalidEnvelope`), and letters whose task data was dropped to
+/// fit the server's `max_payload`, have nothing to run and are left alone.
+pub async fn requeue(
+    connection: &Connection,
+    filter: &Filter,
+    progress: impl Fn(Progress),
+) -> Result<u64> {
+    let letters = open(connection).await?;
+    let max_payload = connection.max_payload();
+    let subject = connection.config().subject.clone();
+    let requeueable = |letter: &DeadLetter| letter.task.is_some() && !data_dropped(letter);
+    let narrowed = |letter: &DeadLetter| filter.matches(letter) && requeueable(letter);
+    for_each(
+        connection,
+        &letters,
+        &narrowed,
+        filter.limit,
+        progress,
+        |sequence, letter| {
+            let subject = subject.clone();
+            async move {
+                let Some(task) = letter.task else {
+                    return Ok(false);
+                };
+                let message_id = format!("{}:requeue:{sequence}", task.id);
+                let message = Outgoing::checked(message_id, task.to_bytes(), max_payload)?;
+                Publisher::to(connection, subject).publish(message).await?;
+                remove(connection, sequence).await
+            }
+        },
+    )
+    .await
+}
+
+/// Removes the matching dead letters; returns how many this call removed.
+pub async fn purge(
+    connection: &Connection,
+    filter: &Filter,
+    progress: impl Fn(Progress),
+) -> Result<u64> {
+    let letters = open(connection).await?;
+    if filter.is_everything() {
+        let purged = letters
+            .purge()
+            .await
+            .map_err(|err| Error::nats("purging the dead-letter stream", err))?;
+        progress(Progress {
+            seen: purged.purged,
+            total: purged.purged,
+            done: purged.purged,
+        });
+        return Ok(purged.purged);
+    }
+    let matches = |letter: &DeadLetter| filter.matches(letter);
+    for_each(
+        connection,
+        &letters,
+        &matches,
+        filter.limit,
+        progress,
+        |sequence, _| remove(connection, sequence),
+    )
+    .await
+}
+
+async fn open(connection: &Connection) -> Result<Stream> {
+    connection
+        .jetstream
+        .get_stream(connection.config().dead_letter_stream())
+        .await
+        .map_err(|err| Error::nats("opening the dead-letter stream", err))
+}
+
+/// Deletes one letter; `false` when it was gone already (another operator took it).
+async fn remove(connection: &Connection, sequence: u64) -> Result<bool> {
+    let stream = connection.config().dead_letter_stream();
+    nats::delete_message(&connection.jetstream, &stream, sequence).await
+}
+
+/// Whether the letter's task lost its data and metadata so the letter would fit `max_payload`.
+fn data_dropped(letter: &DeadLetter) -> bool {
+    letter.task.as_ref().is_some_and(|task| {
+        task.data.is_empty() && letter.error.contains("[protoqueue: the task's data")
+    })
+}
+
+/// Walks the letters stored when it starts, oldest first, running `act` on each one `wanted`
+/// accepts (at most `limit` of them), [`WINDOW`] at once; returns how many `act` reported done.
+async fn for_each<'a, Fut>(
+    connection: &Connection,
+    letters: &Stream,
+    wanted: &dyn Fn(&DeadLetter) -> bool,
+    limit: Option<u64>,
+    progress: impl Fn(Progress),
+    act: impl Fn(u64, DeadLetter) -> Fut,
+) -> Result<u64>
+where
+    Fut: Future<Output = Result<bool>> + 'a,
+{
+    let state = letters.cached_info().state.clone();
+    let mut status = Progress {
+        seen: 0,
+        total: state.messages,
+        done: 0,
+    };
+    if state.messages == 0 {
+        progress(status);
+        return Ok(0);
+    }
+    let reader = letters
+        .create_consumer(OrderedConfig {
+            filter_subject: connection.config().dead_letter_subject(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| Error::nats("reading the dead-letter stream", err))?;
+    let mut stored = reader
+        .messages()
+        .await
+        .map_err(|err| Error::nats("reading the dead-letter stream", err))?;
+    let mut acting = FuturesUnordered::new();
+    let mut taken = 0;
+    let mut reading = true;
+    while reading || !acting.is_empty() {
+        tokio::select! {
+            message = stored.next(), if reading && acting.len() < WINDOW => {
+                let Some(message) = message else {
+                    reading = false;
+                    continue;
+                };
+                let message = message.map_err(|err| Error::nats("reading the dead-letter stream", err))?;
+                let info = message.info().map_err(|err| Error::nats("reading a dead letter", err))?;
+                let (sequence, left) = (info.stream_sequence, info.pending);
+                status.seen += 1;
+                reading = sequence < state.last_sequence && left > 0;
+                match DeadLetter::decode(message.payload.clone()) {
+                    Ok(letter) if wanted(&letter) && limit.is_none_or(|limit| taken < limit) => {
+                        taken += 1;
+                        acting.push(act(sequence, letter));
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(seq = sequence, "skipping an undecodable dead letter: {err}"),
+                }
+                if limit.is_some_and(|limit| taken >= limit) {
+                    reading = false;
+                }
+            }
+            Some(done) = acting.next(), if !acting.is_empty() => {
+                if done? {
+                    status.done += 1;
+                }
+                progress(status);
+            }
+        }
+    }
+    progress(status);
+    Ok(status.done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Task;
+
+    fn letter(id: &str, reason: DeadLetterReason) -> DeadLetter {
+        DeadLetter {
+            task: Some(Task {
+                id: id.into(),
+                ..Task::default()
+            }),
+            reason: reason as i32,
+            ..DeadLetter::default()
+        }
+    }
+
+    #[test]
+    fn a_filter_matches_by_id_and_reason() {
+        let failed = letter("a", DeadLetterReason::RetriesExhausted);
+        let rejected = letter("b", DeadLetterReason::Rejected);
+        let raw = DeadLetter {
+            reason: DeadLetterReason::InvalidEnvelope as i32,
+            ..DeadLetter::default()
+        };
+        assert!(Filter::default().matches(&failed) && Filter::default().matches(&raw));
+        let by_reason = Filter {
+            reason: Some(DeadLetterReason::Rejected),
+            ..Filter::default()
+        };
+        assert!(!by_reason.matches(&failed) && by_reason.matches(&rejected));
+        let by_id = Filter {
+            ids: Some(HashSet::from(["a".to_owned()])),
+            ..Filter::default()
+        };
+        assert!(by_id.matches(&failed) && !by_id.matches(&rejected) && !by_id.matches(&raw));
+    }
+}
