@@ -41,11 +41,11 @@ pub struct Filter {
 impl Filter {
     fn matches(&self, letter: &DeadLetter) -> bool {
         let id = letter.task.as_ref().map(|task| task.id.as_str());
-        self.reason.is_none_or(|reason| letter.reason() == reason)
+        self.reason.map_or(true, |reason| letter.reason() == reason)
             && self
                 .ids
                 .as_ref()
-                .is_none_or(|ids| id.is_some_and(|id| ids.contains(id)))
+                .map_or(true, |ids| id.is_some_and(|id| ids.contains(id)))
     }
 
     fn is_everything(&self) -> bool {
@@ -202,7 +202,7 @@ where
                 status.seen += 1;
                 reading = sequence < state.last_sequence && left > 0;
                 match DeadLetter::decode(message.payload.clone()) {
-                    Ok(letter) if wanted(&letter) && limit.is_none_or(|limit| taken < limit) => {
+                    Ok(letter) if wanted(&letter) && limit.map_or(true, |limit| taken < limit) => {
                         taken += 1;
                         acting.push(act(sequence, letter));
                     }
