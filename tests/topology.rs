@@ -301,3 +301,47 @@ async fn stats_and_dead_letters_time_out_during_an_outage() {
         "ERR_PQ_TIMEOUT"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lowers_ack_wait_does_not_make_a_long_task_run_twice() {
+    let server = NatsServer::start().await;
+    let slow = {
+        let mut config = test_config();
+        config.ack_wait = Duration::from_secs(6);
+        config
+    };
+    let fast = {
+        let mut config = slow.clone();
+        config.ack_wait = Duration::from_secs(1);
+        config
+    };
+    let first = connect(&slow, &server).await;
+    let second = connect(&fast, &server).await;
+    let started = Recorder::new();
+    let finished = Recorder::new();
+    let worker_a = start_worker(
+        &first,
+        recording_slow_success(&started, &finished, Duration::from_secs(7)),
+    )
+    .await;
+    producer::enqueue(&first, task(b"{}".to_vec()))
+        .await
+        .expect("enqueue");
+    started.wait_calls(1, Duration::from_secs(10)).await;
+
+    // A second worker with a shorter ackWait starts while the long task runs.
+    let worker_b = start_worker(&second, recording_success(&started, 1)).await;
+    finished.wait_calls(1, Duration::from_secs(15)).await;
+    started.assert_no_more_calls(1, Duration::from_millis(500)).await;
+
+    // The consumer now has the last worker's ackWait (how an operator changes it).
+    let js = plain_jetstream(&server).await;
+    let stream = js.get_stream(&slow.stream_name).await.expect("stream");
+    let consumer = stream
+        .consumer_info("protoqueue-workers")
+        .await
+        .expect("consumer");
+    assert_eq!(consumer.config.ack_wait, Duration::from_secs(1));
+    worker_b.stop().await;
+    worker_a.stop().await;
+}

@@ -1,5 +1,6 @@
 //! NATS itself: the connection (with reconnection and credentials applied) and the JetStream
 //! objects a queue lives in.
 
+pub mod ack_wait;
 pub mod connection;
 pub mod topology;

@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use crate::{
     envelope::{DeadLetterReason, Task},
-    nats::connection::Connection,
+    nats::{ack_wait::HeartbeatPace, connection::Connection},
     worker::acks::AckSender,
     worker::dead_letter::{self, Failed, Origin},
 };
@@ -112,16 +112,25 @@ pub struct Executor {
     acks: AckSender,
     /// Set when the worker stops: from then on success acks wait for the server too.
     confirm_acks: AtomicBool,
+    /// The heartbeat interval, following the consumer's `ack_wait`.
+    pace: HeartbeatPace,
 }
 
 impl Executor {
-    /// An executor for a connected queue; success acks go through `acks`.
-    pub fn new(connection: Connection, handler: Arc<dyn Handler>, acks: AckSender) -> Self {
+    /// An executor for a connected queue; success acks go through `acks`, heartbeats follow
+    /// `pace`.
+    pub fn new(
+        connection: Connection,
+        handler: Arc<dyn Handler>,
+        acks: AckSender,
+        pace: HeartbeatPace,
+    ) -> Self {
         Executor {
             connection,
             handler,
             acks,
             confirm_acks: AtomicBool::new(false),
+            pace,
         }
     }
 
@@ -231,13 +240,15 @@ impl Executor {
         }
     }
 
-    /// Runs the handler, sending a progress heartbeat every third of `ackWait` so a long
-    /// handler keeps its task, and giving up after `taskTimeout`. One timer serves both.
+    /// Runs the handler, sending a progress heartbeat every third of `ackWait` (or of the
+    /// consumer's shorter `ack_wait`: [`HeartbeatPace`]) so a long handler keeps its task, and
+    /// giving up after `taskTimeout`. One timer serves both.
     async fn run_with_heartbeats(&self, message: &jetstream::Message, attempt: Attempt) -> Outcome {
         let config = self.connection.config();
-        let interval = config.heartbeat_interval();
-        let deadline = tokio::time::Instant::now() + config.task_timeout;
-        let timer = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + interval));
+        let mut pace = self.pace.clone();
+        let mut last_beat = tokio::time::Instant::now();
+        let deadline = last_beat + config.task_timeout;
+        let timer = tokio::time::sleep_until(deadline.min(last_beat + pace.interval()));
         let handled = self.handler.handle(attempt);
         tokio::pin!(timer, handled);
         loop {
@@ -254,7 +265,12 @@ impl Executor {
                     if let Err(err) = message.ack_with(AckKind::Progress).await {
                         tracing::warn!("progress heartbeat not sent: {err}");
                     }
-                    timer.as_mut().reset(deadline.min(now + interval));
+                    last_beat = now;
+                    timer.as_mut().reset(deadline.min(now + pace.interval()));
+                }
+                // A shorter interval applies from the last heartbeat (at once if already due).
+                () = pace.changed() => {
+                    timer.as_mut().reset(deadline.min(last_beat + pace.interval()));
                 }
             }
         }
