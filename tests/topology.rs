@@ -332,7 +332,9 @@ async fn a_worker_that_lowers_ack_wait_does_not_make_a_long_task_run_twice() {
     // A second worker with a shorter ackWait starts while the long task runs.
     let worker_b = start_worker(&second, recording_success(&started, 1)).await;
     finished.wait_calls(1, Duration::from_secs(15)).await;
-    started.assert_no_more_calls(1, Duration::from_millis(500)).await;
+    started
+        .assert_no_more_calls(1, Duration::from_millis(500))
+        .await;
 
     // The consumer now has the last worker's ackWait (how an operator changes it).
     let js = plain_jetstream(&server).await;

@@ -23,6 +23,7 @@ use bytes::Bytes;
 
 use crate::{
     envelope::{DeadLetterReason, Task},
+    logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
     worker::acks::AckSender,
     worker::dead_letter::{self, Failed, Origin},
@@ -199,7 +200,7 @@ impl Executor {
                 self.ack(&message, &id).await
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
-                tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", failure.error);
+                tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
                 let delay = Some(config.retry_delay);
                 self.settle(&message, AckKind::Nak(delay), Settlement::Retried)
                     .await
@@ -210,7 +211,7 @@ impl Executor {
                 } else {
                     DeadLetterReason::Rejected
                 };
-                tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", failure.error);
+                tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", shorten(&failure.error));
                 // The handler took the task; decode it again (it decoded before) rather than
                 // copying every task for the few that fail for good.
                 let task = match Task::decode_checked(&message.payload) {
