@@ -7,7 +7,7 @@ use async_nats::jetstream::{
     self,
     consumer::{self, pull, AckPolicy, DeliverPolicy},
     context::ConsumerInfoErrorKind,
-    stream::{self, DiscardPolicy, RetentionPolicy, StorageType},
+    stream::{self, ConsumerCreateStrictErrorKind, DiscardPolicy, RetentionPolicy, StorageType},
     ErrorCode,
 };
 
@@ -293,16 +293,29 @@ pub async fn ensure_consumer(js: &jetstream::Context, config: &Config) -> Result
             ))
         }
     }
-    let mut created = stream
-        .create_consumer(consumer_config(config))
-        .await
-        .map_err(|err| match err.kind() {
-            jetstream::stream::ConsumerErrorKind::JetStream(server) => Error::Nats(format!(
-                "the server refused to create consumer {CONSUMER_NAME:?} on stream {:?}: {server}",
-                config.stream_name
-            )),
-            _ => Error::nats(&format!("creating consumer {CONSUMER_NAME:?}"), err),
-        })?;
+    // Strict: a worker starting at the same moment with another ackWait made it first; then its
+    // consumer is checked like any existing one (and `ack_wait` adopted in two steps).
+    let mut created = match stream.create_consumer_strict(consumer_config(config)).await {
+        Ok(created) => created,
+        Err(err) if err.kind() == ConsumerCreateStrictErrorKind::AlreadyExists => {
+            let info = stream
+                .consumer_info(CONSUMER_NAME)
+                .await
+                .map_err(|e| Error::nats(&format!("reading consumer {CONSUMER_NAME:?}"), e))?;
+            check_consumer(&info.config, config)?;
+            return Ok(info);
+        }
+        Err(err) => {
+            return Err(match err.kind() {
+                ConsumerCreateStrictErrorKind::JetStream(server) => Error::Nats(format!(
+                    "the server refused to create consumer {CONSUMER_NAME:?} on stream {:?}: \
+                     {server}",
+                    config.stream_name
+                )),
+                _ => Error::nats(&format!("creating consumer {CONSUMER_NAME:?}"), err),
+            })
+        }
+    };
     let info = created
         .info()
         .await
