@@ -33,6 +33,14 @@ pub enum Error {
         max: usize,
     },
 
+    /// The server refused to store a task or dead letter as too large (e.g. the stream's
+    /// `max_msg_size` is below the server's `max_payload`). Nothing was stored.
+    #[error(
+        "the server refused the message as too large: {0}; store large payloads elsewhere and \
+         enqueue a reference"
+    )]
+    PayloadRefused(String),
+
     /// The queue is not connected: `connect()` was not called, or `disconnect()` was (and
     /// `connect()` not again).
     #[error("not connected: call connect() first (after disconnect(), connect() again)")]
@@ -100,7 +108,7 @@ impl Error {
             Error::InvalidConfig(_) => "ERR_PQ_INVALID_CONFIG",
             Error::InvalidTask(_) => "ERR_PQ_INVALID_TASK",
             Error::Serialize(_) => "ERR_PQ_SERIALIZE",
-            Error::PayloadTooLarge { .. } => "ERR_PQ_PAYLOAD_TOO_LARGE",
+            Error::PayloadTooLarge { .. } | Error::PayloadRefused(_) => "ERR_PQ_PAYLOAD_TOO_LARGE",
             Error::NotConnected => "ERR_PQ_NOT_CONNECTED",
             Error::AlreadyProcessing => "ERR_PQ_ALREADY_PROCESSING",
             Error::Connect { .. } => "ERR_PQ_CONNECT",
@@ -116,6 +124,40 @@ impl Error {
     pub(crate) fn nats(context: &str, err: impl std::fmt::Display) -> Self {
         Error::Nats(format!("{context}: {err}"))
     }
+
+    /// Wraps the error of a JetStream API request: [`Error::Timeout`] when the server did not
+    /// answer in time (an outage), else [`Error::Nats`].
+    pub(crate) fn request(operation: &'static str, err: impl std::error::Error + 'static) -> Self {
+        if timed_out(&err) {
+            Error::Timeout {
+                operation,
+                after: crate::nats::connection::API_TIMEOUT,
+                hint: "; is the NATS server reachable?",
+            }
+        } else {
+            Error::nats(operation, err)
+        }
+    }
+}
+
+/// Whether a client error, or one of its causes, is a request that got no answer in time.
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    use async_nats::jetstream::context::{RequestError, RequestErrorKind};
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if let Some(request) = err.downcast_ref::<RequestError>() {
+            if request.kind() == RequestErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if let Some(request) = err.downcast_ref::<async_nats::RequestError>() {
+            if request.kind() == async_nats::RequestErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cause = err.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -151,7 +193,9 @@ mod tests {
             Error::StreamConflict("x".into()),
             Error::Nats("x".into()),
         ];
-        let codes: std::collections::HashSet<_> = errors.iter().map(Error::code).collect();
+        let mut codes: std::collections::HashSet<_> = errors.iter().map(Error::code).collect();
+        // Refused by the server rather than by the client's own check: the same code.
+        assert!(!codes.insert(Error::PayloadRefused("x".into()).code()));
         assert_eq!(codes.len(), errors.len(), "every variant has its own code");
         assert!(codes.iter().all(|c| c.starts_with("ERR_PQ_")));
     }

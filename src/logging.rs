@@ -3,7 +3,7 @@
 //! `protoqueue=trace`), turns on more. Secrets never reach a log line: URLs are redacted and
 //! credentials are not logged.
 
-use std::{io::IsTerminal, sync::OnceLock};
+use std::{borrow::Cow, io::IsTerminal, sync::OnceLock};
 
 use tracing_subscriber::{filter::EnvFilter, fmt, prelude::*, reload, Registry};
 
@@ -11,6 +11,9 @@ use tracing_subscriber::{filter::EnvFilter, fmt, prelude::*, reload, Registry};
 pub const LOG_ENV: &str = "PROTOQUEUE_LOG";
 const QUIET: &str = "protoqueue=warn";
 const VERBOSE: &str = "protoqueue=debug";
+
+/// The most bytes of user- or handler-provided text (error messages) one log line shows.
+pub const MAX_LOGGED_TEXT: usize = 1024;
 
 static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
@@ -40,5 +43,40 @@ pub fn enable_verbose() {
     }
     if let Some(handle) = FILTER.get() {
         let _ = handle.reload(EnvFilter::new(VERBOSE));
+    }
+}
+
+/// `text` as a log line may show it: at most [`MAX_LOGGED_TEXT`] bytes, cut on a character
+/// boundary and followed by `… (N bytes)` when it is longer. For any text a user or a handler
+/// provides (a 2 MB handler error would otherwise be one 2 MB log line).
+pub fn shorten(text: &str) -> Cow<'_, str> {
+    if text.len() <= MAX_LOGGED_TEXT {
+        return Cow::Borrowed(text);
+    }
+    let mut end = MAX_LOGGED_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_shortened_on_a_char_boundary() {
+        assert_eq!(shorten("short"), "short");
+        let exact = "x".repeat(MAX_LOGGED_TEXT);
+        assert_eq!(shorten(&exact), exact);
+
+        let huge = "é".repeat(1_000_000); // 2 MB, two bytes per character
+        let shown = shorten(&huge);
+        assert!(shown.len() < MAX_LOGGED_TEXT + 32, "{} bytes", shown.len());
+        assert!(shown.starts_with(&"é".repeat(MAX_LOGGED_TEXT / 2)));
+        assert!(shown.ends_with("… (2000000 bytes)"), "{shown:?}");
+
+        let odd = format!("x{}", "é".repeat(1_000)); // the limit falls inside a character
+        assert!(shorten(&odd).ends_with("… (2001 bytes)"));
     }
 }

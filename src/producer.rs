@@ -11,6 +11,7 @@ use async_nats::jetstream::{
     self,
     context::{PublishAckFuture, PublishErrorKind},
     message::PublishMessage,
+    ErrorCode,
 };
 use bytes::Bytes;
 use futures::{stream::FuturesOrdered, StreamExt};
@@ -207,9 +208,30 @@ fn is_transient(kind: PublishErrorKind) -> bool {
     )
 }
 
+/// What a refused publish means for the user: too large (for the server's `max_payload`, or the
+/// stream's `max_msg_size`), or any other NATS error.
 fn publish_error(err: jetstream::context::PublishError) -> Error {
+    let server_code = std::error::Error::source(&err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .map(jetstream::Error::error_code);
     match err.kind() {
-        PublishErrorKind::MaxPayloadExceeded => Error::Nats(format!("publish rejected: {err}")),
+        PublishErrorKind::MaxPayloadExceeded => Error::PayloadRefused(err.to_string()),
+        _ if server_code == Some(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM) => {
+            Error::PayloadRefused(err.to_string())
+        }
         _ => Error::nats("publish failed", err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publish_over_max_payload_is_payload_too_large() {
+        let err = jetstream::context::PublishError::new(PublishErrorKind::MaxPayloadExceeded);
+        assert_eq!(publish_error(err).code(), "ERR_PQ_PAYLOAD_TOO_LARGE");
+        let err = jetstream::context::PublishError::new(PublishErrorKind::Other);
+        assert_eq!(publish_error(err).code(), "ERR_PQ_NATS");
     }
 }

@@ -26,7 +26,7 @@ pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDea
         .jetstream
         .get_stream(config.dead_letter_stream())
         .await
-        .map_err(|e| Error::nats("opening the dead-letter stream", e))?;
+        .map_err(|e| Error::request("opening the dead-letter stream", e))?;
     let subject = config.dead_letter_subject();
     let mut letters = Vec::new();
     let mut next = 1;
@@ -38,7 +38,7 @@ pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDea
         let message = match request.send().await {
             Ok(message) => message,
             Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
-            Err(err) => return Err(Error::nats("reading dead letters", err)),
+            Err(err) => return Err(Error::request("reading dead letters", err)),
         };
         next = message.sequence + 1;
         match DeadLetter::decode(message.payload) {

@@ -39,7 +39,7 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
     let stream = js
         .get_stream(&config.stream_name)
         .await
-        .map_err(|e| Error::nats("reading the task stream", e))?;
+        .map_err(|e| Error::request("reading the task stream", e))?;
     // `get_stream` answers with the stream's info: no second request for it.
     let info = stream.cached_info();
     let mut stats = Stats {
@@ -62,7 +62,7 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
     let dead_letters = js
         .get_stream(config.dead_letter_stream())
         .await
-        .map_err(|e| Error::nats("reading the dead-letter stream", e))?;
+        .map_err(|e| Error::request("reading the dead-letter stream", e))?;
     stats.dead_lettered = dead_letters.cached_info().state.messages;
     Ok(stats)
 }

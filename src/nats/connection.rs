@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// How long one JetStream API request (stream info, consumer create...) may take.
-const API_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest pause between two reconnect attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// While reconnects keep being refused (credentials, TLS), every this many refusals is a warning;

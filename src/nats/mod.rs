@@ -1,6 +1,7 @@
 //! NATS itself: the connection (with reconnection and credentials applied) and the JetStream
 //! objects a queue lives in.
 
+pub mod ack_wait;
 pub mod connection;
 pub mod topology;
 
@@ -25,7 +26,7 @@ pub(crate) async fn delete_message(
     let response: Response<Deleted> = js
         .request(format!("STREAM.MSG.DELETE.{stream}"), &request)
         .await
-        .map_err(|err| Error::nats("deleting a message", err))?;
+        .map_err(|err| Error::request("deleting a message", err))?;
     match response {
         Response::Ok(deleted) => Ok(deleted.success),
         // Not there (the codes differ by server version): another caller removed it first.

@@ -1,16 +1,20 @@
 //! The JetStream objects a queue lives in: the task stream, the dead-letter stream and the durable
-//! pull consumer shared by all workers. Created when missing; an existing stream whose
-//! configuration Protoqueue cannot use is reported, never rewritten.
+//! pull consumer shared by all workers. Created when missing; an existing stream or consumer whose
+//! configuration Protoqueue cannot use (one that could drop a stored task, a dead letter, or stall
+//! the workers) is reported as [`Error::StreamConflict`], never rewritten.
 
 use async_nats::jetstream::{
     self,
-    consumer::{pull, AckPolicy, DeliverPolicy},
-    stream::{self, RetentionPolicy, StorageType},
+    consumer::{self, pull, AckPolicy, DeliverPolicy},
+    context::ConsumerInfoErrorKind,
+    stream::{self, ConsumerCreateStrictErrorKind, DiscardPolicy, RetentionPolicy, StorageType},
+    ErrorCode,
 };
 
 use crate::{
     config::{Config, CONSUMER_NAME, DUPLICATE_WINDOW},
     error::{Error, Result},
+    nats::connection::API_TIMEOUT,
 };
 
 /// The task stream: WorkQueue retention (an acked task is removed), file storage, a duplicate
@@ -63,19 +67,162 @@ pub fn consumer_config(config: &Config) -> pull::Config {
     }
 }
 
-/// Makes sure both streams exist and fit this queue.
+/// Makes sure both streams exist and fit this queue. An existing stream whose settings could
+/// drop a stored task or dead letter (or stall dead-lettering) is refused with
+/// [`Error::StreamConflict`] naming the setting; streams are never rewritten.
 pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<()> {
+    let max_payload = js.client().server_info().max_payload;
     let tasks = ensure_stream(js, task_stream_config(config)).await?;
-    if tasks.retention != RetentionPolicy::WorkQueue {
-        return Err(Error::StreamConflict(format!(
-            "stream {:?} exists with {:?} retention; a Protoqueue stream needs WorkQueue retention. \
-             Use another streamName or delete the stream",
-            tasks.name, tasks.retention
-        )));
+    for warning in check_task_stream(&tasks, config)? {
+        tracing::warn!(stream = %tasks.name, "{warning}");
     }
-    ensure_stream(js, dead_letter_stream_config(config)).await?;
+    let letters = ensure_stream(js, dead_letter_stream_config(config)).await?;
+    for warning in check_dead_letter_stream(&letters, config, max_payload)? {
+        tracing::warn!(stream = %letters.name, "{warning}");
+    }
     Ok(())
 }
+
+/// Checks an existing task stream: refuses settings that can delete a stored task before it is
+/// acked, or that break `enqueue`'s promise; returns warnings for settings that only weaken it.
+pub fn check_task_stream(stream: &stream::Config, config: &Config) -> Result<Vec<String>> {
+    let conflict = |setting: String| {
+        Error::StreamConflict(format!(
+            "stream {:?} exists with {setting}. Protoqueue never rewrites a stream: use another \
+             streamName, or change or delete the stream",
+            stream.name
+        ))
+    };
+    if stream.retention != RetentionPolicy::WorkQueue {
+        return Err(conflict(format!(
+            "{:?} retention; a Protoqueue stream needs WorkQueue retention",
+            stream.retention
+        )));
+    }
+    if let Some(setting) = deleting_limit(stream, true) {
+        return Err(conflict(format!(
+            "{setting}, which can delete tasks before they are handled"
+        )));
+    }
+    common_checks(stream).map_err(conflict)?;
+    Ok(duplicate_window_warning(stream, config)
+        .into_iter()
+        .collect())
+}
+
+/// Checks an existing dead-letter stream: refuses settings that would drop dead letters, or
+/// refuse them (dead-lettering would then stall: the task is retried without end).
+pub fn check_dead_letter_stream(
+    stream: &stream::Config,
+    config: &Config,
+    max_payload: usize,
+) -> Result<Vec<String>> {
+    let conflict = |setting: String| {
+        Error::StreamConflict(format!(
+            "dead-letter stream {:?} exists with {setting}. Protoqueue never rewrites a stream: \
+             change or delete the stream, or use another streamName",
+            stream.name
+        ))
+    };
+    if stream.retention == RetentionPolicy::Interest {
+        return Err(conflict(
+            "Interest retention, which drops dead letters nobody consumes".into(),
+        ));
+    }
+    if let Some(setting) = deleting_limit(stream, false) {
+        return Err(conflict(format!(
+            "{setting}, which drops dead letters or refuses them (dead-lettering would stall)"
+        )));
+    }
+    let max_size = stream.max_message_size;
+    if max_size > 0 && (max_size as usize) < max_payload {
+        return Err(conflict(format!(
+            "max_msg_size {max_size}, below the server's max_payload ({max_payload}): larger dead \
+             letters would be refused and dead-lettering would stall"
+        )));
+    }
+    common_checks(stream).map_err(conflict)?;
+    Ok(duplicate_window_warning(stream, config)
+        .into_iter()
+        .collect())
+}
+
+/// The first limit of `stream` that deletes stored messages, or (unless `refusing_ok`) refuses
+/// new ones. With `refusing_ok`, a limit with `discard: new` only refuses publishes, which the
+/// publisher sees.
+fn deleting_limit(stream: &stream::Config, refusing_ok: bool) -> Option<String> {
+    if !stream.max_age.is_zero() {
+        return Some(format!("max_age {}ms", stream.max_age.as_millis()));
+    }
+    let discard_new = stream.discard == DiscardPolicy::New;
+    let spares = |limit: i64| limit <= 0 || (refusing_ok && discard_new);
+    if !spares(stream.max_messages) {
+        return Some(format!(
+            "max_msgs {} (discard {:?})",
+            stream.max_messages, stream.discard
+        ));
+    }
+    if !spares(stream.max_bytes) {
+        return Some(format!(
+            "max_bytes {} (discard {:?})",
+            stream.max_bytes, stream.discard
+        ));
+    }
+    let per_subject = stream.max_messages_per_subject;
+    if per_subject > 0 && !(refusing_ok && discard_new && stream.discard_new_per_subject) {
+        return Some(format!(
+            "max_msgs_per_subject {per_subject} (discard {:?}{})",
+            stream.discard,
+            if stream.discard_new_per_subject {
+                ", per subject"
+            } else {
+                ""
+            }
+        ));
+    }
+    None
+}
+
+/// Settings refused on both streams: a stored message would not survive a server restart, or a
+/// publish would never be confirmed or stored.
+fn common_checks(stream: &stream::Config) -> std::result::Result<(), String> {
+    if stream.storage == StorageType::Memory {
+        return Err(
+            "memory storage, which loses every stored message when the server \
+                    restarts; Protoqueue needs file storage"
+                .into(),
+        );
+    }
+    if stream.sealed {
+        return Err("sealed: true, so nothing can be stored".into());
+    }
+    if stream.no_ack {
+        return Err("no_ack: true, so no publish is ever confirmed".into());
+    }
+    Ok(())
+}
+
+/// A duplicate window shorter than `enqueueTimeout` lets a publish re-sent after a lost answer
+/// be stored twice: a weaker promise, not a loss, so a warning.
+fn duplicate_window_warning(stream: &stream::Config, config: &Config) -> Option<String> {
+    (stream.duplicate_window < config.enqueue_timeout).then(|| {
+        format!(
+            "duplicate_window {}ms is shorter than enqueueTimeout ({}ms): a publish re-sent after \
+             a lost confirmation may be stored twice",
+            stream.duplicate_window.as_millis(),
+            config.enqueue_timeout.as_millis()
+        )
+    })
+}
+
+/// JetStream API errors that mean "this name or these subjects are taken": another streamName
+/// fixes them. Anything else the server refuses (replicas it cannot place, limits of the account)
+/// is reported as what the server said.
+const CONFLICT_CODES: [ErrorCode; 3] = [
+    ErrorCode::STREAM_SUBJECT_OVERLAP,
+    ErrorCode::STREAM_NAME_EXIST,
+    ErrorCode::STREAM_MISMATCH,
+];
 
 /// Gets or creates a stream; an existing stream must capture the wanted subject.
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<stream::Config> {
@@ -90,10 +237,21 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
                     "JetStream is not enabled on the server (start nats-server with -js): {err}"
                 ))
             }
-            // The server refused (e.g. the subjects overlap another stream's): a conflict.
-            jetstream::context::CreateStreamErrorKind::JetStream(_) => {
-                Error::StreamConflict(format!("cannot create or open stream {name:?}: {err}"))
+            jetstream::context::CreateStreamErrorKind::JetStream(server)
+                if CONFLICT_CODES.contains(&server.error_code()) =>
+            {
+                Error::StreamConflict(format!(
+                    "cannot create stream {name:?}: {server}. Use another streamName"
+                ))
             }
+            jetstream::context::CreateStreamErrorKind::JetStream(server) => Error::Nats(format!(
+                "the server refused to create stream {name:?}: {server}"
+            )),
+            jetstream::context::CreateStreamErrorKind::TimedOut => Error::Timeout {
+                operation: "creating or opening the stream",
+                after: API_TIMEOUT,
+                hint: "; is the NATS server reachable?",
+            },
             // No answer, a closed connection: not something another streamName would fix.
             _ => Error::nats(&format!("creating or opening stream {name:?}"), err),
         })?;
@@ -113,23 +271,107 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
     Ok(existing)
 }
 
-/// Creates the shared durable consumer, or updates its editable settings (such as `ack_wait`).
-pub async fn ensure_consumer(js: &jetstream::Context, config: &Config) -> Result<()> {
+/// Creates the shared durable consumer if it is missing, and returns its info. An existing one
+/// is checked, never rewritten: settings under which a worker would lose, strand or mis-read
+/// tasks are refused with [`Error::StreamConflict`]. Its `ack_wait` is the workers' business
+/// (see [`crate::nats::ack_wait`]).
+pub async fn ensure_consumer(js: &jetstream::Context, config: &Config) -> Result<consumer::Info> {
     let stream = js
         .get_stream(&config.stream_name)
         .await
         .map_err(|e| Error::nats("opening the task stream", e))?;
-    stream
-        .create_consumer(consumer_config(config))
+    match stream.consumer_info(CONSUMER_NAME).await {
+        Ok(info) => {
+            check_consumer(&info.config, config)?;
+            return Ok(info);
+        }
+        Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {}
+        Err(err) => {
+            return Err(Error::nats(
+                &format!("reading consumer {CONSUMER_NAME:?}"),
+                err,
+            ))
+        }
+    }
+    // Strict: a worker starting at the same moment with another ackWait made it first; then its
+    // consumer is checked like any existing one (and `ack_wait` adopted in two steps).
+    let mut created = match stream.create_consumer_strict(consumer_config(config)).await {
+        Ok(created) => created,
+        Err(err) if err.kind() == ConsumerCreateStrictErrorKind::AlreadyExists => {
+            let info = stream
+                .consumer_info(CONSUMER_NAME)
+                .await
+                .map_err(|e| Error::nats(&format!("reading consumer {CONSUMER_NAME:?}"), e))?;
+            check_consumer(&info.config, config)?;
+            return Ok(info);
+        }
+        Err(err) => {
+            return Err(match err.kind() {
+                ConsumerCreateStrictErrorKind::JetStream(server) => Error::Nats(format!(
+                    "the server refused to create consumer {CONSUMER_NAME:?} on stream {:?}: \
+                     {server}",
+                    config.stream_name
+                )),
+                _ => Error::nats(&format!("creating consumer {CONSUMER_NAME:?}"), err),
+            })
+        }
+    };
+    let info = created
+        .info()
         .await
-        .map_err(|err| match err.kind() {
-            jetstream::stream::ConsumerErrorKind::JetStream(_) => Error::StreamConflict(format!(
-                "cannot create or update consumer {CONSUMER_NAME:?} on stream {:?}: {err}",
-                config.stream_name
-            )),
-            _ => Error::nats(&format!("creating consumer {CONSUMER_NAME:?}"), err),
-        })?;
-    Ok(())
+        .map_err(|e| Error::nats(&format!("reading consumer {CONSUMER_NAME:?}"), e))?
+        .clone();
+    check_consumer(&info.config, config)?;
+    Ok(info)
+}
+
+/// Refuses an existing consumer whose settings differ from Protoqueue's where it matters.
+pub fn check_consumer(existing: &consumer::Config, config: &Config) -> Result<()> {
+    let filters: Vec<&str> = if !existing.filter_subjects.is_empty() {
+        existing
+            .filter_subjects
+            .iter()
+            .map(String::as_str)
+            .collect()
+    } else if !existing.filter_subject.is_empty() {
+        vec![existing.filter_subject.as_str()]
+    } else {
+        Vec::new()
+    };
+    let problem = if existing.deliver_subject.is_some() {
+        Some("is a push consumer (deliver_subject set); workers need a pull consumer".to_owned())
+    } else if filters != [config.subject.as_str()] {
+        Some(format!(
+            "filters {filters:?}; this queue's workers need exactly {:?}",
+            config.subject
+        ))
+    } else if existing.ack_policy != AckPolicy::Explicit {
+        Some(format!(
+            "ack_policy {:?}; workers need explicit acks",
+            existing.ack_policy
+        ))
+    } else if existing.max_deliver > 0 {
+        Some(format!(
+            "max_deliver {}, which would strand tasks in the stream after that many deliveries",
+            existing.max_deliver
+        ))
+    } else if !existing.backoff.is_empty() {
+        Some("a backoff list, which overrides ack_wait and outruns heartbeats".to_owned())
+    } else if existing.headers_only {
+        Some("headers_only: true; workers need the task's payload".to_owned())
+    } else if existing.max_batch > 0 || existing.max_bytes > 0 || !existing.max_expires.is_zero() {
+        Some("limits on pull requests (max_batch, max_bytes or max_expires)".to_owned())
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Error::StreamConflict(format!(
+            "consumer {CONSUMER_NAME:?} on stream {:?} {problem}. Protoqueue never rewrites it: \
+             delete the consumer (workers create it again) or use another streamName",
+            config.stream_name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Whether `subject` is matched by `pattern`, which may hold `*` and `>` wildcards.

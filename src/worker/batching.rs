@@ -164,7 +164,11 @@ async fn dispatch<S: BatchSink>(
             continue;
         }
         if let Err(error) = sink.send(items).await {
-            tracing::warn!(tasks = tokens.len(), "handler batch not delivered: {error}");
+            tracing::warn!(
+                tasks = tokens.len(),
+                "handler batch not delivered: {}",
+                crate::logging::shorten(&error)
+            );
             for token in tokens {
                 outcomes.complete(token, Outcome::Failure(Failure::new(error.clone())));
             }

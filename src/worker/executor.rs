@@ -23,7 +23,8 @@ use bytes::Bytes;
 
 use crate::{
     envelope::{DeadLetterReason, Task},
-    nats::connection::Connection,
+    logging::shorten,
+    nats::{ack_wait::HeartbeatPace, connection::Connection},
     worker::acks::AckSender,
     worker::dead_letter::{self, Failed, Origin},
 };
@@ -120,16 +121,25 @@ pub struct Executor {
     acks: AckSender,
     /// Set when the worker stops: from then on success acks wait for the server too.
     confirm_acks: AtomicBool,
+    /// The heartbeat interval, following the consumer's `ack_wait`.
+    pace: HeartbeatPace,
 }
 
 impl Executor {
-    /// An executor for a connected queue; success acks go through `acks`.
-    pub fn new(connection: Connection, handler: Arc<dyn Handler>, acks: AckSender) -> Self {
+    /// An executor for a connected queue; success acks go through `acks`, heartbeats follow
+    /// `pace`.
+    pub fn new(
+        connection: Connection,
+        handler: Arc<dyn Handler>,
+        acks: AckSender,
+        pace: HeartbeatPace,
+    ) -> Self {
         Executor {
             connection,
             handler,
             acks,
             confirm_acks: AtomicBool::new(false),
+            pace,
         }
     }
 
@@ -237,7 +247,7 @@ impl Executor {
                 self.ack(&message, &id).await
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
-                tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", failure.error);
+                tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
                 let delay = Some(config.retry_delay);
                 self.settle(&message, AckKind::Nak(delay), Settlement::Retried)
                     .await
@@ -248,7 +258,7 @@ impl Executor {
                 } else {
                     DeadLetterReason::Rejected
                 };
-                tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", failure.error);
+                tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", shorten(&failure.error));
                 // The handler took the task; decode it again (it decoded before) rather than
                 // copying every task for the few that fail for good.
                 let task = match Task::decode_checked(&message.payload) {
@@ -278,17 +288,19 @@ impl Executor {
         }
     }
 
-    /// Runs the handler, sending a progress heartbeat every third of `ackWait` so a long
-    /// handler keeps its task, and giving up after `taskTimeout`. One timer serves both.
+    /// Runs the handler, sending a progress heartbeat every third of `ackWait` (or of the
+    /// consumer's shorter `ack_wait`: [`HeartbeatPace`]) so a long handler keeps its task, and
+    /// giving up after `taskTimeout`. One timer serves both.
     async fn run_with_heartbeats(
         &self,
         message: &jetstream::Message,
         handled: BoxFuture<Outcome>,
     ) -> Outcome {
         let config = self.connection.config();
-        let interval = config.heartbeat_interval();
-        let deadline = tokio::time::Instant::now() + config.task_timeout;
-        let timer = tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + interval));
+        let mut pace = self.pace.clone();
+        let mut last_beat = tokio::time::Instant::now();
+        let deadline = last_beat + config.task_timeout;
+        let timer = tokio::time::sleep_until(deadline.min(last_beat + pace.interval()));
         tokio::pin!(timer, handled);
         loop {
             tokio::select! {
@@ -304,7 +316,12 @@ impl Executor {
                     if let Err(err) = message.ack_with(AckKind::Progress).await {
                         tracing::warn!("progress heartbeat not sent: {err}");
                     }
-                    timer.as_mut().reset(deadline.min(now + interval));
+                    last_beat = now;
+                    timer.as_mut().reset(deadline.min(now + pace.interval()));
+                }
+                // A shorter interval applies from the last heartbeat (at once if already due).
+                () = pace.changed() => {
+                    timer.as_mut().reset(deadline.min(last_beat + pace.interval()));
                 }
             }
         }

@@ -38,6 +38,7 @@ use tokio::{
 
 use crate::{
     error::{Error, Result},
+    nats::ack_wait::{self, HeartbeatPace},
     nats::connection::Connection,
     nats::topology,
     worker::acks::AckSender,
@@ -74,9 +75,12 @@ pub struct StopReport {
 }
 
 impl Worker {
-    /// Creates (or updates) the shared durable consumer and starts pulling.
+    /// Creates the shared durable consumer (or checks it), makes its `ack_wait` this worker's
+    /// `ackWait` ([`ack_wait`](crate::nats::ack_wait)) and starts pulling.
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
-        topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
+        let consumer =
+            topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
+        let pace = ack_wait::adopt(&connection, consumer).await?;
         let puller = Puller::open(connection.clone())
             .await
             .map_err(|err| Error::nats("subscribing the worker's inbox", err))?;
@@ -93,7 +97,13 @@ impl Worker {
         };
         let (acks, acks_sent) = AckSender::start(connection.client.clone());
         let pull_loop = PullLoop {
-            executor: Arc::new(Executor::new(connection.clone(), handler, acks)),
+            executor: Arc::new(Executor::new(
+                connection.clone(),
+                handler,
+                acks,
+                pace.clone(),
+            )),
+            pace,
             room: Arc::new(Semaphore::new(batch_size + prefetch.max())),
             slots: Arc::new(Semaphore::new(slots)),
             batch_size,
@@ -181,6 +191,8 @@ struct PullLoop {
     waiting: VecDeque<(Message, OwnedSemaphorePermit)>,
     stopped: watch::Receiver<Option<Instant>>,
     running: JoinSet<()>,
+    /// The heartbeat interval, following the consumer's `ack_wait`.
+    pace: HeartbeatPace,
 }
 
 /// Where a stopping worker is in its shutdown.
@@ -197,9 +209,7 @@ impl PullLoop {
         let mut errors = 0u32;
         let mut paused_until: Option<Instant> = None;
         let mut stopping: Option<Stopping> = None;
-        let interval = self.connection.config().heartbeat_interval();
-        let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
-        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut heartbeat = heartbeat_timer(self.pace.interval());
         loop {
             if let Some(stop) = stopping.as_mut() {
                 let answered = self.puller.outstanding() == 0 || Instant::now() >= stop.grace_until;
@@ -268,6 +278,10 @@ impl PullLoop {
                 }
                 _ = heartbeat.tick(), if !self.waiting.is_empty() => {
                     self.keep_waiting_alive().await;
+                    None
+                }
+                () = self.pace.changed() => {
+                    heartbeat = heartbeat_timer(self.pace.interval());
                     None
                 }
                 _ = tokio::time::sleep_until(resume_at), if paused => {
@@ -391,6 +405,13 @@ impl PullLoop {
         }
         StopReport { abandoned }
     }
+}
+
+/// Ticks every `interval`, from one interval from now.
+fn heartbeat_timer(interval: Duration) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval_at(Instant::now() + interval, interval);
+    timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    timer
 }
 
 /// Resolves, to the stop's deadline, once a stop is requested. A worker whose [`Worker`] handle
