@@ -23,8 +23,8 @@
 //!   delivery died with its worker is dead-lettered by the next worker instead of being stranded.
 //! - Everything after the first connect survives connection loss: the client reconnects without
 //!   end, publishes are re-sent with the same id until `enqueueTimeout`, pulls are retried.
-//!   Refused credentials and failed TLS end the first connect at once ([`security`]); later they
-//!   are logged as warnings while the client keeps retrying.
+//!   Refused credentials and failed TLS end the first connect at once ([`nats::credentials`]);
+//!   later they are logged as warnings while the client keeps retrying.
 
 pub mod admin;
 pub mod config;
@@ -39,7 +39,8 @@ mod napi;
 
 pub use admin::stats::Stats;
 pub use config::{
-    security::{Auth, Secret, Tls},
+    auth::{Auth, Secret},
+    tls::Tls,
     Config,
 };
 pub use error::{Error, Result};

@@ -21,9 +21,7 @@ use std::{
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use common::*;
 use nkeys::KeyPair;
-use protoqueue::{
-    config::security::ClientCert, producer, Auth, Config, Connection, Error, Secret, Tls,
-};
+use protoqueue::{config::tls::ClientCert, producer, Auth, Config, Connection, Error, Secret, Tls};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 

@@ -4,15 +4,24 @@
 //! and rejects every mistake (wrong names, wrong types, out-of-range values, unknown keys) with
 //! [`Error::InvalidConfig`] before anything touches the network.
 
-pub mod security;
+pub mod auth;
+pub(crate) mod json;
+pub mod tls;
+pub mod urls;
 
 use std::{fmt, time::Duration};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+pub use crate::config::urls::validate_urls;
 use crate::{
-    config::security::{redact, Auth, Tls},
-    error::{Error, Result},
+    config::{
+        auth::Auth,
+        json::{integer_option, invalid, kind, present, reject_unknown_keys, required_string},
+        tls::Tls,
+        urls::redact,
+    },
+    error::Result,
 };
 
 /// Default of `options.maxRetries`: retries after the first attempt.
@@ -291,28 +300,6 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Checks a comma-separated list of server URLs.
-pub fn validate_urls(urls: &str) -> Result<()> {
-    if urls.trim().is_empty() {
-        return Err(invalid("the NATS URL is empty".into()));
-    }
-    for url in urls.split(',').map(str::trim) {
-        if url.is_empty() {
-            return Err(invalid(format!(
-                "the NATS URL list {:?} has an empty entry",
-                redact(urls)
-            )));
-        }
-        url.parse::<async_nats::ServerAddr>().map_err(|err| {
-            invalid(format!(
-                "{:?} is not a NATS server URL (e.g. nats://localhost:4222): {err}",
-                redact(url)
-            ))
-        })?;
-    }
-    Ok(())
-}
-
 /// JetStream stream name rules: printable, no whitespace, no `.`, `*`, `>`, path separators.
 pub fn validate_stream_name(name: &str) -> Result<()> {
     if name.is_empty() {
@@ -369,78 +356,6 @@ pub fn validate_publish_subject(field: &str, subject: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-pub(crate) fn invalid(message: String) -> Error {
-    Error::InvalidConfig(message)
-}
-
-/// A JSON value's type as a JavaScript user would name it.
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// A key that is set to something other than `null`/`undefined`.
-pub(crate) fn present<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    object.get(key).filter(|v| !v.is_null())
-}
-
-fn required_string(object: &Map<String, Value>, key: &str) -> Result<String> {
-    match present(object, key) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(invalid(format!(
-            "config.{key} must be a string, got {}",
-            kind(other)
-        ))),
-        None => Err(invalid(format!("config.{key} is required"))),
-    }
-}
-
-pub(crate) fn reject_unknown_keys(
-    what: &str,
-    object: &Map<String, Value>,
-    known: &[&str],
-) -> Result<()> {
-    match object.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(key) => Err(invalid(format!(
-            "{what} has an unknown key {key:?}; known keys are {}",
-            known.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn integer_option(
-    options: &Map<String, Value>,
-    key: &str,
-    min: u64,
-    max: u64,
-) -> Result<Option<u64>> {
-    let Some(value) = present(options, key) else {
-        return Ok(None);
-    };
-    let range = || format!("an integer from {min} to {max}");
-    let number = value.as_f64().ok_or_else(|| {
-        invalid(format!(
-            "options.{key} must be {}, got {}",
-            range(),
-            kind(value)
-        ))
-    })?;
-    if number.fract() != 0.0 || number < min as f64 || number > max as f64 {
-        return Err(invalid(format!(
-            "options.{key} must be {}, got {number}",
-            range()
-        )));
-    }
-    Ok(Some(number as u64))
 }
 
 #[cfg(test)]

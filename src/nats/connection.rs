@@ -15,10 +15,9 @@ use async_nats::{jetstream, ClientError, ConnectErrorKind, ConnectOptions, Event
 use tokio::sync::watch;
 
 use crate::{
-    config::security::Target,
     config::Config,
     error::{Error, Result},
-    nats::topology,
+    nats::{credentials::Target, topology},
 };
 
 /// How long one JetStream API request (stream info, consumer create...) may take.

@@ -2,4 +2,5 @@
 //! objects a queue lives in.
 
 pub mod connection;
+pub mod credentials;
 pub mod topology;
