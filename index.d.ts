@@ -66,7 +66,7 @@ export interface QueueOptions {
 /**
  * How the client authenticates. Set exactly one way: `user` and `pass`, `token`, `nkeySeed` or
  * `credsFile`. Credentials can also be written into the URL (`nats://user:pass@host`,
- * `nats://token@host`; percent-encode `@`, `:` and `/`), but not both in the URL and here.
+ * `nats://token@host`; percent-encode `,`, `@`, `:`, `/`, `?` and `#`), but not both in the URL and here.
  * A server that refuses them rejects `connect()` at once with `ERR_PQ_AUTH`. Secrets never
  * appear in logs or error messages.
  */

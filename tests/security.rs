@@ -694,3 +694,42 @@ async fn secrets_never_reach_the_logs_or_error_messages() {
         }
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_password_with_a_comma_is_never_shown_encoded_or_not() {
+    let (logs, _guard) = CapturedLogs::start();
+    let password = format!("{},x@y/z:w", unique("pw_comma"));
+    let server = NatsServer::start_secured(&format!(
+        "authorization {{ user: ada, password: {password:?} }}"
+    ))
+    .await;
+    let port = server.port();
+    let encoded =
+        percent_encoding::utf8_percent_encode(&password, percent_encoding::NON_ALPHANUMERIC);
+    let config = config_with(Auth::None, None);
+
+    // Percent-encoded, it works.
+    assert_works(&config, &format!("nats://ada:{encoded}@127.0.0.1:{port}")).await;
+    // Written as it is, the comma splits the URL list: refused before anything is sent.
+    let mut shown = Vec::new();
+    for url in [
+        format!("nats://ada:{password}@127.0.0.1:{port}"),
+        format!("nats://127.0.0.1:{port},nats://ada:{password}@127.0.0.1:{port}"),
+    ] {
+        let err = open(&config, &url).await.expect_err("an ambiguous URL list");
+        assert_eq!(err.code(), "ERR_PQ_INVALID_CONFIG", "{err}");
+        shown.push(format!("{err} {err:?}"));
+    }
+    // Wrong, and encoded: refused by the server; the message and logs show no part of it.
+    let wrong = format!("nats://ada:{encoded}nope@127.0.0.1:{port}");
+    let err = assert_refused(&config, &wrong, "ERR_PQ_AUTH").await;
+    shown.push(format!("{err} {err:?}"));
+
+    let logs = logs.text();
+    assert!(logs.contains("connected to NATS"), "the test saw the logs");
+    let start = &password[..password.find(',').unwrap_or(password.len())];
+    for text in shown.iter().chain([&logs]) {
+        assert!(!text.contains(start), "a password is in {text}");
+        assert!(!text.contains(&encoded.to_string()), "a password is in {text}");
+    }
+}

@@ -24,7 +24,7 @@ use crate::{
         auth::Auth,
         json::invalid,
         tls::{ClientCert, Tls},
-        urls::{redact, split_credentials, validate_urls},
+        urls::{parse_list, redact},
     },
     error::{Error, Result},
 };
@@ -49,11 +49,9 @@ impl Target {
     /// Parses a comma-separated URL list, takes credentials out of the URLs and checks they do
     /// not contradict `config.auth` or each other.
     pub fn new(urls: &str, auth: &Auth, tls: Option<&Tls>) -> Result<Self> {
-        validate_urls(urls)?;
         let mut servers = Vec::new();
         let mut from_urls: Option<Auth> = None;
-        for url in urls.split(',').map(str::trim) {
-            let (server, credentials) = split_credentials(url)?;
+        for (server, credentials) in parse_list(urls)? {
             servers.push(server);
             let Some(credentials) = credentials else {
                 continue;
