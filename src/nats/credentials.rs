@@ -3,13 +3,11 @@
 //!
 //! Credentials in URLs are taken out of the URLs before the client sees them (the client would log
 //! the URLs, and ignores their user info). Files (`.creds`, certificates, keys) are read at connect
-//! time, before anything is sent, so a missing or malformed file is [`Error::InvalidConfig`]
-//! naming the setting and the path.
+//! time, before anything is sent, as [`files`] reads them (off the runtime's threads, bounded in
+//! size and time), so a missing, malformed or unreadable file is [`Error::InvalidConfig`] naming
+//! the setting and the path.
 
-use std::{
-    io::{self, BufReader},
-    path::Path,
-};
+use std::{io, path::Path};
 
 use async_nats::{
     rustls::{
@@ -27,6 +25,7 @@ use crate::{
         urls::{parse_list, redact},
     },
     error::{Error, Result},
+    nats::files::{self, unusable, Deadline},
 };
 
 /// Where and how to connect: the server addresses without user info, and the credentials and
@@ -87,11 +86,16 @@ impl Target {
         })
     }
 
-    /// Adds the credentials and TLS settings to `options`, reading the files they name.
-    pub fn apply(&self, options: ConnectOptions) -> Result<ConnectOptions> {
-        let options = apply_auth(&self.auth, options)?;
+    /// Adds the credentials and TLS settings to `options`, reading the files they name by
+    /// `deadline` (see [`files`]).
+    pub async fn apply(
+        &self,
+        options: ConnectOptions,
+        deadline: Deadline,
+    ) -> Result<ConnectOptions> {
+        let options = apply_auth(&self.auth, options, deadline).await?;
         match &self.tls {
-            Some(tls) => apply_tls(tls, options),
+            Some(tls) => apply_tls(tls, options, deadline).await,
             None => Ok(options),
         }
     }
@@ -169,8 +173,12 @@ impl Target {
     }
 }
 
-/// Hands the credentials to the client. A `.creds` file is read now.
-fn apply_auth(auth: &Auth, options: ConnectOptions) -> Result<ConnectOptions> {
+/// Hands the credentials to the client. A `.creds` file is read now (see [`files`]).
+async fn apply_auth(
+    auth: &Auth,
+    options: ConnectOptions,
+    deadline: Deadline,
+) -> Result<ConnectOptions> {
     Ok(match auth {
         Auth::None => options,
         Auth::UserPassword { user, password } => {
@@ -180,8 +188,8 @@ fn apply_auth(auth: &Auth, options: ConnectOptions) -> Result<ConnectOptions> {
         Auth::NKey(seed) => options.nkey(seed.expose().to_owned()),
         Auth::CredsFile(path) => {
             let setting = "auth.credsFile";
-            let creds = std::fs::read_to_string(path)
-                .map_err(|err| unusable(setting, path, &io_reason(&err)))?;
+            let creds = String::from_utf8(files::read(setting, path, deadline).await?)
+                .map_err(|_| unusable(setting, path, "it is not UTF-8 text"))?;
             options
                 .credentials(&creds)
                 .map_err(|err| unusable(setting, path, &err.to_string()))?
@@ -189,11 +197,16 @@ fn apply_auth(auth: &Auth, options: ConnectOptions) -> Result<ConnectOptions> {
     })
 }
 
-/// Checks the files and hands them to the client (which reads them again on every connect).
-fn apply_tls(tls: &Tls, mut options: ConnectOptions) -> Result<ConnectOptions> {
+/// Checks the files (see [`files`]) and hands their paths to the client, which reads them again
+/// off the runtime's threads on every connect and reconnect, so renewed certificates are used.
+async fn apply_tls(
+    tls: &Tls,
+    mut options: ConnectOptions,
+    deadline: Deadline,
+) -> Result<ConnectOptions> {
     options = options.require_tls(true);
     if let Some(ca_file) = &tls.ca_file {
-        check_certificates("tls.caFile", ca_file)?;
+        check_certificates("tls.caFile", ca_file, deadline).await?;
         options = options.add_root_certificates(ca_file.clone());
     }
     if let Some(ClientCert {
@@ -201,8 +214,8 @@ fn apply_tls(tls: &Tls, mut options: ConnectOptions) -> Result<ConnectOptions> {
         key_file,
     }) = &tls.client_cert
     {
-        check_certificates("tls.certFile", cert_file)?;
-        check_private_key(key_file)?;
+        check_certificates("tls.certFile", cert_file, deadline).await?;
+        check_private_key(key_file, deadline).await?;
         options = options.add_client_certificate(cert_file.clone(), key_file.clone());
     }
     if tls.handshake_first {
@@ -212,9 +225,9 @@ fn apply_tls(tls: &Tls, mut options: ConnectOptions) -> Result<ConnectOptions> {
 }
 
 /// Checks that `path` is a readable PEM file with at least one certificate.
-fn check_certificates(setting: &str, path: &Path) -> Result<()> {
-    let file = open(setting, path)?;
-    let certificates = CertificateDer::pem_reader_iter(BufReader::new(file))
+async fn check_certificates(setting: &str, path: &Path, deadline: Deadline) -> Result<()> {
+    let pem = files::read(setting, path, deadline).await?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|err| unusable(setting, path, &err.to_string()))?;
     if certificates.is_empty() {
@@ -224,32 +237,12 @@ fn check_certificates(setting: &str, path: &Path) -> Result<()> {
 }
 
 /// Checks that `path` is a readable PEM file with a private key.
-fn check_private_key(path: &Path) -> Result<()> {
+async fn check_private_key(path: &Path, deadline: Deadline) -> Result<()> {
     let setting = "tls.keyFile";
-    let file = open(setting, path)?;
-    PrivateKeyDer::from_pem_reader(BufReader::new(file))
+    let pem = files::read(setting, path, deadline).await?;
+    PrivateKeyDer::from_pem_slice(&pem)
         .map(drop)
         .map_err(|err| unusable(setting, path, &format!("no PEM private key ({err})")))
-}
-
-fn open(setting: &str, path: &Path) -> Result<std::fs::File> {
-    std::fs::File::open(path).map_err(|err| unusable(setting, path, &io_reason(&err)))
-}
-
-fn unusable(setting: &str, path: &Path, reason: &str) -> Error {
-    invalid(format!(
-        "config.{setting} {} cannot be used: {reason}",
-        path.display()
-    ))
-}
-
-/// An I/O error's message without the path some of them repeat.
-fn io_reason(err: &io::Error) -> String {
-    match err.kind() {
-        io::ErrorKind::NotFound => "no such file".into(),
-        io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => err.to_string(),
-    }
 }
 
 /// The rustls error behind a connect error, if TLS is what failed.

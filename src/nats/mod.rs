@@ -3,4 +3,5 @@
 
 pub mod connection;
 pub mod credentials;
+pub mod files;
 pub mod topology;
