@@ -84,7 +84,8 @@ export interface AuthOptions {
   nkeySeed?: string
   /**
    * Path of a `.creds` file (user JWT and NKey seed, as `nsc` or Synadia Cloud issue them), read at
-   * `connect()`. A missing or malformed file rejects with `ERR_PQ_INVALID_CONFIG`.
+   * `connect()`. A missing or malformed file, or one that is not a regular file of at most 1 MiB
+   * (a FIFO, a device), rejects with `ERR_PQ_INVALID_CONFIG`.
    */
   credsFile?: string
 }
@@ -92,8 +93,9 @@ export interface AuthOptions {
 /**
  * TLS settings. With a `tls` object (or `tls: true`) the client only talks TLS, even to a
  * `nats://` URL; a `tls://` URL requires TLS too. A client without them still upgrades when the
- * server requires TLS. Files are PEM and are checked at `connect()` (a missing or unreadable one
- * rejects with `ERR_PQ_INVALID_CONFIG`); handshake failures reject with `ERR_PQ_TLS`.
+ * server requires TLS. Files are PEM regular files of at most 1 MiB and are checked at `connect()`
+ * (a missing, unreadable or larger one, a FIFO or a device rejects with `ERR_PQ_INVALID_CONFIG`);
+ * handshake failures reject with `ERR_PQ_TLS`.
  */
 export interface TlsOptions {
   /** CA certificate(s) to trust instead of the system's, e.g. a private CA that signed the server's certificate. */
