@@ -17,7 +17,7 @@ export interface QueueOptions {
   maxRetries?: number
   /**
    * How long the server waits for a worker's answer before redelivering a task to another worker
-   * (crash detection; default 30000, at least 100). Handlers may run longer: the worker keeps the
+   * (crash detection; default 30000, from 100 to 2147483647). Handlers may run longer: the worker keeps the
    * task alive with progress heartbeats every `ackWait / 3`.
    */
   ackWait?: number
@@ -31,23 +31,28 @@ export interface QueueOptions {
    * `disconnect()` runs it before it resolves. 0 pulls only for free slots.
    */
   prefetch?: number
-  /** Least delay before a failed task is delivered again (default 1000). */
+  /** Least delay before a failed task is delivered again (default 1000, at most 2147483647). */
   retryDelay?: number
   /**
    * How long `enqueue`/`enqueueBatch` wait for the server to store a task, re-sending through
-   * outages and leader elections, before rejecting with `ERR_PQ_TIMEOUT` (default 30000).
+   * outages and leader elections, before rejecting with `ERR_PQ_TIMEOUT` (default 30000, at most
+   * 2147483647).
    */
   enqueueTimeout?: number
-  /** How long `connect()` tries before rejecting with `ERR_PQ_CONNECT` (default 5000). */
+  /**
+   * How long `connect()` tries, reading credential and certificate files included, before rejecting
+   * (default 5000, at most 2147483647).
+   */
   connectTimeout?: number
   /**
-   * The longest one handler call may run before the attempt counts as failed (default 300000).
+   * The longest one handler call may run before the attempt counts as failed (default 300000, at
+   * most 2147483647).
    * It bounds a handler that never settles; the handler itself is not cancelled.
    */
   taskTimeout?: number
   /**
    * How long `disconnect()` waits for the tasks its worker holds (running and prefetched) to settle
-   * (default 30000). Tasks still running or waiting then are redelivered after `ackWait`.
+   * (default 30000, at most 2147483647). Tasks still running or waiting then are redelivered after `ackWait`.
    */
   shutdownTimeout?: number
   /**
@@ -61,7 +66,7 @@ export interface QueueOptions {
 /**
  * How the client authenticates. Set exactly one way: `user` and `pass`, `token`, `nkeySeed` or
  * `credsFile`. Credentials can also be written into the URL (`nats://user:pass@host`,
- * `nats://token@host`; percent-encode `@`, `:` and `/`), but not both in the URL and here.
+ * `nats://token@host`; percent-encode `,`, `@`, `:`, `/`, `?` and `#`), but not both in the URL and here.
  * A server that refuses them rejects `connect()` at once with `ERR_PQ_AUTH`. Secrets never
  * appear in logs or error messages.
  */
@@ -79,7 +84,8 @@ export interface AuthOptions {
   nkeySeed?: string
   /**
    * Path of a `.creds` file (user JWT and NKey seed, as `nsc` or Synadia Cloud issue them), read at
-   * `connect()`. A missing or malformed file rejects with `ERR_PQ_INVALID_CONFIG`.
+   * `connect()`. A missing or malformed file, or one that is not a regular file of at most 1 MiB
+   * (a FIFO, a device), rejects with `ERR_PQ_INVALID_CONFIG`.
    */
   credsFile?: string
 }
@@ -87,8 +93,9 @@ export interface AuthOptions {
 /**
  * TLS settings. With a `tls` object (or `tls: true`) the client only talks TLS, even to a
  * `nats://` URL; a `tls://` URL requires TLS too. A client without them still upgrades when the
- * server requires TLS. Files are PEM and are checked at `connect()` (a missing or unreadable one
- * rejects with `ERR_PQ_INVALID_CONFIG`); handshake failures reject with `ERR_PQ_TLS`.
+ * server requires TLS. Files are PEM regular files of at most 1 MiB and are checked at `connect()`
+ * (a missing, unreadable or larger one, a FIFO or a device rejects with `ERR_PQ_INVALID_CONFIG`);
+ * handshake failures reject with `ERR_PQ_TLS`.
  */
 export interface TlsOptions {
   /** CA certificate(s) to trust instead of the system's, e.g. a private CA that signed the server's certificate. */
@@ -113,9 +120,15 @@ export interface ProtoqueueConfig {
   auth?: AuthOptions
   /** TLS: `true` (the system's CAs) or CA, client certificate and handshake settings. */
   tls?: boolean | TlsOptions
-  /** The JetStream stream holding the tasks (created if missing). No whitespace, `.`, `*`, `>`, `/`. */
+  /**
+   * The JetStream stream holding the tasks (created if missing). No whitespace, `.`, `*`, `>`, `/`;
+   * at most 251 bytes.
+   */
   streamName: string
-  /** The subject tasks are published to and processed from, e.g. `tasks.email`. No wildcards. */
+  /**
+   * The subject tasks are published to and processed from, e.g. `tasks.email`. No wildcards; at
+   * most 1024 bytes.
+   */
   subject: string
   /** Retry, concurrency and timeout settings. */
   options?: QueueOptions

@@ -28,9 +28,9 @@
 //!   delivery died with its worker is dead-lettered by the next worker instead of being stranded.
 //! - Everything after the first connect survives connection loss: the client reconnects without
 //!   end, publishes are re-sent with the same id until `enqueueTimeout`, pulls are retried.
-//!   Refused credentials and failed TLS end the first connect at once ([`config::security`]);
+//!   Refused credentials and failed TLS end the first connect at once ([`nats::credentials`]);
 //!   later they are logged as warnings while the client keeps retrying.
-//! - [`admin`]: operations on the queue as a whole (statistics, dead letters), shared by the
+//! - [`admin`]: operations on the queue as a whole (statistics, dead letters, pause, purge), shared by the
 //!   library and the tools built on it.
 
 pub mod admin;
@@ -47,7 +47,8 @@ mod napi;
 
 pub use admin::stats::Stats;
 pub use config::{
-    security::{Auth, Secret, Tls},
+    auth::{Auth, Secret},
+    tls::Tls,
     Config,
 };
 pub use error::{Error, Result};

@@ -21,9 +21,7 @@ use std::{
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use common::*;
 use nkeys::KeyPair;
-use protoqueue::{
-    config::security::ClientCert, producer, Auth, Config, Connection, Error, Secret, Tls,
-};
+use protoqueue::{config::tls::ClientCert, producer, Auth, Config, Connection, Error, Secret, Tls};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -695,4 +693,248 @@ async fn secrets_never_reach_the_logs_or_error_messages() {
             assert!(!text.contains(secret.as_str()), "a secret is in {text}");
         }
     }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_password_with_a_comma_is_never_shown_encoded_or_not() {
+    let (logs, _guard) = CapturedLogs::start();
+    let password = format!("{},x@y/z:w", unique("pw_comma"));
+    let server = NatsServer::start_secured(&format!(
+        "authorization {{ user: ada, password: {password:?} }}"
+    ))
+    .await;
+    let port = server.port();
+    let encoded =
+        percent_encoding::utf8_percent_encode(&password, percent_encoding::NON_ALPHANUMERIC);
+    let config = config_with(Auth::None, None);
+
+    // Percent-encoded, it works.
+    assert_works(&config, &format!("nats://ada:{encoded}@127.0.0.1:{port}")).await;
+    // Written as it is, the comma splits the URL list: refused before anything is sent.
+    let mut shown = Vec::new();
+    for url in [
+        format!("nats://ada:{password}@127.0.0.1:{port}"),
+        format!("nats://127.0.0.1:{port},nats://ada:{password}@127.0.0.1:{port}"),
+    ] {
+        let err = open(&config, &url)
+            .await
+            .expect_err("an ambiguous URL list");
+        assert_eq!(err.code(), "ERR_PQ_INVALID_CONFIG", "{err}");
+        shown.push(format!("{err} {err:?}"));
+    }
+    // Wrong, and encoded: refused by the server; the message and logs show no part of it.
+    let wrong = format!("nats://ada:{encoded}nope@127.0.0.1:{port}");
+    let err = assert_refused(&config, &wrong, "ERR_PQ_AUTH").await;
+    shown.push(format!("{err} {err:?}"));
+
+    let logs = logs.text();
+    assert!(logs.contains("connected to NATS"), "the test saw the logs");
+    let start = &password[..password.find(',').unwrap_or(password.len())];
+    for text in shown.iter().chain([&logs]) {
+        assert!(!text.contains(start), "a password is in {text}");
+        assert!(
+            !text.contains(&encoded.to_string()),
+            "a password is in {text}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files named by settings: read off the runtime's thread, bounded in size and time
+
+/// The limit on files settings name (README: Security).
+const MAX_FILE_LEN: usize = 1 << 20;
+
+/// A FIFO in `dir`. Until `release` is set, a thread keeps trying to open it for writing (without
+/// waiting), after `after`: a reader blocked on it is then let go, so a test without the fix
+/// fails on its time bounds instead of hanging.
+fn fifo(dir: &Path, after: Duration, release: Arc<std::sync::atomic::AtomicBool>) -> PathBuf {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("fifo");
+    let made = Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo failed");
+    let writer_path = path.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        while !release.load(std::sync::atomic::Ordering::Relaxed) {
+            let opened = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&writer_path);
+            if opened.is_ok() {
+                return; // dropped at once: the reader sees the end of the file
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    path
+}
+
+/// One runtime thread, as the addon has by default: a read that blocks it stops every queue.
+#[tokio::test(flavor = "current_thread")]
+async fn a_fifo_as_creds_file_is_refused_within_connect_timeout_and_other_queues_carry_on() {
+    let server = NatsServer::start().await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let connect_timeout = Duration::from_secs(3);
+    let fifo = fifo(dir.path(), connect_timeout * 2, released.clone());
+
+    // Another queue of the process, enqueueing all along.
+    let busy = connect(&test_config(), &server).await;
+    let done = Arc::new(Mutex::new(Vec::<std::time::Instant>::new()));
+    let producer = {
+        let (busy, done) = (busy.clone(), done.clone());
+        tokio::spawn(async move {
+            loop {
+                producer::enqueue(&busy, task("{}")).await.expect("enqueue");
+                done.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(std::time::Instant::now());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    eventually("the other queue enqueues", SOON, || async {
+        (!done.lock().unwrap_or_else(|e| e.into_inner()).is_empty()).then_some(())
+    })
+    .await;
+
+    let cases = [
+        (
+            "credsFile",
+            config_with(Auth::CredsFile(fifo.clone()), None),
+        ),
+        (
+            "caFile",
+            config_with(
+                Auth::None,
+                Some(Tls {
+                    ca_file: Some(fifo.clone()),
+                    ..Tls::default()
+                }),
+            ),
+        ),
+    ];
+    for (what, mut config) in cases {
+        config.connect_timeout = connect_timeout;
+        let started = std::time::Instant::now();
+        let err = open(&config, &server.url()).await.expect_err(what);
+        let waited = started.elapsed();
+        assert_eq!(err.code(), "ERR_PQ_INVALID_CONFIG", "{what}: {err}");
+        assert!(waited < connect_timeout, "{what}: refused after {waited:?}");
+        assert!(
+            err.to_string().contains(&fifo.display().to_string()),
+            "{err}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    released.store(true, std::sync::atomic::Ordering::Relaxed);
+    producer.abort();
+
+    let done = done.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let longest_pause = done
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default();
+    assert!(done.len() > 10, "{} enqueues", done.len());
+    assert!(
+        longest_pause < Duration::from_secs(1),
+        "the other queue stopped for {longest_pause:?}"
+    );
+    busy.close().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn devices_and_files_over_a_mebibyte_are_refused_at_once() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a listener");
+    let url = format!(
+        "nats://127.0.0.1:{}",
+        listener.local_addr().expect("address").port()
+    );
+    let zero = PathBuf::from("/dev/zero");
+    let mut large_ca = std::fs::read(pki.path("ca.pem")).expect("read the CA");
+    large_ca.resize(MAX_FILE_LEN + 1, b'\n');
+    let large_ca_path = dir.path().join("large-ca.pem");
+    std::fs::write(&large_ca_path, large_ca).expect("write");
+    let tls = |ca: &Path, cert: &Path, key: &Path| {
+        Some(Tls {
+            ca_file: Some(ca.to_path_buf()),
+            client_cert: Some(ClientCert {
+                cert_file: cert.to_path_buf(),
+                key_file: key.to_path_buf(),
+            }),
+            handshake_first: false,
+        })
+    };
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key"),
+    );
+    let cases = [
+        (
+            "creds",
+            config_with(Auth::CredsFile(zero.clone()), None),
+            "auth.credsFile",
+        ),
+        (
+            "CA",
+            config_with(Auth::None, tls(&zero, &cert, &key)),
+            "tls.caFile",
+        ),
+        (
+            "cert",
+            config_with(Auth::None, tls(&ca, &zero, &key)),
+            "tls.certFile",
+        ),
+        (
+            "key",
+            config_with(Auth::None, tls(&ca, &cert, &zero)),
+            "tls.keyFile",
+        ),
+        (
+            "large CA",
+            config_with(Auth::None, tls(&large_ca_path, &cert, &key)),
+            "tls.caFile",
+        ),
+    ];
+    for (what, config, setting) in cases {
+        let err = assert_refused(&config, &url, "ERR_PQ_INVALID_CONFIG").await;
+        assert!(err.to_string().contains(setting), "{what}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creds_file_of_a_mebibyte_works_and_one_byte_more_is_refused() {
+    let (server, account) = operator_mode_server().await;
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let creds = creds(&account, &KeyPair::new_user());
+    let padded = |len: usize| {
+        let mut text = creds.clone().into_bytes();
+        text.resize(len, b'\n');
+        text
+    };
+    let fits = dir.path().join("fits.creds");
+    std::fs::write(&fits, padded(MAX_FILE_LEN)).expect("write");
+    assert_auth_works(Auth::CredsFile(fits), &server.url()).await;
+
+    let over = dir.path().join("over.creds");
+    std::fs::write(&over, padded(MAX_FILE_LEN + 1)).expect("write");
+    let err = assert_refused(
+        &config_with(Auth::CredsFile(over.clone()), None),
+        &server.url(),
+        "ERR_PQ_INVALID_CONFIG",
+    )
+    .await;
+    assert!(err.to_string().contains("auth.credsFile"), "{err}");
+    assert!(
+        err.to_string().contains(&over.display().to_string()),
+        "{err}"
+    );
 }

@@ -2,17 +2,26 @@
 //!
 //! [`Config::from_json`] reads the object a JavaScript user passes to `new Protoqueue(config)`
 //! and rejects every mistake (wrong names, wrong types, out-of-range values, unknown keys) with
-//! [`Error::InvalidConfig`] before anything touches the network.
+//! [`Error::InvalidConfig`](crate::Error::InvalidConfig) before anything touches the network.
 
-pub mod security;
+pub mod auth;
+pub(crate) mod json;
+pub mod tls;
+pub mod urls;
 
 use std::{fmt, time::Duration};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+pub use crate::config::urls::validate_urls;
 use crate::{
-    config::security::{redact, Auth, Tls},
-    error::{Error, Result},
+    config::{
+        auth::Auth,
+        json::{integer_option, invalid, kind, present, reject_unknown_keys, required_string},
+        tls::Tls,
+        urls::redact,
+    },
+    error::Result,
 };
 
 /// Default of `options.maxRetries`: retries after the first attempt.
@@ -47,14 +56,25 @@ pub const CONSUMER_NAME: &str = "protoqueue-workers";
 /// is stored once.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
-/// Longest stream name accepted (JetStream allows 255; the dead-letter suffix must still fit).
-const MAX_STREAM_NAME_LEN: usize = 255 - DEAD_LETTER_SUFFIX.len();
+/// Longest stream name accepted, in bytes (JetStream allows 255; the dead-letter suffix must still
+/// fit).
+pub const MAX_STREAM_NAME_LEN: usize = 255 - DEAD_LETTER_SUFFIX.len();
+/// Longest subject accepted, in bytes. The server refuses a protocol line longer than its
+/// `max_control_line` (4096 bytes by default) and drops the connection; a publish line carries the
+/// subject and a reply inbox, a delivery carries the subject and an ack subject naming the stream,
+/// and the consumer's create request carries the subject in its own subject. 1024 leaves room for
+/// all of them.
+pub const MAX_SUBJECT_LEN: usize = 1024;
+/// The largest value of a duration option, in milliseconds: 2^31 - 1 (about 24.8 days, the
+/// largest delay JavaScript's `setTimeout` takes). The server counts `ackWait` and NAK delays in
+/// nanoseconds as an `i64`, which overflows near 106 days; deadlines on the runtime's clock need
+/// room too.
+pub const MAX_DURATION_MS: u64 = (1 << 31) - 1;
 const DEAD_LETTER_SUFFIX: &str = "_DLQ";
+const DEAD_LETTER_SUBJECT_PREFIX: &str = "protoqueue.dlq.";
 const MAX_BATCH_SIZE: u64 = 10_000;
 const MAX_PREFETCH: u64 = 10_000;
 const MIN_ACK_WAIT_MS: u64 = 100;
-/// The largest integer a JavaScript number holds exactly.
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// Everything a queue needs to know, validated. Its `Debug` output shows no secrets.
 #[derive(Clone, PartialEq)]
@@ -117,6 +137,7 @@ impl Config {
         };
         validate_stream_name(&config.stream_name)?;
         validate_publish_subject("subject", &config.subject)?;
+        validate_publish_subject("the dead-letter subject", &config.dead_letter_subject())?;
         Ok(config)
     }
 
@@ -207,7 +228,7 @@ impl Config {
             self.replicas = n as usize;
         }
         let millis = |key: &str, min: u64| -> Result<Option<Duration>> {
-            Ok(integer_option(options, key, min, MAX_SAFE_INTEGER)?.map(Duration::from_millis))
+            Ok(integer_option(options, key, min, MAX_DURATION_MS)?.map(Duration::from_millis))
         };
         if let Some(d) = millis("ackWait", MIN_ACK_WAIT_MS)? {
             self.ack_wait = d;
@@ -242,7 +263,7 @@ impl Config {
 
     /// The subject of this queue's dead-letter stream.
     pub fn dead_letter_subject(&self) -> String {
-        format!("protoqueue.dlq.{}", self.stream_name)
+        format!("{DEAD_LETTER_SUBJECT_PREFIX}{}", self.stream_name)
     }
 
     /// How often a running handler's task is kept alive with a progress heartbeat:
@@ -291,28 +312,6 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Checks a comma-separated list of server URLs.
-pub fn validate_urls(urls: &str) -> Result<()> {
-    if urls.trim().is_empty() {
-        return Err(invalid("the NATS URL is empty".into()));
-    }
-    for url in urls.split(',').map(str::trim) {
-        if url.is_empty() {
-            return Err(invalid(format!(
-                "the NATS URL list {:?} has an empty entry",
-                redact(urls)
-            )));
-        }
-        url.parse::<async_nats::ServerAddr>().map_err(|err| {
-            invalid(format!(
-                "{:?} is not a NATS server URL (e.g. nats://localhost:4222): {err}",
-                redact(url)
-            ))
-        })?;
-    }
-    Ok(())
-}
-
 /// JetStream stream name rules: printable, no whitespace, no `.`, `*`, `>`, path separators.
 pub fn validate_stream_name(name: &str) -> Result<()> {
     if name.is_empty() {
@@ -342,6 +341,12 @@ pub fn validate_publish_subject(field: &str, subject: &str) -> Result<()> {
     if subject.is_empty() {
         return Err(invalid(format!("{field} must not be empty")));
     }
+    if subject.len() > MAX_SUBJECT_LEN {
+        return Err(invalid(format!(
+            "{field} is {} bytes long; at most {MAX_SUBJECT_LEN} are allowed",
+            subject.len()
+        )));
+    }
     if let Some(c) = subject
         .chars()
         .find(|c| c.is_whitespace() || c.is_control())
@@ -369,78 +374,6 @@ pub fn validate_publish_subject(field: &str, subject: &str) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-pub(crate) fn invalid(message: String) -> Error {
-    Error::InvalidConfig(message)
-}
-
-/// A JSON value's type as a JavaScript user would name it.
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// A key that is set to something other than `null`/`undefined`.
-pub(crate) fn present<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    object.get(key).filter(|v| !v.is_null())
-}
-
-fn required_string(object: &Map<String, Value>, key: &str) -> Result<String> {
-    match present(object, key) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(other) => Err(invalid(format!(
-            "config.{key} must be a string, got {}",
-            kind(other)
-        ))),
-        None => Err(invalid(format!("config.{key} is required"))),
-    }
-}
-
-pub(crate) fn reject_unknown_keys(
-    what: &str,
-    object: &Map<String, Value>,
-    known: &[&str],
-) -> Result<()> {
-    match object.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(key) => Err(invalid(format!(
-            "{what} has an unknown key {key:?}; known keys are {}",
-            known.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn integer_option(
-    options: &Map<String, Value>,
-    key: &str,
-    min: u64,
-    max: u64,
-) -> Result<Option<u64>> {
-    let Some(value) = present(options, key) else {
-        return Ok(None);
-    };
-    let range = || format!("an integer from {min} to {max}");
-    let number = value.as_f64().ok_or_else(|| {
-        invalid(format!(
-            "options.{key} must be {}, got {}",
-            range(),
-            kind(value)
-        ))
-    })?;
-    if number.fract() != 0.0 || number < min as f64 || number > max as f64 {
-        return Err(invalid(format!(
-            "options.{key} must be {}, got {number}",
-            range()
-        )));
-    }
-    Ok(Some(number as u64))
 }
 
 #[cfg(test)]
@@ -556,6 +489,93 @@ mod tests {
                 "accepted {value}"
             );
         }
+    }
+
+    fn with_option(key: &str, value: Value) -> Value {
+        json!({"streamName": "s", "subject": "a", "options": {key: value}})
+    }
+
+    #[test]
+    fn every_duration_has_a_maximum_that_survives_the_server_and_the_clock() {
+        let durations = [
+            "ackWait",
+            "retryDelay",
+            "enqueueTimeout",
+            "connectTimeout",
+            "taskTimeout",
+            "shutdownTimeout",
+        ];
+        for key in durations {
+            assert_eq!(
+                code_of(with_option(key, json!(MAX_DURATION_MS))),
+                "ok",
+                "{key}"
+            );
+            for too_long in [
+                json!(MAX_DURATION_MS + 1),
+                json!(9.3e12),
+                json!(1e13),
+                json!(u64::MAX),
+                json!(1e300),
+            ] {
+                assert_eq!(
+                    code_of(with_option(key, too_long.clone())),
+                    "ERR_PQ_INVALID_CONFIG",
+                    "{key}: {too_long}"
+                );
+            }
+        }
+        let longest = Config::from_json(&json!({"streamName": "s", "subject": "a", "options": {
+            "ackWait": MAX_DURATION_MS, "retryDelay": MAX_DURATION_MS,
+            "enqueueTimeout": MAX_DURATION_MS, "connectTimeout": MAX_DURATION_MS,
+            "taskTimeout": MAX_DURATION_MS, "shutdownTimeout": MAX_DURATION_MS}}))
+        .expect("valid config");
+        for duration in [
+            longest.ack_wait,
+            longest.retry_delay,
+            longest.enqueue_timeout,
+            longest.connect_timeout,
+            longest.task_timeout,
+            longest.shutdown_timeout,
+        ] {
+            // As the server counts them (ack wait, NAK delay), and as deadlines.
+            assert!(i64::try_from(duration.as_nanos()).is_ok());
+            assert!(tokio::time::Instant::now()
+                .checked_add(duration * 2)
+                .is_some());
+            assert!(std::time::Instant::now()
+                .checked_add(duration * 2)
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn names_have_maximum_lengths_and_the_derived_names_fit() {
+        let name = |stream: &str, subject: &str| json!({"streamName": stream, "subject": subject});
+        let longest_subject = format!("{}.b", "a".repeat(MAX_SUBJECT_LEN - 2));
+        assert_eq!(code_of(name("s", &longest_subject)), "ok");
+        assert_eq!(
+            code_of(name("s", &format!("a{longest_subject}"))),
+            "ERR_PQ_INVALID_CONFIG"
+        );
+        assert_eq!(
+            code_of(name("s", &"a".repeat(5_000))),
+            "ERR_PQ_INVALID_CONFIG"
+        );
+
+        let longest_stream = "S".repeat(MAX_STREAM_NAME_LEN);
+        let config = Config::from_json(&name(&longest_stream, "a")).expect("valid config");
+        assert_eq!(config.dead_letter_stream().len(), 255);
+        validate_publish_subject("dlq", &config.dead_letter_subject()).expect("valid subject");
+        assert_eq!(
+            code_of(name(&format!("S{longest_stream}"), "a")),
+            "ERR_PQ_INVALID_CONFIG"
+        );
+        assert_eq!(
+            code_of(name(&"é".repeat(MAX_STREAM_NAME_LEN / 2 + 1), "a")),
+            "ERR_PQ_INVALID_CONFIG",
+            "lengths count bytes"
+        );
     }
 
     #[test]

@@ -15,10 +15,9 @@ use async_nats::{jetstream, ClientError, ConnectErrorKind, ConnectOptions, Event
 use tokio::sync::watch;
 
 use crate::{
-    config::security::Target,
     config::Config,
     error::{Error, Result},
-    nats::topology,
+    nats::{credentials::Target, files::Deadline, topology},
 };
 
 /// How long one JetStream API request (stream info, consumer create...) may take.
@@ -46,9 +45,11 @@ pub struct Connection {
 
 impl Connection {
     /// Connects to `urls` (comma-separated servers of one cluster) and makes sure the queue's
-    /// streams exist. Credentials and TLS files are checked before anything is sent; refused
+    /// streams exist. Credentials and TLS files are read and checked before anything is sent, off
+    /// the runtime's threads, and within `connectTimeout` like the connect itself; refused
     /// credentials and failed TLS reject at once, without waiting for `connectTimeout`.
     pub async fn open(config: Arc<Config>, urls: &str) -> Result<Self> {
+        let deadline = Deadline::after(config.connect_timeout);
         let target = Target::new(urls, &config.auth, config.tls.as_ref())?;
         let closed = Arc::new(AtomicBool::new(false));
         let parked = closed.clone();
@@ -72,21 +73,18 @@ impl Connection {
                 let events = events.clone();
                 async move { events.log(event) }
             });
-        let options = target.apply(options)?;
-        let client = tokio::time::timeout(
-            config.connect_timeout,
-            options.connect(target.servers.clone()),
-        )
-        .await
-        .map_err(|_| Error::Connect {
-            url: target.shown.clone(),
-            reason: format!("no answer within {}ms", config.connect_timeout.as_millis()),
-        })?
-        .map_err(|err| {
-            let err = target.connect_error(&err);
-            tracing::debug!(code = err.code(), "connect failed: {err}");
-            err
-        })?;
+        let options = target.apply(options, deadline).await?;
+        let client = tokio::time::timeout_at(deadline.at, options.connect(target.servers.clone()))
+            .await
+            .map_err(|_| Error::Connect {
+                url: target.shown.clone(),
+                reason: format!("no answer within {}ms", config.connect_timeout.as_millis()),
+            })?
+            .map_err(|err| {
+                let err = target.connect_error(&err);
+                tracing::debug!(code = err.code(), "connect failed: {err}");
+                err
+            })?;
         tracing::debug!(url = %target.shown, "connected to NATS");
 
         let jetstream = jetstream::ContextBuilder::new()

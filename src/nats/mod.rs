@@ -3,6 +3,8 @@
 
 pub mod ack_wait;
 pub mod connection;
+pub mod credentials;
+pub mod files;
 pub mod topology;
 
 use async_nats::jetstream::{self, response::Response, ErrorCode};

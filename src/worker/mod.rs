@@ -76,7 +76,7 @@ pub struct StopReport {
 
 impl Worker {
     /// Creates the shared durable consumer (or checks it), makes its `ack_wait` this worker's
-    /// `ackWait` ([`ack_wait`](crate::nats::ack_wait)) and starts pulling.
+    /// `ackWait` ([`crate::nats::ack_wait`]) and starts pulling.
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
         let consumer =
             topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
