@@ -347,3 +347,67 @@ async fn a_worker_that_lowers_ack_wait_does_not_make_a_long_task_run_twice() {
     worker_b.stop().await;
     worker_a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_retention_is_applied_when_the_stream_is_made_and_checked_after() {
+    let server = NatsServer::start().await;
+    let js = plain_jetstream(&server).await;
+    let mut config = test_config();
+    config.dead_letter_max_count = Some(3);
+    config.dead_letter_max_age = Some(Duration::from_secs(3600));
+    let connection = connect(&config, &server).await;
+    let made = js
+        .get_stream(config.dead_letter_stream())
+        .await
+        .expect("the dead-letter stream")
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(
+        (made.max_messages, made.max_age, made.discard),
+        (3, Duration::from_secs(3600), DiscardPolicy::Old)
+    );
+
+    // Five tasks fail for good: the three newest letters are kept.
+    let mut failing = config.clone();
+    failing.max_retries = 0;
+    failing.batch_size = 1; // one at a time: dead-lettered in enqueue order
+    let failing = connect(&failing, &server).await;
+    let ids = producer::enqueue_batch(&failing, numbered_tasks(5))
+        .await
+        .expect("enqueue");
+    let worker = start_worker(
+        &failing,
+        handler(|_| async { protoqueue::Outcome::Failure(protoqueue::Failure::new("no")) }),
+    )
+    .await;
+    eventually("5 tasks dead-lettered", Duration::from_secs(10), || async {
+        let stats = stats::snapshot(&connection).await.ok()?;
+        (stats.messages == 0).then_some(())
+    })
+    .await;
+    worker.stop().await;
+    let kept: Vec<_> = dead_letters::list(&connection, 10)
+        .await
+        .expect("letters")
+        .into_iter()
+        .filter_map(|stored| stored.letter.task.map(|task| task.id))
+        .collect();
+    assert_eq!(kept, ids[2..].to_vec());
+
+    // The same queue with the same options connects again; other retention is refused.
+    connect(&config, &server).await;
+    let mut other = config.clone();
+    other.dead_letter_max_count = Some(4);
+    assert_eq!(
+        code(Connection::open(Arc::new(other.clone()), &server.url()).await),
+        "ERR_PQ_STREAM_CONFLICT"
+    );
+    other.dead_letter_max_count = None;
+    other.dead_letter_max_age = None;
+    assert_eq!(
+        code(Connection::open(Arc::new(other), &server.url()).await),
+        "ERR_PQ_STREAM_CONFLICT",
+        "keeping letters forever is not what the stream does"
+    );
+}

@@ -70,6 +70,10 @@ pub const MAX_SUBJECT_LEN: usize = 1024;
 /// nanoseconds as an `i64`, which overflows near 106 days; deadlines on the runtime's clock need
 /// room too.
 pub const MAX_DURATION_MS: u64 = (1 << 31) - 1;
+/// The longest `options.deadLetterMaxAge`, in milliseconds: ten years.
+pub const MAX_DEAD_LETTER_AGE_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
+/// The most letters `options.deadLetterMaxCount` may keep (JavaScript's largest safe integer).
+pub const MAX_DEAD_LETTER_COUNT: u64 = (1 << 53) - 1;
 const DEAD_LETTER_SUFFIX: &str = "_DLQ";
 const DEAD_LETTER_SUBJECT_PREFIX: &str = "protoqueue.dlq.";
 const MAX_BATCH_SIZE: u64 = 10_000;
@@ -112,6 +116,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Copies of the task and dead-letter streams in a JetStream cluster (1 on a single server).
     pub replicas: usize,
+    /// Dead-letter retention, applied when the dead-letter stream is created: letters older than
+    /// this are removed. `None`: kept until removed.
+    pub dead_letter_max_age: Option<Duration>,
+    /// Dead-letter retention, applied when the dead-letter stream is created: beyond this many
+    /// letters the oldest are removed. `None`: no limit.
+    pub dead_letter_max_count: Option<u64>,
 }
 
 impl Config {
@@ -134,6 +144,8 @@ impl Config {
             task_timeout: DEFAULT_TASK_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             replicas: DEFAULT_REPLICAS,
+            dead_letter_max_age: None,
+            dead_letter_max_count: None,
         };
         validate_stream_name(&config.stream_name)?;
         validate_publish_subject("subject", &config.subject)?;
@@ -212,6 +224,8 @@ impl Config {
                 "taskTimeout",
                 "shutdownTimeout",
                 "replicas",
+                "deadLetterMaxAge",
+                "deadLetterMaxCount",
             ],
         )?;
         let u32_max = u64::from(u32::MAX);
@@ -248,6 +262,11 @@ impl Config {
         if let Some(d) = millis("shutdownTimeout", 0)? {
             self.shutdown_timeout = d;
         }
+        if let Some(ms) = integer_option(options, "deadLetterMaxAge", 1, MAX_DEAD_LETTER_AGE_MS)? {
+            self.dead_letter_max_age = Some(Duration::from_millis(ms));
+        }
+        self.dead_letter_max_count =
+            integer_option(options, "deadLetterMaxCount", 1, MAX_DEAD_LETTER_COUNT)?;
         Ok(())
     }
 
@@ -308,6 +327,8 @@ impl fmt::Debug for Config {
             .field("task_timeout", &self.task_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("replicas", &self.replicas)
+            .field("dead_letter_max_age", &self.dead_letter_max_age)
+            .field("dead_letter_max_count", &self.dead_letter_max_count)
             .finish()
     }
 }
@@ -493,6 +514,41 @@ mod tests {
 
     fn with_option(key: &str, value: Value) -> Value {
         json!({"streamName": "s", "subject": "a", "options": {key: value}})
+    }
+
+    #[test]
+    fn dead_letter_retention_is_read_and_bounded() {
+        let config = Config::from_json(&json!({"streamName": "s", "subject": "a",
+            "options": {"deadLetterMaxAge": 86_400_000u64, "deadLetterMaxCount": 10_000}}))
+        .expect("valid");
+        assert_eq!(
+            (config.dead_letter_max_age, config.dead_letter_max_count),
+            (Some(Duration::from_secs(86_400)), Some(10_000))
+        );
+        let default = Config::new("s", "a").expect("valid");
+        assert_eq!(
+            (default.dead_letter_max_age, default.dead_letter_max_count),
+            (None, None)
+        );
+        for (key, value) in [
+            ("deadLetterMaxAge", json!(0)),
+            ("deadLetterMaxAge", json!(MAX_DEAD_LETTER_AGE_MS + 1)),
+            ("deadLetterMaxCount", json!(0)),
+            ("deadLetterMaxCount", json!(-1)),
+            ("deadLetterMaxCount", json!(1.5)),
+            ("deadLetterMaxCount", json!("5")),
+        ] {
+            assert_eq!(
+                code_of(with_option(key, value.clone())),
+                "ERR_PQ_INVALID_CONFIG",
+                "{key}: {value}"
+            );
+        }
+        assert!(Config::from_json(&with_option(
+            "deadLetterMaxAge",
+            json!(MAX_DEAD_LETTER_AGE_MS)
+        ))
+        .is_ok());
     }
 
     #[test]

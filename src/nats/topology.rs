@@ -3,6 +3,8 @@
 //! configuration Protoqueue cannot use (one that could drop a stored task, a dead letter, or stall
 //! the workers) is reported as [`Error::StreamConflict`], never rewritten.
 
+use std::time::Duration;
+
 use async_nats::jetstream::{
     self,
     consumer::{self, pull, AckPolicy, DeliverPolicy},
@@ -32,13 +34,20 @@ pub fn task_stream_config(config: &Config) -> stream::Config {
     }
 }
 
-/// The dead-letter stream: kept until removed (Limits retention), file storage, deduplicated by
-/// the id of the original message so a crash between dead-lettering and acking stores it once.
+/// The dead-letter stream: kept until removed or, with the retention options, until too old or
+/// too many (Limits retention, the oldest go first), file storage, deduplicated by the id of the
+/// original message so a crash between dead-lettering and acking stores it once.
 pub fn dead_letter_stream_config(config: &Config) -> stream::Config {
     stream::Config {
         name: config.dead_letter_stream(),
         subjects: vec![config.dead_letter_subject()],
         retention: RetentionPolicy::Limits,
+        max_age: config.dead_letter_max_age.unwrap_or_default(),
+        max_messages: config
+            .dead_letter_max_count
+            .and_then(|n| i64::try_from(n).ok())
+            .unwrap_or(-1),
+        discard: DiscardPolicy::Old,
         storage: StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
         num_replicas: config.replicas,
@@ -129,7 +138,30 @@ pub fn check_dead_letter_stream(
             "Interest retention, which drops dead letters nobody consumes".into(),
         ));
     }
-    if let Some(setting) = deleting_limit(stream, false) {
+    // The retention the options ask for is the only limit a dead-letter stream may have.
+    let wanted = dead_letter_stream_config(config);
+    let retention = |s: &stream::Config| {
+        let discard = (s.max_messages > 0).then_some(s.discard == DiscardPolicy::Old);
+        (
+            s.max_age,
+            (s.max_messages > 0).then_some(s.max_messages),
+            discard,
+        )
+    };
+    if retention(stream) != retention(&wanted) {
+        return Err(conflict(format!(
+            "a retention other than the options ask for: {}, where options.deadLetterMaxAge and \
+             options.deadLetterMaxCount ask for {}",
+            describe_retention(stream),
+            describe_retention(&wanted)
+        )));
+    }
+    let without_retention = stream::Config {
+        max_age: Duration::ZERO,
+        max_messages: -1,
+        ..stream.clone()
+    };
+    if let Some(setting) = deleting_limit(&without_retention, false) {
         return Err(conflict(format!(
             "{setting}, which drops dead letters or refuses them (dead-lettering would stall)"
         )));
@@ -145,6 +177,18 @@ pub fn check_dead_letter_stream(
     Ok(duplicate_window_warning(stream, config)
         .into_iter()
         .collect())
+}
+
+/// A dead-letter stream's retention in words.
+fn describe_retention(stream: &stream::Config) -> String {
+    let age = match stream.max_age.as_millis() {
+        0 => "no max_age".to_owned(),
+        ms => format!("max_age {ms}ms"),
+    };
+    match stream.max_messages {
+        n if n > 0 => format!("{age}, max_msgs {n} (discard {:?})", stream.discard),
+        _ => format!("{age}, no max_msgs"),
+    }
 }
 
 /// The first limit of `stream` that deletes stored messages, or (unless `refusing_ok`) refuses
