@@ -52,6 +52,8 @@ const MAX_REPLICAS: u64 = 5;
 pub const DEFAULT_URL: &str = "nats://localhost:4222";
 /// The durable consumer shared by every worker of a queue.
 pub const CONSUMER_NAME: &str = "protoqueue-workers";
+/// The durable consumer shared by every dead-letter worker (`processDLQ()`) of a queue.
+pub const DEAD_LETTER_CONSUMER_NAME: &str = "protoqueue-dlq-workers";
 /// The duplicate window of the task stream: a re-sent publish with the same id within this window
 /// is stored once.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);

@@ -19,9 +19,8 @@ use async_nats::jetstream::consumer;
 use tokio::sync::watch;
 
 use crate::{
-    config::CONSUMER_NAME,
     error::{Error, Result},
-    nats::connection::Connection,
+    nats::{connection::Connection, topology::Lane},
 };
 
 /// Consumer metadata key: an `ack_wait` (in milliseconds) a starting worker is about to set.
@@ -83,7 +82,11 @@ fn poll_period(interval: Duration) -> Duration {
 /// Makes the consumer's `ack_wait` this worker's `ackWait` (at once when raising it, in two steps
 /// when lowering it), and starts following the consumer: the returned pace is updated until
 /// every copy of it is dropped.
-pub async fn adopt(connection: &Connection, info: consumer::Info) -> Result<HeartbeatPace> {
+pub async fn adopt(
+    connection: &Connection,
+    lane: &Lane,
+    info: consumer::Info,
+) -> Result<HeartbeatPace> {
     let own = connection.config().ack_wait;
     let current = info.config.ack_wait;
     let announced = info.config.metadata.contains_key(NEXT_ACK_WAIT_KEY);
@@ -92,53 +95,54 @@ pub async fn adopt(connection: &Connection, info: consumer::Info) -> Result<Hear
         if own != current || announced {
             wanted.ack_wait = own;
             wanted.metadata.remove(NEXT_ACK_WAIT_KEY);
-            update(connection, wanted).await?;
+            update(connection, lane, wanted).await?;
         }
     } else {
         wanted
             .metadata
             .insert(NEXT_ACK_WAIT_KEY.into(), own.as_millis().to_string());
-        update(connection, wanted).await?;
+        update(connection, lane, wanted).await?;
         // Every worker reads the consumer at least this often, as its interval is at most a
         // third of `current`.
         let wait = 2 * poll_period(current / 3) + LOWERING_MARGIN;
         let connection = connection.clone();
+        let lowering = lane.clone();
         tokio::spawn(async move {
             tokio::time::sleep(wait).await;
-            if let Err(err) = lower(&connection, own).await {
+            if let Err(err) = lower(&connection, &lowering, own).await {
                 tracing::warn!("ackWait not lowered on the consumer: {err}");
             }
         });
     }
     let (sender, pace) = watch::channel(heartbeat_interval(own, &info.config));
-    tokio::spawn(follow(connection.clone(), own, sender));
+    tokio::spawn(follow(connection.clone(), lane.clone(), own, sender));
     Ok(HeartbeatPace { interval: pace })
 }
 
 /// Sets the announced `ack_wait`, unless another worker changed the announcement meanwhile (then
 /// the last one to start decides).
-async fn lower(connection: &Connection, own: Duration) -> Result<()> {
-    let mut wanted = read(connection).await?.config;
+async fn lower(connection: &Connection, lane: &Lane, own: Duration) -> Result<()> {
+    let mut wanted = read(connection, lane).await?.config;
     let still_ours = wanted.metadata.get(NEXT_ACK_WAIT_KEY) == Some(&own.as_millis().to_string());
     if !still_ours {
         return Ok(());
     }
     wanted.ack_wait = own;
     wanted.metadata.remove(NEXT_ACK_WAIT_KEY);
-    update(connection, wanted).await?;
+    update(connection, lane, wanted).await?;
     tracing::debug!(ack_wait_ms = own.as_millis(), "consumer ack_wait lowered");
     Ok(())
 }
 
 /// Re-reads the consumer and updates the pace until nobody holds it any more.
-async fn follow(connection: Connection, own: Duration, pace: watch::Sender<Duration>) {
+async fn follow(connection: Connection, lane: Lane, own: Duration, pace: watch::Sender<Duration>) {
     loop {
         let period = poll_period(*pace.borrow());
         tokio::select! {
             () = pace.closed() => return,
             () = tokio::time::sleep(period) => {}
         }
-        match read(&connection).await {
+        match read(&connection, &lane).await {
             Ok(info) => {
                 let interval = heartbeat_interval(own, &info.config);
                 pace.send_if_modified(|current| {
@@ -153,24 +157,24 @@ async fn follow(connection: Connection, own: Duration, pace: watch::Sender<Durat
     }
 }
 
-async fn read(connection: &Connection) -> Result<consumer::Info> {
+async fn read(connection: &Connection, lane: &Lane) -> Result<consumer::Info> {
     let stream = connection
         .jetstream
-        .get_stream(&connection.config().stream_name)
+        .get_stream(&lane.stream)
         .await
-        .map_err(|e| Error::request("opening the task stream", e))?;
+        .map_err(|e| Error::request("opening the stream", e))?;
     stream
-        .consumer_info(CONSUMER_NAME)
+        .consumer_info(lane.consumer)
         .await
         .map_err(|e| Error::request("reading the consumer", e))
 }
 
-async fn update(connection: &Connection, wanted: consumer::Config) -> Result<()> {
+async fn update(connection: &Connection, lane: &Lane, wanted: consumer::Config) -> Result<()> {
     connection
         .jetstream
-        .update_consumer_on_stream(wanted, &connection.config().stream_name)
+        .update_consumer_on_stream(wanted, &lane.stream)
         .await
-        .map_err(|e| Error::nats(&format!("updating consumer {CONSUMER_NAME:?}"), e))?;
+        .map_err(|e| Error::nats(&format!("updating consumer {:?}", lane.consumer), e))?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use async_nats::jetstream::{
 };
 
 use crate::{
-    config::{Config, CONSUMER_NAME, DUPLICATE_WINDOW},
+    config::{Config, CONSUMER_NAME, DEAD_LETTER_CONSUMER_NAME, DUPLICATE_WINDOW},
     error::{Error, Result},
     nats::connection::API_TIMEOUT,
 };
@@ -59,14 +59,54 @@ pub fn dead_letter_stream_config(config: &Config) -> stream::Config {
     }
 }
 
+/// A durable pull consumer that workers share: the queue's task workers (`process()`), or its
+/// dead-letter workers (`processDLQ()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lane {
+    /// The stream it reads.
+    pub stream: String,
+    /// The consumer's durable name.
+    pub consumer: &'static str,
+    /// The one subject it takes.
+    pub subject: String,
+    description: &'static str,
+}
+
+impl Lane {
+    /// The task workers' consumer on the task stream.
+    pub fn tasks(config: &Config) -> Self {
+        Lane {
+            stream: config.stream_name.clone(),
+            consumer: CONSUMER_NAME,
+            subject: config.subject.clone(),
+            description: "Protoqueue workers",
+        }
+    }
+
+    /// The dead-letter workers' consumer on the dead-letter stream.
+    pub fn dead_letters(config: &Config) -> Self {
+        Lane {
+            stream: config.dead_letter_stream(),
+            consumer: DEAD_LETTER_CONSUMER_NAME,
+            subject: config.dead_letter_subject(),
+            description: "Protoqueue dead-letter workers",
+        }
+    }
+}
+
 /// The durable consumer of a queue: explicit acks, redelivery after `ack_wait`, no server-side
 /// delivery limit (the executor counts deliveries and dead-letters, so a task is never stranded
 /// in the stream when its last delivery dies with its worker).
 pub fn consumer_config(config: &Config) -> pull::Config {
+    lane_consumer_config(config, &Lane::tasks(config))
+}
+
+/// The durable consumer of `lane`, as [`consumer_config`] describes it.
+pub fn lane_consumer_config(config: &Config, lane: &Lane) -> pull::Config {
     pull::Config {
-        durable_name: Some(CONSUMER_NAME.into()),
-        description: Some("Protoqueue workers".into()),
-        filter_subject: config.subject.clone(),
+        durable_name: Some(lane.consumer.into()),
+        description: Some(lane.description.into()),
+        filter_subject: lane.subject.clone(),
         ack_policy: AckPolicy::Explicit,
         deliver_policy: DeliverPolicy::All,
         ack_wait: config.ack_wait,
@@ -320,57 +360,66 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
 /// tasks are refused with [`Error::StreamConflict`]. Its `ack_wait` is the workers' business
 /// (see [`crate::nats::ack_wait`]).
 pub async fn ensure_consumer(js: &jetstream::Context, config: &Config) -> Result<consumer::Info> {
+    ensure_lane(js, config, &Lane::tasks(config)).await
+}
+
+/// Creates (or checks) the durable consumer of `lane`, as [`ensure_consumer`] does.
+pub async fn ensure_lane(
+    js: &jetstream::Context,
+    config: &Config,
+    lane: &Lane,
+) -> Result<consumer::Info> {
+    let name = lane.consumer;
     let stream = js
-        .get_stream(&config.stream_name)
+        .get_stream(&lane.stream)
         .await
-        .map_err(|e| Error::nats("opening the task stream", e))?;
-    match stream.consumer_info(CONSUMER_NAME).await {
+        .map_err(|e| Error::nats(&format!("opening stream {:?}", lane.stream), e))?;
+    match stream.consumer_info(name).await {
         Ok(info) => {
-            check_consumer(&info.config, config)?;
+            check_lane(&info.config, lane)?;
             return Ok(info);
         }
         Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {}
-        Err(err) => {
-            return Err(Error::nats(
-                &format!("reading consumer {CONSUMER_NAME:?}"),
-                err,
-            ))
-        }
+        Err(err) => return Err(Error::nats(&format!("reading consumer {name:?}"), err)),
     }
     // Strict: a worker starting at the same moment with another ackWait made it first; then its
     // consumer is checked like any existing one (and `ack_wait` adopted in two steps).
-    let mut created = match stream.create_consumer_strict(consumer_config(config)).await {
+    let wanted = lane_consumer_config(config, lane);
+    let mut created = match stream.create_consumer_strict(wanted).await {
         Ok(created) => created,
         Err(err) if err.kind() == ConsumerCreateStrictErrorKind::AlreadyExists => {
             let info = stream
-                .consumer_info(CONSUMER_NAME)
+                .consumer_info(name)
                 .await
-                .map_err(|e| Error::nats(&format!("reading consumer {CONSUMER_NAME:?}"), e))?;
-            check_consumer(&info.config, config)?;
+                .map_err(|e| Error::nats(&format!("reading consumer {name:?}"), e))?;
+            check_lane(&info.config, lane)?;
             return Ok(info);
         }
         Err(err) => {
             return Err(match err.kind() {
                 ConsumerCreateStrictErrorKind::JetStream(server) => Error::Nats(format!(
-                    "the server refused to create consumer {CONSUMER_NAME:?} on stream {:?}: \
-                     {server}",
-                    config.stream_name
+                    "the server refused to create consumer {name:?} on stream {:?}: {server}",
+                    lane.stream
                 )),
-                _ => Error::nats(&format!("creating consumer {CONSUMER_NAME:?}"), err),
+                _ => Error::nats(&format!("creating consumer {name:?}"), err),
             })
         }
     };
     let info = created
         .info()
         .await
-        .map_err(|e| Error::nats(&format!("reading consumer {CONSUMER_NAME:?}"), e))?
+        .map_err(|e| Error::nats(&format!("reading consumer {name:?}"), e))?
         .clone();
-    check_consumer(&info.config, config)?;
+    check_lane(&info.config, lane)?;
     Ok(info)
 }
 
 /// Refuses an existing consumer whose settings differ from Protoqueue's where it matters.
 pub fn check_consumer(existing: &consumer::Config, config: &Config) -> Result<()> {
+    check_lane(existing, &Lane::tasks(config))
+}
+
+fn check_lane(existing: &consumer::Config, lane: &Lane) -> Result<()> {
     let filters: Vec<&str> = if !existing.filter_subjects.is_empty() {
         existing
             .filter_subjects
@@ -384,10 +433,10 @@ pub fn check_consumer(existing: &consumer::Config, config: &Config) -> Result<()
     };
     let problem = if existing.deliver_subject.is_some() {
         Some("is a push consumer (deliver_subject set); workers need a pull consumer".to_owned())
-    } else if filters != [config.subject.as_str()] {
+    } else if filters != [lane.subject.as_str()] {
         Some(format!(
             "filters {filters:?}; this queue's workers need exactly {:?}",
-            config.subject
+            lane.subject
         ))
     } else if existing.ack_policy != AckPolicy::Explicit {
         Some(format!(
@@ -410,9 +459,9 @@ pub fn check_consumer(existing: &consumer::Config, config: &Config) -> Result<()
     };
     match problem {
         Some(problem) => Err(Error::StreamConflict(format!(
-            "consumer {CONSUMER_NAME:?} on stream {:?} {problem}. Protoqueue never rewrites it: \
-             delete the consumer (workers create it again) or use another streamName",
-            config.stream_name
+            "consumer {:?} on stream {:?} {problem}. Protoqueue never rewrites it: delete the \
+             consumer (workers create it again) or use another streamName",
+            lane.consumer, lane.stream
         ))),
         None => Ok(()),
     }

@@ -40,7 +40,7 @@ use crate::{
     error::{Error, Result},
     nats::ack_wait::{self, HeartbeatPace},
     nats::connection::Connection,
-    nats::topology,
+    nats::topology::{self, Lane},
     worker::acks::AckSender,
     worker::executor::{settle_confirmed, Executor, Handler},
     worker::prefetch::Prefetch,
@@ -78,10 +78,11 @@ impl Worker {
     /// Creates the shared durable consumer (or checks it), makes its `ack_wait` this worker's
     /// `ackWait` ([`crate::nats::ack_wait`]) and starts pulling.
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
+        let lane = Lane::tasks(connection.config());
         let consumer =
-            topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
-        let pace = ack_wait::adopt(&connection, consumer).await?;
-        let puller = Puller::open(connection.clone())
+            topology::ensure_lane(&connection.jetstream, connection.config(), &lane).await?;
+        let pace = ack_wait::adopt(&connection, &lane, consumer).await?;
+        let puller = Puller::open(connection.clone(), &lane)
             .await
             .map_err(|err| Error::nats("subscribing the worker's inbox", err))?;
         let (stop, stopped) = watch::channel(None);
@@ -110,6 +111,7 @@ impl Worker {
             prefetch,
             waiting: VecDeque::new(),
             connection,
+            lane,
             puller,
             stopped,
             running: JoinSet::new(),
@@ -176,6 +178,8 @@ impl Worker {
 
 struct PullLoop {
     connection: Connection,
+    /// The consumer it pulls from.
+    lane: Lane,
     puller: Puller,
     /// Shared by every running delivery (one `Arc` clone per task).
     executor: Arc<Executor>,
@@ -374,12 +378,14 @@ impl PullLoop {
             tracing::debug!("streams not reachable yet: {err}");
             return;
         }
-        if let Err(err) = topology::ensure_consumer(&self.connection.jetstream, config).await {
+        if let Err(err) =
+            topology::ensure_lane(&self.connection.jetstream, config, &self.lane).await
+        {
             tracing::debug!("consumer not reachable yet: {err}");
             return;
         }
         if self.puller.is_closed() {
-            match Puller::open(self.connection.clone()).await {
+            match Puller::open(self.connection.clone(), &self.lane).await {
                 Ok(puller) => self.puller = puller,
                 Err(err) => tracing::debug!("inbox not subscribed yet: {err}"),
             }

@@ -19,7 +19,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::{config::CONSUMER_NAME, nats::connection::Connection};
+use crate::nats::{connection::Connection, topology::Lane};
 
 /// How long one pull request waits at the server for messages.
 pub const PULL_EXPIRY: Duration = Duration::from_secs(1);
@@ -58,15 +58,15 @@ pub struct Puller {
 }
 
 impl Puller {
-    /// Subscribes the worker's inbox.
-    pub async fn open(connection: Connection) -> Result<Self, async_nats::Error> {
+    /// Subscribes the worker's inbox, for pulls from `lane`'s consumer.
+    pub async fn open(connection: Connection, lane: &Lane) -> Result<Self, async_nats::Error> {
         let inbox = connection.client.new_inbox();
         let mut reconnections = connection.reconnections();
         reconnections.mark_unchanged();
         let subscription = connection.client.subscribe(inbox.clone()).await?;
         let request_subject = format!(
-            "$JS.API.CONSUMER.MSG.NEXT.{}.{CONSUMER_NAME}",
-            connection.config().stream_name
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            lane.stream, lane.consumer
         );
         Ok(Puller {
             connection,
