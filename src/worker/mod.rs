@@ -50,6 +50,9 @@ use crate::{
 const STOP_GRACE: Duration = Duration::from_millis(200);
 /// How long a stopping worker waits for its queued acks to be handed to the client.
 const ACKS_SENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a worker whose `shutdownTimeout` ran out waits for its handler to give back the
+/// tasks it has not started, and then for their NAKs.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest pause between attempts to pull after errors.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -340,8 +343,18 @@ impl PullLoop {
             while self.running.join_next().await.is_some() {}
         })
         .await;
-        let abandoned = self.running.len();
         if drained.is_err() {
+            // Tasks the handler holds unstarted go back to the server at once (NAK), not after
+            // `ackWait`; only those still running are abandoned.
+            let release = self.executor.release_unstarted();
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, release).await;
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, async {
+                while self.running.join_next().await.is_some() {}
+            })
+            .await;
+        }
+        let abandoned = self.running.len();
+        if abandoned > 0 {
             tracing::warn!(
                 abandoned,
                 "shutdownTimeout ({}ms) ran out with handlers still running; their tasks will be \
