@@ -18,7 +18,7 @@ interface Report {
 class FakeNative {
   reports: Report[] = []
   complete(succeeded: Uint32Array, failed: NativeFailure[], started: Uint32Array) {
-    this.reports.push({ succeeded: [...succeeded], failed, started: [...started] })
+    this.reports.push({ succeeded: [...succeeded], failed, started: [...(started ?? [])] })
   }
   get succeeded() {
     return this.reports.flatMap((r) => r.succeeded)
@@ -277,7 +277,9 @@ describe('memory', () => {
     let maxWaiting = 0
     let finished!: () => void
     const allDone = new Promise<void>((resolve) => (finished = resolve))
-    // As the native worker does: every outcome makes room, and the room is filled again at once.
+    // As the native worker under a backlog: every report of outcomes makes room, and the room is
+    // filled again at once, so the waiting list never runs empty. Handlers finish on a later
+    // turn of the event loop, as real ones do.
     // eslint-disable-next-line prefer-const
     let tasks: ReturnType<typeof dispatcher>
     const feed = (count: number) => {
@@ -294,12 +296,11 @@ describe('memory', () => {
         maxCapacity = Math.max(maxCapacity, stats.capacity)
         maxWaiting = Math.max(maxWaiting, stats.waiting)
         if (done === TOTAL) finished()
-        // Feed on a later turn, as batches come through the threadsafe function.
-        const count = succeeded.length + failed.length
-        if (count > 0) setImmediate(() => feed(count))
+        feed(succeeded.length + failed.length)
       },
     }
-    tasks = dispatcher(() => ({ success: true }), native)
+    const success = { success: true }
+    tasks = dispatcher(() => new Promise((resolve) => setImmediate(resolve, success)), native)
     // The live heap (after a full GC) once the backlog is established, and at the end.
     setFlagsFromString('--expose-gc')
     const gc: () => void = runInNewContext('gc')
