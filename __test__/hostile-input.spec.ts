@@ -10,16 +10,23 @@ import { Protoqueue, ProtoqueueError, type ProtoqueueConfig } from 'protoqueue'
 import { NatsServer, uniqueQueue } from './helpers/nats'
 
 let server: NatsServer
-let queue: Protoqueue
 before(async () => {
   server = await NatsServer.start()
-  queue = new Protoqueue(uniqueQueue('hostile'))
-  await queue.connect(server.url)
 })
 after(async () => {
-  await queue.disconnect()
   await server.stop()
 })
+
+/** A fresh connected queue, disconnected after `body`. */
+async function withQueue(body: (queue: Protoqueue) => Promise<void>) {
+  const queue = new Protoqueue(uniqueQueue('hostile'))
+  await queue.connect(server.url)
+  try {
+    await body(queue)
+  } finally {
+    await queue.disconnect()
+  }
+}
 
 /** A Proxy whose every trap throws. */
 function throwingProxy(target: object = {}): any {
@@ -76,7 +83,7 @@ function throws(what: string, call: () => unknown, code: string) {
   })
 }
 
-async function assertNothingStored() {
+async function assertNothingStored(queue: Protoqueue) {
   const stats = await queue.getStats()
   assert.equal(stats.messages, 0, 'nothing stored')
   assert.equal(stats.lastSequence, 0, 'nothing ever stored')
@@ -126,11 +133,12 @@ describe('enqueue', () => {
     ['a task that is an array', [{ data: 1 }], 'ERR_PQ_INVALID_TASK'],
   ]
   for (const [name, task, code] of cases) {
-    test(`${name} rejects with ${code}; nothing is stored`, async () => {
-      await rejects(name, () => queue.enqueue(task as any), code)
-      await rejects(`${name} in a batch`, () => queue.enqueueBatch([{ data: 'fine' }, task as any]), code)
-      await assertNothingStored()
-    })
+    test(`${name} rejects with ${code}; nothing is stored`, () =>
+      withQueue(async (queue) => {
+        await rejects(name, () => queue.enqueue(task as any), code)
+        await rejects(`${name} in a batch`, () => queue.enqueueBatch([{ data: 'fine' }, task as any]), code)
+        await assertNothingStored(queue)
+      }))
   }
 })
 
@@ -146,10 +154,11 @@ describe('enqueueBatch', () => {
     ['an object', { 0: { data: 1 }, length: 1 }],
   ]
   for (const [name, tasks] of cases) {
-    test(`${name} rejects with ERR_PQ_INVALID_TASK; nothing is stored`, async () => {
-      await rejects(name, () => queue.enqueueBatch(tasks as any), 'ERR_PQ_INVALID_TASK')
-      await assertNothingStored()
-    })
+    test(`${name} rejects with ERR_PQ_INVALID_TASK; nothing is stored`, () =>
+      withQueue(async (queue) => {
+        await rejects(name, () => queue.enqueueBatch(tasks as any), 'ERR_PQ_INVALID_TASK')
+        await assertNothingStored(queue)
+      }))
   }
 })
 
@@ -204,9 +213,10 @@ describe('the other methods', () => {
     ['a BigInt', 1n],
     ['an object', { handle() {} }],
   ] as Array<[string, unknown]>) {
-    test(`process(${name}) rejects with ERR_PQ_INVALID_HANDLER`, async () => {
-      await rejects(`process(${name})`, () => queue.process(handler as any), 'ERR_PQ_INVALID_HANDLER')
-    })
+    test(`process(${name}) rejects with ERR_PQ_INVALID_HANDLER`, () =>
+      withQueue(async (queue) => {
+        await rejects(`process(${name})`, () => queue.process(handler as any), 'ERR_PQ_INVALID_HANDLER')
+      }))
   }
 
   for (const [name, limit] of [
@@ -222,15 +232,19 @@ describe('the other methods', () => {
     ['a Proxy that throws', throwingProxy()],
     ['a numeric string', '10'],
   ] as Array<[string, unknown]>) {
-    test(`getDeadLetters(${name}) rejects with ERR_PQ_INVALID_CONFIG`, async () => {
-      await rejects(`getDeadLetters(${name})`, () => queue.getDeadLetters(limit as number), 'ERR_PQ_INVALID_CONFIG')
-    })
+    test(`getDeadLetters(${name}) rejects with ERR_PQ_INVALID_CONFIG`, () =>
+      withQueue(async (queue) => {
+        await rejects(`getDeadLetters(${name})`, () => queue.getDeadLetters(limit as number), 'ERR_PQ_INVALID_CONFIG')
+      }))
   }
 
-  test('valid frozen tasks and metadata with a numeric toJSON-free object are accepted', async () => {
-    const ids = await queue.enqueueBatch([Object.freeze({ data: Object.freeze({ a: [1, 2] }), metadata: Object.freeze({ k: 'v' }) })])
-    assert.equal(ids.length, 1)
-    const stats = await queue.getStats()
-    assert.equal(stats.messages, 1)
-  })
+  test('valid frozen tasks, and data with toJSON or undefined values, are accepted', () =>
+    withQueue(async (queue) => {
+      const ids = await queue.enqueueBatch([
+        Object.freeze({ data: Object.freeze({ a: [1, 2] }), metadata: Object.freeze({ k: 'v' }) }),
+        { data: { at: new Date(0), point: new Point(1, 2), skipped: undefined } },
+      ])
+      assert.equal(ids.length, 2)
+      assert.equal((await queue.getStats()).messages, 2)
+    }))
 })
