@@ -46,13 +46,16 @@ export interface QueueOptions {
   connectTimeout?: number
   /**
    * The longest one handler call may run before the attempt counts as failed (default 300000, at
-   * most 2147483647).
-   * It bounds a handler that never settles; the handler itself is not cancelled.
+   * most 2147483647), counted from the moment the handler starts (a prefetched task waiting for a
+   * free slot is not timed). It bounds a handler that never settles; the handler itself is not
+   * cancelled.
    */
   taskTimeout?: number
   /**
    * How long `disconnect()` waits for the tasks its worker holds (running and prefetched) to settle
-   * (default 30000, at most 2147483647). Tasks still running or waiting then are redelivered after `ackWait`.
+   * (default 30000, at most 2147483647). Then the tasks that have not started are handed back to
+   * the server at once (another worker gets them now) and never start here; tasks still running
+   * are redelivered after `ackWait`.
    */
   shutdownTimeout?: number
   /**
@@ -136,11 +139,21 @@ export interface ProtoqueueConfig {
   verbose?: boolean
 }
 
-/** A task to enqueue. */
+/**
+ * A task to enqueue. Other keys are refused (`ERR_PQ_INVALID_TASK` naming the key), so a typo
+ * never goes unnoticed.
+ */
 export interface EnqueueTask<T = unknown> {
-  /** The task's data: any JSON-serializable value. */
+  /**
+   * The task's data: any JSON-serializable value. BigInt, cycles, and functions or symbols
+   * anywhere inside (which `JSON.stringify` would silently drop) reject with `ERR_PQ_SERIALIZE`.
+   */
   data: T
-  /** Extra information stored with the task and handed to the handler (any JSON object). */
+  /**
+   * Extra information stored with the task and handed to the handler: an object whose JSON form
+   * is an object (a `Date`, a boxed string or a `toJSON` returning anything else rejects with
+   * `ERR_PQ_INVALID_TASK`). A numeric `timestamp` of yours is kept as it is.
+   */
   metadata?: Record<string, any>
 }
 
@@ -150,7 +163,10 @@ export interface TaskData<T = unknown> {
   id: string
   /** The data exactly as enqueued (a JSON round trip). */
   data: T
-  /** The metadata as enqueued, plus `timestamp`: when the task was enqueued (ms since the epoch). */
+  /**
+   * The metadata as enqueued, plus `timestamp`: when the task was enqueued (ms since the epoch),
+   * unless the metadata had a `timestamp` of its own that is a number, which is kept.
+   */
   metadata?: {
     timestamp?: number
     [key: string]: unknown
@@ -198,21 +214,75 @@ export interface QueueStats {
   deadLettered: number
 }
 
-/** Why a task was dead-lettered. */
-export type DeadLetterReason = 'retriesExhausted' | 'rejected' | 'invalidEnvelope' | 'deliveriesExhausted' | 'unspecified'
+/**
+ * Why a task was dead-lettered: its last attempt failed (`retriesExhausted`), the handler said
+ * `retry: false` (`rejected`), the message was not a task envelope (`invalidEnvelope`), its data
+ * is not JSON or its metadata not a JSON object so no handler could take it (`invalidData`, on
+ * its first delivery, without calling the handler), or it was delivered too often without a
+ * result (`deliveriesExhausted`).
+ */
+export type DeadLetterReason = 'retriesExhausted' | 'rejected' | 'invalidEnvelope' | 'invalidData' | 'deliveriesExhausted' | 'unspecified'
 
-/** A task that will not be tried again, as stored on the queue's dead-letter stream. */
+/** What every dead letter's task holds, whatever became of its data. */
+export interface DeadLetterTaskBase extends Omit<TaskData<unknown>, 'data' | 'metadata'> {
+  /**
+   * The metadata as enqueued plus `timestamp` (as the handler sees it); only `{ timestamp }` when
+   * the stored metadata is not a JSON object (see `rawMetadata`) or was dropped.
+   */
+  metadata: { timestamp?: number; [key: string]: unknown }
+  /** How the producer said `data` is encoded: `application/json` for tasks from Protoqueue. */
+  contentType: string
+  /** The stored metadata's bytes, when they are not a JSON object (another producer's task). */
+  rawMetadata?: Buffer
+}
+
+/** A dead letter's task whose data is JSON, decoded: the task as enqueued. */
+export interface DeadLetterJsonTask<T = unknown> extends DeadLetterTaskBase {
+  dataFormat: 'json'
+  /** The data as enqueued. */
+  data: T
+  dataDropped?: undefined
+}
+
+/** A dead letter's task whose data is not JSON (another producer's, e.g. `text/plain`). */
+export interface DeadLetterRawTask extends DeadLetterTaskBase {
+  dataFormat: 'raw'
+  /** The data's bytes, as stored; `contentType` says how to read them. */
+  data: Buffer
+  dataDropped?: undefined
+}
+
+/**
+ * A dead letter's task whose data and metadata were dropped so the letter fits the server's
+ * `max_payload` (the task was close to it); the id, attempts and times remain.
+ */
+export interface DeadLetterDroppedTask extends DeadLetterTaskBase {
+  dataFormat: 'dropped'
+  data?: undefined
+  /** Always `true`: the data is gone. */
+  dataDropped: true
+}
+
+/** A dead letter's task: check `dataFormat` before using `data`. */
+export type DeadLetterTask<T = unknown> = DeadLetterJsonTask<T> | DeadLetterRawTask | DeadLetterDroppedTask
+
+/**
+ * A task that will not be tried again, as stored on the queue's dead-letter stream. Reading one
+ * never fails because of its content: what is not JSON comes as bytes.
+ */
 export interface DeadLetter<T = unknown> {
   /** The task as enqueued; absent when the message was not a valid task envelope. */
-  task?: TaskData<T>
+  task?: DeadLetterTask<T>
   /** The original message bytes, when it was not a valid task envelope. */
   raw?: Buffer
   /** Why it was dead-lettered. */
   reason: DeadLetterReason
   /** The last error message. */
   error: string
-  /** The handler's `details`, if any. */
+  /** The handler's `details`, if any (when they are JSON). */
   details?: Record<string, any>
+  /** The stored details' bytes, when they are not JSON (written by another client). */
+  rawDetails?: Buffer
   /** How many times it was delivered. */
   attempts: number
   /** When it was dead-lettered (ms since the epoch). */
@@ -244,8 +314,17 @@ export declare class ProtoqueueError extends Error {
 
 /** A task queue on NATS JetStream. `T` is the type of the tasks' data. */
 export declare class Protoqueue<T = unknown> {
-  /** Checks the configuration (throws `ERR_PQ_INVALID_CONFIG`); sends nothing. */
+  /**
+   * Checks the configuration (throws `ERR_PQ_INVALID_CONFIG`, also for values no configuration
+   * can hold: functions, symbols, BigInt, cycles, getters that throw); sends nothing.
+   */
   constructor(config: ProtoqueueConfig)
+  /**
+   * Creates a queue and connects it (the original Protoqueue's way); resolves to the connected
+   * queue. Rejects with the constructor's and `connect()`'s codes; a failed connect leaves
+   * nothing open.
+   */
+  static create<T = unknown>(config: ProtoqueueConfig): Promise<Protoqueue<T>>
   /**
    * Connects to NATS and creates the queue's streams if missing. The URL is this argument, else
    * `config.url`, else `NATS_URL`, else `nats://localhost:4222`. A second call does nothing.
@@ -259,14 +338,24 @@ export declare class Protoqueue<T = unknown> {
    * to `shutdownTimeout`), then closes the connection.
    */
   disconnect(): Promise<void>
-  /** Enqueues a task; resolves to its id once JetStream has stored it. */
+  /**
+   * Enqueues a task; resolves to its id once JetStream has stored it. Bad input rejects before
+   * anything is sent: `ERR_PQ_INVALID_TASK` (not `{ data, metadata? }`, unknown keys, metadata
+   * that is not a JSON object) or `ERR_PQ_SERIALIZE` (not JSON-serializable).
+   */
   enqueue(task: EnqueueTask<T>): Promise<string>
-  /** Enqueues tasks, pipelined; resolves to their ids, in order, once all are stored. */
+  /**
+   * Enqueues tasks, pipelined; resolves to their ids, in order, once all are stored. One bad
+   * task (or a hole in a sparse array) rejects the whole batch before anything is sent.
+   */
   enqueueBatch(tasks: Array<EnqueueTask<T>>): Promise<string[]>
   /** Starts processing with `handler`, up to `batchSize` tasks at once; resolves once the worker runs. */
   process(handler: TaskHandler<T>): Promise<this>
   /** Reads queue statistics from the server. */
   getStats(): Promise<QueueStats>
-  /** Reads (without removing) up to `limit` dead letters (default 100), oldest first. */
+  /**
+   * Reads (without removing) up to `limit` dead letters (default 100, an integer from 1 to
+   * 10,000,000, else `ERR_PQ_INVALID_CONFIG`), oldest first.
+   */
   getDeadLetters(limit?: number): Promise<Array<DeadLetter<T>>>
 }

@@ -7,6 +7,7 @@
 const { AsyncLocalStorage } = require('node:async_hooks')
 
 const { NativeQueue } = require('./native.js')
+const { describe, dispatcher } = require('./lib/dispatcher.js')
 
 /**
  * The queue whose handler the current code runs in: `disconnect()` called by a handler cannot
@@ -25,28 +26,87 @@ class ProtoqueueError extends Error {
   }
 }
 
-/** Turns a native error into a `ProtoqueueError` with its code; other values pass through. */
-function withCode(err) {
-  const match = err && typeof err.message === 'string' ? CODED_MESSAGE.exec(err.message) : null
-  return match ? new ProtoqueueError(match[1], match[2]) : err
+/**
+ * Turns a native error into a `ProtoqueueError` with its code; an error without one (which the
+ * native side should never raise) gets `fallback`.
+ */
+function withCode(err, fallback) {
+  if (err instanceof ProtoqueueError) return err
+  const message = messageOf(err)
+  const match = CODED_MESSAGE.exec(message)
+  return match ? new ProtoqueueError(match[1], match[2]) : new ProtoqueueError(fallback, message, { cause: err })
 }
 
-async function native(call) {
+async function native(call, fallback = 'ERR_PQ_NATS') {
   try {
     return await call()
   } catch (err) {
-    throw withCode(err)
+    throw withCode(err, fallback)
   }
-}
-
-function describe(value) {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`
 }
 
 function isPlainObject(value) {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** `err`'s message, or a description when it has none that can be read. */
+function messageOf(err) {
+  try {
+    if (err instanceof Error && typeof err.message === 'string') return err.message
+    return String(err)
+  } catch {
+    return 'an error with no string form'
+  }
+}
+
+/**
+ * Whether `root` holds a function or a symbol where `JSON.stringify` would silently drop it (or
+ * turn it into `null`). Objects with a `toJSON` method are taken as they serialize themselves.
+ * Iterative: no depth `JSON.stringify` accepted can overflow the stack here.
+ */
+function holdsUnserializable(root) {
+  if (typeof root !== 'object' || root === null) return false
+  const stack = [root]
+  while (stack.length > 0) {
+    const value = stack.pop()
+    if (typeof value.toJSON === 'function') continue
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const item = value[i]
+        const type = typeof item
+        if (type === 'object') {
+          if (item !== null) stack.push(item)
+        } else if (type === 'function' || type === 'symbol') {
+          return true
+        }
+      }
+    } else {
+      const keys = Object.keys(value)
+      for (let i = 0; i < keys.length; i++) {
+        const item = value[keys[i]]
+        const type = typeof item
+        if (type === 'object') {
+          if (item !== null) stack.push(item)
+        } else if (type === 'function' || type === 'symbol') {
+          return true
+        }
+      }
+    }
+  }
+  return false
+}
+
+/** The path of the first function or symbol in `value` (only called once one was found). */
+function unserializablePath(value, path, depth = 0) {
+  const type = typeof value
+  if (type === 'function' || type === 'symbol') return path
+  if (type !== 'object' || value === null || depth > 1000 || typeof value.toJSON === 'function') return undefined
+  const entries = Array.isArray(value) ? value.map((item, i) => [`${path}[${i}]`, item]) : Object.keys(value).map((key) => [`${path}${/^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`}`, value[key]])
+  for (const [at, item] of entries) {
+    const found = unserializablePath(item, at, depth + 1)
+    if (found !== undefined) return found
+  }
+  return undefined
 }
 
 /** JSON text of `value`, or ERR_PQ_SERIALIZE naming what could not be serialized. */
@@ -55,163 +115,178 @@ function toJson(value, what) {
   try {
     text = JSON.stringify(value)
   } catch (err) {
-    throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} is not JSON-serializable: ${err.message}`, {
+    throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} is not JSON-serializable: ${messageOf(err)}`, {
       cause: err,
     })
   }
   if (text === undefined) {
     throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} is not JSON-serializable (got ${describe(value)})`)
   }
+  if (holdsUnserializable(value)) {
+    let path
+    try {
+      path = unserializablePath(value, what)
+    } catch {
+      // Reading it again threw: name the whole value.
+    }
+    throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${path ?? what} is a function or a symbol, which JSON cannot hold`)
+  }
   return text
 }
 
 /** Checks one `{ data, metadata? }` and encodes it as the native side expects. */
 function encodeTask(task, what) {
+  try {
+    return encodeCheckedTask(task, what)
+  } catch (err) {
+    if (err instanceof ProtoqueueError) throw err
+    // A getter or Proxy trap of the task threw.
+    throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} could not be read: ${messageOf(err)}`, { cause: err })
+  }
+}
+
+function encodeCheckedTask(task, what) {
   if (!isPlainObject(task)) {
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} must be an object like { data, metadata? }, got ${describe(task)}`)
   }
-  if (task.data === undefined) {
+  for (const key in task) {
+    if (key !== 'data' && key !== 'metadata') {
+      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.${key} is not a task field (a task is { data, metadata? })`)
+    }
+  }
+  const data = task.data
+  if (data === undefined) {
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.data is required`)
   }
-  const input = { data: toJson(task.data, `${what}.data`) }
-  if (task.metadata !== undefined && task.metadata !== null) {
-    if (!isPlainObject(task.metadata)) {
-      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.metadata must be an object, got ${describe(task.metadata)}`)
+  const input = { data: toJson(data, `${what}.data`) }
+  const metadata = task.metadata
+  if (metadata !== undefined && metadata !== null) {
+    if (!isPlainObject(metadata)) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.metadata must be an object, got ${describe(metadata)}`)
     }
-    input.metadata = toJson(task.metadata, `${what}.metadata`)
+    const text = toJson(metadata, `${what}.metadata`)
+    // `{`: its JSON form is an object (a Date, a boxed string or a `toJSON` may make it anything).
+    if (text.charCodeAt(0) !== 123) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.metadata must serialize to a JSON object, got ${text.slice(0, 40)}`)
+    }
+    input.metadata = text
   }
   return input
 }
 
-/** The task the user's handler receives. */
-function decodeTask(native) {
-  const metadata = native.metadata ? JSON.parse(native.metadata) : {}
-  return {
+/** Parses JSON text, or `undefined` when it is absent or does not parse. */
+function parseJson(text) {
+  if (typeof text !== 'string') return undefined
+  try {
+    return { value: JSON.parse(text) }
+  } catch {
+    return undefined
+  }
+}
+
+/** The metadata a task's handler sees: the user's, with `timestamp` kept when it is a number. */
+function withTimestamp(metadata, enqueuedAt) {
+  const timestamp = metadata.timestamp
+  return typeof timestamp === 'number' && Number.isFinite(timestamp) ? metadata : { ...metadata, timestamp: enqueuedAt }
+}
+
+/** A dead letter's task: data as JSON when it is JSON, else raw bytes, or marked dropped. */
+function decodeLetterTask(native) {
+  const metadata = parseJson(native.metadata)
+  const isObject = metadata !== undefined && isPlainObject(metadata.value)
+  const task = {
     id: native.id,
-    data: JSON.parse(native.data),
-    metadata: { ...metadata, timestamp: native.timestamp },
+    data: undefined,
+    metadata: withTimestamp(isObject ? metadata.value : {}, native.timestamp),
     attempt: native.attempt,
     maxAttempts: native.maxAttempts,
+    contentType: native.contentType,
+    dataFormat: 'json',
   }
+  if (!isObject && (native.metadata !== undefined && native.metadata !== null || native.rawMetadata)) {
+    task.rawMetadata = native.rawMetadata ?? Buffer.from(native.metadata, 'utf8')
+  }
+  const data = parseJson(native.data)
+  if (native.dataDropped) {
+    task.dataFormat = 'dropped'
+    task.dataDropped = true
+  } else if (data !== undefined) {
+    task.data = data.value
+  } else {
+    task.dataFormat = 'raw'
+    task.data = native.rawData ?? Buffer.from(native.data ?? '', 'utf8')
+  }
+  return task
 }
 
-function failure(error, details) {
-  return details === undefined ? { success: false, error } : { success: false, error, details }
+function decodeDeadLetter(letter) {
+  const details = parseJson(letter.details)
+  const decoded = {
+    task: letter.task ? decodeLetterTask(letter.task) : undefined,
+    raw: letter.raw ?? undefined,
+    reason: letter.reason,
+    error: letter.error,
+    details: details?.value,
+    attempts: letter.attempts,
+    failedAt: letter.failedAt,
+    sequence: letter.streamSequence,
+  }
+  if (details === undefined && (letter.rawDetails || typeof letter.details === 'string')) {
+    decoded.rawDetails = letter.rawDetails ?? Buffer.from(letter.details, 'utf8')
+  }
+  return decoded
 }
 
-/** Details of a thrown value, for the dead letter. */
-function thrownDetails(err) {
-  if (err instanceof Error) {
-    return JSON.stringify({ name: err.name, stack: err.stack })
-  }
-  return undefined
-}
-
-/** Checks a handler's result; anything that is not `{ success: boolean, ... }` is a failure. */
-function normalizeResult(result) {
-  if (!isPlainObject(result) || typeof result.success !== 'boolean') {
-    return failure(`handler returned ${describe(result)}; expected { success: boolean, error?, details? }`)
-  }
-  if (result.success) return { success: true }
-  const normalized = { success: false }
-  if (result.error !== undefined && result.error !== null) normalized.error = String(result.error)
-  if (result.details !== undefined && result.details !== null) {
-    try {
-      normalized.details = JSON.stringify(result.details)
-    } catch (err) {
-      normalized.details = JSON.stringify({ unserializable: String(err.message) })
-    }
-  }
-  if (typeof result.retry === 'boolean') normalized.retry = result.retry
-  return normalized
-}
-
-/** Runs the user's handler on one task: a throw, a rejection or a malformed result become failures. */
-async function runHandler(handler, task) {
-  try {
-    return normalizeResult(await handler(task))
-  } catch (err) {
-    const message = err instanceof Error ? err.message : String(err)
-    return failure(message, thrownDetails(err))
-  }
-}
+/** The most dead letters one `getDeadLetters()` call reads. */
+const MAX_DEAD_LETTERS = 10_000_000
 
 /**
- * The function the native worker hands tasks to, in batches: one call into JavaScript per batch,
- * with the tasks as one JSON text already shaped like `TaskData` (one `JSON.parse` instead of
- * per-field native calls). At most `limit` (`batchSize`) handlers run at once; the other tasks
- * (prefetched by the worker) wait here, in order, and the next starts as soon as a handler
- * finishes, without a round trip through the native side. Outcomes go back in one native call:
- * the tokens of the successes as a `Uint32Array`, the failures as objects. The report is queued as
- * a microtask behind the outcomes already settling, so handlers that finish together report
- * together without waiting for another turn of the event loop.
+ * A plain copy of the configuration holding only what JSON can (strings, finite numbers,
+ * booleans, null, arrays, objects), or ERR_PQ_INVALID_CONFIG naming what else it holds: the
+ * native side then never meets a Symbol, a function, a cycle or a throwing getter.
  */
-function dispatcher(handler, nativeQueue) {
-  let limit = 1
-  let running = 0
-  // Waiting tasks as [token, task] pairs; `next` is the first not started.
-  let waiting = []
-  let next = 0
-  let succeeded = []
-  let failed = []
-  const report = () => {
-    const tokens = new Uint32Array(succeeded)
-    const failures = failed
-    succeeded = []
-    failed = []
-    nativeQueue.complete(tokens, failures)
-  }
-  const settle = (token, outcome) => {
-    if (succeeded.length + failed.length === 0) queueMicrotask(report)
-    if (outcome.success) {
-      succeeded.push(token)
-    } else {
-      outcome.token = token
-      failed.push(outcome)
+function plainConfig(config) {
+  const seen = new Set()
+  const copy = (value, path) => {
+    switch (typeof value) {
+      case 'string':
+      case 'boolean':
+      case 'undefined':
+        return value
+      case 'number':
+        if (!Number.isFinite(value)) {
+          throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: ${path} must be a finite integer, got ${value}`)
+        }
+        return value
+      case 'object': {
+        if (value === null) return null
+        if (seen.has(value)) {
+          throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: ${path} refers back to itself`)
+        }
+        seen.add(value)
+        let result
+        if (Array.isArray(value)) {
+          result = []
+          for (let i = 0; i < value.length; i++) result.push(copy(value[i], `${path}[${i}]`))
+        } else {
+          result = {}
+          for (const key of Object.keys(value)) {
+            const item = copy(value[key], path ? `${path}.${key}` : key)
+            if (item !== undefined) result[key] = item
+          }
+        }
+        seen.delete(value)
+        return result
+      }
+      default:
+        throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: ${path || 'config'} is ${describe(value)}, which a configuration cannot hold`)
     }
   }
-  const start = (token, task) => {
-    running++
-    runHandler(handler, task).then((outcome) => {
-      running--
-      settle(token, outcome)
-      startWaiting()
-    })
-  }
-  const startWaiting = () => {
-    while (running < limit && next < waiting.length) {
-      const [token, task] = waiting[next]
-      waiting[next++] = undefined
-      start(token, task)
-    }
-    if (next === waiting.length) {
-      waiting = []
-      next = 0
-    }
-  }
-  return {
-    dispatch(batch) {
-      const parsed = JSON.parse(batch)
-      const { tokens, tasks } = parsed
-      limit = parsed.limit
-      for (let i = 0; i < tasks.length; i++) waiting.push([tokens[i], tasks[i]])
-      startWaiting()
-    },
-    /** The worker stopped: tasks still waiting never start (the server redelivers them). */
-    close() {
-      waiting = []
-      next = 0
-    },
-  }
-}
-
-/** NaN and Infinity would cross to Rust as null (absent): reject them here. */
-function rejectNonFiniteOptions(config) {
-  const options = isPlainObject(config) && isPlainObject(config.options) ? config.options : {}
-  for (const [key, value] of Object.entries(options)) {
-    if (typeof value === 'number' && !Number.isFinite(value)) {
-      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: options.${key} must be a finite integer, got ${value}`)
-    }
+  try {
+    return copy(config, '')
+  } catch (err) {
+    if (err instanceof ProtoqueueError) throw err
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: it could not be read: ${messageOf(err)}`, { cause: err })
   }
 }
 
@@ -224,12 +299,27 @@ class Protoqueue {
   #dispatcher
 
   constructor(config) {
-    rejectNonFiniteOptions(config)
+    const plain = plainConfig(config)
     try {
-      this.#native = new NativeQueue(config === undefined ? null : config)
+      this.#native = new NativeQueue(plain === undefined ? null : plain)
     } catch (err) {
-      throw withCode(err)
+      throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
+  }
+
+  /**
+   * Creates a queue and connects it, as the original Protoqueue did; resolves to the connected
+   * queue. A failed connect leaves nothing open.
+   */
+  static async create(config) {
+    const queue = new this(config)
+    try {
+      await queue.connect()
+    } catch (err) {
+      await queue.disconnect().catch(() => {})
+      throw err
+    }
+    return queue
   }
 
   /** Connects to NATS (the URL argument, else config.url, else NATS_URL, else localhost). */
@@ -237,7 +327,7 @@ class Protoqueue {
     if (url !== undefined && url !== null && typeof url !== 'string') {
       throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `connect(url) takes a string, got ${describe(url)}`)
     }
-    await native(() => this.#native.connect(url ?? undefined))
+    await native(() => this.#native.connect(url ?? undefined), 'ERR_PQ_CONNECT')
     return this
   }
 
@@ -265,10 +355,19 @@ class Protoqueue {
 
   /** Enqueues many tasks at once; resolves to their ids, in order, once all are stored. */
   async enqueueBatch(tasks) {
-    if (!Array.isArray(tasks)) {
-      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `enqueueBatch takes an array of tasks, got ${describe(tasks)}`)
+    let inputs
+    try {
+      if (!Array.isArray(tasks)) {
+        throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `enqueueBatch takes an array of tasks, got ${describe(tasks)}`)
+      }
+      const length = tasks.length
+      inputs = new Array(length)
+      // Indexed, not `map`: a hole in a sparse array is a missing task, not a skipped one.
+      for (let i = 0; i < length; i++) inputs[i] = encodeTask(tasks[i], `tasks[${i}]`)
+    } catch (err) {
+      if (err instanceof ProtoqueueError) throw err
+      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `enqueueBatch could not read its tasks: ${messageOf(err)}`, { cause: err })
     }
-    const inputs = tasks.map((task, i) => encodeTask(task, `tasks[${i}]`))
     if (inputs.length === 0) return []
     return native(() => this.#native.enqueueBatch(inputs))
   }
@@ -282,7 +381,7 @@ class Protoqueue {
     const nativeQueue = this.#native
     const run = nativeQueue.reserveRun()
     const tasks = dispatcher((task) => handlerOf.run(this, handler, task), {
-      complete: (succeeded, failed) => nativeQueue.complete(run, succeeded, failed),
+      complete: (succeeded, failed, started) => nativeQueue.complete(run, succeeded, failed, started),
     })
     await native(() => nativeQueue.process(run, tasks.dispatch))
     this.#dispatcher = tasks
@@ -305,22 +404,16 @@ class Protoqueue {
     }
   }
 
-  /** Reads (without removing) up to `limit` dead letters, oldest first. */
+  /**
+   * Reads (without removing) up to `limit` dead letters, oldest first. A letter whose content is
+   * not JSON carries it raw; it never fails the call.
+   */
   async getDeadLetters(limit = 100) {
-    if (!Number.isInteger(limit) || limit < 1) {
-      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetters(limit) takes an integer >= 1, got ${describe(limit)}`)
+    if (!Number.isInteger(limit) || limit < 1 || limit > MAX_DEAD_LETTERS) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetters(limit) takes an integer from 1 to ${MAX_DEAD_LETTERS}, got ${describe(limit)}`)
     }
     const letters = await native(() => this.#native.deadLetters(limit))
-    return letters.map((letter) => ({
-      task: letter.task ? decodeTask(letter.task) : undefined,
-      raw: letter.raw ?? undefined,
-      reason: letter.reason,
-      error: letter.error,
-      details: letter.details ? JSON.parse(letter.details) : undefined,
-      attempts: letter.attempts,
-      failedAt: letter.failedAt,
-      sequence: letter.streamSequence,
-    }))
+    return letters.map(decodeDeadLetter)
   }
 }
 

@@ -24,16 +24,20 @@ export declare class NativeQueue {
   /**
    * Starts worker run `run`. `dispatch` receives ready tasks in batches, as the JSON text
    * `{"limit": number, "tokens": number[], "tasks": TaskData[]}`; it runs at most `limit` at
-   * once, the others in order as handlers finish, and must report each task's outcome, by its
-   * token, through `complete(run, ...)`. It is kept (and keeps the process alive) until
-   * `disconnect()`.
+   * once, the others in order as handlers finish, and must report each task it starts and
+   * each task's outcome, by its token, through `complete(run, ...)` (`taskTimeout` counts from
+   * the start). `{"close": true}` tells it to drop the tasks it has not started and start no
+   * other. It is kept (and keeps the process alive) until `disconnect()`.
    */
   process(run: number, dispatch: (batch: string) => void): Promise<void>
   /**
-   * Reports outcomes of run `run`: the tokens of the attempts that succeeded, and the
-   * failures. Outcomes of runs that ended, and of attempts that timed out, are ignored.
+   * Reports what happened in run `run` since the last report: the tokens of the attempts whose
+   * handler started (`taskTimeout` counts from here), of those that succeeded, and the
+   * failures. Starts are taken first, so one report may start and settle an attempt. Reports
+   * of runs that ended, and outcomes for attempts that already timed out or were given back,
+   * are ignored.
    */
-  complete(run: number, succeeded: Uint32Array, failed: Array<NativeFailure>): void
+  complete(run: number, succeeded: Uint32Array, failed: Array<NativeFailure>, started?: Uint32Array | undefined | null): void
   /** Reads queue statistics from the server. */
   stats(): Promise<NativeStats>
   /** Reads (without removing) up to `limit` dead letters, oldest first. */
@@ -54,12 +58,17 @@ export interface NativeDeadLetter {
   task?: NativeTask
   /** The original bytes, when it was not. */
   raw?: Buffer
-  /** `retriesExhausted`, `rejected`, `invalidEnvelope` or `deliveriesExhausted`. */
+  /**
+   * `retriesExhausted`, `rejected`, `invalidEnvelope`, `invalidData`, `deliveriesExhausted`
+   * or `unspecified`.
+   */
   reason: string
   /** The last error message. */
   error: string
-  /** The handler's `details` as JSON text. */
+  /** The handler's `details` as JSON text, when they are JSON. */
   details?: string
+  /** The stored details' bytes, when they are not JSON. */
+  rawDetails?: Buffer
   /** How many times the task was delivered. */
   attempts: number
   /** When it was dead-lettered, ms since the epoch. */
@@ -93,14 +102,25 @@ export interface NativeStats {
   deadLettered: number
 }
 
-/** A task as a dead letter carries it. */
+/**
+ * A task as a dead letter carries it. Its data and metadata come as JSON text when they are
+ * JSON (a JSON object for the metadata), else as their bytes.
+ */
 export interface NativeTask {
   /** The task id. */
   id: string
-  /** The data as JSON text. */
-  data: string
-  /** The user's metadata as JSON object text ("" when none). */
-  metadata: string
+  /** The data as JSON text, when it is JSON. */
+  data?: string
+  /** The data's bytes, when they are not JSON (and were not dropped). */
+  rawData?: Buffer
+  /** How the data is encoded, as the producer said (`application/json` from JavaScript). */
+  contentType: string
+  /** The user's metadata as JSON object text, when there is metadata and it is one. */
+  metadata?: string
+  /** The metadata's bytes, when they are not a JSON object. */
+  rawMetadata?: Buffer
+  /** The data and metadata were dropped to fit the server's `max_payload`. */
+  dataDropped: boolean
   /** Enqueue time, ms since the epoch. */
   timestamp: number
   /** Which delivery this is, from 1. */

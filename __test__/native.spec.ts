@@ -1,6 +1,6 @@
 // The native layer's own guards, without the JavaScript wrapper: tasks reach JavaScript in batches,
 // as one JSON text, through one dispatch function (called with call_async_catch); outcomes come back
-// through `complete(run, succeededTokens, failures)`. A dispatch that throws synchronously, a malformed
+// through `complete(run, succeededTokens, failures, startedTokens)` (`taskTimeout` counts from the start). A dispatch that throws synchronously, a malformed
 // report, an unknown token and a task whose data is not JSON must each be handled: never a crash of
 // the process, never a stuck task.
 import assert from 'node:assert/strict'
@@ -29,6 +29,8 @@ test('a throwing dispatch, junk reports, unknown tokens and non-JSON data never 
   const run: number = queue.reserveRun()
   await queue.process(run, (json: string) => {
     const batch: Batch = JSON.parse(json)
+    // This dispatch starts every task it gets at once.
+    queue.complete(run, new Uint32Array(), [], new Uint32Array(batch.tokens))
     batch.tasks.forEach(({ data }, i) => {
       const token = batch.tokens[i]
       if (data === 'throw') throw new Error('synchronous throw')
@@ -52,11 +54,11 @@ test('a throwing dispatch, junk reports, unknown tokens and non-JSON data never 
   await eventually('the thrown task dead-lettered', async () => (await queue.deadLetters(10)).length === 1)
   const batch = ['ok', 'junk', 'declined', 'stranger'].map((d) => ({ data: JSON.stringify(d) }))
   await queue.enqueueBatch([...batch, { data: '{not json' }])
-  const letters: Array<{ task: { data: string }; error: string; details?: string }> = await eventually('4 dead letters', async () => {
+  const letters: Array<{ task: { data?: string; rawData?: Buffer }; reason: string; error: string; details?: string }> = await eventually('4 dead letters', async () => {
     const found = await queue.deadLetters(10)
     return found.length === 4 ? found : undefined
   })
-  const byData = new Map(letters.map((l) => [l.task.data, l]))
+  const byData = new Map(letters.map((l) => [l.task.data ?? l.task.rawData?.toString(), l]))
   assert.match(byData.get('"throw"')!.error, /synchronous throw/)
   assert.match(byData.get('"junk"')!.error, /taskTimeout/, 'a task whose outcome never arrived times out')
   assert.equal(junkErrors.length, 1, 'a malformed report throws to its caller')
@@ -64,6 +66,7 @@ test('a throwing dispatch, junk reports, unknown tokens and non-JSON data never 
   assert.equal(byData.get('"declined"')!.error, 'declined')
   assert.equal(byData.get('"declined"')!.details, '{"why":"test"}')
   assert.match(byData.get('{not json')!.error, /not JSON/, 'data that is not JSON fails without reaching JavaScript')
+  assert.equal(byData.get('{not json')!.reason, 'invalidData')
   assert.ok(!byData.has('"ok"') && !byData.has('"stranger"'), 'completed tasks are successes')
   await eventually('stream empty', async () => (await queue.stats()).messages === 0)
   await queue.disconnect()

@@ -122,8 +122,9 @@ impl Queue {
     /// Starts worker run `run` (from [`Queue::reserve_run`]), whose attempts go to `sink` in
     /// batches; their outcomes are reported through [`Queue::outcomes`] with the run id.
     pub async fn process_batched(&self, run: u32, sink: impl BatchSink) -> Result<()> {
+        let task_timeout = self.config.task_timeout;
         self.start_run(run, |outcomes| {
-            Arc::new(BatchedHandler::start(sink, outcomes))
+            Arc::new(BatchedHandler::start(sink, outcomes, task_timeout))
         })
         .await
     }

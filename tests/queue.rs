@@ -13,7 +13,7 @@ use common::*;
 use protoqueue::{
     worker::{
         batching::BatchSink,
-        executor::{Attempt, BoxFuture, Failure, Outcome},
+        executor::{Attempt, BoxFuture, Outcome},
         ACKS_SENT_TIMEOUT, OVERRUN,
     },
     Config, Error, Queue,
@@ -39,7 +39,7 @@ struct QueueingSink {
 impl BatchSink for QueueingSink {
     type Item = (u32, Attempt);
 
-    fn item(&self, token: u32, attempt: Attempt) -> Result<Self::Item, Failure> {
+    fn item(&self, token: u32, attempt: Attempt) -> Result<Self::Item, Outcome> {
         Ok((token, attempt))
     }
 
@@ -80,6 +80,9 @@ async fn process_queueing(queue: &Arc<Queue>, limit: usize, behaviour: Behaviour
                 let Some((token, attempt)) = waiting.pop_front() else {
                     break;
                 };
+                if let Some(outcomes) = reporting.outcomes(run) {
+                    outcomes.started(token);
+                }
                 let handled = behaviour(attempt);
                 let queue = reporting.clone();
                 running.spawn(async move {

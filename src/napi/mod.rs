@@ -23,6 +23,7 @@ use crate::{
     queue::Queue,
     worker::{
         batching::BatchSink,
+        dead_letter,
         executor::{Attempt, BoxFuture, Failure, Outcome},
         handoff,
     },
@@ -62,15 +63,24 @@ pub struct NativeTaskInput {
     pub metadata: Option<String>,
 }
 
-/// A task as a dead letter carries it.
+/// A task as a dead letter carries it. Its data and metadata come as JSON text when they are
+/// JSON (a JSON object for the metadata), else as their bytes.
 #[napi(object)]
 pub struct NativeTask {
     /// The task id.
     pub id: String,
-    /// The data as JSON text.
-    pub data: String,
-    /// The user's metadata as JSON object text ("" when none).
-    pub metadata: String,
+    /// The data as JSON text, when it is JSON.
+    pub data: Option<String>,
+    /// The data's bytes, when they are not JSON (and were not dropped).
+    pub raw_data: Option<Buffer>,
+    /// How the data is encoded, as the producer said (`application/json` from JavaScript).
+    pub content_type: String,
+    /// The user's metadata as JSON object text, when there is metadata and it is one.
+    pub metadata: Option<String>,
+    /// The metadata's bytes, when they are not a JSON object.
+    pub raw_metadata: Option<Buffer>,
+    /// The data and metadata were dropped to fit the server's `max_payload`.
+    pub data_dropped: bool,
     /// Enqueue time, ms since the epoch.
     pub timestamp: f64,
     /// Which delivery this is, from 1.
@@ -113,12 +123,15 @@ pub struct NativeDeadLetter {
     pub task: Option<NativeTask>,
     /// The original bytes, when it was not.
     pub raw: Option<Buffer>,
-    /// `retriesExhausted`, `rejected`, `invalidEnvelope` or `deliveriesExhausted`.
+    /// `retriesExhausted`, `rejected`, `invalidEnvelope`, `invalidData`, `deliveriesExhausted`
+    /// or `unspecified`.
     pub reason: String,
     /// The last error message.
     pub error: String,
-    /// The handler's `details` as JSON text.
+    /// The handler's `details` as JSON text, when they are JSON.
     pub details: Option<String>,
+    /// The stored details' bytes, when they are not JSON.
+    pub raw_details: Option<Buffer>,
     /// How many times the task was delivered.
     pub attempts: u32,
     /// When it was dead-lettered, ms since the epoch.
@@ -174,9 +187,10 @@ impl NativeQueue {
 
     /// Starts worker run `run`. `dispatch` receives ready tasks in batches, as the JSON text
     /// `{"limit": number, "tokens": number[], "tasks": TaskData[]}`; it runs at most `limit` at
-    /// once, the others in order as handlers finish, and must report each task's outcome, by its
-    /// token, through `complete(run, ...)`. It is kept (and keeps the process alive) until
-    /// `disconnect()`.
+    /// once, the others in order as handlers finish, and must report each task it starts and
+    /// each task's outcome, by its token, through `complete(run, ...)` (`taskTimeout` counts from
+    /// the start). `{"close": true}` tells it to drop the tasks it has not started and start no
+    /// other. It is kept (and keeps the process alive) until `disconnect()`.
     #[napi(
         catch_unwind,
         ts_args_type = "run: number, dispatch: (batch: string) => void"
@@ -193,13 +207,25 @@ impl NativeQueue {
         self.queue.process_batched(run, sink).await.map_err(to_js)
     }
 
-    /// Reports outcomes of run `run`: the tokens of the attempts that succeeded, and the
-    /// failures. Outcomes of runs that ended, and of attempts that timed out, are ignored.
+    /// Reports what happened in run `run` since the last report: the tokens of the attempts whose
+    /// handler started (`taskTimeout` counts from here), of those that succeeded, and the
+    /// failures. Starts are taken first, so one report may start and settle an attempt. Reports
+    /// of runs that ended, and outcomes for attempts that already timed out or were given back,
+    /// are ignored.
     #[napi]
-    pub fn complete(&self, run: u32, succeeded: Uint32Array, failed: Vec<NativeFailure>) {
+    pub fn complete(
+        &self,
+        run: u32,
+        succeeded: Uint32Array,
+        failed: Vec<NativeFailure>,
+        started: Option<Uint32Array>,
+    ) {
         let Some(outcomes) = self.queue.outcomes(run) else {
             return;
         };
+        for &token in started.as_deref().unwrap_or_default() {
+            outcomes.started(token);
+        }
         for &token in succeeded.iter() {
             outcomes.complete(token, Outcome::Success);
         }
@@ -276,8 +302,11 @@ struct JsDispatch {
 impl BatchSink for JsDispatch {
     type Item = (u32, String);
 
-    fn item(&self, token: u32, attempt: Attempt) -> Result<(u32, String), Failure> {
-        Ok((token, handoff::task_json(&attempt)?))
+    fn item(&self, token: u32, attempt: Attempt) -> Result<(u32, String), Outcome> {
+        match handoff::task_json(&attempt) {
+            Ok(json) => Ok((token, json)),
+            Err(failure) => Err(Outcome::InvalidData(failure)),
+        }
     }
 
     fn queues_attempts(&self) -> bool {
@@ -295,13 +324,36 @@ impl BatchSink for JsDispatch {
                 .map_err(|err| format!("handler failed: {}", err.reason))
         })
     }
+
+    fn close(&self) -> BoxFuture<Result<(), String>> {
+        let function = self.function.clone();
+        Box::pin(async move {
+            function
+                .call_async_catch(handoff::CLOSE_JSON.to_owned())
+                .await
+                .map_err(|err| format!("dispatcher not closed: {}", err.reason))
+        })
+    }
 }
 
-fn native_task(task: Task, attempt: u64, max_attempts: u64) -> NativeTask {
+fn native_task(task: Task, attempt: u64, max_attempts: u64, data_dropped: bool) -> NativeTask {
+    let data = (!data_dropped)
+        .then(|| handoff::json_text(&task.data).map(str::to_owned))
+        .flatten();
+    let raw_data = (!data_dropped && data.is_none()).then(|| Buffer::from(task.data.to_vec()));
+    let metadata = handoff::json_text(&task.metadata)
+        .filter(|text| text.trim_start().starts_with('{'))
+        .map(str::to_owned);
+    let raw_metadata = (metadata.is_none() && !task.metadata.is_empty())
+        .then(|| Buffer::from(task.metadata.to_vec()));
     NativeTask {
         id: task.id,
-        data: String::from_utf8_lossy(&task.data).into_owned(),
-        metadata: String::from_utf8_lossy(&task.metadata).into_owned(),
+        data,
+        raw_data,
+        content_type: task.content_type,
+        metadata,
+        raw_metadata,
+        data_dropped,
         timestamp: task.enqueued_at_ms as f64,
         attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
         max_attempts: u32::try_from(max_attempts).unwrap_or(u32::MAX),
@@ -314,19 +366,24 @@ fn native_dead_letter(stored: dead_letters::StoredDeadLetter) -> NativeDeadLette
         DeadLetterReason::RetriesExhausted => "retriesExhausted",
         DeadLetterReason::Rejected => "rejected",
         DeadLetterReason::InvalidEnvelope => "invalidEnvelope",
+        DeadLetterReason::InvalidData => "invalidData",
         DeadLetterReason::DeliveriesExhausted => "deliveriesExhausted",
         DeadLetterReason::Unspecified => "unspecified",
     };
     let attempts = u64::from(letter.attempts);
+    let data_dropped = dead_letter::data_was_dropped(&letter);
+    let details = handoff::json_text(&letter.details).map(str::to_owned);
+    let raw_details = (details.is_none() && !letter.details.is_empty())
+        .then(|| Buffer::from(letter.details.to_vec()));
     NativeDeadLetter {
         task: letter
             .task
-            .map(|task| native_task(task, attempts, attempts)),
+            .map(|task| native_task(task, attempts, attempts, data_dropped)),
         raw: (!letter.raw.is_empty()).then(|| Buffer::from(letter.raw.to_vec())),
         reason: reason.into(),
         error: letter.error,
-        details: (!letter.details.is_empty())
-            .then(|| String::from_utf8_lossy(&letter.details).into_owned()),
+        details,
+        raw_details,
         attempts: letter.attempts,
         failed_at: letter.failed_at_ms as f64,
         stream_sequence: stored.sequence as f64,

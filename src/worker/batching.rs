@@ -7,6 +7,13 @@
 //! arrives, so heartbeats, `taskTimeout` and settling stay per task, and a slow task never holds
 //! back the others of its batch.
 //!
+//! A receiver that queues attempts (the JavaScript dispatcher runs `batchSize` at once) reports
+//! which ones it started ([`PendingOutcomes::started`]): `taskTimeout` counts from there, not
+//! from the hand-over, so a task waiting behind slow ones is never failed before it ran. When
+//! the worker's `shutdownTimeout` runs out, [`Handler::release_unstarted`] closes the receiver
+//! (it drops its waiting attempts and starts no other) and every attempt it had not started
+//! ends as [`Outcome::NotStarted`], to be handed back to the server at once.
+//!
 //! At most one batch is on its way at a time. While the receiving side is busy with one, the
 //! attempts that become ready meanwhile queue up and go together in the next: under load batches
 //! grow by themselves, and a lone task goes at once.
@@ -17,6 +24,7 @@ use std::{
         atomic::{AtomicU32, Ordering},
         Arc, Mutex, PoisonError,
     },
+    time::Duration,
 };
 
 use tokio::sync::{mpsc, oneshot};
@@ -28,69 +36,137 @@ pub trait BatchSink: Send + Sync + 'static {
     /// One attempt in the form the receiver takes, tagged with the token its outcome must carry.
     type Item: Send + 'static;
 
-    /// Converts one attempt; an attempt that cannot be converted fails without being sent.
-    fn item(&self, token: u32, attempt: Attempt) -> Result<Self::Item, Failure>;
+    /// Converts one attempt; an attempt that cannot be converted ends with the returned outcome
+    /// without being sent (a [`Outcome::Failure`], or [`Outcome::InvalidData`] when no handler
+    /// could ever take it).
+    fn item(&self, token: u32, attempt: Attempt) -> Result<Self::Item, Outcome>;
 
     /// Hands over one batch. Resolves once the receiver has taken it (not when its tasks are
     /// done); an error fails every attempt of the batch with that message.
     fn send(&self, batch: Vec<Self::Item>) -> BoxFuture<Result<(), String>>;
 
     /// Whether the receiver limits how many attempts run at once itself ([`Handler::queues_attempts`]).
+    /// Such a receiver reports each attempt it starts ([`PendingOutcomes::started`]).
     fn queues_attempts(&self) -> bool {
         false
     }
+
+    /// Tells the receiver to drop the attempts it has not started and never start another.
+    /// Resolves once the receiver has taken the message: the starts it reported by then are
+    /// all there will be.
+    fn close(&self) -> BoxFuture<Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// One attempt waiting for its outcome: its start signal (until it is reported started) and
+/// where its outcome goes.
+struct Waiter {
+    start: Option<oneshot::Sender<()>>,
+    outcome: oneshot::Sender<Outcome>,
 }
 
 /// Outcomes not yet reported, by token.
 #[derive(Default)]
 pub struct PendingOutcomes {
-    waiting: Mutex<HashMap<u32, oneshot::Sender<Outcome>>>,
+    waiting: Mutex<HashMap<u32, Waiter>>,
 }
 
 impl PendingOutcomes {
+    /// Reports that the handler of the attempt with `token` started: its `taskTimeout` counts
+    /// from now. Unknown tokens and repeated reports are ignored.
+    pub fn started(&self, token: u32) {
+        if let Some(start) = self
+            .lock()
+            .get_mut(&token)
+            .and_then(|waiter| waiter.start.take())
+        {
+            let _ = start.send(());
+        }
+    }
+
     /// Reports the outcome of the attempt with `token`. Returns `false` when nothing waits for
     /// it any more (it timed out, or the token is unknown).
     pub fn complete(&self, token: u32, outcome: Outcome) -> bool {
         match self.lock().remove(&token) {
-            Some(waiter) => waiter.send(outcome).is_ok(),
+            Some(waiter) => waiter.outcome.send(outcome).is_ok(),
             None => false,
         }
     }
 
-    fn register(&self, token: u32) -> oneshot::Receiver<Outcome> {
-        let (sender, receiver) = oneshot::channel();
-        self.lock().insert(token, sender);
-        receiver
+    /// Ends every attempt not reported started with [`Outcome::NotStarted`]; returns how many.
+    pub fn release_unstarted(&self) -> usize {
+        let unstarted: Vec<Waiter> = {
+            let mut waiting = self.lock();
+            let tokens: Vec<u32> = waiting
+                .iter()
+                .filter(|(_, waiter)| waiter.start.is_some())
+                .map(|(&token, _)| token)
+                .collect();
+            tokens
+                .into_iter()
+                .filter_map(|token| waiting.remove(&token))
+                .collect()
+        };
+        let released = unstarted.len();
+        for waiter in unstarted {
+            let _ = waiter.outcome.send(Outcome::NotStarted);
+        }
+        released
+    }
+
+    fn register(&self, token: u32) -> (oneshot::Receiver<()>, oneshot::Receiver<Outcome>) {
+        let (start, started) = oneshot::channel();
+        let (outcome, receiver) = oneshot::channel();
+        let waiter = Waiter {
+            start: Some(start),
+            outcome,
+        };
+        self.lock().insert(token, waiter);
+        (started, receiver)
     }
 
     fn forget(&self, token: u32) {
         self.lock().remove(&token);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, oneshot::Sender<Outcome>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Waiter>> {
         // A panic while holding the lock cannot leave the map inconsistent: keep using it.
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// What the dispatch loop takes: attempts, and the request to release the unstarted ones.
+enum Message {
+    Attempt(u32, Attempt),
+    Release(oneshot::Sender<()>),
 }
 
 /// A [`Handler`] that hands attempts to a [`BatchSink`] in batches. Outcomes are reported through
 /// [`PendingOutcomes::complete`] on the shared `outcomes`.
 pub struct BatchedHandler {
     queues_attempts: bool,
+    task_timeout: Duration,
     outcomes: Arc<PendingOutcomes>,
     next_token: AtomicU32,
-    queue: mpsc::UnboundedSender<(u32, Attempt)>,
+    queue: mpsc::UnboundedSender<Message>,
 }
 
 impl BatchedHandler {
     /// Starts the dispatch loop (on the current tokio runtime). It ends, dropping the sink, when
-    /// the handler is dropped.
-    pub fn start(sink: impl BatchSink, outcomes: Arc<PendingOutcomes>) -> Self {
+    /// the handler is dropped. Each attempt may run `task_timeout` from its start (from the
+    /// hand-over when the sink does not queue attempts, as it then starts them at once).
+    pub fn start(
+        sink: impl BatchSink,
+        outcomes: Arc<PendingOutcomes>,
+        task_timeout: Duration,
+    ) -> Self {
         let (queue, ready) = mpsc::unbounded_channel();
         let queues_attempts = sink.queues_attempts();
         tokio::spawn(dispatch(sink, ready, outcomes.clone()));
         BatchedHandler {
             queues_attempts,
+            task_timeout,
             outcomes,
             next_token: AtomicU32::new(0),
             queue,
@@ -103,11 +179,19 @@ impl Handler for BatchedHandler {
         self.queues_attempts
     }
 
+    fn times_attempts(&self) -> bool {
+        true
+    }
+
     fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome> {
         // Tokens wrap after 2^32 attempts; only `batchSize` are ever outstanding.
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.outcomes.register(token);
-        if self.queue.send((token, attempt)).is_err() {
+        let (started, mut outcome) = self.outcomes.register(token);
+        if !self.queues_attempts {
+            // A receiver that does not queue starts each attempt as it takes it.
+            self.outcomes.started(token);
+        }
+        if self.queue.send(Message::Attempt(token, attempt)).is_err() {
             self.outcomes.forget(token);
             return Box::pin(async { Outcome::Failure(Failure::new("the handler was released")) });
         }
@@ -115,14 +199,44 @@ impl Handler for BatchedHandler {
             outcomes: self.outcomes.clone(),
             token,
         };
+        let task_timeout = self.task_timeout;
         Box::pin(async move {
-            let outcome = outcome.await.unwrap_or_else(|_| {
+            let released = |_| {
                 Outcome::Failure(Failure::new(
                     "the handler was released before the task settled",
                 ))
-            });
+            };
+            // Until it starts, an attempt only waits (an outcome may still come first, e.g. when
+            // its batch could not be delivered).
+            let settled = tokio::select! {
+                biased;
+                settled = &mut outcome => Some(settled.unwrap_or_else(released)),
+                _ = started => None,
+            };
+            let outcome = match settled {
+                Some(outcome) => outcome,
+                None => match tokio::time::timeout(task_timeout, &mut outcome).await {
+                    Ok(settled) => settled.unwrap_or_else(released),
+                    Err(_) => Outcome::Failure(Failure::new(format!(
+                        "handler did not settle within taskTimeout ({}ms)",
+                        task_timeout.as_millis()
+                    ))),
+                },
+            };
             drop(registration);
             outcome
+        })
+    }
+
+    fn release_unstarted(&self) -> BoxFuture<()> {
+        let (done, released) = oneshot::channel();
+        let sent = self.queue.send(Message::Release(done)).is_ok();
+        let outcomes = self.outcomes.clone();
+        Box::pin(async move {
+            if !sent || released.await.is_err() {
+                // The dispatch loop is gone, and the receiver with it: nothing will start.
+                outcomes.release_unstarted();
+            }
         })
     }
 }
@@ -142,36 +256,59 @@ impl Drop for Registration {
 
 async fn dispatch<S: BatchSink>(
     sink: S,
-    mut ready: mpsc::UnboundedReceiver<(u32, Attempt)>,
+    mut ready: mpsc::UnboundedReceiver<Message>,
     outcomes: Arc<PendingOutcomes>,
 ) {
+    // Set once the receiver was closed: later attempts are given back unsent.
+    let mut closed = false;
     while let Some(first) = ready.recv().await {
         let mut tokens = Vec::new();
         let mut items = Vec::new();
+        let mut release = None;
         let mut next = Some(first);
-        while let Some((token, attempt)) = next.take().or_else(|| ready.try_recv().ok()) {
-            match sink.item(token, attempt) {
-                Ok(item) => {
-                    tokens.push(token);
-                    items.push(item);
+        while let Some(message) = next.take().or_else(|| ready.try_recv().ok()) {
+            match message {
+                Message::Attempt(token, _) if closed => {
+                    outcomes.complete(token, Outcome::NotStarted);
                 }
-                Err(failure) => {
-                    outcomes.complete(token, Outcome::Failure(failure));
+                Message::Attempt(token, attempt) => match sink.item(token, attempt) {
+                    Ok(item) => {
+                        tokens.push(token);
+                        items.push(item);
+                    }
+                    Err(outcome) => {
+                        outcomes.complete(token, outcome);
+                    }
+                },
+                Message::Release(done) => {
+                    // The attempts before it go first; the receiver drops them unstarted.
+                    release = Some(done);
+                    break;
                 }
             }
         }
-        if items.is_empty() {
-            continue;
-        }
-        if let Err(error) = sink.send(items).await {
-            tracing::warn!(
-                tasks = tokens.len(),
-                "handler batch not delivered: {}",
-                crate::logging::shorten(&error)
-            );
-            for token in tokens {
-                outcomes.complete(token, Outcome::Failure(Failure::new(error.clone())));
+        if !items.is_empty() {
+            if let Err(error) = sink.send(items).await {
+                tracing::warn!(
+                    tasks = tokens.len(),
+                    "handler batch not delivered: {}",
+                    crate::logging::shorten(&error)
+                );
+                for token in tokens {
+                    outcomes.complete(token, Outcome::Failure(Failure::new(error.clone())));
+                }
             }
+        }
+        if let Some(done) = release {
+            if !closed {
+                if let Err(error) = sink.close().await {
+                    tracing::warn!("handler not closed: {error}");
+                }
+                closed = true;
+            }
+            let released = outcomes.release_unstarted();
+            tracing::debug!(released, "unstarted tasks given back");
+            let _ = done.send(());
         }
     }
 }
@@ -183,6 +320,8 @@ mod tests {
     use super::*;
     use crate::envelope::Task;
 
+    const MINUTE: Duration = Duration::from_secs(60);
+
     /// Records batch sizes and answers each task from `answer`, after `delay`.
     struct TestSink {
         outcomes: Arc<PendingOutcomes>,
@@ -193,9 +332,9 @@ mod tests {
     impl BatchSink for TestSink {
         type Item = (u32, String);
 
-        fn item(&self, token: u32, attempt: Attempt) -> Result<Self::Item, Failure> {
+        fn item(&self, token: u32, attempt: Attempt) -> Result<Self::Item, Outcome> {
             if attempt.task.id == "unsendable" {
-                return Err(Failure::new("cannot convert"));
+                return Err(Outcome::Failure(Failure::new("cannot convert")));
             }
             Ok((token, attempt.task.id))
         }
@@ -245,7 +384,7 @@ mod tests {
             batches,
             fail_with: fail_with.map(String::from),
         };
-        (BatchedHandler::start(sink, outcomes), sizes)
+        (BatchedHandler::start(sink, outcomes, MINUTE), sizes)
     }
 
     #[tokio::test]
@@ -306,7 +445,7 @@ mod tests {
         struct Silent(mpsc::UnboundedSender<usize>);
         impl BatchSink for Silent {
             type Item = u32;
-            fn item(&self, token: u32, _: Attempt) -> Result<u32, Failure> {
+            fn item(&self, token: u32, _: Attempt) -> Result<u32, Outcome> {
                 Ok(token)
             }
             fn send(&self, batch: Vec<u32>) -> BoxFuture<Result<(), String>> {
@@ -314,7 +453,7 @@ mod tests {
                 Box::pin(async { Ok(()) })
             }
         }
-        let handler = BatchedHandler::start(Silent(batches), outcomes.clone());
+        let handler = BatchedHandler::start(Silent(batches), outcomes.clone(), MINUTE);
         let pending = handler.handle(attempt("never"));
         let timed_out = tokio::time::timeout(Duration::from_millis(20), pending).await;
         assert!(timed_out.is_err());
@@ -323,5 +462,98 @@ mod tests {
             !outcomes.complete(0, Outcome::Success),
             "a late outcome finds nobody"
         );
+    }
+
+    /// A receiver that queues attempts, like the JavaScript dispatcher: it records the tokens of
+    /// each batch and each close; the test starts and completes attempts through `outcomes`.
+    struct Queueing {
+        batches: mpsc::UnboundedSender<Vec<u32>>,
+        closes: mpsc::UnboundedSender<()>,
+    }
+
+    impl BatchSink for Queueing {
+        type Item = u32;
+        fn item(&self, token: u32, _: Attempt) -> Result<u32, Outcome> {
+            Ok(token)
+        }
+        fn send(&self, batch: Vec<u32>) -> BoxFuture<Result<(), String>> {
+            let _ = self.batches.send(batch);
+            Box::pin(async { Ok(()) })
+        }
+        fn queues_attempts(&self) -> bool {
+            true
+        }
+        fn close(&self) -> BoxFuture<Result<(), String>> {
+            let _ = self.closes.send(());
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    type Receivers = (
+        mpsc::UnboundedReceiver<Vec<u32>>,
+        mpsc::UnboundedReceiver<()>,
+    );
+
+    fn queueing(task_timeout: Duration) -> (BatchedHandler, Arc<PendingOutcomes>, Receivers) {
+        let outcomes = Arc::new(PendingOutcomes::default());
+        let (batches, batches_rx) = mpsc::unbounded_channel();
+        let (closes, closes_rx) = mpsc::unbounded_channel();
+        let handler =
+            BatchedHandler::start(Queueing { batches, closes }, outcomes.clone(), task_timeout);
+        assert!(handler.times_attempts() && handler.queues_attempts());
+        (handler, outcomes, (batches_rx, closes_rx))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn task_timeout_counts_from_the_start_not_the_hand_over() {
+        let timeout = Duration::from_millis(1_500);
+        let (handler, outcomes, (mut batches, _)) = queueing(timeout);
+        let mut waiting = tokio::spawn(handler.handle(attempt("waits")));
+        let mut never = tokio::spawn(handler.handle(attempt("never settles")));
+        let tokens = batches.recv().await.expect("a batch");
+        assert_eq!(tokens.len(), 2);
+        // Long past taskTimeout, neither has started: both still wait.
+        tokio::time::sleep(timeout * 4).await;
+        assert!(futures::poll!(&mut waiting).is_pending());
+        assert!(futures::poll!(&mut never).is_pending());
+        outcomes.started(tokens[0]);
+        outcomes.started(tokens[1]);
+        tokio::time::sleep(timeout - Duration::from_millis(100)).await;
+        assert!(outcomes.complete(tokens[0], Outcome::Success));
+        assert_eq!(waiting.await.expect("joined"), Outcome::Success);
+        // The one that never settles fails taskTimeout after its start.
+        let started_at = tokio::time::Instant::now() - (timeout - Duration::from_millis(100));
+        let outcome = never.await.expect("joined");
+        let Outcome::Failure(failure) = outcome else {
+            panic!("expected a failure, got {outcome:?}")
+        };
+        assert!(failure.error.contains("taskTimeout"), "{failure:?}");
+        let elapsed = started_at.elapsed();
+        assert!(
+            elapsed >= timeout && elapsed < timeout + Duration::from_millis(10),
+            "{elapsed:?}"
+        );
+        assert!(outcomes.lock().is_empty());
+    }
+
+    #[tokio::test]
+    async fn release_unstarted_gives_back_what_has_not_started() {
+        let (handler, outcomes, (mut batches, mut closes)) = queueing(MINUTE);
+        let running = handler.handle(attempt("running"));
+        let unstarted = handler.handle(attempt("unstarted"));
+        let tokens = batches.recv().await.expect("a batch");
+        outcomes.started(tokens[0]);
+        handler.release_unstarted().await;
+        assert_eq!(closes.try_recv(), Ok(()), "the receiver was closed first");
+        assert_eq!(unstarted.await, Outcome::NotStarted);
+        // A late start of a released attempt changes nothing; the running one still reports.
+        outcomes.started(tokens[1]);
+        assert!(!outcomes.complete(tokens[1], Outcome::Success));
+        assert!(outcomes.complete(tokens[0], Outcome::Success));
+        assert_eq!(running.await, Outcome::Success);
+        // Attempts after the release are given back without being sent.
+        assert_eq!(handler.handle(attempt("late")).await, Outcome::NotStarted);
+        assert!(batches.try_recv().is_err());
+        assert!(outcomes.lock().is_empty());
     }
 }

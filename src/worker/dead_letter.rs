@@ -64,6 +64,7 @@ pub async fn publish(
         stream: origin.stream.clone(),
         subject: origin.subject.clone(),
         stream_sequence: origin.stream_sequence,
+        data_dropped: false,
     };
     let max = connection.max_payload();
     let payload = fitted(letter, max);
@@ -101,8 +102,18 @@ fn fitted(mut letter: DeadLetter, max_payload: usize) -> Bytes {
         task.data = Bytes::new();
         task.metadata = Bytes::new();
         letter.error.push_str(DATA_DROPPED);
+        letter.data_dropped = true;
     }
     letter.to_bytes()
+}
+
+/// Whether the letter's task lost its data and metadata to fit `max_payload`: the
+/// `data_dropped` field, or, in letters written before it existed, the note in the error.
+pub fn data_was_dropped(letter: &DeadLetter) -> bool {
+    letter.data_dropped
+        || letter.task.as_ref().is_some_and(|task| {
+            task.data.is_empty() && task.metadata.is_empty() && letter.error.ends_with(DATA_DROPPED)
+        })
 }
 
 /// Shortens a string to at most `max` bytes without splitting a character.
@@ -120,7 +131,7 @@ fn truncate_on_char_boundary(text: &mut String, max: usize) {
 mod tests {
     use bytes::Bytes;
 
-    use super::{fitted, truncate_on_char_boundary, HEADROOM};
+    use super::{data_was_dropped, fitted, truncate_on_char_boundary, DATA_DROPPED, HEADROOM};
     use crate::envelope::{DeadLetter, Task, JSON};
 
     #[test]
@@ -140,14 +151,24 @@ mod tests {
         let kept: DeadLetter = prost::Message::decode(payload).expect("a dead letter");
         assert_eq!(kept.task.as_ref().map(|t| t.id.as_str()), Some("t-1"));
         assert_eq!(kept.attempts, 4);
+        assert!(kept.data_dropped, "the letter says its data was dropped");
+        assert!(data_was_dropped(&kept));
+        // A letter from before the field existed says so only in its error.
+        let old = DeadLetter {
+            data_dropped: false,
+            ..kept.clone()
+        };
+        assert!(old.error.ends_with(DATA_DROPPED) && data_was_dropped(&old));
 
         let details = Bytes::from_static(b"{}");
         let small = DeadLetter {
             error: "e".into(),
             details,
+            data_dropped: false,
             ..kept
         };
         assert_eq!(fitted(small.clone(), max), small.to_bytes(), "kept whole");
+        assert!(!data_was_dropped(&small));
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub enum Outcome {
     Success,
     /// Failed: retried while attempts remain and `retry` is true, else dead-lettered.
     Failure(Failure),
+    /// The task can never be handled as it is (its data is not JSON, or its metadata is not a
+    /// JSON object): dead-lettered at once with reason `invalidData`, without further attempts.
+    InvalidData(Failure),
+    /// The handler gave the attempt back without starting it ([`Handler::release_unstarted`]):
+    /// handed back to the server at once (a NAK without delay), so another worker gets it now.
+    NotStarted,
 }
 
 /// Why an attempt failed.
@@ -89,6 +95,20 @@ pub trait Handler: Send + Sync + 'static {
     /// then count from the hand-over.
     fn queues_attempts(&self) -> bool {
         false
+    }
+
+    /// Whether the handler applies `taskTimeout` itself, counted from when each attempt really
+    /// starts (a queueing handler may hold attempts before starting them). The executor then
+    /// keeps only the heartbeats.
+    fn times_attempts(&self) -> bool {
+        false
+    }
+
+    /// Gives back every attempt it holds but has not started: each resolves with
+    /// [`Outcome::NotStarted`], and none of them starts afterwards. Called when `shutdownTimeout`
+    /// runs out. The default holds nothing back.
+    fn release_unstarted(&self) -> BoxFuture<()> {
+        Box::pin(async {})
     }
 }
 
@@ -141,6 +161,11 @@ impl Executor {
             confirm_acks: AtomicBool::new(false),
             pace,
         }
+    }
+
+    /// Asks the handler to give back what it holds unstarted ([`Handler::release_unstarted`]).
+    pub fn release_unstarted(&self) -> BoxFuture<()> {
+        self.handler.release_unstarted()
     }
 
     /// Makes every later success ack wait for the server's confirmation, as a stopping worker
@@ -246,6 +271,21 @@ impl Executor {
                 tracing::debug!(%id, "task succeeded");
                 self.ack(&message, &id).await
             }
+            Outcome::NotStarted => {
+                tracing::debug!(%id, "task handed back unstarted");
+                self.settle(&message, AckKind::Nak(None), Settlement::Retried)
+                    .await
+            }
+            Outcome::InvalidData(failure) => {
+                tracing::warn!(%id, "task cannot be handled, dead-lettering: {}", failure.error);
+                let task = match Task::decode_checked(&message.payload) {
+                    Ok(task) => Failed::Task(task),
+                    Err(_) => Failed::Raw(message.payload.clone()),
+                };
+                let reason = DeadLetterReason::InvalidData;
+                self.dead_letter(&message, task, &origin, reason, failure)
+                    .await
+            }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
                 let delay = Some(config.retry_delay);
@@ -290,7 +330,8 @@ impl Executor {
 
     /// Runs the handler, sending a progress heartbeat every third of `ackWait` (or of the
     /// consumer's shorter `ack_wait`: [`HeartbeatPace`]) so a long handler keeps its task, and
-    /// giving up after `taskTimeout`. One timer serves both.
+    /// giving up after `taskTimeout` (unless the handler times its attempts itself). One timer
+    /// serves both.
     async fn run_with_heartbeats(
         &self,
         message: &jetstream::Message,
@@ -299,7 +340,12 @@ impl Executor {
         let config = self.connection.config();
         let mut pace = self.pace.clone();
         let mut last_beat = tokio::time::Instant::now();
-        let deadline = last_beat + config.task_timeout;
+        let deadline = if self.handler.times_attempts() {
+            // Far enough never to come: only heartbeats wake the timer.
+            last_beat + Duration::from_secs(86_400 * 365 * 30)
+        } else {
+            last_beat + config.task_timeout
+        };
         let timer = tokio::time::sleep_until(deadline.min(last_beat + pace.interval()));
         tokio::pin!(timer, handled);
         loop {

@@ -5,7 +5,8 @@
 //! property by property and then parsing its data and metadata one by one. The task's data and
 //! metadata are JSON already (the producer wrote them as JSON text), so they are spliced in as they
 //! are, after a check: an envelope from another producer whose data is not JSON, or whose
-//! metadata is not a JSON object, fails its attempt here instead of breaking its whole batch.
+//! metadata is not a JSON object, can never be handled; it is refused here (and dead-lettered
+//! as `invalidData`) instead of breaking its whole batch.
 
 use std::fmt::Write as _;
 
@@ -14,8 +15,9 @@ use serde::de::IgnoredAny;
 use crate::worker::executor::{Attempt, Failure};
 
 /// One task as the JSON object text of a `TaskData`: `{"id","data","metadata","attempt",
-/// "maxAttempts"}`, with the enqueue time added to the metadata as `timestamp` (overriding a
-/// `timestamp` key of the user's own, as it always has).
+/// "maxAttempts"}`, with the enqueue time added to the metadata as `timestamp`, unless the
+/// user's metadata has a `timestamp` of its own that is a number (as the original Protoqueue
+/// kept it). A task whose data or metadata no handler could take is an error.
 pub fn task_json(attempt: &Attempt) -> Result<String, Failure> {
     let task = &attempt.task;
     let data = json_text(&task.data)
@@ -40,15 +42,40 @@ pub fn task_json(attempt: &Attempt) -> Result<String, Failure> {
     let _ = write!(json, "{{\"id\":{id},\"data\":{data},\"metadata\":{{");
     if !metadata.is_empty() {
         json.push_str(metadata);
-        json.push(',');
+    }
+    if !has_numeric_timestamp(metadata) {
+        if !metadata.is_empty() {
+            json.push(',');
+        }
+        // Last, so it overrides a `timestamp` of the user's that is not a number.
+        let _ = write!(json, "\"timestamp\":{}", task.enqueued_at_ms);
     }
     let _ = write!(
         json,
-        "\"timestamp\":{}}},\"attempt\":{},\"maxAttempts\":{}}}",
-        task.enqueued_at_ms, attempt.number, attempt.max
+        "}},\"attempt\":{},\"maxAttempts\":{}}}",
+        attempt.number, attempt.max
     );
     Ok(json)
 }
+
+/// Whether the fields of a metadata object hold a `timestamp` that is a number. Parsed only
+/// when the text could hold one, so most tasks pay a substring search at most.
+fn has_numeric_timestamp(fields: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        timestamp: Option<serde_json::Value>,
+    }
+    // `\u`: a key may spell `timestamp` with escapes.
+    if !fields.contains("timestamp") && !fields.contains("\\u") {
+        return false;
+    }
+    serde_json::from_str::<Stamp>(&format!("{{{fields}}}"))
+        .is_ok_and(|stamp| matches!(stamp.timestamp, Some(serde_json::Value::Number(_))))
+}
+
+/// The message that closes the receiving dispatcher: it drops the tasks it has not started and
+/// starts no other.
+pub const CLOSE_JSON: &str = r#"{"close":true}"#;
 
 /// A batch as one JSON text: `{"limit":…,"tokens":[…],"tasks":[…]}`, the tokens in the order of
 /// the tasks; `limit` is how many tasks the receiver may run at once (`batchSize`).
@@ -74,7 +101,7 @@ pub fn batch_json(limit: u32, batch: &[(u32, String)]) -> String {
 }
 
 /// `bytes` as text when they are exactly one JSON value.
-fn json_text(bytes: &[u8]) -> Option<&str> {
+pub(crate) fn json_text(bytes: &[u8]) -> Option<&str> {
     serde_json::from_slice::<IgnoredAny>(bytes).ok()?;
     std::str::from_utf8(bytes).ok()
 }
@@ -155,10 +182,31 @@ mod tests {
     }
 
     #[test]
-    fn the_enqueue_time_overrides_a_user_timestamp() {
-        // Duplicate keys: JSON.parse keeps the last, as the spread `{ ...metadata, timestamp }` did.
-        let text = task_json(&attempt("1", r#"{"timestamp": 5}"#)).expect("valid");
-        assert!(text.ends_with(r#""timestamp":1700000000123},"attempt":2,"maxAttempts":4}"#));
+    fn a_numeric_user_timestamp_is_kept_anything_else_gets_the_enqueue_time() {
+        for (metadata, timestamp) in [
+            (r#"{"timestamp": 5}"#, json!(5)),
+            (r#"{"a": 1, "timestamp": -1.5e3}"#, json!(-1500.0)),
+            (r#"{"times\u0074amp": 7}"#, json!(7)),
+            (
+                r#"{"timestamp": "yesterday"}"#,
+                json!(1_700_000_000_123_i64),
+            ),
+            (r#"{"timestamp": null}"#, json!(1_700_000_000_123_i64)),
+            (r#"{"timestamp": {"at": 5}}"#, json!(1_700_000_000_123_i64)),
+            (
+                r#"{"nested": {"timestamp": 5}}"#,
+                json!(1_700_000_000_123_i64),
+            ),
+            (r#"{"note": "timestamp"}"#, json!(1_700_000_000_123_i64)),
+        ] {
+            // Duplicate keys: JSON.parse keeps the last, so the enqueue time (written last) wins
+            // whenever it is written.
+            assert_eq!(
+                parsed("1", metadata)["metadata"]["timestamp"],
+                timestamp,
+                "{metadata}"
+            );
+        }
     }
 
     #[test]
@@ -174,7 +222,6 @@ mod tests {
         ] {
             let failure = task_json(&attempt(data, metadata)).expect_err("must fail");
             assert!(failure.error.contains("id-\"1\""), "{failure:?}");
-            assert!(failure.retry);
         }
     }
 

@@ -53,6 +53,9 @@ const STOP_GRACE: Duration = Duration::from_millis(200);
 pub const ACKS_SENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a stopping worker may take past `shutdownTimeout` to hand back what it holds.
 pub const OVERRUN: Duration = Duration::from_secs(1);
+/// How long a worker whose `shutdownTimeout` ran out waits for its handler to give back the
+/// tasks it has not started, and then for their NAKs (twice this fits in [`OVERRUN`]).
+const RELEASE_TIMEOUT: Duration = Duration::from_millis(400);
 /// The longest pause between attempts to pull after errors.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -399,8 +402,18 @@ impl PullLoop {
             while self.running.join_next().await.is_some() {}
         })
         .await;
-        let abandoned = self.running.len();
         if drained.is_err() {
+            // Tasks the handler holds unstarted go back to the server at once (NAK), not after
+            // `ackWait`; only those still running are abandoned.
+            let release = self.executor.release_unstarted();
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, release).await;
+            let _ = tokio::time::timeout(RELEASE_TIMEOUT, async {
+                while self.running.join_next().await.is_some() {}
+            })
+            .await;
+        }
+        let abandoned = self.running.len();
+        if abandoned > 0 {
             tracing::warn!(
                 abandoned,
                 "shutdownTimeout ({}ms) ran out with handlers still running; their tasks will be \

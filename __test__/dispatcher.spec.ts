@@ -1,0 +1,322 @@
+// The JavaScript dispatcher (lib/dispatcher.js) against a fake native side: a plain object whose
+// `complete(succeeded, failed, started)` records reports, and batches fed by hand. No NATS here.
+import assert from 'node:assert/strict'
+import { afterEach, beforeEach, describe, test } from 'node:test'
+
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+
+import { dispatcher, NO_STRING_FORM, type NativeFailure } from '../lib/dispatcher.js'
+
+interface Report {
+  succeeded: number[]
+  failed: NativeFailure[]
+  started: number[]
+}
+
+/** The native side: records every report. */
+class FakeNative {
+  reports: Report[] = []
+  complete(succeeded: Uint32Array, failed: NativeFailure[], started: Uint32Array) {
+    this.reports.push({ succeeded: [...succeeded], failed, started: [...(started ?? [])] })
+  }
+  get succeeded() {
+    return this.reports.flatMap((r) => r.succeeded)
+  }
+  get failed() {
+    return this.reports.flatMap((r) => r.failed)
+  }
+  get started() {
+    return this.reports.flatMap((r) => r.started)
+  }
+}
+
+function batch(tokens: number[], limit = 2, data: (token: number) => unknown = (token) => token) {
+  return JSON.stringify({ limit, tokens, tasks: tokens.map((token) => ({ id: `t${token}`, data: data(token), metadata: {} })) })
+}
+
+/** Lets every pending promise, microtask and immediate run. */
+const turn = () => new Promise((resolve) => setImmediate(resolve))
+
+/** A handler whose calls settle when the test says so. */
+function controlled() {
+  const calls: Array<{ data: unknown; resolve: (result: unknown) => void }> = []
+  const handler = (task: { data: unknown }) => new Promise((resolve) => calls.push({ data: task.data, resolve }))
+  return { calls, handler }
+}
+
+let unhandled: unknown[] = []
+const onUnhandled = (reason: unknown) => unhandled.push(reason)
+beforeEach(() => {
+  unhandled = []
+  process.on('unhandledRejection', onUnhandled)
+})
+afterEach(() => {
+  process.off('unhandledRejection', onUnhandled)
+  assert.deepStrictEqual(unhandled, [], 'no unhandled rejection')
+})
+
+describe('dispatching', () => {
+  test('runs at most `limit` handlers, starts the next when one finishes, and reports starts and outcomes', async () => {
+    const native = new FakeNative()
+    const { calls, handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1, 2, 3, 4], 2))
+    assert.equal(calls.length, 2, 'two started')
+    await turn()
+    assert.deepStrictEqual(native.started, [1, 2], 'only the started ones are reported started')
+    calls[0].resolve({ success: true })
+    await turn()
+    assert.deepStrictEqual(native.succeeded, [1])
+    assert.deepStrictEqual(native.started, [1, 2, 3], 'the next starts at once, reported with the outcome')
+    assert.deepStrictEqual(native.reports.at(-1), { succeeded: [1], failed: [], started: [3] }, 'one report for both')
+    calls[1].resolve({ success: false, error: 'no', details: { a: 1 }, retry: false })
+    calls[2].resolve({ success: true })
+    await turn()
+    assert.deepStrictEqual(native.failed, [{ success: false, error: 'no', details: '{"a":1}', retry: false, token: 2 }])
+    assert.deepStrictEqual(native.started, [1, 2, 3, 4])
+    calls[3].resolve({ success: true })
+    await turn()
+    assert.deepStrictEqual(native.succeeded, [1, 3, 4])
+    assert.equal(tasks.stats.running, 0)
+  })
+
+  test('tasks keep their order across batches, and a later batch may raise the limit', async () => {
+    const native = new FakeNative()
+    const seen: unknown[] = []
+    const tasks = dispatcher(async (task: { data: unknown }) => {
+      seen.push(task.data)
+      return { success: true }
+    }, native)
+    tasks.dispatch(batch([1, 2, 3], 1))
+    tasks.dispatch(batch([4, 5], 3))
+    for (let i = 0; i < 10; i++) await turn()
+    assert.deepStrictEqual(seen, [1, 2, 3, 4, 5])
+    assert.deepStrictEqual(native.succeeded.sort(), [1, 2, 3, 4, 5])
+  })
+
+  test('a native side that throws from complete() loses those reports, not the worker', async () => {
+    let calls = 0
+    const tasks = dispatcher(async () => ({ success: true }), {
+      complete() {
+        calls++
+        throw new Error('native side gone')
+      },
+    })
+    tasks.dispatch(batch([1, 2, 3], 1))
+    for (let i = 0; i < 10; i++) await turn()
+    assert.ok(calls >= 3)
+    assert.equal(tasks.stats.running, 0)
+  })
+})
+
+describe('odd handler behaviour is an ordinary failure', () => {
+  const throwingProxy = () =>
+    new Proxy(
+      {},
+      Object.fromEntries(
+        ['get', 'getPrototypeOf', 'has', 'ownKeys', 'getOwnPropertyDescriptor', 'apply', 'set', 'defineProperty'].map((trap) => [
+          trap,
+          () => {
+            throw new Error(`trap ${trap}`)
+          },
+        ]),
+      ),
+    )
+  const revoked = () => {
+    const { proxy, revoke } = Proxy.revocable({}, {})
+    revoke()
+    return proxy
+  }
+  const noStringForm = () => ({
+    toString() {
+      throw new Error('no toString')
+    },
+    valueOf() {
+      throw new Error('no valueOf')
+    },
+  })
+  const cycle = () => {
+    const details: Record<string, unknown> = {}
+    details.self = details
+    return details
+  }
+  const errorWithThrowingMessage = () => {
+    const err = new Error('x')
+    Object.defineProperty(err, 'message', {
+      get() {
+        throw new Error('no message')
+      },
+    })
+    Object.defineProperty(err, 'stack', {
+      get() {
+        throw new Error('no stack')
+      },
+    })
+    return err
+  }
+  const cases: Array<[string, () => unknown, (failure: NativeFailure) => void]> = [
+    ['throw Object.create(null)', () => { throw Object.create(null) }, (f) => assert.equal(f.error, NO_STRING_FORM)],
+    ['throw an object whose toString throws', () => { throw noStringForm() }, (f) => assert.equal(f.error, NO_STRING_FORM)],
+    ['throw an Error whose message getter throws', () => { throw errorWithThrowingMessage() }, (f) => assert.equal(typeof f.error, 'string')],
+    ['throw a Proxy that throws on every trap', () => { throw throwingProxy() }, (f) => assert.equal(f.error, NO_STRING_FORM)],
+    ['throw a revoked Proxy', () => { throw revoked() }, (f) => assert.equal(f.error, NO_STRING_FORM)],
+    ['throw a Symbol', () => { throw Symbol('s') }, (f) => assert.equal(f.error, 'Symbol(s)')],
+    ['throw undefined', () => { throw undefined }, (f) => assert.equal(f.error, 'undefined')],
+    ['reject with Object.create(null)', () => Promise.reject(Object.create(null)), (f) => assert.equal(f.error, NO_STRING_FORM)],
+    ['reject with a Proxy that throws on every trap', () => Promise.reject(throwingProxy()), (f) => assert.equal(f.error, NO_STRING_FORM)],
+    ['reject with an object whose toString throws', async () => { throw noStringForm() }, (f) => assert.equal(f.error, NO_STRING_FORM)],
+    ['return a thenable whose then throws', () => ({ then() { throw Object.create(null) } }), (f) => assert.equal(f.error, NO_STRING_FORM)],
+    // Awaiting a value reads its `then`: these throw there, as a rejection.
+    ['return a Proxy that throws on every trap', () => throwingProxy(), (f) => assert.equal(f.error, 'trap get')],
+    ['resolve to a Proxy that throws on every trap', async () => throwingProxy(), (f) => assert.equal(f.error, 'trap get')],
+    ['return a revoked Proxy', () => revoked(), (f) => assert.equal(typeof f.error, 'string')],
+    ['return a result whose success getter throws', () => ({ get success() { throw new Error('no') } }), (f) => assert.match(f.error!, /handler returned/)],
+    ['return a failure whose error getter throws', () => ({ success: false, get error() { throw new Error('no') } }), (f) => assert.equal(typeof f.error, 'string')],
+    ['return a failure whose error has no string form', () => ({ success: false, error: Object.create(null) }), (f) => assert.equal(typeof f.error, 'string')],
+    ['return a failure whose details getter throws', () => ({ success: false, error: 'e', get details() { throw new Error('no') } }), (f) => assert.equal(f.error, 'e')],
+    ['return details whose toJSON throws', () => ({ success: false, error: 'e', details: { toJSON() { throw Object.create(null) } } }), (f) => assert.equal(typeof JSON.parse(f.details!).unserializable, 'string')],
+    ['return details with a cycle', () => ({ success: false, error: 'e', details: cycle() }), (f) => assert.equal(typeof JSON.parse(f.details!).unserializable, 'string')],
+    ['return details that are a BigInt', () => ({ success: false, error: 'e', details: 1n }), (f) => assert.equal(typeof JSON.parse(f.details!).unserializable, 'string')],
+    ['return a failure whose retry getter throws', () => ({ success: false, error: 'e', get retry() { throw new Error('no') } }), (f) => assert.equal(f.retry, undefined)],
+    ['return nothing', () => undefined, (f) => assert.match(f.error!, /handler returned undefined/)],
+  ]
+
+  for (const [name, odd, check] of cases) {
+    test(`${name}: the attempt fails, its slot is freed and the next task runs`, async () => {
+      const native = new FakeNative()
+      let healthy = 0
+      const tasks = dispatcher((task: { data: unknown }) => {
+        if (task.data === 'healthy') {
+          healthy++
+          return { success: true }
+        }
+        return odd()
+      }, native)
+      // batchSize 2: two odd tasks take both slots; the healthy one must still run after them.
+      tasks.dispatch(batch([1, 2, 3], 2, (token) => (token === 3 ? 'healthy' : 'odd')))
+      for (let i = 0; i < 5; i++) await turn()
+      assert.equal(native.failed.length, 2, 'both odd attempts failed')
+      for (const failure of native.failed) {
+        assert.equal(typeof failure.error, 'string')
+        assert.ok(failure.details === undefined || typeof failure.details === 'string')
+        assert.ok(failure.retry === undefined || typeof failure.retry === 'boolean')
+        check(failure)
+      }
+      assert.deepStrictEqual(native.failed.map((f) => f.token).sort(), [1, 2])
+      assert.deepStrictEqual(native.succeeded, [3])
+      assert.equal(healthy, 1)
+      assert.equal(tasks.stats.running, 0)
+    })
+  }
+
+  test('a thrown Error keeps its message, name and stack', async () => {
+    const native = new FakeNative()
+    const tasks = dispatcher(() => {
+      throw new TypeError('boom')
+    }, native)
+    tasks.dispatch(batch([1]))
+    await turn()
+    assert.equal(native.failed[0].error, 'boom')
+    const details = JSON.parse(native.failed[0].details!)
+    assert.equal(details.name, 'TypeError')
+    assert.match(details.stack, /boom/)
+  })
+})
+
+describe('closing', () => {
+  test('close() drops the waiting tasks and ignores later batches; running handlers still report', async () => {
+    const native = new FakeNative()
+    const { calls, handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1, 2, 3], 1))
+    tasks.close()
+    tasks.dispatch(batch([4, 5], 2))
+    calls[0].resolve({ success: true })
+    for (let i = 0; i < 5; i++) await turn()
+    assert.equal(calls.length, 1, 'nothing started after close')
+    assert.deepStrictEqual(native.succeeded, [1])
+    assert.deepStrictEqual(native.started, [1])
+    assert.deepStrictEqual(tasks.stats, { running: 0, waiting: 0, capacity: 16, closed: true })
+  })
+
+  test('the native close message `{"close":true}` closes it the same way', async () => {
+    const native = new FakeNative()
+    const { calls, handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1, 2, 3], 1))
+    tasks.dispatch('{"close":true}')
+    assert.equal(tasks.stats.closed, true)
+    tasks.dispatch(batch([4], 2))
+    calls[0].resolve({ success: false, error: 'late' })
+    for (let i = 0; i < 5; i++) await turn()
+    assert.equal(calls.length, 1)
+    assert.deepStrictEqual(native.failed.map((f) => f.token), [1])
+    assert.deepStrictEqual(native.started, [1])
+  })
+})
+
+describe('memory', () => {
+  test('10 million tasks through a continuous backlog: the waiting list stays bounded', { timeout: 600_000 }, async () => {
+    const TOTAL = Number(process.env.PQ_DISPATCHER_TASKS ?? 10_000_000)
+    const LIMIT = 10
+    const BACKLOG = 1000
+    // Batches by size, so feeding costs little: the dispatcher does not care about token values.
+    const batches = new Map<number, string>()
+    const batchOf = (size: number) => {
+      let text = batches.get(size)
+      if (text === undefined) {
+        text = JSON.stringify({ limit: LIMIT, tokens: new Array(size).fill(7), tasks: new Array(size).fill({ id: 't', data: 1 }) })
+        batches.set(size, text)
+      }
+      return text
+    }
+    let fed = 0
+    let done = 0
+    let maxCapacity = 0
+    let maxWaiting = 0
+    let finished!: () => void
+    const allDone = new Promise<void>((resolve) => (finished = resolve))
+    // As the native worker under a backlog: every report of outcomes makes room, and the room is
+    // filled again at once, so the waiting list never runs empty. Handlers finish on a later
+    // turn of the event loop, as real ones do.
+    // eslint-disable-next-line prefer-const
+    let tasks: ReturnType<typeof dispatcher>
+    const feed = (count: number) => {
+      const size = Math.min(count, TOTAL - fed)
+      if (size > 0) {
+        fed += size
+        tasks.dispatch(batchOf(size))
+      }
+    }
+    const native = {
+      complete(succeeded: Uint32Array, failed: NativeFailure[]) {
+        done += succeeded.length + failed.length
+        const stats = tasks.stats
+        maxCapacity = Math.max(maxCapacity, stats.capacity)
+        maxWaiting = Math.max(maxWaiting, stats.waiting)
+        if (done === TOTAL) finished()
+        feed(succeeded.length + failed.length)
+      },
+    }
+    const success = { success: true }
+    tasks = dispatcher(() => new Promise((resolve) => setImmediate(resolve, success)), native)
+    // The live heap (after a full GC) once the backlog is established, and at the end.
+    setFlagsFromString('--expose-gc')
+    const gc: () => void = runInNewContext('gc')
+    let heapEarly = 0
+    const heap = () => {
+      gc()
+      return process.memoryUsage().heapUsed
+    }
+    for (let i = 0; i < BACKLOG; i += 100) feed(100)
+    while (done < TOTAL / 10) await new Promise((resolve) => setTimeout(resolve, 10))
+    heapEarly = heap()
+    await allDone
+    const growth = (heap() - heapEarly) / 1e6
+    assert.equal(done, TOTAL)
+    assert.ok(maxWaiting > BACKLOG / 2, `a backlog was kept (${maxWaiting})`)
+    assert.ok(maxCapacity <= 2 * BACKLOG + 64, `waiting list capacity ${maxCapacity} for a backlog of ${maxWaiting}`)
+    assert.ok(growth < 8, `the live heap grew by ${growth.toFixed(1)} MB over ${TOTAL} tasks`)
+  })
+})
