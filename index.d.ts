@@ -212,6 +212,8 @@ export interface QueueStats {
   redelivered: number
   /** Tasks on the dead-letter stream. */
   deadLettered: number
+  /** Whether the queue's workers are paused (`pause()`), in every process. */
+  paused: boolean
 }
 
 /**
@@ -291,6 +293,29 @@ export interface DeadLetter<T = unknown> {
   sequence: number
 }
 
+/** Which dead letters `requeueDeadLetters` and `purgeDeadLetters` act on: all when empty. */
+export interface DeadLetterFilter {
+  /** Only the letters of these task ids. */
+  ids?: string[]
+  /** Only the letters with this reason. */
+  reason?: Exclude<DeadLetterReason, 'unspecified'>
+  /** At most this many letters (an integer ≥ 1), oldest first. */
+  limit?: number
+}
+
+/** A dead-letter handler (`processDLQ`): `{ success: true }` removes the letter. */
+export type DeadLetterHandler<T = unknown> = (letter: DeadLetter<T>) => Promise<TaskResult> | TaskResult
+
+/** What a dead-letter worker may do differently from the queue's options. */
+export interface DeadLetterWorkerOptions {
+  /** Letters handled at once (default: the queue's `batchSize`). */
+  batchSize?: number
+  /** The least ms before a failed letter is offered again (default: the queue's `retryDelay`). */
+  retryDelay?: number
+  /** The longest one handler call may run, in ms (default: the queue's `taskTimeout`). */
+  taskTimeout?: number
+}
+
 /** Every `code` a `ProtoqueueError` can have. */
 export type ProtoqueueErrorCode =
   | 'ERR_PQ_INVALID_CONFIG'
@@ -358,4 +383,33 @@ export declare class Protoqueue<T = unknown> {
    * 10,000,000, else `ERR_PQ_INVALID_CONFIG`), oldest first.
    */
   getDeadLetters(limit?: number): Promise<Array<DeadLetter<T>>>
+  /**
+   * Starts a dead-letter worker: `handler` gets each dead letter (the object `getDeadLetters`
+   * returns), one dead-letter worker of the queue at a time, with heartbeats and `taskTimeout`
+   * as in `process()`. `{ success: true }` removes the letter (only then); a failure offers it
+   * again after `retryDelay`; `{ success: false, retry: false }` keeps it stored but stops
+   * offering it. Runs beside `process()` or alone; `disconnect()` stops it gracefully.
+   */
+  processDLQ(handler: DeadLetterHandler<T>, options?: DeadLetterWorkerOptions): Promise<this>
+  /**
+   * Puts the tasks of the dead letters `filter` picks back on the queue (same ids, a fresh
+   * attempt budget), each letter removed once its task is stored; resolves to how many. Letters
+   * of messages that were not tasks, and letters whose data was dropped, are left alone. Two
+   * calls at once requeue each task once.
+   */
+  requeueDeadLetters(filter?: DeadLetterFilter): Promise<number>
+  /** Removes the dead letters `filter` picks; resolves to how many. */
+  purgeDeadLetters(filter?: DeadLetterFilter): Promise<number>
+  /**
+   * Removes the tasks waiting in the queue (never delivered; not those being handled or waiting
+   * for a retry); resolves to how many.
+   */
+  purge(): Promise<number>
+  /**
+   * Pauses the queue: every worker, in every process, receives no more tasks (those in flight
+   * finish) until `resume()`. Kept by the server: workers started later are paused too.
+   */
+  pause(): Promise<void>
+  /** Resumes a paused queue's workers. */
+  resume(): Promise<void>
 }

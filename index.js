@@ -7,7 +7,7 @@
 const { AsyncLocalStorage } = require('node:async_hooks')
 
 const { NativeQueue } = require('./native.js')
-const { describe, dispatcher } = require('./lib/dispatcher.js')
+const { describe, dispatcher, runHandler } = require('./lib/dispatcher.js')
 
 /**
  * The queue whose handler the current code runs in: `disconnect()` called by a handler cannot
@@ -401,6 +401,7 @@ class Protoqueue {
       inFlight: s.inFlight,
       redelivered: s.redelivered,
       deadLettered: s.deadLettered,
+      paused: s.paused,
     }
   }
 
@@ -415,6 +416,69 @@ class Protoqueue {
     const letters = await native(() => this.#native.deadLetters(limit))
     return letters.map(decodeDeadLetter)
   }
+
+  /** Starts a dead-letter worker; `{ success: true }` from `handler` removes the letter. */
+  async processDLQ(handler, options) {
+    if (typeof handler !== 'function') {
+      throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `processDLQ(handler) takes a function, got ${describe(handler)}`)
+    }
+    const settings = options === undefined ? null : plainConfig(options)
+    const letters = (letter) => handlerOf.run(this, runHandler, handler, decodeDeadLetter(letter))
+    await native(() => this.#native.processDeadLetters(letters, settings))
+    return this
+  }
+
+  /** Requeues the tasks of the dead letters `filter` picks; resolves to how many. */
+  async requeueDeadLetters(filter) {
+    const checked = letterFilter(filter, 'requeueDeadLetters')
+    return native(() => this.#native.requeueDeadLetters(checked))
+  }
+
+  /** Removes the dead letters `filter` picks; resolves to how many. */
+  async purgeDeadLetters(filter) {
+    const checked = letterFilter(filter, 'purgeDeadLetters')
+    return native(() => this.#native.purgeDeadLetters(checked))
+  }
+
+  /** Removes the tasks waiting in the queue (not those in flight); resolves to how many. */
+  async purge() {
+    return native(() => this.#native.purge())
+  }
+
+  /** Pauses every worker of the queue, in every process, until `resume()`. */
+  async pause() {
+    await native(() => this.#native.pause())
+  }
+
+  /** Resumes the queue's workers. */
+  async resume() {
+    await native(() => this.#native.resume())
+  }
+}
+
+/**
+ * Checks a dead-letter filter (`{ ids?, reason?, limit? }`, all optional) and copies it, or
+ * throws ERR_PQ_INVALID_CONFIG saying what is wrong.
+ */
+function letterFilter(filter, method) {
+  const fail = (what) => {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${method}(filter): ${what}`)
+  }
+  if (filter === undefined || filter === null) return {}
+  const plain = plainConfig(filter)
+  if (!isPlainObject(plain)) fail(`filter must be an object like { ids?, reason?, limit? }, got ${describe(filter)}`)
+  for (const key of Object.keys(plain)) {
+    if (!['ids', 'reason', 'limit'].includes(key)) fail(`unknown key ${JSON.stringify(key)} (known: ids, reason, limit)`)
+  }
+  const { ids, reason, limit } = plain
+  if (ids !== undefined && (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string'))) {
+    fail(`filter.ids must be an array of task ids (strings), got ${describe(ids)}`)
+  }
+  if (reason !== undefined && typeof reason !== 'string') fail(`filter.reason must be a string, got ${describe(reason)}`)
+  if (limit !== undefined && (!Number.isSafeInteger(limit) || limit < 1)) {
+    fail(`filter.limit must be an integer >= 1, got ${describe(limit)}`)
+  }
+  return plain
 }
 
 module.exports.Protoqueue = Protoqueue

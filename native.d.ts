@@ -43,6 +43,21 @@ export declare class NativeQueue {
   /** Reads (without removing) up to `limit` dead letters, oldest first. */
   deadLetters(limit: number): Promise<Array<NativeDeadLetter>>
   /**
+   * Starts the dead-letter worker: `handler` gets each dead letter and resolves to its
+   * normalised result; a success removes the letter.
+   */
+  processDeadLetters(handler: (letter: NativeDeadLetter) => Promise<NativeOutcome>, options: object | null): Promise<void>
+  /** Requeues the tasks of the dead letters `filter` picks; resolves to how many. */
+  requeueDeadLetters(filter: NativeLetterFilter): Promise<number>
+  /** Removes the dead letters `filter` picks; resolves to how many. */
+  purgeDeadLetters(filter: NativeLetterFilter): Promise<number>
+  /** Removes the tasks waiting in the queue; resolves to how many. */
+  purge(): Promise<number>
+  /** Pauses every worker of the queue. */
+  pause(): Promise<void>
+  /** Resumes every worker of the queue. */
+  resume(): Promise<void>
+  /**
    * Stops the worker (what it holds is run first, within `shutdownTimeout`), then closes the
    * connection; the handler is released, so nothing keeps the process alive afterwards. A
    * no-op when not connected. From inside a handler (`inHandler`), it resolves once the
@@ -89,6 +104,27 @@ export interface NativeFailure {
   retry?: boolean
 }
 
+/** Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim). */
+export interface NativeLetterFilter {
+  /** Only the letters of these task ids. */
+  ids?: Array<string>
+  /** Only the letters with this reason. */
+  reason?: string
+  /** At most this many letters, oldest first. */
+  limit?: number
+}
+
+/** A handler's result as the shim normalised it. */
+export interface NativeOutcome {
+  success: boolean
+  /** The error message of a failure. */
+  error?: string
+  /** `details` as JSON object text. */
+  details?: string
+  /** `false`: do not offer again. */
+  retry?: boolean
+}
+
 /** Queue statistics. */
 export interface NativeStats {
   messages: number
@@ -100,6 +136,7 @@ export interface NativeStats {
   inFlight: number
   redelivered: number
   deadLettered: number
+  paused: boolean
 }
 
 /**

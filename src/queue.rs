@@ -19,16 +19,19 @@ use tokio::{sync::Notify, time::Instant};
 
 use crate::{
     admin::{
+        control,
         dead_letters::{self, StoredDeadLetter},
+        redrive::{self, Filter, Progress},
         stats::{self, Stats},
     },
-    config::Config,
+    config::{Config, LetterOptions},
     error::{Error, Result},
     nats::connection::Connection,
     producer::{self, NewTask},
     worker::{
         batching::{BatchSink, BatchedHandler, PendingOutcomes},
         executor::Handler,
+        letters::LetterHandler,
         StopReport, Worker,
     },
 };
@@ -50,6 +53,8 @@ pub struct Queue {
 struct Connected {
     connection: Connection,
     worker: Option<(u32, Worker)>,
+    /// The dead-letter worker (`processDLQ()`), beside the task worker or alone.
+    letters: Option<Worker>,
 }
 
 type Runs = Arc<Mutex<Vec<(u32, Arc<PendingOutcomes>)>>>;
@@ -92,6 +97,7 @@ impl Queue {
         *state = Some(Connected {
             connection,
             worker: None,
+            letters: None,
         });
         Ok(())
     }
@@ -146,6 +152,26 @@ impl Queue {
         Ok(())
     }
 
+    /// Starts a dead-letter worker: `handler` gets each dead letter of the queue, one worker of
+    /// the queue at a time; a success removes the letter, a failure offers it again after
+    /// `retryDelay`. One per queue object, beside `process()` or alone.
+    pub async fn process_dead_letters(
+        &self,
+        handler: Arc<dyn LetterHandler>,
+        options: LetterOptions,
+    ) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let connected = state.as_mut().ok_or(Error::NotConnected)?;
+        if connected.letters.is_some() {
+            return Err(Error::AlreadyProcessing);
+        }
+        let connection = connected
+            .connection
+            .with_config(options.apply(&self.config));
+        connected.letters = Some(Worker::start_dead_letters(connection, handler).await?);
+        Ok(())
+    }
+
     /// The outcome registry of run `run`, until its worker has stopped. Outcomes of runs that
     /// ended find nothing.
     pub fn outcomes(&self, run: u32) -> Option<Arc<PendingOutcomes>> {
@@ -153,6 +179,41 @@ impl Queue {
             .iter()
             .find(|(id, _)| *id == run)
             .map(|(_, outcomes)| outcomes.clone())
+    }
+
+    /// Puts the tasks of the dead letters `filter` picks back on the queue (same ids, fresh
+    /// attempts), each letter removed once its task is stored; returns how many.
+    pub async fn requeue_dead_letters(
+        &self,
+        filter: &Filter,
+        progress: impl Fn(Progress),
+    ) -> Result<u64> {
+        redrive::requeue(&self.connection().await?, filter, progress).await
+    }
+
+    /// Removes the dead letters `filter` picks; returns how many.
+    pub async fn purge_dead_letters(
+        &self,
+        filter: &Filter,
+        progress: impl Fn(Progress),
+    ) -> Result<u64> {
+        redrive::purge(&self.connection().await?, filter, progress).await
+    }
+
+    /// Removes the tasks waiting in the queue (not those in flight); returns how many.
+    pub async fn purge(&self) -> Result<u64> {
+        control::purge(&self.connection().await?).await
+    }
+
+    /// Stops every worker of the queue, in every process, from receiving tasks until
+    /// [`Queue::resume`].
+    pub async fn pause(&self) -> Result<()> {
+        control::pause(&self.connection().await?).await
+    }
+
+    /// Lets the workers of the queue receive tasks again.
+    pub async fn resume(&self) -> Result<()> {
+        control::resume(&self.connection().await?).await
     }
 
     /// Reads queue statistics from the server.
@@ -178,8 +239,11 @@ impl Queue {
     pub async fn begin_disconnect(&self) -> Shutdown {
         let connected = self.state.lock().await.take();
         // The deadline counts from the request: `stop_by` below keeps the first one.
-        if let Some((_, worker)) = connected.as_ref().and_then(|c| c.worker.as_ref()) {
-            worker.request_stop();
+        if let Some(connected) = &connected {
+            let workers = connected.worker.iter().map(|(_, worker)| worker);
+            for worker in workers.chain(&connected.letters) {
+                worker.request_stop();
+            }
         }
         Shutdown {
             connected,
@@ -216,13 +280,16 @@ impl Shutdown {
         let Some(connected) = self.connected else {
             return StopReport::default();
         };
-        let report = match connected.worker {
-            Some((run, worker)) => {
-                let report = worker.stop_by(self.deadline).await;
-                lock(&self.runs).retain(|(id, _)| *id != run);
-                report
-            }
-            None => StopReport::default(),
+        let tasks = async {
+            let (run, worker) = connected.worker?;
+            let report = worker.stop_by(self.deadline).await;
+            lock(&self.runs).retain(|(id, _)| *id != run);
+            Some(report)
+        };
+        let letters = async { Some(connected.letters?.stop_by(self.deadline).await) };
+        let (tasks, letters) = tokio::join!(tasks, letters);
+        let report = StopReport {
+            abandoned: [tasks, letters].iter().flatten().map(|r| r.abandoned).sum(),
         };
         if !self.enqueues.wait_until(self.deadline).await {
             tracing::warn!(

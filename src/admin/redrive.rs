@@ -157,7 +157,7 @@ fn data_dropped(letter: &DeadLetter) -> bool {
 async fn for_each<'a, Fut>(
     connection: &Connection,
     letters: &Stream,
-    wanted: &dyn Fn(&DeadLetter) -> bool,
+    wanted: &(dyn Fn(&DeadLetter) -> bool + Sync),
     limit: Option<u64>,
     progress: impl Fn(Progress),
     act: impl Fn(u64, DeadLetter) -> Fut,

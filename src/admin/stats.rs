@@ -30,6 +30,8 @@ pub struct Stats {
     pub redelivered: u64,
     /// Tasks on the dead-letter stream.
     pub dead_lettered: u64,
+    /// Whether the workers are paused (`pause()`).
+    pub paused: bool,
 }
 
 /// Reads the current statistics from the server.
@@ -56,6 +58,7 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
             stats.pending = consumer.num_pending;
             stats.in_flight = consumer.num_ack_pending as u64;
             stats.redelivered = consumer.num_redelivered as u64;
+            stats.paused = consumer.paused;
         }
         Err(_) => stats.pending = info.state.messages,
     }

@@ -310,6 +310,55 @@ impl Config {
     }
 }
 
+/// What a dead-letter worker (`processDLQ(handler, options)`) may do differently from the queue's
+/// options.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LetterOptions {
+    /// Letters handled at once (`batchSize`).
+    pub batch_size: Option<u32>,
+    /// The least time before a failed letter is offered again (`retryDelay`).
+    pub retry_delay: Option<Duration>,
+    /// The longest one handler call may run (`taskTimeout`).
+    pub task_timeout: Option<Duration>,
+}
+
+impl LetterOptions {
+    /// Reads and validates `processDLQ`'s options object (absent: none).
+    pub fn from_json(value: &Value) -> Result<Self> {
+        if value.is_null() {
+            return Ok(LetterOptions::default());
+        }
+        let options = value.as_object().ok_or_else(|| {
+            invalid(format!(
+                "processDLQ options must be an object, got {}",
+                kind(value)
+            ))
+        })?;
+        reject_unknown_keys(
+            "processDLQ options",
+            options,
+            &["batchSize", "retryDelay", "taskTimeout"],
+        )?;
+        let millis = |key: &str, min: u64| -> Result<Option<Duration>> {
+            Ok(integer_option(options, key, min, MAX_DURATION_MS)?.map(Duration::from_millis))
+        };
+        Ok(LetterOptions {
+            batch_size: integer_option(options, "batchSize", 1, MAX_BATCH_SIZE)?.map(|n| n as u32),
+            retry_delay: millis("retryDelay", 0)?,
+            task_timeout: millis("taskTimeout", 1)?,
+        })
+    }
+
+    /// `config` with these options applied.
+    pub fn apply(&self, config: &Config) -> Config {
+        let mut config = config.clone();
+        config.batch_size = self.batch_size.unwrap_or(config.batch_size);
+        config.retry_delay = self.retry_delay.unwrap_or(config.retry_delay);
+        config.task_timeout = self.task_timeout.unwrap_or(config.task_timeout);
+        config
+    }
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")

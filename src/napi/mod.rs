@@ -8,15 +8,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use napi::{
-    bindgen_prelude::{Buffer, Uint32Array},
+    bindgen_prelude::{Buffer, Promise, Uint32Array},
     threadsafe_function::ThreadsafeFunction,
     Status,
 };
 use napi_derive::napi;
 
 use crate::{
-    admin::dead_letters,
-    config::Config,
+    admin::{dead_letters, redrive::Filter},
+    config::{Config, LetterOptions},
     envelope::{DeadLetterReason, Task},
     error::Error,
     logging, producer,
@@ -26,6 +26,7 @@ use crate::{
         dead_letter,
         executor::{Attempt, BoxFuture, Failure, Outcome},
         handoff,
+        letters::{LetterAttempt, LetterHandler},
     },
 };
 
@@ -114,6 +115,30 @@ pub struct NativeStats {
     pub in_flight: i64,
     pub redelivered: i64,
     pub dead_lettered: i64,
+    pub paused: bool,
+}
+
+/// Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim).
+#[napi(object)]
+pub struct NativeLetterFilter {
+    /// Only the letters of these task ids.
+    pub ids: Option<Vec<String>>,
+    /// Only the letters with this reason.
+    pub reason: Option<String>,
+    /// At most this many letters, oldest first.
+    pub limit: Option<f64>,
+}
+
+/// A handler's result as the shim normalised it.
+#[napi(object)]
+pub struct NativeOutcome {
+    pub success: bool,
+    /// The error message of a failure.
+    pub error: Option<String>,
+    /// `details` as JSON object text.
+    pub details: Option<String>,
+    /// `false`: do not offer again.
+    pub retry: Option<bool>,
 }
 
 /// A dead letter as `getDeadLetters()` returns it before the shim decodes the JSON.
@@ -249,6 +274,7 @@ impl NativeQueue {
             in_flight: n(s.in_flight),
             redelivered: n(s.redelivered),
             dead_lettered: n(s.dead_lettered),
+            paused: s.paused,
         })
     }
 
@@ -261,6 +287,75 @@ impl NativeQueue {
             .await
             .map_err(to_js)?;
         Ok(stored.into_iter().map(native_dead_letter).collect())
+    }
+
+    /// Starts the dead-letter worker: `handler` gets each dead letter and resolves to its
+    /// normalised result; a success removes the letter.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "handler: (letter: NativeDeadLetter) => Promise<NativeOutcome>, options: object | null"
+    )]
+    pub async fn process_dead_letters(
+        &self,
+        handler: ThreadsafeFunction<
+            NativeDeadLetter,
+            Promise<NativeOutcome>,
+            NativeDeadLetter,
+            Status,
+            false,
+        >,
+        options: serde_json::Value,
+    ) -> napi::Result<()> {
+        let options = LetterOptions::from_json(&options).map_err(to_js)?;
+        let handler = Arc::new(JsLetters {
+            function: Arc::new(handler),
+        });
+        self.queue
+            .process_dead_letters(handler, options)
+            .await
+            .map_err(to_js)
+    }
+
+    /// Requeues the tasks of the dead letters `filter` picks; resolves to how many.
+    #[napi(catch_unwind)]
+    pub async fn requeue_dead_letters(&self, filter: NativeLetterFilter) -> napi::Result<f64> {
+        let filter = letter_filter(filter).map_err(to_js)?;
+        let count = self
+            .queue
+            .requeue_dead_letters(&filter, |_| {})
+            .await
+            .map_err(to_js)?;
+        Ok(count as f64)
+    }
+
+    /// Removes the dead letters `filter` picks; resolves to how many.
+    #[napi(catch_unwind)]
+    pub async fn purge_dead_letters(&self, filter: NativeLetterFilter) -> napi::Result<f64> {
+        let filter = letter_filter(filter).map_err(to_js)?;
+        let count = self
+            .queue
+            .purge_dead_letters(&filter, |_| {})
+            .await
+            .map_err(to_js)?;
+        Ok(count as f64)
+    }
+
+    /// Removes the tasks waiting in the queue; resolves to how many.
+    #[napi(catch_unwind)]
+    pub async fn purge(&self) -> napi::Result<f64> {
+        Ok(self.queue.purge().await.map_err(to_js)? as f64)
+    }
+
+    /// Pauses every worker of the queue.
+    #[napi(catch_unwind)]
+    pub async fn pause(&self) -> napi::Result<()> {
+        self.queue.pause().await.map_err(to_js)
+    }
+
+    /// Resumes every worker of the queue.
+    #[napi(catch_unwind)]
+    pub async fn resume(&self) -> napi::Result<()> {
+        self.queue.resume().await.map_err(to_js)
     }
 
     /// Stops the worker (what it holds is run first, within `shutdownTimeout`), then closes the
@@ -360,16 +455,28 @@ fn native_task(task: Task, attempt: u64, max_attempts: u64, data_dropped: bool) 
     }
 }
 
+/// Dead-letter reasons by the names JavaScript sees.
+const REASONS: [(&str, DeadLetterReason); 5] = [
+    ("retriesExhausted", DeadLetterReason::RetriesExhausted),
+    ("rejected", DeadLetterReason::Rejected),
+    ("invalidEnvelope", DeadLetterReason::InvalidEnvelope),
+    ("invalidData", DeadLetterReason::InvalidData),
+    ("deliveriesExhausted", DeadLetterReason::DeliveriesExhausted),
+];
+
+fn reason_named(name: &str) -> Option<DeadLetterReason> {
+    REASONS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, reason)| *reason)
+}
+
 fn native_dead_letter(stored: dead_letters::StoredDeadLetter) -> NativeDeadLetter {
     let letter = stored.letter;
-    let reason = match letter.reason() {
-        DeadLetterReason::RetriesExhausted => "retriesExhausted",
-        DeadLetterReason::Rejected => "rejected",
-        DeadLetterReason::InvalidEnvelope => "invalidEnvelope",
-        DeadLetterReason::InvalidData => "invalidData",
-        DeadLetterReason::DeliveriesExhausted => "deliveriesExhausted",
-        DeadLetterReason::Unspecified => "unspecified",
-    };
+    let reason = REASONS
+        .iter()
+        .find(|(_, reason)| *reason == letter.reason())
+        .map_or("unspecified", |(name, _)| name);
     let attempts = u64::from(letter.attempts);
     let data_dropped = dead_letter::data_was_dropped(&letter);
     let details = handoff::json_text(&letter.details).map(str::to_owned);
@@ -388,6 +495,67 @@ fn native_dead_letter(stored: dead_letters::StoredDeadLetter) -> NativeDeadLette
         failed_at: letter.failed_at_ms as f64,
         stream_sequence: stored.sequence as f64,
     }
+}
+
+/// Calls the shim's dead-letter function on the JavaScript thread, one letter per call (dead
+/// letters are few; each call's cost does not matter here).
+struct JsLetters {
+    function: Arc<
+        ThreadsafeFunction<
+            NativeDeadLetter,
+            Promise<NativeOutcome>,
+            NativeDeadLetter,
+            Status,
+            false,
+        >,
+    >,
+}
+
+impl LetterHandler for JsLetters {
+    fn handle(&self, attempt: LetterAttempt) -> BoxFuture<Outcome> {
+        let function = self.function.clone();
+        let letter = native_dead_letter(attempt.letter);
+        Box::pin(async move {
+            // `_catch`: a synchronous throw becomes an `Err` instead of a fatal exception.
+            let result = match function.call_async_catch(letter).await {
+                Ok(promise) => promise.await,
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(outcome) if outcome.success => Outcome::Success,
+                Ok(outcome) => outcome_of(NativeFailure {
+                    token: 0,
+                    error: outcome.error,
+                    details: outcome.details,
+                    retry: outcome.retry,
+                }),
+                Err(err) => {
+                    Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason)))
+                }
+            }
+        })
+    }
+}
+
+fn letter_filter(filter: NativeLetterFilter) -> crate::Result<Filter> {
+    let reason = match filter.reason.as_deref() {
+        None => None,
+        Some(name) => Some(reason_named(name).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "filter.reason {name:?} is not a dead-letter reason ({})",
+                REASONS
+                    .iter()
+                    .map(|(name, _)| *name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?),
+    };
+    Ok(Filter {
+        ids: filter.ids.map(|ids| ids.into_iter().collect()),
+        reason,
+        limit: filter.limit.map(|limit| limit as u64),
+    })
 }
 
 fn outcome_of(failure: NativeFailure) -> Outcome {

@@ -105,6 +105,14 @@ impl Connection {
         Ok(connection)
     }
 
+    /// The same connection, used with other settings (a dead-letter worker's own options).
+    pub fn with_config(&self, config: Config) -> Self {
+        Connection {
+            config: Arc::new(config),
+            ..self.clone()
+        }
+    }
+
     /// The validated configuration of this queue.
     pub fn config(&self) -> &Config {
         &self.config

@@ -328,49 +328,16 @@ impl Executor {
         }
     }
 
-    /// Runs the handler, sending a progress heartbeat every third of `ackWait` (or of the
-    /// consumer's shorter `ack_wait`: [`HeartbeatPace`]) so a long handler keeps its task, and
-    /// giving up after `taskTimeout` (unless the handler times its attempts itself). One timer
-    /// serves both.
+    /// Runs the handler with heartbeats ([`keep_alive`]), bounded by `taskTimeout` unless the
+    /// handler times its attempts itself.
     async fn run_with_heartbeats(
         &self,
         message: &jetstream::Message,
         handled: BoxFuture<Outcome>,
     ) -> Outcome {
-        let config = self.connection.config();
-        let mut pace = self.pace.clone();
-        let mut last_beat = tokio::time::Instant::now();
-        let deadline = if self.handler.times_attempts() {
-            // Far enough never to come: only heartbeats wake the timer.
-            last_beat + Duration::from_secs(86_400 * 365 * 30)
-        } else {
-            last_beat + config.task_timeout
-        };
-        let timer = tokio::time::sleep_until(deadline.min(last_beat + pace.interval()));
-        tokio::pin!(timer, handled);
-        loop {
-            tokio::select! {
-                outcome = &mut handled => return outcome,
-                () = &mut timer => {
-                    let now = tokio::time::Instant::now();
-                    if now >= deadline {
-                        return Outcome::Failure(Failure::new(format!(
-                            "handler did not settle within taskTimeout ({}ms)",
-                            config.task_timeout.as_millis()
-                        )));
-                    }
-                    if let Err(err) = message.ack_with(AckKind::Progress).await {
-                        tracing::warn!("progress heartbeat not sent: {err}");
-                    }
-                    last_beat = now;
-                    timer.as_mut().reset(deadline.min(now + pace.interval()));
-                }
-                // A shorter interval applies from the last heartbeat (at once if already due).
-                () = pace.changed() => {
-                    timer.as_mut().reset(deadline.min(last_beat + pace.interval()));
-                }
-            }
-        }
+        let timeout =
+            (!self.handler.times_attempts()).then_some(self.connection.config().task_timeout);
+        keep_alive(message, handled, self.pace.clone(), timeout).await
     }
 
     /// Stores a dead letter, then terminates the original. If the dead letter cannot be stored,
@@ -418,6 +385,45 @@ impl Executor {
             settled
         } else {
             Settlement::Unconfirmed
+        }
+    }
+}
+
+/// Waits for `handled`, sending a progress heartbeat at `pace` (a third of `ackWait`, or of the
+/// consumer's shorter `ack_wait`: [`HeartbeatPace`]) so a long handler keeps its delivery, and
+/// giving up after `timeout` (`taskTimeout`) when there is one. One timer serves both.
+pub(crate) async fn keep_alive(
+    message: &jetstream::Message,
+    handled: BoxFuture<Outcome>,
+    mut pace: HeartbeatPace,
+    timeout: Option<Duration>,
+) -> Outcome {
+    let mut last_beat = tokio::time::Instant::now();
+    // Without a timeout, far enough never to come: only heartbeats wake the timer.
+    let deadline = last_beat + timeout.unwrap_or(Duration::from_secs(86_400 * 365 * 30));
+    let timer = tokio::time::sleep_until(deadline.min(last_beat + pace.interval()));
+    tokio::pin!(timer, handled);
+    loop {
+        tokio::select! {
+            outcome = &mut handled => return outcome,
+            () = &mut timer => {
+                let now = tokio::time::Instant::now();
+                if now >= deadline {
+                    return Outcome::Failure(Failure::new(format!(
+                        "handler did not settle within taskTimeout ({}ms)",
+                        timeout.unwrap_or_default().as_millis()
+                    )));
+                }
+                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                    tracing::warn!("progress heartbeat not sent: {err}");
+                }
+                last_beat = now;
+                timer.as_mut().reset(deadline.min(now + pace.interval()));
+            }
+            // A shorter interval applies from the last heartbeat (at once if already due).
+            () = pace.changed() => {
+                timer.as_mut().reset(deadline.min(last_beat + pace.interval()));
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod batching;
 pub mod dead_letter;
 pub mod executor;
 pub mod handoff;
+pub mod letters;
 pub mod prefetch;
 pub mod pull;
 
@@ -42,8 +43,9 @@ use crate::{
     nats::connection::Connection,
     nats::topology::{self, Lane},
     worker::acks::AckSender,
-    worker::executor::{settle_confirmed, Executor, Handler},
-    worker::prefetch::Prefetch,
+    worker::executor::{settle_confirmed, BoxFuture, Executor, Handler},
+    worker::letters::{LetterExecutor, LetterHandler},
+    worker::prefetch::{Prefetch, Timed},
     worker::pull::{Pulled, Puller},
 };
 
@@ -82,6 +84,38 @@ impl Worker {
     /// `ackWait` ([`crate::nats::ack_wait`]) and starts pulling.
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
         let lane = Lane::tasks(connection.config());
+        let queues_attempts = handler.queues_attempts();
+        let prefetch = connection.config().prefetch;
+        Self::start_lane(
+            connection,
+            lane,
+            prefetch,
+            queues_attempts,
+            |connection, acks, pace| Arc::new(Executor::new(connection, handler, acks, pace)),
+        )
+        .await
+    }
+
+    /// Starts a dead-letter worker: the same pull loop over the dead-letter stream's shared
+    /// consumer, with no prefetch, running each letter through a [`LetterExecutor`].
+    pub async fn start_dead_letters(
+        connection: Connection,
+        handler: Arc<dyn LetterHandler>,
+    ) -> Result<Self> {
+        let lane = Lane::dead_letters(connection.config());
+        Self::start_lane(connection, lane, 0, false, |connection, _, pace| {
+            Arc::new(LetterExecutor::new(connection, handler, pace))
+        })
+        .await
+    }
+
+    async fn start_lane(
+        connection: Connection,
+        lane: Lane,
+        prefetch: u32,
+        queues_attempts: bool,
+        deliveries: impl FnOnce(Connection, AckSender, HeartbeatPace) -> Arc<dyn Deliveries>,
+    ) -> Result<Self> {
         let consumer =
             topology::ensure_lane(&connection.jetstream, connection.config(), &lane).await?;
         let pace = ack_wait::adopt(&connection, &lane, consumer).await?;
@@ -91,22 +125,17 @@ impl Worker {
         let (stop, stopped) = watch::channel(None);
         let config = connection.config();
         let shutdown_timeout = config.shutdown_timeout;
-        let prefetch = Prefetch::new(config.batch_size, config.prefetch);
+        let prefetch = Prefetch::new(config.batch_size, prefetch);
         let batch_size = config.batch_size as usize;
         // A handler that queues attempts itself gets every task the worker holds at once.
-        let slots = if handler.queues_attempts() {
+        let slots = if queues_attempts {
             batch_size + prefetch.max()
         } else {
             batch_size
         };
         let (acks, acks_sent) = AckSender::start(connection.client.clone());
         let pull_loop = PullLoop {
-            executor: Arc::new(Executor::new(
-                connection.clone(),
-                handler,
-                acks,
-                pace.clone(),
-            )),
+            executor: deliveries(connection.clone(), acks, pace.clone()),
             pace,
             room: Arc::new(Semaphore::new(batch_size + prefetch.max())),
             slots: Arc::new(Semaphore::new(slots)),
@@ -185,7 +214,7 @@ struct PullLoop {
     lane: Lane,
     puller: Puller,
     /// Shared by every running delivery (one `Arc` clone per task).
-    executor: Arc<Executor>,
+    executor: Arc<dyn Deliveries>,
     /// Room for every message the worker may hold (`batchSize` plus the largest prefetch):
     /// requested, waiting for a slot, or running.
     room: Arc<Semaphore>,
@@ -340,10 +369,7 @@ impl PullLoop {
     fn start(&mut self, message: Message, room: OwnedSemaphorePermit, slot: OwnedSemaphorePermit) {
         let executor = self.executor.clone();
         let held = self.prefetch.time((room, slot));
-        let execution = executor.execute(message, held);
-        self.running.spawn(async move {
-            execution.await;
-        });
+        self.running.spawn(executor.execute(message, held));
     }
 
     /// Sends a progress heartbeat for every message waiting for a slot, so none is redelivered
@@ -431,6 +457,40 @@ fn heartbeat_timer(interval: Duration) -> tokio::time::Interval {
     let mut timer = tokio::time::interval_at(Instant::now() + interval, interval);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     timer
+}
+
+/// What a worker holds for each running delivery: its room and its slot, timed for prefetch.
+pub type Held = Timed<(OwnedSemaphorePermit, OwnedSemaphorePermit)>;
+
+/// How a worker runs each delivery: a task ([`Executor`]) or a dead letter
+/// ([`LetterExecutor`]).
+pub trait Deliveries: Send + Sync + 'static {
+    /// Runs one delivery to the end. The handler is given it before this returns (deliveries
+    /// reach the handler in the order they are passed here).
+    fn execute(self: Arc<Self>, message: Message, held: Held) -> BoxFuture<()>;
+
+    /// Makes every later success ack wait for the server's confirmation (the worker is stopping).
+    fn confirm_acks(&self);
+
+    /// Asks the handler to give back what it holds unstarted ([`Handler::release_unstarted`]).
+    fn release_unstarted(&self) -> BoxFuture<()>;
+}
+
+impl Deliveries for Executor {
+    fn execute(self: Arc<Self>, message: Message, held: Held) -> BoxFuture<()> {
+        let execution = Executor::execute(self, message, held);
+        Box::pin(async move {
+            execution.await;
+        })
+    }
+
+    fn confirm_acks(&self) {
+        Executor::confirm_acks(self);
+    }
+
+    fn release_unstarted(&self) -> BoxFuture<()> {
+        Executor::release_unstarted(self)
+    }
 }
 
 /// Resolves, to the stop's deadline, once a stop is requested. A worker whose [`Worker`] handle

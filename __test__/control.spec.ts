@@ -1,0 +1,180 @@
+// Dead letters you can act on and control over a running queue, against a real nats-server:
+// processDLQ, requeueDeadLetters, purgeDeadLetters, purge, pause and resume — from this process and
+// across worker processes.
+import assert from 'node:assert/strict'
+import { after, before, describe, test } from 'node:test'
+
+import { Protoqueue, type DeadLetter } from 'protoqueue'
+
+import { Child, fixture, fixtureEnv } from './helpers/child'
+import { NatsServer, uniqueQueue } from './helpers/nats'
+import { eventually } from './helpers/wait'
+
+let server: NatsServer
+before(async () => {
+  server = await NatsServer.start()
+})
+after(async () => {
+  await server.stop()
+})
+
+/** A connected queue whose `n` tasks `{ n: i }` were all dead-lettered (reason `rejected`). */
+async function withDeadLetters(n: number, names = uniqueQueue()) {
+  const queue = new Protoqueue<{ n: number }>({ ...names, options: { retryDelay: 50 } })
+  await queue.connect(server.url)
+  const ids = await queue.enqueueBatch(Array.from({ length: n }, (_, i) => ({ data: { n: i } })))
+  const failing = new Protoqueue({ ...names })
+  await failing.connect(server.url)
+  await failing.process(async () => ({ success: false, error: 'smtp down', retry: false }))
+  await eventually('every task dead-lettered', async () => (await queue.getStats()).deadLettered === n)
+  await failing.disconnect()
+  return { queue, ids, names }
+}
+
+function controlWorker(names: { streamName: string; subject: string }, extra: Record<string, string> = {}) {
+  return Child.run(process.execPath, [fixture('control-worker.mjs')], fixtureEnv(names, server.url, extra))
+}
+
+describe('dead letters you can act on', () => {
+  test('processDLQ: success removes a letter, a failure offers it again after retryDelay', async () => {
+    const { queue, ids } = await withDeadLetters(3)
+    const offers: Array<{ id?: string; at: number }> = []
+    await queue.processDLQ(async (letter: DeadLetter<{ n: number }>) => {
+      offers.push({ id: letter.task?.id, at: Date.now() })
+      assert.equal(letter.reason, 'rejected')
+      assert.equal(letter.error, 'smtp down')
+      if (letter.task?.dataFormat === 'json' && letter.task.data.n === 1 && offers.filter((o) => o.id === letter.task?.id).length === 1) {
+        throw new Error('not yet')
+      }
+      return { success: true }
+    }, { retryDelay: 300 })
+    await eventually('every letter removed', async () => (await queue.getStats()).deadLettered === 0)
+    const second = offers.filter((o) => o.id === ids[1])
+    assert.equal(second.length, 2, 'the failed letter was offered again')
+    assert.ok(second[1].at - second[0].at >= 280, `offered again after ${second[1].at - second[0].at} ms`)
+    assert.equal(offers.length, 4)
+    await assert.rejects(queue.processDLQ(async () => ({ success: true })), { code: 'ERR_PQ_ALREADY_PROCESSING' })
+    await queue.disconnect()
+  })
+
+  test('a dead-letter worker killed with SIGKILL mid-letter loses nothing: the letter is offered again', async () => {
+    const { queue, ids, names } = await withDeadLetters(1)
+    const doomed = controlWorker(names, { MODE: 'letters', HANG: '1', ACK_WAIT: '1000' })
+    await doomed.waitForLines(/^letter /)
+    await doomed.kill('SIGKILL')
+    assert.equal((await queue.getStats()).deadLettered, 1, 'still stored')
+    const next = controlWorker(names, { MODE: 'letters', ACK_WAIT: '1000' })
+    const [line] = await next.waitForLines(/^letter /)
+    assert.equal(line, `letter ${ids[0]}`)
+    await eventually('the letter removed', async () => (await queue.getStats()).deadLettered === 0)
+    await next.kill('SIGTERM')
+    await queue.disconnect()
+  })
+
+  test('requeueDeadLetters: a task requeued seconds after its enqueue runs again, with its id', async () => {
+    const { queue, ids } = await withDeadLetters(3)
+    assert.equal(await queue.requeueDeadLetters({ ids: [ids[2]] }), 1)
+    const handled: Array<{ id: string; attempt?: number }> = []
+    await queue.process(async (task) => {
+      handled.push({ id: task.id, attempt: task.attempt })
+      return { success: true }
+    })
+    await eventually('the requeued task', () => handled.length === 1)
+    assert.deepStrictEqual(handled, [{ id: ids[2], attempt: 1 }])
+    assert.equal(await queue.requeueDeadLetters({ reason: 'rejected', limit: 1 }), 1)
+    await eventually('the second requeued task', () => handled.length === 2)
+    assert.equal(handled[1].id, ids[0], 'the oldest first')
+    assert.equal(await queue.purgeDeadLetters({ reason: 'retriesExhausted' }), 0)
+    assert.equal(await queue.purgeDeadLetters(), 1)
+    assert.equal((await queue.getStats()).deadLettered, 0)
+    await queue.disconnect()
+  })
+
+  test('two requeueDeadLetters calls at once make one copy of each task', async () => {
+    const { queue, names } = await withDeadLetters(50)
+    const other = new Protoqueue(names)
+    await other.connect(server.url)
+    const [a, b] = await Promise.all([queue.requeueDeadLetters(), other.requeueDeadLetters()])
+    assert.equal(a + b, 50)
+    const stats = await queue.getStats()
+    assert.deepStrictEqual([stats.messages, stats.deadLettered], [50, 0])
+    await other.disconnect()
+    await queue.disconnect()
+  })
+
+  test('purge() removes the waiting tasks, not those in flight', async () => {
+    const queue = new Protoqueue({ ...uniqueQueue(), options: { batchSize: 2, prefetch: 0 } })
+    await queue.connect(server.url)
+    await queue.enqueueBatch(Array.from({ length: 10 }, (_, n) => ({ data: { n } })))
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let started = 0
+    await queue.process(async () => {
+      started++
+      await gate
+      return { success: true }
+    })
+    await eventually('two tasks running', () => started === 2)
+    assert.equal(await queue.purge(), 8)
+    release()
+    await eventually('the queue empty', async () => (await queue.getStats()).messages === 0)
+    assert.equal(started, 2)
+    await queue.disconnect()
+  })
+
+  test('bad filters and calls before connect() reject with codes', async () => {
+    const queue = new Protoqueue(uniqueQueue())
+    for (const call of [() => queue.requeueDeadLetters(), () => queue.purgeDeadLetters(), () => queue.purge(), () => queue.pause(), () => queue.resume()]) {
+      await assert.rejects(call(), { code: 'ERR_PQ_NOT_CONNECTED' })
+    }
+    await assert.rejects(queue.processDLQ(async () => ({ success: true })), { code: 'ERR_PQ_NOT_CONNECTED' })
+    await queue.connect(server.url)
+    const bad: unknown[] = [5, 'all', [], { id: ['x'] }, { ids: 'x' }, { ids: [1] }, { reason: 'nope' }, { reason: 5 }, { limit: 0 }, { limit: 1.5 }, { limit: 2 ** 60 }]
+    for (const filter of bad) {
+      // @ts-expect-error deliberately wrong
+      await assert.rejects(queue.requeueDeadLetters(filter), { code: 'ERR_PQ_INVALID_CONFIG' }, JSON.stringify(filter))
+    }
+    // @ts-expect-error deliberately wrong
+    await assert.rejects(queue.processDLQ('handler'), { code: 'ERR_PQ_INVALID_HANDLER' })
+    await assert.rejects(queue.processDLQ(async () => ({ success: true }), { batchSize: 0 }), { code: 'ERR_PQ_INVALID_CONFIG' })
+    // @ts-expect-error deliberately wrong
+    await assert.rejects(queue.processDLQ(async () => ({ success: true }), { ackWait: 5 }), { code: 'ERR_PQ_INVALID_CONFIG' })
+    await queue.disconnect()
+  })
+})
+
+describe('pause and resume', () => {
+  test('pause() in one process stops the workers of two others within a second, resume() restarts them, and a restarted worker stays paused', async () => {
+    const names = uniqueQueue()
+    const operator = new Protoqueue(names)
+    await operator.connect(server.url)
+    const workers = [controlWorker(names), controlWorker(names)]
+    await Promise.all(workers.map((w) => w.waitForLines(/^ready$/)))
+    await operator.enqueue({ data: 'before' })
+    await eventually('a worker took the first task', () => workers.some((w) => w.lines.some((l) => l.startsWith('task '))))
+
+    await operator.pause()
+    assert.equal((await operator.getStats()).paused, true)
+    const everyWorker = [...workers]
+    const taken = () => everyWorker.reduce((n, w) => n + w.lines.filter((l) => l.startsWith('task ')).length, 0)
+    const before = taken()
+    await operator.enqueueBatch([{ data: 'during 1' }, { data: 'during 2' }])
+    await new Promise((r) => setTimeout(r, 1_000))
+    assert.equal(taken(), before, 'no worker took a task while paused')
+
+    // A worker started while paused is paused too.
+    await workers[0].kill('SIGKILL')
+    workers[0] = controlWorker(names)
+    everyWorker.push(workers[0])
+    await workers[0].waitForLines(/^ready$/)
+    await new Promise((r) => setTimeout(r, 500))
+    assert.equal(workers[0].lines.filter((l) => l.startsWith('task ')).length, 0)
+    assert.equal((await operator.getStats()).pending, 2)
+
+    await operator.resume()
+    assert.equal((await operator.getStats()).paused, false)
+    await eventually('both waiting tasks taken', () => taken() === before + 2, 5_000)
+    await Promise.all(workers.map((w) => w.kill('SIGTERM')))
+    await operator.disconnect()
+  })
+})
