@@ -64,6 +64,17 @@ export interface QueueOptions {
    * streams are created; an existing stream keeps its replica count.
    */
   replicas?: number
+  /**
+   * The longest a dead letter is kept, in ms (1 to 10 years); older ones are removed. Applied when
+   * the dead-letter stream is created (an existing one with another retention is refused with
+   * `ERR_PQ_STREAM_CONFLICT`). Default: kept until removed.
+   */
+  deadLetterMaxAge?: number
+  /**
+   * The most dead letters kept; beyond it the oldest are removed. Applied when the dead-letter
+   * stream is created, like `deadLetterMaxAge`. Default: no limit.
+   */
+  deadLetterMaxCount?: number
 }
 
 /**

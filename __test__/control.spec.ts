@@ -57,6 +57,19 @@ describe('dead letters you can act on', () => {
     await queue.disconnect()
   })
 
+  test('a dead-letter handler that never settles is bounded by taskTimeout, and its letter offered again', async () => {
+    const { queue } = await withDeadLetters(1)
+    let offers = 0
+    await queue.processDLQ(async () => {
+      offers++
+      if (offers === 1) await new Promise(() => {})
+      return { success: true }
+    }, { taskTimeout: 300, retryDelay: 0 })
+    await eventually('the letter removed on its second offer', async () => (await queue.getStats()).deadLettered === 0)
+    assert.equal(offers, 2)
+    await queue.disconnect()
+  })
+
   test('a dead-letter worker killed with SIGKILL mid-letter loses nothing: the letter is offered again', async () => {
     const { queue, ids, names } = await withDeadLetters(1)
     const doomed = controlWorker(names, { MODE: 'letters', HANG: '1', ACK_WAIT: '1000' })

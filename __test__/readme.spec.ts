@@ -81,3 +81,37 @@ test('README monitoring: prints the stats', () =>
     assert.deepStrictEqual(child.lines, ['Messages: 3, Consumers: 0'])
     await queue.disconnect()
   }))
+
+test('README dead letters: a dead-letter worker, a requeue and a purge', () =>
+  withServer(async (server) => {
+    // Three tasks of the snippets' queue fail for good first.
+    const queue = new Protoqueue({ streamName: 'snippets', subject: 'snippets.tasks', options: { maxRetries: 0 } })
+    await queue.connect(server.url)
+    await queue.enqueueBatch([{ data: 1 }, { data: 2 }, { data: 3 }])
+    await queue.process(async () => ({ success: false, error: 'smtp down' }))
+    await eventually('three dead letters', async () => (await queue.getStats()).deadLettered === 3)
+    await queue.disconnect()
+    const child = await runSnippet('dead-letters', standalone('dead-letters') + "console.log('ready');\n", server)
+    try {
+      await child.waitForLines(/^ready$/)
+      const watcher = await queueOn(server, 'snippets', 'snippets.tasks')
+      await eventually('every letter handled or requeued', async () => (await watcher.getStats()).deadLettered === 0)
+      assert.ok(child.lines.some((l) => /^task .+ failed 1 times: smtp down$/.test(l)), child.lines.join('\n'))
+      assert.ok(child.lines.some((l) => /requeued: \d, removed: 0/.test(l)), child.lines.join('\n'))
+      await watcher.disconnect()
+    } finally {
+      await child.kill()
+    }
+  }))
+
+test('README pause, resume, purge: prints the pause and the purge', () =>
+  withServer(async (server) => {
+    const queue = await queueOn(server, 'snippets', 'snippets.tasks')
+    await queue.enqueueBatch([{ data: 1 }, { data: 2 }])
+    const child = await runSnippet('control', standalone('control') + 'await queue.disconnect();\n', server)
+    const { code } = await within('the snippet to exit', child.exited, 30_000)
+    assert.equal(code, 0, child.stderr)
+    assert.deepStrictEqual(child.lines, ['true', 'purged 2 waiting tasks'])
+    assert.equal((await queue.getStats()).paused, false)
+    await queue.disconnect()
+  }))
