@@ -7,6 +7,7 @@
 const { AsyncLocalStorage } = require('node:async_hooks')
 
 const { NativeQueue } = require('./native.js')
+const { coalesce } = require('./lib/coalesce.js')
 const { describe, dispatcher, runHandler } = require('./lib/dispatcher.js')
 
 /**
@@ -350,8 +351,14 @@ class Protoqueue {
   /** Enqueues one task; resolves to its id once JetStream has stored it. */
   async enqueue(task) {
     const input = encodeTask(task, 'task')
-    return native(() => this.#native.enqueue(input))
+    return native(() => this.#enqueueOne(input))
   }
+
+  /** Single enqueues of one event-loop turn cross into the native side together. */
+  #enqueueOne = coalesce(
+    (inputs) => this.#native.enqueueEach(inputs).then((results) => results.map((r) => ({ value: r.id ?? undefined, error: r.error }))),
+    (text) => withCode(new Error(text), 'ERR_PQ_NATS'),
+  )
 
   /** Enqueues many tasks at once; resolves to their ids, in order, once all are stored. */
   async enqueueBatch(tasks) {

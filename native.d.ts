@@ -19,6 +19,11 @@ export declare class NativeQueue {
   enqueue(task: NativeTaskInput): Promise<string>
   /** Enqueues many tasks, pipelined; resolves to their ids in order once all are stored. */
   enqueueBatch(tasks: Array<NativeTaskInput>): Promise<Array<string>>
+  /**
+   * Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
+   * the shim); resolves, in input order, to each one's id or its coded error text.
+   */
+  enqueueEach(tasks: Array<NativeTaskInput>): Promise<Array<NativeEnqueued>>
   /** A new run id for `process()`: outcomes are reported with it. */
   reserveRun(): number
   /**
@@ -90,6 +95,12 @@ export interface NativeDeadLetter {
   failedAt: number
   /** Its sequence number in the dead-letter stream. */
   streamSequence: number
+}
+
+/** The result of one task of `enqueueEach`: its id, or its error as `"<code>: <message>"`. */
+export interface NativeEnqueued {
+  id?: string
+  error?: string
 }
 
 /** A failed attempt as the shim reports it: the handler's result (normalised) or what it threw. */

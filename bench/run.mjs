@@ -63,6 +63,9 @@ function casesOf(options) {
   for (const workload of options.workloads) {
     if (workload === 'w1') cases.push({ id: 'w1', label: 'W1 sequential enqueue', workload, n: options.n, batchSize: 1 })
     if (workload === 'w2') cases.push({ id: 'w2', label: `W2 batch enqueue (${options.window})`, workload, n: options.n, batchSize: 1 })
+    if (workload === 'w5') {
+      cases.push({ id: 'w5', label: `W5 ${options.producers} concurrent producers`, workload, n: options.n, batchSize: 1, producers: options.producers })
+    }
     if (workload === 'w3') {
       for (const batchSize of options.batchSizes) {
         cases.push({ id: `w3-b${batchSize}`, label: `W3 process b=${batchSize}`, workload, n: options.n, batchSize })
@@ -142,7 +145,7 @@ async function verify(jsm, c, spec, result) {
   if (result.count !== c.n || result.distinct !== c.n || result.duplicates !== 0) {
     throw new Error(`runner counted ${result.distinct} distinct tasks of ${c.n} (${result.duplicates} duplicates, reported count ${result.count})`)
   }
-  const expected = c.workload === 'w1' || c.workload === 'w2' ? c.n : 0
+  const expected = ['w1', 'w2', 'w5'].includes(c.workload) ? c.n : 0
   const deadline = Date.now() + SETTLE_TIMEOUT_MS
   for (;;) {
     const streams = []
@@ -223,6 +226,7 @@ async function main() {
             batchSize: c.batchSize,
             window: options.window,
             rate: options.rate,
+            producers: options.producers,
             url: server.url,
             stream,
             subject: `bench.${stream}`,

@@ -40,6 +40,8 @@ struct Spec {
     url: String,
     stream: String,
     subject: String,
+    #[serde(default)]
+    producers: usize,
 }
 
 /// The durable consumer's name; any fixed name does, the stream is new for every run.
@@ -66,6 +68,7 @@ async fn main() -> Result<(), Error> {
     let result = match spec.workload.as_str() {
         "w1" => sequential_publish(&js, &spec).await?,
         "w2" => pipelined_publish(&js, &spec).await?,
+        "w5" => concurrent_publish(&js, &spec).await?,
         "w3" => {
             publish_window(&js, &spec.subject, payloads(spec.n), spec.window).await?;
             let consumer = create_consumer(&stream).await?;
@@ -94,6 +97,28 @@ async fn sequential_publish(js: &jetstream::Context, spec: &Spec) -> Result<Valu
     let start = Instant::now();
     for payload in tasks {
         js.publish(spec.subject.clone(), payload).await?.await?;
+    }
+    Ok(throughput(spec.n, spec.n, 0, start.elapsed()))
+}
+
+/// W5: `producers` concurrent tasks, each publishing and awaiting one message at a time.
+async fn concurrent_publish(js: &jetstream::Context, spec: &Spec) -> Result<Value, Error> {
+    let tasks = std::sync::Arc::new(std::sync::Mutex::new(payloads(spec.n)));
+    ready_and_go().await?;
+    let start = Instant::now();
+    let producers = (0..spec.producers.max(1)).map(|_| {
+        let (js, tasks, subject) = (js.clone(), tasks.clone(), spec.subject.clone());
+        tokio::spawn(async move {
+            loop {
+                let Some(payload) = tasks.lock().map_err(|e| e.to_string())?.pop() else {
+                    return Ok::<_, Error>(());
+                };
+                js.publish(subject.clone(), payload).await?.await?;
+            }
+        })
+    });
+    for producer in futures::future::join_all(producers).await {
+        producer??;
     }
     Ok(throughput(spec.n, spec.n, 0, start.elapsed()))
 }

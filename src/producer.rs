@@ -77,6 +77,48 @@ pub async fn enqueue_batch(connection: &Connection, tasks: Vec<NewTask>) -> Resu
     Ok(ids)
 }
 
+/// Enqueues tasks that were given together but stand alone (single `enqueue` calls of one
+/// event-loop turn): each is encoded, published (pipelined with the others) and confirmed on its
+/// own, so one bad or unconfirmed task fails only itself. Results are in input order.
+pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<Result<String>> {
+    let publisher = Publisher::new(connection);
+    let mut results: Vec<Option<Result<String>>> = Vec::with_capacity(tasks.len());
+    let mut in_flight = FuturesOrdered::new();
+    for (index, task) in tasks.into_iter().enumerate() {
+        let message = match encode_all(connection, vec![task]).map(|mut one| one.pop()) {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                results.push(Some(Err(Error::Nats("enqueue produced no message".into()))));
+                continue;
+            }
+            Err(err) => {
+                results.push(Some(Err(err)));
+                continue;
+            }
+        };
+        while in_flight.len() >= PUBLISH_WINDOW {
+            if let Some((at, result)) = in_flight.next().await {
+                results[at] = Some(result);
+            }
+        }
+        results.push(None);
+        match publisher.send(&message).await {
+            Ok(sent) => {
+                let confirmed = publisher.confirm(message, sent);
+                in_flight.push_back(async move { (index, confirmed.await) });
+            }
+            Err(err) => results[index] = Some(Err(err)),
+        }
+    }
+    while let Some((at, result)) = in_flight.next().await {
+        results[at] = Some(result);
+    }
+    results
+        .into_iter()
+        .map(|result| result.unwrap_or_else(|| Err(Error::Nats("enqueue lost its result".into()))))
+        .collect()
+}
+
 fn encode_all(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Outgoing>> {
     let max = connection.max_payload();
     let now = envelope::now_ms();

@@ -120,6 +120,13 @@ impl Queue {
         self.next_run.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Enqueues tasks that stand alone though given together (the `enqueue` calls of one
+    /// event-loop turn); each result is its own.
+    pub async fn enqueue_each(&self, tasks: Vec<NewTask>) -> Result<Vec<Result<String>>> {
+        let (connection, _guard) = self.connection_for_enqueue().await?;
+        Ok(producer::enqueue_each(&connection, tasks).await)
+    }
+
     /// Starts a worker run with a handler that takes one attempt at a time.
     pub async fn process(&self, handler: Arc<dyn Handler>) -> Result<()> {
         self.start_run(self.reserve_run(), |_| handler).await

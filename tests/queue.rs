@@ -386,3 +386,37 @@ async fn wait_in_flight(queue: &Queue, n: u64) {
     })
     .await;
 }
+
+/// Single enqueues that crossed together stand alone: a task too large for the server fails on
+/// its own, the others are stored, each result in its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_enqueued_together_each_get_their_own_result() {
+    let server = NatsServer::start().await;
+    let config = test_config();
+    let watcher = connect(&config, &server).await;
+    let queue = connected(config, &server).await;
+    let too_large = task(vec![b'x'; 2 * 1024 * 1024]);
+    let results = queue
+        .enqueue_each(vec![task("1"), too_large, task("3")])
+        .await
+        .expect("connected");
+    assert_eq!(results.len(), 3);
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert_eq!(
+        results[1].as_ref().map_err(|e| e.code()).err(),
+        Some("ERR_PQ_PAYLOAD_TOO_LARGE")
+    );
+    let stats = protoqueue::admin::stats::snapshot(&watcher)
+        .await
+        .expect("stats");
+    assert_eq!(stats.messages, 2);
+    queue.disconnect().await;
+    assert_eq!(
+        queue
+            .enqueue_each(vec![task("4")])
+            .await
+            .map(|_| ())
+            .map_err(|e| e.code()),
+        Err("ERR_PQ_NOT_CONNECTED")
+    );
+}

@@ -30,7 +30,7 @@ function dryRun(dir: string): DryRun {
 const paths = (pack: DryRun) => pack.files.map((file) => file.path).sort()
 
 test('the root package holds the JavaScript, the types, README, LICENSE and package.json only', () => {
-  const expected = ['LICENSE', 'README.md', 'index.d.ts', 'index.js', 'index.mjs', 'lib/dispatcher.js', 'native.d.ts', 'native.js', 'package.json']
+  const expected = ['LICENSE', 'README.md', 'index.d.ts', 'index.js', 'index.mjs', 'lib/coalesce.js', 'lib/dispatcher.js', 'native.d.ts', 'native.js', 'package.json']
   assert.deepStrictEqual(paths(dryRun(repoRoot)), expected)
 })
 

@@ -5,7 +5,8 @@
 const SETTINGS = {
   n: ['BENCH_N', '20000', positiveInteger],
   reps: ['BENCH_REPS', '3', positiveInteger],
-  workloads: ['BENCH_WORKLOADS', 'w1,w2,w3,w4', list(['w1', 'w2', 'w3', 'w4'])],
+  workloads: ['BENCH_WORKLOADS', 'w1,w2,w3,w4,w5', list(['w1', 'w2', 'w3', 'w4', 'w5'])],
+  producers: ['BENCH_PRODUCERS', '100', positiveInteger],
   systems: ['BENCH_SYSTEMS', 'protoqueue,protoqueue-bun,natsjs,rust', list(['protoqueue', 'protoqueue-bun', 'natsjs', 'rust'])],
   batchSizes: ['BENCH_BATCH_SIZES', '10,100', (text) => text.split(',').map(positiveInteger)],
   window: ['BENCH_WINDOW', '1000', positiveInteger],
@@ -20,7 +21,8 @@ const SETTINGS = {
 export const HELP = `Usage: node bench/run.mjs [--flag value ...]   (or npm run bench -- --flag value)
   --n               BENCH_N                   tasks per run of W1-W3 (20000)
   --reps            BENCH_REPS                repetitions of every workload and system (3)
-  --workloads       BENCH_WORKLOADS           any of w1,w2,w3,w4
+  --workloads       BENCH_WORKLOADS           any of w1,w2,w3,w4,w5
+  --producers       BENCH_PRODUCERS           W5 concurrent producers (100)
   --systems         BENCH_SYSTEMS             any of protoqueue,protoqueue-bun,natsjs,rust
   --batch-sizes     BENCH_BATCH_SIZES         W3 batchSize values (10,100)
   --window          BENCH_WINDOW              W2 chunk / publish window (1000)

@@ -74,6 +74,19 @@ const WORKLOADS = {
     return throughput(spec.n, spec.n, 0, performance.now() - start)
   },
 
+  /** W5: `producers` concurrent callers, each awaiting one enqueue at a time (request handlers). */
+  async w5(adapter, spec, driver) {
+    const all = tasks(spec.n)
+    let next = 0
+    const producer = async () => {
+      while (next < all.length) await adapter.enqueue(all[next++])
+    }
+    await driver.readyAndGo()
+    const start = performance.now()
+    await Promise.all(Array.from({ length: spec.producers }, producer))
+    return throughput(spec.n, spec.n, 0, performance.now() - start)
+  },
+
   /** W3: N tasks enqueued before timing; from the first handler start to the last handler end. */
   async w3(adapter, spec, driver) {
     await adapter.enqueueMany(tasks(spec.n))

@@ -52,7 +52,12 @@ fn init() {
 }
 
 fn to_js(err: Error) -> napi::Error {
-    napi::Error::new(Status::GenericFailure, format!("{}: {err}", err.code()))
+    napi::Error::new(Status::GenericFailure, coded(&err))
+}
+
+/// An error as the shim reads it: `"<code>: <message>"`.
+fn coded(err: &Error) -> String {
+    format!("{}: {err}", err.code())
 }
 
 /// A task to enqueue, as the shim sends it: JSON text.
@@ -62,6 +67,13 @@ pub struct NativeTaskInput {
     pub data: String,
     /// The task's metadata as JSON object text, if any.
     pub metadata: Option<String>,
+}
+
+/// The result of one task of `enqueueEach`: its id, or its error as `"<code>: <message>"`.
+#[napi(object)]
+pub struct NativeEnqueued {
+    pub id: Option<String>,
+    pub error: Option<String>,
 }
 
 /// A task as a dead letter carries it. Its data and metadata come as JSON text when they are
@@ -202,6 +214,30 @@ impl NativeQueue {
     pub async fn enqueue_batch(&self, tasks: Vec<NativeTaskInput>) -> napi::Result<Vec<String>> {
         let tasks = tasks.into_iter().map(new_task).collect();
         self.queue.enqueue_batch(tasks).await.map_err(to_js)
+    }
+
+    /// Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
+    /// the shim); resolves, in input order, to each one's id or its coded error text.
+    #[napi(catch_unwind)]
+    pub async fn enqueue_each(
+        &self,
+        tasks: Vec<NativeTaskInput>,
+    ) -> napi::Result<Vec<NativeEnqueued>> {
+        let tasks = tasks.into_iter().map(new_task).collect();
+        let results = self.queue.enqueue_each(tasks).await.map_err(to_js)?;
+        Ok(results
+            .into_iter()
+            .map(|result| match result {
+                Ok(id) => NativeEnqueued {
+                    id: Some(id),
+                    error: None,
+                },
+                Err(err) => NativeEnqueued {
+                    id: None,
+                    error: Some(coded(&err)),
+                },
+            })
+            .collect())
     }
 
     /// A new run id for `process()`: outcomes are reported with it.
