@@ -20,9 +20,15 @@ class Slots {
     this.#free = size
   }
 
+  /** Takes a free slot at once if there is one (no promise, no await). */
+  tryAcquire() {
+    if (this.#free === 0) return false
+    this.#free--
+    return true
+  }
+
   async acquire() {
-    if (this.#free > 0) this.#free--
-    else await new Promise((resolve) => this.#waiting.push(resolve))
+    if (!this.tryAcquire()) await new Promise((resolve) => this.#waiting.push(resolve))
   }
 
   release() {
@@ -51,13 +57,32 @@ function natsjsAdapter() {
       await js.publish(spec.subject, JSON.stringify(data))
     },
     async enqueueMany(tasks) {
-      // Pipelined: up to `window` publishes awaiting their acks.
-      const pending = []
-      for (const data of tasks) {
-        if (pending.length >= spec.window) await pending.shift()
-        pending.push(js.publish(spec.subject, JSON.stringify(data)))
+      // Pipelined: up to `window` publishes awaiting their acks, settled by callback. When the
+      // window is full the loop waits until half of it is free, then issues the next half at once,
+      // so those publishes share socket writes (awaiting the oldest ack before each publish yields
+      // once per publish and measured about half as fast).
+      let inFlight = 0
+      let failure
+      let wake
+      const settled = () => {
+        inFlight--
+        wake?.()
       }
-      await Promise.all(pending)
+      const waitFor = async (limit) => {
+        while (inFlight > limit) await new Promise((resolve) => (wake = resolve))
+        wake = undefined
+      }
+      for (const data of tasks) {
+        if (inFlight >= spec.window) await waitFor(spec.window >> 1)
+        if (failure) throw failure
+        inFlight++
+        js.publish(spec.subject, JSON.stringify(data)).then(settled, (err) => {
+          failure ??= err
+          settled()
+        })
+      }
+      await waitFor(0)
+      if (failure) throw failure
     },
     async process(handle) {
       const consumer = await js.consumers.get(spec.stream, CONSUMER)
@@ -73,7 +98,7 @@ function natsjsAdapter() {
       }
       ;(async () => {
         for await (const m of messages) {
-          await slots.acquire()
+          if (!slots.tryAcquire()) await slots.acquire()
           run(m)
         }
       })()
