@@ -181,12 +181,14 @@ describe("another producer's envelopes and dead letters", () => {
     })
     await publish(names.subject, taskEnvelope('foreign-text', 'hello, not JSON', 'text/plain'))
     await publish(names.subject, taskEnvelope('foreign-meta', '"fine"', 'application/json', '[1, 2]'))
-    const found = await letters(queue, 2)
+    // Bytes that happen to parse as JSON, under another content type: still not for this worker.
+    await publish(names.subject, taskEnvelope('foreign-plain', '123', 'text/plain'))
+    const found = await letters(queue, 3)
     await queue.enqueue({ data: 'healthy' })
     await within('a healthy task after them', healthy.promise)
     assert.deepStrictEqual(handled, ['healthy'], 'the handler never saw the foreign tasks')
     const byId = new Map(found.map((l) => [l.task?.id, l]))
-    for (const id of ['foreign-text', 'foreign-meta']) {
+    for (const id of ['foreign-text', 'foreign-meta', 'foreign-plain']) {
       const letter = byId.get(id)!
       assert.equal(letter.reason, 'invalidData')
       assert.equal(letter.attempts, 1, 'dead-lettered on its first delivery')

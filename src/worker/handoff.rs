@@ -20,6 +20,13 @@ use crate::worker::executor::{Attempt, Failure};
 /// kept it). A task whose data or metadata no handler could take is an error.
 pub fn task_json(attempt: &Attempt) -> Result<String, Failure> {
     let task = &attempt.task;
+    if !is_json_content_type(&task.content_type) {
+        return Err(Failure::new(format!(
+            "task {} has content type {:?}; this worker reads application/json",
+            task.id,
+            crate::logging::shorten(&task.content_type)
+        )));
+    }
     let data = json_text(&task.data)
         .ok_or_else(|| Failure::new(format!("task {} has data that is not JSON", task.id)))?;
     // The fields of the metadata object: valid JSON that starts with `{` ends with `}`.
@@ -98,6 +105,13 @@ pub fn batch_json(limit: u32, batch: &[(u32, String)]) -> String {
     }
     json.push_str("]}");
     json
+}
+
+/// Whether a task's content type says JSON: `application/json` (with parameters such as a
+/// charset), or none at all (a foreign producer that did not say).
+fn is_json_content_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.is_empty() || essence.eq_ignore_ascii_case(crate::envelope::JSON)
 }
 
 /// `bytes` as text when they are exactly one JSON value.
@@ -222,6 +236,23 @@ mod tests {
         ] {
             let failure = task_json(&attempt(data, metadata)).expect_err("must fail");
             assert!(failure.error.contains("id-\"1\""), "{failure:?}");
+        }
+    }
+
+    #[test]
+    fn only_json_content_types_reach_the_handler() {
+        for (content_type, accepted) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("Application/JSON", true),
+            ("", true),
+            ("text/plain", false),
+            ("application/x-msgpack", false),
+            ("application/jsonx", false),
+        ] {
+            let mut task = attempt("123", "");
+            task.task.content_type = content_type.into();
+            assert_eq!(task_json(&task).is_ok(), accepted, "{content_type:?}");
         }
     }
 
