@@ -314,6 +314,26 @@ export interface DeadLetterFilter {
   limit?: number
 }
 
+/** How far a `requeueDeadLetters` or `purgeDeadLetters` call is. */
+export interface DeadLetterProgress {
+  /** Letters looked at so far. */
+  seen: number
+  /** Letters stored when the call began (it looks at these, and at no later ones). */
+  total: number
+  /** Letters acted on (requeued or removed) so far. */
+  done: number
+}
+
+/** Options of `requeueDeadLetters` and `purgeDeadLetters`. */
+export interface DeadLetterActionOptions {
+  /**
+   * Called with how far the call is, at most about ten times a second (the first and, once every
+   * letter was looked at, the last report always). For progress bars: it never slows the call
+   * down. A callback that throws is not called again (the call itself goes on).
+   */
+  onProgress?: (progress: DeadLetterProgress) => void
+}
+
 /** A dead-letter handler (`processDLQ`): `{ success: true }` removes the letter. */
 export type DeadLetterHandler<T = unknown> = (letter: DeadLetter<T>) => Promise<TaskResult> | TaskResult
 
@@ -408,9 +428,9 @@ export declare class Protoqueue<T = unknown> {
    * of messages that were not tasks, and letters whose data was dropped, are left alone. Two
    * calls at once requeue each task once.
    */
-  requeueDeadLetters(filter?: DeadLetterFilter): Promise<number>
-  /** Removes the dead letters `filter` picks; resolves to how many. */
-  purgeDeadLetters(filter?: DeadLetterFilter): Promise<number>
+  requeueDeadLetters(filter?: DeadLetterFilter, options?: DeadLetterActionOptions): Promise<number>
+  /** Removes the dead letters `filter` picks; resolves to how many. `options` as in `requeueDeadLetters`. */
+  purgeDeadLetters(filter?: DeadLetterFilter, options?: DeadLetterActionOptions): Promise<number>
   /**
    * Removes the tasks waiting in the queue (never delivered; not those being handled or waiting
    * for a retry); resolves to how many.
