@@ -172,6 +172,8 @@ function parseCommandLine(argv, output, version) {
   } catch (err) {
     if (!(err instanceof CommanderError)) throw err
     if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return { exit: EXIT.OK }
+    // `protoqueue help [command]` (exit code 0), or help shown for a missing subcommand (1).
+    if (err.code === 'commander.help' && err.exitCode === 0) return { exit: EXIT.OK }
     return { exit: EXIT.USAGE }
   }
   if (!selected) {
