@@ -148,6 +148,13 @@ export interface ProtoqueueConfig {
   options?: QueueOptions
   /** Log what the queue does to stderr (debug level). `PROTOQUEUE_LOG` sets a filter instead. */
   verbose?: boolean
+  /**
+   * `connect()` creates the queue's streams when missing (default `true`). `false` only opens the
+   * existing ones (a missing one rejects with `ERR_PQ_INVALID_CONFIG`) and takes the dead-letter
+   * stream's retention as it was created, whatever `deadLetterMaxAge`/`deadLetterMaxCount` say:
+   * for tools that inspect or operate a queue (the command line uses it).
+   */
+  createStreams?: boolean
 }
 
 /**

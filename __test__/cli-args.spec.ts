@@ -58,8 +58,8 @@ test('help and version exit 0 on stdout; usage errors exit 2 on stderr', () => {
 test('the queue and the connection come from flags, else from the environment; secrets from files or the environment only', () => {
   const secrets = mkdtempSync(join(tmpdir(), 'pq-cli-args-'))
   try {
-    assert.deepStrictEqual(queueConfig({}, { PROTOQUEUE_STREAM: 'e', PROTOQUEUE_SUBJECT: 'f' }), { streamName: 'e', subject: 'f' })
-    assert.deepStrictEqual(queueConfig({ stream: 's', subject: 't', server: 'nats://a' }, { PROTOQUEUE_STREAM: 'e' }), { streamName: 's', subject: 't', url: 'nats://a' })
+    assert.deepStrictEqual(queueConfig({}, { PROTOQUEUE_STREAM: 'e', PROTOQUEUE_SUBJECT: 'f' }), { streamName: 'e', subject: 'f', createStreams: false })
+    assert.deepStrictEqual(queueConfig({ stream: 's', subject: 't', server: 'nats://a' }, { PROTOQUEUE_STREAM: 'e' }), { streamName: 's', subject: 't', createStreams: false, url: 'nats://a' })
     assert.throws(() => queueConfig({ stream: 's' }, {}), (err: CliError) => err.exitCode === EXIT.USAGE)
     assert.throws(() => queueConfig({ subject: 't' }, {}), (err: CliError) => err.exitCode === EXIT.USAGE)
     const names = { stream: 's', subject: 't' }

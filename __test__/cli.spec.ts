@@ -54,6 +54,15 @@ function queueFlags(names = uniqueQueue('cli')) {
   return { names, flags: ['--server', server.url, '--stream', names.streamName, '--subject', names.subject] }
 }
 
+/** The flags naming a fresh queue whose streams exist (the CLI never creates them). */
+async function existingQueue() {
+  const { names, flags } = queueFlags()
+  const queue = new Protoqueue(names)
+  await queue.connect(server.url)
+  await queue.disconnect()
+  return { names, flags }
+}
+
 const expectExit = (run: Run, code: number) => assert.equal(run.code, code, `exit ${run.code}, expected ${code}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`)
 
 /** `n` dead letters (reason `rejected`, error `smtp down`) on a fresh queue; the library makes them. */
@@ -82,7 +91,7 @@ describe('usage', () => {
   })
 
   test('unknown commands and flags, bad values, a missing queue and no command exit with 2', async () => {
-    const { flags } = queueFlags()
+    const { flags } = await existingQueue()
     const bad = [
       [],
       ['nope'],
@@ -130,6 +139,9 @@ describe('connecting', () => {
   test('a token from NATS_TOKEN, a file or the URL works; a wrong one exits 3 with ERR_PQ_AUTH; the secret is never printed', async () => {
     const names = uniqueQueue('cli')
     const queue = ['--stream', names.streamName, '--subject', names.subject]
+    const owner = new Protoqueue({ ...names, auth: { token: TOKEN } })
+    await owner.connect(tokens.url)
+    await owner.disconnect()
     const tokenFile = join(dir, 'token')
     writeFileSync(tokenFile, `${TOKEN}\n`)
     const wrong = 'wrong-s3cret-token'
@@ -155,7 +167,7 @@ describe('connecting', () => {
 
 describe('commands', () => {
   test('enqueue: an argument, many stdin lines in batches (blank lines skipped), --envelope with metadata, --quiet, --json', async () => {
-    const { names, flags } = queueFlags()
+    const { names, flags } = await existingQueue()
     const one = await cli(['enqueue', '{"to":"ada"}', ...flags])
     expectExit(one, 0)
     assert.match(one.stdout.trim(), /^[0-9a-f-]{36}$/)
@@ -190,7 +202,7 @@ describe('commands', () => {
   })
 
   test('enqueue stops at a line that is not JSON (exit 2), naming it, after the lines before it', async () => {
-    const { flags } = queueFlags()
+    const { flags } = await existingQueue()
     const run = await cli(['enqueue', '-', '--batch-size', '2', ...flags], { input: '1\n2\n{oops\n4\n' })
     expectExit(run, 2)
     assert.match(run.stderr, /line 3/)
@@ -198,7 +210,7 @@ describe('commands', () => {
   })
 
   test('an operation that fails exits 1 with its ERR_PQ code: a task above max_payload, a stream made for another subject', async () => {
-    const { names, flags } = queueFlags()
+    const { names, flags } = await existingQueue()
     const huge = await cli(['enqueue', '-', ...flags], { input: `${JSON.stringify('x'.repeat(1_200_000))}\n` })
     expectExit(huge, 1)
     assert.match(huge.stderr, /ERR_PQ_PAYLOAD_TOO_LARGE/)
@@ -207,8 +219,23 @@ describe('commands', () => {
     assert.equal(JSON.parse(conflict.stderr).error.code, 'ERR_PQ_STREAM_CONFLICT')
   })
 
+  test('the CLI never creates a queue (a missing stream exits 2, nothing made), and works on one whose dead letters have a retention', async () => {
+    const { names, flags } = queueFlags()
+    const missing = await cli(['stats', '--json', ...flags])
+    expectExit(missing, 2)
+    assert.equal(JSON.parse(missing.stderr).error.code, 'ERR_PQ_INVALID_CONFIG')
+    expectExit(await cli(['enqueue', '1', ...flags]), 2)
+    const owner = new Protoqueue({ ...names, options: { deadLetterMaxAge: 86_400_000, deadLetterMaxCount: 1000 } })
+    await owner.connect(server.url)
+    assert.equal((await owner.getStats()).messages, 0, 'the stream did not exist before')
+    const run = await cli(['enqueue', '1', ...flags])
+    expectExit(run, 0)
+    assert.equal(JSON.parse((await cli(['stats', '--json', ...flags])).stdout).messages, 1)
+    await owner.disconnect()
+  })
+
   test('stats, pause and resume, as tables and as JSON', async () => {
-    const { flags, names } = queueFlags()
+    const { flags, names } = await existingQueue()
     const table = await cli(['stats', ...flags])
     expectExit(table, 0)
     assert.match(table.stdout, new RegExp(names.streamName))
@@ -219,7 +246,7 @@ describe('commands', () => {
   })
 
   test('purge asks for --yes off a terminal (exit 2, nothing removed), and removes the waiting tasks with it', async () => {
-    const { flags } = queueFlags()
+    const { flags } = await existingQueue()
     await cli(['enqueue', '-', ...flags], { input: '1\n2\n3\n' })
     expectExit(await cli(['purge', ...flags]), 2)
     assert.equal(JSON.parse((await cli(['stats', '--json', ...flags])).stdout).messages, 3)

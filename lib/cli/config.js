@@ -96,7 +96,9 @@ function queueConfig(flags, env) {
   const wantsTls = flags.tls === true || Object.keys(tls).length > 0
 
   /** @type {import('protoqueue').ProtoqueueConfig} */
-  const config = { streamName, subject }
+  // An operator's tool: never create a queue because of a typo, and take the dead-letter
+  // stream's retention as the queue's owner made it.
+  const config = { streamName, subject, createStreams: false }
   if (flags.server !== undefined) config.url = flags.server
   if (Object.keys(auth).length > 0) config.auth = auth
   if (wantsTls) config.tls = Object.keys(tls).length > 0 ? tls : true
