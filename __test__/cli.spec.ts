@@ -152,9 +152,11 @@ describe('connecting', () => {
       cli(['stats', '--server', tokens.url, ...queue], { env: { NATS_TOKEN: wrong } }),
       cli(['stats', '--server', `nats://${wrong}@127.0.0.1:${tokens.port}`, ...queue]),
       cli(['stats', '--server', tokens.url, ...queue]),
+      cli(['stats', '--server', tokens.url, '--token', TOKEN, ...queue]),
     ])
     runs.slice(0, 3).forEach((run) => expectExit(run, 0))
-    for (const run of runs.slice(3)) {
+    expectExit(runs[6], 2) // secrets are not taken as flags
+    for (const run of runs.slice(3, 6)) {
       expectExit(run, 3)
       assert.match(run.stderr, /ERR_PQ_AUTH/)
     }

@@ -17,6 +17,8 @@ const { usage } = require('./exit.js')
  * @property {string} [creds] `.creds` file, else `NATS_CREDS`
  * @property {string} [user] else `NATS_USER`
  * @property {string} [passwordFile] file holding the password, else `NATS_PASSWORD`
+ * @property {string} [password] refused: secrets do not go in flags
+ * @property {string} [token] refused: secrets do not go in flags
  * @property {string} [tokenFile] file holding the token, else `NATS_TOKEN`
  * @property {string} [nkey] file holding the NKey seed, else `NATS_NKEY_SEED`
  * @property {boolean} [tls] require TLS
@@ -55,6 +57,8 @@ function readSecret(file, flag) {
  * @returns {import('protoqueue').ProtoqueueConfig}
  */
 function queueConfig(flags, env) {
+  if (flags.password !== undefined) throw usage('--password is not taken (flags show in `ps` and shell history): use --password-file <file> or NATS_PASSWORD')
+  if (flags.token !== undefined) throw usage('--token is not taken (flags show in `ps` and shell history): use --token-file <file> or NATS_TOKEN')
   const streamName = flags.stream ?? env.PROTOQUEUE_STREAM
   const subject = flags.subject ?? env.PROTOQUEUE_SUBJECT
   if (!streamName) throw usage('which queue? Give --stream <name> (or set PROTOQUEUE_STREAM)')

@@ -73,6 +73,9 @@ function buildProgram(select, output, version) {
     .option('--user <name>', 'user name; the password comes from --password-file or NATS_PASSWORD (default: NATS_USER)')
     .option('--password-file <file>', 'a file holding the password of --user')
     .option('--token-file <file>', 'a file holding the token (default: NATS_TOKEN)')
+    // Secrets as flags would show in `ps` and shell history: refused with a pointer (config.js).
+    .addOption(new Option('--password <secret>').hideHelp())
+    .addOption(new Option('--token <secret>').hideHelp())
     .option('--nkey <file>', 'a file holding the NKey user seed (default: NATS_NKEY_SEED)')
     .option('--tls', 'require TLS')
     .option('--tls-ca <file>', 'CA certificate(s) to trust (default: NATS_CA)')
