@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 
-import { describeFilter, taskOf } from '../lib/cli/commands.js'
+import { PassThrough } from 'node:stream'
+
+import { confirmed, describeFilter, taskOf } from '../lib/cli/commands.js'
 import { queueConfig } from '../lib/cli/config.js'
 import { CliError, EXIT, fromLibrary } from '../lib/cli/exit.js'
 import { letterTable, table, truncate } from '../lib/cli/format.js'
@@ -133,4 +135,25 @@ test('tables pad their columns; errors are cut to one line; filters read as word
   assert.match(letterTable([letter]).split('\n')[1], /^7\s+-\s+rejected\s+2\s+-\s+boom$/)
   assert.equal(describeFilter({}, 12), 'all 12 dead letters')
   assert.equal(describeFilter({ reason: 'rejected', limit: 3 }, 12), 'the dead letters with reason rejected (of 12 stored), at most 3')
+})
+
+test('confirmation: asked on a terminal (only y or yes goes on), refused with a usage error elsewhere, skipped with --yes', async () => {
+  const ask = async (answer: string | null, tty: { stdin: boolean; stderr: boolean }, yes = false) => {
+    const stdin = Object.assign(new PassThrough(), { isTTY: tty.stdin })
+    let asked = ''
+    const stderr = { isTTY: tty.stderr, write: (text: string) => (asked += text) }
+    const context = { options: { yes }, io: { stdin, stdout: { write: () => true }, stderr } } as unknown as Parameters<typeof confirmed>[0]
+    if (answer === null) stdin.end()
+    else stdin.write(`${answer}\n`)
+    const result = await confirmed(context, 'Remove all 3 dead letters?')
+    return { result, asked }
+  }
+  const terminal = { stdin: true, stderr: true }
+  for (const answer of ['y', 'YES', ' yes ']) assert.equal((await ask(answer, terminal)).result, true, answer)
+  for (const answer of ['', 'n', 'no', 'yep', null]) assert.equal((await ask(answer, terminal)).result, false, String(answer))
+  assert.match((await ask('y', terminal)).asked, /Remove all 3 dead letters\? \[y\/N\]/)
+  for (const tty of [{ stdin: false, stderr: true }, { stdin: true, stderr: false }]) {
+    await assert.rejects(ask('y', tty), (err: CliError) => err.exitCode === EXIT.USAGE && /--yes/.test(err.message))
+  }
+  assert.deepStrictEqual(await ask(null, { stdin: false, stderr: false }, true), { result: true, asked: '' })
 })

@@ -250,4 +250,4 @@ const COMMANDS = {
 /** Commands planned for later versions: they exit with `EXIT.UNAVAILABLE`. */
 const UNAVAILABLE = new Set(['metrics', 'dashboard'])
 
-module.exports = { COMMANDS, UNAVAILABLE, taskOf, letterFilter, describeFilter }
+module.exports = { COMMANDS, UNAVAILABLE, taskOf, letterFilter, describeFilter, confirmed }
