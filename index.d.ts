@@ -422,6 +422,11 @@ export declare class Protoqueue<T = unknown> {
    */
   getDeadLetters(limit?: number): Promise<Array<DeadLetter<T>>>
   /**
+   * Reads (without removing) the dead letter whose `sequence` is given (an integer >= 1, else
+   * `ERR_PQ_INVALID_CONFIG`); resolves to `undefined` when there is none (removed or never stored).
+   */
+  getDeadLetter(sequence: number): Promise<DeadLetter<T> | undefined>
+  /**
    * Starts a dead-letter worker: `handler` gets each dead letter (the object `getDeadLetters`
    * returns), one dead-letter worker of the queue at a time, with heartbeats and `taskTimeout`
    * as in `process()`. `{ success: true }` removes the letter (only then); a failure offers it

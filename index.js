@@ -417,6 +417,15 @@ class Protoqueue {
     return letters.map(decodeDeadLetter)
   }
 
+  /** Reads (without removing) the dead letter at `sequence`; `undefined` when there is none. */
+  async getDeadLetter(sequence) {
+    if (!Number.isSafeInteger(sequence) || sequence < 1) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetter(sequence) takes an integer >= 1, got ${describe(sequence)}`)
+    }
+    const letter = await native(() => this.#native.deadLetter(sequence))
+    return letter ? decodeDeadLetter(letter) : undefined
+  }
+
   /** Starts a dead-letter worker; `{ success: true }` from `handler` removes the letter. */
   async processDLQ(handler, options) {
     if (typeof handler !== 'function') {

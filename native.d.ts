@@ -43,6 +43,11 @@ export declare class NativeQueue {
   /** Reads (without removing) up to `limit` dead letters, oldest first. */
   deadLetters(limit: number): Promise<Array<NativeDeadLetter>>
   /**
+   * Reads (without removing) the dead letter at `sequence` (an integer >= 1, checked by the
+   * shim), if there is one.
+   */
+  deadLetter(sequence: number): Promise<NativeDeadLetter | null>
+  /**
    * Starts the dead-letter worker: `handler` gets each dead letter and resolves to its
    * normalised result; a success removes the letter.
    */

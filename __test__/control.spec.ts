@@ -115,6 +115,20 @@ describe('dead letters you can act on', () => {
     await queue.disconnect()
   })
 
+  test('getDeadLetter(sequence) reads one letter as getDeadLetters does; none there is undefined; a bad sequence rejects', async () => {
+    const { queue } = await withDeadLetters(3)
+    const letters = await queue.getDeadLetters()
+    assert.deepStrictEqual(await queue.getDeadLetter(letters[1].sequence), letters[1])
+    await queue.purgeDeadLetters({ ids: [letters[1].task!.id] })
+    assert.equal(await queue.getDeadLetter(letters[1].sequence), undefined, 'removed')
+    assert.equal(await queue.getDeadLetter(letters[2].sequence + 1000), undefined, 'never stored')
+    for (const bad of [0, -1, 1.5, '1', 2 ** 60]) {
+      // @ts-expect-error deliberately wrong
+      await assert.rejects(queue.getDeadLetter(bad), { code: 'ERR_PQ_INVALID_CONFIG' }, String(bad))
+    }
+    await queue.disconnect()
+  })
+
   test('onProgress reports a requeue and a purge as they go, ending with every letter looked at; a throwing callback does not stop the call', async () => {
     const { queue } = await withDeadLetters(300)
     const reports: Array<{ seen: number; total: number; done: number }> = []

@@ -55,9 +55,16 @@ async function dlqList(context) {
 async function dlqShow(context) {
   const [wanted] = context.args
   const bySequence = /^\d+$/.test(wanted)
-  const stored = (await context.queue.getStats()).deadLettered
-  const letters = stored === 0 ? [] : await context.queue.getDeadLetters(Math.min(stored, MAX_DEAD_LETTERS))
-  const letter = letters.find((letter) => (bySequence ? letter.sequence === Number(wanted) : letter.task?.id === wanted))
+  let letter
+  if (bySequence) {
+    const sequence = Number(wanted)
+    letter = Number.isSafeInteger(sequence) && sequence >= 1 ? await context.queue.getDeadLetter(sequence) : undefined
+  } else {
+    // Letters are stored by sequence only: finding a task id reads them all.
+    const stored = (await context.queue.getStats()).deadLettered
+    const letters = stored === 0 ? [] : await context.queue.getDeadLetters(Math.min(stored, MAX_DEAD_LETTERS))
+    letter = letters.find((letter) => letter.task?.id === wanted)
+  }
   if (!letter) throw new CliError(EXIT.FAILED, `no dead letter with ${bySequence ? 'sequence' : 'task id'} ${wanted}`)
   print(context, letter, () => letterDetails(letter))
 }

@@ -306,6 +306,18 @@ impl NativeQueue {
         Ok(stored.into_iter().map(native_dead_letter).collect())
     }
 
+    /// Reads (without removing) the dead letter at `sequence` (an integer >= 1, checked by the
+    /// shim), if there is one.
+    #[napi(catch_unwind)]
+    pub async fn dead_letter(&self, sequence: f64) -> napi::Result<Option<NativeDeadLetter>> {
+        let stored = self
+            .queue
+            .dead_letter(sequence as u64)
+            .await
+            .map_err(to_js)?;
+        Ok(stored.map(native_dead_letter))
+    }
+
     /// Starts the dead-letter worker: `handler` gets each dead letter and resolves to its
     /// normalised result; a success removes the letter.
     #[napi(
