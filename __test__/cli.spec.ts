@@ -3,7 +3,7 @@
 // 2 usage, 3 connection, 4 not available), stdin enqueue of many lines, a requeue's progress on
 // a non-terminal (no bar), and secrets never printed.
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -311,6 +311,37 @@ describe('commands', () => {
     assert.match(run.stdout, /3000/)
     assert.ok(!/[\r\x1b]/.test(run.stderr + run.stdout), `control characters in ${JSON.stringify(run.stderr)}`)
     assert.equal((await queue.getStats()).messages, 3000)
+    await queue.disconnect()
+  })
+
+  // util-linux `script` gives the CLI a terminal (stdin, stdout and stderr on one pty).
+  const hasScript = process.platform === 'linux' && spawnSync('script', ['--version']).status === 0
+  test('on a terminal: dlq requeue asks (n: exit 1, nothing done; y: done) and draws a progress bar', { skip: !hasScript && 'needs util-linux script' }, async () => {
+    const { queue, flags } = await deadLetters(1500)
+    const onTerminal = (answer: string) =>
+      new Promise<Run>((resolve) => {
+        const command = ['node', BIN, 'dlq', 'requeue', ...flags].map((arg) => `'${arg}'`).join(' ')
+        const child = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] })
+        let stdout = ''
+        let answered = false
+        child.stdout.on('data', (chunk) => {
+          stdout += chunk
+          if (!answered && /\[y\/N\]/.test(stdout)) {
+            answered = true
+            child.stdin.write(`${answer}\n`)
+          }
+        })
+        child.once('close', (code) => resolve({ code, stdout, stderr: '' }))
+      })
+    const declined = await onTerminal('n')
+    expectExit(declined, 1)
+    assert.match(declined.stdout, /Requeue the tasks of all 1500 dead letters/)
+    assert.equal((await queue.getStats()).deadLettered, 1500, 'nothing done')
+    const accepted = await onTerminal('y')
+    expectExit(accepted, 0)
+    assert.match(accepted.stdout, /\r\x1b\[2K\[[#-]+\] \d+% /, 'a bar redrawn in place')
+    assert.match(accepted.stdout, /Requeued 1500 tasks/)
+    assert.equal((await queue.getStats()).messages, 1500)
     await queue.disconnect()
   })
 })
