@@ -148,6 +148,13 @@ export interface ProtoqueueConfig {
   options?: QueueOptions
   /** Log what the queue does to stderr (debug level). `PROTOQUEUE_LOG` sets a filter instead. */
   verbose?: boolean
+  /**
+   * `connect()` creates the queue's streams when missing (default `true`). `false` only opens the
+   * existing ones (a missing one rejects with `ERR_PQ_INVALID_CONFIG`) and takes the dead-letter
+   * stream's retention as it was created, whatever `deadLetterMaxAge`/`deadLetterMaxCount` say:
+   * for tools that inspect or operate a queue (the command line uses it).
+   */
+  createStreams?: boolean
 }
 
 /**
@@ -314,6 +321,26 @@ export interface DeadLetterFilter {
   limit?: number
 }
 
+/** How far a `requeueDeadLetters` or `purgeDeadLetters` call is. */
+export interface DeadLetterProgress {
+  /** Letters looked at so far. */
+  seen: number
+  /** Letters stored when the call began (it looks at these, and at no later ones). */
+  total: number
+  /** Letters acted on (requeued or removed) so far. */
+  done: number
+}
+
+/** Options of `requeueDeadLetters` and `purgeDeadLetters`. */
+export interface DeadLetterActionOptions {
+  /**
+   * Called with how far the call is, at most about ten times a second (the first and, once every
+   * letter was looked at, the last report always). For progress bars: it never slows the call
+   * down. A callback that throws is not called again (the call itself goes on).
+   */
+  onProgress?: (progress: DeadLetterProgress) => void
+}
+
 /** A dead-letter handler (`processDLQ`): `{ success: true }` removes the letter. */
 export type DeadLetterHandler<T = unknown> = (letter: DeadLetter<T>) => Promise<TaskResult> | TaskResult
 
@@ -395,6 +422,11 @@ export declare class Protoqueue<T = unknown> {
    */
   getDeadLetters(limit?: number): Promise<Array<DeadLetter<T>>>
   /**
+   * Reads (without removing) the dead letter whose `sequence` is given (an integer >= 1, else
+   * `ERR_PQ_INVALID_CONFIG`); resolves to `undefined` when there is none (removed or never stored).
+   */
+  getDeadLetter(sequence: number): Promise<DeadLetter<T> | undefined>
+  /**
    * Starts a dead-letter worker: `handler` gets each dead letter (the object `getDeadLetters`
    * returns), one dead-letter worker of the queue at a time, with heartbeats and `taskTimeout`
    * as in `process()`. `{ success: true }` removes the letter (only then); a failure offers it
@@ -408,9 +440,9 @@ export declare class Protoqueue<T = unknown> {
    * of messages that were not tasks, and letters whose data was dropped, are left alone. Two
    * calls at once requeue each task once.
    */
-  requeueDeadLetters(filter?: DeadLetterFilter): Promise<number>
-  /** Removes the dead letters `filter` picks; resolves to how many. */
-  purgeDeadLetters(filter?: DeadLetterFilter): Promise<number>
+  requeueDeadLetters(filter?: DeadLetterFilter, options?: DeadLetterActionOptions): Promise<number>
+  /** Removes the dead letters `filter` picks; resolves to how many. `options` as in `requeueDeadLetters`. */
+  purgeDeadLetters(filter?: DeadLetterFilter, options?: DeadLetterActionOptions): Promise<number>
   /**
    * Removes the tasks waiting in the queue (never delivered; not those being handled or waiting
    * for a retry); resolves to how many.

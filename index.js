@@ -424,6 +424,15 @@ class Protoqueue {
     return letters.map(decodeDeadLetter)
   }
 
+  /** Reads (without removing) the dead letter at `sequence`; `undefined` when there is none. */
+  async getDeadLetter(sequence) {
+    if (!Number.isSafeInteger(sequence) || sequence < 1) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetter(sequence) takes an integer >= 1, got ${describe(sequence)}`)
+    }
+    const letter = await native(() => this.#native.deadLetter(sequence))
+    return letter ? decodeDeadLetter(letter) : undefined
+  }
+
   /** Starts a dead-letter worker; `{ success: true }` from `handler` removes the letter. */
   async processDLQ(handler, options) {
     if (typeof handler !== 'function') {
@@ -436,15 +445,17 @@ class Protoqueue {
   }
 
   /** Requeues the tasks of the dead letters `filter` picks; resolves to how many. */
-  async requeueDeadLetters(filter) {
+  async requeueDeadLetters(filter, options) {
     const checked = letterFilter(filter, 'requeueDeadLetters')
-    return native(() => this.#native.requeueDeadLetters(checked))
+    const progress = progressOption(options, 'requeueDeadLetters')
+    return native(() => this.#native.requeueDeadLetters(checked, progress))
   }
 
   /** Removes the dead letters `filter` picks; resolves to how many. */
-  async purgeDeadLetters(filter) {
+  async purgeDeadLetters(filter, options) {
     const checked = letterFilter(filter, 'purgeDeadLetters')
-    return native(() => this.#native.purgeDeadLetters(checked))
+    const progress = progressOption(options, 'purgeDeadLetters')
+    return native(() => this.#native.purgeDeadLetters(checked, progress))
   }
 
   /** Removes the tasks waiting in the queue (not those in flight); resolves to how many. */
@@ -486,6 +497,34 @@ function letterFilter(filter, method) {
     fail(`filter.limit must be an integer >= 1, got ${describe(limit)}`)
   }
   return plain
+}
+
+/**
+ * The `onProgress` of a requeue or purge's options, wrapped so that a throw never reaches the
+ * native side (where it would end the process): a callback that throws is not called again.
+ */
+function progressOption(options, method) {
+  if (options === undefined || options === null) return undefined
+  if (!isPlainObject(options)) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${method}(filter, options): options must be an object like { onProgress? }, got ${describe(options)}`)
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== 'onProgress') throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${method}(filter, options): unknown key ${JSON.stringify(key)} (known: onProgress)`)
+  }
+  const { onProgress } = options
+  if (onProgress === undefined) return undefined
+  if (typeof onProgress !== 'function') {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${method}(filter, options): options.onProgress must be a function, got ${describe(onProgress)}`)
+  }
+  let broken = false
+  return (progress) => {
+    if (broken) return
+    try {
+      onProgress({ seen: progress.seen, total: progress.total, done: progress.done })
+    } catch {
+      broken = true
+    }
+  }
 }
 
 module.exports.Protoqueue = Protoqueue

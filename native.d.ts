@@ -48,14 +48,25 @@ export declare class NativeQueue {
   /** Reads (without removing) up to `limit` dead letters, oldest first. */
   deadLetters(limit: number): Promise<Array<NativeDeadLetter>>
   /**
+   * Reads (without removing) the dead letter at `sequence` (an integer >= 1, checked by the
+   * shim), if there is one.
+   */
+  deadLetter(sequence: number): Promise<NativeDeadLetter | null>
+  /**
    * Starts the dead-letter worker: `handler` gets each dead letter and resolves to its
    * normalised result; a success removes the letter.
    */
   processDeadLetters(handler: (letter: NativeDeadLetter) => Promise<NativeOutcome>, options: object | null): Promise<void>
-  /** Requeues the tasks of the dead letters `filter` picks; resolves to how many. */
-  requeueDeadLetters(filter: NativeLetterFilter): Promise<number>
-  /** Removes the dead letters `filter` picks; resolves to how many. */
-  purgeDeadLetters(filter: NativeLetterFilter): Promise<number>
+  /**
+   * Requeues the tasks of the dead letters `filter` picks; resolves to how many. `progress`,
+   * if given, is called with how far it is, at most about ten times a second.
+   */
+  requeueDeadLetters(filter: NativeLetterFilter, progress?: ((progress: NativeProgress) => void) | undefined | null): Promise<number>
+  /**
+   * Removes the dead letters `filter` picks; resolves to how many. `progress` as in
+   * `requeueDeadLetters`.
+   */
+  purgeDeadLetters(filter: NativeLetterFilter, progress?: ((progress: NativeProgress) => void) | undefined | null): Promise<number>
   /** Removes the tasks waiting in the queue; resolves to how many. */
   purge(): Promise<number>
   /** Pauses every worker of the queue. */
@@ -134,6 +145,16 @@ export interface NativeOutcome {
   details?: string
   /** `false`: do not offer again. */
   retry?: boolean
+}
+
+/** How far a dead-letter requeue or purge is. */
+export interface NativeProgress {
+  /** Letters looked at so far. */
+  seen: number
+  /** Letters stored when the operation began. */
+  total: number
+  /** Letters acted on (requeued or removed) so far. */
+  done: number
 }
 
 /** Queue statistics. */

@@ -115,6 +115,42 @@ describe('dead letters you can act on', () => {
     await queue.disconnect()
   })
 
+  test('getDeadLetter(sequence) reads one letter as getDeadLetters does; none there is undefined; a bad sequence rejects', async () => {
+    const { queue } = await withDeadLetters(3)
+    const letters = await queue.getDeadLetters()
+    assert.deepStrictEqual(await queue.getDeadLetter(letters[1].sequence), letters[1])
+    await queue.purgeDeadLetters({ ids: [letters[1].task!.id] })
+    assert.equal(await queue.getDeadLetter(letters[1].sequence), undefined, 'removed')
+    assert.equal(await queue.getDeadLetter(letters[2].sequence + 1000), undefined, 'never stored')
+    for (const bad of [0, -1, 1.5, '1', 2 ** 60]) {
+      // @ts-expect-error deliberately wrong
+      await assert.rejects(queue.getDeadLetter(bad), { code: 'ERR_PQ_INVALID_CONFIG' }, String(bad))
+    }
+    await queue.disconnect()
+  })
+
+  test('onProgress reports a requeue and a purge as they go, ending with every letter looked at; a throwing callback does not stop the call', async () => {
+    const { queue } = await withDeadLetters(300)
+    const reports: Array<{ seen: number; total: number; done: number }> = []
+    assert.equal(await queue.requeueDeadLetters({ limit: 200 }, { onProgress: (p) => reports.push(p) }), 200)
+    await eventually('a report', () => reports.length > 0)
+    assert.ok(reports.every((p) => p.total === 300 && p.done <= p.seen && p.seen <= p.total), JSON.stringify(reports))
+    for (let i = 1; i < reports.length; i++) assert.ok(reports[i].done >= reports[i - 1].done, 'done only grows')
+    let calls = 0
+    const thrower = () => {
+      calls++
+      throw new Error('a broken progress bar')
+    }
+    assert.equal(await queue.purgeDeadLetters({ reason: 'rejected' }, { onProgress: thrower }), 100)
+    assert.ok(calls <= 1, `called ${calls} times after throwing`)
+    for (const options of [5, { onProgress: 'x' }, { progress: () => {} }]) {
+      // @ts-expect-error deliberately wrong
+      await assert.rejects(queue.purgeDeadLetters({}, options), { code: 'ERR_PQ_INVALID_CONFIG' }, JSON.stringify(options))
+    }
+    assert.equal((await queue.getStats()).deadLettered, 0)
+    await queue.disconnect()
+  })
+
   test('purge() removes the waiting tasks, not those in flight', async () => {
     const queue = new Protoqueue({ ...uniqueQueue(), options: { batchSize: 2, prefetch: 0 } })
     await queue.connect(server.url)

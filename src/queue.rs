@@ -233,6 +233,11 @@ impl Queue {
         dead_letters::list(&self.connection().await?, limit).await
     }
 
+    /// Reads (without removing) the dead letter at `sequence` of the dead-letter stream, if any.
+    pub async fn dead_letter(&self, sequence: u64) -> Result<Option<StoredDeadLetter>> {
+        dead_letters::get(&self.connection().await?, sequence).await
+    }
+
     /// Stops the worker (what it holds is run first, within `shutdownTimeout`), waits for
     /// enqueues in flight, then closes the connection. A no-op when not connected.
     pub async fn disconnect(&self) -> StopReport {

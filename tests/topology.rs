@@ -411,3 +411,41 @@ async fn dead_letter_retention_is_applied_when_the_stream_is_made_and_checked_af
         "keeping letters forever is not what the stream does"
     );
 }
+
+/// `create_streams: false` (tools such as the command line): a missing stream is a configuration
+/// mistake and nothing is created; existing streams open whatever dead-letter retention they
+/// were made with; a stream made for another subject is still refused.
+#[tokio::test]
+async fn without_create_streams_only_existing_streams_open() {
+    let server = NatsServer::start().await;
+    let js = plain_jetstream(&server).await;
+    let owner = Config {
+        dead_letter_max_age: Some(Duration::from_secs(3600)),
+        dead_letter_max_count: Some(500),
+        ..test_config()
+    };
+    let tool = Config {
+        create_streams: false,
+        dead_letter_max_age: None,
+        dead_letter_max_count: None,
+        ..owner.clone()
+    };
+    let missing = Connection::open(Arc::new(tool.clone()), &server.url()).await;
+    assert_eq!(code(missing), "ERR_PQ_INVALID_CONFIG");
+    assert!(
+        js.get_stream(&tool.stream_name).await.is_err(),
+        "nothing was created"
+    );
+
+    connect(&owner, &server).await.close().await;
+    let opened = Connection::open(Arc::new(tool.clone()), &server.url())
+        .await
+        .expect("the tool opens the owner's streams");
+    opened.close().await;
+    let other_subject = Config {
+        subject: format!("{}.other", tool.subject),
+        ..tool.clone()
+    };
+    let conflict = Connection::open(Arc::new(other_subject), &server.url()).await;
+    assert_eq!(code(conflict), "ERR_PQ_STREAM_CONFLICT");
+}

@@ -115,6 +115,25 @@ test('npm: the README quick start runs under Node as CommonJS (require)', () =>
 test('bun add: the README quick start runs under Bun', () =>
   runQuickStart(bunApp, 'quick-start.ts', quickStart, bunRuntime, ['run']))
 
+test('npm: `npx protoqueue --help` works in the app, and the command line operates a queue there', () =>
+  withServer(async (server) => {
+    const help = spawnSync('npx', ['--no-install', 'protoqueue', '--help'], { cwd: npmApp, env, encoding: 'utf8', shell: process.platform === 'win32' })
+    assert.equal(help.status, 0, `${help.stdout}\n${help.stderr}`)
+    assert.match(help.stdout, /Usage: protoqueue/)
+    const queue = { NATS_URL: server.url, PROTOQUEUE_STREAM: 'cli_app', PROTOQUEUE_SUBJECT: 'tasks.cli_app' }
+    // The CLI never creates a queue: the app's own code does.
+    const create = "const { Protoqueue } = require('protoqueue'); Protoqueue.create({ streamName: 'cli_app', subject: 'tasks.cli_app', url: process.env.NATS_URL }).then((q) => q.disconnect())"
+    runChecked(process.execPath, ['-e', create], { cwd: npmApp, env: { ...env, ...queue } })
+    const cli = (args: string[]) => spawnSync('npx', ['--no-install', 'protoqueue', ...args], { cwd: npmApp, env: { ...env, ...queue }, encoding: 'utf8', shell: process.platform === 'win32' })
+    const enqueued = cli(['enqueue', '{"n":1}', '--json'])
+    assert.equal(enqueued.status, 0, enqueued.stderr)
+    assert.equal(JSON.parse(enqueued.stdout).count, 1)
+    const stats = cli(['stats', '--json'])
+    assert.equal(stats.status, 0, stats.stderr)
+    assert.equal(JSON.parse(stats.stdout).messages, 1)
+    assert.equal(cli(['metrics']).status, 4)
+  }))
+
 test('the README snippets type-check under tsc --strict against the installed types', () => {
   mkdirSync(join(npmApp, 'snippets'))
   const files = SNIPPET_NAMES.map((name) => {

@@ -54,3 +54,29 @@ pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDea
     }
     Ok(letters)
 }
+
+/// Reads (without removing) the dead letter stored at `sequence`; `None` when there is none
+/// there (removed, or never stored) or it does not decode as a `DeadLetter`.
+pub async fn get(connection: &Connection, sequence: u64) -> Result<Option<StoredDeadLetter>> {
+    let config = connection.config();
+    let stream = connection
+        .jetstream
+        .get_stream(config.dead_letter_stream())
+        .await
+        .map_err(|e| Error::request("opening the dead-letter stream", e))?;
+    let message = match stream.get_raw_message(sequence).await {
+        Ok(message) => message,
+        Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(err) => return Err(Error::request("reading a dead letter", err)),
+    };
+    if message.subject.as_str() != config.dead_letter_subject() {
+        return Ok(None);
+    }
+    match DeadLetter::decode(message.payload) {
+        Ok(letter) => Ok(Some(StoredDeadLetter { sequence, letter })),
+        Err(err) => {
+            tracing::warn!(seq = sequence, "an undecodable dead letter: {err}");
+            Ok(None)
+        }
+    }
+}

@@ -98,6 +98,9 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Turn on debug logging.
     pub verbose: bool,
+    /// `connect()` creates the streams when missing (the default); `false` only opens existing
+    /// ones and takes the dead-letter stream's retention as it is (tools inspecting a queue).
+    pub create_streams: bool,
     /// A task is delivered at most `1 + max_retries` times.
     pub max_retries: u32,
     /// How long the server waits for an ack (or a progress heartbeat) before redelivering.
@@ -136,6 +139,7 @@ impl Config {
             auth: Auth::None,
             tls: None,
             verbose: false,
+            create_streams: true,
             max_retries: DEFAULT_MAX_RETRIES,
             ack_wait: DEFAULT_ACK_WAIT,
             batch_size: DEFAULT_BATCH_SIZE,
@@ -171,6 +175,7 @@ impl Config {
                 "tls",
                 "options",
                 "verbose",
+                "createStreams",
             ],
         )?;
 
@@ -196,6 +201,14 @@ impl Config {
                 invalid(format!(
                     "config.verbose must be a boolean, got {}",
                     kind(verbose)
+                ))
+            })?;
+        }
+        if let Some(create) = present(object, "createStreams") {
+            config.create_streams = create.as_bool().ok_or_else(|| {
+                invalid(format!(
+                    "config.createStreams must be a boolean, got {}",
+                    kind(create)
                 ))
             })?;
         }
@@ -368,6 +381,7 @@ impl fmt::Debug for Config {
             .field("auth", &self.auth)
             .field("tls", &self.tls)
             .field("verbose", &self.verbose)
+            .field("create_streams", &self.create_streams)
             .field("max_retries", &self.max_retries)
             .field("ack_wait", &self.ack_wait)
             .field("batch_size", &self.batch_size)
@@ -472,6 +486,20 @@ mod tests {
         assert_eq!(config.retry_delay, Duration::from_millis(1_000));
         assert_eq!(config.max_deliveries(), 4);
         assert_eq!(config.dead_letter_stream(), "s_DLQ");
+        assert!(config.create_streams);
+    }
+
+    #[test]
+    fn create_streams_is_a_boolean() {
+        let read = |value| {
+            Config::from_json(&json!({"streamName": "s", "subject": "a", "createStreams": value}))
+        };
+        assert!(!read(json!(false)).expect("valid config").create_streams);
+        assert!(read(json!(null)).expect("valid config").create_streams);
+        assert_eq!(
+            read(json!("no")).map(|_| ()).unwrap_err().code(),
+            "ERR_PQ_INVALID_CONFIG"
+        );
     }
 
     #[test]

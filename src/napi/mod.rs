@@ -4,18 +4,24 @@
 //! Errors cross as `"<code>: <message>"` reasons (napi-rs cannot set `code` on errors of async
 //! methods); the shim turns them back into `Error`s with `err.code`.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use bytes::Bytes;
 use napi::{
     bindgen_prelude::{Buffer, Promise, Uint32Array},
-    threadsafe_function::ThreadsafeFunction,
+    threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
     Status,
 };
 use napi_derive::napi;
 
 use crate::{
-    admin::{dead_letters, redrive::Filter},
+    admin::{
+        dead_letters,
+        redrive::{Filter, Progress},
+    },
     config::{Config, LetterOptions},
     envelope::{DeadLetterReason, Task},
     error::Error,
@@ -139,6 +145,17 @@ pub struct NativeLetterFilter {
     pub reason: Option<String>,
     /// At most this many letters, oldest first.
     pub limit: Option<f64>,
+}
+
+/// How far a dead-letter requeue or purge is.
+#[napi(object)]
+pub struct NativeProgress {
+    /// Letters looked at so far.
+    pub seen: f64,
+    /// Letters stored when the operation began.
+    pub total: f64,
+    /// Letters acted on (requeued or removed) so far.
+    pub done: f64,
 }
 
 /// A handler's result as the shim normalised it.
@@ -325,6 +342,18 @@ impl NativeQueue {
         Ok(stored.into_iter().map(native_dead_letter).collect())
     }
 
+    /// Reads (without removing) the dead letter at `sequence` (an integer >= 1, checked by the
+    /// shim), if there is one.
+    #[napi(catch_unwind)]
+    pub async fn dead_letter(&self, sequence: f64) -> napi::Result<Option<NativeDeadLetter>> {
+        let stored = self
+            .queue
+            .dead_letter(sequence as u64)
+            .await
+            .map_err(to_js)?;
+        Ok(stored.map(native_dead_letter))
+    }
+
     /// Starts the dead-letter worker: `handler` gets each dead letter and resolves to its
     /// normalised result; a success removes the letter.
     #[napi(
@@ -352,25 +381,43 @@ impl NativeQueue {
             .map_err(to_js)
     }
 
-    /// Requeues the tasks of the dead letters `filter` picks; resolves to how many.
-    #[napi(catch_unwind)]
-    pub async fn requeue_dead_letters(&self, filter: NativeLetterFilter) -> napi::Result<f64> {
+    /// Requeues the tasks of the dead letters `filter` picks; resolves to how many. `progress`,
+    /// if given, is called with how far it is, at most about ten times a second.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "filter: NativeLetterFilter, progress?: ((progress: NativeProgress) => void) | undefined | null"
+    )]
+    pub async fn requeue_dead_letters(
+        &self,
+        filter: NativeLetterFilter,
+        progress: Option<ThreadsafeFunction<NativeProgress, (), NativeProgress, Status, false>>,
+    ) -> napi::Result<f64> {
         let filter = letter_filter(filter).map_err(to_js)?;
+        let report = Throttled::new(progress);
         let count = self
             .queue
-            .requeue_dead_letters(&filter, |_| {})
+            .requeue_dead_letters(&filter, |status| report.call(status))
             .await
             .map_err(to_js)?;
         Ok(count as f64)
     }
 
-    /// Removes the dead letters `filter` picks; resolves to how many.
-    #[napi(catch_unwind)]
-    pub async fn purge_dead_letters(&self, filter: NativeLetterFilter) -> napi::Result<f64> {
+    /// Removes the dead letters `filter` picks; resolves to how many. `progress` as in
+    /// `requeueDeadLetters`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "filter: NativeLetterFilter, progress?: ((progress: NativeProgress) => void) | undefined | null"
+    )]
+    pub async fn purge_dead_letters(
+        &self,
+        filter: NativeLetterFilter,
+        progress: Option<ThreadsafeFunction<NativeProgress, (), NativeProgress, Status, false>>,
+    ) -> napi::Result<f64> {
         let filter = letter_filter(filter).map_err(to_js)?;
+        let report = Throttled::new(progress);
         let count = self
             .queue
-            .purge_dead_letters(&filter, |_| {})
+            .purge_dead_letters(&filter, |status| report.call(status))
             .await
             .map_err(to_js)?;
         Ok(count as f64)
@@ -408,6 +455,51 @@ impl NativeQueue {
             shutdown.finish().await;
         }
         Ok(())
+    }
+}
+
+/// The least time between two progress calls to JavaScript.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A progress callback called at most every [`PROGRESS_INTERVAL`] (the first report and the last
+/// one, when everything was looked at, always go through), without waiting for JavaScript.
+struct Throttled {
+    function: Option<ThreadsafeFunction<NativeProgress, (), NativeProgress, Status, false>>,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Throttled {
+    fn new(
+        function: Option<ThreadsafeFunction<NativeProgress, (), NativeProgress, Status, false>>,
+    ) -> Self {
+        Throttled {
+            function,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn call(&self, status: Progress) {
+        let Some(function) = &self.function else {
+            return;
+        };
+        let finished = status.seen >= status.total;
+        {
+            let mut last = self
+                .last
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let now = Instant::now();
+            if !finished && last.is_some_and(|at| now.duration_since(at) < PROGRESS_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let progress = NativeProgress {
+            seen: status.seen as f64,
+            total: status.total as f64,
+            done: status.done as f64,
+        };
+        function.call(progress, ThreadsafeFunctionCallMode::NonBlocking);
     }
 }
 

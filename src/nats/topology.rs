@@ -119,17 +119,81 @@ pub fn lane_consumer_config(config: &Config, lane: &Lane) -> pull::Config {
 /// Makes sure both streams exist and fit this queue. An existing stream whose settings could
 /// drop a stored task or dead letter (or stall dead-lettering) is refused with
 /// [`Error::StreamConflict`] naming the setting; streams are never rewritten.
+///
+/// With [`Config::create_streams`] off, both streams must exist already (a missing one is
+/// [`Error::InvalidConfig`]: a tool named a queue that is not there), and the dead-letter
+/// stream's retention is taken as it is rather than compared with the options.
 pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<()> {
     let max_payload = js.client().server_info().max_payload;
-    let tasks = ensure_stream(js, task_stream_config(config)).await?;
+    let open = |wanted: stream::Config| async move {
+        if config.create_streams {
+            ensure_stream(js, wanted).await
+        } else {
+            existing_stream(js, wanted).await
+        }
+    };
+    let tasks = open(task_stream_config(config)).await?;
     for warning in check_task_stream(&tasks, config)? {
         tracing::warn!(stream = %tasks.name, "{warning}");
     }
-    let letters = ensure_stream(js, dead_letter_stream_config(config)).await?;
-    for warning in check_dead_letter_stream(&letters, config, max_payload)? {
+    let letters = open(dead_letter_stream_config(config)).await?;
+    let adopted;
+    let letters_config = if config.create_streams {
+        config
+    } else {
+        adopted = Config {
+            dead_letter_max_age: (!letters.max_age.is_zero()).then_some(letters.max_age),
+            dead_letter_max_count: u64::try_from(letters.max_messages).ok().filter(|&n| n > 0),
+            ..config.clone()
+        };
+        &adopted
+    };
+    for warning in check_dead_letter_stream(&letters, letters_config, max_payload)? {
         tracing::warn!(stream = %letters.name, "{warning}");
     }
     Ok(())
+}
+
+/// Opens a stream that must exist; it must capture the wanted subject.
+async fn existing_stream(
+    js: &jetstream::Context,
+    wanted: stream::Config,
+) -> Result<stream::Config> {
+    let name = wanted.name.clone();
+    let mut stream = js.get_stream(&name).await.map_err(|err| match err.kind() {
+        jetstream::context::GetStreamErrorKind::JetStream(server)
+            if server.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+        {
+            Error::InvalidConfig(format!(
+                "stream {name:?} does not exist (createStreams: false opens existing streams only)"
+            ))
+        }
+        _ => Error::nats(&format!("opening stream {name:?}"), err),
+    })?;
+    let existing = stream
+        .info()
+        .await
+        .map_err(|err| Error::nats(&format!("reading stream {name:?}"), err))?
+        .config
+        .clone();
+    captures_subject(&existing, &wanted.subjects[0])?;
+    Ok(existing)
+}
+
+/// An existing stream must capture the queue's subject.
+fn captures_subject(existing: &stream::Config, subject: &str) -> Result<()> {
+    if existing
+        .subjects
+        .iter()
+        .any(|pattern| subject_matches(pattern, subject))
+    {
+        return Ok(());
+    }
+    Err(Error::StreamConflict(format!(
+        "stream {:?} exists with subjects {:?}, which do not include {subject:?}. \
+         Use another streamName, or the subject the stream was made for",
+        existing.name, existing.subjects
+    )))
 }
 
 /// Checks an existing task stream: refuses settings that can delete a stored task before it is
@@ -341,17 +405,7 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
         })?;
     // The get-or-create answer already carries the stream's configuration.
     let existing = stream.cached_info().config.clone();
-    if !existing
-        .subjects
-        .iter()
-        .any(|pattern| subject_matches(pattern, &subject))
-    {
-        return Err(Error::StreamConflict(format!(
-            "stream {name:?} exists with subjects {:?}, which do not include {subject:?}. \
-             Use another streamName, or the subject the stream was made for",
-            existing.subjects
-        )));
-    }
+    captures_subject(&existing, &subject)?;
     Ok(existing)
 }
 

@@ -1,0 +1,347 @@
+// The command line (`bin/protoqueue.js`) as a user runs it: a child process against a real
+// nats-server. Every command, --json output parsed, exit codes (0 done, 1 failed with its code,
+// 2 usage, 3 connection, 4 not available), stdin enqueue of many lines, a requeue's progress on
+// a non-terminal (no bar), and secrets never printed.
+import assert from 'node:assert/strict'
+import { spawn, spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+
+import { Protoqueue } from 'protoqueue'
+
+import { freePort, NatsServer, uniqueQueue } from './helpers/nats'
+import { eventually } from './helpers/wait'
+
+const BIN = join(__dirname, '..', 'bin', 'protoqueue.js')
+const TOKEN = 'cli-s3cret-token-value'
+
+let server: NatsServer
+let tokens: NatsServer
+let dir: string
+before(async () => {
+  ;[server, tokens] = await Promise.all([NatsServer.start(), NatsServer.startWithConfig(`authorization { token: ${JSON.stringify(TOKEN)} }`)])
+  dir = mkdtempSync(join(tmpdir(), 'pq-cli-'))
+})
+after(async () => {
+  await Promise.all([server?.stop(), tokens?.stop()])
+  rmSync(dir, { recursive: true, force: true })
+})
+
+interface Run {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs the CLI with `args`; `env` is added to a clean environment (no NATS_* or PROTOQUEUE_* of the caller). */
+function cli(args: string[], options: { env?: Record<string, string>; input?: string } = {}): Promise<Run> {
+  const env: NodeJS.ProcessEnv = {}
+  for (const [key, value] of Object.entries(process.env)) if (!/^(NATS_|PROTOQUEUE_)/.test(key)) env[key] = value
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...env, ...options.env }, stdio: ['pipe', 'pipe', 'pipe'] })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk) => (stdout += chunk))
+  child.stderr.on('data', (chunk) => (stderr += chunk))
+  child.stdin.on('error', () => {}) // a CLI that exits before reading everything
+  child.stdin.end(options.input ?? '')
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code, stdout, stderr })))
+}
+
+/** The flags naming a fresh queue on the test server. */
+function queueFlags(names = uniqueQueue('cli')) {
+  return { names, flags: ['--server', server.url, '--stream', names.streamName, '--subject', names.subject] }
+}
+
+/** The flags naming a fresh queue whose streams exist (the CLI never creates them). */
+async function existingQueue() {
+  const { names, flags } = queueFlags()
+  const queue = new Protoqueue(names)
+  await queue.connect(server.url)
+  await queue.disconnect()
+  return { names, flags }
+}
+
+const expectExit = (run: Run, code: number) => assert.equal(run.code, code, `exit ${run.code}, expected ${code}\nstdout: ${run.stdout}\nstderr: ${run.stderr}`)
+
+/** `n` dead letters (reason `rejected`, error `smtp down`) on a fresh queue; the library makes them. */
+async function deadLetters(n: number) {
+  const { names, flags } = queueFlags()
+  const queue = new Protoqueue<{ n: number }>({ ...names, options: { retryDelay: 50 } })
+  await queue.connect(server.url)
+  const ids = await queue.enqueueBatch(Array.from({ length: n }, (_, i) => ({ data: { n: i } })))
+  const failing = new Protoqueue(names)
+  await failing.connect(server.url)
+  await failing.process(async () => ({ success: false, error: 'smtp down\nsecond line', retry: false }))
+  await eventually('every task dead-lettered', async () => (await queue.getStats()).deadLettered === n, 60_000)
+  await failing.disconnect()
+  return { queue, ids, names, flags }
+}
+
+describe('usage', () => {
+  test('--help works for the program and every command, with exit code 0', async () => {
+    const commands = [[], ['stats'], ['dlq'], ['dlq', 'list'], ['dlq', 'show'], ['dlq', 'requeue'], ['dlq', 'purge'], ['pause'], ['resume'], ['purge'], ['enqueue']]
+    const runs = await Promise.all([...commands.map((command) => cli([...command, '--help'])), cli(['help', 'dlq']), cli(['--version'])])
+    for (const run of runs) {
+      expectExit(run, 0)
+      assert.ok(run.stdout.length > 0, 'help on stdout')
+    }
+    assert.match(runs[0].stdout, /Exit codes/)
+  })
+
+  test('unknown commands and flags, bad values, a missing queue and no command exit with 2', async () => {
+    const { flags } = await existingQueue()
+    const bad = [
+      [],
+      ['nope'],
+      ['dlq'],
+      ['dlq', 'nope'],
+      ['stats', '--nope'],
+      ['dlq', 'list', '--limit', '0', ...flags],
+      ['dlq', 'list', '--limit', 'ten', ...flags],
+      ['dlq', 'requeue', '--reason', 'bogus', ...flags],
+      ['dlq', 'show', ...flags],
+      ['stats', '--server', server.url],
+      ['stats', '--server', server.url, '--stream', 'x'],
+      ['stats', '--server', server.url, '--stream', 'bad.name', '--subject', 'x'],
+      ['enqueue', '{not json', ...flags],
+      ['enqueue', '--envelope', '{"payload":1}', ...flags],
+      ['stats', '--token-file', join(dir, 'missing'), ...flags],
+      ['stats', '--user', 'ada', ...flags],
+      ['stats', '--connect-timeout', '-5', ...flags],
+    ]
+    const runs = await Promise.all(bad.map((args) => cli(args)))
+    runs.forEach((run, i) => {
+      assert.equal(run.code, 2, `${JSON.stringify(bad[i])}: exit ${run.code}\n${run.stderr}`)
+      assert.ok(run.stderr.length > 0, `${JSON.stringify(bad[i])} says why on stderr`)
+    })
+  })
+
+  test('metrics and dashboard exit with 4: not available in this version', async () => {
+    for (const args of [['metrics'], ['dashboard', '--port', '8080']]) {
+      const run = await cli(args)
+      expectExit(run, 4)
+      assert.match(run.stderr, /not available/)
+    }
+  })
+})
+
+describe('connecting', () => {
+  test('no server: exit 3 with ERR_PQ_CONNECT (as JSON on stderr with --json)', async () => {
+    const url = `nats://127.0.0.1:${await freePort()}`
+    const run = await cli(['stats', '--json', '--server', url, '--stream', 's', '--subject', 't', '--connect-timeout', '500'])
+    expectExit(run, 3)
+    assert.equal(JSON.parse(run.stderr).error.code, 'ERR_PQ_CONNECT')
+    assert.equal(run.stdout, '')
+  })
+
+  test('a token from NATS_TOKEN, a file or the URL works; a wrong one exits 3 with ERR_PQ_AUTH; the secret is never printed', async () => {
+    const names = uniqueQueue('cli')
+    const queue = ['--stream', names.streamName, '--subject', names.subject]
+    const owner = new Protoqueue({ ...names, auth: { token: TOKEN } })
+    await owner.connect(tokens.url)
+    await owner.disconnect()
+    const tokenFile = join(dir, 'token')
+    writeFileSync(tokenFile, `${TOKEN}\n`)
+    const wrong = 'wrong-s3cret-token'
+    const runs = await Promise.all([
+      cli(['stats', '--server', tokens.url, ...queue], { env: { NATS_TOKEN: TOKEN } }),
+      cli(['stats', '--server', tokens.url, '--token-file', tokenFile, ...queue], { env: { NATS_TOKEN: wrong } }),
+      cli(['stats', ...queue], { env: { NATS_URL: `nats://${TOKEN}@127.0.0.1:${tokens.port}` } }),
+      cli(['stats', '--server', tokens.url, ...queue], { env: { NATS_TOKEN: wrong } }),
+      cli(['stats', '--server', `nats://${wrong}@127.0.0.1:${tokens.port}`, ...queue]),
+      cli(['stats', '--server', tokens.url, ...queue]),
+      cli(['stats', '--server', tokens.url, '--token', TOKEN, ...queue]),
+    ])
+    runs.slice(0, 3).forEach((run) => expectExit(run, 0))
+    expectExit(runs[6], 2) // secrets are not taken as flags
+    for (const run of runs.slice(3, 6)) {
+      expectExit(run, 3)
+      assert.match(run.stderr, /ERR_PQ_AUTH/)
+    }
+    for (const run of runs) {
+      const output = run.stdout + run.stderr
+      assert.ok(!output.includes(TOKEN) && !output.includes(wrong), `a secret was printed:\n${output}`)
+    }
+  })
+})
+
+describe('commands', () => {
+  test('enqueue: an argument, many stdin lines in batches (blank lines skipped), --envelope with metadata, --quiet, --json', async () => {
+    const { names, flags } = await existingQueue()
+    const one = await cli(['enqueue', '{"to":"ada"}', ...flags])
+    expectExit(one, 0)
+    assert.match(one.stdout.trim(), /^[0-9a-f-]{36}$/)
+
+    const lines = Array.from({ length: 2500 }, (_, n) => JSON.stringify({ n })).join('\n')
+    const many = await cli(['enqueue', '-', '--batch-size', '400', ...flags], { input: `${lines}\n\n` })
+    expectExit(many, 0)
+    const ids = many.stdout.trim().split('\n')
+    assert.equal(ids.length, 2500)
+    assert.equal(new Set(ids).size, 2500)
+
+    const quiet = await cli(['enqueue', '-', '--quiet', ...flags], { input: '1\n2\n3' })
+    assert.equal(quiet.stdout.trim(), '3')
+    const stats = JSON.parse((await cli(['stats', '--json', ...flags])).stdout)
+    assert.equal(stats.messages, 1 + 2500 + 3)
+
+    const queue = new Protoqueue(names)
+    await queue.connect(server.url)
+    await queue.purge()
+    const envelope = await cli(['enqueue', '-', '--envelope', '--json', ...flags], { input: '{"data":{"x":1},"metadata":{"source":"cli"}}\n' })
+    expectExit(envelope, 0)
+    const { count, ids: [id] } = JSON.parse(envelope.stdout)
+    assert.equal(count, 1)
+    const seen: Array<{ id: string; data: unknown; source: unknown }> = []
+    await queue.process(async (task) => {
+      seen.push({ id: task.id, data: task.data, source: task.metadata?.source })
+      return { success: true }
+    })
+    await eventually('the enveloped task', () => seen.length === 1)
+    assert.deepStrictEqual(seen, [{ id, data: { x: 1 }, source: 'cli' }])
+    await queue.disconnect()
+  })
+
+  test('enqueue stops at a line that is not JSON (exit 2), naming it, after the lines before it', async () => {
+    const { flags } = await existingQueue()
+    const run = await cli(['enqueue', '-', '--batch-size', '2', ...flags], { input: '1\n2\n{oops\n4\n' })
+    expectExit(run, 2)
+    assert.match(run.stderr, /line 3/)
+    assert.equal(run.stdout.trim().split('\n').length, 2, 'the two tasks before it were enqueued and printed')
+  })
+
+  test('an operation that fails exits 1 with its ERR_PQ code: a task above max_payload, a stream made for another subject', async () => {
+    const { names, flags } = await existingQueue()
+    const huge = await cli(['enqueue', '-', ...flags], { input: `${JSON.stringify('x'.repeat(1_200_000))}\n` })
+    expectExit(huge, 1)
+    assert.match(huge.stderr, /ERR_PQ_PAYLOAD_TOO_LARGE/)
+    const conflict = await cli(['stats', '--json', '--server', server.url, '--stream', names.streamName, '--subject', 'tasks.other'])
+    expectExit(conflict, 1)
+    assert.equal(JSON.parse(conflict.stderr).error.code, 'ERR_PQ_STREAM_CONFLICT')
+  })
+
+  test('the CLI never creates a queue (a missing stream exits 2, nothing made), and works on one whose dead letters have a retention', async () => {
+    const { names, flags } = queueFlags()
+    const missing = await cli(['stats', '--json', ...flags])
+    expectExit(missing, 2)
+    assert.equal(JSON.parse(missing.stderr).error.code, 'ERR_PQ_INVALID_CONFIG')
+    expectExit(await cli(['enqueue', '1', ...flags]), 2)
+    const owner = new Protoqueue({ ...names, options: { deadLetterMaxAge: 86_400_000, deadLetterMaxCount: 1000 } })
+    await owner.connect(server.url)
+    assert.equal((await owner.getStats()).messages, 0, 'the stream did not exist before')
+    const run = await cli(['enqueue', '1', ...flags])
+    expectExit(run, 0)
+    assert.equal(JSON.parse((await cli(['stats', '--json', ...flags])).stdout).messages, 1)
+    await owner.disconnect()
+  })
+
+  test('stats, pause and resume, as tables and as JSON', async () => {
+    const { flags, names } = await existingQueue()
+    const table = await cli(['stats', ...flags])
+    expectExit(table, 0)
+    assert.match(table.stdout, new RegExp(names.streamName))
+    expectExit(await cli(['pause', ...flags]), 0)
+    assert.equal(JSON.parse((await cli(['stats', '--json', ...flags])).stdout).paused, true)
+    assert.deepStrictEqual(JSON.parse((await cli(['resume', '--json', ...flags])).stdout), { paused: false })
+    assert.equal(JSON.parse((await cli([...flags, '--json', 'stats'])).stdout).paused, false, 'global flags before the command too')
+  })
+
+  test('purge asks for --yes off a terminal (exit 2, nothing removed), and removes the waiting tasks with it', async () => {
+    const { flags } = await existingQueue()
+    await cli(['enqueue', '-', ...flags], { input: '1\n2\n3\n' })
+    expectExit(await cli(['purge', ...flags]), 2)
+    assert.equal(JSON.parse((await cli(['stats', '--json', ...flags])).stdout).messages, 3)
+    const run = await cli(['purge', '--yes', '--json', ...flags])
+    expectExit(run, 0)
+    assert.deepStrictEqual(JSON.parse(run.stdout), { purged: 3 })
+  })
+
+  test('dlq list and show: a table, JSON, one letter by sequence or task id; an unknown one exits 1', async () => {
+    const { queue, ids, flags } = await deadLetters(3)
+    const listed = await cli(['dlq', 'list', '--json', ...flags])
+    expectExit(listed, 0)
+    const letters = JSON.parse(listed.stdout)
+    assert.deepStrictEqual(letters.map((letter: { task: { id: string } }) => letter.task.id), ids)
+    assert.equal(letters[0].reason, 'rejected')
+    assert.deepStrictEqual(letters[0].task.data, { n: 0 })
+
+    const table = await cli(['dlq', 'list', '--limit', '2', ...flags])
+    expectExit(table, 0)
+    const rows = table.stdout.trim().split('\n')
+    assert.equal(rows.length, 3, 'a header and two letters')
+    assert.match(rows[0], /SEQ\s+TASK ID\s+REASON\s+ATTEMPTS\s+FAILED AT\s+ERROR/)
+    assert.ok(rows[1].includes(ids[0]) && rows[1].includes('smtp down second line'), rows[1])
+
+    const bySequence = JSON.parse((await cli(['dlq', 'show', String(letters[1].sequence), '--json', ...flags])).stdout)
+    assert.equal(bySequence.task.id, ids[1])
+    const byId = await cli(['dlq', 'show', ids[2], ...flags])
+    expectExit(byId, 0)
+    assert.match(byId.stdout, /"n": 2/)
+    expectExit(await cli(['dlq', 'show', '999999', ...flags]), 1)
+    await queue.disconnect()
+  })
+
+  test('dlq requeue and purge: --yes needed off a terminal, filters, counts as JSON', async () => {
+    const { queue, ids, flags } = await deadLetters(4)
+    const refused = await cli(['dlq', 'requeue', ...flags])
+    expectExit(refused, 2)
+    assert.match(refused.stderr, /--yes/)
+    expectExit(await cli(['dlq', 'purge', ...flags]), 2)
+    assert.equal((await queue.getStats()).deadLettered, 4, 'nothing done')
+
+    const byId = await cli(['dlq', 'requeue', '--id', ids[3], '--yes', '--json', ...flags])
+    expectExit(byId, 0)
+    assert.deepStrictEqual(JSON.parse(byId.stdout), { requeued: 1 })
+    const limited = await cli(['dlq', 'requeue', '--reason', 'rejected', '--limit', '2', '-y', '--json', ...flags])
+    assert.deepStrictEqual(JSON.parse(limited.stdout), { requeued: 2 })
+    assert.deepStrictEqual(JSON.parse((await cli(['dlq', 'purge', '--reason', 'retriesExhausted', '--yes', '--json', ...flags])).stdout), { removed: 0 })
+    const purged = await cli(['dlq', 'purge', '--yes', ...flags])
+    expectExit(purged, 0)
+    assert.match(purged.stdout, /1/)
+    const stats = await queue.getStats()
+    assert.deepStrictEqual([stats.deadLettered, stats.messages], [0, 3])
+    await queue.disconnect()
+  })
+
+  test('a requeue of many letters off a terminal prints no progress bar: no carriage returns or escape codes', async () => {
+    const { queue, flags } = await deadLetters(3000)
+    const run = await cli(['dlq', 'requeue', '--yes', ...flags])
+    expectExit(run, 0)
+    assert.match(run.stdout, /3000/)
+    assert.ok(!/[\r\x1b]/.test(run.stderr + run.stdout), `control characters in ${JSON.stringify(run.stderr)}`)
+    assert.equal((await queue.getStats()).messages, 3000)
+    await queue.disconnect()
+  })
+
+  // util-linux `script` gives the CLI a terminal (stdin, stdout and stderr on one pty).
+  const hasScript = process.platform === 'linux' && spawnSync('script', ['--version']).status === 0
+  test('on a terminal: dlq requeue asks (n: exit 1, nothing done; y: done) and draws a progress bar', { skip: !hasScript && 'needs util-linux script' }, async () => {
+    const { queue, flags } = await deadLetters(1500)
+    const onTerminal = (answer: string) =>
+      new Promise<Run>((resolve) => {
+        const command = ['node', BIN, 'dlq', 'requeue', ...flags].map((arg) => `'${arg}'`).join(' ')
+        const child = spawn('script', ['-qfec', command, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] })
+        let stdout = ''
+        let answered = false
+        child.stdout.on('data', (chunk) => {
+          stdout += chunk
+          if (!answered && /\[y\/N\]/.test(stdout)) {
+            answered = true
+            child.stdin.write(`${answer}\n`)
+          }
+        })
+        child.once('close', (code) => resolve({ code, stdout, stderr: '' }))
+      })
+    const declined = await onTerminal('n')
+    expectExit(declined, 1)
+    assert.match(declined.stdout, /Requeue the tasks of all 1500 dead letters/)
+    assert.equal((await queue.getStats()).deadLettered, 1500, 'nothing done')
+    const accepted = await onTerminal('y')
+    expectExit(accepted, 0)
+    assert.match(accepted.stdout, /\r\x1b\[2K\[[#-]+\] \d+% /, 'a bar redrawn in place')
+    assert.match(accepted.stdout, /Requeued 1500 tasks/)
+    assert.equal((await queue.getStats()).messages, 1500)
+    await queue.disconnect()
+  })
+})

@@ -1,0 +1,23 @@
+#!/usr/bin/env node
+// @ts-check
+'use strict'
+// `npx protoqueue --help`: the command line over a queue. See lib/cli/ and README.md "Command line".
+
+const { main } = require('../lib/cli/main.js')
+const { version } = require('../package.json')
+
+// A reader that went away (`protoqueue dlq list | head`) is not an error.
+process.stdout.on('error', (err) => {
+  if (/** @type {NodeJS.ErrnoException} */ (err).code === 'EPIPE') process.exit(0)
+  throw err
+})
+
+main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env }, version).then(
+  (code) => {
+    process.exitCode = code
+  },
+  (err) => {
+    process.stderr.write(`protoqueue: unexpected error: ${err instanceof Error ? err.stack : String(err)}\n`)
+    process.exitCode = 1
+  },
+)

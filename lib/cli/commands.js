@@ -1,0 +1,260 @@
+// @ts-check
+'use strict'
+// What each command does, over the public `Protoqueue` API.
+
+const { createInterface } = require('node:readline')
+
+const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
+const { json, letterDetails, letterTable, statsText } = require('./format.js')
+const { progressReporter } = require('./progress.js')
+
+/** The most dead letters `getDeadLetters` reads at once. */
+const MAX_DEAD_LETTERS = 10_000_000
+
+/**
+ * The streams a command works with.
+ * @typedef {object} Io
+ * @property {NodeJS.ReadableStream & { isTTY?: boolean }} stdin
+ * @property {{ write: (text: string) => unknown, isTTY?: boolean }} stdout
+ * @property {{ write: (text: string) => unknown, isTTY?: boolean, columns?: number }} stderr
+ */
+
+/**
+ * What a command gets.
+ * @typedef {object} Context
+ * @property {import('protoqueue').Protoqueue} queue connected
+ * @property {string[]} args
+ * @property {Record<string, any>} options
+ * @property {{ streamName: string, subject: string }} names
+ * @property {Io} io
+ */
+
+/**
+ * Prints `human` for people or `value` as JSON (with `--json`).
+ * @param {Context} context
+ * @param {unknown} value
+ * @param {() => string} human
+ */
+function print(context, value, human) {
+  context.io.stdout.write(`${context.options.json ? json(value) : human()}\n`)
+}
+
+/** @param {Context} context */
+async function stats(context) {
+  const result = await context.queue.getStats()
+  print(context, result, () => statsText(result, context.names))
+}
+
+/** @param {Context} context */
+async function dlqList(context) {
+  const letters = await context.queue.getDeadLetters(context.options.limit)
+  print(context, letters, () => (letters.length === 0 ? 'No dead letters.' : letterTable(letters)))
+}
+
+/** @param {Context} context */
+async function dlqShow(context) {
+  const [wanted] = context.args
+  const bySequence = /^\d+$/.test(wanted)
+  let letter
+  if (bySequence) {
+    const sequence = Number(wanted)
+    letter = Number.isSafeInteger(sequence) && sequence >= 1 ? await context.queue.getDeadLetter(sequence) : undefined
+  } else {
+    // Letters are stored by sequence only: finding a task id reads them all.
+    const stored = (await context.queue.getStats()).deadLettered
+    const letters = stored === 0 ? [] : await context.queue.getDeadLetters(Math.min(stored, MAX_DEAD_LETTERS))
+    letter = letters.find((letter) => letter.task?.id === wanted)
+  }
+  if (!letter) throw new CliError(EXIT.FAILED, `no dead letter with ${bySequence ? 'sequence' : 'task id'} ${wanted}`)
+  print(context, letter, () => letterDetails(letter))
+}
+
+/**
+ * The dead-letter filter the flags describe.
+ * @param {Record<string, any>} options
+ * @returns {import('protoqueue').DeadLetterFilter}
+ */
+function letterFilter(options) {
+  /** @type {import('protoqueue').DeadLetterFilter} */
+  const filter = {}
+  if (options.id) filter.ids = options.id
+  if (options.reason) filter.reason = options.reason
+  if (options.limit) filter.limit = options.limit
+  return filter
+}
+
+/**
+ * The letters a filter picks, in words.
+ * @param {import('protoqueue').DeadLetterFilter} filter
+ * @param {number} stored
+ */
+function describeFilter(filter, stored) {
+  const parts = []
+  if (filter.reason) parts.push(`with reason ${filter.reason}`)
+  if (filter.ids) parts.push(`of task ${filter.ids.join(', ')}`)
+  const which = parts.length === 0 ? `all ${stored} dead letters` : `the dead letters ${parts.join(' and ')} (of ${stored} stored)`
+  return filter.limit ? `${which}, at most ${filter.limit}` : which
+}
+
+/**
+ * Asks `question` on the terminal unless `--yes`; refuses (usage error) when there is no terminal
+ * to ask on. Resolves to whether to go on.
+ * @param {Context} context
+ * @param {string} question
+ */
+async function confirmed(context, question) {
+  if (context.options.yes) return true
+  const { stdin, stderr } = context.io
+  if (!stdin.isTTY || !stderr.isTTY) {
+    throw usage(`${question.replace(/\?$/, '')}: not on a terminal, so add --yes to confirm`)
+  }
+  stderr.write(`${question} [y/N] `)
+  const lines = createInterface({ input: stdin })
+  const answer = await new Promise((resolve) => {
+    lines.once('line', resolve)
+    lines.once('close', () => resolve(''))
+  })
+  lines.close()
+  return /^y(es)?$/i.test(String(answer).trim())
+}
+
+/**
+ * `dlq requeue` and `dlq purge`.
+ * @param {Context} context
+ * @param {'requeue' | 'purge'} action
+ */
+async function dlqAct(context, action) {
+  const filter = letterFilter(context.options)
+  const stored = (await context.queue.getStats()).deadLettered
+  const verb = action === 'requeue' ? 'Requeue the tasks of' : 'Remove'
+  if (!(await confirmed(context, `${verb} ${describeFilter(filter, stored)} on queue ${context.names.streamName}?`))) {
+    throw new CliError(EXIT.FAILED, 'declined: nothing done')
+  }
+  const done = action === 'requeue' ? 'requeued' : 'removed'
+  const progress = progressReporter(context.io.stderr, done)
+  let count
+  try {
+    const options = { onProgress: progress.update }
+    count = action === 'requeue' ? await context.queue.requeueDeadLetters(filter, options) : await context.queue.purgeDeadLetters(filter, options)
+  } finally {
+    progress.finish()
+  }
+  print(context, { [done]: count }, () => (action === 'requeue' ? `Requeued ${count} tasks.` : `Removed ${count} dead letters.`))
+}
+
+/** @param {Context} context */
+async function pause(context) {
+  await context.queue.pause()
+  print(context, { paused: true }, () => `Paused queue ${context.names.streamName}.`)
+}
+
+/** @param {Context} context */
+async function resume(context) {
+  await context.queue.resume()
+  print(context, { paused: false }, () => `Resumed queue ${context.names.streamName}.`)
+}
+
+/** @param {Context} context */
+async function purge(context) {
+  const { pending } = await context.queue.getStats()
+  if (!(await confirmed(context, `Remove the ${pending} tasks waiting in queue ${context.names.streamName}?`))) {
+    throw new CliError(EXIT.FAILED, 'declined: nothing done')
+  }
+  const count = await context.queue.purge()
+  print(context, { purged: count }, () => `Removed ${count} waiting tasks.`)
+}
+
+/**
+ * The task one JSON text describes: its data, or with `--envelope` a `{ data, metadata? }`.
+ * Bad input is a usage error naming `where`.
+ * @param {string} text
+ * @param {boolean} envelope
+ * @param {string} where
+ * @returns {import('protoqueue').EnqueueTask}
+ */
+function taskOf(text, envelope, where) {
+  let value
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    throw usage(`${where} is not JSON (${err instanceof Error ? err.message : String(err)})`)
+  }
+  if (!envelope) return { data: value }
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || !('data' in value)) {
+    throw usage(`${where}: with --envelope each task is { "data": ..., "metadata"?: {...} }`)
+  }
+  const unknown = Object.keys(value).filter((key) => key !== 'data' && key !== 'metadata')
+  if (unknown.length > 0) throw usage(`${where}: ${unknown[0]} is not a task field (a task is { "data", "metadata"? })`)
+  return value
+}
+
+/** @param {Context} context */
+async function enqueue(context) {
+  const [source] = context.args
+  const { envelope = false, quiet = false, batchSize } = context.options
+  const { stdout } = context.io
+  /** @type {string[]} */
+  const ids = []
+  const sent = async (/** @type {import('protoqueue').EnqueueTask[]} */ tasks, /** @type {number} */ firstLine) => {
+    let stored
+    try {
+      stored = await context.queue.enqueueBatch(tasks)
+    } catch (err) {
+      const failure = fromLibrary(err)
+      const before = ids.length > 0 ? ` (${ids.length} tasks before line ${firstLine} were enqueued)` : ''
+      throw new CliError(failure.exitCode, `${failure.message}${before}`, failure.code)
+    }
+    ids.push(...stored)
+    if (!quiet && !context.options.json) stdout.write(`${stored.join('\n')}\n`)
+  }
+  if (source !== '-') {
+    await sent([taskOf(source, envelope, 'the argument')], 1)
+  } else {
+    if (context.io.stdin.isTTY) throw usage('enqueue -: reads tasks from stdin, one JSON value a line; stdin is a terminal')
+    /** @type {import('protoqueue').EnqueueTask[]} */
+    let batch = []
+    let lineNumber = 0
+    let firstLine = 1
+    const lines = createInterface({ input: context.io.stdin, crlfDelay: Infinity })
+    try {
+      for await (const line of lines) {
+        lineNumber++
+        if (line.trim() === '') continue
+        try {
+          if (batch.length === 0) firstLine = lineNumber
+          batch.push(taskOf(line, envelope, `line ${lineNumber}`))
+        } catch (err) {
+          if (!(err instanceof CliError) || ids.length === 0) throw err
+          throw new CliError(err.exitCode, `${err.message} (${ids.length} tasks before it were enqueued)`)
+        }
+        if (batch.length >= batchSize) {
+          await sent(batch, firstLine)
+          batch = []
+        }
+      }
+    } finally {
+      lines.close()
+    }
+    if (batch.length > 0) await sent(batch, firstLine)
+  }
+  if (context.options.json) stdout.write(`${json(quiet ? { count: ids.length } : { count: ids.length, ids })}\n`)
+  else if (quiet) stdout.write(`${ids.length}\n`)
+}
+
+/** The commands that work on a connected queue, by name. */
+const COMMANDS = {
+  stats,
+  'dlq list': dlqList,
+  'dlq show': dlqShow,
+  'dlq requeue': (/** @type {Context} */ context) => dlqAct(context, 'requeue'),
+  'dlq purge': (/** @type {Context} */ context) => dlqAct(context, 'purge'),
+  pause,
+  resume,
+  purge,
+  enqueue,
+}
+
+/** Commands planned for later versions: they exit with `EXIT.UNAVAILABLE`. */
+const UNAVAILABLE = new Set(['metrics', 'dashboard'])
+
+module.exports = { COMMANDS, UNAVAILABLE, taskOf, letterFilter, describeFilter, confirmed }

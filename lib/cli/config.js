@@ -1,0 +1,113 @@
+// @ts-check
+'use strict'
+// The queue configuration the command line's connection flags and environment describe, as the
+// library's `ProtoqueueConfig`. Secrets come from files or the environment, never from flags
+// (flags show in `ps` and shell history); nothing here prints them.
+
+const { readFileSync } = require('node:fs')
+
+const { usage } = require('./exit.js')
+
+/**
+ * The connection flags, as parsed.
+ * @typedef {object} ConnectionFlags
+ * @property {string} [server] NATS URL(s), else `NATS_URL`
+ * @property {string} [stream] else `PROTOQUEUE_STREAM`
+ * @property {string} [subject] else `PROTOQUEUE_SUBJECT`
+ * @property {string} [creds] `.creds` file, else `NATS_CREDS`
+ * @property {string} [user] else `NATS_USER`
+ * @property {string} [passwordFile] file holding the password, else `NATS_PASSWORD`
+ * @property {string} [password] refused: secrets do not go in flags
+ * @property {string} [token] refused: secrets do not go in flags
+ * @property {string} [tokenFile] file holding the token, else `NATS_TOKEN`
+ * @property {string} [nkey] file holding the NKey seed, else `NATS_NKEY_SEED`
+ * @property {boolean} [tls] require TLS
+ * @property {string} [tlsCa] else `NATS_CA`
+ * @property {string} [tlsCert] else `NATS_CERT`
+ * @property {string} [tlsKey] else `NATS_KEY`
+ * @property {boolean} [tlsHandshakeFirst]
+ * @property {number} [connectTimeout] ms
+ */
+
+/**
+ * A secret read from `file`: its content without the trailing newline. Errors name the file,
+ * never its content.
+ * @param {string} file
+ * @param {string} flag
+ */
+function readSecret(file, flag) {
+  let text
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    const reason = typeof err === 'object' && err !== null && 'code' in err ? String(err.code) : 'unreadable'
+    throw usage(`${flag} ${file}: cannot read the file (${reason})`)
+  }
+  const secret = text.replace(/\r?\n$/, '')
+  if (!secret) throw usage(`${flag} ${file}: the file is empty`)
+  return secret
+}
+
+/**
+ * `ProtoqueueConfig` from the flags and the environment. A flag wins over its variable; any
+ * credential flag turns the credential variables off (so a `NATS_TOKEN` in the shell never
+ * clashes with `--creds`).
+ * @param {ConnectionFlags} flags
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {import('protoqueue').ProtoqueueConfig}
+ */
+function queueConfig(flags, env) {
+  if (flags.password !== undefined) throw usage('--password is not taken (flags show in `ps` and shell history): use --password-file <file> or NATS_PASSWORD')
+  if (flags.token !== undefined) throw usage('--token is not taken (flags show in `ps` and shell history): use --token-file <file> or NATS_TOKEN')
+  const streamName = flags.stream ?? env.PROTOQUEUE_STREAM
+  const subject = flags.subject ?? env.PROTOQUEUE_SUBJECT
+  if (!streamName) throw usage('which queue? Give --stream <name> (or set PROTOQUEUE_STREAM)')
+  if (!subject) throw usage('which queue? Give --subject <subject> (or set PROTOQUEUE_SUBJECT)')
+
+  /** @type {import('protoqueue').AuthOptions} */
+  const auth = {}
+  const byFlag = flags.creds !== undefined || flags.user !== undefined || flags.passwordFile !== undefined || flags.tokenFile !== undefined || flags.nkey !== undefined
+  if (byFlag) {
+    if (flags.creds !== undefined) auth.credsFile = flags.creds
+    if (flags.user !== undefined) auth.user = flags.user
+    if (flags.passwordFile !== undefined) auth.pass = readSecret(flags.passwordFile, '--password-file')
+    else if (flags.user !== undefined && env.NATS_PASSWORD) auth.pass = env.NATS_PASSWORD
+    if (flags.tokenFile !== undefined) auth.token = readSecret(flags.tokenFile, '--token-file')
+    if (flags.nkey !== undefined) auth.nkeySeed = readSecret(flags.nkey, '--nkey')
+  } else {
+    if (env.NATS_CREDS) auth.credsFile = env.NATS_CREDS
+    if (env.NATS_USER) auth.user = env.NATS_USER
+    if (env.NATS_PASSWORD) auth.pass = env.NATS_PASSWORD
+    if (env.NATS_TOKEN) auth.token = env.NATS_TOKEN
+    if (env.NATS_NKEY_SEED) auth.nkeySeed = env.NATS_NKEY_SEED
+  }
+  if (auth.user !== undefined && auth.pass === undefined) {
+    throw usage('--user needs a password: --password-file <file> or NATS_PASSWORD')
+  }
+  if (auth.pass !== undefined && auth.user === undefined) {
+    throw usage('a password needs a user: --user <name> or NATS_USER')
+  }
+
+  /** @type {import('protoqueue').TlsOptions} */
+  const tls = {}
+  const caFile = flags.tlsCa ?? env.NATS_CA
+  const certFile = flags.tlsCert ?? env.NATS_CERT
+  const keyFile = flags.tlsKey ?? env.NATS_KEY
+  if (caFile) tls.caFile = caFile
+  if (certFile) tls.certFile = certFile
+  if (keyFile) tls.keyFile = keyFile
+  if (flags.tlsHandshakeFirst) tls.handshakeFirst = true
+  const wantsTls = flags.tls === true || Object.keys(tls).length > 0
+
+  /** @type {import('protoqueue').ProtoqueueConfig} */
+  // An operator's tool: never create a queue because of a typo, and take the dead-letter
+  // stream's retention as the queue's owner made it.
+  const config = { streamName, subject, createStreams: false }
+  if (flags.server !== undefined) config.url = flags.server
+  if (Object.keys(auth).length > 0) config.auth = auth
+  if (wantsTls) config.tls = Object.keys(tls).length > 0 ? tls : true
+  if (flags.connectTimeout !== undefined) config.options = { connectTimeout: flags.connectTimeout }
+  return config
+}
+
+module.exports = { queueConfig, readSecret }

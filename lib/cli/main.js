@@ -1,0 +1,73 @@
+// @ts-check
+'use strict'
+// The `protoqueue` command line: parses the arguments, connects, runs one command, disconnects,
+// and says how it went with its exit code (see exit.js). Errors go to stderr with their
+// `ERR_PQ_*` code; the library's messages already mask credentials in URLs.
+
+const { Protoqueue } = require('protoqueue')
+
+const { COMMANDS, UNAVAILABLE } = require('./commands.js')
+const { queueConfig } = require('./config.js')
+const { CliError, EXIT, fromLibrary } = require('./exit.js')
+const { parseCommandLine } = require('./program.js')
+
+/**
+ * @typedef {import('./commands.js').Io & { env: NodeJS.ProcessEnv }} MainIo
+ */
+
+/**
+ * Runs the command line `argv` (without `node` and the script); resolves to the exit code.
+ * @param {string[]} argv
+ * @param {MainIo} io
+ * @param {string} version
+ * @returns {Promise<number>}
+ */
+async function main(argv, io, version) {
+  const parsed = parseCommandLine(argv, { writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text) }, version)
+  if ('exit' in parsed) return parsed.exit
+  const { command, args, options } = parsed.run
+  try {
+    if (UNAVAILABLE.has(command)) {
+      throw new CliError(EXIT.UNAVAILABLE, `${command} is not available in this version of protoqueue`)
+    }
+    const run = COMMANDS[/** @type {keyof typeof COMMANDS} */ (command)]
+    const config = queueConfig(options, io.env)
+    let queue
+    try {
+      queue = new Protoqueue(config)
+      await queue.connect()
+    } catch (err) {
+      await queue?.disconnect().catch(() => {})
+      throw fromLibrary(err, { connecting: true })
+    }
+    try {
+      await run({ queue, args, options, names: { streamName: config.streamName, subject: config.subject }, io })
+    } catch (err) {
+      throw fromLibrary(err)
+    } finally {
+      await queue.disconnect().catch(() => {})
+    }
+    return EXIT.OK
+  } catch (err) {
+    const failure = fromLibrary(err)
+    report(io, failure, options.json === true)
+    return failure.exitCode
+  }
+}
+
+/**
+ * Writes `failure` to stderr: one line for people, a JSON object with `--json`.
+ * @param {MainIo} io
+ * @param {CliError} failure
+ * @param {boolean} asJson
+ */
+function report(io, failure, asJson) {
+  if (asJson) {
+    const error = { code: failure.code, message: failure.message, exitCode: failure.exitCode }
+    io.stderr.write(`${JSON.stringify({ error })}\n`)
+  } else {
+    io.stderr.write(`protoqueue: ${failure.code ? `${failure.code}: ` : ''}${failure.message}\n`)
+  }
+}
+
+module.exports = { main }

@@ -1,0 +1,189 @@
+// @ts-check
+'use strict'
+// The command line's grammar: commands, flags and their help (commander). Parsing only records
+// which command was asked for with which values; main.js runs it.
+
+const { Command, CommanderError, InvalidArgumentError, Option } = require('commander')
+
+const { EXIT } = require('./exit.js')
+
+/** Dead-letter reasons a filter can name. */
+const REASONS = ['retriesExhausted', 'rejected', 'invalidEnvelope', 'invalidData', 'deliveriesExhausted']
+
+/**
+ * What the command line asked for.
+ * @typedef {object} Selection
+ * @property {string} command e.g. `stats`, `dlq list`
+ * @property {string[]} args the command's arguments
+ * @property {Record<string, any>} options its flags and the global flags
+ */
+
+/**
+ * The outcome of parsing: a command to run, or an exit (help shown, or a usage error printed).
+ * @typedef {{ run: Selection } | { exit: number }} Parsed
+ */
+
+/** @param {string} value */
+function positiveInteger(value) {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('must be an integer >= 1')
+  return n
+}
+
+/**
+ * @param {string} value
+ * @param {string[] | undefined} previous
+ */
+const collect = (value, previous) => [...(previous ?? []), value]
+
+const EXIT_CODES_HELP = `
+Environment:
+  NATS_URL                        server URL(s), as --server
+  PROTOQUEUE_STREAM, PROTOQUEUE_SUBJECT   the queue, as --stream and --subject
+  NATS_CREDS, NATS_USER, NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_SEED   credentials
+  NATS_CA, NATS_CERT, NATS_KEY    TLS files, as --tls-ca, --tls-cert, --tls-key
+
+Exit codes:
+  0  done
+  1  the operation failed (its ERR_PQ_* code is printed), or a confirmation was declined
+  2  usage error: unknown command or flag, bad or missing value, --yes needed
+  3  could not connect: no server, credentials refused, TLS failed
+  4  not available in this version (metrics, dashboard)`
+
+/**
+ * The `protoqueue` program; `select` is called with the command the arguments name.
+ * @param {(selection: Selection) => void} select
+ * @param {{ writeOut: (text: string) => void, writeErr: (text: string) => void }} output
+ * @param {string} version
+ */
+function buildProgram(select, output, version) {
+  const program = new Command('protoqueue')
+  program
+    .description('Operate a Protoqueue queue: statistics, dead letters, pause/resume, purge, enqueue.')
+    .version(version, '-V, --version')
+    .exitOverride()
+    .configureOutput({ writeOut: output.writeOut, writeErr: output.writeErr })
+    .configureHelp({ showGlobalOptions: true })
+    .showHelpAfterError('(add --help for usage)')
+    .addHelpText('after', EXIT_CODES_HELP)
+    .option('-s, --server <url>', 'NATS server URL, or a comma-separated list (default: NATS_URL, else nats://localhost:4222)')
+    .option('--stream <name>', 'the queue\'s stream (default: PROTOQUEUE_STREAM)')
+    .option('--subject <subject>', 'the queue\'s subject (default: PROTOQUEUE_SUBJECT)')
+    .option('--creds <file>', 'a .creds file (JWT and NKey seed) (default: NATS_CREDS)')
+    .option('--user <name>', 'user name; the password comes from --password-file or NATS_PASSWORD (default: NATS_USER)')
+    .option('--password-file <file>', 'a file holding the password of --user')
+    .option('--token-file <file>', 'a file holding the token (default: NATS_TOKEN)')
+    // Secrets as flags would show in `ps` and shell history: refused with a pointer (config.js).
+    .addOption(new Option('--password <secret>').hideHelp())
+    .addOption(new Option('--token <secret>').hideHelp())
+    .option('--nkey <file>', 'a file holding the NKey user seed (default: NATS_NKEY_SEED)')
+    .option('--tls', 'require TLS')
+    .option('--tls-ca <file>', 'CA certificate(s) to trust (default: NATS_CA)')
+    .option('--tls-cert <file>', 'client certificate, for mutual TLS (default: NATS_CERT)')
+    .option('--tls-key <file>', 'private key of --tls-cert (default: NATS_KEY)')
+    .option('--tls-handshake-first', 'start TLS before the server\'s greeting')
+    .addOption(new Option('--connect-timeout <ms>', 'how long to try to connect').argParser(positiveInteger))
+    .option('--json', 'print JSON (for scripts) instead of tables')
+
+  /**
+   * @param {Command} command
+   * @param {string} name
+   */
+  const runs = (command, name) =>
+    command.action((...values) => {
+      const self = /** @type {Command} */ (values[values.length - 1])
+      const args = values.slice(0, -2).flat().filter((value) => value !== undefined)
+      select({ command: name, args, options: self.optsWithGlobals() })
+    })
+
+  runs(program.command('stats').description('show the queue\'s statistics'), 'stats')
+
+  const dlq = program.command('dlq').description('dead letters: list, show, requeue, purge')
+  runs(
+    dlq
+      .command('list')
+      .description('list dead letters, oldest first: sequence, task id, reason, attempts, failed at, error')
+      .addOption(new Option('--limit <n>', 'at most this many').argParser(positiveInteger).default(100)),
+    'dlq list',
+  )
+  runs(
+    dlq
+      .command('show')
+      .description('show one dead letter in full: its data (JSON, or base64 bytes), metadata, details')
+      .argument('<letter>', 'its sequence number (digits) or its task id'),
+    'dlq show',
+  )
+  /** @param {Command} command */
+  const filters = (command) =>
+    command
+      .addOption(new Option('--id <task-id>', 'only this task\'s letter (repeatable)').argParser(collect))
+      .addOption(new Option('--reason <reason>', 'only letters with this reason').choices(REASONS))
+      .addOption(new Option('--limit <n>', 'at most this many letters, oldest first').argParser(positiveInteger))
+      .option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)')
+  runs(filters(dlq.command('requeue').description('put the tasks of dead letters back on the queue (all, or those the filters pick)')), 'dlq requeue')
+  runs(filters(dlq.command('purge').description('remove dead letters (all, or those the filters pick)')), 'dlq purge')
+
+  runs(program.command('pause').description('pause every worker of the queue, in every process, until resume'), 'pause')
+  runs(program.command('resume').description('resume the queue\'s workers'), 'resume')
+  runs(
+    program
+      .command('purge')
+      .description('remove the tasks waiting in the queue (not those in flight)')
+      .option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)'),
+    'purge',
+  )
+  runs(
+    program
+      .command('enqueue')
+      .description('enqueue tasks: one JSON value as the argument, or "-" to read one task per line from stdin')
+      .argument('<json>', 'the task\'s data as JSON, or "-" for stdin')
+      .option('--envelope', 'each value is { "data": ..., "metadata"?: {...} } rather than the data alone')
+      .option('-q, --quiet', 'print how many were enqueued, not their ids')
+      .addOption(new Option('--batch-size <n>', 'tasks sent per batch when reading stdin').argParser(positiveInteger).default(500)),
+    'enqueue',
+  )
+  for (const [name, what] of [
+    ['metrics', 'serve Prometheus metrics'],
+    ['dashboard', 'serve the web dashboard'],
+  ]) {
+    runs(
+      program
+        .command(name)
+        .description(`${what} (not available in this version)`)
+        .argument('[args...]')
+        .allowUnknownOption()
+        .helpOption(false),
+      name,
+    )
+  }
+  return program
+}
+
+/**
+ * Parses `argv` (without `node` and the script). Help and usage errors are written to `output`.
+ * @param {string[]} argv
+ * @param {{ writeOut: (text: string) => void, writeErr: (text: string) => void }} output
+ * @param {string} version
+ * @returns {Parsed}
+ */
+function parseCommandLine(argv, output, version) {
+  /** @type {Selection | undefined} */
+  let selected
+  const program = buildProgram((selection) => (selected = selection), output, version)
+  try {
+    program.parse(argv, { from: 'user' })
+  } catch (err) {
+    if (!(err instanceof CommanderError)) throw err
+    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return { exit: EXIT.OK }
+    // `protoqueue help [command]` (exit code 0), or help shown for a missing subcommand (1).
+    if (err.code === 'commander.help' && err.exitCode === 0) return { exit: EXIT.OK }
+    return { exit: EXIT.USAGE }
+  }
+  if (!selected) {
+    output.writeErr(program.helpInformation())
+    return { exit: EXIT.USAGE }
+  }
+  return { run: selected }
+}
+
+module.exports = { parseCommandLine, REASONS }
