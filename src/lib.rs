@@ -41,6 +41,7 @@ pub mod logging;
 pub mod nats;
 pub mod producer;
 pub mod queue;
+pub mod schedules;
 pub mod worker;
 
 mod napi;
