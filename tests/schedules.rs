@@ -497,3 +497,58 @@ async fn probe_lateness_of_single_tasks() {
     }
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn purge_removes_waiting_tasks_but_not_schedules() {
+    let server = NatsServer::start().await;
+    let config = scheduled_config();
+    let connection = connect(&config, &server).await;
+    let every = Recurring::from_json(&serde_json::json!({"every": 3_600_000})).expect("valid");
+    schedules::schedule(
+        &connection,
+        "hourly",
+        &every,
+        "{}".into(),
+        Default::default(),
+    )
+    .await
+    .expect("schedule");
+    let far = envelope::now_ms() + 3_600_000;
+    let mut tasks = numbered_tasks(6);
+    tasks[1].run_at = Some(far);
+    tasks[4].run_at = Some(far);
+    producer::enqueue_batch(&connection, tasks)
+        .await
+        .expect("enqueue");
+    // Nothing delivered yet: the whole-subject purge.
+    assert_eq!(
+        protoqueue::admin::control::purge(&connection)
+            .await
+            .expect("purge"),
+        4
+    );
+    let stats = stats_of(&connection).await;
+    assert_eq!((stats.messages, stats.delayed, stats.recurring), (0, 2, 1));
+
+    // After deliveries: the message-by-message purge skips schedules too.
+    producer::enqueue_batch(&connection, numbered_tasks(3))
+        .await
+        .expect("enqueue");
+    let starts = Starts::default();
+    let worker = start_worker(&connection, starts.handler()).await;
+    starts.wait_for(3, SOON).await;
+    worker.stop().await;
+    let mut tasks = numbered_tasks(4);
+    tasks[2].run_at = Some(far);
+    producer::enqueue_batch(&connection, tasks)
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        protoqueue::admin::control::purge(&connection)
+            .await
+            .expect("purge"),
+        3
+    );
+    let stats = stats_of(&connection).await;
+    assert_eq!((stats.messages, stats.delayed, stats.recurring), (0, 3, 1));
+}
