@@ -475,27 +475,42 @@ async fn recurring_specs_read_back() {
 
 #[tokio::test]
 #[ignore]
-async fn probe_lateness_of_single_tasks() {
+async fn probe_when_the_server_publishes_due_tasks() {
     let server = NatsServer::start().await;
     let config = scheduled_config();
     let connection = connect(&config, &server).await;
-    let starts = Starts::default();
-    let worker = start_worker(&connection, starts.handler()).await;
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream(&config.stream_name).await.expect("stream");
+    let mut dues = Vec::new();
     for i in 0..10 {
-        let due = envelope::now_ms() + 300 + i * 37;
-        let id = producer::enqueue(&connection, task("{}").at(due))
+        let due = envelope::now_ms() + 300 + i * 137;
+        producer::enqueue(&connection, task("{}").at(due))
             .await
             .expect("enqueue");
-        starts.wait_for(i as usize + 1, SOON).await;
-        let started = starts
-            .all()
-            .into_iter()
-            .find(|(ran, _)| *ran == id)
-            .expect("ran")
-            .1;
-        println!("single task lateness {}ms", started - due);
+        dues.push(due);
     }
-    worker.stop().await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for (n, due) in dues.iter().enumerate() {
+        let message = stream
+            .raw_message_builder()
+            .sequence(1)
+            .next_by_subject(config.subject.clone())
+            .sequence(11 + n as u64)
+            .send()
+            .await;
+        match message {
+            Ok(message) => {
+                let at = (message.time.unix_timestamp_nanos() / 1_000_000) as i64;
+                println!(
+                    "seq {} published {}ms after its time",
+                    message.sequence,
+                    at - due
+                );
+            }
+            Err(err) => println!("{err}"),
+        }
+    }
 }
 
 #[tokio::test]
