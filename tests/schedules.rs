@@ -473,6 +473,8 @@ async fn recurring_specs_read_back() {
     assert_eq!((stats.recurring, stats.delayed, stats.messages), (2, 0, 0));
 }
 
+/// A measurement, not a check (`--ignored --nocapture`): how late after its time the server
+/// publishes each of ten delayed tasks, read from the stored message's time (no worker involved).
 #[tokio::test]
 #[ignore]
 async fn probe_when_the_server_publishes_due_tasks() {
