@@ -301,6 +301,34 @@ async fn opting_in_adds_schedules_to_an_existing_stream_and_keeps_its_tasks() {
 }
 
 #[tokio::test]
+async fn opting_in_fails_with_a_code_when_another_stream_holds_the_schedule_subjects() {
+    let server = NatsServer::start().await;
+    let config = scheduled_config();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: unique("OTHER"),
+        subjects: vec![format!("{}.>", config.schedule_prefix())],
+        ..Default::default()
+    })
+    .await
+    .expect("a stream in the way");
+    // A new stream cannot be created with those subjects either.
+    let err = Connection::open(Arc::new(config.clone()), &server.url())
+        .await
+        .expect_err("subjects taken");
+    assert_eq!(err.code(), "ERR_PQ_STREAM_CONFLICT");
+    // An existing stream is not changed.
+    let mut plain = config.clone();
+    plain.schedules = false;
+    connect(&plain, &server).await;
+    let err = Connection::open(Arc::new(config), &server.url())
+        .await
+        .expect_err("subjects taken");
+    assert_eq!(err.code(), "ERR_PQ_STREAM_CONFLICT");
+}
+
+#[tokio::test]
 async fn hostile_ids_and_names_are_refused_with_codes() {
     let server = NatsServer::start().await;
     let config = scheduled_config();
@@ -471,6 +499,44 @@ async fn recurring_specs_read_back() {
     assert_eq!(&listed[1].task.metadata[..], b"{\"m\":1}");
     let stats = stats_of(&connection).await;
     assert_eq!((stats.recurring, stats.delayed, stats.messages), (2, 0, 0));
+}
+
+/// Delayed enqueues sent while the server is down are re-sent until confirmed; each task is
+/// stored once (one schedule per task subject, `Nats-Msg-Id` on it) and runs once, not before
+/// its time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_enqueues_re_sent_through_an_outage_run_once() {
+    let mut server = NatsServer::start().await;
+    let config = scheduled_config();
+    let connection = connect(&config, &server).await;
+    server.kill();
+    let due = envelope::now_ms() + 2_500;
+    let pending = tokio::spawn({
+        let connection = connection.clone();
+        let tasks = numbered_tasks(50).into_iter().map(|t| t.at(due)).collect();
+        async move { producer::enqueue_batch(&connection, tasks).await }
+    });
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    assert!(!pending.is_finished(), "resolved while the server was down");
+    server.restart().await;
+    let ids = tokio::time::timeout(Duration::from_secs(20), pending)
+        .await
+        .expect("resolves after the restart")
+        .expect("enqueue task")
+        .expect("enqueue succeeds");
+    let starts = Starts::default();
+    let worker = start_worker(&connection, starts.handler()).await;
+    starts.wait_for(50, SOON).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let ran = starts.all();
+    assert_eq!(ran.len(), 50, "each task ran once");
+    let mut ran_ids: Vec<String> = ran.iter().map(|(id, _)| id.clone()).collect();
+    ran_ids.sort();
+    let mut expected = ids;
+    expected.sort();
+    assert_eq!(ran_ids, expected);
+    assert!(ran.iter().all(|(_, started)| *started >= due), "none early");
+    worker.stop().await;
 }
 
 /// A measurement, not a check (`--ignored --nocapture`): how late after its time the server
