@@ -206,7 +206,10 @@ export interface ScheduledTask<T = unknown> {
   data: T
   /** The metadata each of its tasks carries, if any. */
   metadata?: Record<string, any>
-  /** Its next run, ms since the epoch, when the server says. */
+  /**
+   * Its next run, ms since the epoch, when the stored schedule says (nats-server 2.15.1 does not
+   * store it there: absent).
+   */
   nextRun?: number
 }
 
