@@ -75,6 +75,36 @@ describe('delayed tasks', () => {
   })
 })
 
+describe('delayed tasks across restarts', () => {
+  test('they survive a worker restart and a kill -9 of the server, and run once, at their time', async () => {
+    const names = uniqueQueue()
+    const producer = await scheduledQueue(names)
+    const due = Date.now() + 2_000
+    const ids = await producer.enqueueBatch(Array.from({ length: 20 }, (_, i) => ({ data: i, runAt: due })))
+    const first = await scheduledQueue(names)
+    const early: string[] = []
+    await first.process(async (task) => {
+      early.push(task.id)
+      return { success: true }
+    })
+    await first.disconnect()
+    await server.kill()
+    await server.restart()
+    const second = await scheduledQueue(names)
+    const ran: Array<{ id: string; at: number }> = []
+    await second.process(async (task) => {
+      ran.push({ id: task.id, at: Date.now() })
+      return { success: true }
+    })
+    await eventually('every delayed task ran', async () => ran.length === 20, 15_000)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    assert.deepEqual(early, [], 'the first worker got nothing before the time')
+    assert.deepEqual(ran.map((r) => r.id).sort(), [...ids].sort(), 'each ran once')
+    assert.ok(ran.every((r) => r.at >= due), 'none early')
+    await Promise.all([producer.disconnect(), second.disconnect()])
+  })
+})
+
 describe('recurring tasks', () => {
   test('three queues schedule one name: one task per tick, each with its own id; getSchedules; unschedule', async () => {
     const names = uniqueQueue()

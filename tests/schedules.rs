@@ -328,6 +328,46 @@ async fn opting_in_fails_with_a_code_when_another_stream_holds_the_schedule_subj
     assert_eq!(err.code(), "ERR_PQ_STREAM_CONFLICT");
 }
 
+/// A fake NATS server that says it is version `version`: it answers the handshake and nothing
+/// else, enough for the version check before any JetStream request.
+async fn fake_server(version: &'static str) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("nats://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let info = format!(
+                    "INFO {{\"server_id\":\"fake\",\"version\":\"{version}\",\"proto\":1,\
+                     \"max_payload\":1048576,\"headers\":true,\"jetstream\":true}}\r\n"
+                );
+                if write.write_all(info.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut lines = BufReader::new(read).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.starts_with("PING") && write.write_all(b"PONG\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_server_older_than_2_12_refuses_schedules_with_a_code() {
+    let url = fake_server("2.11.4").await;
+    let err = Connection::open(Arc::new(scheduled_config()), &url)
+        .await
+        .expect_err("too old");
+    assert_eq!(err.code(), "ERR_PQ_SERVER_TOO_OLD", "{err}");
+}
+
 #[tokio::test]
 async fn hostile_ids_and_names_are_refused_with_codes() {
     let server = NatsServer::start().await;
