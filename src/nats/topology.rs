@@ -177,14 +177,30 @@ async fn allow_schedules(
         stream = %existing.name,
         "options.schedules: adding the schedule subjects and allow_msg_schedules to the stream"
     );
-    let updated = js.update_stream(&wanted).await.map_err(|err| {
-        Error::StreamConflict(format!(
-            "options.schedules needs stream {:?} to allow message schedules and hold the \
-             subjects {:?}, and the server refused to change it: {err}",
-            existing.name,
-            schedules::all_subjects(config)
-        ))
-    })?;
+    let updated = js
+        .update_stream(&wanted)
+        .await
+        .map_err(|err| match err.kind() {
+            // The server's answer (subjects taken by another stream, a mirror…): the stream
+            // cannot be used this way.
+            jetstream::context::CreateStreamErrorKind::JetStream(server) => {
+                Error::StreamConflict(format!(
+                    "options.schedules needs stream {:?} to allow message schedules and hold \
+                     the subjects {:?}, and the server refused to change it: {server}",
+                    existing.name,
+                    schedules::all_subjects(config)
+                ))
+            }
+            jetstream::context::CreateStreamErrorKind::TimedOut => Error::Timeout {
+                operation: "adding schedules to the stream",
+                after: API_TIMEOUT,
+                hint: "; is the NATS server reachable?",
+            },
+            _ => Error::nats(
+                &format!("adding schedules to stream {:?}", existing.name),
+                err,
+            ),
+        })?;
     Ok(updated.config)
 }
 
