@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use async_nats::header::{NATS_SCHEDULE, NATS_SCHEDULE_TARGET};
 use async_nats::jetstream::{
     self,
     context::{PublishAckFuture, PublishErrorKind},
@@ -19,8 +20,6 @@ use async_nats::jetstream::{
 use bytes::Bytes;
 use futures::{stream::FuturesOrdered, StreamExt};
 use tokio::time::Instant;
-
-use async_nats::header::{NATS_SCHEDULE, NATS_SCHEDULE_TARGET};
 
 use crate::{
     config::Config,

@@ -223,8 +223,14 @@ impl Queue {
         schedules::cancel(&self.connection().await?, id).await
     }
 
-    /// Creates or replaces the recurring task `name` (one per name across every process).
+    /// Creates or replaces the recurring task `name` (one per name across every process); `task`
+    /// must not be delayed (`ERR_PQ_INVALID_TASK`).
     pub async fn schedule(&self, name: &str, recurring: &Recurring, task: NewTask) -> Result<()> {
+        if task.run_at.is_some() {
+            return Err(Error::InvalidTask(
+                "a recurring task takes no delay or runAt".into(),
+            ));
+        }
         let connection = self.connection().await?;
         schedules::schedule(&connection, name, recurring, task.data, task.metadata).await
     }

@@ -257,10 +257,6 @@ impl NativeQueue {
         task: NativeTaskInput,
     ) -> napi::Result<()> {
         let recurring = Recurring::from_json(&spec).map_err(to_js)?;
-        if task.delay.is_some() || task.run_at.is_some() {
-            let err = Error::InvalidTask("a recurring task takes no delay or runAt".into());
-            return Err(to_js(err));
-        }
         let task = new_task(task, envelope::now_ms()).map_err(to_js)?;
         self.queue
             .schedule(&name, &recurring, task)
