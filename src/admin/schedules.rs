@@ -349,7 +349,10 @@ pub(crate) struct Counts {
     pub tasks: u64,
 }
 
-/// Counts the schedules of the task stream (`stream_messages` is its message count).
+/// Counts the schedules of the task stream (`stream_messages` is its message count). Delayed
+/// tasks are counted as what is neither a task nor a recurring schedule: one request whatever
+/// their number (listing their subjects would cost one entry per task). On a stream shared with
+/// other subjects (a wildcard stream made by another tool), their messages count as delayed.
 pub(crate) async fn counts(connection: &Connection, stream_messages: u64) -> Result<Counts> {
     let config = connection.config();
     let stream = task_stream(connection).await?;
