@@ -75,6 +75,15 @@ export interface QueueOptions {
    * stream is created, like `deadLetterMaxAge`. Default: no limit.
    */
   deadLetterMaxCount?: number
+  /**
+   * Delayed and recurring tasks (`delay`, `runAt`, `cancel`, `schedule`): needs nats-server 2.12
+   * or newer (recurring: 2.14), else `connect()` rejects with `ERR_PQ_SERVER_TOO_OLD`. The task
+   * stream then also holds the subjects `protoqueue.sched.<streamName>.>` and allows message
+   * schedules; an existing stream is changed to that on `connect()` (which the server cannot
+   * undo). Without it, delayed and recurring calls reject with `ERR_PQ_SCHEDULES_OFF`.
+   * Default: false.
+   */
+  schedules?: boolean
 }
 
 /**
@@ -173,6 +182,42 @@ export interface EnqueueTask<T = unknown> {
    * `ERR_PQ_INVALID_TASK`). A numeric `timestamp` of yours is kept as it is.
    */
   metadata?: Record<string, any>
+  /**
+   * Milliseconds from now before workers get the task (a whole number, up to ten years): the
+   * task is stored at once and handed to a worker at its time, never before
+   * (`options.schedules`). Not with `runAt`.
+   */
+  delay?: number
+  /**
+   * When workers get the task: a `Date` or ms since the epoch (up to ten years ahead; a time in
+   * the past runs at once). Needs `options.schedules`. Not with `delay`.
+   */
+  runAt?: Date | number
+}
+
+/**
+ * When a recurring task runs: `{ cron }`, 6 fields with seconds first as nats-server takes them
+ * (`'0 30 9 * * MON-FRI'`, or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`), or
+ * `{ every }` in ms (at least 1000); `timeZone` is an IANA name (`'Europe/Paris'`), UTC by
+ * default. Mistakes, also those only the server finds, reject with `ERR_PQ_INVALID_CONFIG`.
+ */
+export type ScheduleSpec = { cron: string; timeZone?: string } | { every: number; timeZone?: string }
+
+/** A recurring task as `getSchedules()` lists it. */
+export interface ScheduledTask<T = unknown> {
+  /** Its name. */
+  name: string
+  /** When it runs. */
+  spec: ScheduleSpec
+  /** The data each of its tasks carries. */
+  data: T
+  /** The metadata each of its tasks carries, if any. */
+  metadata?: Record<string, any>
+  /**
+   * Its next run, ms since the epoch, when the stored schedule says (nats-server 2.15.1 does not
+   * store it there: absent).
+   */
+  nextRun?: number
 }
 
 /** A task as the handler receives it. */
@@ -212,9 +257,12 @@ export type TaskHandler<T = unknown> = (task: TaskData<T>) => Promise<TaskResult
 
 /** Queue statistics, read from the server. */
 export interface QueueStats {
-  /** Tasks stored in the stream: waiting, being handled or waiting for a retry. */
+  /**
+   * Tasks stored in the stream: waiting, being handled or waiting for a retry. Delayed tasks not
+   * yet due and recurring schedules are not counted here (see `delayed`, `recurring`).
+   */
   messages: number
-  /** Bytes stored in the stream. */
+  /** Bytes stored in the stream, delayed tasks and schedules included. */
   bytes: number
   /** Sequence number of the oldest stored task. */
   firstSequence: number
@@ -232,6 +280,10 @@ export interface QueueStats {
   deadLettered: number
   /** Whether the queue's workers are paused (`pause()`), in every process. */
   paused: boolean
+  /** Delayed tasks waiting for their time (they count in `pending` once due). */
+  delayed: number
+  /** Recurring tasks (`schedule()`). */
+  recurring: number
 }
 
 /**
@@ -368,6 +420,8 @@ export type ProtoqueueErrorCode =
   | 'ERR_PQ_TLS'
   | 'ERR_PQ_TIMEOUT'
   | 'ERR_PQ_STREAM_CONFLICT'
+  | 'ERR_PQ_SCHEDULES_OFF'
+  | 'ERR_PQ_SERVER_TOO_OLD'
   | 'ERR_PQ_NATS'
 
 /** An error raised by Protoqueue: `code` is stable, `message` says what to do. */
@@ -455,4 +509,21 @@ export declare class Protoqueue<T = unknown> {
   pause(): Promise<void>
   /** Resumes a paused queue's workers. */
   resume(): Promise<void>
+  /**
+   * Cancels a delayed task that is not yet due; resolves to `true` when it was removed, `false`
+   * when there is none (it ran already, was cancelled, or was never delayed). An id that cannot
+   * be one rejects with `ERR_PQ_INVALID_TASK`; without `options.schedules`, `ERR_PQ_SCHEDULES_OFF`.
+   */
+  cancel(id: string): Promise<boolean>
+  /**
+   * Creates the recurring task `name` (letters, digits, `-`, `_`…: no whitespace, `.`, `*`, `>`
+   * or `:`), or replaces it: one task per tick, however many processes schedule the same name.
+   * Each tick's task gets its own id, `<name>:<sequence>`. Needs nats-server 2.14
+   * (`ERR_PQ_SERVER_TOO_OLD`) and `options.schedules`.
+   */
+  schedule(name: string, spec: ScheduleSpec, task: Omit<EnqueueTask<T>, 'delay' | 'runAt'>): Promise<void>
+  /** Removes the recurring task `name`; resolves to whether it existed. */
+  unschedule(name: string): Promise<boolean>
+  /** The recurring tasks of the queue, by name. */
+  getSchedules(): Promise<Array<ScheduledTask<T>>>
 }

@@ -151,8 +151,8 @@ function encodeCheckedTask(task, what) {
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} must be an object like { data, metadata? }, got ${describe(task)}`)
   }
   for (const key in task) {
-    if (key !== 'data' && key !== 'metadata') {
-      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.${key} is not a task field (a task is { data, metadata? })`)
+    if (key !== 'data' && key !== 'metadata' && key !== 'delay' && key !== 'runAt') {
+      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.${key} is not a task field (a task is { data, metadata?, delay?, runAt? })`)
     }
   }
   const data = task.data
@@ -172,7 +172,41 @@ function encodeCheckedTask(task, what) {
     }
     input.metadata = text
   }
+  const { delay, runAt } = task
+  if (delay !== undefined && delay !== null) {
+    if (typeof delay !== 'number') {
+      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.delay must be a number of milliseconds, got ${describe(delay)}`)
+    }
+    input.delay = delay
+  }
+  if (runAt !== undefined && runAt !== null) {
+    // The native side checks the range (and refuses delay and runAt together).
+    if (runAt instanceof Date) input.runAt = runAt.getTime()
+    else if (typeof runAt === 'number') input.runAt = runAt
+    else throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.runAt must be a Date or ms since the epoch, got ${describe(runAt)}`)
+  }
   return input
+}
+
+/** A recurring schedule as `getSchedules()` returns it. */
+function decodeSchedule(native) {
+  const spec = native.cron !== undefined && native.cron !== null ? { cron: native.cron } : { every: native.every }
+  if (native.timeZone) spec.timeZone = native.timeZone
+  const data = parseJson(native.data)
+  const metadata = parseJson(native.metadata)
+  return {
+    name: native.name,
+    spec,
+    data: data?.value,
+    metadata: metadata !== undefined && isPlainObject(metadata.value) ? metadata.value : undefined,
+    nextRun: native.nextRun ?? undefined,
+  }
+}
+
+/** Checks a schedule name or task id is a string (the native side checks its form). */
+function checkedString(value, what, code) {
+  if (typeof value !== 'string') throw new ProtoqueueError(code, `${what} must be a string, got ${describe(value)}`)
+  return value
 }
 
 /** Parses JSON text, or `undefined` when it is absent or does not parse. */
@@ -409,7 +443,42 @@ class Protoqueue {
       redelivered: s.redelivered,
       deadLettered: s.deadLettered,
       paused: s.paused,
+      delayed: s.delayed,
+      recurring: s.recurring,
     }
+  }
+
+  /**
+   * Cancels a delayed task that is not yet due (`options.schedules`); resolves to `false` when
+   * there is none (it ran already, was cancelled, or was never delayed).
+   */
+  async cancel(id) {
+    const checked = checkedString(id, 'cancel(id)', 'ERR_PQ_INVALID_TASK')
+    return native(() => this.#native.cancel(checked))
+  }
+
+  /**
+   * Creates or replaces the recurring task `name`: `spec` is `{ cron }` (6 fields, seconds first)
+   * or `{ every }` (ms), with an optional `timeZone`. One task per tick, however many processes
+   * schedule the same name.
+   */
+  async schedule(name, spec, task) {
+    const checkedName = checkedString(name, 'schedule(name)', 'ERR_PQ_INVALID_CONFIG')
+    const plainSpec = plainConfig(spec)
+    const input = encodeTask(task, 'task')
+    await native(() => this.#native.schedule(checkedName, plainSpec ?? null, input))
+  }
+
+  /** Removes the recurring task `name`; resolves to whether it existed. */
+  async unschedule(name) {
+    const checked = checkedString(name, 'unschedule(name)', 'ERR_PQ_INVALID_CONFIG')
+    return native(() => this.#native.unschedule(checked))
+  }
+
+  /** The recurring tasks of the queue, by name. */
+  async getSchedules() {
+    const listed = await native(() => this.#native.schedules())
+    return listed.map(decodeSchedule)
   }
 
   /**

@@ -24,6 +24,17 @@ export declare class NativeQueue {
    * the shim); resolves, in input order, to each one's id or its coded error text.
    */
   enqueueEach(tasks: Array<NativeTaskInput>): Promise<Array<NativeEnqueued>>
+  /** Cancels the delayed task `id` that is not yet due; resolves to whether it was. */
+  cancel(id: string): Promise<boolean>
+  /**
+   * Creates or replaces the recurring task `name`: `spec` is `{ cron } | { every }` with an
+   * optional `timeZone`.
+   */
+  schedule(name: string, spec: any, task: NativeTaskInput): Promise<void>
+  /** Removes the recurring task `name`; resolves to whether it existed. */
+  unschedule(name: string): Promise<boolean>
+  /** The recurring tasks of the queue. */
+  schedules(): Promise<Array<NativeSchedule>>
   /** A new run id for `process()`: outcomes are reported with it. */
   reserveRun(): number
   /**
@@ -157,6 +168,24 @@ export interface NativeProgress {
   done: number
 }
 
+/** A recurring schedule as `getSchedules()` returns it before the shim decodes the JSON. */
+export interface NativeSchedule {
+  /** Its name. */
+  name: string
+  /** The cron expression, for a cron schedule. */
+  cron?: string
+  /** The interval in ms, for an `every` schedule. */
+  every?: number
+  /** The time zone of a cron schedule. */
+  timeZone?: string
+  /** The task's data as JSON text. */
+  data: string
+  /** The task's metadata as JSON object text, if any. */
+  metadata?: string
+  /** The next run, ms since the epoch, when the server says. */
+  nextRun?: number
+}
+
 /** Queue statistics. */
 export interface NativeStats {
   messages: number
@@ -169,6 +198,8 @@ export interface NativeStats {
   redelivered: number
   deadLettered: number
   paused: boolean
+  delayed: number
+  recurring: number
 }
 
 /**
@@ -204,4 +235,8 @@ export interface NativeTaskInput {
   data: string
   /** The task's metadata as JSON object text, if any. */
   metadata?: string
+  /** Milliseconds from now before workers get the task. */
+  delay?: number
+  /** When workers get the task, ms since the epoch. */
+  runAt?: number
 }

@@ -108,7 +108,7 @@ describe('enqueue', () => {
     ['metadata: an array', { data: 1, metadata: [1] }, 'ERR_PQ_INVALID_TASK'],
     ['metadata: a Symbol', { data: 1, metadata: Symbol('m') }, 'ERR_PQ_INVALID_TASK'],
     ['metadata holding a function', { data: 1, metadata: { f() {} } }, 'ERR_PQ_SERIALIZE'],
-    ['an unknown key (delay)', { data: 1, delay: 5000 }, 'ERR_PQ_INVALID_TASK'],
+    ['an unknown key (a typo: dealy)', { data: 1, dealy: 5000 }, 'ERR_PQ_INVALID_TASK'],
     ['a typo (metdata)', { data: 1, metdata: {} }, 'ERR_PQ_INVALID_TASK'],
     ['data: a nested function', { data: { a: { fn: () => 1 } } }, 'ERR_PQ_SERIALIZE'],
     ['data: a nested Symbol', { data: { a: [1, { s: Symbol('s') }] } }, 'ERR_PQ_SERIALIZE'],

@@ -96,6 +96,25 @@ pub enum Error {
     #[error("stream conflict: {0}")]
     StreamConflict(String),
 
+    /// A delayed task, `cancel` or a recurring schedule on a queue created without
+    /// `options.schedules: true`. Nothing was sent.
+    #[error(
+        "delayed and recurring tasks are off for this queue: {0} (set options.schedules: true; \
+         see the README, \"Delayed and recurring tasks\")"
+    )]
+    SchedulesOff(&'static str),
+
+    /// The server is too old for what was asked.
+    #[error("{feature} needs nats-server {needed} or newer; the server is {found}")]
+    ServerTooOld {
+        /// What needs the newer server.
+        feature: &'static str,
+        /// The oldest version that has it.
+        needed: &'static str,
+        /// The server's version.
+        found: String,
+    },
+
     /// The server or client reported an error.
     #[error("NATS error: {0}")]
     Nats(String),
@@ -116,6 +135,8 @@ impl Error {
             Error::Tls { .. } => "ERR_PQ_TLS",
             Error::Timeout { .. } => "ERR_PQ_TIMEOUT",
             Error::StreamConflict(_) => "ERR_PQ_STREAM_CONFLICT",
+            Error::SchedulesOff(_) => "ERR_PQ_SCHEDULES_OFF",
+            Error::ServerTooOld { .. } => "ERR_PQ_SERVER_TOO_OLD",
             Error::Nats(_) => "ERR_PQ_NATS",
         }
     }
@@ -191,6 +212,12 @@ mod tests {
                 hint: "",
             },
             Error::StreamConflict("x".into()),
+            Error::SchedulesOff("x"),
+            Error::ServerTooOld {
+                feature: "x",
+                needed: "2.12",
+                found: "2.10.0".into(),
+            },
             Error::Nats("x".into()),
         ];
         let mut codes: std::collections::HashSet<_> = errors.iter().map(Error::code).collect();

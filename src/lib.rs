@@ -30,6 +30,10 @@
 //!   end, publishes are re-sent with the same id until `enqueueTimeout`, pulls are retried.
 //!   Refused credentials and failed TLS end the first connect at once ([`nats::credentials`]);
 //!   later they are logged as warnings while the client keeps retrying.
+//! - Delayed and recurring tasks (`options.schedules`) are NATS message schedules stored in the
+//!   task stream on subjects the workers' consumer never takes: one `@at` schedule per delayed
+//!   task, one cron/`@every` schedule per recurring name; the server publishes them onto the
+//!   queue's subject when due ([`schedules`], [`admin::schedules`]). Plain tasks are unchanged.
 //! - [`admin`]: operations on the queue as a whole (statistics, dead letters, pause, purge), shared by the
 //!   library and the tools built on it.
 
@@ -41,6 +45,7 @@ pub mod logging;
 pub mod nats;
 pub mod producer;
 pub mod queue;
+pub mod schedules;
 pub mod worker;
 
 mod napi;

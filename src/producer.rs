@@ -1,12 +1,16 @@
 //! Enqueueing: every task is encoded, size-checked, published with its id as the `Nats-Msg-Id`
 //! (so a re-send is stored once) and confirmed by JetStream before the call resolves.
 //!
+//! A delayed task (`run_at`) is published the same way, as a schedule message on its own subject
+//! (see [`crate::schedules`]); plain tasks take the same path as before, unchanged.
+//!
 //! A batch is checked whole before anything is sent, then pipelined: up to [`PUBLISH_WINDOW`]
 //! publishes are in flight at once and every acknowledgement is awaited. A publish that gets no
 //! answer (outage, leader election) is re-sent with the same id until `enqueueTimeout` runs out.
 
 use std::time::Duration;
 
+use async_nats::header::{NATS_SCHEDULE, NATS_SCHEDULE_TARGET};
 use async_nats::jetstream::{
     self,
     context::{PublishAckFuture, PublishErrorKind},
@@ -18,9 +22,11 @@ use futures::{stream::FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use crate::{
+    config::Config,
     envelope::{self, Task},
     error::{Error, Result},
     nats::connection::Connection,
+    schedules,
 };
 
 /// Publishes of one batch in flight at once.
@@ -37,12 +43,34 @@ pub struct NewTask {
     pub data: Bytes,
     /// A JSON object of user metadata, or empty.
     pub metadata: Bytes,
+    /// When the task becomes available to workers, ms since the epoch; `None`: at once. Needs
+    /// `options.schedules`. A time in the past makes it available at once.
+    pub run_at: Option<i64>,
+}
+
+impl NewTask {
+    /// This task, available to workers at `run_at` (ms since the epoch).
+    pub fn at(self, run_at: i64) -> Self {
+        NewTask {
+            run_at: Some(run_at),
+            ..self
+        }
+    }
 }
 
 /// One encoded message, ready to publish.
 pub(crate) struct Outgoing {
     id: String,
     payload: Bytes,
+    /// Set for a delayed task: published as a schedule on its own subject.
+    delayed: Option<Box<Delayed>>,
+}
+
+/// Where and when a delayed task's schedule goes.
+struct Delayed {
+    subject: String,
+    /// The `Nats-Schedule` header: `@at <RFC 3339>`.
+    schedule: String,
 }
 
 /// Enqueues one task; resolves to its id once JetStream has stored it.
@@ -120,14 +148,20 @@ pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<R
 }
 
 fn encode_all(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Outgoing>> {
+    let config = connection.config();
     let max = connection.max_payload();
     let now = envelope::now_ms();
     tasks
         .into_iter()
         .map(|task| {
             let id = uuid::Uuid::now_v7().to_string();
+            let run_at = task.run_at;
             let envelope = Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
-            Outgoing::checked(id, envelope.to_bytes(), max)
+            let message = Outgoing::checked(id, envelope.to_bytes(), max)?;
+            match run_at {
+                None => Ok(message),
+                Some(at) => message.delayed(config, at, max),
+            }
         })
         .collect()
 }
@@ -142,7 +176,32 @@ impl Outgoing {
                 max: max_payload,
             });
         }
-        Ok(Outgoing { id, payload })
+        Ok(Outgoing {
+            id,
+            payload,
+            delayed: None,
+        })
+    }
+
+    /// This message as a delayed task's schedule, due at `at` (ms since the epoch).
+    fn delayed(mut self, config: &Config, at: i64, max_payload: usize) -> Result<Self> {
+        schedules::require_enabled(config, "a task with delay or runAt")?;
+        let subject = schedules::delayed_subject(config, &self.id);
+        let schedule = format!("@at {}", schedules::rfc3339(at));
+        let size = self.payload.len()
+            + HEADER_OVERHEAD * 3
+            + self.id.len()
+            + subject.len()
+            + schedule.len()
+            + config.subject.len();
+        if size > max_payload {
+            return Err(Error::PayloadTooLarge {
+                size,
+                max: max_payload,
+            });
+        }
+        self.delayed = Some(Box::new(Delayed { subject, schedule }));
+        Ok(self)
     }
 }
 
@@ -183,11 +242,20 @@ impl<'a> Publisher<'a> {
         let publish = PublishMessage::build()
             .payload(message.payload.clone())
             .message_id(&message.id);
+        let (subject, publish) = match &message.delayed {
+            None => (self.subject.clone(), publish),
+            // The schedule's `Nats-Msg-Id` stores a re-sent enqueue once; its subject (one per
+            // task, rolled up by the server) keeps a later re-send from adding a second one.
+            Some(delayed) => (
+                delayed.subject.clone(),
+                publish
+                    .header(NATS_SCHEDULE, delayed.schedule.as_str())
+                    .header(NATS_SCHEDULE_TARGET, self.subject.as_str()),
+            ),
+        };
         match tokio::time::timeout_at(
             self.deadline,
-            self.connection
-                .jetstream
-                .send_publish(self.subject.clone(), publish),
+            self.connection.jetstream.send_publish(subject, publish),
         )
         .await
         {

@@ -22,6 +22,7 @@ use crate::{
         control,
         dead_letters::{self, StoredDeadLetter},
         redrive::{self, Filter, Progress},
+        schedules::{self, Recurring, StoredSchedule},
         stats::{self, Stats},
     },
     config::{Config, LetterOptions},
@@ -221,6 +222,34 @@ impl Queue {
     /// Lets the workers of the queue receive tasks again.
     pub async fn resume(&self) -> Result<()> {
         control::resume(&self.connection().await?).await
+    }
+
+    /// Cancels the delayed task `id` that is not yet due; `false` when there is none (it ran,
+    /// was cancelled, or was never delayed).
+    pub async fn cancel(&self, id: &str) -> Result<bool> {
+        schedules::cancel(&self.connection().await?, id).await
+    }
+
+    /// Creates or replaces the recurring task `name` (one per name across every process); `task`
+    /// must not be delayed (`ERR_PQ_INVALID_TASK`).
+    pub async fn schedule(&self, name: &str, recurring: &Recurring, task: NewTask) -> Result<()> {
+        if task.run_at.is_some() {
+            return Err(Error::InvalidTask(
+                "a recurring task takes no delay or runAt".into(),
+            ));
+        }
+        let connection = self.connection().await?;
+        schedules::schedule(&connection, name, recurring, task.data, task.metadata).await
+    }
+
+    /// Removes the recurring task `name`; `false` when there is none.
+    pub async fn unschedule(&self, name: &str) -> Result<bool> {
+        schedules::unschedule(&self.connection().await?, name).await
+    }
+
+    /// The recurring tasks of the queue.
+    pub async fn schedules(&self) -> Result<Vec<StoredSchedule>> {
+        schedules::list(&self.connection().await?).await
     }
 
     /// Reads queue statistics from the server.

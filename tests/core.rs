@@ -54,6 +54,7 @@ async fn a_task_round_trips_with_its_data_metadata_and_id() {
         NewTask {
             data: data.clone(),
             metadata: metadata.clone(),
+            run_at: None,
         },
     )
     .await
@@ -995,6 +996,7 @@ async fn a_task_over_max_payload_is_refused_and_nothing_is_stored() {
     let huge_metadata = NewTask {
         data: Bytes::new(),
         metadata: vec![b'm'; 5_000].into(),
+        run_at: None,
     };
     assert_eq!(
         code(producer::enqueue(&connection, huge_metadata).await),

@@ -121,6 +121,27 @@ await check('a worker survives Bun.gc() of its Protoqueue object', async () => {
   }
 })
 
+await check('delayed and recurring tasks', async () => {
+  const queue = new Protoqueue({ ...uniqueQueue('bun'), options: { schedules: true } })
+  await queue.connect(server.url)
+  const due = Date.now() + 300
+  const id = await queue.enqueue({ data: 'later', runAt: new Date(due) })
+  const cancelled = await queue.enqueue({ data: 'never', delay: 60_000 })
+  assert.equal(await queue.cancel(cancelled), true)
+  await queue.schedule('tick', { every: 1000 }, { data: 'tick' })
+  assert.deepStrictEqual((await queue.getSchedules()).map((s) => s.name), ['tick'])
+  const ran: Array<{ id: string; at: number }> = []
+  await queue.process(async (task) => {
+    ran.push({ id: task.id, at: Date.now() })
+    return { success: true }
+  })
+  await eventually('the delayed task and a tick', async () => ran.some((r) => r.id === id) && ran.some((r) => r.id.startsWith('tick:')))
+  assert.ok((ran.find((r) => r.id === id)?.at ?? 0) >= due)
+  assert.equal(await queue.unschedule('tick'), true)
+  await rejectsWithCode(queue.enqueue({ data: 1, delay: -1 }), 'ERR_PQ_INVALID_TASK')
+  await queue.disconnect()
+})
+
 await server.stop()
 const failed = results.filter((r) => r.error).length
 console.log(`${results.length - failed} passed, ${failed} failed`)

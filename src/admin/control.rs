@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::Stream;
+use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
 use futures::{stream::FuturesUnordered, StreamExt};
 
 use crate::{
@@ -72,23 +72,37 @@ async fn purge_undelivered(connection: &Connection, stream: &Stream) -> Result<u
         .await
         .map_err(|err| Error::nats("reading the queue's consumer", err))?;
     if consumer.num_ack_pending == 0 && consumer.delivered.stream_sequence == 0 {
+        // Only the queue's subject: delayed tasks and recurring schedules stay.
         let purged = stream
             .purge()
+            .filter(connection.config().subject.clone())
             .await
             .map_err(|err| Error::nats("purging the queue", err))?;
         return Ok(purged.purged);
     }
     let last = stream.cached_info().state.last_sequence;
     let first = consumer.delivered.stream_sequence + 1;
+    // A stream with schedules also stores them: only messages on the queue's subject go.
+    let schedules_too = stream.cached_info().config.allow_message_schedules;
     let mut deleting = FuturesUnordered::new();
     let mut removed = 0;
     let mut next = first;
     while next <= last || !deleting.is_empty() {
         while next <= last && deleting.len() < WINDOW {
-            let sequence = next;
+            let sequence = if schedules_too {
+                match next_task(connection, stream, next).await? {
+                    Some(sequence) if sequence <= last => sequence,
+                    _ => {
+                        next = last + 1;
+                        break;
+                    }
+                }
+            } else {
+                next
+            };
             let name = &connection.config().stream_name;
             deleting.push(nats::delete_message(&connection.jetstream, name, sequence));
-            next += 1;
+            next = sequence + 1;
         }
         if let Some(deleted) = deleting.next().await {
             if deleted? {
@@ -97,6 +111,21 @@ async fn purge_undelivered(connection: &Connection, stream: &Stream) -> Result<u
         }
     }
     Ok(removed)
+}
+
+/// The sequence of the first task (a message on the queue's subject) from `from` on.
+async fn next_task(connection: &Connection, stream: &Stream, from: u64) -> Result<Option<u64>> {
+    let found = stream
+        .raw_message_builder()
+        .sequence(from)
+        .next_by_subject(connection.config().subject.clone())
+        .send()
+        .await;
+    match found {
+        Ok(message) => Ok(Some(message.sequence)),
+        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(err) => Err(Error::nats("reading the queue", err)),
+    }
 }
 
 async fn pause_for(connection: &Connection, length: Duration) -> Result<()> {

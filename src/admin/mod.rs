@@ -4,4 +4,5 @@
 pub mod control;
 pub mod dead_letters;
 pub mod redrive;
+pub mod schedules;
 pub mod stats;

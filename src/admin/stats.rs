@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::{
+    admin::schedules,
     config::CONSUMER_NAME,
     error::{Error, Result},
     nats::connection::Connection,
@@ -12,9 +13,10 @@ use crate::{
 /// Queue statistics. The first five fields are the README's `QueueStats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Tasks stored in the stream (waiting or in flight).
+    /// Tasks stored in the stream (waiting or in flight); delayed tasks and recurring schedules
+    /// not counted.
     pub messages: u64,
-    /// Bytes stored in the stream.
+    /// Bytes stored in the stream, schedules included.
     pub bytes: u64,
     /// Sequence number of the oldest stored task.
     pub first_sequence: u64,
@@ -32,6 +34,10 @@ pub struct Stats {
     pub dead_lettered: u64,
     /// Whether the workers are paused (`pause()`).
     pub paused: bool,
+    /// Delayed tasks waiting for their time (stored schedules, not yet tasks).
+    pub delayed: u64,
+    /// Recurring schedules (`schedule()`).
+    pub recurring: u64,
 }
 
 /// Reads the current statistics from the server.
@@ -52,6 +58,13 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
         consumer_count: info.state.consumer_count as u64,
         ..Stats::default()
     };
+    // A stream with schedules also stores them; only then is counting per subject needed.
+    if info.config.allow_message_schedules {
+        let counts = schedules::counts(connection, info.state.messages).await?;
+        stats.messages = counts.tasks;
+        stats.delayed = counts.delayed;
+        stats.recurring = counts.recurring;
+    }
     // The consumer exists once a worker has started; before that everything is pending.
     match stream.consumer_info(CONSUMER_NAME).await {
         Ok(consumer) => {
@@ -60,7 +73,7 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
             stats.redelivered = consumer.num_redelivered as u64;
             stats.paused = consumer.paused;
         }
-        Err(_) => stats.pending = info.state.messages,
+        Err(_) => stats.pending = stats.messages,
     }
     let dead_letters = js
         .get_stream(config.dead_letter_stream())

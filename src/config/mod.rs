@@ -78,6 +78,7 @@ pub const MAX_DEAD_LETTER_AGE_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 pub const MAX_DEAD_LETTER_COUNT: u64 = (1 << 53) - 1;
 const DEAD_LETTER_SUFFIX: &str = "_DLQ";
 const DEAD_LETTER_SUBJECT_PREFIX: &str = "protoqueue.dlq.";
+const SCHEDULE_SUBJECT_PREFIX: &str = "protoqueue.sched.";
 const MAX_BATCH_SIZE: u64 = 10_000;
 const MAX_PREFETCH: u64 = 10_000;
 const MIN_ACK_WAIT_MS: u64 = 100;
@@ -127,6 +128,10 @@ pub struct Config {
     /// Dead-letter retention, applied when the dead-letter stream is created: beyond this many
     /// letters the oldest are removed. `None`: no limit.
     pub dead_letter_max_count: Option<u64>,
+    /// Delayed and recurring tasks (`options.schedules`): the task stream also holds the
+    /// schedule subjects and allows message schedules (nats-server ≥ 2.12). Off by default: an
+    /// existing stream is changed only when a queue asks for this.
+    pub schedules: bool,
 }
 
 impl Config {
@@ -152,6 +157,7 @@ impl Config {
             replicas: DEFAULT_REPLICAS,
             dead_letter_max_age: None,
             dead_letter_max_count: None,
+            schedules: false,
         };
         validate_stream_name(&config.stream_name)?;
         validate_publish_subject("subject", &config.subject)?;
@@ -241,6 +247,7 @@ impl Config {
                 "replicas",
                 "deadLetterMaxAge",
                 "deadLetterMaxCount",
+                "schedules",
             ],
         )?;
         let u32_max = u64::from(u32::MAX);
@@ -282,6 +289,14 @@ impl Config {
         }
         self.dead_letter_max_count =
             integer_option(options, "deadLetterMaxCount", 1, MAX_DEAD_LETTER_COUNT)?;
+        if let Some(schedules) = present(options, "schedules") {
+            self.schedules = schedules.as_bool().ok_or_else(|| {
+                invalid(format!(
+                    "config.options.schedules must be a boolean, got {}",
+                    kind(schedules)
+                ))
+            })?;
+        }
         Ok(())
     }
 
@@ -298,6 +313,13 @@ impl Config {
     /// The subject of this queue's dead-letter stream.
     pub fn dead_letter_subject(&self) -> String {
         format!("{DEAD_LETTER_SUBJECT_PREFIX}{}", self.stream_name)
+    }
+
+    /// The subjects of this queue's schedules (`protoqueue.sched.<stream>`): delayed tasks under
+    /// `.at.<task id>`, recurring ones under `.recurring.<name>`. In the task stream, never matched
+    /// by the workers' consumer (it takes exactly [`Config::subject`]).
+    pub fn schedule_prefix(&self) -> String {
+        format!("{SCHEDULE_SUBJECT_PREFIX}{}", self.stream_name)
     }
 
     /// How often a running handler's task is kept alive with a progress heartbeat:
@@ -394,6 +416,7 @@ impl fmt::Debug for Config {
             .field("replicas", &self.replicas)
             .field("dead_letter_max_age", &self.dead_letter_max_age)
             .field("dead_letter_max_count", &self.dead_letter_max_count)
+            .field("schedules", &self.schedules)
             .finish()
     }
 }
@@ -581,6 +604,8 @@ mod tests {
             json!({"streamName": "s", "subject": "a", "options": {"replicas": 0}}),
             json!({"streamName": "s", "subject": "a", "options": {"replicas": 6}}),
             json!({"streamName": "s", "subject": "a", "options": {"replicas": "3"}}),
+            json!({"streamName": "s", "subject": "a", "options": {"schedules": "yes"}}),
+            json!({"streamName": "s", "subject": "a", "options": {"schedules": 1}}),
         ];
         for value in bad {
             assert_eq!(

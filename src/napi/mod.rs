@@ -21,12 +21,14 @@ use crate::{
     admin::{
         dead_letters,
         redrive::{Filter, Progress},
+        schedules::{Recurring, Spec, StoredSchedule},
     },
     config::{Config, LetterOptions},
-    envelope::{DeadLetterReason, Task},
+    envelope::{self, DeadLetterReason, Task},
     error::Error,
     logging, producer,
     queue::Queue,
+    schedules,
     worker::{
         batching::BatchSink,
         dead_letter,
@@ -73,6 +75,29 @@ pub struct NativeTaskInput {
     pub data: String,
     /// The task's metadata as JSON object text, if any.
     pub metadata: Option<String>,
+    /// Milliseconds from now before workers get the task.
+    pub delay: Option<f64>,
+    /// When workers get the task, ms since the epoch.
+    pub run_at: Option<f64>,
+}
+
+/// A recurring schedule as `getSchedules()` returns it before the shim decodes the JSON.
+#[napi(object)]
+pub struct NativeSchedule {
+    /// Its name.
+    pub name: String,
+    /// The cron expression, for a cron schedule.
+    pub cron: Option<String>,
+    /// The interval in ms, for an `every` schedule.
+    pub every: Option<f64>,
+    /// The time zone of a cron schedule.
+    pub time_zone: Option<String>,
+    /// The task's data as JSON text.
+    pub data: String,
+    /// The task's metadata as JSON object text, if any.
+    pub metadata: Option<String>,
+    /// The next run, ms since the epoch, when the server says.
+    pub next_run: Option<f64>,
 }
 
 /// The result of one task of `enqueueEach`: its id, or its error as `"<code>: <message>"`.
@@ -134,6 +159,8 @@ pub struct NativeStats {
     pub redelivered: i64,
     pub dead_lettered: i64,
     pub paused: bool,
+    pub delayed: i64,
+    pub recurring: i64,
 }
 
 /// Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim).
@@ -223,13 +250,20 @@ impl NativeQueue {
     /// Enqueues one task; resolves to its id once stored.
     #[napi(catch_unwind)]
     pub async fn enqueue(&self, task: NativeTaskInput) -> napi::Result<String> {
-        self.queue.enqueue(new_task(task)).await.map_err(to_js)
+        let task = new_task(task, envelope::now_ms()).map_err(to_js)?;
+        self.queue.enqueue(task).await.map_err(to_js)
     }
 
     /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
     #[napi(catch_unwind)]
     pub async fn enqueue_batch(&self, tasks: Vec<NativeTaskInput>) -> napi::Result<Vec<String>> {
-        let tasks = tasks.into_iter().map(new_task).collect();
+        let now = envelope::now_ms();
+        let tasks = tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, task)| new_task(task, now).map_err(|err| at_index(i, err)))
+            .collect::<crate::Result<Vec<_>>>()
+            .map_err(to_js)?;
         self.queue.enqueue_batch(tasks).await.map_err(to_js)
     }
 
@@ -240,21 +274,78 @@ impl NativeQueue {
         &self,
         tasks: Vec<NativeTaskInput>,
     ) -> napi::Result<Vec<NativeEnqueued>> {
-        let tasks = tasks.into_iter().map(new_task).collect();
-        let results = self.queue.enqueue_each(tasks).await.map_err(to_js)?;
+        let now = envelope::now_ms();
+        let mut results: Vec<Option<crate::Result<String>>> = Vec::with_capacity(tasks.len());
+        let mut valid = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            match new_task(task, now) {
+                Ok(task) => {
+                    valid.push(task);
+                    results.push(None);
+                }
+                Err(err) => results.push(Some(Err(err))),
+            }
+        }
+        let mut enqueued = self
+            .queue
+            .enqueue_each(valid)
+            .await
+            .map_err(to_js)?
+            .into_iter();
         Ok(results
             .into_iter()
-            .map(|result| match result {
-                Ok(id) => NativeEnqueued {
-                    id: Some(id),
-                    error: None,
-                },
-                Err(err) => NativeEnqueued {
-                    id: None,
-                    error: Some(coded(&err)),
-                },
+            .map(|result| {
+                let result = result
+                    .or_else(|| enqueued.next())
+                    .unwrap_or_else(|| Err(Error::Nats("enqueue lost its result".into())));
+                match result {
+                    Ok(id) => NativeEnqueued {
+                        id: Some(id),
+                        error: None,
+                    },
+                    Err(err) => NativeEnqueued {
+                        id: None,
+                        error: Some(coded(&err)),
+                    },
+                }
             })
             .collect())
+    }
+
+    /// Cancels the delayed task `id` that is not yet due; resolves to whether it was.
+    #[napi(catch_unwind)]
+    pub async fn cancel(&self, id: String) -> napi::Result<bool> {
+        self.queue.cancel(&id).await.map_err(to_js)
+    }
+
+    /// Creates or replaces the recurring task `name`: `spec` is `{ cron } | { every }` with an
+    /// optional `timeZone`.
+    #[napi(catch_unwind)]
+    pub async fn schedule(
+        &self,
+        name: String,
+        spec: serde_json::Value,
+        task: NativeTaskInput,
+    ) -> napi::Result<()> {
+        let recurring = Recurring::from_json(&spec).map_err(to_js)?;
+        let task = new_task(task, envelope::now_ms()).map_err(to_js)?;
+        self.queue
+            .schedule(&name, &recurring, task)
+            .await
+            .map_err(to_js)
+    }
+
+    /// Removes the recurring task `name`; resolves to whether it existed.
+    #[napi(catch_unwind)]
+    pub async fn unschedule(&self, name: String) -> napi::Result<bool> {
+        self.queue.unschedule(&name).await.map_err(to_js)
+    }
+
+    /// The recurring tasks of the queue.
+    #[napi(catch_unwind)]
+    pub async fn schedules(&self) -> napi::Result<Vec<NativeSchedule>> {
+        let listed = self.queue.schedules().await.map_err(to_js)?;
+        Ok(listed.into_iter().map(native_schedule).collect())
     }
 
     /// A new run id for `process()`: outcomes are reported with it.
@@ -328,6 +419,8 @@ impl NativeQueue {
             redelivered: n(s.redelivered),
             dead_lettered: n(s.dead_lettered),
             paused: s.paused,
+            delayed: n(s.delayed),
+            recurring: n(s.recurring),
         })
     }
 
@@ -503,13 +596,47 @@ impl Throttled {
     }
 }
 
-fn new_task(input: NativeTaskInput) -> producer::NewTask {
-    producer::NewTask {
+fn new_task(input: NativeTaskInput, now_ms: i64) -> crate::Result<producer::NewTask> {
+    Ok(producer::NewTask {
+        run_at: schedules::run_at(input.delay, input.run_at, now_ms)?,
         data: Bytes::from(input.data.into_bytes()),
         metadata: input
             .metadata
             .map(|m| Bytes::from(m.into_bytes()))
             .unwrap_or_default(),
+    })
+}
+
+/// `err` about the `index`th task of a batch.
+fn at_index(index: usize, err: Error) -> Error {
+    match err {
+        Error::InvalidTask(message) => Error::InvalidTask(format!("tasks[{index}]: {message}")),
+        other => other,
+    }
+}
+
+fn native_schedule(stored: StoredSchedule) -> NativeSchedule {
+    let (cron, every, time_zone) = match stored.recurring {
+        Some(Recurring {
+            spec: Spec::Cron(cron),
+            time_zone,
+        }) => (Some(cron), None, time_zone),
+        Some(Recurring {
+            spec: Spec::Every(every),
+            time_zone,
+        }) => (None, Some(every.as_millis() as f64), time_zone),
+        None => (None, None, None),
+    };
+    let task = stored.task;
+    NativeSchedule {
+        name: stored.name,
+        cron,
+        every,
+        time_zone,
+        data: String::from_utf8_lossy(&task.data).into_owned(),
+        metadata: (!task.metadata.is_empty())
+            .then(|| String::from_utf8_lossy(&task.metadata).into_owned()),
+        next_run: stored.next_run_ms.map(|ms| ms as f64),
     }
 }
 

@@ -17,14 +17,24 @@ use crate::{
     config::{Config, CONSUMER_NAME, DEAD_LETTER_CONSUMER_NAME, DUPLICATE_WINDOW},
     error::{Error, Result},
     nats::connection::API_TIMEOUT,
+    schedules,
 };
 
 /// The task stream: WorkQueue retention (an acked task is removed), file storage, a duplicate
 /// window so a re-sent publish is stored once.
+///
+/// With `options.schedules`, it also holds the queue's schedule subjects and allows message
+/// schedules (see [`crate::schedules`]).
 pub fn task_stream_config(config: &Config) -> stream::Config {
+    let mut subjects = vec![config.subject.clone()];
+    if config.schedules {
+        subjects.push(schedules::all_subjects(config));
+    }
     stream::Config {
         name: config.stream_name.clone(),
-        subjects: vec![config.subject.clone()],
+        subjects,
+        allow_message_schedules: config.schedules,
+        allow_rollup: config.schedules,
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,
@@ -124,7 +134,12 @@ pub fn lane_consumer_config(config: &Config, lane: &Lane) -> pull::Config {
 /// [`Error::InvalidConfig`]: a tool named a queue that is not there), and the dead-letter
 /// stream's retention is taken as it is rather than compared with the options.
 pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<()> {
-    let max_payload = js.client().server_info().max_payload;
+    let server = js.client().server_info();
+    if config.schedules {
+        let feature = "options.schedules (delayed and recurring tasks)";
+        schedules::require_server(&server.version, schedules::SCHEDULES_SINCE, feature)?;
+    }
+    let max_payload = server.max_payload;
     let open = |wanted: stream::Config| async move {
         if config.create_streams {
             ensure_stream(js, wanted).await
@@ -132,7 +147,10 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
             existing_stream(js, wanted).await
         }
     };
-    let tasks = open(task_stream_config(config)).await?;
+    let mut tasks = open(task_stream_config(config)).await?;
+    if config.schedules {
+        tasks = allow_schedules(js, tasks, config).await?;
+    }
     for warning in check_task_stream(&tasks, config)? {
         tracing::warn!(stream = %tasks.name, "{warning}");
     }
@@ -194,6 +212,60 @@ fn captures_subject(existing: &stream::Config, subject: &str) -> Result<()> {
          Use another streamName, or the subject the stream was made for",
         existing.name, existing.subjects
     )))
+}
+
+/// Opts an existing task stream into schedules, as a queue with `options.schedules` asks: adds
+/// the schedule subjects and turns on `allow_msg_schedules` (which the server never lets turn off
+/// again) and `allow_rollup_hdrs`. Nothing else changes; a stream that has both is left alone.
+async fn allow_schedules(
+    js: &jetstream::Context,
+    existing: stream::Config,
+    config: &Config,
+) -> Result<stream::Config> {
+    let subject = schedules::all_subjects(config);
+    let probe = format!("{}.at.x", config.schedule_prefix());
+    let has_subject = existing
+        .subjects
+        .iter()
+        .any(|pattern| subject_matches(pattern, &probe));
+    if existing.allow_message_schedules && existing.allow_rollup && has_subject {
+        return Ok(existing);
+    }
+    let mut wanted = existing.clone();
+    if !has_subject {
+        wanted.subjects.push(subject);
+    }
+    wanted.allow_message_schedules = true;
+    wanted.allow_rollup = true;
+    tracing::info!(
+        stream = %existing.name,
+        "options.schedules: adding the schedule subjects and allow_msg_schedules to the stream"
+    );
+    let updated = js
+        .update_stream(&wanted)
+        .await
+        .map_err(|err| match err.kind() {
+            // The server's answer (subjects taken by another stream, a mirror…): the stream
+            // cannot be used this way.
+            jetstream::context::CreateStreamErrorKind::JetStream(server) => {
+                Error::StreamConflict(format!(
+                    "options.schedules needs stream {:?} to allow message schedules and hold \
+                     the subjects {:?}, and the server refused to change it: {server}",
+                    existing.name,
+                    schedules::all_subjects(config)
+                ))
+            }
+            jetstream::context::CreateStreamErrorKind::TimedOut => Error::Timeout {
+                operation: "adding schedules to the stream",
+                after: API_TIMEOUT,
+                hint: "; is the NATS server reachable?",
+            },
+            _ => Error::nats(
+                &format!("adding schedules to stream {:?}", existing.name),
+                err,
+            ),
+        })?;
+    Ok(updated.config)
 }
 
 /// Checks an existing task stream: refuses settings that can delete a stored task before it is

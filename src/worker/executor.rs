@@ -22,9 +22,10 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 
 use crate::{
-    envelope::{DeadLetterReason, Task},
+    envelope::{DeadLetterReason, EnvelopeError, Task},
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
+    schedules,
     worker::acks::AckSender,
     worker::dead_letter::{self, Failed, Origin},
 };
@@ -203,7 +204,7 @@ impl Executor {
         message: &jetstream::Message,
         origin: &Origin,
     ) -> Result<(String, BoxFuture<Outcome>), Refused> {
-        let task = Task::decode_checked(&message.payload).map_err(Refused::InvalidEnvelope)?;
+        let task = decode(message).map_err(Refused::InvalidEnvelope)?;
         let max = self.connection.config().max_deliveries();
         if origin.attempts > max {
             return Err(Refused::DeliveriesExhausted(Box::new(task), max));
@@ -278,7 +279,7 @@ impl Executor {
             }
             Outcome::InvalidData(failure) => {
                 tracing::warn!(%id, "task cannot be handled, dead-lettering: {}", failure.error);
-                let task = match Task::decode_checked(&message.payload) {
+                let task = match decode(&message) {
                     Ok(task) => Failed::Task(task),
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
@@ -301,7 +302,7 @@ impl Executor {
                 tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", shorten(&failure.error));
                 // The handler took the task; decode it again (it decoded before) rather than
                 // copying every task for the few that fail for good.
-                let task = match Task::decode_checked(&message.payload) {
+                let task = match decode(&message) {
                     Ok(task) => Failed::Task(task),
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
@@ -450,6 +451,23 @@ pub(crate) async fn settle_confirmed(
             false
         }
     }
+}
+
+/// The task a delivery carries: its envelope, checked; a tick of a recurring schedule becomes
+/// its own occurrence ([`schedules::occurrence`]).
+fn decode(message: &jetstream::Message) -> Result<Task, EnvelopeError> {
+    let task = Task::decode_checked(&message.payload)?;
+    Ok(schedules::occurrence(
+        task,
+        message.headers.as_ref(),
+        || match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                (info.published.unix_timestamp_nanos() / 1_000_000) as i64,
+            ),
+            Err(_) => (0, crate::envelope::now_ms()),
+        },
+    ))
 }
 
 fn origin_of(message: &jetstream::Message) -> Origin {
