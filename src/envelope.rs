@@ -10,7 +10,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/protoqueue.v1.rs"));
 }
 
-pub use proto::{DeadLetter, DeadLetterReason, Task};
+pub use proto::{Backoff as BackoffEnvelope, BackoffType, DeadLetter, DeadLetterReason, Task};
 
 /// The envelope version this build writes and reads.
 pub const VERSION: u32 = 1;
@@ -47,6 +47,7 @@ impl Task {
             content_type: content_type.to_owned(),
             metadata,
             enqueued_at_ms: now_ms,
+            ..Task::default()
         }
     }
 

@@ -18,6 +18,7 @@ use futures::{stream::FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use crate::{
+    config::backoff::Backoff,
     envelope::{self, Task},
     error::{Error, Result},
     nats::connection::Connection,
@@ -37,6 +38,44 @@ pub struct NewTask {
     pub data: Bytes,
     /// A JSON object of user metadata, or empty.
     pub metadata: Bytes,
+    /// The producer's own task id ([`validate_task_id`]); `None`: a new UUIDv7.
+    pub id: Option<String>,
+    /// The task's own `maxRetries`; `None`: the worker's option applies.
+    pub max_retries: Option<u32>,
+    /// The task's own retry backoff; `None`: the worker's option applies.
+    pub backoff: Option<Backoff>,
+}
+
+/// A task's own `maxRetries`: an integer from 0 to 2^32 − 1.
+pub fn checked_max_retries(n: f64) -> Result<u32> {
+    if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(Error::InvalidTask(format!(
+            "task.maxRetries must be an integer from 0 to {}, got {n}",
+            u32::MAX
+        )))
+    }
+}
+
+/// The longest task id a producer may choose, in bytes.
+pub const MAX_TASK_ID_LEN: usize = 256;
+
+/// A producer's own task id: 1 to [`MAX_TASK_ID_LEN`] bytes, no whitespace or control
+/// characters (it travels as the `Nats-Msg-Id` header, and is shown in logs).
+pub fn validate_task_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_TASK_ID_LEN {
+        return Err(Error::InvalidTask(format!(
+            "a task id must be 1 to {MAX_TASK_ID_LEN} bytes long, got {} bytes",
+            id.len()
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::InvalidTask(format!(
+            "a task id may not contain whitespace or control characters, got {c:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// One encoded message, ready to publish.
@@ -83,8 +122,19 @@ fn encode_all(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Outgoi
     tasks
         .into_iter()
         .map(|task| {
-            let id = uuid::Uuid::now_v7().to_string();
-            let envelope = Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
+            let custom_id = task.id.is_some();
+            let id = match task.id {
+                Some(id) => {
+                    validate_task_id(&id)?;
+                    id
+                }
+                None => uuid::Uuid::now_v7().to_string(),
+            };
+            let mut envelope =
+                Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
+            envelope.custom_id = custom_id;
+            envelope.max_retries = task.max_retries;
+            envelope.backoff = task.backoff.map(Into::into);
             Outgoing::checked(id, envelope.to_bytes(), max)
         })
         .collect()

@@ -4,7 +4,7 @@
 //! Errors cross as `"<code>: <message>"` reasons (napi-rs cannot set `code` on errors of async
 //! methods); the shim turns them back into `Error`s with `err.code`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use napi::{
@@ -16,6 +16,7 @@ use napi_derive::napi;
 
 use crate::{
     admin::{dead_letters, redrive::Filter},
+    config::{backoff::Backoff, MAX_DURATION_MS},
     config::{Config, LetterOptions},
     envelope::{DeadLetterReason, Task},
     error::Error,
@@ -62,6 +63,12 @@ pub struct NativeTaskInput {
     pub data: String,
     /// The task's metadata as JSON object text, if any.
     pub metadata: Option<String>,
+    /// The producer's own task id.
+    pub id: Option<String>,
+    /// The task's own `maxRetries`.
+    pub max_retries: Option<f64>,
+    /// The task's own backoff object (`{ type, delay, maxDelay?, jitter? }`).
+    pub backoff: Option<serde_json::Value>,
 }
 
 /// A task as a dead letter carries it. Its data and metadata come as JSON text when they are
@@ -101,6 +108,9 @@ pub struct NativeFailure {
     pub details: Option<String>,
     /// `false` dead-letters a failure without further attempts.
     pub retry: Option<bool>,
+    /// The wait before the next attempt in ms, from the worker's `backoff` function; absent:
+    /// the task's or the queue's backoff decides.
+    pub retry_delay: Option<f64>,
 }
 
 /// Queue statistics.
@@ -194,13 +204,18 @@ impl NativeQueue {
     /// Enqueues one task; resolves to its id once stored.
     #[napi(catch_unwind)]
     pub async fn enqueue(&self, task: NativeTaskInput) -> napi::Result<String> {
-        self.queue.enqueue(new_task(task)).await.map_err(to_js)
+        let task = new_task(task).map_err(to_js)?;
+        self.queue.enqueue(task).await.map_err(to_js)
     }
 
     /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
     #[napi(catch_unwind)]
     pub async fn enqueue_batch(&self, tasks: Vec<NativeTaskInput>) -> napi::Result<Vec<String>> {
-        let tasks = tasks.into_iter().map(new_task).collect();
+        let tasks = tasks
+            .into_iter()
+            .map(new_task)
+            .collect::<crate::Result<Vec<_>>>()
+            .map_err(to_js)?;
         self.queue.enqueue_batch(tasks).await.map_err(to_js)
     }
 
@@ -375,14 +390,24 @@ impl NativeQueue {
     }
 }
 
-fn new_task(input: NativeTaskInput) -> producer::NewTask {
-    producer::NewTask {
+fn new_task(input: NativeTaskInput) -> crate::Result<producer::NewTask> {
+    Ok(producer::NewTask {
         data: Bytes::from(input.data.into_bytes()),
         metadata: input
             .metadata
             .map(|m| Bytes::from(m.into_bytes()))
             .unwrap_or_default(),
-    }
+        id: input.id,
+        max_retries: input
+            .max_retries
+            .map(producer::checked_max_retries)
+            .transpose()?,
+        backoff: input
+            .backoff
+            .filter(|b| !b.is_null())
+            .map(|b| Backoff::from_json("task.backoff", &b, Error::InvalidTask))
+            .transpose()?,
+    })
 }
 
 /// Hands batches of tasks to the shim's dispatch function on the JavaScript thread, as one JSON
@@ -528,6 +553,7 @@ impl LetterHandler for JsLetters {
                     error: outcome.error,
                     details: outcome.details,
                     retry: outcome.retry,
+                    retry_delay: None,
                 }),
                 Err(err) => {
                     Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason)))
@@ -568,5 +594,9 @@ fn outcome_of(failure: NativeFailure) -> Outcome {
             .map(|d| Bytes::from(d.into_bytes()))
             .unwrap_or_default(),
         retry: failure.retry.unwrap_or(true),
+        retry_delay: failure
+            .retry_delay
+            .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            .map(|ms| Duration::from_millis((ms as u64).min(MAX_DURATION_MS))),
     })
 }

@@ -20,7 +20,10 @@ use tokio::sync::watch;
 
 use crate::{
     error::{Error, Result},
-    nats::{connection::Connection, topology::Lane},
+    nats::{
+        connection::Connection,
+        topology::{self, Lane},
+    },
 };
 
 /// Consumer metadata key: an `ack_wait` (in milliseconds) a starting worker is about to set.
@@ -91,8 +94,11 @@ pub async fn adopt(
     let current = info.config.ack_wait;
     let announced = info.config.metadata.contains_key(NEXT_ACK_WAIT_KEY);
     let mut wanted = info.config.clone();
+    // `globalConcurrency` travels the same way: the last worker to start sets it.
+    wanted.max_ack_pending = topology::max_ack_pending(connection.config(), lane);
+    let limit_changed = wanted.max_ack_pending != info.config.max_ack_pending;
     if own >= current {
-        if own != current || announced {
+        if own != current || announced || limit_changed {
             wanted.ack_wait = own;
             wanted.metadata.remove(NEXT_ACK_WAIT_KEY);
             update(connection, lane, wanted).await?;

@@ -22,6 +22,7 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 
 use crate::{
+    config::{backoff::Backoff, Config},
     envelope::{DeadLetterReason, Task},
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
@@ -67,6 +68,9 @@ pub struct Failure {
     pub details: Bytes,
     /// `false` sends the task to the dead-letter stream at once, without further attempts.
     pub retry: bool,
+    /// The wait before the next attempt, chosen by the handler's side (a JavaScript `backoff`
+    /// function); `None`: the task's or the queue's backoff decides.
+    pub retry_delay: Option<Duration>,
 }
 
 impl Failure {
@@ -76,7 +80,38 @@ impl Failure {
             error: error.into(),
             details: Bytes::new(),
             retry: true,
+            retry_delay: None,
         }
+    }
+}
+
+/// How a task is retried: its own `maxRetries` and `backoff` from the envelope, else the
+/// queue's.
+#[derive(Debug, Clone, Copy)]
+struct RetryPolicy {
+    /// The most deliveries (`1 + maxRetries`).
+    max: u64,
+    /// The task's own backoff, if it has one.
+    backoff: Option<Backoff>,
+}
+
+impl RetryPolicy {
+    fn of(task: &Task, config: &Config) -> Self {
+        RetryPolicy {
+            max: task
+                .max_retries
+                .map_or_else(|| config.max_deliveries(), |n| 1 + u64::from(n)),
+            backoff: task.backoff.as_ref().and_then(Backoff::from_envelope),
+        }
+    }
+
+    /// The wait before the attempt after failed attempt `attempt`.
+    fn delay_after(&self, attempt: u64, failure: &Failure, config: &Config) -> Duration {
+        failure.retry_delay.unwrap_or_else(|| {
+            self.backoff
+                .unwrap_or_else(|| config.retry_backoff())
+                .delay_after(attempt)
+        })
     }
 }
 
@@ -188,7 +223,10 @@ impl Executor {
         let started = self.start_handler(&message, &origin);
         async move {
             match started {
-                Ok((id, handled)) => self.finish(message, origin, id, handled, slot).await,
+                Ok((id, policy, handled)) => {
+                    self.finish(message, origin, id, policy, handled, slot)
+                        .await
+                }
                 Err(refused) => {
                     drop(slot);
                     self.refuse(message, origin, refused).await
@@ -202,9 +240,10 @@ impl Executor {
         &self,
         message: &jetstream::Message,
         origin: &Origin,
-    ) -> Result<(String, BoxFuture<Outcome>), Refused> {
+    ) -> Result<(String, RetryPolicy, BoxFuture<Outcome>), Refused> {
         let task = Task::decode_checked(&message.payload).map_err(Refused::InvalidEnvelope)?;
-        let max = self.connection.config().max_deliveries();
+        let policy = RetryPolicy::of(&task, self.connection.config());
+        let max = policy.max;
         if origin.attempts > max {
             return Err(Refused::DeliveriesExhausted(Box::new(task), max));
         }
@@ -215,7 +254,7 @@ impl Executor {
             number: origin.attempts,
             max,
         });
-        Ok((id, handled))
+        Ok((id, policy, handled))
     }
 
     /// Dead-letters a delivery that was not handed to the handler.
@@ -259,11 +298,12 @@ impl Executor {
         message: jetstream::Message,
         origin: Origin,
         id: String,
+        policy: RetryPolicy,
         handled: BoxFuture<Outcome>,
         slot: Slot,
     ) -> Settlement {
         let config = self.connection.config();
-        let max = config.max_deliveries();
+        let max = policy.max;
         let outcome = self.run_with_heartbeats(&message, handled).await;
         drop(slot);
         match outcome {
@@ -288,7 +328,7 @@ impl Executor {
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
-                let delay = Some(config.retry_delay);
+                let delay = Some(policy.delay_after(origin.attempts, &failure, config));
                 self.settle(&message, AckKind::Nak(delay), Settlement::Retried)
                     .await
             }
