@@ -37,6 +37,7 @@ pub mod admin;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod ids;
 pub mod logging;
 pub mod nats;
 pub mod producer;

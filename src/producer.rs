@@ -11,10 +11,11 @@ use async_nats::jetstream::{
     self,
     context::{PublishAckFuture, PublishErrorKind},
     message::PublishMessage,
+    publish::PublishAck,
     ErrorCode,
 };
 use bytes::Bytes;
-use futures::{stream::FuturesOrdered, StreamExt};
+use futures::{future::Either, stream::FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use crate::{
@@ -80,8 +81,10 @@ pub fn validate_task_id(id: &str) -> Result<()> {
 
 /// One encoded message, ready to publish.
 pub(crate) struct Outgoing {
-    id: String,
+    pub(crate) id: String,
     payload: Bytes,
+    /// The producer chose the id: it is deduplicated through the id index ([`crate::ids`]).
+    pub(crate) custom_id: bool,
 }
 
 /// Enqueues one task; resolves to its id once JetStream has stored it.
@@ -107,8 +110,12 @@ pub async fn enqueue_batch(connection: &Connection, tasks: Vec<NewTask>) -> Resu
                 ids.push(result?);
             }
         }
+        if message.custom_id {
+            in_flight.push_back(Either::Right(crate::ids::publish(&publisher, message)));
+            continue;
+        }
         let sent = publisher.send(&message).await?;
-        in_flight.push_back(publisher.confirm(message, sent));
+        in_flight.push_back(Either::Left(publisher.confirm(message, sent)));
     }
     while let Some(result) = in_flight.next().await {
         ids.push(result?);
@@ -135,7 +142,9 @@ fn encode_all(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Outgoi
             envelope.custom_id = custom_id;
             envelope.max_retries = task.max_retries;
             envelope.backoff = task.backoff.map(Into::into);
-            Outgoing::checked(id, envelope.to_bytes(), max)
+            let mut outgoing = Outgoing::checked(id, envelope.to_bytes(), max)?;
+            outgoing.custom_id = custom_id;
+            Ok(outgoing)
         })
         .collect()
 }
@@ -150,7 +159,11 @@ impl Outgoing {
                 max: max_payload,
             });
         }
-        Ok(Outgoing { id, payload })
+        Ok(Outgoing {
+            id,
+            payload,
+            custom_id: false,
+        })
     }
 }
 
@@ -208,10 +221,30 @@ impl<'a> Publisher<'a> {
 
     /// Awaits the acknowledgement of a sent publish, re-sending it (same id, so it is stored
     /// once) while the server does not answer, until the deadline.
-    async fn confirm(&self, message: Outgoing, mut sent: PublishAckFuture) -> Result<String> {
+    async fn confirm(&self, message: Outgoing, sent: PublishAckFuture) -> Result<String> {
+        self.confirm_ack(&message, sent).await?;
+        Ok(message.id)
+    }
+
+    /// Publishes one message and returns the server's acknowledgement (its stream sequence).
+    pub(crate) async fn publish_ack(&self, message: &Outgoing) -> Result<PublishAck> {
+        let sent = self.send(message).await?;
+        self.confirm_ack(message, sent).await
+    }
+
+    /// The connection this publisher sends on.
+    pub(crate) fn connection(&self) -> &'a Connection {
+        self.connection
+    }
+
+    async fn confirm_ack(
+        &self,
+        message: &Outgoing,
+        mut sent: PublishAckFuture,
+    ) -> Result<PublishAck> {
         loop {
             let err = match tokio::time::timeout_at(self.deadline, sent).await {
-                Ok(Ok(_ack)) => return Ok(message.id),
+                Ok(Ok(ack)) => return Ok(ack),
                 Ok(Err(_)) if self.connection.is_closed() => return Err(self.cut_off()),
                 Ok(Err(err)) => err,
                 Err(_) => return Err(self.timed_out()),
@@ -221,7 +254,7 @@ impl<'a> Publisher<'a> {
             }
             tracing::debug!(id = %message.id, "publish not confirmed ({err}); re-sending");
             tokio::time::sleep_until(self.deadline.min(Instant::now() + RESEND_DELAY)).await;
-            sent = self.send(&message).await?;
+            sent = self.send(message).await?;
         }
     }
 

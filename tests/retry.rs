@@ -425,3 +425,109 @@ async fn a_rate_limited_worker_takes_at_most_max_per_window() {
     }
     worker.stop().await;
 }
+
+/// A queue whose task stream forgets ids after one second (the default window is 2 minutes).
+async fn short_window(server: &NatsServer) -> (Config, async_nats::jetstream::Context) {
+    let config = test_config();
+    let js = async_nats::jetstream::new(
+        async_nats::connect(server.url())
+            .await
+            .expect("plain client"),
+    );
+    js.create_stream(async_nats::jetstream::stream::Config {
+        duplicate_window: Duration::from_secs(1),
+        ..protoqueue::nats::topology::task_stream_config(&config)
+    })
+    .await
+    .expect("create the stream");
+    (config, js)
+}
+
+fn with_id(id: &str) -> NewTask {
+    NewTask {
+        id: Some(id.to_owned()),
+        ..task("{}")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_stays_taken_while_its_task_is_stored_beyond_the_duplicate_window() {
+    let server = NatsServer::start().await;
+    let (config, js) = short_window(&server).await;
+    let connection = connect(&config, &server).await;
+    producer::enqueue(&connection, with_id("order-1"))
+        .await
+        .expect("enqueue");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The server forgot the Nats-Msg-Id; the id index did not.
+    assert_eq!(
+        producer::enqueue(&connection, with_id("order-1"))
+            .await
+            .expect("again"),
+        "order-1"
+    );
+    assert_eq!(stored(&connection).await, 1);
+
+    // Handled and acked: the marker goes, and the id can be used again.
+    let recorder = Recorder::new();
+    let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
+    recorder.wait_calls(1, SOON).await;
+    worker.stop().await;
+    let index = js
+        .get_stream(config.id_index_stream())
+        .await
+        .expect("the index stream");
+    eventually("the marker removed", SOON, || {
+        let mut index = index.clone();
+        async move { (index.info().await.ok()?.state.messages == 0).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    producer::enqueue(&connection, with_id("order-1"))
+        .await
+        .expect("a new task");
+    assert_eq!(stored(&connection).await, 1, "stored again once done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_whose_task_is_gone_is_replaced() {
+    let server = NatsServer::start().await;
+    let (config, js) = short_window(&server).await;
+    let connection = connect(&config, &server).await;
+    producer::enqueue(&connection, with_id("x.y*z"))
+        .await
+        .expect("enqueue");
+    // The task leaves without a worker releasing its marker (a purge; or a worker that died
+    // between its ack and the release).
+    js.get_stream(&config.stream_name)
+        .await
+        .expect("stream")
+        .purge()
+        .await
+        .expect("purge");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    producer::enqueue(&connection, with_id("x.y*z"))
+        .await
+        .expect("enqueue again");
+    assert_eq!(
+        stored(&connection).await,
+        1,
+        "the stale marker did not block the id"
+    );
+    // Two producers racing on the stale marker store one task.
+    js.get_stream(&config.stream_name)
+        .await
+        .expect("stream")
+        .purge()
+        .await
+        .expect("purge");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let other = connect(&config, &server).await;
+    let (a, b) = tokio::join!(
+        producer::enqueue(&connection, with_id("x.y*z")),
+        producer::enqueue(&other, with_id("x.y*z"))
+    );
+    a.expect("first");
+    b.expect("second");
+    assert_eq!(stored(&connection).await, 1);
+}

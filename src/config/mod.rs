@@ -350,6 +350,16 @@ impl Config {
         format!("{DEAD_LETTER_SUBJECT_PREFIX}{}", self.stream_name)
     }
 
+    /// The stream of this queue's id index (producer-chosen ids, [`crate::ids`]).
+    pub fn id_index_stream(&self) -> String {
+        format!("{}_IDS", self.stream_name)
+    }
+
+    /// The subjects of this queue's id index: one token per id follows this prefix.
+    pub fn id_index_prefix(&self) -> String {
+        format!("protoqueue.ids.{}.", self.stream_name)
+    }
+
     /// How often a running handler's task is kept alive with a progress heartbeat:
     /// well inside `ack_wait`, so one late heartbeat does not cause a redelivery.
     pub fn heartbeat_interval(&self) -> Duration {

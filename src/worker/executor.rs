@@ -85,19 +85,22 @@ impl Failure {
     }
 }
 
-/// How a task is retried: its own `maxRetries` and `backoff` from the envelope, else the
-/// queue's.
+/// How a task is retried (its own `maxRetries` and `backoff` from the envelope, else the
+/// queue's), and whether its id has a marker in the id index ([`crate::ids`]).
 #[derive(Debug, Clone, Copy)]
-struct RetryPolicy {
+struct TaskPolicy {
+    /// The producer chose the id: remove its marker once the task is settled for good.
+    custom_id: bool,
     /// The most deliveries (`1 + maxRetries`).
     max: u64,
     /// The task's own backoff, if it has one.
     backoff: Option<Backoff>,
 }
 
-impl RetryPolicy {
+impl TaskPolicy {
     fn of(task: &Task, config: &Config) -> Self {
-        RetryPolicy {
+        TaskPolicy {
+            custom_id: task.custom_id,
             max: task
                 .max_retries
                 .map_or_else(|| config.max_deliveries(), |n| 1 + u64::from(n)),
@@ -240,9 +243,9 @@ impl Executor {
         &self,
         message: &jetstream::Message,
         origin: &Origin,
-    ) -> Result<(String, RetryPolicy, BoxFuture<Outcome>), Refused> {
+    ) -> Result<(String, TaskPolicy, BoxFuture<Outcome>), Refused> {
         let task = Task::decode_checked(&message.payload).map_err(Refused::InvalidEnvelope)?;
-        let policy = RetryPolicy::of(&task, self.connection.config());
+        let policy = TaskPolicy::of(&task, self.connection.config());
         let max = policy.max;
         if origin.attempts > max {
             return Err(Refused::DeliveriesExhausted(Box::new(task), max));
@@ -298,18 +301,42 @@ impl Executor {
         message: jetstream::Message,
         origin: Origin,
         id: String,
-        policy: RetryPolicy,
+        policy: TaskPolicy,
         handled: BoxFuture<Outcome>,
         slot: Slot,
     ) -> Settlement {
-        let config = self.connection.config();
-        let max = policy.max;
         let outcome = self.run_with_heartbeats(&message, handled).await;
         drop(slot);
+        if !policy.custom_id {
+            return self
+                .settle_outcome(message, origin, &id, policy, outcome)
+                .await;
+        }
+        let sequence = origin.stream_sequence;
+        let settled = self
+            .settle_outcome(message, origin, &id, policy, outcome)
+            .await;
+        if matches!(settled, Settlement::Acked | Settlement::DeadLettered) {
+            crate::ids::release(&self.connection, &id, sequence).await;
+        }
+        settled
+    }
+
+    /// Acks, retries or dead-letters a delivery after its handler's `outcome`.
+    async fn settle_outcome(
+        &self,
+        message: jetstream::Message,
+        origin: Origin,
+        id: &str,
+        policy: TaskPolicy,
+        outcome: Outcome,
+    ) -> Settlement {
+        let config = self.connection.config();
+        let max = policy.max;
         match outcome {
             Outcome::Success => {
                 tracing::debug!(%id, "task succeeded");
-                self.ack(&message, &id).await
+                self.ack(&message, id).await
             }
             Outcome::NotStarted => {
                 tracing::debug!(%id, "task handed back unstarted");
