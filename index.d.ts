@@ -219,9 +219,9 @@ export interface EnqueueTask<T = unknown> {
   metadata?: Record<string, any>
   /**
    * Your own task id (1–256 bytes, no whitespace or control characters); `enqueue` resolves to
-   * it. Enqueueing an id again stores nothing and resolves with the id while the first is within
-   * the stream's duplicate window (2 minutes after it was stored); see the README ("Your own task
-   * ids") for what holds after that. Default: a new UUIDv7.
+   * it. While a task with this id is stored (waiting, running, waiting for a retry), enqueueing the
+   * id again stores nothing and resolves with the id; see the README ("Your own task ids") for the
+   * exact guarantee. Default: a new UUIDv7.
    */
   id?: string
   /** This task's own `maxRetries`, overriding the workers' option (0 to 4294967295). */

@@ -531,3 +531,56 @@ async fn a_marker_whose_task_is_gone_is_replaced() {
     b.expect("second");
     assert_eq!(stored(&connection).await, 1);
 }
+
+/// Measures one-at-a-time enqueues with and without ids (run by hand: `--ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_enqueue_with_and_without_ids() {
+    let server = NatsServer::start().await;
+    let config = test_config();
+    let connection = connect(&config, &server).await;
+    let n = 2_000;
+    for round in 0..3 {
+        let started = Instant::now();
+        for _ in 0..n {
+            producer::enqueue(&connection, task("{}"))
+                .await
+                .expect("enqueue");
+        }
+        let plain = started.elapsed();
+        let started = Instant::now();
+        for i in 0..n {
+            producer::enqueue(&connection, with_id(&format!("r{round}-{i}")))
+                .await
+                .expect("enqueue");
+        }
+        let fresh = started.elapsed();
+        let started = Instant::now();
+        for i in 0..n {
+            producer::enqueue(&connection, with_id(&format!("r{round}-{i}")))
+                .await
+                .expect("enqueue");
+        }
+        let taken = started.elapsed();
+        let started = Instant::now();
+        producer::enqueue_batch(&connection, numbered_tasks(n))
+            .await
+            .expect("batch");
+        let plain_batch = started.elapsed();
+        let started = Instant::now();
+        let batch = (0..n).map(|i| with_id(&format!("b{round}-{i}"))).collect();
+        producer::enqueue_batch(&connection, batch)
+            .await
+            .expect("batch");
+        let id_batch = started.elapsed();
+        let per = |d: Duration| d.as_micros() / n as u128;
+        println!(
+            "round {round}: one at a time (µs/task) plain {} new id {} taken id {}; batch of {n}: plain {} µs/task, ids {} µs/task",
+            per(plain),
+            per(fresh),
+            per(taken),
+            per(plain_batch),
+            per(id_batch)
+        );
+    }
+}

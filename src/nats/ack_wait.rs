@@ -2,7 +2,9 @@
 //! pace of their heartbeats.
 //!
 //! The consumer has one `ack_wait` for every worker. The last worker to start sets it to its own
-//! `ackWait`, so an operator changes it with a rolling restart. Every worker heartbeats at a third
+//! `ackWait`, so an operator changes it with a rolling restart. `max_ack_pending`
+//! (`globalConcurrency`, unlimited without it) is set the same way, at once: lowering it never
+//! takes back what is already delivered, it only holds back new deliveries. Every worker heartbeats at a third
 //! of the smallest of its own `ackWait`, the consumer's `ack_wait` and a lower one announced by a
 //! starting worker, and re-reads the consumer every half heartbeat interval
 //! ([`HeartbeatPace`]): a worker started with a longer `ackWait` speeds up when the consumer's
