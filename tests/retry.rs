@@ -532,6 +532,54 @@ async fn a_marker_whose_task_is_gone_is_replaced() {
     assert_eq!(stored(&connection).await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_lettered_task_frees_its_id_and_junk_markers_are_replaced() {
+    let server = NatsServer::start().await;
+    let (config, js) = short_window(&server).await;
+    let connection = connect(&config, &server).await;
+    producer::enqueue(&connection, with_id("job-9"))
+        .await
+        .expect("enqueue");
+    let recorder = Recorder::new();
+    let worker = start_worker(
+        &connection,
+        recording(&recorder, 0, |_| async {
+            Outcome::Failure(Failure {
+                retry: false,
+                ..Failure::new("no")
+            })
+        }),
+    )
+    .await;
+    recorder.wait_calls(1, SOON).await;
+    worker.stop().await;
+    let index = js
+        .get_stream(config.id_index_stream())
+        .await
+        .expect("the index stream");
+    eventually("the marker removed", SOON, || {
+        let mut index = index.clone();
+        async move { (index.info().await.ok()?.state.messages == 0).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    producer::enqueue(&connection, with_id("job-9"))
+        .await
+        .expect("enqueue again");
+    assert_eq!(stored(&connection).await, 1);
+
+    // Something that is not a marker on an id's subject does not block the id.
+    js.publish(protoqueue::ids::subject(&config, "junk-id"), "hello".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    producer::enqueue(&connection, with_id("junk-id"))
+        .await
+        .expect("enqueue");
+    assert_eq!(stored(&connection).await, 2);
+}
+
 /// Measures one-at-a-time enqueues with and without ids (run by hand: `--ignored --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
