@@ -239,6 +239,37 @@ mod tests {
     }
 
     #[test]
+    fn an_envelope_backoff_is_checked_like_json() {
+        let good =
+            read(json!({"type": "exponential", "delay": 100, "maxDelay": 400, "jitter": 0.1}))
+                .expect("valid");
+        assert_eq!(Backoff::from_envelope(&good.into()), Some(good));
+        let base = BackoffEnvelope::from(good);
+        for bad in [
+            BackoffEnvelope { r#type: 0, ..base },
+            BackoffEnvelope { r#type: 99, ..base },
+            BackoffEnvelope {
+                jitter: f64::NAN,
+                ..base
+            },
+            BackoffEnvelope {
+                jitter: 2.0,
+                ..base
+            },
+            BackoffEnvelope {
+                delay_ms: u64::MAX,
+                ..base
+            },
+            BackoffEnvelope {
+                max_delay_ms: Some(u64::MAX),
+                ..base
+            },
+        ] {
+            assert_eq!(Backoff::from_envelope(&bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn every_mistake_is_refused() {
         for bad in [
             json!(5),
