@@ -78,6 +78,7 @@ async fn exponential_backoff_doubles_the_wait_up_to_max_delay() {
     let worker = start_worker(&connection, recording(&recorder, 0, failing())).await;
     recorder.wait_calls(5, Duration::from_secs(20)).await;
     let gaps = gaps(&recorder);
+    println!("exponential 200 ms up to 700 ms: observed waits {gaps:?}");
     for (gap, ms) in gaps.iter().zip([200, 400, 700, 700]) {
         assert_between(*gap, Duration::from_millis(ms), "exponential");
     }
@@ -410,6 +411,7 @@ async fn a_rate_limited_worker_takes_at_most_max_per_window() {
     let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
     recorder.wait_calls(25, Duration::from_secs(30)).await;
     let elapsed = started.elapsed();
+    println!("rateLimit 5 per 500 ms: 25 tasks in {elapsed:?}");
     // 25 tasks at 5 per 500 ms: the last five come 4 windows after the first five.
     assert!(elapsed >= 4 * window, "took {elapsed:?}");
     assert!(elapsed <= 4 * window + 4 * SLACK, "took {elapsed:?}");
