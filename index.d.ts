@@ -31,8 +31,30 @@ export interface QueueOptions {
    * `disconnect()` runs it before it resolves. 0 pulls only for free slots.
    */
   prefetch?: number
-  /** Least delay before a failed task is delivered again (default 1000, at most 2147483647). */
+  /**
+   * Least delay before a failed task is delivered again (default 1000, at most 2147483647): a fixed
+   * backoff. Give this or `backoff`, not both.
+   */
   retryDelay?: number
+  /**
+   * How long a failed task waits before its next attempt: `{ type: 'fixed' | 'exponential', delay,
+   * maxDelay?, jitter? }`, or a function `(attempt, error) => ms` run by this process's worker for
+   * each failure (a throw or anything but a number ≥ 0 falls back to `retryDelay`'s default and is
+   * logged with `console.warn`). Default: `retryDelay`. A task's own `backoff` wins over this.
+   */
+  backoff?: Backoff | BackoffFunction
+  /**
+   * The most tasks in flight (delivered and not yet settled) across all workers of the queue,
+   * 1–1000000. It is the shared consumer's `max_ack_pending`: the last worker to start sets it
+   * (a worker without it lifts it), so give every worker the same value. Workers with it prefetch
+   * nothing (a prefetched task counts as in flight). Default: no limit.
+   */
+  globalConcurrency?: number
+  /**
+   * At most `max` tasks (1–100000) delivered to this worker within any window of `duration` ms.
+   * Per worker: with N workers the queue runs up to N × max per duration. Default: no limit.
+   */
+  rateLimit?: RateLimit
   /**
    * How long `enqueue`/`enqueueBatch` wait for the server to store a task, re-sending through
    * outages and leader elections, before rejecting with `ERR_PQ_TIMEOUT` (default 30000, at most
@@ -84,6 +106,35 @@ export interface QueueOptions {
    * Default: false.
    */
   schedules?: boolean
+}
+
+/**
+ * A retry backoff. `fixed` waits `delay` ms every time; `exponential` waits `delay`, `2 × delay`,
+ * `4 × delay`, … after attempts 1, 2, 3, …, at most `maxDelay`.
+ */
+export interface Backoff {
+  type: 'fixed' | 'exponential'
+  /** The first wait, in ms (0 to 2147483647). */
+  delay: number
+  /** The longest wait, in ms (exponential; at least `delay`). Default: 2147483647. */
+  maxDelay?: number
+  /**
+   * A fraction from 0 to 1 (default 0): each wait `d` is drawn uniformly from `[d × (1 − jitter), d]`,
+   * so retries of many tasks failing together spread out; it never lengthens a wait.
+   */
+  jitter?: number
+}
+
+/**
+ * Decides the wait (ms) after failed attempt `attempt` (from 1); `error` is the failure's message
+ * (the `error` of a `{ success: false }` result, or what the handler threw, as text).
+ */
+export type BackoffFunction = (attempt: number, error: string) => number
+
+/** A per-worker rate limit: at most `max` tasks within any `duration` ms. */
+export interface RateLimit {
+  max: number
+  duration: number
 }
 
 /**
@@ -182,6 +233,17 @@ export interface EnqueueTask<T = unknown> {
    * `ERR_PQ_INVALID_TASK`). A numeric `timestamp` of yours is kept as it is.
    */
   metadata?: Record<string, any>
+  /**
+   * Your own task id (1–256 bytes, no whitespace or control characters); `enqueue` resolves to
+   * it. While a task with this id is stored (waiting, running, waiting for a retry), enqueueing the
+   * id again stores nothing and resolves with the id; see the README ("Your own task ids") for the
+   * exact guarantee. Default: a new UUIDv7.
+   */
+  id?: string
+  /** This task's own `maxRetries`, overriding the workers' option (0 to 4294967295). */
+  maxRetries?: number
+  /** This task's own retry backoff, overriding the workers' `backoff`/`retryDelay` (an object, not a function). */
+  backoff?: Backoff
   /**
    * Milliseconds from now before workers get the task (a whole number, up to ten years): the
    * task is stored at once and handed to a worker at its time, never before

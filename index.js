@@ -151,8 +151,8 @@ function encodeCheckedTask(task, what) {
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} must be an object like { data, metadata? }, got ${describe(task)}`)
   }
   for (const key in task) {
-    if (key !== 'data' && key !== 'metadata' && key !== 'delay' && key !== 'runAt') {
-      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.${key} is not a task field (a task is { data, metadata?, delay?, runAt? })`)
+    if (!TASK_KEYS.has(key)) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.${key} is not a task field (a task is { data, metadata?, ${[...OPTIONAL_TASK_KEYS].join('?, ')}? })`)
     }
   }
   const data = task.data
@@ -185,6 +185,7 @@ function encodeCheckedTask(task, what) {
     else if (typeof runAt === 'number') input.runAt = runAt
     else throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.runAt must be a Date or ms since the epoch, got ${describe(runAt)}`)
   }
+  retryFields(task, input, what)
   return input
 }
 
@@ -207,6 +208,30 @@ function decodeSchedule(native) {
 function checkedString(value, what, code) {
   if (typeof value !== 'string') throw new ProtoqueueError(code, `${what} must be a string, got ${describe(value)}`)
   return value
+}
+
+
+/** The task keys for ids and retries (checked in the native core; only types here). */
+const RETRY_KEYS = new Set(['id', 'maxRetries', 'backoff'])
+/** Every key a task may have besides `data`. */
+const OPTIONAL_TASK_KEYS = new Set(['metadata', 'delay', 'runAt', ...RETRY_KEYS])
+const TASK_KEYS = new Set(['data', ...OPTIONAL_TASK_KEYS])
+
+/** Copies `id`, `maxRetries` and `backoff` (a plain object: a function cannot travel with a task). */
+function retryFields(task, input, what) {
+  const { id, maxRetries, backoff } = task
+  if (id !== undefined && id !== null) {
+    if (typeof id !== 'string') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.id must be a string, got ${describe(id)}`)
+    input.id = id
+  }
+  if (maxRetries !== undefined && maxRetries !== null) {
+    if (typeof maxRetries !== 'number') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.maxRetries must be a number, got ${describe(maxRetries)}`)
+    input.maxRetries = maxRetries
+  }
+  if (backoff !== undefined && backoff !== null) {
+    if (!isPlainObject(backoff)) throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.backoff must be an object like { type: 'exponential', delay: 1000 }, got ${describe(backoff)}`)
+    input.backoff = JSON.parse(toJson(backoff, `${what}.backoff`))
+  }
 }
 
 /** Parses JSON text, or `undefined` when it is absent or does not parse. */
@@ -276,6 +301,26 @@ function decodeDeadLetter(letter) {
 const MAX_DEAD_LETTERS = 10_000_000
 
 /**
+ * `options.backoff` when it is a function, with a copy of the configuration without it (the
+ * native side takes only plain values); `undefined` otherwise.
+ */
+function backoffFunction(config) {
+  try {
+    const options = config?.options
+    const fn = options?.backoff
+    if (typeof fn !== 'function') return undefined
+    if (options.retryDelay !== undefined && options.retryDelay !== null) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', 'invalid configuration: give options.retryDelay or options.backoff, not both')
+    }
+    const { backoff: _, ...rest } = options
+    return { fn, config: { ...config, options: rest } }
+  } catch (err) {
+    if (err instanceof ProtoqueueError) throw err
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: it could not be read: ${messageOf(err)}`, { cause: err })
+  }
+}
+
+/**
  * A plain copy of the configuration holding only what JSON can (strings, finite numbers,
  * booleans, null, arrays, objects), or ERR_PQ_INVALID_CONFIG naming what else it holds: the
  * native side then never meets a Symbol, a function, a cycle or a throwing getter.
@@ -333,7 +378,15 @@ class Protoqueue {
   /** The running worker's dispatcher, closed on disconnect. */
   #dispatcher
 
+  /** `options.backoff` when it is a function: the dispatcher asks it for each retry's delay. */
+  #backoff
+
   constructor(config) {
+    const backoff = backoffFunction(config)
+    if (backoff) {
+      this.#backoff = backoff.fn
+      config = backoff.config
+    }
     const plain = plainConfig(config)
     try {
       this.#native = new NativeQueue(plain === undefined ? null : plain)
@@ -423,7 +476,7 @@ class Protoqueue {
     const run = nativeQueue.reserveRun()
     const tasks = dispatcher((task) => handlerOf.run(this, handler, task), {
       complete: (succeeded, failed, started) => nativeQueue.complete(run, succeeded, failed, started),
-    })
+    }, { backoff: this.#backoff })
     await native(() => nativeQueue.process(run, tasks.dispatch))
     this.#dispatcher = tasks
     return this

@@ -135,6 +135,11 @@ export interface NativeFailure {
   details?: string
   /** `false` dead-letters a failure without further attempts. */
   retry?: boolean
+  /**
+   * The wait before the next attempt in ms, from the worker's `backoff` function; absent:
+   * the task's or the queue's backoff decides.
+   */
+  retryDelay?: number
 }
 
 /** Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim). */
@@ -235,6 +240,12 @@ export interface NativeTaskInput {
   data: string
   /** The task's metadata as JSON object text, if any. */
   metadata?: string
+  /** The producer's own task id. */
+  id?: string
+  /** The task's own `maxRetries`. */
+  maxRetries?: number
+  /** The task's own backoff object (`{ type, delay, maxDelay?, jitter? }`). */
+  backoff?: any
   /** Milliseconds from now before workers get the task. */
   delay?: number
   /** When workers get the task, ms since the epoch. */

@@ -320,3 +320,56 @@ describe('memory', () => {
     assert.ok(growth < 8, `the live heap grew by ${growth.toFixed(1)} MB over ${TOTAL} tasks`)
   })
 })
+
+describe('a backoff function', () => {
+  const attemptBatch = (attempts: Array<[number, number]>) =>
+    JSON.stringify({
+      limit: 10,
+      tokens: attempts.map((_, i) => i),
+      tasks: attempts.map(([attempt, maxAttempts], i) => ({ id: `t${i}`, data: i, metadata: {}, attempt, maxAttempts })),
+    })
+
+  test('sends its delay with failures that will be retried, and only with those', async () => {
+    const native = new FakeNative()
+    const asked: Array<[number, string]> = []
+    const warnings: string[] = []
+    const d = dispatcher(
+      (task: { data: number }) => (task.data === 3 ? { success: true } : task.data === 2 ? { success: false, error: 'no', retry: false } : { success: false, error: `e${task.data}` }),
+      native,
+      {
+        backoff: (attempt: number, error: string) => {
+          asked.push([attempt, error])
+          return attempt * 100.4
+        },
+        warn: (m: string) => warnings.push(m),
+      },
+    )
+    d.dispatch(attemptBatch([[1, 4], [4, 4], [2, 4], [1, 4]]))
+    await turn()
+    const byToken = new Map(native.failed.map((f) => [f.token, f]))
+    assert.equal(byToken.get(0)?.retryDelay, 100, 'rounded')
+    assert.equal(byToken.get(1)?.retryDelay, undefined, 'the last attempt is not retried')
+    assert.equal(byToken.get(2)?.retryDelay, undefined, 'retry: false is not retried')
+    assert.deepEqual(asked, [[1, 'e0']])
+    assert.deepEqual(warnings, [])
+  })
+
+  test('a throw or junk falls back (no retryDelay) with a warning, and huge delays are capped', async () => {
+    const results: unknown[] = [() => { throw new Error('boom') }, 'soon', -1, NaN, Infinity, 1e20, { valueOf: () => 5 }, null]
+    const native = new FakeNative()
+    const warnings: string[] = []
+    let call = 0
+    const d = dispatcher(() => ({ success: false, error: 'x' }), native, {
+      backoff: () => {
+        const result = results[call++]
+        return typeof result === 'function' ? (result as () => number)() : (result as number)
+      },
+      warn: (m: string) => warnings.push(m),
+    })
+    d.dispatch(attemptBatch(results.map(() => [1, 2])))
+    await turn()
+    const delays = native.failed.sort((a, b) => a.token - b.token).map((f) => f.retryDelay)
+    assert.deepEqual(delays, [undefined, undefined, undefined, undefined, undefined, 2 ** 31 - 1, undefined, undefined])
+    assert.equal(warnings.length, 7)
+  })
+})

@@ -16,7 +16,44 @@
  * @property {string} [error] why it failed
  * @property {string} [details] the handler's `details` as JSON text
  * @property {boolean} [retry] `false` dead-letters the task without further attempts
+ * @property {number} [retryDelay] ms before the next attempt, from the worker's `backoff` function
  */
+
+/**
+ * What a worker may add to the dispatcher.
+ * @typedef {object} DispatcherOptions
+ * @property {(attempt: number, error: string) => unknown} [backoff] the user's backoff function:
+ *   the ms to wait after failed attempt `attempt` (from 1); a throw or anything but a finite
+ *   number ≥ 0 falls back to the configured backoff (and is logged)
+ * @property {(message: string) => void} [warn] where that is logged (default `console.warn`)
+ */
+
+/** The longest delay the native side takes, in ms. */
+const MAX_DELAY = 2 ** 31 - 1
+
+/**
+ * The delay `backoff` asks for after failed attempt `attempt`, or `undefined` (then the
+ * configured backoff applies) when it throws or returns anything but a finite number ≥ 0.
+ * @param {NonNullable<DispatcherOptions['backoff']>} backoff
+ * @param {number} attempt
+ * @param {string} error
+ * @param {(message: string) => void} warn
+ * @returns {number | undefined}
+ */
+function askBackoff(backoff, attempt, error, warn) {
+  let delay
+  try {
+    delay = backoff(attempt, error)
+  } catch (err) {
+    warn(`protoqueue: options.backoff threw (${textOf(err) ?? NO_STRING_FORM}); using the configured delay`)
+    return undefined
+  }
+  if (typeof delay !== 'number' || !Number.isFinite(delay) || delay < 0) {
+    warn(`protoqueue: options.backoff returned ${describe(delay)}, not a number of ms >= 0; using the configured delay`)
+    return undefined
+  }
+  return Math.min(Math.round(delay), MAX_DELAY)
+}
 
 /**
  * The native side of a worker run: all the dispatcher ever calls.
@@ -275,8 +312,11 @@ class Waiting {
  *
  * @param {Handler} handler
  * @param {NativeSide} native
+ * @param {DispatcherOptions} [options]
  */
-function dispatcher(handler, native) {
+function dispatcher(handler, native, options = {}) {
+  const { backoff } = options
+  const warn = options.warn ?? ((message) => console.warn(message))
   let limit = 1
   let running = 0
   let closed = false
@@ -312,8 +352,9 @@ function dispatcher(handler, native) {
   /**
    * @param {number} token
    * @param {Outcome} outcome
+   * @param {unknown} task the task as handed to the handler (for its attempt number)
    */
-  const settle = (token, outcome) => {
+  const settle = (token, outcome, task) => {
     queueReport()
     if (outcome.success) {
       succeeded.push(token)
@@ -321,6 +362,14 @@ function dispatcher(handler, native) {
       /** @type {NativeFailure} */
       const reported = /** @type {any} */ (outcome)
       reported.token = token
+      if (backoff !== undefined && outcome.retry !== false) {
+        const attempt = read(task, 'attempt')
+        const max = read(task, 'maxAttempts')
+        if (typeof attempt === 'number' && !(typeof max === 'number' && attempt >= max)) {
+          const delay = askBackoff(backoff, attempt, outcome.error, warn)
+          if (delay !== undefined) reported.retryDelay = delay
+        }
+      }
       failed.push(reported)
     }
   }
@@ -333,18 +382,19 @@ function dispatcher(handler, native) {
     queueReport()
     started.push(token)
     runHandler(handler, task).then(
-      (outcome) => finish(token, outcome),
+      (outcome) => finish(token, outcome, task),
       // runHandler never rejects; should it, the slot is still freed.
-      (err) => finish(token, thrownFailure(err)),
+      (err) => finish(token, thrownFailure(err), task),
     )
   }
   /**
    * @param {number} token
    * @param {Outcome} outcome
+   * @param {unknown} task
    */
-  const finish = (token, outcome) => {
+  const finish = (token, outcome, task) => {
     running--
-    settle(token, outcome)
+    settle(token, outcome, task)
     startWaiting()
   }
   const startWaiting = () => {

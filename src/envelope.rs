@@ -10,7 +10,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/protoqueue.v1.rs"));
 }
 
-pub use proto::{DeadLetter, DeadLetterReason, Task};
+pub use proto::{Backoff as BackoffEnvelope, BackoffType, DeadLetter, DeadLetterReason, Task};
 
 /// The envelope version this build writes and reads.
 pub const VERSION: u32 = 1;
@@ -47,6 +47,7 @@ impl Task {
             content_type: content_type.to_owned(),
             metadata,
             enqueued_at_ms: now_ms,
+            ..Task::default()
         }
     }
 
@@ -98,6 +99,36 @@ mod tests {
         );
         let decoded = Task::decode_checked(&task.to_bytes()).expect("valid envelope");
         assert_eq!(decoded, task);
+    }
+
+    #[test]
+    fn a_plain_task_is_encoded_as_before_and_the_new_fields_round_trip() {
+        let plain = Task::create(
+            "id".into(),
+            Bytes::from_static(b"{}"),
+            JSON,
+            Bytes::new(),
+            7,
+        );
+        // Version 1, id, data, content type, enqueue time: nothing of fields 20-22.
+        let mut legacy = vec![
+            0x08, 0x01, 0x12, 0x02, b'i', b'd', 0x1a, 0x02, b'{', b'}', 0x22,
+        ];
+        legacy.push(JSON.len() as u8);
+        legacy.extend_from_slice(JSON.as_bytes());
+        legacy.extend_from_slice(&[0x30, 0x07]);
+        assert_eq!(plain.to_bytes().as_ref(), legacy.as_slice());
+
+        let mut own = plain.clone();
+        own.max_retries = Some(0);
+        own.custom_id = true;
+        own.backoff = Some(BackoffEnvelope {
+            r#type: BackoffType::Exponential as i32,
+            delay_ms: 100,
+            max_delay_ms: Some(1_000),
+            jitter: 0.5,
+        });
+        assert_eq!(Task::decode_checked(&own.to_bytes()), Ok(own));
     }
 
     #[test]

@@ -15,7 +15,12 @@
 //!   durable pull consumer shared by every worker ([`nats::topology`]).
 //! - Every task is one Protobuf `protoqueue.v1.Task` ([`envelope`]) published with its id as
 //!   `Nats-Msg-Id`, so a re-sent publish is stored once; `enqueue` resolves only after JetStream
-//!   confirmed the write ([`producer`]).
+//!   confirmed the write ([`producer`]). A producer's own id also gets a create-only marker in an
+//!   id index beside the stream, so it stays taken while its task is stored ([`ids`]).
+//! - Retries wait as the task's own backoff (in its envelope), the queue's `backoff`/`retryDelay`,
+//!   or a JavaScript backoff function says ([`config::backoff`]). `globalConcurrency` is the
+//!   consumer's `max_ack_pending` (set like `ack_wait`, [`nats::ack_wait`]); `rateLimit` a sliding
+//!   window in each worker's pull loop ([`worker::rate`]).
 //! - A [`worker`] runs up to `batchSize` tasks at once and keeps a few more ready, as many as its
 //!   handlers' pace calls for ([`worker::prefetch`]); it pulls only for room it has (requests on
 //!   one inbox, each message backed by reserved room: [`worker::pull`]), hands tasks to the
@@ -41,6 +46,7 @@ pub mod admin;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod ids;
 pub mod logging;
 pub mod nats;
 pub mod producer;

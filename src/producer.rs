@@ -15,14 +15,15 @@ use async_nats::jetstream::{
     self,
     context::{PublishAckFuture, PublishErrorKind},
     message::PublishMessage,
+    publish::PublishAck,
     ErrorCode,
 };
 use bytes::Bytes;
-use futures::{stream::FuturesOrdered, StreamExt};
+use futures::{future::Either, stream::FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use crate::{
-    config::Config,
+    config::{backoff::Backoff, Config},
     envelope::{self, Task},
     error::{Error, Result},
     nats::connection::Connection,
@@ -46,6 +47,12 @@ pub struct NewTask {
     /// When the task becomes available to workers, ms since the epoch; `None`: at once. Needs
     /// `options.schedules`. A time in the past makes it available at once.
     pub run_at: Option<i64>,
+    /// The producer's own task id ([`validate_task_id`]); `None`: a new UUIDv7.
+    pub id: Option<String>,
+    /// The task's own `maxRetries`; `None`: the worker's option applies.
+    pub max_retries: Option<u32>,
+    /// The task's own retry backoff; `None`: the worker's option applies.
+    pub backoff: Option<Backoff>,
 }
 
 impl NewTask {
@@ -58,12 +65,46 @@ impl NewTask {
     }
 }
 
+/// A task's own `maxRetries`: an integer from 0 to 2^32 − 1.
+pub fn checked_max_retries(n: f64) -> Result<u32> {
+    if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) {
+        Ok(n as u32)
+    } else {
+        Err(Error::InvalidTask(format!(
+            "task.maxRetries must be an integer from 0 to {}, got {n}",
+            u32::MAX
+        )))
+    }
+}
+
+/// The longest task id a producer may choose, in bytes.
+pub const MAX_TASK_ID_LEN: usize = 256;
+
+/// A producer's own task id: 1 to [`MAX_TASK_ID_LEN`] bytes, no whitespace or control
+/// characters (it travels as the `Nats-Msg-Id` header, and is shown in logs).
+pub fn validate_task_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > MAX_TASK_ID_LEN {
+        return Err(Error::InvalidTask(format!(
+            "a task id must be 1 to {MAX_TASK_ID_LEN} bytes long, got {} bytes",
+            id.len()
+        )));
+    }
+    if let Some(c) = id.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::InvalidTask(format!(
+            "a task id may not contain whitespace or control characters, got {c:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// One encoded message, ready to publish.
 pub(crate) struct Outgoing {
-    id: String,
+    pub(crate) id: String,
     payload: Bytes,
     /// Set for a delayed task: published as a schedule on its own subject.
     delayed: Option<Box<Delayed>>,
+    /// The producer chose the id: it is deduplicated through the id index ([`crate::ids`]).
+    pub(crate) custom_id: bool,
 }
 
 /// Where and when a delayed task's schedule goes.
@@ -96,8 +137,12 @@ pub async fn enqueue_batch(connection: &Connection, tasks: Vec<NewTask>) -> Resu
                 ids.push(result?);
             }
         }
+        if message.custom_id {
+            in_flight.push_back(Either::Right(crate::ids::publish(&publisher, message)));
+            continue;
+        }
         let sent = publisher.send(&message).await?;
-        in_flight.push_back(publisher.confirm(message, sent));
+        in_flight.push_back(Either::Left(publisher.confirm(message, sent)));
     }
     while let Some(result) = in_flight.next().await {
         ids.push(result?);
@@ -154,10 +199,22 @@ fn encode_all(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Outgoi
     tasks
         .into_iter()
         .map(|task| {
-            let id = uuid::Uuid::now_v7().to_string();
+            let custom_id = task.id.is_some();
+            let id = match task.id {
+                Some(id) => {
+                    validate_task_id(&id)?;
+                    id
+                }
+                None => uuid::Uuid::now_v7().to_string(),
+            };
             let run_at = task.run_at;
-            let envelope = Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
-            let message = Outgoing::checked(id, envelope.to_bytes(), max)?;
+            let mut envelope =
+                Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
+            envelope.custom_id = custom_id;
+            envelope.max_retries = task.max_retries;
+            envelope.backoff = task.backoff.map(Into::into);
+            let mut message = Outgoing::checked(id, envelope.to_bytes(), max)?;
+            message.custom_id = custom_id;
             match run_at {
                 None => Ok(message),
                 Some(at) => message.delayed(config, at, max),
@@ -180,6 +237,7 @@ impl Outgoing {
             id,
             payload,
             delayed: None,
+            custom_id: false,
         })
     }
 
@@ -268,10 +326,30 @@ impl<'a> Publisher<'a> {
 
     /// Awaits the acknowledgement of a sent publish, re-sending it (same id, so it is stored
     /// once) while the server does not answer, until the deadline.
-    async fn confirm(&self, message: Outgoing, mut sent: PublishAckFuture) -> Result<String> {
+    async fn confirm(&self, message: Outgoing, sent: PublishAckFuture) -> Result<String> {
+        self.confirm_ack(&message, sent).await?;
+        Ok(message.id)
+    }
+
+    /// Publishes one message and returns the server's acknowledgement (its stream sequence).
+    pub(crate) async fn publish_ack(&self, message: &Outgoing) -> Result<PublishAck> {
+        let sent = self.send(message).await?;
+        self.confirm_ack(message, sent).await
+    }
+
+    /// The connection this publisher sends on.
+    pub(crate) fn connection(&self) -> &'a Connection {
+        self.connection
+    }
+
+    async fn confirm_ack(
+        &self,
+        message: &Outgoing,
+        mut sent: PublishAckFuture,
+    ) -> Result<PublishAck> {
         loop {
             let err = match tokio::time::timeout_at(self.deadline, sent).await {
-                Ok(Ok(_ack)) => return Ok(message.id),
+                Ok(Ok(ack)) => return Ok(ack),
                 Ok(Err(_)) if self.connection.is_closed() => return Err(self.cut_off()),
                 Ok(Err(err)) => err,
                 Err(_) => return Err(self.timed_out()),
@@ -281,7 +359,7 @@ impl<'a> Publisher<'a> {
             }
             tracing::debug!(id = %message.id, "publish not confirmed ({err}); re-sending");
             tokio::time::sleep_until(self.deadline.min(Instant::now() + RESEND_DELAY)).await;
-            sent = self.send(&message).await?;
+            sent = self.send(message).await?;
         }
     }
 

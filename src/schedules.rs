@@ -34,9 +34,18 @@ pub const MAX_DELAY_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 /// The shortest interval of an `every` schedule (the server's limit).
 pub const MIN_EVERY_MS: u64 = 1_000;
 
-/// The schedule subject of the delayed task `id`.
+/// The schedule subject of the delayed task `id`: the id itself when it is a plain token (ids
+/// Protoqueue makes: UUIDs), else `~` and its bytes in hex (`~` never starts a plain one), so any id (a producer's own may hold
+/// dots or wildcards) is one subject token.
 pub fn delayed_subject(config: &Config, id: &str) -> String {
-    format!("{}.at.{id}", config.schedule_prefix())
+    let plain = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        return format!("{}.at.{id}", config.schedule_prefix());
+    }
+    let hex: String = id.bytes().map(|byte| format!("{byte:02x}")).collect();
+    format!("{}.at.~{hex}", config.schedule_prefix())
 }
 
 /// The subjects of every delayed task of the queue.

@@ -54,7 +54,7 @@ async fn a_task_round_trips_with_its_data_metadata_and_id() {
         NewTask {
             data: data.clone(),
             metadata: metadata.clone(),
-            run_at: None,
+            ..Default::default()
         },
     )
     .await
@@ -165,6 +165,7 @@ async fn a_failing_task_is_retried_after_retry_delay_then_dead_lettered() {
                 error: "smtp refused".into(),
                 details: Bytes::from_static(br#"{"status":550}"#),
                 retry: true,
+                retry_delay: None,
             })
         }),
     )
@@ -996,7 +997,7 @@ async fn a_task_over_max_payload_is_refused_and_nothing_is_stored() {
     let huge_metadata = NewTask {
         data: Bytes::new(),
         metadata: vec![b'm'; 5_000].into(),
-        run_at: None,
+        ..Default::default()
     };
     assert_eq!(
         code(producer::enqueue(&connection, huge_metadata).await),
@@ -1038,6 +1039,7 @@ async fn a_task_near_max_payload_can_still_be_dead_lettered() {
                 error: "e".repeat(2_000),
                 details: vec![b'd'; 2_000].into(),
                 retry: false,
+                retry_delay: None,
             })
         }),
     )

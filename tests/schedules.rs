@@ -15,7 +15,7 @@ use protoqueue::{
         schedules::{self, Recurring, Spec},
         stats,
     },
-    envelope, producer, Config, Connection, Outcome,
+    envelope, producer, Config, Connection, NewTask, Outcome,
 };
 
 /// Generous bound for things that normally take milliseconds.
@@ -674,4 +674,43 @@ async fn purge_removes_waiting_tasks_but_not_schedules() {
     );
     let stats = stats_of(&connection).await;
     assert_eq!((stats.messages, stats.delayed, stats.recurring), (0, 3, 1));
+}
+
+/// A producer's own id may hold dots or wildcards: its delayed task still gets a subject of its
+/// own, runs at its time, and can be cancelled by that id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_tasks_with_their_own_odd_ids_run_and_cancel() {
+    let server = NatsServer::start().await;
+    let mut config = test_config();
+    config.schedules = true;
+    let connection = connect(&config, &server).await;
+    let later = envelope::now_ms() + 60_000;
+    for id in ["order.42", "a*b>c", "~61"] {
+        let task = NewTask {
+            id: Some(id.into()),
+            ..task("{}")
+        }
+        .at(later);
+        assert_eq!(
+            producer::enqueue(&connection, task).await.expect("enqueue"),
+            id
+        );
+    }
+    for id in ["order.42", "a*b>c", "~61"] {
+        assert!(
+            schedules::cancel(&connection, id).await.expect("cancel"),
+            "{id}"
+        );
+    }
+    let soon = NewTask {
+        id: Some("soon.1".into()),
+        ..task("{}")
+    }
+    .at(envelope::now_ms() + 200);
+    producer::enqueue(&connection, soon).await.expect("enqueue");
+    let recorder = Recorder::new();
+    let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
+    recorder.wait_calls(1, Duration::from_secs(10)).await;
+    assert_eq!(recorder.events()[0].id(), "soon.1");
+    worker.stop().await;
 }

@@ -208,7 +208,7 @@ pub struct StoredSchedule {
 /// `false` when there was none (it ran already, was cancelled, or never was delayed).
 pub async fn cancel(connection: &Connection, id: &str) -> Result<bool> {
     let config = connection.config();
-    schedules::check_token("task id", id, Error::InvalidTask)?;
+    crate::producer::validate_task_id(id)?;
     require_enabled(config, "cancel()")?;
     remove_subject(connection, &schedules::delayed_subject(config, id)).await
 }

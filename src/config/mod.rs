@@ -5,6 +5,7 @@
 //! [`Error::InvalidConfig`](crate::Error::InvalidConfig) before anything touches the network.
 
 pub mod auth;
+pub mod backoff;
 pub(crate) mod json;
 pub mod tls;
 pub mod urls;
@@ -17,6 +18,7 @@ pub use crate::config::urls::validate_urls;
 use crate::{
     config::{
         auth::Auth,
+        backoff::Backoff,
         json::{integer_option, invalid, kind, present, reject_unknown_keys, required_string},
         tls::Tls,
         urls::redact,
@@ -82,6 +84,19 @@ const SCHEDULE_SUBJECT_PREFIX: &str = "protoqueue.sched.";
 const MAX_BATCH_SIZE: u64 = 10_000;
 const MAX_PREFETCH: u64 = 10_000;
 const MIN_ACK_WAIT_MS: u64 = 100;
+/// The largest `options.globalConcurrency`.
+pub const MAX_GLOBAL_CONCURRENCY: u64 = 1_000_000;
+/// The largest `options.rateLimit.max`: the worker remembers that many delivery times.
+pub const MAX_RATE_LIMIT: u64 = 100_000;
+
+/// At most `max` tasks delivered to one worker within any `duration` (`options.rateLimit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Tasks per window.
+    pub max: u32,
+    /// The window.
+    pub duration: Duration,
+}
 
 /// Everything a queue needs to know, validated. Its `Debug` output shows no secrets.
 #[derive(Clone, PartialEq)]
@@ -112,6 +127,14 @@ pub struct Config {
     pub prefetch: u32,
     /// The least delay before a failed task is delivered again.
     pub retry_delay: Duration,
+    /// `options.backoff`: how the delay grows from retry to retry. `None`: `retry_delay` every
+    /// time ([`Config::backoff`]).
+    pub backoff: Option<Backoff>,
+    /// `options.globalConcurrency`: the most tasks in flight across all workers (the consumer's
+    /// `max_ack_pending`). `None`: no limit.
+    pub global_concurrency: Option<u32>,
+    /// `options.rateLimit`: the most tasks one worker takes per window. `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
     /// How long an enqueue may wait for the server's acknowledgement.
     pub enqueue_timeout: Duration,
     /// How long `connect()` may take.
@@ -150,6 +173,9 @@ impl Config {
             batch_size: DEFAULT_BATCH_SIZE,
             prefetch: DEFAULT_PREFETCH,
             retry_delay: DEFAULT_RETRY_DELAY,
+            backoff: None,
+            global_concurrency: None,
+            rate_limit: None,
             enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             task_timeout: DEFAULT_TASK_TIMEOUT,
@@ -248,6 +274,9 @@ impl Config {
                 "deadLetterMaxAge",
                 "deadLetterMaxCount",
                 "schedules",
+                "backoff",
+                "globalConcurrency",
+                "rateLimit",
             ],
         )?;
         let u32_max = u64::from(u32::MAX);
@@ -297,12 +326,46 @@ impl Config {
                 ))
             })?;
         }
+        if let Some(backoff) = present(options, "backoff") {
+            if present(options, "retryDelay").is_some() {
+                return Err(invalid(
+                    "give options.retryDelay or options.backoff, not both".into(),
+                ));
+            }
+            self.backoff = Some(Backoff::from_json(
+                "options.backoff",
+                backoff,
+                crate::Error::InvalidConfig,
+            )?);
+        }
+        self.global_concurrency =
+            integer_option(options, "globalConcurrency", 1, MAX_GLOBAL_CONCURRENCY)?
+                .map(|n| n as u32);
+        if let Some(limit) = present(options, "rateLimit") {
+            self.rate_limit = Some(rate_limit(limit)?);
+        }
         Ok(())
     }
 
     /// The most deliveries a task gets: the first attempt plus the retries.
     pub fn max_deliveries(&self) -> u64 {
         1 + u64::from(self.max_retries)
+    }
+
+    /// The queue's retry backoff: `options.backoff`, else `retryDelay` after every failure.
+    pub fn retry_backoff(&self) -> Backoff {
+        self.backoff.unwrap_or(Backoff::fixed(self.retry_delay))
+    }
+
+    /// The most tasks a worker keeps ready beyond those running: `options.prefetch`, or none with
+    /// `globalConcurrency` (a prefetched task is delivered, so it counts against the global limit
+    /// while it waits, and would keep another worker's free slot idle).
+    pub fn effective_prefetch(&self) -> u32 {
+        if self.global_concurrency.is_some() {
+            0
+        } else {
+            self.prefetch
+        }
     }
 
     /// The stream holding this queue's dead letters.
@@ -320,6 +383,16 @@ impl Config {
     /// by the workers' consumer (it takes exactly [`Config::subject`]).
     pub fn schedule_prefix(&self) -> String {
         format!("{SCHEDULE_SUBJECT_PREFIX}{}", self.stream_name)
+    }
+
+    /// The stream of this queue's id index (producer-chosen ids, [`crate::ids`]).
+    pub fn id_index_stream(&self) -> String {
+        format!("{}_IDS", self.stream_name)
+    }
+
+    /// The subjects of this queue's id index: one token per id follows this prefix.
+    pub fn id_index_prefix(&self) -> String {
+        format!("protoqueue.ids.{}.", self.stream_name)
     }
 
     /// How often a running handler's task is kept alive with a progress heartbeat:
@@ -394,6 +467,25 @@ impl LetterOptions {
     }
 }
 
+/// Reads `options.rateLimit`: `{ max, duration }`.
+fn rate_limit(value: &Value) -> Result<RateLimit> {
+    let object = value.as_object().ok_or_else(|| {
+        invalid(format!(
+            "options.rateLimit must be an object like {{ max: 100, duration: 1000 }}, got {}",
+            kind(value)
+        ))
+    })?;
+    reject_unknown_keys("options.rateLimit", object, &["max", "duration"])?;
+    let max = integer_option(object, "max", 1, MAX_RATE_LIMIT)?
+        .ok_or_else(|| invalid("options.rateLimit.max is required".into()))?;
+    let duration = integer_option(object, "duration", 1, MAX_DURATION_MS)?
+        .ok_or_else(|| invalid("options.rateLimit.duration is required (ms)".into()))?;
+    Ok(RateLimit {
+        max: max as u32,
+        duration: Duration::from_millis(duration),
+    })
+}
+
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
@@ -409,6 +501,9 @@ impl fmt::Debug for Config {
             .field("batch_size", &self.batch_size)
             .field("prefetch", &self.prefetch)
             .field("retry_delay", &self.retry_delay)
+            .field("backoff", &self.backoff)
+            .field("global_concurrency", &self.global_concurrency)
+            .field("rate_limit", &self.rate_limit)
             .field("enqueue_timeout", &self.enqueue_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("task_timeout", &self.task_timeout)
@@ -606,6 +701,22 @@ mod tests {
             json!({"streamName": "s", "subject": "a", "options": {"replicas": "3"}}),
             json!({"streamName": "s", "subject": "a", "options": {"schedules": "yes"}}),
             json!({"streamName": "s", "subject": "a", "options": {"schedules": 1}}),
+            json!({"streamName": "s", "subject": "a", "options": {"backoff": "exponential"}}),
+            json!({"streamName": "s", "subject": "a", "options": {"backoff": {"type": "fixed"}}}),
+            json!({"streamName": "s", "subject": "a",
+                   "options": {"retryDelay": 5, "backoff": {"type": "fixed", "delay": 5}}}),
+            json!({"streamName": "s", "subject": "a", "options": {"globalConcurrency": 0}}),
+            json!({"streamName": "s", "subject": "a", "options": {"globalConcurrency": 2.5}}),
+            json!({"streamName": "s", "subject": "a", "options": {"globalConcurrency": 1e9}}),
+            json!({"streamName": "s", "subject": "a", "options": {"rateLimit": 5}}),
+            json!({"streamName": "s", "subject": "a", "options": {"rateLimit": {"max": 5}}}),
+            json!({"streamName": "s", "subject": "a", "options": {"rateLimit": {"duration": 5}}}),
+            json!({"streamName": "s", "subject": "a",
+                   "options": {"rateLimit": {"max": 0, "duration": 5}}}),
+            json!({"streamName": "s", "subject": "a",
+                   "options": {"rateLimit": {"max": 5, "duration": 0}}}),
+            json!({"streamName": "s", "subject": "a",
+                   "options": {"rateLimit": {"max": 5, "duration": 5, "burst": 1}}}),
         ];
         for value in bad {
             assert_eq!(
@@ -614,6 +725,33 @@ mod tests {
                 "accepted {value}"
             );
         }
+    }
+
+    #[test]
+    fn limits_and_backoff_are_read() {
+        let config = Config::from_json(&json!({"streamName": "s", "subject": "a", "options": {
+            "backoff": {"type": "exponential", "delay": 100, "maxDelay": 1000, "jitter": 0.2},
+            "globalConcurrency": 3, "rateLimit": {"max": 10, "duration": 1000}, "prefetch": 50}}))
+        .expect("valid config");
+        let backoff = config.retry_backoff();
+        assert_eq!(backoff.kind, backoff::BackoffKind::Exponential);
+        assert_eq!(backoff.max_delay, Some(Duration::from_millis(1000)));
+        assert_eq!(config.global_concurrency, Some(3));
+        assert_eq!(
+            config.effective_prefetch(),
+            0,
+            "no prefetch under a global limit"
+        );
+        assert_eq!(
+            config.rate_limit,
+            Some(RateLimit {
+                max: 10,
+                duration: Duration::from_secs(1)
+            })
+        );
+        let plain = Config::new("s", "a").expect("valid");
+        assert_eq!(plain.retry_backoff(), Backoff::fixed(DEFAULT_RETRY_DELAY));
+        assert_eq!(plain.effective_prefetch(), DEFAULT_PREFETCH);
     }
 
     fn with_option(key: &str, value: Value) -> Value {

@@ -23,6 +23,7 @@ use crate::{
         redrive::{Filter, Progress},
         schedules::{Recurring, Spec, StoredSchedule},
     },
+    config::{backoff::Backoff, MAX_DURATION_MS},
     config::{Config, LetterOptions},
     envelope::{self, DeadLetterReason, Task},
     error::Error,
@@ -75,6 +76,12 @@ pub struct NativeTaskInput {
     pub data: String,
     /// The task's metadata as JSON object text, if any.
     pub metadata: Option<String>,
+    /// The producer's own task id.
+    pub id: Option<String>,
+    /// The task's own `maxRetries`.
+    pub max_retries: Option<f64>,
+    /// The task's own backoff object (`{ type, delay, maxDelay?, jitter? }`).
+    pub backoff: Option<serde_json::Value>,
     /// Milliseconds from now before workers get the task.
     pub delay: Option<f64>,
     /// When workers get the task, ms since the epoch.
@@ -144,6 +151,9 @@ pub struct NativeFailure {
     pub details: Option<String>,
     /// `false` dead-letters a failure without further attempts.
     pub retry: Option<bool>,
+    /// The wait before the next attempt in ms, from the worker's `backoff` function; absent:
+    /// the task's or the queue's backoff decides.
+    pub retry_delay: Option<f64>,
 }
 
 /// Queue statistics.
@@ -604,6 +614,16 @@ fn new_task(input: NativeTaskInput, now_ms: i64) -> crate::Result<producer::NewT
             .metadata
             .map(|m| Bytes::from(m.into_bytes()))
             .unwrap_or_default(),
+        id: input.id,
+        max_retries: input
+            .max_retries
+            .map(producer::checked_max_retries)
+            .transpose()?,
+        backoff: input
+            .backoff
+            .filter(|b| !b.is_null())
+            .map(|b| Backoff::from_json("task.backoff", &b, Error::InvalidTask))
+            .transpose()?,
     })
 }
 
@@ -783,6 +803,7 @@ impl LetterHandler for JsLetters {
                     error: outcome.error,
                     details: outcome.details,
                     retry: outcome.retry,
+                    retry_delay: None,
                 }),
                 Err(err) => {
                     Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason)))
@@ -823,5 +844,9 @@ fn outcome_of(failure: NativeFailure) -> Outcome {
             .map(|d| Bytes::from(d.into_bytes()))
             .unwrap_or_default(),
         retry: failure.retry.unwrap_or(true),
+        retry_delay: failure
+            .retry_delay
+            .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            .map(|ms| Duration::from_millis((ms as u64).min(MAX_DURATION_MS))),
     })
 }

@@ -2,7 +2,9 @@
 //! pace of their heartbeats.
 //!
 //! The consumer has one `ack_wait` for every worker. The last worker to start sets it to its own
-//! `ackWait`, so an operator changes it with a rolling restart. Every worker heartbeats at a third
+//! `ackWait`, so an operator changes it with a rolling restart. `max_ack_pending`
+//! (`globalConcurrency`, unlimited without it) is set the same way, at once: lowering it never
+//! takes back what is already delivered, it only holds back new deliveries. Every worker heartbeats at a third
 //! of the smallest of its own `ackWait`, the consumer's `ack_wait` and a lower one announced by a
 //! starting worker, and re-reads the consumer every half heartbeat interval
 //! ([`HeartbeatPace`]): a worker started with a longer `ackWait` speeds up when the consumer's
@@ -20,7 +22,10 @@ use tokio::sync::watch;
 
 use crate::{
     error::{Error, Result},
-    nats::{connection::Connection, topology::Lane},
+    nats::{
+        connection::Connection,
+        topology::{self, Lane},
+    },
 };
 
 /// Consumer metadata key: an `ack_wait` (in milliseconds) a starting worker is about to set.
@@ -91,8 +96,11 @@ pub async fn adopt(
     let current = info.config.ack_wait;
     let announced = info.config.metadata.contains_key(NEXT_ACK_WAIT_KEY);
     let mut wanted = info.config.clone();
+    // `globalConcurrency` travels the same way: the last worker to start sets it.
+    wanted.max_ack_pending = topology::max_ack_pending(connection.config(), lane);
+    let limit_changed = wanted.max_ack_pending != info.config.max_ack_pending;
     if own >= current {
-        if own != current || announced {
+        if own != current || announced || limit_changed {
             wanted.ack_wait = own;
             wanted.metadata.remove(NEXT_ACK_WAIT_KEY);
             update(connection, lane, wanted).await?;

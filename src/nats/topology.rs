@@ -121,8 +121,18 @@ pub fn lane_consumer_config(config: &Config, lane: &Lane) -> pull::Config {
         deliver_policy: DeliverPolicy::All,
         ack_wait: config.ack_wait,
         max_deliver: -1,
-        max_ack_pending: -1,
+        max_ack_pending: max_ack_pending(config, lane),
         ..Default::default()
+    }
+}
+
+/// The consumer's `max_ack_pending`: `globalConcurrency` on the task workers' consumer, else
+/// unlimited (-1). The server delivers no more unacknowledged messages than that across all
+/// workers; the last worker to start sets it ([`crate::nats::ack_wait::adopt`]).
+pub fn max_ack_pending(config: &Config, lane: &Lane) -> i64 {
+    match config.global_concurrency {
+        Some(limit) if lane.consumer == CONSUMER_NAME => i64::from(limit),
+        _ => -1,
     }
 }
 

@@ -22,6 +22,7 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 
 use crate::{
+    config::{backoff::Backoff, Config},
     envelope::{DeadLetterReason, EnvelopeError, Task},
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
@@ -68,6 +69,9 @@ pub struct Failure {
     pub details: Bytes,
     /// `false` sends the task to the dead-letter stream at once, without further attempts.
     pub retry: bool,
+    /// The wait before the next attempt, chosen by the handler's side (a JavaScript `backoff`
+    /// function); `None`: the task's or the queue's backoff decides.
+    pub retry_delay: Option<Duration>,
 }
 
 impl Failure {
@@ -77,7 +81,41 @@ impl Failure {
             error: error.into(),
             details: Bytes::new(),
             retry: true,
+            retry_delay: None,
         }
+    }
+}
+
+/// How a task is retried (its own `maxRetries` and `backoff` from the envelope, else the
+/// queue's), and whether its id has a marker in the id index ([`crate::ids`]).
+#[derive(Debug, Clone, Copy)]
+struct TaskPolicy {
+    /// The producer chose the id: remove its marker once the task is settled for good.
+    custom_id: bool,
+    /// The most deliveries (`1 + maxRetries`).
+    max: u64,
+    /// The task's own backoff, if it has one.
+    backoff: Option<Backoff>,
+}
+
+impl TaskPolicy {
+    fn of(task: &Task, config: &Config) -> Self {
+        TaskPolicy {
+            custom_id: task.custom_id,
+            max: task
+                .max_retries
+                .map_or_else(|| config.max_deliveries(), |n| 1 + u64::from(n)),
+            backoff: task.backoff.as_ref().and_then(Backoff::from_envelope),
+        }
+    }
+
+    /// The wait before the attempt after failed attempt `attempt`.
+    fn delay_after(&self, attempt: u64, failure: &Failure, config: &Config) -> Duration {
+        failure.retry_delay.unwrap_or_else(|| {
+            self.backoff
+                .unwrap_or_else(|| config.retry_backoff())
+                .delay_after(attempt)
+        })
     }
 }
 
@@ -189,7 +227,10 @@ impl Executor {
         let started = self.start_handler(&message, &origin);
         async move {
             match started {
-                Ok((id, handled)) => self.finish(message, origin, id, handled, slot).await,
+                Ok((id, policy, handled)) => {
+                    self.finish(message, origin, id, policy, handled, slot)
+                        .await
+                }
                 Err(refused) => {
                     drop(slot);
                     self.refuse(message, origin, refused).await
@@ -203,9 +244,10 @@ impl Executor {
         &self,
         message: &jetstream::Message,
         origin: &Origin,
-    ) -> Result<(String, BoxFuture<Outcome>), Refused> {
+    ) -> Result<(String, TaskPolicy, BoxFuture<Outcome>), Refused> {
         let task = decode(message).map_err(Refused::InvalidEnvelope)?;
-        let max = self.connection.config().max_deliveries();
+        let policy = TaskPolicy::of(&task, self.connection.config());
+        let max = policy.max;
         if origin.attempts > max {
             return Err(Refused::DeliveriesExhausted(Box::new(task), max));
         }
@@ -216,7 +258,7 @@ impl Executor {
             number: origin.attempts,
             max,
         });
-        Ok((id, handled))
+        Ok((id, policy, handled))
     }
 
     /// Dead-letters a delivery that was not handed to the handler.
@@ -260,17 +302,42 @@ impl Executor {
         message: jetstream::Message,
         origin: Origin,
         id: String,
+        policy: TaskPolicy,
         handled: BoxFuture<Outcome>,
         slot: Slot,
     ) -> Settlement {
-        let config = self.connection.config();
-        let max = config.max_deliveries();
         let outcome = self.run_with_heartbeats(&message, handled).await;
         drop(slot);
+        if !policy.custom_id {
+            return self
+                .settle_outcome(message, origin, &id, policy, outcome)
+                .await;
+        }
+        let sequence = origin.stream_sequence;
+        let settled = self
+            .settle_outcome(message, origin, &id, policy, outcome)
+            .await;
+        if matches!(settled, Settlement::Acked | Settlement::DeadLettered) {
+            crate::ids::release(&self.connection, &id, sequence).await;
+        }
+        settled
+    }
+
+    /// Acks, retries or dead-letters a delivery after its handler's `outcome`.
+    async fn settle_outcome(
+        &self,
+        message: jetstream::Message,
+        origin: Origin,
+        id: &str,
+        policy: TaskPolicy,
+        outcome: Outcome,
+    ) -> Settlement {
+        let config = self.connection.config();
+        let max = policy.max;
         match outcome {
             Outcome::Success => {
                 tracing::debug!(%id, "task succeeded");
-                self.ack(&message, &id).await
+                self.ack(&message, id).await
             }
             Outcome::NotStarted => {
                 tracing::debug!(%id, "task handed back unstarted");
@@ -289,7 +356,7 @@ impl Executor {
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
-                let delay = Some(config.retry_delay);
+                let delay = Some(policy.delay_after(origin.attempts, &failure, config));
                 self.settle(&message, AckKind::Nak(delay), Settlement::Retried)
                     .await
             }

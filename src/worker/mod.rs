@@ -26,6 +26,7 @@ pub mod handoff;
 pub mod letters;
 pub mod prefetch;
 pub mod pull;
+pub mod rate;
 
 use std::{collections::VecDeque, sync::Arc, time::Duration};
 
@@ -47,6 +48,7 @@ use crate::{
     worker::letters::{LetterExecutor, LetterHandler},
     worker::prefetch::{Prefetch, Timed},
     worker::pull::{Pulled, Puller},
+    worker::rate::RateWindow,
 };
 
 /// How long a stopping worker keeps its inbox for messages already sent to its open pull requests.
@@ -85,7 +87,7 @@ impl Worker {
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
         let lane = Lane::tasks(connection.config());
         let queues_attempts = handler.queues_attempts();
-        let prefetch = connection.config().prefetch;
+        let prefetch = connection.config().effective_prefetch();
         Self::start_lane(
             connection,
             lane,
@@ -134,7 +136,12 @@ impl Worker {
             batch_size
         };
         let (acks, acks_sent) = AckSender::start(connection.client.clone());
+        let rate = (lane.consumer == crate::config::CONSUMER_NAME)
+            .then_some(config.rate_limit)
+            .flatten()
+            .map(RateWindow::new);
         let pull_loop = PullLoop {
+            rate,
             executor: deliveries(connection.clone(), acks, pace.clone()),
             pace,
             room: Arc::new(Semaphore::new(batch_size + prefetch.max())),
@@ -229,6 +236,8 @@ struct PullLoop {
     running: JoinSet<()>,
     /// The heartbeat interval, following the consumer's `ack_wait`.
     pace: HeartbeatPace,
+    /// `options.rateLimit`: the deliveries within the last window.
+    rate: Option<RateWindow>,
 }
 
 /// Where a stopping worker is in its shutdown.
@@ -267,6 +276,18 @@ impl PullLoop {
                 } else {
                     allowed.div_ceil(2)
                 };
+            // With a rate limit, a pull asks for no more than the window has room for.
+            let outstanding = self.puller.outstanding();
+            let rate_room = self
+                .rate
+                .as_mut()
+                .map(|rate| rate.room(Instant::now(), outstanding));
+            let rate_full = rate_room == Some(0);
+            let rate_room_at = self
+                .rate
+                .as_ref()
+                .and_then(RateWindow::next_room_at)
+                .filter(|_| rate_full);
             let paused = paused_until.is_some_and(|until| Instant::now() < until);
             let resume_at = paused_until.unwrap_or_else(Instant::now);
             let deadline = stopping.as_ref().map(|stop| stop.deadline);
@@ -291,6 +312,9 @@ impl PullLoop {
                 pulled = self.puller.next(), if !self.puller.is_closed() => match pulled {
                     Pulled::Message(message, room) => {
                         errors = 0;
+                        if let Some(rate) = self.rate.as_mut() {
+                            rate.delivered(Instant::now());
+                        }
                         self.arrived(message, room);
                         None
                     }
@@ -324,7 +348,9 @@ impl PullLoop {
                     paused_until = None;
                     None
                 }
-                claimed = self.room.clone().acquire_many_owned(wanted as u32), if !paused && stopping.is_none() => {
+                // The window has room again (the loop then pulls).
+                _ = tokio::time::sleep_until(rate_room_at.unwrap_or_else(Instant::now)), if rate_room_at.is_some() => None,
+                claimed = self.room.clone().acquire_many_owned(wanted as u32), if !paused && !rate_full && stopping.is_none() => {
                     let Ok(mut room) = claimed else { break };
                     // Take all the room that is free now, not just the minimum.
                     let free = self.room.available_permits() as u32;
@@ -332,6 +358,10 @@ impl PullLoop {
                         room.merge(more);
                     }
                     drop(room.split(unused));
+                    if let Some(limit) = rate_room {
+                        let excess = (room.num_permits()).saturating_sub(limit);
+                        drop(room.split(excess));
+                    }
                     self.puller.request(room).await.err().map(|err| err.to_string())
                 }
             };

@@ -377,7 +377,7 @@ pub fn task(data: impl Into<Vec<u8>>) -> NewTask {
     NewTask {
         data: data.into().into(),
         metadata: Default::default(),
-        run_at: None,
+        ..Default::default()
     }
 }
 
