@@ -23,7 +23,8 @@ async function withDeadLetters(n: number, names = uniqueQueue()) {
   const queue = new Protoqueue<{ n: number }>({ ...names, options: { retryDelay: 50 } })
   await queue.connect(server.url)
   const ids = await queue.enqueueBatch(Array.from({ length: n }, (_, i) => ({ data: { n: i } })))
-  const failing = new Protoqueue({ ...names })
+  // One at a time, so the letters are stored in enqueue order.
+  const failing = new Protoqueue({ ...names, options: { batchSize: 1 } })
   await failing.connect(server.url)
   await failing.process(async () => ({ success: false, error: 'smtp down', retry: false }))
   await eventually('every task dead-lettered', async () => (await queue.getStats()).deadLettered === n)
