@@ -1,6 +1,6 @@
 //! Reading the dead letters of a queue.
 
-use async_nats::jetstream::stream::RawMessageErrorKind;
+use async_nats::jetstream::stream::{RawMessageErrorKind, Stream};
 use prost::Message as _;
 
 use crate::{
@@ -22,11 +22,7 @@ pub struct StoredDeadLetter {
 /// not decode as a `DeadLetter` is skipped with a warning.
 pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDeadLetter>> {
     let config = connection.config();
-    let stream = connection
-        .jetstream
-        .get_stream(config.dead_letter_stream())
-        .await
-        .map_err(|e| Error::request("opening the dead-letter stream", e))?;
+    let stream = stream(connection).await?;
     let subject = config.dead_letter_subject();
     let mut letters = Vec::new();
     let mut next = 1;
@@ -59,11 +55,7 @@ pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDea
 /// there (removed, or never stored) or it does not decode as a `DeadLetter`.
 pub async fn get(connection: &Connection, sequence: u64) -> Result<Option<StoredDeadLetter>> {
     let config = connection.config();
-    let stream = connection
-        .jetstream
-        .get_stream(config.dead_letter_stream())
-        .await
-        .map_err(|e| Error::request("opening the dead-letter stream", e))?;
+    let stream = stream(connection).await?;
     let message = match stream.get_raw_message(sequence).await {
         Ok(message) => message,
         Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => return Ok(None),
@@ -79,4 +71,13 @@ pub async fn get(connection: &Connection, sequence: u64) -> Result<Option<Stored
             Ok(None)
         }
     }
+}
+
+/// The queue's dead-letter stream.
+pub(crate) async fn stream(connection: &Connection) -> Result<Stream> {
+    connection
+        .jetstream
+        .get_stream(connection.config().dead_letter_stream())
+        .await
+        .map_err(|e| Error::request("opening the dead-letter stream", e))
 }

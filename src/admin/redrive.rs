@@ -18,6 +18,7 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use prost::Message as _;
 
 use crate::{
+    admin::dead_letters,
     envelope::{DeadLetter, DeadLetterReason},
     error::{Error, Result},
     nats::{self, connection::Connection},
@@ -73,7 +74,7 @@ pub async fn requeue(
     filter: &Filter,
     progress: impl Fn(Progress),
 ) -> Result<u64> {
-    let letters = open(connection).await?;
+    let letters = dead_letters::stream(connection).await?;
     let max_payload = connection.max_payload();
     let subject = connection.config().subject.clone();
     let requeueable = |letter: &DeadLetter| letter.task.is_some() && !data_dropped(letter);
@@ -106,7 +107,7 @@ pub async fn purge(
     filter: &Filter,
     progress: impl Fn(Progress),
 ) -> Result<u64> {
-    let letters = open(connection).await?;
+    let letters = dead_letters::stream(connection).await?;
     if filter.is_everything() {
         let purged = letters
             .purge()
@@ -129,14 +130,6 @@ pub async fn purge(
         |sequence, _| remove(connection, sequence),
     )
     .await
-}
-
-async fn open(connection: &Connection) -> Result<Stream> {
-    connection
-        .jetstream
-        .get_stream(connection.config().dead_letter_stream())
-        .await
-        .map_err(|err| Error::nats("opening the dead-letter stream", err))
 }
 
 /// Deletes one letter; `false` when it was gone already (another operator took it).
