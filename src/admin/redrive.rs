@@ -23,6 +23,7 @@ use crate::{
     error::{Error, Result},
     nats::{self, connection::Connection},
     producer::{Outgoing, Publisher},
+    worker::dead_letter,
 };
 
 /// Letters acted on at once.
@@ -77,7 +78,8 @@ pub async fn requeue(
     let letters = dead_letters::stream(connection).await?;
     let max_payload = connection.max_payload();
     let subject = connection.config().subject.clone();
-    let requeueable = |letter: &DeadLetter| letter.task.is_some() && !data_dropped(letter);
+    let requeueable =
+        |letter: &DeadLetter| letter.task.is_some() && !dead_letter::data_was_dropped(letter);
     let narrowed = |letter: &DeadLetter| filter.matches(letter) && requeueable(letter);
     for_each(
         connection,
@@ -136,13 +138,6 @@ pub async fn purge(
 async fn remove(connection: &Connection, sequence: u64) -> Result<bool> {
     let stream = connection.config().dead_letter_stream();
     nats::delete_message(&connection.jetstream, &stream, sequence).await
-}
-
-/// Whether the letter's task lost its data and metadata so the letter would fit `max_payload`.
-fn data_dropped(letter: &DeadLetter) -> bool {
-    letter.task.as_ref().is_some_and(|task| {
-        task.data.is_empty() && letter.error.contains("[protoqueue: the task's data")
-    })
 }
 
 /// Walks the letters stored when it starts, oldest first, running `act` on each one `wanted`
