@@ -81,3 +81,10 @@ pub(crate) async fn stream(connection: &Connection) -> Result<Stream> {
         .await
         .map_err(|e| Error::request("opening the dead-letter stream", e))
 }
+
+/// Deletes the letter at `sequence`; `false` when it was gone already (removed by another
+/// operator or dead-letter worker meanwhile).
+pub(crate) async fn remove(connection: &Connection, sequence: u64) -> Result<bool> {
+    let stream = connection.config().dead_letter_stream();
+    crate::nats::delete_message(&connection.jetstream, &stream, sequence).await
+}

@@ -21,7 +21,7 @@ use crate::{
     admin::dead_letters,
     envelope::{DeadLetter, DeadLetterReason},
     error::{Error, Result},
-    nats::{self, connection::Connection},
+    nats::connection::Connection,
     producer::{Outgoing, Publisher},
     worker::dead_letter,
 };
@@ -96,7 +96,7 @@ pub async fn requeue(
                 let message_id = format!("{}:requeue:{sequence}", task.id);
                 let message = Outgoing::checked(message_id, task.to_bytes(), max_payload)?;
                 Publisher::to(connection, subject).publish(message).await?;
-                remove(connection, sequence).await
+                dead_letters::remove(connection, sequence).await
             }
         },
     )
@@ -129,15 +129,9 @@ pub async fn purge(
         &matches,
         filter.limit,
         progress,
-        |sequence, _| remove(connection, sequence),
+        |sequence, _| dead_letters::remove(connection, sequence),
     )
     .await
-}
-
-/// Deletes one letter; `false` when it was gone already (another operator took it).
-async fn remove(connection: &Connection, sequence: u64) -> Result<bool> {
-    let stream = connection.config().dead_letter_stream();
-    nats::delete_message(&connection.jetstream, &stream, sequence).await
 }
 
 /// Walks the letters stored when it starts, oldest first, running `act` on each one `wanted`

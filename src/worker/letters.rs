@@ -14,10 +14,10 @@ use async_nats::jetstream::{AckKind, Message};
 use prost::Message as _;
 
 use crate::{
-    admin::dead_letters::StoredDeadLetter,
+    admin::dead_letters::{self, StoredDeadLetter},
     envelope::DeadLetter,
     logging::shorten,
-    nats::{self, ack_wait::HeartbeatPace, connection::Connection},
+    nats::{ack_wait::HeartbeatPace, connection::Connection},
     worker::{
         executor::{keep_alive, settle_confirmed, BoxFuture, Outcome},
         Deliveries, Held,
@@ -73,8 +73,9 @@ impl LetterExecutor {
         .await;
         let retry_later = AckKind::Nak(Some(config.retry_delay));
         let settle = match outcome {
-            Outcome::Success => match self.remove(sequence).await {
-                Ok(()) => AckKind::Ack,
+            // Gone already (removed by an operator meanwhile) is just as good.
+            Outcome::Success => match dead_letters::remove(&self.connection, sequence).await {
+                Ok(_) => AckKind::Ack,
                 Err(err) => {
                     tracing::warn!(
                         seq = sequence,
@@ -98,13 +99,6 @@ impl LetterExecutor {
             Outcome::NotStarted => AckKind::Nak(None),
         };
         settle_confirmed(&self.connection, &message, settle).await;
-    }
-
-    async fn remove(&self, sequence: u64) -> crate::Result<()> {
-        let stream = self.connection.config().dead_letter_stream();
-        // Gone already (removed by an operator meanwhile) is just as good.
-        nats::delete_message(&self.connection.jetstream, &stream, sequence).await?;
-        Ok(())
     }
 }
 
