@@ -70,12 +70,17 @@ async function deadLetters(n: number) {
   const { names, flags } = queueFlags()
   const queue = new Protoqueue<{ n: number }>({ ...names, options: { retryDelay: 50 } })
   await queue.connect(server.url)
-  const ids = await queue.enqueueBatch(Array.from({ length: n }, (_, i) => ({ data: { n: i } })))
-  // One at a time, so the letters are stored in enqueue order.
-  const failing = new Protoqueue({ ...names, options: { batchSize: 1 } })
+  // The letters must be stored in enqueue order (tests read them back in order): the next task
+  // is enqueued once the one before is a dead letter (dead letters of tasks failing together are
+  // stored in any order).
+  const failing = new Protoqueue(names)
   await failing.connect(server.url)
   await failing.process(async () => ({ success: false, error: 'smtp down\nsecond line', retry: false }))
-  await eventually('every task dead-lettered', async () => (await queue.getStats()).deadLettered === n, 60_000)
+  const ids: string[] = []
+  for (let i = 0; i < n; i++) {
+    ids.push(await queue.enqueue({ data: { n: i } }))
+    await eventually(`task ${i} dead-lettered`, async () => (await queue.getStats()).deadLettered === i + 1, 60_000)
+  }
   await failing.disconnect()
   return { queue, ids, names, flags }
 }

@@ -368,24 +368,29 @@ async fn dead_letter_retention_is_applied_when_the_stream_is_made_and_checked_af
         (3, Duration::from_secs(3600), DiscardPolicy::Old)
     );
 
-    // Five tasks fail for good: the three newest letters are kept.
+    // Five tasks fail for good, one after the other (so their letters are stored in that order):
+    // the three newest letters are kept.
     let mut failing = config.clone();
     failing.max_retries = 0;
-    failing.batch_size = 1; // one at a time: dead-lettered in enqueue order
     let failing = connect(&failing, &server).await;
-    let ids = producer::enqueue_batch(&failing, numbered_tasks(5))
-        .await
-        .expect("enqueue");
     let worker = start_worker(
         &failing,
         handler(|_| async { protoqueue::Outcome::Failure(protoqueue::Failure::new("no")) }),
     )
     .await;
-    eventually("5 tasks dead-lettered", Duration::from_secs(10), || async {
-        let stats = stats::snapshot(&connection).await.ok()?;
-        (stats.messages == 0).then_some(())
-    })
-    .await;
+    let mut ids = Vec::new();
+    for task in numbered_tasks(5) {
+        ids.push(producer::enqueue(&failing, task).await.expect("enqueue"));
+        eventually(
+            "the task dead-lettered",
+            Duration::from_secs(10),
+            || async {
+                let stats = stats::snapshot(&connection).await.ok()?;
+                (stats.messages == 0).then_some(())
+            },
+        )
+        .await;
+    }
     worker.stop().await;
     let kept: Vec<_> = dead_letters::list(&connection, 10)
         .await
