@@ -8,7 +8,7 @@
 //! publishes are in flight at once and every acknowledgement is awaited. A publish that gets no
 //! answer (outage, leader election) is re-sent with the same id until `enqueueTimeout` runs out.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use async_nats::header::{NATS_SCHEDULE, NATS_SCHEDULE_TARGET};
 use async_nats::jetstream::{
@@ -137,12 +137,7 @@ pub async fn enqueue_batch(connection: &Connection, tasks: Vec<NewTask>) -> Resu
                 ids.push(result?);
             }
         }
-        if message.custom_id {
-            in_flight.push_back(Either::Right(crate::ids::publish(&publisher, message)));
-            continue;
-        }
-        let sent = publisher.send(&message).await?;
-        in_flight.push_back(Either::Left(publisher.confirm(message, sent)));
+        in_flight.push_back(hand_over(&publisher, message).await?);
     }
     while let Some(result) = in_flight.next().await {
         ids.push(result?);
@@ -157,13 +152,9 @@ pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<R
     let publisher = Publisher::new(connection);
     let mut results: Vec<Option<Result<String>>> = Vec::with_capacity(tasks.len());
     let mut in_flight = FuturesOrdered::new();
-    for (index, task) in tasks.into_iter().enumerate() {
-        let message = match encode_all(connection, vec![task]).map(|mut one| one.pop()) {
-            Ok(Some(message)) => message,
-            Ok(None) => {
-                results.push(Some(Err(Error::Nats("enqueue produced no message".into()))));
-                continue;
-            }
+    for (index, message) in encode_each(connection, tasks).enumerate() {
+        let message = match message {
+            Ok(message) => message,
             Err(err) => {
                 results.push(Some(Err(err)));
                 continue;
@@ -175,11 +166,8 @@ pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<R
             }
         }
         results.push(None);
-        match publisher.send(&message).await {
-            Ok(sent) => {
-                let confirmed = publisher.confirm(message, sent);
-                in_flight.push_back(async move { (index, confirmed.await) });
-            }
+        match hand_over(&publisher, message).await {
+            Ok(confirmed) => in_flight.push_back(async move { (index, confirmed.await) }),
             Err(err) => results[index] = Some(Err(err)),
         }
     }
@@ -192,35 +180,53 @@ pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<R
         .collect()
 }
 
+/// Hands one encoded message to the client; resolves, once it is sent, to what confirms it. A
+/// producer-chosen id goes through the id index ([`crate::ids`]), which publishes it itself.
+async fn hand_over<'a>(
+    publisher: &'a Publisher<'a>,
+    message: Outgoing,
+) -> Result<impl Future<Output = Result<String>> + 'a> {
+    if message.custom_id {
+        return Ok(Either::Right(crate::ids::publish(publisher, message)));
+    }
+    let sent = publisher.send(&message).await?;
+    Ok(Either::Left(publisher.confirm(message, sent)))
+}
+
+/// Encodes every task, or fails with the first that cannot be (nothing is sent then).
 fn encode_all(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Outgoing>> {
+    encode_each(connection, tasks).collect()
+}
+
+/// Encodes each task on its own: one result per task, in order.
+fn encode_each(
+    connection: &Connection,
+    tasks: Vec<NewTask>,
+) -> impl Iterator<Item = Result<Outgoing>> + '_ {
     let config = connection.config();
     let max = connection.max_payload();
     let now = envelope::now_ms();
-    tasks
-        .into_iter()
-        .map(|task| {
-            let custom_id = task.id.is_some();
-            let id = match task.id {
-                Some(id) => {
-                    validate_task_id(&id)?;
-                    id
-                }
-                None => uuid::Uuid::now_v7().to_string(),
-            };
-            let run_at = task.run_at;
-            let mut envelope =
-                Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
-            envelope.custom_id = custom_id;
-            envelope.max_retries = task.max_retries;
-            envelope.backoff = task.backoff.map(Into::into);
-            let mut message = Outgoing::checked(id, envelope.to_bytes(), max)?;
-            message.custom_id = custom_id;
-            match run_at {
-                None => Ok(message),
-                Some(at) => message.delayed(config, at, max),
+    tasks.into_iter().map(move |task| {
+        let custom_id = task.id.is_some();
+        let id = match task.id {
+            Some(id) => {
+                validate_task_id(&id)?;
+                id
             }
-        })
-        .collect()
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let run_at = task.run_at;
+        let mut envelope = Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
+        envelope.custom_id = custom_id;
+        envelope.max_retries = task.max_retries;
+        envelope.backoff = task.backoff.map(Into::into);
+        let mut message = Outgoing::checked(id, envelope.to_bytes(), max)?;
+        message.custom_id = custom_id;
+        match run_at {
+            None => Ok(message),
+            Some(at) => message.delayed(config, at, max),
+        }
+    })
 }
 
 impl Outgoing {

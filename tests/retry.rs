@@ -491,6 +491,31 @@ async fn an_id_stays_taken_while_its_task_is_stored_beyond_the_duplicate_window(
     assert_eq!(stored(&connection).await, 1, "stored again once done");
 }
 
+/// Single `enqueue` calls from JavaScript cross together (`Queue::enqueue_each`): a task with its
+/// own id takes the id index there too, so the id stays taken beyond the duplicate window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueues_made_together_keep_an_id_taken_beyond_the_duplicate_window() {
+    let server = NatsServer::start().await;
+    let (config, _js) = short_window(&server).await;
+    let connection = connect(&config, &server).await;
+    let queue = protoqueue::Queue::new(config);
+    queue.connect(Some(&server.url())).await.expect("connect");
+    let first = queue
+        .enqueue_each(vec![with_id("order-7"), task("{}")])
+        .await
+        .expect("connected");
+    assert_eq!(first[0].as_deref().ok(), Some("order-7"));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    // The server forgot the Nats-Msg-Id; the id index did not.
+    let again = queue
+        .enqueue_each(vec![with_id("order-7")])
+        .await
+        .expect("connected");
+    assert_eq!(again[0].as_deref().ok(), Some("order-7"));
+    assert_eq!(stored(&connection).await, 2);
+    queue.disconnect().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_marker_whose_task_is_gone_is_replaced() {
     let server = NatsServer::start().await;
