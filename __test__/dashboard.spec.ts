@@ -5,7 +5,7 @@
 // command line, its usage errors and a clean stop.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -299,6 +299,34 @@ function cli(args: string[], env: Record<string, string> = {}, untilLine?: RegEx
     child.on('close', (code) => resolve({ code, stdout, stderr, url }))
   })
 }
+
+describe('README', () => {
+  test('the Dashboard snippet serves the page (on a free port instead of 3000)', async () => {
+    const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+    const code = /<!-- snippet: dashboard -->\n```typescript\n([\s\S]*?)```/.exec(readme)![1]
+    assert.match(code, /port: 3000/)
+    // Inside the package, as readme.spec.ts does: `protoqueue/dashboard` resolves to this checkout.
+    const scratch = join(__dirname, '.snippets')
+    mkdirSync(scratch, { recursive: true })
+    const file = join(scratch, 'dashboard.mts')
+    writeFileSync(file, `${code.replace('port: 3000', 'port: 0')}\nawait new Promise((r) => process.once('SIGTERM', r));\nawait board.close();\n`)
+    const { queue, names } = await queueWith(2, 0)
+    const child = spawn(process.execPath, ['--import', 'tsx', file], { cwd: join(__dirname, '..'), env: { ...process.env, NATS_URL: server.url }, stdio: ['ignore', 'pipe', 'pipe'] })
+    try {
+      let out = ''
+      child.stdout.on('data', (chunk) => (out += chunk))
+      const url = await eventually('the snippet to print its URL', () => /dashboard on (\S+)/.exec(out)?.[1], 30_000)
+      const overview = await (await fetch(`${url}api/overview`)).json()
+      const listed = overview.queues.find((q: { name: string }) => q.name === names.streamName)
+      assert.equal(listed.stats.pending, 2)
+    } finally {
+      const closed = new Promise((resolve) => child.on('close', resolve))
+      child.kill('SIGTERM')
+      assert.equal(await closed, 0)
+      await queue.disconnect()
+    }
+  })
+})
 
 describe('protoqueue dashboard', () => {
   test('bad input: usage and exit 2', async () => {
