@@ -485,6 +485,8 @@ export type ProtoqueueErrorCode =
   | 'ERR_PQ_SCHEDULES_OFF'
   | 'ERR_PQ_SERVER_TOO_OLD'
   | 'ERR_PQ_NATS'
+  /** `dashboard()` (protoqueue/dashboard) could not listen on its address (the port is taken). */
+  | 'ERR_PQ_LISTEN'
 
 /** An error raised by Protoqueue: `code` is stable, `message` says what to do. */
 export declare class ProtoqueueError extends Error {

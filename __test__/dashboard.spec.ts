@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 
-import { jetstreamManager } from '@nats-io/jetstream'
+import { jetstreamManager, RetentionPolicy } from '@nats-io/jetstream'
 import { connect as natsConnect } from '@nats-io/transport-node'
 import type { Browser } from 'playwright-core'
 import { listQueues, Protoqueue } from 'protoqueue'
@@ -239,6 +239,38 @@ describe('the HTTP API', () => {
     } finally {
       await board.close()
       await queue.disconnect()
+    }
+  })
+
+  test('odd streams on the server: an older version\'s queue is listed, a half-made one shows its error, nothing crashes', async () => {
+    const nc = await natsConnect({ servers: server.url })
+    const jsm = await jetstreamManager(nc)
+    const old = `OLD_${process.pid}`
+    // As an older version made a queue: no metadata, a WorkQueue stream and its dead-letter stream.
+    await jsm.streams.add({ name: old, subjects: [`old.${process.pid}`], retention: RetentionPolicy.Workqueue })
+    await jsm.streams.add({ name: `${old}_DLQ`, subjects: [`protoqueue.dlq.${old}`] })
+    // Marked as a queue, but its dead-letter stream is missing.
+    const half = `HALF_${process.pid}`
+    await jsm.streams.add({ name: half, subjects: [`half.${process.pid}`], retention: RetentionPolicy.Workqueue, metadata: { protoqueue: 'tasks', 'protoqueue.subject': `half.${process.pid}` } })
+    await nc.close()
+    const listing = await listQueues({ url: server.url })
+    assert.equal(listing.queues.find((q) => q.streamName === old)?.foundBy, 'deadLetterStream')
+    assert.equal(listing.queues.find((q) => q.streamName === old)?.subject, `old.${process.pid}`)
+    assert.equal(listing.queues.find((q) => q.streamName === half)?.deadLetterStream, undefined)
+    const board = await dashboard({ connection: { url: server.url }, port: 0 })
+    try {
+      const base = board.url.replace(/\/$/, '')
+      const overview = await (await fetch(`${base}/api/overview`)).json()
+      const oldRow = overview.queues.find((q: { name: string }) => q.name === old)
+      assert.equal(oldRow.stats.pending, 0)
+      const halfRow = overview.queues.find((q: { name: string }) => q.name === half)
+      assert.match(halfRow.error, /^ERR_PQ_INVALID_CONFIG: /)
+      const letters = await fetch(`${base}/api/queues/${half}/dead-letters`)
+      assert.equal(letters.status, 400)
+      assert.equal((await letters.json()).error.code, 'ERR_PQ_INVALID_CONFIG')
+      assert.equal((await fetch(`${base}/api/overview`)).status, 200, 'still serving')
+    } finally {
+      await board.close()
     }
   })
 

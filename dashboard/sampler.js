@@ -25,6 +25,7 @@ const LIST_EVERY_MS = 5_000
  * @typedef {object} Followed
  * @property {import('protoqueue').QueueInfo} info
  * @property {import('protoqueue').Protoqueue | undefined} queue connected, once it is
+ * @property {Promise<import('protoqueue').Protoqueue> | undefined} [connecting] while it connects
  * @property {import('protoqueue').QueueStats | undefined} stats the latest
  * @property {string | undefined} error the latest failure, `code: message`
  * @property {{ t: number, stats: import('protoqueue').QueueStats } | undefined} last
@@ -167,8 +168,17 @@ class Sampler {
    * (`createStreams: false`), with the queue's own subject.
    * @param {Followed} followed
    */
-  async queueOf(followed) {
-    if (followed.queue) return followed.queue
+  queueOf(followed) {
+    if (followed.queue) return Promise.resolve(followed.queue)
+    // One connection per queue, however many requests ask for it at once.
+    followed.connecting ??= this.open(followed).finally(() => {
+      followed.connecting = undefined
+    })
+    return followed.connecting
+  }
+
+  /** @param {Followed} followed */
+  async open(followed) {
     const { streamName, subject, schedules } = followed.info
     const queue = new Protoqueue({
       ...this.connection,
