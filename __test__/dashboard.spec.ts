@@ -80,7 +80,7 @@ describe('the page in Chromium', () => {
     const stats = await queue.getStats()
     assert.equal(stats.pending, 25)
     await page.waitForSelector(row)
-    await eventually('the pending count', async () => (await cell('pending')) === '25')
+    await eventually('the pending count', async () => (await cell('pending')) === '25', 30_000)
     assert.equal(await cell('deadLettered'), '3')
     assert.equal(await cell('subject'), names.subject)
     assert.equal(await cell('state'), 'running')
@@ -123,18 +123,18 @@ describe('the page in Chromium', () => {
     await eventually('the letter requeued on the server', async () => {
       const s = await queue.getStats()
       return s.deadLettered === 2 && s.pending === 1
-    })
+    }, 30_000)
     const left = await queue.getDeadLetters(10)
     assert.ok(!left.some((letter) => letter.task?.id === taskId))
-    await eventually('the page shows 2 letters', async () => (await cell('deadLettered')) === '2' && (await page.locator('#letters tbody tr').count()) === 2)
+    await eventually('the page shows 2 letters', async () => (await cell('deadLettered')) === '2' && (await page.locator('#letters tbody tr').count()) === 2, 30_000)
 
     // Pause, then resume, from the page: the server's consumer says so.
     await page.locator(`${row} button[data-action="pause"]`).click()
-    await eventually('paused on the server', async () => (await queue.getStats()).paused)
-    await eventually('paused on the page', async () => (await cell('state')) === 'paused')
+    await eventually('paused on the server', async () => (await queue.getStats()).paused, 30_000)
+    await eventually('paused on the page', async () => (await cell('state')) === 'paused', 30_000)
     await page.locator(`${row} button[data-action="resume"]`).click()
-    await eventually('resumed on the server', async () => !(await queue.getStats()).paused)
-    await eventually('running on the page', async () => (await cell('state')) === 'running')
+    await eventually('resumed on the server', async () => !(await queue.getStats()).paused, 30_000)
+    await eventually('running on the page', async () => (await cell('state')) === 'running', 30_000)
 
     assert.deepEqual(errors, [])
     await page.close()
