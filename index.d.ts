@@ -485,6 +485,8 @@ export type ProtoqueueErrorCode =
   | 'ERR_PQ_SCHEDULES_OFF'
   | 'ERR_PQ_SERVER_TOO_OLD'
   | 'ERR_PQ_NATS'
+  /** `dashboard()` (protoqueue/dashboard) could not listen on its address (the port is taken). */
+  | 'ERR_PQ_LISTEN'
 
 /** An error raised by Protoqueue: `code` is stable, `message` says what to do. */
 export declare class ProtoqueueError extends Error {
@@ -589,3 +591,27 @@ export declare class Protoqueue<T = unknown> {
   /** The recurring tasks of the queue, by name. */
   getSchedules(): Promise<Array<ScheduledTask<T>>>
 }
+
+/** A queue on the server, as `listQueues()` finds it. */
+export interface QueueInfo {
+  /** The task stream: a `Protoqueue`'s `streamName` for this queue. */
+  streamName: string
+  /** The queue's subject: a `Protoqueue`'s `subject` for this queue. */
+  subject: string
+  /** The dead-letter stream, when it exists. */
+  deadLetterStream?: string
+  /** Whether the task stream allows delayed and recurring tasks (`options.schedules`). */
+  schedules: boolean
+  /**
+   * `'marker'`: the stream metadata Protoqueue puts on the streams it creates;
+   * `'deadLetterStream'`: a stream of an older version, recognised by its `<name>_DLQ` stream.
+   */
+  foundBy: 'marker' | 'deadLetterStream'
+}
+
+/**
+ * Every Protoqueue queue on the server `config` connects to (`url`, `auth`, `tls`,
+ * `options.connectTimeout`; no `streamName`/`subject` needed), by stream name; `server` is the
+ * URL with credentials masked.
+ */
+export declare function listQueues(config?: Partial<ProtoqueueConfig>): Promise<{ server: string; queues: QueueInfo[] }>

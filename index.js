@@ -6,7 +6,7 @@
 
 const { AsyncLocalStorage } = require('node:async_hooks')
 
-const { NativeQueue } = require('./native.js')
+const { NativeQueue, listQueues: nativeListQueues } = require('./native.js')
 const { coalesce } = require('./lib/coalesce.js')
 const { describe, dispatcher, runHandler } = require('./lib/dispatcher.js')
 
@@ -649,5 +649,23 @@ function progressOption(options, method) {
   }
 }
 
+/**
+ * Every Protoqueue queue on the server `config` connects to (its `url`, `auth`, `tls`,
+ * `options.connectTimeout`; `streamName` and `subject` are not needed), over a connection of its
+ * own; with the server's URL, credentials masked.
+ */
+async function listQueues(config = {}) {
+  const plain = plainConfig(config)
+  if (!isPlainObject(plain)) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `listQueues(config) takes an object like { url?, auth?, tls? }, got ${describe(config)}`)
+  }
+  const listing = await native(() => nativeListQueues(plain))
+  return {
+    server: listing.server,
+    queues: listing.queues.map((queue) => ({ ...queue, deadLetterStream: queue.deadLetterStream ?? undefined })),
+  }
+}
+
 module.exports.Protoqueue = Protoqueue
+module.exports.listQueues = listQueues
 module.exports.ProtoqueueError = ProtoqueueError

@@ -94,6 +94,12 @@ export declare class NativeQueue {
   disconnect(inHandler?: boolean | undefined | null): Promise<void>
 }
 
+/**
+ * Lists every Protoqueue queue on the server `config` (a `ProtoqueueConfig` whose `streamName`
+ * and `subject` may be left out) connects to, over a connection of its own.
+ */
+export declare function listQueues(config: any, url?: string | undefined | null): Promise<NativeQueueListing>
+
 /** A dead letter as `getDeadLetters()` returns it before the shim decodes the JSON. */
 export interface NativeDeadLetter {
   /** The task, when the original message was a valid envelope. */
@@ -171,6 +177,31 @@ export interface NativeProgress {
   total: number
   /** Letters acted on (requeued or removed) so far. */
   done: number
+}
+
+/** A queue on the server, as `listQueues()` returns it. */
+export interface NativeQueueInfo {
+  /** The task stream (a `Protoqueue`'s `streamName`). */
+  streamName: string
+  /** The queue's subject (a `Protoqueue`'s `subject`). */
+  subject: string
+  /** The dead-letter stream, when it exists. */
+  deadLetterStream?: string
+  /** Whether the task stream allows delayed and recurring tasks. */
+  schedules: boolean
+  /**
+   * `"marker"` (its stream metadata) or `"deadLetterStream"` (no marker: a stream made by an
+   * older version, recognised by its dead-letter stream).
+   */
+  foundBy: string
+}
+
+/** The queues on a server and the server's URL with credentials masked. */
+export interface NativeQueueListing {
+  /** The server's URL(s), credentials masked. */
+  server: string
+  /** The queues, by stream name. */
+  queues: Array<NativeQueueInfo>
 }
 
 /** A recurring schedule as `getSchedules()` returns it before the shim decodes the JSON. */

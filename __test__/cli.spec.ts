@@ -124,8 +124,8 @@ describe('usage', () => {
     })
   })
 
-  test('metrics and dashboard exit with 4: not available in this version', async () => {
-    for (const args of [['metrics'], ['dashboard', '--port', '8080']]) {
+  test('metrics exits with 4: not available in this version', async () => {
+    for (const args of [['metrics']]) {
       const run = await cli(args)
       expectExit(run, 4)
       assert.match(run.stderr, /not available/)

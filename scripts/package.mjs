@@ -63,7 +63,8 @@ function stageRootPackage() {
   mkdirSync(dir, { recursive: true })
   for (const file of [...manifest.files, 'README.md', 'LICENSE']) cpSync(join(root, file), join(dir, file), { recursive: true })
   const platforms = readdirSync(join(root, 'npm')).map((name) => readManifest(join(root, 'npm', name)))
-  const optionalDependencies = Object.fromEntries(platforms.map((platform) => [platform.name, platform.version]))
+  // The repo's own optional dependencies (uplot, the dashboard's charts), then the platform packages.
+  const optionalDependencies = { ...manifest.optionalDependencies, ...Object.fromEntries(platforms.map((platform) => [platform.name, platform.version])) }
   writeFileSync(join(dir, 'package.json'), `${JSON.stringify({ ...manifest, optionalDependencies }, null, 2)}\n`)
   return dir
 }

@@ -40,7 +40,8 @@
 //!   task, one cron/`@every` schedule per recurring name; the server publishes them onto the
 //!   queue's subject when due ([`schedules`], [`admin::schedules`]). Plain tasks are unchanged.
 //! - [`admin`]: operations on the queue as a whole (statistics, dead letters, pause, purge), shared by the
-//!   library and the tools built on it.
+//!   library and the tools built on it; [`admin::queues`] finds every queue on a server (the
+//!   dashboard's list) by the metadata marker [`nats::topology`] puts on new streams.
 
 pub mod admin;
 pub mod config;

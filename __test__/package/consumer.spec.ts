@@ -161,3 +161,28 @@ test('wrong usage fails to type-check: every @ts-expect-error line is an error',
   const errorLines = [...output.matchAll(/wrong-usage-unmarked\.ts\((\d+),\d+\): error/g)].map((m) => Number(m[1]))
   assert.deepStrictEqual([...new Set(errorLines)], expected, output)
 })
+
+test('npm: `protoqueue dashboard` serves its page and the charting library from the installed package', () =>
+  withServer(async (server) => {
+    const child = spawn('npx', ['--no-install', 'protoqueue', 'dashboard', '--port', '0'], { cwd: npmApp, env: { ...env, NATS_URL: server.url }, stdio: ['ignore', 'pipe', 'pipe'], shell: process.platform === 'win32' })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (chunk) => (out += chunk))
+    child.stderr.on('data', (chunk) => (err += chunk))
+    const closed = new Promise((resolve) => child.on('close', resolve))
+    try {
+      const deadline = Date.now() + 30_000
+      let url: string | undefined
+      while (!(url = /(http:\/\/\S+\/)/.exec(out)?.[1])) {
+        assert.ok(Date.now() < deadline, `no URL printed: ${out}\n${err}`)
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      for (const path of ['', 'assets/app.js', 'assets/uPlot.js', 'api/overview']) {
+        const response: Response = await fetch(`${url}${path}`)
+        assert.equal(response.status, 200, path)
+      }
+    } finally {
+      child.kill('SIGTERM')
+      assert.equal(await closed, 0, err)
+    }
+  }))

@@ -255,6 +255,6 @@ const COMMANDS = {
 }
 
 /** Commands planned for later versions: they exit with `EXIT.UNAVAILABLE`. */
-const UNAVAILABLE = new Set(['metrics', 'dashboard'])
+const UNAVAILABLE = new Set(['metrics'])
 
 module.exports = { COMMANDS, UNAVAILABLE, taskOf, letterFilter, describeFilter, confirmed }

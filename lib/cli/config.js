@@ -57,13 +57,27 @@ function readSecret(file, flag) {
  * @returns {import('protoqueue').ProtoqueueConfig}
  */
 function queueConfig(flags, env) {
-  if (flags.password !== undefined) throw usage('--password is not taken (flags show in `ps` and shell history): use --password-file <file> or NATS_PASSWORD')
-  if (flags.token !== undefined) throw usage('--token is not taken (flags show in `ps` and shell history): use --token-file <file> or NATS_TOKEN')
+  if (flags.password !== undefined || flags.token !== undefined) connectionConfig(flags, env)
   const streamName = flags.stream ?? env.PROTOQUEUE_STREAM
   const subject = flags.subject ?? env.PROTOQUEUE_SUBJECT
   if (!streamName) throw usage('which queue? Give --stream <name> (or set PROTOQUEUE_STREAM)')
   if (!subject) throw usage('which queue? Give --subject <subject> (or set PROTOQUEUE_SUBJECT)')
+  // An operator's tool: never create a queue because of a typo, and take the dead-letter
+  // stream's retention as the queue's owner made it.
+  return { streamName, subject, createStreams: false, ...connectionConfig(flags, env) }
+}
 
+/**
+ * Where and how to connect (`url`, `auth`, `tls`, `options.connectTimeout`) from the flags and
+ * the environment, as `queueConfig` reads them, without a queue: for commands over every queue
+ * (`dashboard`).
+ * @param {ConnectionFlags} flags
+ * @param {NodeJS.ProcessEnv} env
+ * @returns {Omit<import('protoqueue').ProtoqueueConfig, 'streamName' | 'subject'>}
+ */
+function connectionConfig(flags, env) {
+  if (flags.password !== undefined) throw usage('--password is not taken (flags show in `ps` and shell history): use --password-file <file> or NATS_PASSWORD')
+  if (flags.token !== undefined) throw usage('--token is not taken (flags show in `ps` and shell history): use --token-file <file> or NATS_TOKEN')
   /** @type {import('protoqueue').AuthOptions} */
   const auth = {}
   const byFlag = flags.creds !== undefined || flags.user !== undefined || flags.passwordFile !== undefined || flags.tokenFile !== undefined || flags.nkey !== undefined
@@ -99,10 +113,8 @@ function queueConfig(flags, env) {
   if (flags.tlsHandshakeFirst) tls.handshakeFirst = true
   const wantsTls = flags.tls === true || Object.keys(tls).length > 0
 
-  /** @type {import('protoqueue').ProtoqueueConfig} */
-  // An operator's tool: never create a queue because of a typo, and take the dead-letter
-  // stream's retention as the queue's owner made it.
-  const config = { streamName, subject, createStreams: false }
+  /** @type {Omit<import('protoqueue').ProtoqueueConfig, 'streamName' | 'subject'>} */
+  const config = {}
   if (flags.server !== undefined) config.url = flags.server
   if (Object.keys(auth).length > 0) config.auth = auth
   if (wantsTls) config.tls = Object.keys(tls).length > 0 ? tls : true
@@ -110,4 +122,4 @@ function queueConfig(flags, env) {
   return config
 }
 
-module.exports = { queueConfig, readSecret }
+module.exports = { queueConfig, connectionConfig, readSecret }

@@ -7,6 +7,7 @@
 const { Protoqueue } = require('protoqueue')
 
 const { COMMANDS, UNAVAILABLE } = require('./commands.js')
+const { runDashboard } = require('./dashboard.js')
 const { queueConfig } = require('./config.js')
 const { CliError, EXIT, fromLibrary } = require('./exit.js')
 const { parseCommandLine } = require('./program.js')
@@ -29,6 +30,13 @@ async function main(argv, io, version) {
   try {
     if (UNAVAILABLE.has(command)) {
       throw new CliError(EXIT.UNAVAILABLE, `${command} is not available in this version of protoqueue`)
+    }
+    if (command === 'dashboard') {
+      // Over every queue of the server: no queue of its own to connect.
+      await runDashboard({ options, io }).catch((err) => {
+        throw fromLibrary(err, { connecting: true })
+      })
+      return EXIT.OK
     }
     const run = COMMANDS[/** @type {keyof typeof COMMANDS} */ (command)]
     const config = queueConfig(options, io.env)

@@ -30,6 +30,26 @@ function positiveInteger(value) {
   return n
 }
 
+/** @param {string} value */
+function port(value) {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || n > 65535) throw new InvalidArgumentError('must be a port number from 0 to 65535')
+  return n
+}
+
+/** @param {string} value */
+function interval(value) {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || n < 100 || n > 60_000) throw new InvalidArgumentError('must be a number of milliseconds from 100 to 60000')
+  return n
+}
+
+const DASHBOARD_HELP = `
+The page lists every Protoqueue queue on the server: no --stream needed. It binds to 127.0.0.1
+unless --host says otherwise; bound to any other address it needs a token (at least 16
+characters) from --auth-token-file or PROTOQUEUE_DASHBOARD_TOKEN, and refuses to start without
+one. Stops on Ctrl-C or SIGTERM.`
+
 /**
  * @param {string} value
  * @param {string[] | undefined} previous
@@ -48,7 +68,7 @@ Exit codes:
   1  the operation failed (its ERR_PQ_* code is printed), or a confirmation was declined
   2  usage error: unknown command or flag, bad or missing value, --yes needed
   3  could not connect: no server, credentials refused, TLS failed
-  4  not available in this version (metrics, dashboard)`
+  4  not available in this version (metrics)`
 
 /**
  * The `protoqueue` program; `select` is called with the command the arguments name.
@@ -142,10 +162,18 @@ function buildProgram(select, output, version) {
       .addOption(new Option('--batch-size <n>', 'tasks sent per batch when reading stdin').argParser(positiveInteger).default(500)),
     'enqueue',
   )
-  for (const [name, what] of [
-    ['metrics', 'serve Prometheus metrics'],
-    ['dashboard', 'serve the web dashboard'],
-  ]) {
+  runs(
+    program
+      .command('dashboard')
+      .description('serve the web dashboard: every queue on the server, live throughput, dead letters, pause/resume')
+      .addOption(new Option('--port <n>', 'the port (0: any free one)').argParser(port).default(3000))
+      .addOption(new Option('--host <address>', 'the address to listen on; any but a loopback address needs a token').default('127.0.0.1'))
+      .option('--auth-token-file <file>', 'a file holding the token that requeue, purge, pause and resume need (default: PROTOQUEUE_DASHBOARD_TOKEN)')
+      .addOption(new Option('--interval <ms>', 'how often every queue\'s statistics are read').argParser(interval).default(1000))
+      .addHelpText('after', DASHBOARD_HELP),
+    'dashboard',
+  )
+  for (const [name, what] of [['metrics', 'serve Prometheus metrics']]) {
     runs(
       program
         .command(name)

@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod dead_letters;
+pub mod queues;
 pub mod redrive;
 pub mod schedules;
 pub mod stats;

@@ -4,6 +4,8 @@
 //! Errors cross as `"<code>: <message>"` reasons (napi-rs cannot set `code` on errors of async
 //! methods); the shim turns them back into `Error`s with `err.code`.
 
+mod queues;
+
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},

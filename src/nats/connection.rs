@@ -49,6 +49,18 @@ impl Connection {
     /// the runtime's threads, and within `connectTimeout` like the connect itself; refused
     /// credentials and failed TLS reject at once, without waiting for `connectTimeout`.
     pub async fn open(config: Arc<Config>, urls: &str) -> Result<Self> {
+        let connection = Connection::open_bare(config, urls).await?;
+        if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await
+        {
+            connection.close().await;
+            return Err(err);
+        }
+        Ok(connection)
+    }
+
+    /// Connects as [`Connection::open`] does, without looking at the queue's streams: for
+    /// operations on the server as a whole ([`crate::admin::queues::list`]).
+    pub async fn open_bare(config: Arc<Config>, urls: &str) -> Result<Self> {
         let deadline = Deadline::after(config.connect_timeout);
         let target = Target::new(urls, &config.auth, config.tls.as_ref())?;
         let closed = Arc::new(AtomicBool::new(false));
@@ -90,19 +102,13 @@ impl Connection {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(API_TIMEOUT)
             .build(client.clone());
-        let connection = Connection {
+        Ok(Connection {
             client,
             jetstream,
             config,
             closed,
             connections,
-        };
-        if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await
-        {
-            connection.close().await;
-            return Err(err);
-        }
-        Ok(connection)
+        })
     }
 
     /// The same connection, used with other settings (a dead-letter worker's own options).

@@ -20,6 +20,32 @@ use crate::{
     schedules,
 };
 
+/// The stream metadata key that marks a stream made by Protoqueue (nats-server ≥ 2.10 keeps
+/// stream metadata); its value says which part of a queue the stream is ([`MARK_TASKS`] or
+/// [`MARK_DEAD_LETTERS`]). [`crate::admin::queues::list`] finds queues by it.
+pub const MARKER_KEY: &str = "protoqueue";
+/// [`MARKER_KEY`]'s value on a task stream.
+pub const MARK_TASKS: &str = "tasks";
+/// [`MARKER_KEY`]'s value on a dead-letter stream.
+pub const MARK_DEAD_LETTERS: &str = "dead-letters";
+/// The metadata key holding, on a task stream, the queue's subject.
+pub const SUBJECT_KEY: &str = "protoqueue.subject";
+/// The metadata key naming the queue's task stream (on both of its streams).
+pub const QUEUE_KEY: &str = "protoqueue.stream";
+
+/// The metadata that marks a new stream of `config`'s queue as `part` of it. Only set when a
+/// stream is created: streams made by older versions have none (see the fallback in
+/// [`crate::admin::queues`]).
+fn marker(part: &str, config: &Config) -> std::collections::HashMap<String, String> {
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert(MARKER_KEY.to_owned(), part.to_owned());
+    metadata.insert(QUEUE_KEY.to_owned(), config.stream_name.clone());
+    if part == MARK_TASKS {
+        metadata.insert(SUBJECT_KEY.to_owned(), config.subject.clone());
+    }
+    metadata
+}
+
 /// The task stream: WorkQueue retention (an acked task is removed), file storage, a duplicate
 /// window so a re-sent publish is stored once.
 ///
@@ -40,6 +66,7 @@ pub fn task_stream_config(config: &Config) -> stream::Config {
         duplicate_window: DUPLICATE_WINDOW,
         num_replicas: config.replicas,
         description: Some("Protoqueue tasks".into()),
+        metadata: marker(MARK_TASKS, config),
         ..Default::default()
     }
 }
@@ -65,6 +92,7 @@ pub fn dead_letter_stream_config(config: &Config) -> stream::Config {
             "Protoqueue dead letters of stream {}",
             config.stream_name
         )),
+        metadata: marker(MARK_DEAD_LETTERS, config),
         ..Default::default()
     }
 }

@@ -1,0 +1,402 @@
+// The web dashboard (`protoqueue/dashboard`, `protoqueue dashboard`) against a real nats-server:
+// in a real headless Chromium (Debian's `chromium` via playwright-core) the page shows the
+// numbers `getStats()` gives, they change while a worker runs, and its requeue and pause/resume
+// buttons act on the server; over plain HTTP, the token, CSRF and bad-request rules; from the
+// command line, its usage errors and a clean stop.
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { request } from 'node:http'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, describe, test } from 'node:test'
+
+import { jetstreamManager, RetentionPolicy } from '@nats-io/jetstream'
+import { connect as natsConnect } from '@nats-io/transport-node'
+import type { Browser } from 'playwright-core'
+import { listQueues, Protoqueue } from 'protoqueue'
+import { dashboard, type Dashboard } from 'protoqueue/dashboard'
+
+import { launchBrowser } from './helpers/browser'
+import { freePort, NatsServer, uniqueQueue } from './helpers/nats'
+import { eventually } from './helpers/wait'
+
+const BIN = join(__dirname, '..', 'bin', 'protoqueue.js')
+const TOKEN = 'dashboard-test-token-0123456789'
+
+let server: NatsServer
+let dir: string
+before(async () => {
+  server = await NatsServer.start()
+  dir = mkdtempSync(join(tmpdir(), 'pq-dash-'))
+})
+after(async () => {
+  await server?.stop()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+/** A queue with `n` waiting tasks and `letters` dead letters (tasks rejected by a worker). */
+async function queueWith(n: number, letters: number) {
+  const names = uniqueQueue('dash')
+  const queue = new Protoqueue({ url: server.url, ...names, options: { batchSize: 1 } })
+  await queue.connect()
+  if (letters > 0) {
+    const rejects = new Protoqueue({ url: server.url, ...names })
+    await rejects.connect()
+    await rejects.process(async (task) => ({ success: false, retry: false, error: `card declined for ${JSON.stringify(task.data)}` }))
+    for (let i = 0; i < letters; i++) {
+      // One at a time: letters are then stored in order.
+      await queue.enqueue({ data: { letter: i }, id: `letter-${names.streamName}-${i}` })
+      await eventually('the letter', async () => (await queue.getStats()).deadLettered === i + 1)
+    }
+    await rejects.disconnect()
+  }
+  if (n > 0) await queue.enqueueBatch(Array.from({ length: n }, (_, i) => ({ data: { n: i } })))
+  return { queue, names }
+}
+
+describe('the page in Chromium', () => {
+  let browser: Browser
+  let board: Dashboard
+  before(async () => {
+    browser = await launchBrowser()
+  })
+  after(async () => {
+    await browser?.close()
+    await board?.close()
+  })
+
+  test('shows the stats, updates while a worker runs, requeues a letter, pauses and resumes', async () => {
+    const { queue, names } = await queueWith(25, 3)
+    board = await dashboard({ connection: { url: server.url }, port: 0, interval: 200 })
+    const page = await browser.newPage()
+    const errors: string[] = []
+    page.on('pageerror', (err) => errors.push(err.message))
+    await page.goto(board.url)
+    const row = `tr[data-queue="${names.streamName}"]`
+    const cell = (field: string) => page.locator(`${row} td[data-field="${field}"]`).innerText()
+
+    // The right numbers: those of getStats().
+    const stats = await queue.getStats()
+    assert.equal(stats.pending, 25)
+    await page.waitForSelector(row)
+    await eventually('the pending count', async () => (await cell('pending')) === '25', 30_000)
+    assert.equal(await cell('deadLettered'), '3')
+    assert.equal(await cell('subject'), names.subject)
+    assert.equal(await cell('state'), 'running')
+
+    // Dead letters with their errors.
+    await page.waitForSelector('#letters tbody tr[data-sequence]')
+    assert.equal(await page.locator('#letters tbody tr').count(), 3)
+    assert.match(await page.locator('#letters tbody tr').first().innerText(), /card declined for \{"letter":0\}/)
+    // A chart per queue (uPlot is installed here).
+    await page.waitForSelector(`.chart[data-queue="${names.streamName}"] canvas`)
+
+    // They update while a worker runs: pending falls to 0, completions show a rate.
+    const worker = new Protoqueue({ url: server.url, ...names, options: { batchSize: 1 } })
+    await worker.connect()
+    let handled = 0
+    await worker.process(async () => {
+      handled++
+      await new Promise((r) => setTimeout(r, 20))
+      return { success: true }
+    })
+    let sawRate = false
+    await eventually(
+      'pending 0 on the page',
+      async () => {
+        const completed = Number((await cell('completed')).replace(/,/g, ''))
+        if (completed > 0) sawRate = true
+        return (await cell('pending')) === '0' && (await cell('inFlight')) === '0'
+      },
+      30_000,
+    )
+    assert.equal(handled, 25)
+    assert.ok(sawRate, 'completed/s was above 0 while the worker ran')
+    await worker.disconnect()
+
+    // The requeue button requeues: the letter leaves the dead-letter stream, its task is back.
+    const first = page.locator('#letters tbody tr').first()
+    const taskId = await first.getAttribute('data-task-id')
+    assert.ok(taskId)
+    await first.locator('button[data-action="requeue"]').click()
+    await eventually('the letter requeued on the server', async () => {
+      const s = await queue.getStats()
+      return s.deadLettered === 2 && s.pending === 1
+    }, 30_000)
+    const left = await queue.getDeadLetters(10)
+    assert.ok(!left.some((letter) => letter.task?.id === taskId))
+    await eventually('the page shows 2 letters', async () => (await cell('deadLettered')) === '2' && (await page.locator('#letters tbody tr').count()) === 2, 30_000)
+
+    // Pause, then resume, from the page: the server's consumer says so.
+    await page.locator(`${row} button[data-action="pause"]`).click()
+    await eventually('paused on the server', async () => (await queue.getStats()).paused, 30_000)
+    await eventually('paused on the page', async () => (await cell('state')) === 'paused', 30_000)
+    await page.locator(`${row} button[data-action="resume"]`).click()
+    await eventually('resumed on the server', async () => !(await queue.getStats()).paused, 30_000)
+    await eventually('running on the page', async () => (await cell('state')) === 'running', 30_000)
+
+    assert.deepEqual(errors, [])
+    await page.close()
+    await queue.disconnect()
+  })
+})
+
+describe('the HTTP API', () => {
+  test('bound to a non-loopback address: refuses to start without a token, then requires it for every state change', async () => {
+    await assert.rejects(dashboard({ connection: { url: server.url }, host: '0.0.0.0', port: 0 }), { code: 'ERR_PQ_INVALID_CONFIG' })
+    await assert.rejects(dashboard({ connection: { url: server.url }, host: '0.0.0.0', port: 0, token: 'short' }), { code: 'ERR_PQ_INVALID_CONFIG' })
+    const { queue, names } = await queueWith(0, 1)
+    const board = await dashboard({ connection: { url: server.url }, host: '0.0.0.0', port: 0, token: TOKEN })
+    try {
+      const base = `http://127.0.0.1:${board.port}`
+      const page = await (await fetch(`${base}/`)).text()
+      assert.ok(!page.includes(TOKEN), 'the page never carries a token of the user\'s')
+      const overview = await (await fetch(`${base}/api/overview`)).json()
+      assert.equal(overview.tokenRequired, true)
+      const post = (path: string, headers: Record<string, string>, body = '{}') =>
+        fetch(`${base}/api/queues/${names.streamName}/${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body })
+      for (const headers of [{}, { 'x-protoqueue-token': 'wrong-token-wrong-token' }] as Record<string, string>[]) {
+        const refused = await post('pause', headers)
+        assert.equal(refused.status, 401)
+        assert.equal((await refused.json()).error.code, 'ERR_PQ_UNAUTHORIZED')
+      }
+      assert.equal((await queue.getStats()).paused, false)
+      const paused = await post('pause', { 'x-protoqueue-token': TOKEN })
+      assert.equal(paused.status, 200)
+      assert.equal((await queue.getStats()).paused, true)
+      assert.equal((await post('resume', { 'x-protoqueue-token': TOKEN })).status, 200)
+      assert.equal((await queue.getStats()).paused, false)
+      const requeued = await post('dead-letters/requeue', { 'x-protoqueue-token': TOKEN }, JSON.stringify({ all: true }))
+      assert.deepEqual(await requeued.json(), { requeued: 1 })
+    } finally {
+      await board.close()
+      await queue.disconnect()
+    }
+  })
+
+  test('on loopback: the per-run token from the page, Host and Origin checks, JSON bodies only, clear 400/404s', async () => {
+    const { queue, names } = await queueWith(0, 2)
+    const board = await dashboard({ connection: { url: server.url }, port: 0 })
+    try {
+      const base = `http://127.0.0.1:${board.port}`
+      const page = await (await fetch(`${base}/`)).text()
+      const token = JSON.parse(/<script type="application\/json" id="pq-config">(.*?)<\/script>/.exec(page)![1]).token as string
+      assert.ok(token.length >= 16)
+      const post = (path: string, headers: Record<string, string>, body = '{}') =>
+        fetch(`${base}/api/queues/${encodeURIComponent(names.streamName)}/${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body })
+      assert.equal((await post('pause', {})).status, 401)
+      // A page of another site (its Origin), even with the token: refused.
+      assert.equal((await post('pause', { 'x-protoqueue-token': token, origin: 'http://evil.example' })).status, 403)
+      // DNS rebinding: a name that is not a loopback address in Host.
+      const rebound = await new Promise<number | undefined>((resolve, reject) =>
+        request(`${base}/api/overview`, { headers: { host: 'evil.example' } }, (res) => {
+          res.resume()
+          resolve(res.statusCode)
+        })
+          .on('error', reject)
+          .end(),
+      )
+      assert.equal(rebound, 403)
+      // A form post (no JSON): refused.
+      assert.equal((await post('pause', { 'x-protoqueue-token': token, 'content-type': 'application/x-www-form-urlencoded' }, 'a=1')).status, 415)
+      // No CORS: never an Access-Control-Allow-Origin.
+      const preflight = await fetch(`${base}/api/queues/${names.streamName}/pause`, { method: 'OPTIONS', headers: { origin: 'http://evil.example' } })
+      assert.equal(preflight.headers.get('access-control-allow-origin'), null)
+      assert.equal((await queue.getStats()).paused, false)
+      // Which letters must be said.
+      const vague = await post('dead-letters/purge', { 'x-protoqueue-token': token })
+      assert.equal(vague.status, 400)
+      assert.equal((await vague.json()).error.code, 'ERR_PQ_BAD_REQUEST')
+      assert.equal((await post('dead-letters/purge', { 'x-protoqueue-token': token }, '[1')).status, 400)
+      const letters = await (await fetch(`${base}/api/queues/${names.streamName}/dead-letters?limit=10`)).json()
+      assert.equal(letters.letters.length, 2)
+      const purged = await post('dead-letters/purge', { 'x-protoqueue-token': token }, JSON.stringify({ ids: [letters.letters[0].taskId] }))
+      assert.deepEqual(await purged.json(), { purged: 1 })
+      assert.equal((await queue.getStats()).deadLettered, 1)
+
+      // A stream that is not a Protoqueue queue: 404 with a code, and the dashboard goes on.
+      const nc = await natsConnect({ servers: server.url })
+      const jsm = await jetstreamManager(nc)
+      const foreign = `FOREIGN_${process.pid}`
+      await jsm.streams.add({ name: foreign, subjects: [`foreign.${process.pid}`] })
+      await nc.close()
+      for (const path of [`/api/queues/${foreign}`, `/api/queues/${foreign}/dead-letters`, '/api/queues/NO_SUCH_STREAM']) {
+        const response = await fetch(`${base}${path}`)
+        assert.equal(response.status, 404, path)
+        assert.equal((await response.json()).error.code, 'ERR_PQ_NOT_A_QUEUE')
+      }
+      const foreignPause = await fetch(`${base}/api/queues/${foreign}/pause`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-protoqueue-token': token }, body: '{}' })
+      assert.equal(foreignPause.status, 404)
+      for (const path of ['/api/queues/a.b', '/api/queues/%E0%A4%A', `/api/queues/${names.streamName}/dead-letters?limit=0`]) {
+        const response = await fetch(`${base}${path}`)
+        assert.equal(response.status, 400, path)
+        assert.equal((await response.json()).error.code, 'ERR_PQ_BAD_REQUEST')
+      }
+      const overview = await (await fetch(`${base}/api/overview`)).json()
+      assert.ok(!overview.queues.some((q: { name: string }) => q.name === foreign))
+      assert.ok(overview.queues.some((q: { name: string }) => q.name === names.streamName))
+    } finally {
+      await board.close()
+      await queue.disconnect()
+    }
+  })
+
+  test('odd streams on the server: an older version\'s queue is listed, a half-made one shows its error, nothing crashes', async () => {
+    const nc = await natsConnect({ servers: server.url })
+    const jsm = await jetstreamManager(nc)
+    const old = `OLD_${process.pid}`
+    // As an older version made a queue: no metadata, a WorkQueue stream and its dead-letter stream.
+    await jsm.streams.add({ name: old, subjects: [`old.${process.pid}`], retention: RetentionPolicy.Workqueue })
+    await jsm.streams.add({ name: `${old}_DLQ`, subjects: [`protoqueue.dlq.${old}`] })
+    // Marked as a queue, but its dead-letter stream is missing.
+    const half = `HALF_${process.pid}`
+    await jsm.streams.add({ name: half, subjects: [`half.${process.pid}`], retention: RetentionPolicy.Workqueue, metadata: { protoqueue: 'tasks', 'protoqueue.subject': `half.${process.pid}` } })
+    await nc.close()
+    const listing = await listQueues({ url: server.url })
+    assert.equal(listing.queues.find((q) => q.streamName === old)?.foundBy, 'deadLetterStream')
+    assert.equal(listing.queues.find((q) => q.streamName === old)?.subject, `old.${process.pid}`)
+    assert.equal(listing.queues.find((q) => q.streamName === half)?.deadLetterStream, undefined)
+    const board = await dashboard({ connection: { url: server.url }, port: 0 })
+    try {
+      const base = board.url.replace(/\/$/, '')
+      const overview = await (await fetch(`${base}/api/overview`)).json()
+      const oldRow = overview.queues.find((q: { name: string }) => q.name === old)
+      assert.equal(oldRow.stats.pending, 0)
+      const halfRow = overview.queues.find((q: { name: string }) => q.name === half)
+      assert.match(halfRow.error, /^ERR_PQ_INVALID_CONFIG: /)
+      const letters = await fetch(`${base}/api/queues/${half}/dead-letters`)
+      assert.equal(letters.status, 400)
+      assert.equal((await letters.json()).error.code, 'ERR_PQ_INVALID_CONFIG')
+      assert.equal((await fetch(`${base}/api/overview`)).status, 200, 'still serving')
+    } finally {
+      await board.close()
+    }
+  })
+
+  test('credentials in the URL are never shown', async () => {
+    const secured = await NatsServer.startWithConfig('authorization { user: dash, password: "pa55-w0rd-secret" }\njetstream {}')
+    try {
+      const url = `nats://dash:pa55-w0rd-secret@127.0.0.1:${secured.port}`
+      const listing = await listQueues({ url })
+      assert.ok(!listing.server.includes('pa55-w0rd-secret'))
+      const board = await dashboard({ connection: { url }, port: 0 })
+      try {
+        for (const path of ['/', '/api/overview']) {
+          const text = await (await fetch(`${board.url.replace(/\/$/, '')}${path}`)).text()
+          assert.ok(!text.includes('pa55-w0rd-secret'), path)
+        }
+      } finally {
+        await board.close()
+      }
+      // No server: the connection's error, masked.
+      const closed = `nats://dash:pa55-w0rd-secret@127.0.0.1:${await freePort()}`
+      const err = await dashboard({ connection: { url: closed, options: { connectTimeout: 300 } }, port: 0 }).catch((e) => e)
+      assert.equal(err.code, 'ERR_PQ_CONNECT')
+      assert.ok(!String(err.message).includes('pa55-w0rd-secret'))
+    } finally {
+      await secured.stop()
+    }
+  })
+})
+
+interface Run {
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+function cli(args: string[], env: Record<string, string> = {}, untilLine?: RegExp): Promise<Run & { url?: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    let stdout = ''
+    let stderr = ''
+    let url: string | undefined
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk
+      const found = untilLine?.exec(stdout)
+      if (found && !url) {
+        url = found[1]
+        // Running: check it answers, then stop it as a service manager would.
+        fetch(`${url}api/overview`)
+          .then((r) => r.json())
+          .then((overview) => {
+            stdout += `\nOVERVIEW ${JSON.stringify(overview)}\n`
+            child.kill('SIGTERM')
+          }, reject)
+      }
+    })
+    child.stderr.on('data', (chunk) => (stderr += chunk))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({ code, stdout, stderr, url }))
+  })
+}
+
+describe('README', () => {
+  test('the Dashboard snippet serves the page (on a free port instead of 3000)', async () => {
+    const readme = readFileSync(join(__dirname, '..', 'README.md'), 'utf8')
+    const code = /<!-- snippet: dashboard -->\n```typescript\n([\s\S]*?)```/.exec(readme)![1]
+    assert.match(code, /port: 3000/)
+    // Inside the package, as readme.spec.ts does: `protoqueue/dashboard` resolves to this checkout.
+    const scratch = join(__dirname, '.snippets')
+    mkdirSync(scratch, { recursive: true })
+    const file = join(scratch, 'dashboard.mts')
+    writeFileSync(file, `${code.replace('port: 3000', 'port: 0')}\nawait new Promise((r) => process.once('SIGTERM', r));\nawait board.close();\n`)
+    const { queue, names } = await queueWith(2, 0)
+    const child = spawn(process.execPath, ['--import', 'tsx', file], { cwd: join(__dirname, '..'), env: { ...process.env, NATS_URL: server.url }, stdio: ['ignore', 'pipe', 'pipe'] })
+    try {
+      let out = ''
+      child.stdout.on('data', (chunk) => (out += chunk))
+      const url = await eventually('the snippet to print its URL', () => /dashboard on (\S+)/.exec(out)?.[1], 30_000)
+      const overview = await (await fetch(`${url}api/overview`)).json()
+      const listed = overview.queues.find((q: { name: string }) => q.name === names.streamName)
+      assert.equal(listed.stats.pending, 2)
+    } finally {
+      const closed = new Promise((resolve) => child.on('close', resolve))
+      child.kill('SIGTERM')
+      assert.equal(await closed, 0)
+      await queue.disconnect()
+    }
+  })
+})
+
+describe('protoqueue dashboard', () => {
+  test('bad input: usage and exit 2', async () => {
+    const bad = [
+      ['dashboard', '--port', 'abc'],
+      ['dashboard', '--port', '70000'],
+      ['dashboard', '--bogus'],
+      ['dashboard', '--interval', '5'],
+      ['dashboard', '--host', '0.0.0.0', '--port', '0', '--server', server.url],
+      ['dashboard', '--host', '0.0.0.0', '--auth-token-file', join(dir, 'missing')],
+    ]
+    for (const args of bad) {
+      const run = await cli(args)
+      assert.equal(run.code, 2, `${JSON.stringify(args)}: ${run.stderr}`)
+      assert.ok(run.stderr.length > 0)
+    }
+    const help = await cli(['dashboard', '--help'])
+    assert.equal(help.code, 0)
+    assert.match(help.stdout, /--port/)
+    assert.match(help.stdout, /PROTOQUEUE_DASHBOARD_TOKEN/)
+  })
+
+  test('serves until SIGTERM, then exits 0; a token from a file or the environment', async () => {
+    const { queue, names } = await queueWith(3, 0)
+    const tokenFile = join(dir, 'token')
+    writeFileSync(tokenFile, `${TOKEN}\n`)
+    for (const [args, env] of [
+      [['dashboard', '--port', '0', '--server', server.url], {}],
+      [['dashboard', '--port', '0', '--host', '0.0.0.0', '--auth-token-file', tokenFile], { NATS_URL: server.url }],
+      [['dashboard', '--port', '0', '--host', '0.0.0.0'], { NATS_URL: server.url, PROTOQUEUE_DASHBOARD_TOKEN: TOKEN }],
+    ] as const) {
+      const run = await cli([...args], env, /(http:\/\/\S+\/)/)
+      assert.equal(run.code, 0, run.stderr)
+      assert.match(run.stdout, new RegExp(`OVERVIEW .*"name":"${names.streamName}"`))
+      assert.ok(!run.stdout.includes(TOKEN) && !run.stderr.includes(TOKEN), 'the token is never printed')
+    }
+    const unreachable = await cli(['dashboard', '--port', '0', '--server', `nats://127.0.0.1:${await freePort()}`, '--connect-timeout', '300'])
+    assert.equal(unreachable.code, 3, unreachable.stderr)
+    await queue.disconnect()
+  })
+})

@@ -1,0 +1,409 @@
+// @ts-check
+'use strict'
+// The web dashboard: an HTTP server (node:http, no framework) that serves the page in public/ and
+// a small JSON API over the library's own operations: `listQueues`, `getStats` (sampled by
+// sampler.js, which derives the throughput), `getDeadLetters`, `requeueDeadLetters`,
+// `purgeDeadLetters`, `pause` and `resume`.
+//
+// Safety:
+// - Binds to 127.0.0.1 by default. Bound to any other address it refuses to start without a
+//   token, and every state change must carry it.
+// - State changes are POSTs with an `application/json` body and the `X-Protoqueue-Token` header:
+//   a cross-site form cannot send either, and no CORS header is ever sent, so a browser refuses
+//   a cross-site request that could. On 127.0.0.1 without a token of the user's, the server makes
+//   one per run and puts it in the page it serves; the `Host` header must then name a loopback
+//   address (no DNS rebinding), and a POST's `Origin`, when sent, must be the page's own.
+// - Nothing shown holds a credential: the server's URL comes masked from the core.
+
+const { createHash, randomBytes, timingSafeEqual } = require('node:crypto')
+const { readFileSync } = require('node:fs')
+const http = require('node:http')
+const { join } = require('node:path')
+
+const protoqueue = require('protoqueue')
+
+/** An error with the library's `code`, as its own errors are (`ProtoqueueError`). */
+const ProtoqueueError = /** @type {new (code: string, message: string, options?: ErrorOptions) => Error & { code: string }} */ (
+  /** @type {unknown} */ (protoqueue.ProtoqueueError)
+)
+
+const { Sampler, describeError } = require('./sampler.js')
+
+const TOKEN_HEADER = 'x-protoqueue-token'
+const MAX_BODY = 64 * 1024
+/** Dead letters one page shows at most. */
+const MAX_LETTERS = 1_000
+/** Characters of a letter's data shown. */
+const PREVIEW = 400
+/** JetStream stream names: no whitespace, `.`, `*`, `>`, path separators. */
+const STREAM_NAME = /^[^\s.*>/\\]{1,255}$/
+
+const PUBLIC = join(__dirname, 'public')
+
+/**
+ * The charting library (uPlot, an optional dependency): its script and stylesheet, or
+ * `undefined` when it is not installed (the page then shows numbers without charts).
+ * @returns {{ js: string, css: string } | undefined}
+ */
+function chartLibrary() {
+  try {
+    return {
+      js: require.resolve('uplot/dist/uPlot.iife.min.js'),
+      css: require.resolve('uplot/dist/uPlot.min.css'),
+    }
+  } catch {
+    return undefined
+  }
+}
+
+/** @param {string} message */
+const invalid = (message) => new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `dashboard: ${message}`)
+
+/**
+ * Whether `host` is a loopback address (or `localhost`).
+ * @param {string} host
+ */
+function isLoopback(host) {
+  const bare = host.replace(/^\[(.*)\]$/, '$1').toLowerCase()
+  return bare === 'localhost' || bare === '::1' || /^127(\.\d{1,3}){3}$/.test(bare)
+}
+
+/**
+ * Checks the options; throws ERR_PQ_INVALID_CONFIG naming what is wrong.
+ * @param {import('./index').DashboardOptions} options
+ */
+function settings(options) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) throw invalid('options must be an object')
+  const known = ['connection', 'host', 'port', 'token', 'interval', 'history']
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) throw invalid(`unknown option ${JSON.stringify(key)} (known: ${known.join(', ')})`)
+  }
+  const { connection = {}, host = '127.0.0.1', port = 3000, token, interval = 1000, history = 300 } = options
+  if (connection === null || typeof connection !== 'object' || Array.isArray(connection)) throw invalid('connection must be an object like { url?, auth?, tls? }')
+  if (typeof host !== 'string' || host.length === 0) throw invalid('host must be a non-empty string')
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw invalid(`port must be an integer from 0 to 65535, got ${String(port)}`)
+  if (!Number.isInteger(interval) || interval < 100 || interval > 60_000) throw invalid('interval must be an integer from 100 to 60000 (ms)')
+  if (!Number.isInteger(history) || history < 2 || history > 100_000) throw invalid('history must be an integer from 2 to 100000 (samples)')
+  if (token !== undefined && (typeof token !== 'string' || token.length < 16)) {
+    throw invalid('token must be a string of at least 16 characters')
+  }
+  const local = isLoopback(host)
+  if (!local && token === undefined) {
+    throw invalid(`bound to ${host}, which is not a loopback address, the dashboard needs a token for the actions that change a queue (options.token; the command line reads --auth-token-file or PROTOQUEUE_DASHBOARD_TOKEN)`)
+  }
+  return { connection, host, port, interval, history, local, userToken: token, token: token ?? randomBytes(24).toString('base64url') }
+}
+
+/**
+ * Constant-time comparison of two tokens (of any lengths).
+ * @param {unknown} given
+ * @param {string} expected
+ */
+function sameToken(given, expected) {
+  const digest = (/** @type {string} */ text) => createHash('sha256').update(text).digest()
+  return typeof given === 'string' && timingSafeEqual(digest(given), digest(expected))
+}
+
+class HttpError extends Error {
+  /**
+   * @param {number} status
+   * @param {string} code
+   * @param {string} message
+   */
+  constructor(status, code, message) {
+    super(message)
+    this.status = status
+    this.code = code
+  }
+}
+
+/**
+ * The HTTP status of a library error.
+ * @param {string} code
+ */
+function statusOf(code) {
+  if (code === 'ERR_PQ_INVALID_CONFIG') return 400
+  if (code === 'ERR_PQ_CONNECT' || code === 'ERR_PQ_TIMEOUT' || code === 'ERR_PQ_NATS' || code === 'ERR_PQ_AUTH' || code === 'ERR_PQ_TLS') return 502
+  return 500
+}
+
+/**
+ * A dead letter as the page shows it: no raw bytes, data as a short JSON preview.
+ * @param {import('protoqueue').DeadLetter} letter
+ */
+function letterView(letter) {
+  let preview
+  const task = letter.task
+  if (task?.dataFormat === 'json') preview = JSON.stringify(task.data)
+  else if (task?.dataFormat === 'raw') preview = `(${task.data.length} bytes, not JSON)`
+  else if (task?.dataFormat === 'dropped') preview = '(data dropped: too large to keep)'
+  else preview = '(not a Protoqueue task)'
+  if (preview !== undefined && preview.length > PREVIEW) preview = `${preview.slice(0, PREVIEW)}…`
+  return {
+    sequence: letter.sequence,
+    taskId: task?.id,
+    reason: letter.reason,
+    error: letter.error,
+    attempts: letter.attempts,
+    failedAt: letter.failedAt,
+    data: preview,
+  }
+}
+
+/**
+ * Starts the dashboard; resolves once it listens and has read the queues once.
+ * @param {import('./index').DashboardOptions} [options]
+ * @returns {Promise<import('./index').Dashboard>}
+ */
+async function dashboard(options = {}) {
+  const config = settings(options)
+  const charts = chartLibrary()
+  const sampler = new Sampler(config.connection, { interval: config.interval, history: config.history })
+  await sampler.start()
+  if (sampler.listError !== undefined) {
+    // Nothing to show: say why, as `connect()` would.
+    await sampler.close()
+    throw sampler.listError
+  }
+  const page = readFileSync(join(PUBLIC, 'index.html'), 'utf8')
+  /** @type {Record<string, { file: string, type: string }>} */
+  const assets = {
+    '/assets/app.js': { file: join(PUBLIC, 'app.js'), type: 'text/javascript; charset=utf-8' },
+    '/assets/style.css': { file: join(PUBLIC, 'style.css'), type: 'text/css; charset=utf-8' },
+  }
+  if (charts) {
+    assets['/assets/uPlot.js'] = { file: charts.js, type: 'text/javascript; charset=utf-8' }
+    assets['/assets/uPlot.css'] = { file: charts.css, type: 'text/css; charset=utf-8' }
+  }
+
+  /** The page, with what the script needs to know. */
+  const pageFor = () =>
+    page
+      .replace('{{CONFIG}}', JSON.stringify({ interval: config.interval, charts: Boolean(charts), token: config.local && !config.userToken ? config.token : null }).replace(/</g, '\\u003c'))
+      .replace('{{CHARTS}}', charts ? '<link rel="stylesheet" href="/assets/uPlot.css"><script src="/assets/uPlot.js" defer></script>' : '')
+
+  const overview = () => ({
+    server: sampler.server,
+    error: sampler.error,
+    interval: config.interval,
+    tokenRequired: !(config.local && !config.userToken),
+    charts: Boolean(charts),
+    queues: [...sampler.queues.values()].map((followed) => ({
+      name: followed.info.streamName,
+      subject: followed.info.subject,
+      foundBy: followed.info.foundBy,
+      deadLetterStream: followed.info.deadLetterStream,
+      stats: followed.stats,
+      error: followed.error,
+      samples: followed.samples,
+    })),
+  })
+
+  /**
+   * The queue a request names, or a 400/404.
+   * @param {string} raw the path segment
+   */
+  const queueNamed = async (raw) => {
+    let name
+    try {
+      name = decodeURIComponent(raw)
+    } catch {
+      throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', 'the queue name in the path is not valid percent-encoding')
+    }
+    if (!STREAM_NAME.test(name)) throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', `${JSON.stringify(name.slice(0, 80))} is not a valid stream name`)
+    const followed = await sampler.find(name)
+    if (!followed) throw new HttpError(404, 'ERR_PQ_NOT_A_QUEUE', `stream ${JSON.stringify(name)} is not a Protoqueue queue on this server`)
+    return followed
+  }
+
+  /** @param {http.IncomingMessage} req */
+  const readJson = async (req) => {
+    const type = String(req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase()
+    if (type !== 'application/json') throw new HttpError(415, 'ERR_PQ_BAD_REQUEST', 'a POST takes an application/json body')
+    let size = 0
+    const chunks = []
+    for await (const chunk of req) {
+      size += chunk.length
+      if (size > MAX_BODY) throw new HttpError(413, 'ERR_PQ_BAD_REQUEST', `the body is larger than ${MAX_BODY} bytes`)
+      chunks.push(chunk)
+    }
+    const text = Buffer.concat(chunks).toString('utf8')
+    if (text.trim() === '') return {}
+    let body
+    try {
+      body = JSON.parse(text)
+    } catch {
+      throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', 'the body is not JSON')
+    }
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', 'the body must be a JSON object')
+    return body
+  }
+
+  /**
+   * Which letters a requeue or purge takes: `{ ids: [...] }` or `{ all: true }`.
+   * @param {Record<string, unknown>} body
+   * @returns {import('protoqueue').DeadLetterFilter}
+   */
+  const letterFilter = (body) => {
+    if (body.all === true && body.ids === undefined) return {}
+    const ids = body.ids
+    if (Array.isArray(ids) && ids.length > 0 && ids.length <= MAX_LETTERS && ids.every((id) => typeof id === 'string' && id.length > 0)) {
+      return { ids: /** @type {string[]} */ (ids) }
+    }
+    throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', `say which letters: { "ids": ["<task id>", ...] } (1 to ${MAX_LETTERS}) or { "all": true }`)
+  }
+
+  /**
+   * The POST actions, by the last path segment(s).
+   * @type {Record<string, (queue: import('protoqueue').Protoqueue, body: Record<string, unknown>) => Promise<Record<string, unknown>>>}
+   */
+  const actions = {
+    pause: async (queue) => (await queue.pause(), { paused: true }),
+    resume: async (queue) => (await queue.resume(), { paused: false }),
+    'dead-letters/requeue': async (queue, body) => ({ requeued: await queue.requeueDeadLetters(letterFilter(body)) }),
+    'dead-letters/purge': async (queue, body) => ({ purged: await queue.purgeDeadLetters(letterFilter(body)) }),
+  }
+
+  /**
+   * @param {http.IncomingMessage} req
+   * @param {URL} url
+   */
+  const checkStateChange = (req, url) => {
+    const origin = req.headers.origin
+    if (origin !== undefined && origin !== 'null') {
+      let host
+      try {
+        host = new URL(origin).host
+      } catch {
+        host = undefined
+      }
+      if (host !== url.host) throw new HttpError(403, 'ERR_PQ_FORBIDDEN', 'a state change must come from the dashboard\'s own page')
+    } else if (origin === 'null') {
+      throw new HttpError(403, 'ERR_PQ_FORBIDDEN', 'a state change must come from the dashboard\'s own page')
+    }
+    if (!sameToken(req.headers[TOKEN_HEADER], config.token)) {
+      throw new HttpError(401, 'ERR_PQ_UNAUTHORIZED', `a state change needs the dashboard's token in the ${TOKEN_HEADER} header`)
+    }
+  }
+
+  /**
+   * @param {http.IncomingMessage} req
+   * @param {http.ServerResponse} res
+   */
+  const handle = async (req, res) => {
+    const hostHeader = String(req.headers.host ?? '')
+    if (config.local && !isLoopback(hostHeader.replace(/:\d+$/, ''))) {
+      throw new HttpError(403, 'ERR_PQ_FORBIDDEN', 'this dashboard answers only requests for a loopback address (Host header)')
+    }
+    const url = new URL(req.url ?? '/', `http://${hostHeader || 'localhost'}`)
+    const path = url.pathname
+    const method = req.method ?? 'GET'
+    if (method === 'GET' || method === 'HEAD') {
+      if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', pageFor())
+      const asset = assets[path]
+      if (asset) return send(res, 200, asset.type, readFileSync(asset.file), 'public, max-age=300')
+      if (path === '/api/overview') return sendJson(res, 200, overview())
+      const letters = /^\/api\/queues\/([^/]+)\/dead-letters$/.exec(path)
+      if (letters) {
+        const followed = await queueNamed(letters[1])
+        const limitText = url.searchParams.get('limit') ?? '100'
+        const limit = Number(limitText)
+        if (!/^\d+$/.test(limitText) || limit < 1 || limit > MAX_LETTERS) throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', `limit must be an integer from 1 to ${MAX_LETTERS}`)
+        const queue = await sampler.queueOf(followed)
+        const read = await queue.getDeadLetters(limit)
+        return sendJson(res, 200, { queue: followed.info.streamName, total: followed.stats?.deadLettered, letters: read.map(letterView) })
+      }
+      const one = /^\/api\/queues\/([^/]+)$/.exec(path)
+      if (one) {
+        const followed = await queueNamed(one[1])
+        return sendJson(res, 200, overview().queues.find((queue) => queue.name === followed.info.streamName))
+      }
+      throw new HttpError(404, 'ERR_PQ_NOT_FOUND', `no page ${path}`)
+    }
+    if (method === 'POST') {
+      const action = /^\/api\/queues\/([^/]+)\/(pause|resume|dead-letters\/requeue|dead-letters\/purge)$/.exec(path)
+      if (!action) throw new HttpError(404, 'ERR_PQ_NOT_FOUND', `no action ${path}`)
+      checkStateChange(req, url)
+      const body = await readJson(req)
+      const followed = await queueNamed(action[1])
+      const queue = await sampler.queueOf(followed)
+      const result = await actions[action[2]](queue, body)
+      // The page shows the effect at once, not a sample later.
+      await sampler.sampleOne(followed)
+      return sendJson(res, 200, result)
+    }
+    res.setHeader('Allow', 'GET, HEAD, POST')
+    throw new HttpError(405, 'ERR_PQ_BAD_REQUEST', `method ${method} is not allowed`)
+  }
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((err) => {
+      if (err instanceof HttpError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } })
+      const code = err && typeof err === 'object' && typeof err.code === 'string' && err.code.startsWith('ERR_PQ_') ? err.code : 'ERR_PQ_INTERNAL'
+      return sendJson(res, statusOf(code), { error: { code, message: describeError(err).replace(/^ERR_PQ_[A-Z_]+: /, '') } })
+    })
+  })
+  try {
+    await new Promise((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(config.port, config.host, () => {
+        server.off('error', reject)
+        resolve(undefined)
+      })
+    })
+  } catch (err) {
+    await sampler.close()
+    const code = err && typeof err === 'object' && 'code' in err ? String(err.code) : 'unknown'
+    throw new ProtoqueueError('ERR_PQ_LISTEN', `dashboard: cannot listen on ${config.host}:${config.port} (${code})`, { cause: err })
+  }
+  const address = server.address()
+  const port = typeof address === 'object' && address ? address.port : config.port
+  const shownHost = config.host.includes(':') ? `[${config.host}]` : config.host
+  let closing
+  return {
+    url: `http://${shownHost}:${port}/`,
+    host: config.host,
+    port,
+    close() {
+      closing ??= (async () => {
+        await new Promise((resolve) => {
+          server.close(() => resolve(undefined))
+          server.closeAllConnections()
+        })
+        await sampler.close()
+      })()
+      return closing
+    },
+  }
+}
+
+/**
+ * @param {http.ServerResponse} res
+ * @param {number} status
+ * @param {string} type
+ * @param {string | Buffer} body
+ * @param {string} [cache]
+ */
+function send(res, status, type, body, cache = 'no-store') {
+  if (res.headersSent) return
+  res.writeHead(status, {
+    'Content-Type': type,
+    'Cache-Control': cache,
+    'X-Content-Type-Options': 'nosniff',
+    'X-Frame-Options': 'DENY',
+    'Referrer-Policy': 'no-referrer',
+    'Content-Security-Policy': "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'; form-action 'none'; base-uri 'none'",
+  })
+  res.end(res.req.method === 'HEAD' ? undefined : body)
+}
+
+/**
+ * @param {http.ServerResponse} res
+ * @param {number} status
+ * @param {unknown} value
+ */
+function sendJson(res, status, value) {
+  send(res, status, 'application/json; charset=utf-8', JSON.stringify(value))
+}
+
+module.exports = { dashboard, isLoopback, TOKEN_HEADER }
