@@ -52,6 +52,7 @@ pub mod nats;
 pub mod producer;
 pub mod queue;
 pub mod schedules;
+pub mod trace_context;
 pub mod worker;
 
 mod napi;

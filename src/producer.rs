@@ -53,6 +53,8 @@ pub struct NewTask {
     pub max_retries: Option<u32>,
     /// The task's own retry backoff; `None`: the worker's option applies.
     pub backoff: Option<Backoff>,
+    /// The W3C trace context of the enqueueing code ([`crate::trace_context::checked`]).
+    pub trace: Option<Box<crate::envelope::proto::TraceContext>>,
 }
 
 impl NewTask {
@@ -220,6 +222,7 @@ fn encode_each(
         envelope.custom_id = custom_id;
         envelope.max_retries = task.max_retries;
         envelope.backoff = task.backoff.map(Into::into);
+        envelope.trace_context = task.trace;
         let mut message = Outgoing::checked(id, envelope.to_bytes(), max)?;
         message.custom_id = custom_id;
         match run_at {
