@@ -183,6 +183,33 @@ describe('tracing', () => {
     )
   })
 
+  test('single enqueues of one event-loop turn (sent to the server together) each carry their own context', async () => {
+    await withQueue(async (queue, subject) => {
+      await queue.process(async () => ({ success: true }))
+      const tracer = trace.getTracer('test')
+      const ids = await Promise.all(
+        ['one', 'two', 'three'].map((name) =>
+          tracer.startActiveSpan(name, (parent) => {
+            const enqueued = queue.enqueue({ data: name })
+            parent.end()
+            return enqueued
+          }),
+        ),
+      )
+      const sends = await finished(`send ${subject}`, 3)
+      const processed = await finished(`process ${subject}`, 3)
+      for (const [i, name] of ['one', 'two', 'three'].entries()) {
+        const [parent] = spans(name)
+        const send = sends.find((span) => span.parentSpanContext?.spanId === parent.spanContext().spanId)
+        assert.ok(send, `a send span under ${name}`)
+        assert.equal(send.attributes['messaging.message.id'], ids[i])
+        const handled = processed.find((span) => span.attributes['messaging.message.id'] === ids[i])
+        assert.equal(handled?.parentSpanContext?.spanId, send.spanContext().spanId)
+        assert.equal(handled?.spanContext().traceId, parent.spanContext().traceId)
+      }
+    })
+  })
+
   test('enqueueBatch is one PRODUCER span with the batch size; each task is processed as its child', async () => {
     await withQueue(async (queue, subject) => {
       await queue.process(async () => ({ success: true }))

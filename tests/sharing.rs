@@ -43,10 +43,10 @@ async fn queues_with_the_same_settings_share_one_client_and_the_last_close_ends_
     let closed = producer::enqueue(&a, task("{}")).await;
     assert!(closed.is_err(), "a closed queue's enqueue fails");
 
-    // The last one closes the client: a queue connecting now gets a fresh one.
+    // The last one closes the client: a queue connecting while it closes gets a fresh one.
     let shared = b.client_id();
-    b.close().await;
-    let c = connect(&test_config(), &server).await;
+    let config = test_config();
+    let (_, c) = tokio::join!(b.close(), connect(&config, &server));
     assert_ne!(c.client_id(), shared, "a new client after the last close");
     producer::enqueue(&c, task("{}")).await.expect("enqueue");
     c.close().await;
