@@ -5,8 +5,7 @@
 // (`send <subject>`) whose W3C trace context travels in the task envelope; each attempt of a
 // handler runs in a CONSUMER span (`process <subject>`) that is a child of that context and links
 // to it, following OpenTelemetry's messaging semantic conventions. Without the package every
-// function here returns at its first line; without a registered tracer provider the API's no-op
-// tracer makes spans that record nothing.
+// function here returns at its first line; without a registered tracer provider, after one check.
 //
 // Nothing here may break a task or an enqueue: a malformed or foreign trace context is ignored,
 // and a tracer that throws is logged once and left alone.
@@ -31,6 +30,11 @@ const TRACEPARENT = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(
 let api
 /** @type {Tracer | undefined} */
 let tracer
+/**
+ * The API's no-op tracer provider: what the global one delegates to until one is registered.
+ * @type {import('@opentelemetry/api').TracerProvider | undefined}
+ */
+let noopProvider
 let warned = false
 
 /**
@@ -41,11 +45,22 @@ function otel() {
   if (api === undefined) {
     try {
       api = require('@opentelemetry/api')
+      noopProvider = new api.ProxyTracerProvider().getDelegate()
     } catch {
       api = null
     }
   }
   return api ?? null
+}
+
+/**
+ * Whether a tracer provider is registered (else nothing is traced, at the cost of this check).
+ * @param {Api} a
+ */
+function isTracing(a) {
+  const provider = a.trace.getTracerProvider()
+  const delegate = provider instanceof a.ProxyTracerProvider ? provider.getDelegate() : provider
+  return delegate !== noopProvider
 }
 
 /** @returns {Tracer} */
@@ -83,6 +98,7 @@ function startSend(destination, inputs, batch) {
   const a = api === undefined ? otel() : api
   if (a === null) return null
   try {
+    if (!isTracing(a)) return null
     /** @type {Record<string, string | number>} */
     const attributes = {
       'messaging.system': SYSTEM,
@@ -159,29 +175,17 @@ function traceProcessing(destination, run) {
     let span
     let context
     try {
-      const parent = remoteContext(a, trace)
-      /** @type {Record<string, string | number>} */
-      const attributes = {
-        'messaging.system': SYSTEM,
-        'messaging.destination.name': destination.subject,
-        'messaging.consumer.group.name': destination.consumer,
-        'messaging.operation.type': 'process',
-        'messaging.operation.name': 'process',
-        'messaging.message.id': String(task?.id),
-        'protoqueue.attempt': Number(task?.attempt),
-        'protoqueue.max_attempts': Number(task?.maxAttempts),
-      }
-      const base = parent === undefined ? a.ROOT_CONTEXT : a.trace.setSpanContext(a.ROOT_CONTEXT, parent)
-      span = getTracer().startSpan(name, { kind: a.SpanKind.CONSUMER, attributes, links: parent === undefined ? [] : [{ context: parent }] }, base)
-      context = a.trace.setSpan(base, span)
+      span = isTracing(a) ? startProcess(a, destination, name, task, trace) : undefined
+      context = span === undefined ? undefined : a.trace.setSpan(a.ROOT_CONTEXT, span)
     } catch (err) {
       warnOnce(err)
-      return run(task)
+      span = undefined
     }
-    const consumer = /** @type {Span} */ (span)
+    if (span === undefined) return run(task)
+    const consumer = span
     let result
     try {
-      result = a.context.with(context, run, undefined, task)
+      result = a.context.with(/** @type {import('@opentelemetry/api').Context} */ (context), run, undefined, task)
     } catch (err) {
       failed(consumer, err, false)
       throw err
@@ -189,6 +193,33 @@ function traceProcessing(destination, run) {
     observe(consumer, result)
     return result
   }
+}
+
+/**
+ * Starts the CONSUMER span of one attempt, a child of the producer's context and linked to it
+ * when the task carries a valid one.
+ * @param {Api} a
+ * @param {Destination & { consumer: string }} destination
+ * @param {string} name
+ * @param {any} task
+ * @param {unknown} trace
+ * @returns {Span}
+ */
+function startProcess(a, destination, name, task, trace) {
+  const parent = remoteContext(a, trace)
+  /** @type {Record<string, string | number>} */
+  const attributes = {
+    'messaging.system': SYSTEM,
+    'messaging.destination.name': destination.subject,
+    'messaging.consumer.group.name': destination.consumer,
+    'messaging.operation.type': 'process',
+    'messaging.operation.name': 'process',
+    'messaging.message.id': String(task?.id),
+    'protoqueue.attempt': Number(task?.attempt),
+    'protoqueue.max_attempts': Number(task?.maxAttempts),
+  }
+  const base = parent === undefined ? a.ROOT_CONTEXT : a.trace.setSpanContext(a.ROOT_CONTEXT, parent)
+  return getTracer().startSpan(name, { kind: a.SpanKind.CONSUMER, attributes, links: parent === undefined ? [] : [{ context: parent }] }, base)
 }
 
 /**
