@@ -121,3 +121,20 @@ async fn one_queue_disconnects_while_the_other_keeps_enqueueing_and_processing()
     staying.disconnect().await;
     leaving.disconnect().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_dropped_without_close_release_the_client() {
+    let server = NatsServer::start().await;
+    let a = connect(&test_config(), &server).await;
+    let b = a.clone();
+    let id = a.client_id();
+    // Clones (a worker's) keep the lease; the last one dropped ends it.
+    drop(a);
+    let c = connect(&test_config(), &server).await;
+    assert_eq!(c.client_id(), id, "still shared while a clone lives");
+    drop(b);
+    drop(c);
+    let d = connect(&test_config(), &server).await;
+    assert_ne!(d.client_id(), id, "a new client once every user is gone");
+    d.close().await;
+}
