@@ -512,15 +512,18 @@ export declare class Protoqueue<T = unknown> {
    * Rejects with `ERR_PQ_CONNECT` when no server answers within `connectTimeout`, and at once with
    * `ERR_PQ_AUTH` when the server refuses the credentials, `ERR_PQ_TLS` when TLS fails, or
    * `ERR_PQ_INVALID_CONFIG` for a bad URL or an unreadable credentials/certificate file.
+   * Queues of the process with the same servers, credentials and TLS settings share one
+   * connection.
    */
   connect(url?: string): Promise<this>
   /**
    * Stops the worker (it pulls no more; the tasks it holds, running or prefetched, settle first, up
-   * to `shutdownTimeout`), then closes the connection.
+   * to `shutdownTimeout`), then closes the connection (when no other queue of the process shares it).
    */
   disconnect(): Promise<void>
   /**
-   * Enqueues a task; resolves to its id once JetStream has stored it. Bad input rejects before
+   * Enqueues a task; resolves to its id once JetStream has stored it (in a PRODUCER span when
+   * `@opentelemetry/api` is installed: README "Tracing"). Bad input rejects before
    * anything is sent: `ERR_PQ_INVALID_TASK` (not `{ data, metadata? }`, unknown keys, metadata
    * that is not a JSON object) or `ERR_PQ_SERIALIZE` (not JSON-serializable).
    */

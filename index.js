@@ -9,6 +9,7 @@ const { AsyncLocalStorage } = require('node:async_hooks')
 const { NativeQueue, listQueues: nativeListQueues } = require('./native.js')
 const { coalesce } = require('./lib/coalesce.js')
 const { describe, dispatcher, runHandler } = require('./lib/dispatcher.js')
+const tracing = require('./lib/tracing.js')
 
 /**
  * The queue whose handler the current code runs in: `disconnect()` called by a handler cannot
@@ -375,6 +376,8 @@ function plainConfig(config) {
  */
 class Protoqueue {
   #native
+  /** Where its spans say tasks go (`lib/tracing.js`). */
+  #destination
   /** The running worker's dispatcher, closed on disconnect. */
   #dispatcher
 
@@ -393,6 +396,7 @@ class Protoqueue {
     } catch (err) {
       throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
+    this.#destination = { subject: plain.subject, stream: plain.streamName, consumer: 'protoqueue-workers' }
   }
 
   /**
@@ -438,7 +442,9 @@ class Protoqueue {
   /** Enqueues one task; resolves to its id once JetStream has stored it. */
   async enqueue(task) {
     const input = encodeTask(task, 'task')
-    return native(() => this.#enqueueOne(input))
+    const span = tracing.startSend(this.#destination, [input], false)
+    if (span === null) return native(() => this.#enqueueOne(input))
+    return tracing.settleSend(span, native(() => this.#enqueueOne(input)))
   }
 
   /** Single enqueues of one event-loop turn cross into the native side together. */
@@ -463,7 +469,9 @@ class Protoqueue {
       throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `enqueueBatch could not read its tasks: ${messageOf(err)}`, { cause: err })
     }
     if (inputs.length === 0) return []
-    return native(() => this.#native.enqueueBatch(inputs))
+    const span = tracing.startSend(this.#destination, inputs, true)
+    if (span === null) return native(() => this.#native.enqueueBatch(inputs))
+    return tracing.settleSend(span, native(() => this.#native.enqueueBatch(inputs)))
   }
 
   /** Starts processing tasks with `handler`; resolves once the worker runs. */
@@ -474,7 +482,8 @@ class Protoqueue {
     // Outcomes are reported with the run's id: a late one from an earlier run settles nothing.
     const nativeQueue = this.#native
     const run = nativeQueue.reserveRun()
-    const tasks = dispatcher((task) => handlerOf.run(this, handler, task), {
+    const traced = tracing.traceProcessing(this.#destination, (task) => handlerOf.run(this, handler, task))
+    const tasks = dispatcher(traced, {
       complete: (succeeded, failed, started) => nativeQueue.complete(run, succeeded, failed, started),
     }, { backoff: this.#backoff })
     await native(() => nativeQueue.process(run, tasks.dispatch))

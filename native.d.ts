@@ -281,4 +281,8 @@ export interface NativeTaskInput {
   delay?: number
   /** When workers get the task, ms since the epoch. */
   runAt?: number
+  /** The W3C `traceparent` of the enqueueing code (dropped when not valid). */
+  traceparent?: string
+  /** The W3C `tracestate` that goes with it. */
+  tracestate?: string
 }

@@ -128,6 +128,10 @@ mod tests {
             max_delay_ms: Some(1_000),
             jitter: 0.5,
         });
+        own.trace_context = crate::trace_context::checked(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some("k=v"),
+        );
         assert_eq!(Task::decode_checked(&own.to_bytes()), Ok(own));
     }
 

@@ -39,6 +39,11 @@
 //!   task stream on subjects the workers' consumer never takes: one `@at` schedule per delayed
 //!   task, one cron/`@every` schedule per recurring name; the server publishes them onto the
 //!   queue's subject when due ([`schedules`], [`admin::schedules`]). Plain tasks are unchanged.
+//! - Queues of one process with the same servers, credentials and TLS settings share one NATS
+//!   client (`nats/shared.rs`), each with its own lease: a queue's disconnect ends only its own
+//!   use, the last one closes the client.
+//! - A task carries the W3C trace context of the code that enqueued it ([`trace_context`]); the
+//!   JavaScript layer makes the OpenTelemetry spans (`lib/tracing.js`).
 //! - [`admin`]: operations on the queue as a whole (statistics, dead letters, pause, purge), shared by the
 //!   library and the tools built on it; [`admin::queues`] finds every queue on a server (the
 //!   dashboard's list) by the metadata marker [`nats::topology`] puts on new streams.
@@ -53,6 +58,7 @@ pub mod nats;
 pub mod producer;
 pub mod queue;
 pub mod schedules;
+pub mod trace_context;
 pub mod worker;
 
 mod napi;

@@ -53,6 +53,8 @@ pub struct NewTask {
     pub max_retries: Option<u32>,
     /// The task's own retry backoff; `None`: the worker's option applies.
     pub backoff: Option<Backoff>,
+    /// The W3C trace context of the enqueueing code ([`crate::trace_context::checked`]).
+    pub trace: Option<Box<crate::envelope::proto::TraceContext>>,
 }
 
 impl NewTask {
@@ -220,6 +222,7 @@ fn encode_each(
         envelope.custom_id = custom_id;
         envelope.max_retries = task.max_retries;
         envelope.backoff = task.backoff.map(Into::into);
+        envelope.trace_context = task.trace;
         let mut message = Outgoing::checked(id, envelope.to_bytes(), max)?;
         message.custom_id = custom_id;
         match run_at {
@@ -317,15 +320,15 @@ impl<'a> Publisher<'a> {
                     .header(NATS_SCHEDULE_TARGET, self.subject.as_str()),
             ),
         };
-        match tokio::time::timeout_at(
-            self.deadline,
-            self.connection.jetstream.send_publish(subject, publish),
-        )
-        .await
-        {
-            Ok(Ok(ack)) => Ok(ack),
-            Ok(Err(_)) if self.connection.is_closed() => Err(self.cut_off()),
-            Ok(Err(err)) => Err(publish_error(err)),
+        if self.connection.is_closed() {
+            return Err(self.cut_off());
+        }
+        let send = self.connection.jetstream.send_publish(subject, publish);
+        match tokio::time::timeout_at(self.deadline, self.connection.unless_closed(send)).await {
+            Ok(None) => Err(self.cut_off()),
+            Ok(Some(Ok(ack))) => Ok(ack),
+            Ok(Some(Err(_))) if self.connection.is_closed() => Err(self.cut_off()),
+            Ok(Some(Err(err))) => Err(publish_error(err)),
             Err(_) => Err(self.timed_out()),
         }
     }
@@ -354,10 +357,14 @@ impl<'a> Publisher<'a> {
         mut sent: PublishAckFuture,
     ) -> Result<PublishAck> {
         loop {
-            let err = match tokio::time::timeout_at(self.deadline, sent).await {
-                Ok(Ok(ack)) => return Ok(ack),
-                Ok(Err(_)) if self.connection.is_closed() => return Err(self.cut_off()),
-                Ok(Err(err)) => err,
+            let confirmed = self
+                .connection
+                .unless_closed(std::future::IntoFuture::into_future(sent));
+            let err = match tokio::time::timeout_at(self.deadline, confirmed).await {
+                Ok(None) => return Err(self.cut_off()),
+                Ok(Some(Ok(ack))) => return Ok(ack),
+                Ok(Some(Err(_))) if self.connection.is_closed() => return Err(self.cut_off()),
+                Ok(Some(Err(err))) => err,
                 Err(_) => return Err(self.timed_out()),
             };
             if !is_transient(err.kind()) {

@@ -537,7 +537,10 @@ async fn a_closed_workers_task_goes_to_another_worker_after_ack_wait() {
     let server = NatsServer::start().await;
     let mut config = test_config();
     config.ack_wait = Duration::from_secs(1);
-    let a_connection = connect(&config, &server).await;
+    // Workers of two processes: closing A's connection must take its worker down with it.
+    let a_connection = Connection::open_unshared(Arc::new(config.clone()), &server.url())
+        .await
+        .expect("connect");
     let b_connection = connect(&config, &server).await;
 
     let recorder = Recorder::new();

@@ -58,6 +58,10 @@ export async function startNatsServer(root) {
     url: `nats://127.0.0.1:${port}`,
     pid: child.pid,
     version,
+    /** Client connections the server has now (its /connz). */
+    async connections() {
+      return (await (await fetch(`http://127.0.0.1:${monitorPort}/connz`)).json()).num_connections
+    },
     /** Messages and bytes received from and sent to clients so far. */
     async traffic() {
       const varz = await (await fetch(`http://127.0.0.1:${monitorPort}/varz`)).json()

@@ -88,6 +88,10 @@ pub struct NativeTaskInput {
     pub delay: Option<f64>,
     /// When workers get the task, ms since the epoch.
     pub run_at: Option<f64>,
+    /// The W3C `traceparent` of the enqueueing code (dropped when not valid).
+    pub traceparent: Option<String>,
+    /// The W3C `tracestate` that goes with it.
+    pub tracestate: Option<String>,
 }
 
 /// A recurring schedule as `getSchedules()` returns it before the shim decodes the JSON.
@@ -626,6 +630,9 @@ fn new_task(input: NativeTaskInput, now_ms: i64) -> crate::Result<producer::NewT
             .filter(|b| !b.is_null())
             .map(|b| Backoff::from_json("task.backoff", &b, Error::InvalidTask))
             .transpose()?,
+        trace: input.traceparent.and_then(|traceparent| {
+            crate::trace_context::checked(&traceparent, input.tracestate.as_deref())
+        }),
     })
 }
 

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use crate::{
     config::Config,
     error::{Error, Result},
-    nats::{credentials::Target, files::Deadline, topology},
+    nats::{credentials::Target, files::Deadline, shared, topology},
 };
 
 /// How long one JetStream API request (stream info, consumer create...) may take.
@@ -32,15 +32,15 @@ const REFUSALS_PER_WARNING: u32 = 30;
 const PARKED: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A connected queue: the client, its JetStream context and the validated configuration.
+///
+/// The client may be shared with other queues of the process connected with the same settings
+/// ([`shared`]); this queue's use of it is its own lease, ended by [`Connection::close`].
 #[derive(Clone, Debug)]
 pub struct Connection {
     pub(crate) client: async_nats::Client,
     pub(crate) jetstream: jetstream::Context,
     pub(crate) config: Arc<Config>,
-    /// Set by [`Connection::close`]: the client stops trying to reconnect.
-    closed: Arc<AtomicBool>,
-    /// Counts the client's (re)connections; see [`Connection::reconnections`].
-    connections: watch::Receiver<u64>,
+    lease: Arc<shared::Lease>,
 }
 
 impl Connection {
@@ -48,8 +48,21 @@ impl Connection {
     /// streams exist. Credentials and TLS files are read and checked before anything is sent, off
     /// the runtime's threads, and within `connectTimeout` like the connect itself; refused
     /// credentials and failed TLS reject at once, without waiting for `connectTimeout`.
+    ///
+    /// Queues of the process with the same servers, credentials and TLS settings share one
+    /// client ([`shared`]): only the first of them connects.
     pub async fn open(config: Arc<Config>, urls: &str) -> Result<Self> {
-        let connection = Connection::open_bare(config, urls).await?;
+        Self::open_with(config, urls, true).await
+    }
+
+    /// Like [`Connection::open`], with a client of its own that no other queue shares, as a
+    /// queue in another process would have (tests of several workers use it).
+    pub async fn open_unshared(config: Arc<Config>, urls: &str) -> Result<Self> {
+        Self::open_with(config, urls, false).await
+    }
+
+    async fn open_with(config: Arc<Config>, urls: &str, share: bool) -> Result<Self> {
+        let connection = Connection::connect(config, urls, share).await?;
         if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await
         {
             connection.close().await;
@@ -61,44 +74,27 @@ impl Connection {
     /// Connects as [`Connection::open`] does, without looking at the queue's streams: for
     /// operations on the server as a whole ([`crate::admin::queues::list`]).
     pub async fn open_bare(config: Arc<Config>, urls: &str) -> Result<Self> {
+        Connection::connect(config, urls, true).await
+    }
+
+    async fn connect(config: Arc<Config>, urls: &str, share: bool) -> Result<Self> {
         let deadline = Deadline::after(config.connect_timeout);
         let target = Target::new(urls, &config.auth, config.tls.as_ref())?;
-        let closed = Arc::new(AtomicBool::new(false));
-        let parked = closed.clone();
-        let (connected, connections) = watch::channel(0);
-        let events = Arc::new(EventLog {
+        let key = shared::Key::new(&target.servers, &target.auth, target.tls.as_ref());
+        let key = if share { key } else { key.unshared() };
+        let timeout = config.connect_timeout;
+        let timed_out = || Error::Connect {
             url: target.shown.clone(),
-            refusals: AtomicU32::new(0),
-            connected,
-        });
-        let options = ConnectOptions::new()
-            .name("protoqueue")
-            .connection_timeout(config.connect_timeout)
-            .max_reconnects(None)
-            .reconnect_delay_callback(move |attempt| {
-                if parked.load(Ordering::Relaxed) {
-                    return PARKED;
-                }
-                (Duration::from_millis(50) * attempt.min(40) as u32).min(MAX_RECONNECT_DELAY)
-            })
-            .event_callback(move |event| {
-                let events = events.clone();
-                async move { events.log(event) }
-            });
-        let options = target.apply(options, deadline).await?;
-        let client = tokio::time::timeout_at(deadline.at, options.connect(target.servers.clone()))
-            .await
-            .map_err(|_| Error::Connect {
-                url: target.shown.clone(),
-                reason: format!("no answer within {}ms", config.connect_timeout.as_millis()),
-            })?
-            .map_err(|err| {
-                let err = target.connect_error(&err);
-                tracing::debug!(code = err.code(), "connect failed: {err}");
-                err
-            })?;
-        tracing::debug!(url = %target.shown, "connected to NATS");
-
+            reason: format!("no answer within {}ms", timeout.as_millis()),
+        };
+        let lease = shared::acquire(
+            key,
+            deadline.at,
+            || connect_client(&target, timeout, deadline),
+            timed_out,
+        )
+        .await?;
+        let client = lease.shared.client.clone();
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(API_TIMEOUT)
             .build(client.clone());
@@ -106,8 +102,7 @@ impl Connection {
             client,
             jetstream,
             config,
-            closed,
-            connections,
+            lease: Arc::new(lease),
         })
     }
 
@@ -127,12 +122,33 @@ impl Connection {
     /// Changes whenever the client (re)connects. State the server kept for the old connection,
     /// such as open pull requests, may be gone after a change.
     pub fn reconnections(&self) -> watch::Receiver<u64> {
-        self.connections.clone()
+        self.lease.shared.connections.clone()
     }
 
     /// Whether [`Connection::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.lease.is_released()
+    }
+
+    /// Resolves once [`Connection::close`] was called.
+    pub async fn closed(&self) {
+        self.lease.released().await
+    }
+
+    /// `future`'s output, or `None` when [`Connection::close`] is called first (the client may
+    /// stay open for other queues, so what this queue waits for is cut short here).
+    pub async fn unless_closed<F: std::future::Future>(&self, future: F) -> Option<F::Output> {
+        tokio::select! {
+            biased;
+            output = future => Some(output),
+            () = self.closed() => None,
+        }
+    }
+
+    /// The id the server gave the client, which queues sharing it have in common (it changes
+    /// when the client reconnects).
+    pub fn client_id(&self) -> u64 {
+        self.client.server_info().client_id
     }
 
     /// The largest message the connected server accepts.
@@ -140,27 +156,67 @@ impl Connection {
         self.client.server_info().max_payload
     }
 
-    /// Flushes what is buffered and closes the connection, giving up after `limit` (the server
-    /// may be unreachable): the client then stops reconnecting and its buffer is dropped.
+    /// Ends this queue's use of the connection, giving up after `limit` (the server may be
+    /// unreachable): see [`Connection::close`].
     pub async fn close_within(&self, limit: Duration) {
         if tokio::time::timeout(limit, self.close()).await.is_err() {
             tracing::warn!("closing the connection did not finish in time; dropping it");
         }
     }
 
-    /// Flushes what is buffered and closes the connection.
+    /// Ends this queue's use of the connection. The last queue using the client flushes what is
+    /// buffered and closes it; the client then stops reconnecting.
     pub async fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return;
-        }
-        if let Err(err) = tokio::time::timeout(API_TIMEOUT, self.client.flush()).await {
-            tracing::warn!("flush before close did not finish: {err}");
-        }
-        if let Err(err) = self.client.drain().await {
-            tracing::debug!("drain on close: {err}");
-        }
+        self.lease.release().await;
     }
+}
+
+/// Connects a new client to `target`, by `deadline`.
+async fn connect_client(
+    target: &Target,
+    timeout: Duration,
+    deadline: Deadline,
+) -> Result<shared::SharedClient> {
+    let parked = Arc::new(AtomicBool::new(false));
+    let parked_reconnects = parked.clone();
+    let (connected, connections) = watch::channel(0);
+    let events = Arc::new(EventLog {
+        url: target.shown.clone(),
+        refusals: AtomicU32::new(0),
+        connected,
+    });
+    let options = ConnectOptions::new()
+        .name("protoqueue")
+        .connection_timeout(timeout)
+        .max_reconnects(None)
+        .reconnect_delay_callback(move |attempt| {
+            if parked_reconnects.load(Ordering::Relaxed) {
+                return PARKED;
+            }
+            (Duration::from_millis(50) * attempt.min(40) as u32).min(MAX_RECONNECT_DELAY)
+        })
+        .event_callback(move |event| {
+            let events = events.clone();
+            async move { events.log(event) }
+        });
+    let options = target.apply(options, deadline).await?;
+    let client = tokio::time::timeout_at(deadline.at, options.connect(target.servers.clone()))
+        .await
+        .map_err(|_| Error::Connect {
+            url: target.shown.clone(),
+            reason: format!("no answer within {}ms", timeout.as_millis()),
+        })?
+        .map_err(|err| {
+            let err = target.connect_error(&err);
+            tracing::debug!(code = err.code(), "connect failed: {err}");
+            err
+        })?;
+    tracing::debug!(url = %target.shown, "connected to NATS");
+    Ok(shared::SharedClient {
+        client,
+        parked,
+        connections,
+    })
 }
 
 /// Logs the client's connection events for one connection.

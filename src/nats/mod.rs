@@ -5,6 +5,7 @@ pub mod ack_wait;
 pub mod connection;
 pub mod credentials;
 pub mod files;
+pub(crate) mod shared;
 pub mod topology;
 
 use async_nats::jetstream::{self, response::Response, ErrorCode};

@@ -59,9 +59,24 @@ pub fn task_json(attempt: &Attempt) -> Result<String, Failure> {
     }
     let _ = write!(
         json,
-        "}},\"attempt\":{},\"maxAttempts\":{}}}",
+        "}},\"attempt\":{},\"maxAttempts\":{}",
         attempt.number, attempt.max
     );
+    // Last, so the JavaScript layer can take it off the object cheaply.
+    if let Some((traceparent, tracestate)) = task
+        .trace_context
+        .as_deref()
+        .and_then(crate::trace_context::readable)
+    {
+        let text = |value: &str| serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into());
+        let _ = write!(
+            json,
+            ",\"trace\":{{\"traceparent\":{},\"tracestate\":{}}}",
+            text(traceparent),
+            text(tracestate)
+        );
+    }
+    json.push('}');
     Ok(json)
 }
 
@@ -145,6 +160,27 @@ mod tests {
     fn parsed(data: &str, metadata: &str) -> Value {
         let text = task_json(&attempt(data, metadata)).expect("a valid task");
         serde_json::from_str(&text).expect("task_json writes JSON")
+    }
+
+    #[test]
+    fn a_valid_trace_context_is_handed_over_last_and_a_malformed_one_not_at_all() {
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut traced = attempt("{}", "");
+        traced.task.trace_context = crate::trace_context::checked(traceparent, Some("a=\"b\""));
+        let text = task_json(&traced).expect("a valid task");
+        assert!(text.ends_with("}}"), "{text}");
+        let value: Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(value["trace"]["traceparent"], traceparent);
+        assert_eq!(value["trace"]["tracestate"], "a=\"b\"");
+
+        let mut foreign = attempt("{}", "");
+        foreign.task.trace_context = Some(Box::new(crate::envelope::proto::TraceContext {
+            traceparent: Bytes::from_static(b"garbage\"}"),
+            tracestate: Bytes::from_static(b"\xff"),
+        }));
+        let value: Value =
+            serde_json::from_str(&task_json(&foreign).expect("runs untraced")).expect("JSON");
+        assert!(value.get("trace").is_none());
     }
 
     #[test]
