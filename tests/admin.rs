@@ -129,6 +129,38 @@ async fn two_operators_requeueing_at_once_store_one_copy_of_each_task() {
     assert_eq!((stats.messages, stats.dead_lettered), (N as u64, 0));
 }
 
+/// Letters removed by someone else while a requeue walks the stream are never delivered to its
+/// reader: it must notice they are gone rather than wait for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requeue_racing_a_purge_of_every_letter_finishes() {
+    let server = NatsServer::start().await;
+    let config = test_config();
+    let connection = connect(&config, &server).await;
+    let other = connect(&config, &server).await;
+    let filter = Filter::default();
+    for round in 0..20 {
+        dead_letters_of(&connection, 5, DeadLetterReason::RetriesExhausted).await;
+        let (requeued, purged) = tokio::time::timeout(SOON, async {
+            tokio::join!(
+                redrive::requeue(&connection, &filter, no_progress),
+                redrive::purge(&other, &filter, no_progress),
+            )
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: requeue and purge did not finish"));
+        let (requeued, purged) = (requeued.expect("requeue"), purged.expect("purge"));
+        assert!(
+            requeued + purged >= 5,
+            "round {round}: {requeued} + {purged}"
+        );
+        assert_eq!(
+            snapshot(&connection).await.dead_lettered,
+            0,
+            "round {round}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_pick_letters_by_id_reason_and_count() {
     let server = NatsServer::start().await;

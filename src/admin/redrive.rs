@@ -13,7 +13,10 @@
 
 use std::{collections::HashSet, future::Future};
 
-use async_nats::jetstream::{consumer::pull::OrderedConfig, stream::Stream};
+use async_nats::jetstream::{
+    consumer::pull::OrderedConfig,
+    stream::{RawMessageErrorKind, Stream},
+};
 use futures::{stream::FuturesUnordered, StreamExt};
 use prost::Message as _;
 
@@ -28,6 +31,10 @@ use crate::{
 
 /// Letters acted on at once.
 pub const WINDOW: usize = 256;
+
+/// How long the reader waits for the next letter before it asks the stream whether one is left
+/// to come (letters removed by someone else while it walks are never delivered).
+const IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Which dead letters an operation applies to: all when empty.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -171,6 +178,7 @@ where
     let mut acting = FuturesUnordered::new();
     let mut taken = 0;
     let mut reading = true;
+    let mut last_seen = 0;
     while reading || !acting.is_empty() {
         tokio::select! {
             message = stored.next(), if reading && acting.len() < WINDOW => {
@@ -181,6 +189,7 @@ where
                 let message = message.map_err(|err| Error::nats("reading the dead-letter stream", err))?;
                 let info = message.info().map_err(|err| Error::nats("reading a dead letter", err))?;
                 let (sequence, left) = (info.stream_sequence, info.pending);
+                last_seen = sequence;
                 status.seen += 1;
                 reading = sequence < state.last_sequence && left > 0;
                 match DeadLetter::decode(message.payload.clone()) {
@@ -201,10 +210,33 @@ where
                 }
                 progress(status);
             }
+            () = tokio::time::sleep(IDLE), if reading => {
+                reading = letter_left(connection, letters, last_seen, state.last_sequence).await?;
+            }
         }
     }
     progress(status);
     Ok(status.done)
+}
+
+/// Whether a letter stored after `last_seen`, up to `last_sequence`, is still in the stream.
+async fn letter_left(
+    connection: &Connection,
+    letters: &Stream,
+    last_seen: u64,
+    last_sequence: u64,
+) -> Result<bool> {
+    let next = letters
+        .raw_message_builder()
+        .sequence(last_seen + 1)
+        .next_by_subject(connection.config().dead_letter_subject())
+        .send()
+        .await;
+    match next {
+        Ok(message) => Ok(message.sequence <= last_sequence),
+        Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
+        Err(err) => Err(Error::nats("reading the dead-letter stream", err)),
+    }
 }
 
 #[cfg(test)]
