@@ -164,12 +164,14 @@ test('wrong usage fails to type-check: every @ts-expect-error line is an error',
 
 test('npm: `protoqueue dashboard` serves its page and the charting library from the installed package', () =>
   withServer(async (server) => {
-    const child = spawn('npx', ['--no-install', 'protoqueue', 'dashboard', '--port', '0'], { cwd: npmApp, env: { ...env, NATS_URL: server.url }, stdio: ['ignore', 'pipe', 'pipe'], shell: process.platform === 'win32' })
+    // The installed bin run by Node itself: a SIGTERM to `npx` would not reach it.
+    const bin = join(npmApp, 'node_modules', 'protoqueue', 'bin', 'protoqueue.js')
+    const child = spawn(process.execPath, [bin, 'dashboard', '--port', '0'], { cwd: npmApp, env: { ...env, NATS_URL: server.url }, stdio: ['ignore', 'pipe', 'pipe'] })
     let out = ''
     let err = ''
     child.stdout.on('data', (chunk) => (out += chunk))
     child.stderr.on('data', (chunk) => (err += chunk))
-    const closed = new Promise((resolve) => child.on('close', resolve))
+    const closed = new Promise((resolve) => child.on('exit', resolve))
     try {
       const deadline = Date.now() + 30_000
       let url: string | undefined
