@@ -39,6 +39,9 @@
 //!   task stream on subjects the workers' consumer never takes: one `@at` schedule per delayed
 //!   task, one cron/`@every` schedule per recurring name; the server publishes them onto the
 //!   queue's subject when due ([`schedules`], [`admin::schedules`]). Plain tasks are unchanged.
+//! - [`observe`]: the queue object's Prometheus metrics (counters and histograms in atomics,
+//!   the server's gauges read through [`admin::stats`] at scrape time) and the events its
+//!   JavaScript listeners get, recorded only for kinds someone listens to and taken in batches.
 //! - [`admin`]: operations on the queue as a whole (statistics, dead letters, pause, purge), shared by the
 //!   library and the tools built on it.
 
@@ -49,6 +52,7 @@ pub mod error;
 pub mod ids;
 pub mod logging;
 pub mod nats;
+pub mod observe;
 pub mod producer;
 pub mod queue;
 pub mod schedules;

@@ -18,6 +18,7 @@ use crate::{
     config::Config,
     error::{Error, Result},
     nats::{credentials::Target, files::Deadline, topology},
+    observe::Observer,
 };
 
 /// How long one JetStream API request (stream info, consumer create...) may take.
@@ -41,6 +42,8 @@ pub struct Connection {
     closed: Arc<AtomicBool>,
     /// Counts the client's (re)connections; see [`Connection::reconnections`].
     connections: watch::Receiver<u64>,
+    /// The metrics and events of the queue object that opened it.
+    observer: Arc<Observer>,
 }
 
 impl Connection {
@@ -49,6 +52,16 @@ impl Connection {
     /// the runtime's threads, and within `connectTimeout` like the connect itself; refused
     /// credentials and failed TLS reject at once, without waiting for `connectTimeout`.
     pub async fn open(config: Arc<Config>, urls: &str) -> Result<Self> {
+        Self::open_observed(config, urls, Arc::default()).await
+    }
+
+    /// [`Connection::open`], reporting to `observer` (the queue object's, kept across
+    /// reconnects): what the producer and the worker count, and connection trouble.
+    pub async fn open_observed(
+        config: Arc<Config>,
+        urls: &str,
+        observer: Arc<Observer>,
+    ) -> Result<Self> {
         let deadline = Deadline::after(config.connect_timeout);
         let target = Target::new(urls, &config.auth, config.tls.as_ref())?;
         let closed = Arc::new(AtomicBool::new(false));
@@ -58,6 +71,7 @@ impl Connection {
             url: target.shown.clone(),
             refusals: AtomicU32::new(0),
             connected,
+            observer: observer.clone(),
         });
         let options = ConnectOptions::new()
             .name("protoqueue")
@@ -96,6 +110,7 @@ impl Connection {
             config,
             closed,
             connections,
+            observer,
         };
         if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await
         {
@@ -116,6 +131,11 @@ impl Connection {
     /// The validated configuration of this queue.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The metrics and events of the queue object that opened it.
+    pub fn observer(&self) -> &Observer {
+        &self.observer
     }
 
     /// Changes whenever the client (re)connects. State the server kept for the old connection,
@@ -165,6 +185,8 @@ struct EventLog {
     refusals: AtomicU32,
     /// Counts (re)connections.
     connected: watch::Sender<u64>,
+    /// Where connection trouble goes as `error` events.
+    observer: Arc<Observer>,
 }
 
 impl EventLog {
@@ -176,10 +198,26 @@ impl EventLog {
                 self.connected.send_modify(|count| *count += 1);
                 tracing::info!(%url, "NATS connection (re)established");
             }
-            Event::Disconnected => tracing::warn!(%url, "NATS connection lost; reconnecting"),
-            Event::ServerError(err) => tracing::warn!(%url, "NATS server error: {err}"),
+            Event::Disconnected => {
+                tracing::warn!(%url, "NATS connection lost; reconnecting");
+                self.observer.connection_trouble("ERR_PQ_DISCONNECTED", || {
+                    format!("NATS connection to {url} lost; reconnecting")
+                });
+            }
+            Event::ServerError(err) => {
+                tracing::warn!(%url, "NATS server error: {err}");
+                self.observer
+                    .connection_trouble("ERR_PQ_SERVER", || format!("NATS server error: {err}"));
+            }
             Event::ClientError(ClientError::Other(reason)) if is_refusal(&reason) => {
                 let refusals = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                self.observer
+                    .connection_trouble("ERR_PQ_RECONNECT_REFUSED", || {
+                        format!(
+                            "NATS at {url} refused to reconnect ({reason}), {refusals} times in a \
+                         row; retrying until it accepts"
+                        )
+                    });
                 if refusals % REFUSALS_PER_WARNING == 1 {
                     tracing::warn!(
                         %url,
@@ -191,8 +229,18 @@ impl EventLog {
                     tracing::debug!(%url, refusals, "NATS refused to reconnect ({reason})");
                 }
             }
-            Event::ClientError(err) => tracing::debug!(%url, "NATS client error: {err}"),
-            Event::SlowConsumer(sid) => tracing::warn!(%url, "slow consumer on subscription {sid}"),
+            Event::ClientError(err) => {
+                tracing::debug!(%url, "NATS client error: {err}");
+                self.observer
+                    .connection_trouble("ERR_PQ_NATS", || format!("NATS client error: {err}"));
+            }
+            Event::SlowConsumer(sid) => {
+                tracing::warn!(%url, "slow consumer on subscription {sid}");
+                self.observer
+                    .connection_trouble("ERR_PQ_SLOW_CONSUMER", || {
+                        format!("slow consumer on subscription {sid}: messages were dropped")
+                    });
+            }
             other => tracing::debug!(%url, "NATS connection event: {other}"),
         }
     }
