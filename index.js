@@ -9,6 +9,8 @@ const { AsyncLocalStorage } = require('node:async_hooks')
 const { NativeQueue } = require('./native.js')
 const { coalesce } = require('./lib/coalesce.js')
 const { describe, dispatcher, runHandler } = require('./lib/dispatcher.js')
+const { addEventMethods, attachEvents } = require('./lib/events.js')
+const { registerMetrics } = require('./lib/prometheus.js')
 
 /**
  * The queue whose handler the current code runs in: `disconnect()` called by a handler cannot
@@ -393,6 +395,7 @@ class Protoqueue {
     } catch (err) {
       throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
+    attachEvents(this, this.#native, { makeError: (code, message) => new ProtoqueueError(code, message) })
   }
 
   /**
@@ -480,6 +483,19 @@ class Protoqueue {
     await native(() => nativeQueue.process(run, tasks.dispatch))
     this.#dispatcher = tasks
     return this
+  }
+
+  /**
+   * The queue's metrics in the Prometheus text format: this object's counters and histograms,
+   * and the server's gauges read now (ERR_PQ_TIMEOUT when the server does not answer in 5 s).
+   */
+  async metrics() {
+    return native(() => this.#native.metrics())
+  }
+
+  /** The same metrics as objects, in the shape of prom-client's `getMetricsAsJSON()`. */
+  async getMetricFamilies() {
+    return JSON.parse(await native(() => this.#native.metricFamilies()))
   }
 
   /** Reads queue statistics from the server. */
@@ -649,5 +665,8 @@ function progressOption(options, method) {
   }
 }
 
+addEventMethods(Protoqueue)
+
 module.exports.Protoqueue = Protoqueue
 module.exports.ProtoqueueError = ProtoqueueError
+module.exports.registerMetrics = registerMetrics
