@@ -48,7 +48,7 @@ Exit codes:
   1  the operation failed (its ERR_PQ_* code is printed), or a confirmation was declined
   2  usage error: unknown command or flag, bad or missing value, --yes needed
   3  could not connect: no server, credentials refused, TLS failed
-  4  not available in this version (metrics, dashboard)`
+  4  not available in this version (dashboard)`
 
 /**
  * The `protoqueue` program; `select` is called with the command the arguments name.
@@ -142,10 +142,16 @@ function buildProgram(select, output, version) {
       .addOption(new Option('--batch-size <n>', 'tasks sent per batch when reading stdin').argParser(positiveInteger).default(500)),
     'enqueue',
   )
-  for (const [name, what] of [
-    ['metrics', 'serve Prometheus metrics'],
-    ['dashboard', 'serve the web dashboard'],
-  ]) {
+  runs(
+    program
+      .command('metrics')
+      .description(
+        'print the queue\'s metrics in the Prometheus text format (--json: as objects): the server\'s gauges; ' +
+          'counters and histograms count what one process did, so they are 0 here',
+      ),
+    'metrics',
+  )
+  for (const [name, what] of [['dashboard', 'serve the web dashboard']]) {
     runs(
       program
         .command(name)
