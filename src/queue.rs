@@ -348,6 +348,13 @@ impl Queue {
     }
 }
 
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // A worker still running keeps the observer: it records no events for nobody.
+        self.observer.events.detach();
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Nothing panics while holding these locks; a poisoned one is still consistent.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)

@@ -134,9 +134,12 @@ impl Events {
         *lock(&self.sink) = Some(Arc::new(sink));
     }
 
-    /// Drops the sink (the queue object is going away).
-    pub fn clear_sink(&self) {
+    /// Records nothing more, drops what waits and the sink: the queue object is gone (its
+    /// worker may still run, and must not fill a buffer nobody takes).
+    pub fn detach(&self) {
+        self.set_mask(0);
         *lock(&self.sink) = None;
+        lock(&self.buffer).clear();
     }
 
     /// Records `event` if its kind is wanted (`kind` is its mask bit).
@@ -231,6 +234,12 @@ mod tests {
         assert_eq!(json[0]["durationMs"], 0.0);
         events.push(COMPLETED, || completed(4));
         assert_eq!(wakes.load(Ordering::Relaxed), 2, "woken again once emptied");
+
+        // Detached (the queue object is gone): nothing kept, nobody woken.
+        events.detach();
+        events.push(COMPLETED, || completed(5));
+        assert!(events.take().is_empty());
+        assert_eq!(wakes.load(Ordering::Relaxed), 2);
     }
 
     #[test]
