@@ -514,10 +514,13 @@ export interface AttemptTiming {
 }
 
 /** `completed`: a handler succeeded and the task was acked. */
-export interface CompletedEvent extends AttemptEvent, AttemptTiming {}
+export interface CompletedEvent extends AttemptEvent, AttemptTiming {
+  type: 'completed'
+}
 
 /** `failed`: an attempt failed (the handler failed, threw or timed out). */
 export interface FailedEvent extends AttemptEvent, AttemptTiming {
+  type: 'failed'
   /** Why it failed. */
   error: string
   /** Whether another attempt follows; `false`: a `deadLettered` event follows. */
@@ -528,6 +531,7 @@ export interface FailedEvent extends AttemptEvent, AttemptTiming {
 
 /** `deadLettered`: a task (or a message that is no task) was stored on the dead-letter stream. */
 export interface DeadLetteredEvent extends Omit<AttemptEvent, 'id'> {
+  type: 'deadLettered'
   /** The task id; absent for a message that is not a task (`invalidEnvelope`). */
   id?: string
   /** Why, as in `getDeadLetters()`. */

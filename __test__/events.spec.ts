@@ -78,7 +78,7 @@ test('each wake-up delivers the whole batch; error events are Errors with their 
   queue.on('completed', (e) => got.push(['completed', e]))
   queue.on('error', (e) => got.push(['error', e]))
   native.arrive({ type: 'completed', id: 'a', attempt: 1 }, { type: 'error', code: 'ERR_PQ_DISCONNECTED', message: 'lost' }, { type: 'nonsense' })
-  assert.deepEqual(got[0], ['completed', { id: 'a', attempt: 1 }])
+  assert.deepEqual(got[0], ['completed', { type: 'completed', id: 'a', attempt: 1 }])
   assert.ok(got[1][1] instanceof Error)
   assert.equal((got[1][1] as { code?: string }).code, 'ERR_PQ_DISCONNECTED')
   assert.equal(got.length, 2)

@@ -110,9 +110,10 @@ function deliver(queue) {
     return
   }
   for (const event of events) {
-    const { type, ...fields } = event
-    if (!(type in EVENT_BITS)) continue
-    const payload = type === 'error' ? state.options.makeError(fields.code, fields.message) : fields
+    // Handed over as parsed (with its `type`): no copy per event.
+    const type = event.type
+    if (!Object.hasOwn(EVENT_BITS, type)) continue
+    const payload = type === 'error' ? state.options.makeError(event.code, event.message) : event
     emitSafely(queue, state, type, payload)
   }
   // `once` listeners removed themselves: record fewer events from now on.
