@@ -101,7 +101,7 @@ export declare class NativeQueue {
    * 8 `error`.
    */
   setEvents(mask: number): void
-  /** The events recorded since the last call, as a JSON array. */
+  /** The events recorded since the last call, as a JSON array of rows (`Event::write_row`). */
   takeEvents(): string
   /**
    * Stops the worker (what it holds is run first, within `shutdownTimeout`), then closes the

@@ -11,7 +11,7 @@ class FakeNative {
   masks: number[] = []
   wake: (() => void) | undefined
   listens = 0
-  waiting: object[] = []
+  waiting: unknown[][] = []
   listen(wake: () => void) {
     this.listens++
     this.wake = wake
@@ -25,7 +25,7 @@ class FakeNative {
     return text
   }
   /** Events arrive: one wake-up for the whole batch. */
-  arrive(...events: object[]) {
+  arrive(...events: unknown[][]) {
     this.waiting.push(...events)
     this.wake?.()
   }
@@ -77,11 +77,26 @@ test('each wake-up delivers the whole batch; error events are Errors with their 
   const got: Array<[string, any]> = []
   queue.on('completed', (e) => got.push(['completed', e]))
   queue.on('error', (e) => got.push(['error', e]))
-  native.arrive({ type: 'completed', id: 'a', attempt: 1 }, { type: 'error', code: 'ERR_PQ_DISCONNECTED', message: 'lost' }, { type: 'nonsense' })
-  assert.deepEqual(got[0], ['completed', { type: 'completed', id: 'a', attempt: 1 }])
+  native.arrive([1, 'a', 1, 3, 7, 1.5, 2, 3.5], [8, 'ERR_PQ_DISCONNECTED', 'lost'], [99, 'nonsense'], [2, 'b', 1, 3, 8, 1, 2, 3, 'e', true, 10])
+  assert.deepEqual(got[0], [
+    'completed',
+    { type: 'completed', id: 'a', attempt: 1, maxAttempts: 3, sequence: 7, durationMs: 1.5, waitMs: 2, sinceEnqueueMs: 3.5 },
+  ])
   assert.ok(got[1][1] instanceof Error)
   assert.equal((got[1][1] as { code?: string }).code, 'ERR_PQ_DISCONNECTED')
-  assert.equal(got.length, 2)
+  assert.equal(got.length, 2, 'an unknown row is skipped; failed has no listener')
+})
+
+test('failed and deadLettered rows: retryDelayMs only when retried, no id for a foreign message', () => {
+  const { queue, native } = setUp()
+  const got: any[] = []
+  queue.on('failed', (e) => got.push(e))
+  queue.on('deadLettered', (e) => got.push(e))
+  native.arrive([2, 'b', 2, 2, 8, 1, 2, 3, 'e', false, null], [4, null, 1, 0, 9, 'invalidEnvelope', 'bad bytes'])
+  assert.deepEqual(got, [
+    { type: 'failed', id: 'b', attempt: 2, maxAttempts: 2, sequence: 8, durationMs: 1, waitMs: 2, sinceEnqueueMs: 3, error: 'e', willRetry: false },
+    { type: 'deadLettered', attempt: 1, maxAttempts: 0, sequence: 9, reason: 'invalidEnvelope', error: 'bad bytes' },
+  ])
 })
 
 test('a throwing or rejecting listener is reported; the other listeners and events still run', async () => {
@@ -94,7 +109,7 @@ test('a throwing or rejecting listener is reported; the other listeners and even
     throw new Error('async bug')
   })
   queue.on('completed', (e) => seen.push(e.id))
-  native.arrive({ type: 'completed', id: 'a' }, { type: 'completed', id: 'b' })
+  native.arrive([1, 'a', 1, 1, 1, 0, 0, 0], [1, 'b', 1, 1, 2, 0, 0, 0])
   assert.deepEqual(seen, ['a', 'b'])
   await new Promise((resolve) => setImmediate(resolve))
   assert.equal(warnings.filter((w) => w.includes('bug')).length, 4)
@@ -104,7 +119,7 @@ test('once listeners fire once and stop the recording when they were the last', 
   const { queue, native } = setUp()
   const seen: string[] = []
   queue.once('completed', (e) => seen.push(e.id))
-  native.arrive({ type: 'completed', id: 'a' }, { type: 'completed', id: 'b' })
+  native.arrive([1, 'a', 1, 1, 1, 0, 0, 0], [1, 'b', 1, 1, 2, 0, 0, 0])
   assert.deepEqual(seen, ['a'])
   assert.equal(queue.listenerCount('completed'), 0)
   assert.deepEqual(native.masks, [1, 0])
@@ -127,5 +142,5 @@ test('a queue object with listeners can still be collected: the wake-up function
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
   assert.ok(collected)
-  native.arrive({ type: 'completed', id: 'late' }) // nobody there: nothing happens
+  native.arrive([1, 'late', 1, 1, 1, 0, 0, 0]) // nobody there: nothing happens
 })

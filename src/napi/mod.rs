@@ -576,10 +576,10 @@ impl NativeQueue {
         self.queue.observer().events.set_mask(mask);
     }
 
-    /// The events recorded since the last call, as a JSON array.
+    /// The events recorded since the last call, as a JSON array of rows (`Event::write_row`).
     #[napi]
     pub fn take_events(&self) -> String {
-        self.queue.observer().events.take_json()
+        self.queue.observer().events.take_rows()
     }
 
     /// Stops the worker (what it holds is run first, within `shutdownTimeout`), then closes the

@@ -97,6 +97,71 @@ pub struct Timing {
     pub since_enqueue_ms: f64,
 }
 
+impl Event {
+    /// Appends the event as a JSON array:
+    /// - `completed`: `[1, id, attempt, maxAttempts, sequence, durationMs, waitMs, sinceEnqueueMs]`
+    /// - `failed`: `[2, (the same seven), error, willRetry, retryDelayMs | null]`
+    /// - `deadLettered`: `[4, id | null, attempt, maxAttempts, sequence, reason, error]`
+    /// - `error`: `[8, code, message]`
+    pub fn write_row(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let text = |value: &str| serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into());
+        let attempt = |out: &mut String, kind: u32, info: &AttemptInfo| {
+            let id = info.id.as_deref().map_or_else(|| "null".into(), text);
+            let _ = write!(
+                out,
+                "[{kind},{id},{},{},{}",
+                info.attempt, info.max_attempts, info.sequence
+            );
+        };
+        let timing = |out: &mut String, timing: &Timing| {
+            let _ = write!(
+                out,
+                ",{},{},{}",
+                timing.duration_ms, timing.wait_ms, timing.since_enqueue_ms
+            );
+        };
+        match self {
+            Event::Completed {
+                attempt: info,
+                timing: t,
+            } => {
+                attempt(out, COMPLETED, info);
+                timing(out, t);
+            }
+            Event::Failed {
+                attempt: info,
+                timing: t,
+                error,
+                will_retry,
+                retry_delay_ms,
+            } => {
+                attempt(out, FAILED, info);
+                timing(out, t);
+                let _ = write!(out, ",{},{will_retry},", text(error));
+                match retry_delay_ms {
+                    Some(ms) => {
+                        let _ = write!(out, "{ms}");
+                    }
+                    None => out.push_str("null"),
+                }
+            }
+            Event::DeadLettered {
+                attempt: info,
+                reason,
+                error,
+            } => {
+                attempt(out, DEAD_LETTERED, info);
+                let _ = write!(out, ",{},{}", text(reason), text(error));
+            }
+            Event::Error { code, message } => {
+                let _ = write!(out, "[{ERROR},{},{}", text(code), text(message));
+            }
+        }
+        out.push(']');
+    }
+}
+
 type Sink = Arc<dyn Fn() + Send + Sync>;
 
 /// The event buffer of one queue object.
@@ -176,7 +241,24 @@ impl Events {
         taken
     }
 
-    /// [`Events::take`] as one JSON array.
+    /// [`Events::take`] as one JSON array of rows, the form JavaScript takes (a row parses about
+    /// twice as fast as an object with its keys): `[kind, ...fields]` with `kind` the event's
+    /// mask bit, fields in the order of [`Event::write_row`].
+    pub fn take_rows(&self) -> String {
+        let events = self.take();
+        let mut rows = String::with_capacity(events.len() * 96 + 2);
+        rows.push('[');
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                rows.push(',');
+            }
+            event.write_row(&mut rows);
+        }
+        rows.push(']');
+        rows
+    }
+
+    /// [`Events::take`] as one JSON array of objects (`{"type": ..., ...}`).
     pub fn take_json(&self) -> String {
         let events = self.take();
         serde_json::to_string(&events).unwrap_or_else(|err| {
@@ -240,6 +322,65 @@ mod tests {
         events.push(COMPLETED, || completed(5));
         assert!(events.take().is_empty());
         assert_eq!(wakes.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn rows_carry_every_field_in_order() {
+        let events = Events::default();
+        events.set_mask(COMPLETED | FAILED | DEAD_LETTERED | ERROR);
+        let info = AttemptInfo {
+            id: Some("a\"b".into()),
+            attempt: 2,
+            max_attempts: 3,
+            sequence: 9,
+        };
+        let timing = Timing {
+            duration_ms: 1.5,
+            wait_ms: 0.25,
+            since_enqueue_ms: 1.75,
+        };
+        events.push(COMPLETED, || Event::Completed {
+            attempt: info.clone(),
+            timing,
+        });
+        events.push(FAILED, || Event::Failed {
+            attempt: info.clone(),
+            timing,
+            error: "e\n".into(),
+            will_retry: true,
+            retry_delay_ms: Some(10.0),
+        });
+        events.push(FAILED, || Event::Failed {
+            attempt: info.clone(),
+            timing,
+            error: String::new(),
+            will_retry: false,
+            retry_delay_ms: None,
+        });
+        events.push(DEAD_LETTERED, || Event::DeadLettered {
+            attempt: AttemptInfo {
+                id: None,
+                ..info.clone()
+            },
+            reason: "invalidEnvelope",
+            error: "x".into(),
+        });
+        events.push(ERROR, || Event::Error {
+            code: "ERR_PQ_DISCONNECTED",
+            message: "lost".into(),
+        });
+        let rows: serde_json::Value = serde_json::from_str(&events.take_rows()).expect("json");
+        assert_eq!(
+            rows,
+            serde_json::json!([
+                [1, "a\"b", 2, 3, 9, 1.5, 0.25, 1.75],
+                [2, "a\"b", 2, 3, 9, 1.5, 0.25, 1.75, "e\n", true, 10],
+                [2, "a\"b", 2, 3, 9, 1.5, 0.25, 1.75, "", false, null],
+                [4, null, 2, 3, 9, "invalidEnvelope", "x"],
+                [8, "ERR_PQ_DISCONNECTED", "lost"],
+            ])
+        );
+        assert_eq!(events.take_rows(), "[]");
     }
 
     #[test]
