@@ -3,9 +3,9 @@
 //!
 //! Nothing is recorded for a kind nobody listens to: the JavaScript side sets the [`mask`](Events::set_mask)
 //! from its listeners, and a worker with none pays one atomic load per settled attempt. Recorded
-//! events wait in a buffer; the sink (a call into JavaScript) is woken only when the buffer turns
-//! non-empty, and takes everything buffered at once, so a busy worker crosses once per batch of
-//! events, not once per event.
+//! events wait in a buffer; the sink (a call into JavaScript, tens of microseconds each) is woken
+//! [`WAKE_DELAY`] after the buffer turns non-empty and takes everything buffered by then, so a
+//! busy worker crosses once per batch of events, not once per event.
 
 use std::sync::{
     atomic::{AtomicU32, AtomicU64, Ordering},
@@ -22,6 +22,9 @@ pub const FAILED: u32 = 2;
 pub const DEAD_LETTERED: u32 = 4;
 /// `error` in the mask.
 pub const ERROR: u32 = 8;
+
+/// How long after the first waiting event the sink is woken: the events of that time go together.
+pub const WAKE_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The most events kept while the sink does not take them (JavaScript blocked); later ones are
 /// dropped and counted.
@@ -193,8 +196,8 @@ impl Events {
         self.mask.store(mask, Ordering::Relaxed);
     }
 
-    /// Where to signal that events wait: called (from any thread) when the buffer turns
-    /// non-empty; it must not block, and should lead to [`Events::take`].
+    /// Where to signal that events wait: called (from any thread) [`WAKE_DELAY`] after the buffer
+    /// turns non-empty; it must not block, and should lead to [`Events::take`].
     pub fn set_sink(&self, sink: impl Fn() + Send + Sync + 'static) {
         *lock(&self.sink) = Some(Arc::new(sink));
     }
@@ -227,9 +230,18 @@ impl Events {
             buffer.len() == 1
         };
         if first {
-            let sink = lock(&self.sink).clone();
-            if let Some(sink) = sink {
-                sink();
+            let Some(sink) = lock(&self.sink).clone() else {
+                return;
+            };
+            // Outside a runtime (unit tests) there is nothing to wait on: wake at once.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(async move {
+                        tokio::time::sleep(WAKE_DELAY).await;
+                        sink();
+                    });
+                }
+                Err(_) => sink(),
             }
         }
     }
