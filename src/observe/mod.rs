@@ -35,18 +35,22 @@ impl Clock {
     /// The timing of an attempt that ends now. Clocks that disagree (producer ahead of worker)
     /// give a wait of 0, never a negative one.
     pub fn timing(&self) -> Timing {
-        let now = Instant::now();
-        let ran = now.saturating_duration_since(self.started);
-        let since_enqueue = Duration::from_millis(
-            u64::try_from(crate::envelope::now_ms() - self.enqueued_at_ms).unwrap_or(0),
-        )
-        .max(ran);
-        let wait = since_enqueue.saturating_sub(ran);
+        let (ran, wait, since_enqueue) = self.durations();
         Timing {
             duration_ms: ms(ran),
             wait_ms: ms(wait),
             since_enqueue_ms: ms(since_enqueue),
         }
+    }
+
+    /// The handler's run time, the wait before it and the time since enqueue, ending now.
+    fn durations(&self) -> (Duration, Duration, Duration) {
+        let ran = Instant::now().saturating_duration_since(self.started);
+        let since_enqueue = Duration::from_millis(
+            u64::try_from(crate::envelope::now_ms() - self.enqueued_at_ms).unwrap_or(0),
+        )
+        .max(ran);
+        (ran, since_enqueue.saturating_sub(ran), since_enqueue)
     }
 }
 
@@ -77,14 +81,15 @@ impl Observer {
         clock: &Clock,
         ended: Ended,
     ) {
-        let timing = clock.timing();
+        let (ran, wait, since_enqueue) = clock.durations();
         let metrics = &self.metrics;
-        metrics
-            .handler_duration
-            .observe(Duration::from_secs_f64(timing.duration_ms / 1000.0));
-        metrics
-            .wait
-            .observe(Duration::from_secs_f64(timing.wait_ms / 1000.0));
+        metrics.handler_duration.observe(ran);
+        metrics.wait.observe(wait);
+        let timing = Timing {
+            duration_ms: ms(ran),
+            wait_ms: ms(wait),
+            since_enqueue_ms: ms(since_enqueue),
+        };
         use std::sync::atomic::Ordering::Relaxed;
         match ended {
             Ended::Completed => {
