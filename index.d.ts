@@ -574,7 +574,8 @@ export interface MetricRegistry {
 
 /**
  * Registers the metrics of `queues` in a prom-client registry the application already has: each
- * collection (`registry.metrics()`) reads each queue once. Returns a function that unregisters
+ * collection (`registry.metrics()`) reads each queue once; objects of the same queue (a producer
+ * and a worker) give one set of series, their counts added. Returns a function that unregisters
  * them. A collection rejects with `ERR_PQ_NOT_CONNECTED` for a queue that is not connected, and
  * with `ERR_PQ_TIMEOUT` (within 5 s) when the server does not answer.
  */

@@ -280,6 +280,24 @@ describe('metrics', () => {
     await first.disconnect()
   })
 
+  test('two objects of one queue (producer and worker) are one set of series in a registry: counters add up', async () => {
+    const names = uniqueQueue()
+    const producer = await connected(names)
+    const worker = await connected(names)
+    await producer.enqueueBatch([{ data: { n: 1 } }, { data: { n: 2 } }])
+    await worker.enqueue({ data: { n: 3 } })
+    const registry = new Registry()
+    registerMetrics(registry, [producer, worker])
+    const families = parsePrometheus(await registry.metrics())
+    const q = { queue: names.streamName }
+    assert.equal(sampleValue(families, 'protoqueue_tasks_enqueued_total', q), 3)
+    assert.equal(sampleValue(families, 'protoqueue_tasks_pending', q), 3)
+    const pending = families.find((f) => f.name === 'protoqueue_tasks_pending')
+    assert.equal(pending?.samples.length, 1, 'one series per queue')
+    await producer.disconnect()
+    await worker.disconnect()
+  })
+
   test('a scrape while the server is down fails with a code instead of hanging', async () => {
     const own = await NatsServer.start()
     try {

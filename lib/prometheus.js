@@ -49,7 +49,7 @@ const FAMILIES = /** @type {const} */ ([
 
 /**
  * Registers the metrics of `queues` (one queue or several; each series has its own `queue`
- * label) in a prom-client `registry`. A collection reads each queue once; when a queue's gauges
+ * label; objects of the same queue add up) in a prom-client `registry`. A collection reads each queue once; when a queue's gauges
  * cannot be read (not connected: `ERR_PQ_NOT_CONNECTED`; server unreachable: `ERR_PQ_TIMEOUT`
  * within 5 s) the collection rejects with that error. Returns a function that unregisters them.
  * @param {Registry} registry
@@ -75,11 +75,28 @@ function registerMetrics(registry, queues) {
         reading = undefined
         /** @type {Map<string, Family>} */
         const merged = new Map()
+        /** @type {Map<string, Family['values'][number]>} */
+        const series = new Map()
         for (const families of perQueue) {
           for (const family of families) {
-            const known = merged.get(family.name)
-            if (known) known.values.push(...family.values)
-            else merged.set(family.name, { ...family, values: [...family.values] })
+            let known = merged.get(family.name)
+            if (!known) {
+              known = { ...family, values: [] }
+              merged.set(family.name, known)
+            }
+            for (const sample of family.values) {
+              // Two objects of one queue (a producer and a worker) give the same series: a
+              // registry may hold each once, so counts add up and gauges (the server's) are one.
+              const key = `${sample.metricName}\0${JSON.stringify(sample.labels)}`
+              const same = series.get(key)
+              if (same === undefined) {
+                const copy = { ...sample }
+                series.set(key, copy)
+                known.values.push(copy)
+              } else if (family.type !== 'gauge') {
+                same.value += sample.value
+              }
+            }
           }
         }
         return merged
