@@ -487,6 +487,104 @@ export type ProtoqueueErrorCode =
   | 'ERR_PQ_NATS'
   /** `dashboard()` (protoqueue/dashboard) could not listen on its address (the port is taken). */
   | 'ERR_PQ_LISTEN'
+  // Only on `error` events (connection trouble; the client keeps reconnecting):
+  | 'ERR_PQ_DISCONNECTED'
+  | 'ERR_PQ_RECONNECT_REFUSED'
+  | 'ERR_PQ_SERVER'
+  | 'ERR_PQ_SLOW_CONSUMER'
+
+/** Which attempt an event is about. */
+export interface AttemptEvent {
+  /** The task id. */
+  id: string
+  /** Which delivery this was, from 1. */
+  attempt: number
+  /** The most deliveries the task gets (`1 + maxRetries`). */
+  maxAttempts: number
+  /** The message's sequence number in the task stream. */
+  sequence: number
+}
+
+/** How long an attempt took, in ms. */
+export interface AttemptTiming {
+  /** How long the handler ran. */
+  durationMs: number
+  /** From enqueue to the handler's start (retry delays and backlogs included). */
+  waitMs: number
+  /** From enqueue to the outcome. */
+  sinceEnqueueMs: number
+}
+
+/** `completed`: a handler succeeded and the task was acked. */
+export interface CompletedEvent extends AttemptEvent, AttemptTiming {
+  type: 'completed'
+}
+
+/** `failed`: an attempt failed (the handler failed, threw or timed out). */
+export interface FailedEvent extends AttemptEvent, AttemptTiming {
+  type: 'failed'
+  /** Why it failed. */
+  error: string
+  /** Whether another attempt follows; `false`: a `deadLettered` event follows. */
+  willRetry: boolean
+  /** The wait before the next attempt, when there is one. */
+  retryDelayMs?: number
+}
+
+/** `deadLettered`: a task (or a message that is no task) was stored on the dead-letter stream. */
+export interface DeadLetteredEvent extends Omit<AttemptEvent, 'id'> {
+  type: 'deadLettered'
+  /** The task id; absent for a message that is not a task (`invalidEnvelope`). */
+  id?: string
+  /** Why, as in `getDeadLetters()`. */
+  reason: DeadLetterReason
+  /** The last error. */
+  error: string
+}
+
+/** The events of a queue object and what their listeners get. */
+export interface ProtoqueueEvents {
+  completed: CompletedEvent
+  failed: FailedEvent
+  deadLettered: DeadLetteredEvent
+  /** Connection trouble (never thrown; without a listener it is only logged). */
+  error: ProtoqueueError
+}
+
+/** One sample of a metric family. */
+export interface MetricSample {
+  /** The family's name, plus `_bucket`, `_sum` or `_count` for histograms. */
+  metricName: string
+  /** `queue` (the stream name), and `reason` or `le` where they apply. */
+  labels: Record<string, string>
+  value: number
+}
+
+/** A metric family, in the shape of prom-client's `getMetricsAsJSON()`. */
+export interface MetricFamily {
+  name: string
+  help: string
+  type: 'counter' | 'gauge' | 'histogram'
+  values: MetricSample[]
+}
+
+/** What `registerMetrics` needs of a prom-client `Registry` (any prom-client 15 registry). */
+export interface MetricRegistry {
+  registerMetric(metric: any): void
+  removeSingleMetric?(name: string): void
+}
+
+/**
+ * Registers the metrics of `queues` in a prom-client registry the application already has: each
+ * collection (`registry.metrics()`) reads each queue once; objects of the same queue (a producer
+ * and a worker) give one set of series, their counts added. Returns a function that unregisters
+ * them. A collection rejects with `ERR_PQ_NOT_CONNECTED` for a queue that is not connected, and
+ * with `ERR_PQ_TIMEOUT` (within 5 s) when the server does not answer.
+ */
+export declare function registerMetrics(
+  registry: MetricRegistry,
+  queues: Protoqueue<any> | Array<Protoqueue<any>>,
+): () => void
 
 /** An error raised by Protoqueue: `code` is stable, `message` says what to do. */
 export declare class ProtoqueueError extends Error {
@@ -537,6 +635,34 @@ export declare class Protoqueue<T = unknown> {
   process(handler: TaskHandler<T>): Promise<this>
   /** Reads queue statistics from the server. */
   getStats(): Promise<QueueStats>
+  /**
+   * The queue's metrics in the Prometheus text format (0.0.4): this object's counters and
+   * histograms (since it was created, across reconnects) and the server's gauges, read now.
+   * Rejects with `ERR_PQ_NOT_CONNECTED` when not connected and `ERR_PQ_TIMEOUT` when the server
+   * does not answer within 5 s.
+   */
+  metrics(): Promise<string>
+  /** The same metrics as objects (prom-client's `getMetricsAsJSON()` shape). */
+  getMetricFamilies(): Promise<MetricFamily[]>
+  /**
+   * Adds a listener. Events are recorded only while they have listeners; a listener that throws
+   * (or rejects) is reported as a process warning and hurts nothing else.
+   */
+  on<E extends keyof ProtoqueueEvents>(event: E, listener: (event: ProtoqueueEvents[E]) => void): this
+  addListener<E extends keyof ProtoqueueEvents>(event: E, listener: (event: ProtoqueueEvents[E]) => void): this
+  prependListener<E extends keyof ProtoqueueEvents>(event: E, listener: (event: ProtoqueueEvents[E]) => void): this
+  /** Adds a listener called for the next event only. */
+  once<E extends keyof ProtoqueueEvents>(event: E, listener: (event: ProtoqueueEvents[E]) => void): this
+  prependOnceListener<E extends keyof ProtoqueueEvents>(event: E, listener: (event: ProtoqueueEvents[E]) => void): this
+  /** Removes a listener. */
+  off<E extends keyof ProtoqueueEvents>(event: E, listener: (event: ProtoqueueEvents[E]) => void): this
+  removeListener<E extends keyof ProtoqueueEvents>(event: E, listener: (event: ProtoqueueEvents[E]) => void): this
+  /** Removes every listener (of `event`, when given). */
+  removeAllListeners(event?: keyof ProtoqueueEvents): this
+  listenerCount(event: keyof ProtoqueueEvents): number
+  listeners<E extends keyof ProtoqueueEvents>(event: E): Array<(event: ProtoqueueEvents[E]) => void>
+  rawListeners<E extends keyof ProtoqueueEvents>(event: E): Array<(event: ProtoqueueEvents[E]) => void>
+  eventNames(): Array<keyof ProtoqueueEvents>
   /**
    * Reads (without removing) up to `limit` dead letters (default 100, an integer from 1 to
    * 10,000,000, else `ERR_PQ_INVALID_CONFIG`), oldest first.

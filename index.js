@@ -10,6 +10,8 @@ const { NativeQueue, listQueues: nativeListQueues } = require('./native.js')
 const { coalesce } = require('./lib/coalesce.js')
 const { describe, dispatcher, runHandler } = require('./lib/dispatcher.js')
 const tracing = require('./lib/tracing.js')
+const { addEventMethods, attachEvents } = require('./lib/events.js')
+const { registerMetrics } = require('./lib/prometheus.js')
 
 /**
  * The queue whose handler the current code runs in: `disconnect()` called by a handler cannot
@@ -397,6 +399,7 @@ class Protoqueue {
       throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
     this.#destination = { subject: plain.subject, stream: plain.streamName, consumer: 'protoqueue-workers' }
+    attachEvents(this, this.#native, { makeError: (code, message) => new ProtoqueueError(code, message) })
   }
 
   /**
@@ -489,6 +492,19 @@ class Protoqueue {
     await native(() => nativeQueue.process(run, tasks.dispatch))
     this.#dispatcher = tasks
     return this
+  }
+
+  /**
+   * The queue's metrics in the Prometheus text format: this object's counters and histograms,
+   * and the server's gauges read now (ERR_PQ_TIMEOUT when the server does not answer in 5 s).
+   */
+  async metrics() {
+    return native(() => this.#native.metrics())
+  }
+
+  /** The same metrics as objects, in the shape of prom-client's `getMetricsAsJSON()`. */
+  async getMetricFamilies() {
+    return JSON.parse(await native(() => this.#native.metricFamilies()))
   }
 
   /** Reads queue statistics from the server. */
@@ -675,6 +691,9 @@ async function listQueues(config = {}) {
   }
 }
 
+addEventMethods(Protoqueue)
+
 module.exports.Protoqueue = Protoqueue
 module.exports.listQueues = listQueues
 module.exports.ProtoqueueError = ProtoqueueError
+module.exports.registerMetrics = registerMetrics

@@ -84,6 +84,25 @@ export declare class NativeQueue {
   pause(): Promise<void>
   /** Resumes every worker of the queue. */
   resume(): Promise<void>
+  /** The queue's metrics in the Prometheus text exposition format. */
+  metrics(): Promise<string>
+  /**
+   * The queue's metric families as JSON text: `[{ name, help, type, values: [{ metricName,
+   * labels: [[key, value]...], value }] }]`.
+   */
+  metricFamilies(): Promise<string>
+  /**
+   * Sets where events go: `wake` is called (without arguments, never keeping the process
+   * alive) when events wait; it should call `takeEvents()`.
+   */
+  listen(wake: () => void): void
+  /**
+   * Which events are recorded: a mask of 1 `completed`, 2 `failed`, 4 `deadLettered`,
+   * 8 `error`.
+   */
+  setEvents(mask: number): void
+  /** The events recorded since the last call, as a JSON array of rows (`Event::write_row`). */
+  takeEvents(): string
   /**
    * Stops the worker (what it holds is run first, within `shutdownTimeout`), then closes the
    * connection; the handler is released, so nothing keeps the process alive afterwards. A

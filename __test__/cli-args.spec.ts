@@ -38,8 +38,11 @@ test('commands and flags parse into a selection; global flags go before or after
   const enqueue = parse(['enqueue', '-', '--envelope', '-q']).parsed
   assert.ok('run' in enqueue)
   assert.deepStrictEqual([enqueue.run.args, enqueue.run.options.envelope, enqueue.run.options.quiet, enqueue.run.options.batchSize], [['-'], true, true, 500])
-  const metrics = parse(['metrics', '--port', '9464']).parsed
-  assert.ok('run' in metrics && metrics.run.command === 'metrics', 'stubs take any flags')
+  const metrics = parse(['metrics', '--json']).parsed
+  assert.ok('run' in metrics && metrics.run.command === 'metrics' && metrics.run.options.json === true)
+  assert.deepStrictEqual(parse(['metrics', '--port', '9464']).parsed, { exit: EXIT.USAGE }, 'metrics takes no unknown flags')
+  const dashboard = parse(['dashboard', '--port', '9464']).parsed
+  assert.ok('run' in dashboard && dashboard.run.command === 'dashboard', 'stubs take any flags')
 })
 
 test('help and version exit 0 on stdout; usage errors exit 2 on stderr', () => {

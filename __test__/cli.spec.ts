@@ -1,6 +1,6 @@
 // The command line (`bin/protoqueue.js`) as a user runs it: a child process against a real
 // nats-server. Every command, --json output parsed, exit codes (0 done, 1 failed with its code,
-// 2 usage, 3 connection, 4 not available), stdin enqueue of many lines, a requeue's progress on
+// 2 usage, 3 connection), stdin enqueue of many lines, a requeue's progress on
 // a non-terminal (no bar), and secrets never printed.
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test'
 import { Protoqueue } from 'protoqueue'
 
 import { freePort, NatsServer, uniqueQueue } from './helpers/nats'
+import { parsePrometheus, sampleValue } from './helpers/prometheus'
 import { eventually } from './helpers/wait'
 
 const BIN = join(__dirname, '..', 'bin', 'protoqueue.js')
@@ -122,14 +123,6 @@ describe('usage', () => {
       assert.equal(run.code, 2, `${JSON.stringify(bad[i])}: exit ${run.code}\n${run.stderr}`)
       assert.ok(run.stderr.length > 0, `${JSON.stringify(bad[i])} says why on stderr`)
     })
-  })
-
-  test('metrics exits with 4: not available in this version', async () => {
-    for (const args of [['metrics']]) {
-      const run = await cli(args)
-      expectExit(run, 4)
-      assert.match(run.stderr, /not available/)
-    }
   })
 })
 
@@ -251,6 +244,25 @@ describe('commands', () => {
     assert.equal(JSON.parse((await cli(['stats', '--json', ...flags])).stdout).paused, true)
     assert.deepStrictEqual(JSON.parse((await cli(['resume', '--json', ...flags])).stdout), { paused: false })
     assert.equal(JSON.parse((await cli([...flags, '--json', 'stats'])).stdout).paused, false, 'global flags before the command too')
+  })
+
+  test('metrics: the Prometheus text (parsed by Prometheus\' parser) and --json; the server\'s gauges, this process\'s counters at 0', async () => {
+    const { flags, names } = await existingQueue()
+    const producer = new Protoqueue(names)
+    await producer.connect(server.url)
+    await producer.enqueueBatch([{ data: 1 }, { data: 2 }, { data: 3 }])
+    await producer.disconnect()
+    const text = await cli(['metrics', ...flags])
+    expectExit(text, 0)
+    const families = parsePrometheus(text.stdout)
+    const queue = { queue: names.streamName }
+    assert.equal(sampleValue(families, 'protoqueue_tasks_pending', queue), 3)
+    assert.equal(sampleValue(families, 'protoqueue_dead_letters', queue), 0)
+    assert.equal(sampleValue(families, 'protoqueue_tasks_enqueued_total', queue), 0, 'counters are per process')
+    const json = await cli(['metrics', '--json', ...flags])
+    expectExit(json, 0)
+    const pending = JSON.parse(json.stdout).find((f: { name: string }) => f.name === 'protoqueue_tasks_pending')
+    assert.deepStrictEqual(pending.values, [{ metricName: 'protoqueue_tasks_pending', labels: queue, value: 3 }])
   })
 
   test('purge asks for --yes off a terminal (exit 2, nothing removed), and removes the waiting tasks with it', async () => {

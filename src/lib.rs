@@ -44,6 +44,9 @@
 //!   use, the last one closes the client.
 //! - A task carries the W3C trace context of the code that enqueued it ([`trace_context`]); the
 //!   JavaScript layer makes the OpenTelemetry spans (`lib/tracing.js`).
+//! - [`observe`]: the queue object's Prometheus metrics (counters and histograms in atomics,
+//!   the server's gauges read through [`admin::stats`] at scrape time) and the events its
+//!   JavaScript listeners get, recorded only for kinds someone listens to and taken in batches.
 //! - [`admin`]: operations on the queue as a whole (statistics, dead letters, pause, purge), shared by the
 //!   library and the tools built on it; [`admin::queues`] finds every queue on a server (the
 //!   dashboard's list) by the metadata marker [`nats::topology`] puts on new streams.
@@ -55,6 +58,7 @@ pub mod error;
 pub mod ids;
 pub mod logging;
 pub mod nats;
+pub mod observe;
 pub mod producer;
 pub mod queue;
 pub mod schedules;

@@ -27,7 +27,8 @@ use crate::{
     },
     config::{Config, LetterOptions},
     error::{Error, Result},
-    nats::connection::Connection,
+    nats::connection::{Connection, API_TIMEOUT},
+    observe::{metrics, Observer},
     producer::{self, NewTask},
     worker::{
         batching::{BatchSink, BatchedHandler, PendingOutcomes},
@@ -49,6 +50,8 @@ pub struct Queue {
     runs: Runs,
     next_run: AtomicU32,
     enqueues: InFlight,
+    /// Metrics and events, kept across reconnects.
+    observer: Arc<Observer>,
 }
 
 struct Connected {
@@ -78,7 +81,13 @@ impl Queue {
             runs: Runs::default(),
             next_run: AtomicU32::new(1),
             enqueues: InFlight::default(),
+            observer: Arc::default(),
         }
+    }
+
+    /// The queue object's metrics and events.
+    pub fn observer(&self) -> &Arc<Observer> {
+        &self.observer
     }
 
     /// The validated configuration.
@@ -94,7 +103,8 @@ impl Queue {
             return Ok(());
         }
         let url = self.config.resolve_url(url)?;
-        let connection = Connection::open(self.config.clone(), &url).await?;
+        let connection =
+            Connection::open_observed(self.config.clone(), &url, self.observer.clone()).await?;
         *state = Some(Connected {
             connection,
             worker: None,
@@ -106,13 +116,17 @@ impl Queue {
     /// Enqueues one task; resolves to its id once JetStream stored it.
     pub async fn enqueue(&self, task: NewTask) -> Result<String> {
         let (connection, _guard) = self.connection_for_enqueue().await?;
-        producer::enqueue(&connection, task).await
+        let id = producer::enqueue(&connection, task).await?;
+        self.observer.metrics.enqueued(1);
+        Ok(id)
     }
 
     /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
     pub async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<String>> {
         let (connection, _guard) = self.connection_for_enqueue().await?;
-        producer::enqueue_batch(&connection, tasks).await
+        let ids = producer::enqueue_batch(&connection, tasks).await?;
+        self.observer.metrics.enqueued(ids.len());
+        Ok(ids)
     }
 
     /// A new run id, for a [`Queue::process_batched`] whose handler must know it before the run
@@ -125,7 +139,11 @@ impl Queue {
     /// event-loop turn); each result is its own.
     pub async fn enqueue_each(&self, tasks: Vec<NewTask>) -> Result<Vec<Result<String>>> {
         let (connection, _guard) = self.connection_for_enqueue().await?;
-        Ok(producer::enqueue_each(&connection, tasks).await)
+        let results = producer::enqueue_each(&connection, tasks).await;
+        self.observer
+            .metrics
+            .enqueued(results.iter().filter(|result| result.is_ok()).count());
+        Ok(results)
     }
 
     /// Starts a worker run with a handler that takes one attempt at a time.
@@ -257,6 +275,27 @@ impl Queue {
         stats::snapshot(&self.connection().await?).await
     }
 
+    /// The queue's metric families: this object's counters and histograms, and the server's
+    /// gauges read now. Bounded: a server that does not answer within [`API_TIMEOUT`] fails it
+    /// with `ERR_PQ_TIMEOUT`.
+    pub async fn metric_families(&self) -> Result<Vec<metrics::Family>> {
+        let connection = self.connection().await?;
+        let stats = tokio::time::timeout(API_TIMEOUT, stats::snapshot(&connection))
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: "reading the queue's gauges for metrics",
+                after: API_TIMEOUT,
+                hint: "; is the NATS server reachable?",
+            })??;
+        let queue = &self.config.stream_name;
+        Ok(metrics::families(queue, &self.observer.metrics, &stats))
+    }
+
+    /// [`Queue::metric_families`] in the Prometheus text exposition format.
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(metrics::exposition(&self.metric_families().await?))
+    }
+
     /// Reads (without removing) up to `limit` dead letters, oldest first.
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<StoredDeadLetter>> {
         dead_letters::list(&self.connection().await?, limit).await
@@ -306,6 +345,13 @@ impl Queue {
         let state = self.state.lock().await;
         let connected = state.as_ref().ok_or(Error::NotConnected)?;
         Ok((connected.connection.clone(), self.enqueues.enter()))
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // A worker still running keeps the observer: it records no events for nobody.
+        self.observer.events.detach();
     }
 }
 

@@ -142,6 +142,19 @@ async function dlqAct(context, action) {
   print(context, { [done]: count }, () => (action === 'requeue' ? `Requeued ${count} tasks.` : `Removed ${count} dead letters.`))
 }
 
+/**
+ * The queue's Prometheus metrics, as `metrics()` gives them to the library: the server's gauges
+ * are live; the counters and histograms count what a process did, so they are 0 here.
+ * @param {Context} context
+ */
+async function metrics(context) {
+  if (context.options.json) {
+    print(context, await context.queue.getMetricFamilies(), () => '')
+  } else {
+    context.io.stdout.write(await context.queue.metrics())
+  }
+}
+
 /** @param {Context} context */
 async function pause(context) {
   await context.queue.pause()
@@ -252,9 +265,7 @@ const COMMANDS = {
   resume,
   purge,
   enqueue,
+  metrics,
 }
 
-/** Commands planned for later versions: they exit with `EXIT.UNAVAILABLE`. */
-const UNAVAILABLE = new Set(['metrics'])
-
-module.exports = { COMMANDS, UNAVAILABLE, taskOf, letterFilter, describeFilter, confirmed }
+module.exports = { COMMANDS, taskOf, letterFilter, describeFilter, confirmed }

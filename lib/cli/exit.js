@@ -12,8 +12,6 @@ const EXIT = Object.freeze({
   USAGE: 2,
   /** No connection: no server reachable, credentials refused (`ERR_PQ_AUTH`) or TLS failed (`ERR_PQ_TLS`). */
   CONNECTION: 3,
-  /** The command exists but is not available in this version (`metrics`). */
-  UNAVAILABLE: 4,
 })
 
 /** Library codes that mean "could not connect" at `connect()`. */

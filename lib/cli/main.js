@@ -6,7 +6,7 @@
 
 const { Protoqueue } = require('protoqueue')
 
-const { COMMANDS, UNAVAILABLE } = require('./commands.js')
+const { COMMANDS } = require('./commands.js')
 const { runDashboard } = require('./dashboard.js')
 const { queueConfig } = require('./config.js')
 const { CliError, EXIT, fromLibrary } = require('./exit.js')
@@ -28,9 +28,6 @@ async function main(argv, io, version) {
   if ('exit' in parsed) return parsed.exit
   const { command, args, options } = parsed.run
   try {
-    if (UNAVAILABLE.has(command)) {
-      throw new CliError(EXIT.UNAVAILABLE, `${command} is not available in this version of protoqueue`)
-    }
     if (command === 'dashboard') {
       // Over every queue of the server: no queue of its own to connect.
       await runDashboard({ options, io }).catch((err) => {

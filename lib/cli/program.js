@@ -67,8 +67,7 @@ Exit codes:
   0  done
   1  the operation failed (its ERR_PQ_* code is printed), or a confirmation was declined
   2  usage error: unknown command or flag, bad or missing value, --yes needed
-  3  could not connect: no server, credentials refused, TLS failed
-  4  not available in this version (metrics)`
+  3  could not connect: no server, credentials refused, TLS failed`
 
 /**
  * The `protoqueue` program; `select` is called with the command the arguments name.
@@ -173,17 +172,15 @@ function buildProgram(select, output, version) {
       .addHelpText('after', DASHBOARD_HELP),
     'dashboard',
   )
-  for (const [name, what] of [['metrics', 'serve Prometheus metrics']]) {
-    runs(
-      program
-        .command(name)
-        .description(`${what} (not available in this version)`)
-        .argument('[args...]')
-        .allowUnknownOption()
-        .helpOption(false),
-      name,
-    )
-  }
+  runs(
+    program
+      .command('metrics')
+      .description(
+        'print the queue\'s metrics in the Prometheus text format (--json: as objects): the server\'s gauges; ' +
+          'counters and histograms count what one process did, so they are 0 here',
+      ),
+    'metrics',
+  )
   return program
 }
 

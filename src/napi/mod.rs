@@ -550,6 +550,44 @@ impl NativeQueue {
         self.queue.resume().await.map_err(to_js)
     }
 
+    /// The queue's metrics in the Prometheus text exposition format.
+    #[napi(catch_unwind)]
+    pub async fn metrics(&self) -> napi::Result<String> {
+        self.queue.metrics().await.map_err(to_js)
+    }
+
+    /// The queue's metric families as JSON text: `[{ name, help, type, values: [{ metricName,
+    /// labels: [[key, value]...], value }] }]`.
+    #[napi(catch_unwind)]
+    pub async fn metric_families(&self) -> napi::Result<String> {
+        let families = self.queue.metric_families().await.map_err(to_js)?;
+        serde_json::to_string(&families)
+            .map_err(|err| to_js(Error::Nats(format!("metrics not serializable: {err}"))))
+    }
+
+    /// Sets where events go: `wake` is called (without arguments, never keeping the process
+    /// alive) when events wait; it should call `takeEvents()`.
+    #[napi(ts_args_type = "wake: () => void")]
+    pub fn listen(&self, wake: ThreadsafeFunction<(), (), (), Status, false, true>) {
+        let wake = Arc::new(wake);
+        self.queue.observer().events.set_sink(move || {
+            wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+    }
+
+    /// Which events are recorded: a mask of 1 `completed`, 2 `failed`, 4 `deadLettered`,
+    /// 8 `error`.
+    #[napi]
+    pub fn set_events(&self, mask: u32) {
+        self.queue.observer().events.set_mask(mask);
+    }
+
+    /// The events recorded since the last call, as a JSON array of rows (`Event::write_row`).
+    #[napi]
+    pub fn take_events(&self) -> String {
+        self.queue.observer().events.take_rows()
+    }
+
     /// Stops the worker (what it holds is run first, within `shutdownTimeout`), then closes the
     /// connection; the handler is released, so nothing keeps the process alive afterwards. A
     /// no-op when not connected. From inside a handler (`inHandler`), it resolves once the
@@ -740,13 +778,7 @@ fn native_task(task: Task, attempt: u64, max_attempts: u64, data_dropped: bool) 
 }
 
 /// Dead-letter reasons by the names JavaScript sees.
-const REASONS: [(&str, DeadLetterReason); 5] = [
-    ("retriesExhausted", DeadLetterReason::RetriesExhausted),
-    ("rejected", DeadLetterReason::Rejected),
-    ("invalidEnvelope", DeadLetterReason::InvalidEnvelope),
-    ("invalidData", DeadLetterReason::InvalidData),
-    ("deliveriesExhausted", DeadLetterReason::DeliveriesExhausted),
-];
+const REASONS: [(&str, DeadLetterReason); 5] = crate::observe::metrics::DEAD_LETTER_REASONS;
 
 fn reason_named(name: &str) -> Option<DeadLetterReason> {
     REASONS

@@ -18,6 +18,7 @@ use crate::{
     config::Config,
     error::{Error, Result},
     nats::{credentials::Target, files::Deadline, shared, topology},
+    observe::Observer,
 };
 
 /// How long one JetStream API request (stream info, consumer create...) may take.
@@ -41,6 +42,8 @@ pub struct Connection {
     pub(crate) jetstream: jetstream::Context,
     pub(crate) config: Arc<Config>,
     lease: Arc<shared::Lease>,
+    /// The metrics and events of the queue object that opened it.
+    observer: Arc<Observer>,
 }
 
 impl Connection {
@@ -52,17 +55,32 @@ impl Connection {
     /// Queues of the process with the same servers, credentials and TLS settings share one
     /// client ([`shared`]): only the first of them connects.
     pub async fn open(config: Arc<Config>, urls: &str) -> Result<Self> {
-        Self::open_with(config, urls, true).await
+        Self::open_observed(config, urls, Arc::default()).await
+    }
+
+    /// [`Connection::open`], reporting to `observer` (the queue object's, kept across
+    /// reconnects): what the producer and the worker count, and connection trouble.
+    pub async fn open_observed(
+        config: Arc<Config>,
+        urls: &str,
+        observer: Arc<Observer>,
+    ) -> Result<Self> {
+        Self::open_with(config, urls, true, observer).await
     }
 
     /// Like [`Connection::open`], with a client of its own that no other queue shares, as a
     /// queue in another process would have (tests of several workers use it).
     pub async fn open_unshared(config: Arc<Config>, urls: &str) -> Result<Self> {
-        Self::open_with(config, urls, false).await
+        Self::open_with(config, urls, false, Arc::default()).await
     }
 
-    async fn open_with(config: Arc<Config>, urls: &str, share: bool) -> Result<Self> {
-        let connection = Connection::connect(config, urls, share).await?;
+    async fn open_with(
+        config: Arc<Config>,
+        urls: &str,
+        share: bool,
+        observer: Arc<Observer>,
+    ) -> Result<Self> {
+        let connection = Connection::connect(config, urls, share, observer).await?;
         if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await
         {
             connection.close().await;
@@ -74,10 +92,15 @@ impl Connection {
     /// Connects as [`Connection::open`] does, without looking at the queue's streams: for
     /// operations on the server as a whole ([`crate::admin::queues::list`]).
     pub async fn open_bare(config: Arc<Config>, urls: &str) -> Result<Self> {
-        Connection::connect(config, urls, true).await
+        Connection::connect(config, urls, true, Arc::default()).await
     }
 
-    async fn connect(config: Arc<Config>, urls: &str, share: bool) -> Result<Self> {
+    async fn connect(
+        config: Arc<Config>,
+        urls: &str,
+        share: bool,
+        observer: Arc<Observer>,
+    ) -> Result<Self> {
         let deadline = Deadline::after(config.connect_timeout);
         let target = Target::new(urls, &config.auth, config.tls.as_ref())?;
         let key = shared::Key::new(&target.servers, &target.auth, target.tls.as_ref());
@@ -89,6 +112,7 @@ impl Connection {
         };
         let lease = shared::acquire(
             key,
+            &observer,
             deadline.at,
             || connect_client(&target, timeout, deadline),
             timed_out,
@@ -103,6 +127,7 @@ impl Connection {
             jetstream,
             config,
             lease: Arc::new(lease),
+            observer,
         })
     }
 
@@ -117,6 +142,11 @@ impl Connection {
     /// The validated configuration of this queue.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The metrics and events of the queue object that opened it.
+    pub fn observer(&self) -> &Observer {
+        &self.observer
     }
 
     /// Changes whenever the client (re)connects. State the server kept for the old connection,
@@ -180,10 +210,12 @@ async fn connect_client(
     let parked = Arc::new(AtomicBool::new(false));
     let parked_reconnects = parked.clone();
     let (connected, connections) = watch::channel(0);
+    let observers = shared::Observers::default();
     let events = Arc::new(EventLog {
         url: target.shown.clone(),
         refusals: AtomicU32::new(0),
         connected,
+        observers: observers.clone(),
     });
     let options = ConnectOptions::new()
         .name("protoqueue")
@@ -216,6 +248,7 @@ async fn connect_client(
         client,
         parked,
         connections,
+        observers,
     })
 }
 
@@ -227,9 +260,19 @@ struct EventLog {
     refusals: AtomicU32,
     /// Counts (re)connections.
     connected: watch::Sender<u64>,
+    /// Where connection trouble goes as `error` events: every queue using the client.
+    observers: shared::Observers,
 }
 
 impl EventLog {
+    /// Tells every queue using the client about connection trouble.
+    fn trouble(&self, code: &'static str, message: impl Fn() -> String) {
+        let mut text: Option<String> = None;
+        for observer in self.observers.live() {
+            observer.connection_trouble(code, || text.get_or_insert_with(&message).clone());
+        }
+    }
+
     fn log(&self, event: Event) {
         let url = &self.url;
         match event {
@@ -238,10 +281,24 @@ impl EventLog {
                 self.connected.send_modify(|count| *count += 1);
                 tracing::info!(%url, "NATS connection (re)established");
             }
-            Event::Disconnected => tracing::warn!(%url, "NATS connection lost; reconnecting"),
-            Event::ServerError(err) => tracing::warn!(%url, "NATS server error: {err}"),
+            Event::Disconnected => {
+                tracing::warn!(%url, "NATS connection lost; reconnecting");
+                self.trouble("ERR_PQ_DISCONNECTED", || {
+                    format!("NATS connection to {url} lost; reconnecting")
+                });
+            }
+            Event::ServerError(err) => {
+                tracing::warn!(%url, "NATS server error: {err}");
+                self.trouble("ERR_PQ_SERVER", || format!("NATS server error: {err}"));
+            }
             Event::ClientError(ClientError::Other(reason)) if is_refusal(&reason) => {
                 let refusals = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                self.trouble("ERR_PQ_RECONNECT_REFUSED", || {
+                        format!(
+                            "NATS at {url} refused to reconnect ({reason}), {refusals} times in a \
+                         row; retrying until it accepts"
+                        )
+                    });
                 if refusals % REFUSALS_PER_WARNING == 1 {
                     tracing::warn!(
                         %url,
@@ -253,8 +310,16 @@ impl EventLog {
                     tracing::debug!(%url, refusals, "NATS refused to reconnect ({reason})");
                 }
             }
-            Event::ClientError(err) => tracing::debug!(%url, "NATS client error: {err}"),
-            Event::SlowConsumer(sid) => tracing::warn!(%url, "slow consumer on subscription {sid}"),
+            Event::ClientError(err) => {
+                tracing::debug!(%url, "NATS client error: {err}");
+                self.trouble("ERR_PQ_NATS", || format!("NATS client error: {err}"));
+            }
+            Event::SlowConsumer(sid) => {
+                tracing::warn!(%url, "slow consumer on subscription {sid}");
+                self.trouble("ERR_PQ_SLOW_CONSUMER", || {
+                        format!("slow consumer on subscription {sid}: messages were dropped")
+                    });
+            }
             other => tracing::debug!(%url, "NATS connection event: {other}"),
         }
     }

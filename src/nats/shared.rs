@@ -17,7 +17,7 @@ use std::{
     future::Future,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, PoisonError,
+        Arc, Mutex, PoisonError, Weak,
     },
 };
 
@@ -30,6 +30,7 @@ use tokio::{
 use crate::{
     config::{auth::Auth, tls::Tls},
     error::{Error, Result},
+    observe::Observer,
 };
 
 /// What decides whether two queues may share a client. Deliberately not `Debug`: it holds
@@ -75,6 +76,34 @@ pub(crate) struct SharedClient {
     pub(crate) parked: Arc<AtomicBool>,
     /// Counts the client's (re)connections; every queue on it watches the same count.
     pub(crate) connections: watch::Receiver<u64>,
+    /// The queues using the client, told about its connection trouble.
+    pub(crate) observers: Observers,
+}
+
+/// The observers of the queues sharing one client, held weakly: a queue object that is gone is
+/// told nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Observers(Arc<Mutex<Vec<Weak<Observer>>>>);
+
+impl Observers {
+    fn list(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Observer>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, observer: &Arc<Observer>) {
+        let mut list = self.list();
+        list.retain(|weak| weak.strong_count() > 0);
+        list.push(Arc::downgrade(observer));
+    }
+
+    fn remove(&self, observer: &Weak<Observer>) {
+        self.list().retain(|weak| !weak.ptr_eq(observer));
+    }
+
+    /// The observers of the queues still using the client.
+    pub(crate) fn live(&self) -> Vec<Arc<Observer>> {
+        self.list().iter().filter_map(Weak::upgrade).collect()
+    }
 }
 
 type Cell = Arc<OnceCell<Arc<SharedClient>>>;
@@ -100,6 +129,8 @@ pub(crate) struct Lease {
     released: AtomicBool,
     /// Becomes `true` when the queue released its lease (its `disconnect()` closed it).
     closed: watch::Sender<bool>,
+    /// The queue's observer, among the client's while the lease is held.
+    observer: Weak<Observer>,
 }
 
 /// Joins the entry of `key`, creating it when there is none, and returns its cell.
@@ -140,6 +171,7 @@ fn leave(cell: &Cell) -> Option<Arc<SharedClient>> {
 /// `deadline` with `timed_out()`.
 pub(crate) async fn acquire<C, F>(
     key: Key,
+    observer: &Arc<Observer>,
     deadline: Instant,
     connect: C,
     timed_out: impl FnOnce() -> Error,
@@ -162,11 +194,13 @@ where
         }
     };
     let (closed, _) = watch::channel(false);
+    shared.observers.add(observer);
     Ok(Lease {
         cell,
         shared,
         released: AtomicBool::new(false),
         closed,
+        observer: Arc::downgrade(observer),
     })
 }
 
@@ -196,6 +230,7 @@ impl Lease {
             return;
         }
         self.closed.send_replace(true);
+        self.shared.observers.remove(&self.observer);
         if let Some(shared) = leave(&self.cell) {
             shared.close().await;
         }
@@ -209,6 +244,7 @@ impl Drop for Lease {
         }
         // A queue dropped without `disconnect()`: the last one parks the client's reconnects;
         // dropping its last handle closes it.
+        self.shared.observers.remove(&self.observer);
         if let Some(shared) = leave(&self.cell) {
             shared.parked.store(true, Ordering::Relaxed);
         }
@@ -275,6 +311,7 @@ mod tests {
         let deadline = Instant::now() + std::time::Duration::from_secs(5);
         let result = acquire(
             key.clone(),
+            &Arc::default(),
             deadline,
             || async { Err(Error::NotConnected) },
             || Error::NotConnected,

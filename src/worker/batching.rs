@@ -24,7 +24,7 @@ use std::{
         atomic::{AtomicU32, Ordering},
         Arc, Mutex, PoisonError,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{mpsc, oneshot};
@@ -184,6 +184,12 @@ impl Handler for BatchedHandler {
     }
 
     fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome> {
+        let timed = self.handle_timed(attempt);
+        Box::pin(async move { timed.await.0 })
+    }
+
+    /// The start is when the receiver reported it ([`PendingOutcomes::started`]).
+    fn handle_timed(&self, attempt: Attempt) -> BoxFuture<(Outcome, Option<Instant>)> {
         // Tokens wrap after 2^32 attempts; only `batchSize` are ever outstanding.
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         let (started, mut outcome) = self.outcomes.register(token);
@@ -193,7 +199,10 @@ impl Handler for BatchedHandler {
         }
         if self.queue.send(Message::Attempt(token, attempt)).is_err() {
             self.outcomes.forget(token);
-            return Box::pin(async { Outcome::Failure(Failure::new("the handler was released")) });
+            return Box::pin(async {
+                let failure = Failure::new("the handler was released");
+                (Outcome::Failure(failure), None)
+            });
         }
         let registration = Registration {
             outcomes: self.outcomes.clone(),
@@ -208,11 +217,14 @@ impl Handler for BatchedHandler {
             };
             // Until it starts, an attempt only waits (an outcome may still come first, e.g. when
             // its batch could not be delivered).
+            let mut started = started;
             let settled = tokio::select! {
                 biased;
                 settled = &mut outcome => Some(settled.unwrap_or_else(released)),
-                _ = started => None,
+                _ = &mut started => None,
             };
+            // Started and settled in one report: it ran just now, as far as can be told.
+            let started_at = (settled.is_none() || started.try_recv().is_ok()).then(Instant::now);
             let outcome = match settled {
                 Some(outcome) => outcome,
                 None => match tokio::time::timeout(task_timeout, &mut outcome).await {
@@ -224,7 +236,7 @@ impl Handler for BatchedHandler {
                 },
             };
             drop(registration);
-            outcome
+            (outcome, started_at)
         })
     }
 

@@ -15,7 +15,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use async_nats::jetstream::{self, AckKind};
@@ -26,6 +26,7 @@ use crate::{
     envelope::{DeadLetterReason, EnvelopeError, Task},
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
+    observe::{events::DEAD_LETTERED, AttemptInfo, Clock, Ended},
     schedules,
     worker::acks::AckSender,
     worker::dead_letter::{self, Failed, Origin},
@@ -128,6 +129,14 @@ pub trait Handler: Send + Sync + 'static {
     /// dropped and counted as a failed attempt.
     fn handle(&self, attempt: Attempt) -> BoxFuture<Outcome>;
 
+    /// [`Handler::handle`], also telling when the handler really started the attempt (a
+    /// queueing handler may hold it a while first), for the metrics and events; `None` means
+    /// at the hand-over.
+    fn handle_timed(&self, attempt: Attempt) -> BoxFuture<(Outcome, Option<Instant>)> {
+        let handled = self.handle(attempt);
+        Box::pin(async move { (handled.await, None) })
+    }
+
     /// Whether the handler runs at most `batchSize` attempts at once by itself, queueing the
     /// rest in order. The worker then hands it every task it holds, prefetched ones too, as
     /// they arrive, instead of holding them until a slot is free. `taskTimeout` and heartbeats
@@ -149,6 +158,16 @@ pub trait Handler: Send + Sync + 'static {
     fn release_unstarted(&self) -> BoxFuture<()> {
         Box::pin(async {})
     }
+}
+
+/// An attempt handed to the handler.
+struct Handed {
+    id: String,
+    policy: TaskPolicy,
+    handled: BoxFuture<(Outcome, Option<Instant>)>,
+    /// When it was handed over.
+    at: Instant,
+    enqueued_at_ms: i64,
 }
 
 /// Why a delivery is dead-lettered without reaching the handler.
@@ -227,10 +246,7 @@ impl Executor {
         let started = self.start_handler(&message, &origin);
         async move {
             match started {
-                Ok((id, policy, handled)) => {
-                    self.finish(message, origin, id, policy, handled, slot)
-                        .await
-                }
+                Ok(handed) => self.finish(message, origin, handed, slot).await,
                 Err(refused) => {
                     drop(slot);
                     self.refuse(message, origin, refused).await
@@ -244,7 +260,7 @@ impl Executor {
         &self,
         message: &jetstream::Message,
         origin: &Origin,
-    ) -> Result<(String, TaskPolicy, BoxFuture<Outcome>), Refused> {
+    ) -> Result<Handed, Refused> {
         let task = decode(message).map_err(Refused::InvalidEnvelope)?;
         let policy = TaskPolicy::of(&task, self.connection.config());
         let max = policy.max;
@@ -252,13 +268,21 @@ impl Executor {
             return Err(Refused::DeliveriesExhausted(Box::new(task), max));
         }
         let id = task.id.clone();
+        let enqueued_at_ms = task.enqueued_at_ms;
         tracing::debug!(%id, attempt = origin.attempts, "handling task");
-        let handled = self.handler.handle(Attempt {
+        let at = Instant::now();
+        let handled = self.handler.handle_timed(Attempt {
             task,
             number: origin.attempts,
             max,
         });
-        Ok((id, policy, handled))
+        Ok(Handed {
+            id,
+            policy,
+            handled,
+            at,
+            enqueued_at_ms,
+        })
     }
 
     /// Dead-letters a delivery that was not handed to the handler.
@@ -280,7 +304,7 @@ impl Executor {
                     ..Failure::default()
                 };
                 let reason = DeadLetterReason::InvalidEnvelope;
-                self.dead_letter(&message, raw, &origin, reason, failure)
+                self.dead_letter(&message, raw, &origin, 0, reason, failure)
                     .await
             }
             Refused::DeliveriesExhausted(task, max) => {
@@ -290,7 +314,7 @@ impl Executor {
                     origin.attempts
                 ));
                 let reason = DeadLetterReason::DeliveriesExhausted;
-                self.dead_letter(&message, Failed::Task(*task), &origin, reason, failure)
+                self.dead_letter(&message, Failed::Task(*task), &origin, max, reason, failure)
                     .await
             }
         }
@@ -301,21 +325,36 @@ impl Executor {
         &self,
         message: jetstream::Message,
         origin: Origin,
-        id: String,
-        policy: TaskPolicy,
-        handled: BoxFuture<Outcome>,
+        handed: Handed,
         slot: Slot,
     ) -> Settlement {
+        let Handed {
+            id,
+            policy,
+            handled,
+            at,
+            enqueued_at_ms,
+        } = handed;
+        let mut started = None;
+        let handled = async {
+            let (outcome, at) = handled.await;
+            started = at;
+            outcome
+        };
         let outcome = self.run_with_heartbeats(&message, handled).await;
         drop(slot);
+        let clock = Clock {
+            enqueued_at_ms,
+            started: started.unwrap_or(at),
+        };
         if !policy.custom_id {
             return self
-                .settle_outcome(message, origin, &id, policy, outcome)
+                .settle_outcome(message, origin, &id, policy, outcome, &clock)
                 .await;
         }
         let sequence = origin.stream_sequence;
         let settled = self
-            .settle_outcome(message, origin, &id, policy, outcome)
+            .settle_outcome(message, origin, &id, policy, outcome, &clock)
             .await;
         if matches!(settled, Settlement::Acked | Settlement::DeadLettered) {
             crate::ids::release(&self.connection, &id, sequence).await;
@@ -331,13 +370,27 @@ impl Executor {
         id: &str,
         policy: TaskPolicy,
         outcome: Outcome,
+        clock: &Clock,
     ) -> Settlement {
         let config = self.connection.config();
+        let observer = self.connection.observer();
         let max = policy.max;
+        let info = || AttemptInfo {
+            id: Some(id.to_owned()),
+            attempt: origin.attempts,
+            max_attempts: max,
+            sequence: origin.stream_sequence,
+        };
         match outcome {
             Outcome::Success => {
                 tracing::debug!(%id, "task succeeded");
-                self.ack(&message, id).await
+                let settled = self.ack(&message, id).await;
+                let ended = match settled {
+                    Settlement::Acked => Ended::Completed,
+                    _ => Ended::Unsettled,
+                };
+                observer.attempt_ended(info, clock, ended);
+                settled
             }
             Outcome::NotStarted => {
                 tracing::debug!(%id, "task handed back unstarted");
@@ -351,13 +404,18 @@ impl Executor {
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
                 let reason = DeadLetterReason::InvalidData;
-                self.dead_letter(&message, task, &origin, reason, failure)
+                self.dead_letter(&message, task, &origin, max, reason, failure)
                     .await
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
-                let delay = Some(policy.delay_after(origin.attempts, &failure, config));
-                self.settle(&message, AckKind::Nak(delay), Settlement::Retried)
+                let delay = policy.delay_after(origin.attempts, &failure, config);
+                let ended = Ended::Failed {
+                    error: &failure.error,
+                    retry_delay: Some(delay),
+                };
+                observer.attempt_ended(info, clock, ended);
+                self.settle(&message, AckKind::Nak(Some(delay)), Settlement::Retried)
                     .await
             }
             Outcome::Failure(failure) => {
@@ -367,13 +425,18 @@ impl Executor {
                     DeadLetterReason::Rejected
                 };
                 tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", shorten(&failure.error));
+                let ended = Ended::Failed {
+                    error: &failure.error,
+                    retry_delay: None,
+                };
+                observer.attempt_ended(info, clock, ended);
                 // The handler took the task; decode it again (it decoded before) rather than
                 // copying every task for the few that fail for good.
                 let task = match decode(&message) {
                     Ok(task) => Failed::Task(task),
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
-                self.dead_letter(&message, task, &origin, reason, failure)
+                self.dead_letter(&message, task, &origin, max, reason, failure)
                     .await
             }
         }
@@ -401,7 +464,7 @@ impl Executor {
     async fn run_with_heartbeats(
         &self,
         message: &jetstream::Message,
-        handled: BoxFuture<Outcome>,
+        handled: impl Future<Output = Outcome>,
     ) -> Outcome {
         let timeout =
             (!self.handler.times_attempts()).then_some(self.connection.config().task_timeout);
@@ -415,9 +478,19 @@ impl Executor {
         message: &jetstream::Message,
         failed: Failed,
         origin: &Origin,
+        max: u64,
         reason: DeadLetterReason,
         failure: Failure,
     ) -> Settlement {
+        let observer = self.connection.observer();
+        // Copied only for listeners: the letter takes the originals.
+        let told = observer.events.wants(DEAD_LETTERED).then(|| {
+            let id = match &failed {
+                Failed::Task(task) => Some(task.id.clone()),
+                Failed::Raw(_) => None,
+            };
+            (id, failure.error.clone())
+        });
         let stored = dead_letter::publish(
             &self.connection,
             failed,
@@ -429,6 +502,14 @@ impl Executor {
         .await;
         match stored {
             Ok(()) => {
+                let (id, error) = told.unwrap_or_default();
+                let info = || AttemptInfo {
+                    id,
+                    attempt: origin.attempts,
+                    max_attempts: max,
+                    sequence: origin.stream_sequence,
+                };
+                observer.dead_lettered(info, reason, &error);
                 self.settle(message, AckKind::Term, Settlement::DeadLettered)
                     .await
             }
@@ -462,7 +543,7 @@ impl Executor {
 /// giving up after `timeout` (`taskTimeout`) when there is one. One timer serves both.
 pub(crate) async fn keep_alive(
     message: &jetstream::Message,
-    handled: BoxFuture<Outcome>,
+    handled: impl Future<Output = Outcome>,
     mut pace: HeartbeatPace,
     timeout: Option<Duration>,
 ) -> Outcome {
