@@ -152,12 +152,19 @@ describe('events', () => {
       const names = uniqueQueue()
       const withListener = new Protoqueue({ ...names })
       const silent = new Protoqueue({ ...names })
+      // A third queue object of another queue: the three share one client, each is told.
+      const neighbour = new Protoqueue({ ...uniqueQueue() })
       await withListener.connect(own.url)
       await silent.connect(own.url)
+      await neighbour.connect(own.url)
       const errors: ProtoqueueError[] = []
+      const neighbourErrors: ProtoqueueError[] = []
       withListener.on('error', (err) => errors.push(err))
+      neighbour.on('error', (err) => neighbourErrors.push(err))
       await own.kill()
       const err = await eventually('an error event', () => errors[0], 20_000)
+      const told = await eventually('an error event on the neighbour', () => neighbourErrors[0], 20_000)
+      assert.equal(told.code, 'ERR_PQ_DISCONNECTED')
       assert.ok(err instanceof ProtoqueueError)
       assert.equal(err.code, 'ERR_PQ_DISCONNECTED')
       assert.ok(!err.message.includes('password'))
@@ -167,6 +174,7 @@ describe('events', () => {
       await within('the silent queue too', silent.enqueue({ data: 2 }), 30_000)
       await withListener.disconnect()
       await silent.disconnect()
+      await neighbour.disconnect()
     } finally {
       await own.stop()
     }
