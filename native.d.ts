@@ -13,6 +13,12 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class NativeQueue {
   /** Validates the configuration; throws `ERR_PQ_INVALID_CONFIG` on any mistake. */
   constructor(config: any)
+  /**
+   * The content types besides JSON that the shim's serializer decodes: workers started from
+   * now on hand tasks of these to it (as base64) instead of dead-lettering them as
+   * `invalidData`. Throws `ERR_PQ_INVALID_CONFIG` for a malformed one.
+   */
+  acceptContentTypes(contentTypes: Array<string>): void
   /** Connects (a no-op when connected) and makes sure the streams exist. */
   connect(url?: string | undefined | null): Promise<void>
   /** Enqueues one task; resolves to its id once stored. */
@@ -140,6 +146,8 @@ export interface NativeFailure {
    * the task's or the queue's backoff decides.
    */
   retryDelay?: number
+  /** The task's data could not be decoded: dead-lettered at once as `invalidData`. */
+  invalidData?: boolean
 }
 
 /** Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim). */
@@ -220,6 +228,8 @@ export interface NativeTask {
   rawData?: Buffer
   /** How the data is encoded, as the producer said (`application/json` from JavaScript). */
   contentType: string
+  /** The task's name, when it has one. */
+  name?: string
   /** The user's metadata as JSON object text, when there is metadata and it is one. */
   metadata?: string
   /** The metadata's bytes, when they are not a JSON object. */
@@ -234,10 +244,16 @@ export interface NativeTask {
   maxAttempts: number
 }
 
-/** A task to enqueue, as the shim sends it: JSON text. */
+/** A task to enqueue, as the shim sends it: JSON text, or its serializer's bytes. */
 export interface NativeTaskInput {
-  /** The task's data as JSON text. */
-  data: string
+  /** The task's data as JSON text (absent when `rawData` holds it). */
+  data?: string
+  /** The task's data as its serializer encoded it, with `contentType`. */
+  rawData?: Buffer
+  /** How `rawData` is encoded; absent: JSON. */
+  contentType?: string
+  /** The task's name, in a queue of several task types. */
+  name?: string
   /** The task's metadata as JSON object text, if any. */
   metadata?: string
   /** The producer's own task id. */

@@ -44,6 +44,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod content_type;
 pub mod envelope;
 pub mod error;
 pub mod ids;

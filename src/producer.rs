@@ -53,6 +53,11 @@ pub struct NewTask {
     pub max_retries: Option<u32>,
     /// The task's own retry backoff; `None`: the worker's option applies.
     pub backoff: Option<Backoff>,
+    /// How `data` is encoded ([`crate::content_type::validate`]); `None`: JSON.
+    pub content_type: Option<String>,
+    /// The task's name in a queue of several task types
+    /// ([`crate::content_type::validate_name`]); `None`: none.
+    pub name: Option<String>,
 }
 
 impl NewTask {
@@ -216,7 +221,18 @@ fn encode_each(
             None => uuid::Uuid::now_v7().to_string(),
         };
         let run_at = task.run_at;
-        let mut envelope = Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
+        let content_type = match &task.content_type {
+            Some(content_type) => {
+                crate::content_type::validate(content_type)?;
+                content_type.as_str()
+            }
+            None => envelope::JSON,
+        };
+        let mut envelope = Task::create(id.clone(), task.data, content_type, task.metadata, now);
+        if let Some(name) = task.name {
+            crate::content_type::validate_name(&name)?;
+            envelope.name = name;
+        }
         envelope.custom_id = custom_id;
         envelope.max_retries = task.max_retries;
         envelope.backoff = task.backoff.map(Into::into);

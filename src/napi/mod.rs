@@ -25,6 +25,7 @@ use crate::{
     },
     config::{backoff::Backoff, MAX_DURATION_MS},
     config::{Config, LetterOptions},
+    content_type::{self, Accepted},
     envelope::{self, DeadLetterReason, Task},
     error::Error,
     logging, producer,
@@ -69,11 +70,17 @@ fn coded(err: &Error) -> String {
     format!("{}: {err}", err.code())
 }
 
-/// A task to enqueue, as the shim sends it: JSON text.
+/// A task to enqueue, as the shim sends it: JSON text, or its serializer's bytes.
 #[napi(object)]
 pub struct NativeTaskInput {
-    /// The task's data as JSON text.
-    pub data: String,
+    /// The task's data as JSON text (absent when `rawData` holds it).
+    pub data: Option<String>,
+    /// The task's data as its serializer encoded it, with `contentType`.
+    pub raw_data: Option<Buffer>,
+    /// How `rawData` is encoded; absent: JSON.
+    pub content_type: Option<String>,
+    /// The task's name, in a queue of several task types.
+    pub name: Option<String>,
     /// The task's metadata as JSON object text, if any.
     pub metadata: Option<String>,
     /// The producer's own task id.
@@ -126,6 +133,8 @@ pub struct NativeTask {
     pub raw_data: Option<Buffer>,
     /// How the data is encoded, as the producer said (`application/json` from JavaScript).
     pub content_type: String,
+    /// The task's name, when it has one.
+    pub name: Option<String>,
     /// The user's metadata as JSON object text, when there is metadata and it is one.
     pub metadata: Option<String>,
     /// The metadata's bytes, when they are not a JSON object.
@@ -154,6 +163,8 @@ pub struct NativeFailure {
     /// The wait before the next attempt in ms, from the worker's `backoff` function; absent:
     /// the task's or the queue's backoff decides.
     pub retry_delay: Option<f64>,
+    /// The task's data could not be decoded: dead-lettered at once as `invalidData`.
+    pub invalid_data: Option<bool>,
 }
 
 /// Queue statistics.
@@ -235,6 +246,8 @@ pub struct NativeDeadLetter {
 #[napi]
 pub struct NativeQueue {
     queue: Arc<Queue>,
+    /// The content types besides JSON this queue's workers hand to the shim's decoder.
+    accepted: Mutex<Arc<Accepted>>,
 }
 
 #[napi]
@@ -248,7 +261,21 @@ impl NativeQueue {
         }
         Ok(NativeQueue {
             queue: Arc::new(Queue::new(config)),
+            accepted: Mutex::default(),
         })
+    }
+
+    /// The content types besides JSON that the shim's serializer decodes: workers started from
+    /// now on hand tasks of these to it (as base64) instead of dead-lettering them as
+    /// `invalidData`. Throws `ERR_PQ_INVALID_CONFIG` for a malformed one.
+    #[napi]
+    pub fn accept_content_types(&self, content_types: Vec<String>) -> napi::Result<()> {
+        let accepted = Accepted::new(content_types).map_err(to_js)?;
+        *self
+            .accepted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(accepted);
+        Ok(())
     }
 
     /// Connects (a no-op when connected) and makes sure the streams exist.
@@ -379,9 +406,15 @@ impl NativeQueue {
         run: u32,
         dispatch: ThreadsafeFunction<String, (), String, Status, false>,
     ) -> napi::Result<()> {
+        let accepted = self
+            .accepted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
         let sink = JsDispatch {
             function: Arc::new(dispatch),
             limit: self.queue.config().batch_size,
+            accepted,
         };
         self.queue.process_batched(run, sink).await.map_err(to_js)
     }
@@ -607,9 +640,20 @@ impl Throttled {
 }
 
 fn new_task(input: NativeTaskInput, now_ms: i64) -> crate::Result<producer::NewTask> {
+    let data = match (input.data, input.raw_data) {
+        (Some(text), None) if input.content_type.is_none() => Bytes::from(text.into_bytes()),
+        (None, Some(bytes)) if input.content_type.is_some() => Bytes::from(bytes.to_vec()),
+        _ => {
+            return Err(Error::InvalidTask(
+                "a task carries JSON text, or bytes with their content type".into(),
+            ))
+        }
+    };
     Ok(producer::NewTask {
         run_at: schedules::run_at(input.delay, input.run_at, now_ms)?,
-        data: Bytes::from(input.data.into_bytes()),
+        data,
+        content_type: input.content_type,
+        name: input.name,
         metadata: input
             .metadata
             .map(|m| Bytes::from(m.into_bytes()))
@@ -667,13 +711,15 @@ fn native_schedule(stored: StoredSchedule) -> NativeSchedule {
 struct JsDispatch {
     function: Arc<ThreadsafeFunction<String, (), String, Status, false>>,
     limit: u32,
+    /// The content types besides JSON the shim decodes.
+    accepted: Arc<Accepted>,
 }
 
 impl BatchSink for JsDispatch {
     type Item = (u32, String);
 
     fn item(&self, token: u32, attempt: Attempt) -> Result<(u32, String), Outcome> {
-        match handoff::task_json(&attempt) {
+        match handoff::task_json(&attempt, &self.accepted) {
             Ok(json) => Ok((token, json)),
             Err(failure) => Err(Outcome::InvalidData(failure)),
         }
@@ -707,7 +753,8 @@ impl BatchSink for JsDispatch {
 }
 
 fn native_task(task: Task, attempt: u64, max_attempts: u64, data_dropped: bool) -> NativeTask {
-    let data = (!data_dropped)
+    // Data of another content type is handed over as bytes, even when they happen to be JSON.
+    let data = (!data_dropped && content_type::is_json(&task.content_type))
         .then(|| handoff::json_text(&task.data).map(str::to_owned))
         .flatten();
     let raw_data = (!data_dropped && data.is_none()).then(|| Buffer::from(task.data.to_vec()));
@@ -721,6 +768,7 @@ fn native_task(task: Task, attempt: u64, max_attempts: u64, data_dropped: bool) 
         data,
         raw_data,
         content_type: task.content_type,
+        name: (!task.name.is_empty()).then_some(task.name),
         metadata,
         raw_metadata,
         data_dropped,
@@ -804,6 +852,7 @@ impl LetterHandler for JsLetters {
                     details: outcome.details,
                     retry: outcome.retry,
                     retry_delay: None,
+                    invalid_data: None,
                 }),
                 Err(err) => {
                     Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason)))
@@ -835,7 +884,8 @@ fn letter_filter(filter: NativeLetterFilter) -> crate::Result<Filter> {
 }
 
 fn outcome_of(failure: NativeFailure) -> Outcome {
-    Outcome::Failure(Failure {
+    let invalid_data = failure.invalid_data == Some(true);
+    let failure = Failure {
         error: failure
             .error
             .unwrap_or_else(|| "handler returned { success: false }".into()),
@@ -848,5 +898,10 @@ fn outcome_of(failure: NativeFailure) -> Outcome {
             .retry_delay
             .filter(|ms| ms.is_finite() && *ms >= 0.0)
             .map(|ms| Duration::from_millis((ms as u64).min(MAX_DURATION_MS))),
-    })
+    };
+    if invalid_data {
+        Outcome::InvalidData(failure)
+    } else {
+        Outcome::Failure(failure)
+    }
 }
