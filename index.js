@@ -9,6 +9,7 @@ const { AsyncLocalStorage } = require('node:async_hooks')
 const { NativeQueue } = require('./native.js')
 const { coalesce } = require('./lib/coalesce.js')
 const { describe, dispatcher, runHandler } = require('./lib/dispatcher.js')
+const serializers = require('./lib/serializers.js')
 
 /**
  * The queue whose handler the current code runs in: `disconnect()` called by a handler cannot
@@ -135,18 +136,22 @@ function toJson(value, what) {
   return text
 }
 
-/** Checks one `{ data, metadata? }` and encodes it as the native side expects. */
-function encodeTask(task, what) {
+/**
+ * Checks one `{ data, metadata? }` and encodes it as the native side expects: its data as JSON
+ * text, or as `codec` (the queue's serializer, if any) encodes it.
+ */
+function encodeTask(task, what, codec) {
   try {
-    return encodeCheckedTask(task, what)
+    return encodeCheckedTask(task, what, codec)
   } catch (err) {
     if (err instanceof ProtoqueueError) throw err
+    if (err instanceof serializers.CodedError) throw new ProtoqueueError(err.code, err.message, { cause: err.cause })
     // A getter or Proxy trap of the task threw.
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} could not be read: ${messageOf(err)}`, { cause: err })
   }
 }
 
-function encodeCheckedTask(task, what) {
+function encodeCheckedTask(task, what, codec) {
   if (!isPlainObject(task)) {
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} must be an object like { data, metadata? }, got ${describe(task)}`)
   }
@@ -159,7 +164,7 @@ function encodeCheckedTask(task, what) {
   if (data === undefined) {
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.data is required`)
   }
-  const input = { data: toJson(data, `${what}.data`) }
+  const input = codec === undefined ? { data: toJson(data, `${what}.data`) } : { rawData: codec.encode(data, `${what}.data`), contentType: codec.contentType }
   const metadata = task.metadata
   if (metadata !== undefined && metadata !== null) {
     if (!isPlainObject(metadata)) {
@@ -186,6 +191,12 @@ function encodeCheckedTask(task, what) {
     else throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.runAt must be a Date or ms since the epoch, got ${describe(runAt)}`)
   }
   retryFields(task, input, what)
+  const name = task.name
+  if (name !== undefined && name !== null) {
+    // The native side checks its form.
+    if (typeof name !== 'string') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.name must be a string, got ${describe(name)}`)
+    input.name = name
+  }
   return input
 }
 
@@ -214,7 +225,7 @@ function checkedString(value, what, code) {
 /** The task keys for ids and retries (checked in the native core; only types here). */
 const RETRY_KEYS = new Set(['id', 'maxRetries', 'backoff'])
 /** Every key a task may have besides `data`. */
-const OPTIONAL_TASK_KEYS = new Set(['metadata', 'delay', 'runAt', ...RETRY_KEYS])
+const OPTIONAL_TASK_KEYS = new Set(['metadata', 'name', 'delay', 'runAt', ...RETRY_KEYS])
 const TASK_KEYS = new Set(['data', ...OPTIONAL_TASK_KEYS])
 
 /** Copies `id`, `maxRetries` and `backoff` (a plain object: a function cannot travel with a task). */
@@ -250,8 +261,11 @@ function withTimestamp(metadata, enqueuedAt) {
   return typeof timestamp === 'number' && Number.isFinite(timestamp) ? metadata : { ...metadata, timestamp: enqueuedAt }
 }
 
-/** A dead letter's task: data as JSON when it is JSON, else raw bytes, or marked dropped. */
-function decodeLetterTask(native) {
+/**
+ * A dead letter's task: data as JSON when it is JSON, decoded when it is of the content type of
+ * the queue's serializer (`codec`) and decodes, else raw bytes, or marked dropped.
+ */
+function decodeLetterTask(native, codec) {
   const metadata = parseJson(native.metadata)
   const isObject = metadata !== undefined && isPlainObject(metadata.value)
   const task = {
@@ -263,6 +277,7 @@ function decodeLetterTask(native) {
     contentType: native.contentType,
     dataFormat: 'json',
   }
+  if (native.name) task.name = native.name
   if (!isObject && (native.metadata !== undefined && native.metadata !== null || native.rawMetadata)) {
     task.rawMetadata = native.rawMetadata ?? Buffer.from(native.metadata, 'utf8')
   }
@@ -272,6 +287,8 @@ function decodeLetterTask(native) {
     task.dataDropped = true
   } else if (data !== undefined) {
     task.data = data.value
+  } else if (native.rawData && serializers.decodes(codec, native.contentType) && decodedInto(task, codec, native.rawData)) {
+    task.dataFormat = 'decoded'
   } else {
     task.dataFormat = 'raw'
     task.data = native.rawData ?? Buffer.from(native.data ?? '', 'utf8')
@@ -279,10 +296,20 @@ function decodeLetterTask(native) {
   return task
 }
 
-function decodeDeadLetter(letter) {
+/** Sets `task.data` to `bytes` decoded by `codec`; `false` when they do not decode. */
+function decodedInto(task, codec, bytes) {
+  try {
+    task.data = codec.decode(bytes, task.contentType)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function decodeDeadLetter(letter, codec) {
   const details = parseJson(letter.details)
   const decoded = {
-    task: letter.task ? decodeLetterTask(letter.task) : undefined,
+    task: letter.task ? decodeLetterTask(letter.task, codec) : undefined,
     raw: letter.raw ?? undefined,
     reason: letter.reason,
     error: letter.error,
@@ -318,6 +345,31 @@ function backoffFunction(config) {
     if (err instanceof ProtoqueueError) throw err
     throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: it could not be read: ${messageOf(err)}`, { cause: err })
   }
+}
+
+/**
+ * The queue's serializer (`config.serializer`, or `config.schema` for Protobuf) with a copy of
+ * the configuration without them (the native side takes only plain values); `undefined` when
+ * the configuration has neither.
+ */
+function codecConfig(config) {
+  let serializer, schema
+  try {
+    if (!isPlainObject(config) || (!('serializer' in config) && !('schema' in config))) return undefined
+    serializer = config.serializer
+    schema = config.schema
+  } catch (err) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: it could not be read: ${messageOf(err)}`, { cause: err })
+  }
+  let codec
+  try {
+    codec = serializers.codecOf(serializer, schema)
+  } catch (err) {
+    if (err instanceof serializers.CodedError) throw new ProtoqueueError(err.code, err.message, { cause: err.cause })
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer could not be read: ${messageOf(err)}`, { cause: err })
+  }
+  const { serializer: _s, schema: _m, ...rest } = config
+  return { codec, config: rest }
 }
 
 /**
@@ -381,7 +433,15 @@ class Protoqueue {
   /** `options.backoff` when it is a function: the dispatcher asks it for each retry's delay. */
   #backoff
 
+  /** The queue's serializer (`serializer` / `schema`); `undefined`: JSON. */
+  #codec
+
   constructor(config) {
+    const codec = codecConfig(config)
+    if (codec) {
+      this.#codec = codec.codec
+      config = codec.config
+    }
     const backoff = backoffFunction(config)
     if (backoff) {
       this.#backoff = backoff.fn
@@ -390,6 +450,7 @@ class Protoqueue {
     const plain = plainConfig(config)
     try {
       this.#native = new NativeQueue(plain === undefined ? null : plain)
+      if (this.#codec) this.#native.acceptContentTypes([this.#codec.contentType])
     } catch (err) {
       throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
@@ -437,7 +498,7 @@ class Protoqueue {
 
   /** Enqueues one task; resolves to its id once JetStream has stored it. */
   async enqueue(task) {
-    const input = encodeTask(task, 'task')
+    const input = encodeTask(task, 'task', this.#codec)
     return native(() => this.#enqueueOne(input))
   }
 
@@ -457,13 +518,20 @@ class Protoqueue {
       const length = tasks.length
       inputs = new Array(length)
       // Indexed, not `map`: a hole in a sparse array is a missing task, not a skipped one.
-      for (let i = 0; i < length; i++) inputs[i] = encodeTask(tasks[i], `tasks[${i}]`)
+      const codec = this.#codec
+      for (let i = 0; i < length; i++) inputs[i] = encodeTask(tasks[i], `tasks[${i}]`, codec)
     } catch (err) {
       if (err instanceof ProtoqueueError) throw err
       throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `enqueueBatch could not read its tasks: ${messageOf(err)}`, { cause: err })
     }
     if (inputs.length === 0) return []
     return native(() => this.#native.enqueueBatch(inputs))
+  }
+
+  /** Decodes a task's data with the queue's serializer before its handler runs; none for JSON. */
+  get #decode() {
+    const codec = this.#codec
+    return codec === undefined ? undefined : (task) => serializers.decodeTask(codec, task)
   }
 
   /** Starts processing tasks with `handler`; resolves once the worker runs. */
@@ -476,7 +544,7 @@ class Protoqueue {
     const run = nativeQueue.reserveRun()
     const tasks = dispatcher((task) => handlerOf.run(this, handler, task), {
       complete: (succeeded, failed, started) => nativeQueue.complete(run, succeeded, failed, started),
-    }, { backoff: this.#backoff })
+    }, { backoff: this.#backoff, decode: this.#decode })
     await native(() => nativeQueue.process(run, tasks.dispatch))
     this.#dispatcher = tasks
     return this
@@ -518,7 +586,7 @@ class Protoqueue {
   async schedule(name, spec, task) {
     const checkedName = checkedString(name, 'schedule(name)', 'ERR_PQ_INVALID_CONFIG')
     const plainSpec = plainConfig(spec)
-    const input = encodeTask(task, 'task')
+    const input = encodeTask(task, 'task', this.#codec)
     await native(() => this.#native.schedule(checkedName, plainSpec ?? null, input))
   }
 
@@ -543,7 +611,7 @@ class Protoqueue {
       throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetters(limit) takes an integer from 1 to ${MAX_DEAD_LETTERS}, got ${describe(limit)}`)
     }
     const letters = await native(() => this.#native.deadLetters(limit))
-    return letters.map(decodeDeadLetter)
+    return letters.map((letter) => decodeDeadLetter(letter, this.#codec))
   }
 
   /** Reads (without removing) the dead letter at `sequence`; `undefined` when there is none. */
@@ -552,7 +620,7 @@ class Protoqueue {
       throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetter(sequence) takes an integer >= 1, got ${describe(sequence)}`)
     }
     const letter = await native(() => this.#native.deadLetter(sequence))
-    return letter ? decodeDeadLetter(letter) : undefined
+    return letter ? decodeDeadLetter(letter, this.#codec) : undefined
   }
 
   /** Starts a dead-letter worker; `{ success: true }` from `handler` removes the letter. */
@@ -561,7 +629,7 @@ class Protoqueue {
       throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `processDLQ(handler) takes a function, got ${describe(handler)}`)
     }
     const settings = options === undefined ? null : plainConfig(options)
-    const letters = (letter) => handlerOf.run(this, runHandler, handler, decodeDeadLetter(letter))
+    const letters = (letter) => handlerOf.run(this, runHandler, handler, decodeDeadLetter(letter, this.#codec))
     await native(() => this.#native.processDeadLetters(letters, settings))
     return this
   }
