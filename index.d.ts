@@ -470,8 +470,9 @@ export interface QueueStats {
 /**
  * Why a task was dead-lettered: its last attempt failed (`retriesExhausted`), the handler said
  * `retry: false` (`rejected`), the message was not a task envelope (`invalidEnvelope`), its data
- * is not JSON or its metadata not a JSON object so no handler could take it (`invalidData`, on
- * its first delivery, without calling the handler), or it was delivered too often without a
+ * is not JSON (nor of the content type of the worker's `serializer`/`schema`), does not decode with
+ * them, or its metadata is not a JSON object, so no handler could take it (`invalidData`, on its
+ * first delivery, without calling the handler), or it was delivered too often without a
  * result (`deliveriesExhausted`).
  */
 export type DeadLetterReason = 'retriesExhausted' | 'rejected' | 'invalidEnvelope' | 'invalidData' | 'deliveriesExhausted' | 'unspecified'

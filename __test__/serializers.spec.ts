@@ -181,6 +181,22 @@ describe('Protobuf task data from a protobuf-es schema', () => {
     await eventually('the letter gone', async () => (await queue.getDeadLetters()).length === 0)
   })
 
+  test('delayed and recurring tasks keep their Protobuf data and content type', async () => {
+    const names = uniqueQueue('pb_sched')
+    const queue = await queueOf({ ...names, schema: OrderSchema, options: { schedules: true } })
+    const seen = collector<Order>()
+    await queue.process(seen.handler)
+    await queue.enqueue({ data: { id: 'delayed', quantity: 1 }, delay: 50 })
+    await queue.schedule('every-second', { every: 1000 }, { name: 'tick', data: { id: 'recurring', quantity: 2 } })
+    const tasks = await seen.until(2)
+    await queue.unschedule('every-second')
+    const byId = new Map(tasks.map((t) => [t.data.id, t]))
+    assert.equal(byId.get('delayed')?.data.quantity, 1)
+    assert.equal(byId.get('recurring')?.data.quantity, 2)
+    assert.equal(byId.get('recurring')?.name, 'tick')
+    for (const task of tasks) assert.equal(task.contentType, ORDER_TYPE)
+  })
+
   test('a value the schema cannot encode rejects with ERR_PQ_SERIALIZE and nothing is sent', async () => {
     const names = uniqueQueue('pb_bad')
     const queue = await queueOf({ ...names, schema: OrderSchema })
