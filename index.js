@@ -164,7 +164,7 @@ function encodeCheckedTask(task, what, codec) {
   if (data === undefined) {
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.data is required`)
   }
-  const input = codec === undefined ? { data: toJson(data, `${what}.data`) } : { rawData: codec.encode(data, `${what}.data`), contentType: codec.contentType }
+  const input = { data: codec === undefined ? toJson(data, `${what}.data`) : codec.encode(data, `${what}.data`) }
   const metadata = task.metadata
   if (metadata !== undefined && metadata !== null) {
     if (!isPlainObject(metadata)) {
@@ -193,11 +193,20 @@ function encodeCheckedTask(task, what, codec) {
   retryFields(task, input, what)
   const name = task.name
   if (name !== undefined && name !== null) {
-    // The native side checks its form.
+    // The native side checks its form. It reads `name` from the `names` argument beside the
+    // tasks (see namesOf), not from the input, so unnamed tasks cost nothing more to convert.
     if (typeof name !== 'string') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.name must be a string, got ${describe(name)}`)
     input.name = name
   }
   return input
+}
+
+/** The names of encoded tasks, in order, for the native side; `undefined` when none has one. */
+function namesOf(inputs) {
+  for (let i = 0; i < inputs.length; i++) {
+    if (inputs[i].name !== undefined) return inputs.map((input) => input.name)
+  }
+  return undefined
 }
 
 /** A recurring schedule as `getSchedules()` returns it. */
@@ -450,7 +459,7 @@ class Protoqueue {
     const plain = plainConfig(config)
     try {
       this.#native = new NativeQueue(plain === undefined ? null : plain)
-      if (this.#codec) this.#native.acceptContentTypes([this.#codec.contentType])
+      if (this.#codec) this.#native.useSerializer(this.#codec.contentType)
     } catch (err) {
       throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
@@ -504,7 +513,7 @@ class Protoqueue {
 
   /** Single enqueues of one event-loop turn cross into the native side together. */
   #enqueueOne = coalesce(
-    (inputs) => this.#native.enqueueEach(inputs).then((results) => results.map((r) => ({ value: r.id ?? undefined, error: r.error }))),
+    (inputs) => this.#native.enqueueEach(inputs, namesOf(inputs)).then((results) => results.map((r) => ({ value: r.id ?? undefined, error: r.error }))),
     (text) => withCode(new Error(text), 'ERR_PQ_NATS'),
   )
 
@@ -525,7 +534,7 @@ class Protoqueue {
       throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `enqueueBatch could not read its tasks: ${messageOf(err)}`, { cause: err })
     }
     if (inputs.length === 0) return []
-    return native(() => this.#native.enqueueBatch(inputs))
+    return native(() => this.#native.enqueueBatch(inputs, namesOf(inputs)))
   }
 
   /** Decodes a task's data with the queue's serializer before its handler runs; none for JSON. */
@@ -587,7 +596,7 @@ class Protoqueue {
     const checkedName = checkedString(name, 'schedule(name)', 'ERR_PQ_INVALID_CONFIG')
     const plainSpec = plainConfig(spec)
     const input = encodeTask(task, 'task', this.#codec)
-    await native(() => this.#native.schedule(checkedName, plainSpec ?? null, input))
+    await native(() => this.#native.schedule(checkedName, plainSpec ?? null, input, input.name))
   }
 
   /** Removes the recurring task `name`; resolves to whether it existed. */

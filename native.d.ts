@@ -14,29 +14,34 @@ export declare class NativeQueue {
   /** Validates the configuration; throws `ERR_PQ_INVALID_CONFIG` on any mistake. */
   constructor(config: any)
   /**
-   * The content types besides JSON that the shim's serializer decodes: workers started from
-   * now on hand tasks of these to it (as base64) instead of dead-lettering them as
-   * `invalidData`. Throws `ERR_PQ_INVALID_CONFIG` for a malformed one.
+   * Gives the queue a serializer besides JSON (once, before anything else): task data given
+   * as bytes is labelled `contentType`, and workers hand tasks of its media type to the shim
+   * (as base64) instead of dead-lettering them as `invalidData`. Throws
+   * `ERR_PQ_INVALID_CONFIG` for a malformed content type or a second call.
    */
-  acceptContentTypes(contentTypes: Array<string>): void
+  useSerializer(contentType: string): void
   /** Connects (a no-op when connected) and makes sure the streams exist. */
   connect(url?: string | undefined | null): Promise<void>
-  /** Enqueues one task; resolves to its id once stored. */
-  enqueue(task: NativeTaskInput): Promise<string>
-  /** Enqueues many tasks, pipelined; resolves to their ids in order once all are stored. */
-  enqueueBatch(tasks: Array<NativeTaskInput>): Promise<Array<string>>
+  /** Enqueues one task (named `name`, if given); resolves to its id once stored. */
+  enqueue(task: NativeTaskInput, name?: string | undefined | null): Promise<string>
+  /**
+   * Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
+   * `names`, when given, holds each task's name (or nothing), in the order of `tasks`.
+   */
+  enqueueBatch(tasks: Array<NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<Array<string>>
   /**
    * Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
-   * the shim); resolves, in input order, to each one's id or its coded error text.
+   * the shim); resolves, in input order, to each one's id or its coded error text. `names` as
+   * in `enqueueBatch`.
    */
-  enqueueEach(tasks: Array<NativeTaskInput>): Promise<Array<NativeEnqueued>>
+  enqueueEach(tasks: Array<NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<Array<NativeEnqueued>>
   /** Cancels the delayed task `id` that is not yet due; resolves to whether it was. */
   cancel(id: string): Promise<boolean>
   /**
    * Creates or replaces the recurring task `name`: `spec` is `{ cron } | { every }` with an
-   * optional `timeZone`.
+   * optional `timeZone`; its tasks are named `taskName`, if given.
    */
-  schedule(name: string, spec: any, task: NativeTaskInput): Promise<void>
+  schedule(name: string, spec: any, task: NativeTaskInput, taskName?: string | undefined | null): Promise<void>
   /** Removes the recurring task `name`; resolves to whether it existed. */
   unschedule(name: string): Promise<boolean>
   /** The recurring tasks of the queue. */
@@ -244,16 +249,16 @@ export interface NativeTask {
   maxAttempts: number
 }
 
-/** A task to enqueue, as the shim sends it: JSON text, or its serializer's bytes. */
+/**
+ * A task to enqueue, as the shim sends it. (Its name, if any, travels beside it, in a `names`
+ * argument: a task without one costs no more to convert than before names existed.)
+ */
 export interface NativeTaskInput {
-  /** The task's data as JSON text (absent when `rawData` holds it). */
-  data?: string
-  /** The task's data as its serializer encoded it, with `contentType`. */
-  rawData?: Buffer
-  /** How `rawData` is encoded; absent: JSON. */
-  contentType?: string
-  /** The task's name, in a queue of several task types. */
-  name?: string
+  /**
+   * The task's data as JSON text, or as bytes the queue's serializer encoded
+   * (`useSerializer`).
+   */
+  data: string | Buffer
   /** The task's metadata as JSON object text, if any. */
   metadata?: string
   /** The producer's own task id. */

@@ -5,13 +5,13 @@
 //! methods); the shim turns them back into `Error`s with `err.code`.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use napi::{
-    bindgen_prelude::{Buffer, Promise, Uint32Array},
+    bindgen_prelude::{Buffer, Either, Promise, Uint32Array},
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
     Status,
 };
@@ -70,17 +70,13 @@ fn coded(err: &Error) -> String {
     format!("{}: {err}", err.code())
 }
 
-/// A task to enqueue, as the shim sends it: JSON text, or its serializer's bytes.
+/// A task to enqueue, as the shim sends it. (Its name, if any, travels beside it, in a `names`
+/// argument: a task without one costs no more to convert than before names existed.)
 #[napi(object)]
 pub struct NativeTaskInput {
-    /// The task's data as JSON text (absent when `rawData` holds it).
-    pub data: Option<String>,
-    /// The task's data as its serializer encoded it, with `contentType`.
-    pub raw_data: Option<Buffer>,
-    /// How `rawData` is encoded; absent: JSON.
-    pub content_type: Option<String>,
-    /// The task's name, in a queue of several task types.
-    pub name: Option<String>,
+    /// The task's data as JSON text, or as bytes the queue's serializer encoded
+    /// (`useSerializer`).
+    pub data: Either<String, Buffer>,
     /// The task's metadata as JSON object text, if any.
     pub metadata: Option<String>,
     /// The producer's own task id.
@@ -246,8 +242,15 @@ pub struct NativeDeadLetter {
 #[napi]
 pub struct NativeQueue {
     queue: Arc<Queue>,
-    /// The content types besides JSON this queue's workers hand to the shim's decoder.
-    accepted: Mutex<Arc<Accepted>>,
+    /// The queue's serializer, if it has one besides JSON (set once, by the shim).
+    serializer: OnceLock<Serializer>,
+}
+
+/// A queue's serializer as the core sees it: the content type it writes, and the content types
+/// besides JSON its workers hand to the shim's decoder.
+struct Serializer {
+    content_type: String,
+    accepted: Arc<Accepted>,
 }
 
 #[napi]
@@ -261,21 +264,32 @@ impl NativeQueue {
         }
         Ok(NativeQueue {
             queue: Arc::new(Queue::new(config)),
-            accepted: Mutex::default(),
+            serializer: OnceLock::new(),
         })
     }
 
-    /// The content types besides JSON that the shim's serializer decodes: workers started from
-    /// now on hand tasks of these to it (as base64) instead of dead-lettering them as
-    /// `invalidData`. Throws `ERR_PQ_INVALID_CONFIG` for a malformed one.
+    /// Gives the queue a serializer besides JSON (once, before anything else): task data given
+    /// as bytes is labelled `contentType`, and workers hand tasks of its media type to the shim
+    /// (as base64) instead of dead-lettering them as `invalidData`. Throws
+    /// `ERR_PQ_INVALID_CONFIG` for a malformed content type or a second call.
     #[napi]
-    pub fn accept_content_types(&self, content_types: Vec<String>) -> napi::Result<()> {
-        let accepted = Accepted::new(content_types).map_err(to_js)?;
-        *self
-            .accepted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(accepted);
-        Ok(())
+    pub fn use_serializer(&self, content_type: String) -> napi::Result<()> {
+        let accepted = Accepted::new([content_type.as_str()]).map_err(to_js)?;
+        self.serializer
+            .set(Serializer {
+                content_type,
+                accepted: Arc::new(accepted),
+            })
+            .map_err(|_| {
+                to_js(Error::InvalidConfig(
+                    "the queue has a serializer already".into(),
+                ))
+            })
+    }
+
+    /// The content type of task data given as bytes, if the queue has a serializer.
+    fn content_type(&self) -> Option<&str> {
+        self.serializer.get().map(|s| s.content_type.as_str())
     }
 
     /// Connects (a no-op when connected) and makes sure the streams exist.
@@ -284,38 +298,56 @@ impl NativeQueue {
         self.queue.connect(url.as_deref()).await.map_err(to_js)
     }
 
-    /// Enqueues one task; resolves to its id once stored.
+    /// Enqueues one task (named `name`, if given); resolves to its id once stored.
     #[napi(catch_unwind)]
-    pub async fn enqueue(&self, task: NativeTaskInput) -> napi::Result<String> {
-        let task = new_task(task, envelope::now_ms()).map_err(to_js)?;
+    pub async fn enqueue(
+        &self,
+        task: NativeTaskInput,
+        name: Option<String>,
+    ) -> napi::Result<String> {
+        let task = new_task(task, name, self.content_type(), envelope::now_ms()).map_err(to_js)?;
         self.queue.enqueue(task).await.map_err(to_js)
     }
 
     /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
+    /// `names`, when given, holds each task's name (or nothing), in the order of `tasks`.
     #[napi(catch_unwind)]
-    pub async fn enqueue_batch(&self, tasks: Vec<NativeTaskInput>) -> napi::Result<Vec<String>> {
+    pub async fn enqueue_batch(
+        &self,
+        tasks: Vec<NativeTaskInput>,
+        names: Option<Vec<Option<String>>>,
+    ) -> napi::Result<Vec<String>> {
         let now = envelope::now_ms();
+        let content_type = self.content_type();
+        let mut names = names.unwrap_or_default().into_iter();
         let tasks = tasks
             .into_iter()
             .enumerate()
-            .map(|(i, task)| new_task(task, now).map_err(|err| at_index(i, err)))
+            .map(|(i, task)| {
+                new_task(task, names.next().flatten(), content_type, now)
+                    .map_err(|err| at_index(i, err))
+            })
             .collect::<crate::Result<Vec<_>>>()
             .map_err(to_js)?;
         self.queue.enqueue_batch(tasks).await.map_err(to_js)
     }
 
     /// Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
-    /// the shim); resolves, in input order, to each one's id or its coded error text.
+    /// the shim); resolves, in input order, to each one's id or its coded error text. `names` as
+    /// in `enqueueBatch`.
     #[napi(catch_unwind)]
     pub async fn enqueue_each(
         &self,
         tasks: Vec<NativeTaskInput>,
+        names: Option<Vec<Option<String>>>,
     ) -> napi::Result<Vec<NativeEnqueued>> {
         let now = envelope::now_ms();
+        let content_type = self.content_type();
+        let mut names = names.unwrap_or_default().into_iter();
         let mut results: Vec<Option<crate::Result<String>>> = Vec::with_capacity(tasks.len());
         let mut valid = Vec::with_capacity(tasks.len());
         for task in tasks {
-            match new_task(task, now) {
+            match new_task(task, names.next().flatten(), content_type, now) {
                 Ok(task) => {
                     valid.push(task);
                     results.push(None);
@@ -356,16 +388,18 @@ impl NativeQueue {
     }
 
     /// Creates or replaces the recurring task `name`: `spec` is `{ cron } | { every }` with an
-    /// optional `timeZone`.
+    /// optional `timeZone`; its tasks are named `taskName`, if given.
     #[napi(catch_unwind)]
     pub async fn schedule(
         &self,
         name: String,
         spec: serde_json::Value,
         task: NativeTaskInput,
+        task_name: Option<String>,
     ) -> napi::Result<()> {
         let recurring = Recurring::from_json(&spec).map_err(to_js)?;
-        let task = new_task(task, envelope::now_ms()).map_err(to_js)?;
+        let task =
+            new_task(task, task_name, self.content_type(), envelope::now_ms()).map_err(to_js)?;
         self.queue
             .schedule(&name, &recurring, task)
             .await
@@ -407,10 +441,10 @@ impl NativeQueue {
         dispatch: ThreadsafeFunction<String, (), String, Status, false>,
     ) -> napi::Result<()> {
         let accepted = self
-            .accepted
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
+            .serializer
+            .get()
+            .map(|s| s.accepted.clone())
+            .unwrap_or_default();
         let sink = JsDispatch {
             function: Arc::new(dispatch),
             limit: self.queue.config().batch_size,
@@ -639,21 +673,30 @@ impl Throttled {
     }
 }
 
-fn new_task(input: NativeTaskInput, now_ms: i64) -> crate::Result<producer::NewTask> {
-    let data = match (input.data, input.raw_data) {
-        (Some(text), None) if input.content_type.is_none() => Bytes::from(text.into_bytes()),
-        (None, Some(bytes)) if input.content_type.is_some() => Bytes::from(bytes.to_vec()),
-        _ => {
+/// The task `input` (named `name`): JSON text, or bytes labelled `content_type` (the queue's
+/// serializer's; bytes on a queue without one are an error).
+fn new_task(
+    input: NativeTaskInput,
+    name: Option<String>,
+    content_type: Option<&str>,
+    now_ms: i64,
+) -> crate::Result<producer::NewTask> {
+    let (data, content_type) = match (input.data, content_type) {
+        (Either::A(text), _) => (Bytes::from(text.into_bytes()), None),
+        (Either::B(bytes), Some(content_type)) => {
+            (Bytes::from(bytes.to_vec()), Some(content_type.to_owned()))
+        }
+        (Either::B(_), None) => {
             return Err(Error::InvalidTask(
-                "a task carries JSON text, or bytes with their content type".into(),
+                "task data given as bytes needs a serializer (useSerializer)".into(),
             ))
         }
     };
     Ok(producer::NewTask {
         run_at: schedules::run_at(input.delay, input.run_at, now_ms)?,
         data,
-        content_type: input.content_type,
-        name: input.name,
+        content_type,
+        name,
         metadata: input
             .metadata
             .map(|m| Bytes::from(m.into_bytes()))

@@ -23,7 +23,8 @@ use crate::{
 };
 
 /// One task as the JSON object text of a `TaskData`: `{"id","data","metadata","attempt",
-/// "maxAttempts"}`, with the enqueue time added to the metadata as `timestamp`, unless the
+/// "maxAttempts"}` (plus `"name"` when it has one, and `"contentType"` beside base64 `"data"` for
+/// a content type of `accepted`), with the enqueue time added to the metadata as `timestamp`, unless the
 /// user's metadata has a `timestamp` of its own that is a number (as the original Protoqueue
 /// kept it). A task whose data or metadata no handler could take is an error.
 pub fn task_json(attempt: &Attempt, accepted: &Accepted) -> Result<String, Failure> {
@@ -63,7 +64,11 @@ pub fn task_json(attempt: &Attempt, accepted: &Accepted) -> Result<String, Failu
     let id = serde_json::to_string(&task.id)
         .map_err(|err| Failure::new(format!("task id is not representable: {err}")))?;
 
-    let mut json = String::with_capacity(data.len() + metadata.len() + id.len() + 96);
+    let extra = bytes
+        .as_ref()
+        .map_or(0, |b| b.len() + task.content_type.len())
+        + task.name.len();
+    let mut json = String::with_capacity(data.len() + extra + metadata.len() + id.len() + 96);
     let _ = write!(json, "{{\"id\":{id},\"data\":");
     match &bytes {
         None => json.push_str(data),
