@@ -31,7 +31,7 @@ const paths = (pack: DryRun) => pack.files.map((file) => file.path).sort()
 
 test('the root package holds the JavaScript (the command line included), the types, README, LICENSE and package.json only', () => {
   const cli = ['bin/protoqueue.js', ...['commands', 'config', 'exit', 'format', 'main', 'program', 'progress'].map((name) => `lib/cli/${name}.js`)]
-  const expected = ['LICENSE', 'README.md', 'index.d.ts', 'index.js', 'index.mjs', 'lib/coalesce.js', 'lib/dispatcher.js', ...cli, 'native.d.ts', 'native.js', 'package.json'].sort()
+  const expected = ['LICENSE', 'README.md', 'index.d.ts', 'index.js', 'index.mjs', 'lib/coalesce.js', 'lib/dispatcher.js', 'lib/serializers.js', ...cli, 'native.d.ts', 'native.js', 'package.json'].sort()
   assert.deepStrictEqual(paths(dryRun(repoRoot)), expected)
 })
 
