@@ -93,6 +93,16 @@ describe('Protobuf task data from a protobuf-es schema', () => {
     assert.equal(fromNew!.data.id, 'v2')
     assert.equal(fromNew!.data.quantity, 2)
     assert.ok((fromNew!.data.$unknown ?? []).length > 0, 'the fields it does not know are kept')
+    // Re-encoded by the old worker (passed on to another queue), the new fields survive.
+    const relay = uniqueQueue('pb_relay')
+    const oldRelay = await queueOf({ ...relay, schema: OrderSchema })
+    const newReader = await queueOf({ ...relay, schema: OrderV2Schema })
+    const relayed = collector<any>()
+    await newReader.process(relayed.handler)
+    await oldRelay.enqueue({ data: fromNew!.data })
+    const [passedOn] = await relayed.until(1)
+    assert.equal(passedOn!.data.coupon, 'SAVE10')
+    assert.deepStrictEqual(passedOn!.data.tags, ['gift'])
 
     // Old producer → new worker: the added fields have their defaults.
     const backward = uniqueQueue('pb_bwd')
