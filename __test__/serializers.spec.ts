@@ -291,10 +291,12 @@ describe("serializers: 'raw', 'msgpack', your own, and JSON beside them", () => 
     const other = uniqueQueue('mp_json')
     const jsonWorker = await queueOf({ ...other, options: { maxRetries: 3 } })
     await jsonWorker.process(async () => ({ success: true }))
-    await (await queueOf({ ...other, serializer: 'msgpack' })).enqueue({ data: 1 })
+    await (await queueOf({ ...other, serializer: 'msgpack' })).enqueue({ data: { a: 1 } })
     const [letter] = await letters(jsonWorker, 1)
     assert.equal(letter!.reason, 'invalidData')
     assert.match(letter!.error, /application\/x-msgpack/)
+    // Plain MessagePack, no msgpackr record extension: a map16 of one entry, "a" → 1.
+    assert.deepStrictEqual(letter!.task?.data, Buffer.from([0xde, 0x00, 0x01, 0xa1, 0x61, 0x01]))
   })
 
   test("'msgpack' without the msgpackr package is ERR_PQ_INVALID_CONFIG saying what to install", () => {
