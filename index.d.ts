@@ -329,6 +329,8 @@ export interface EnqueueTask<T = unknown> {
   /**
    * The task's data: any JSON-serializable value. BigInt, cycles, and functions or symbols
    * anywhere inside (which `JSON.stringify` would silently drop) reject with `ERR_PQ_SERIALIZE`.
+   * With a `serializer` or `schema`: what it encodes (a message or its init object, bytes…), else
+   * `ERR_PQ_SERIALIZE`.
    */
   data: T
   /**
