@@ -382,8 +382,13 @@ export interface ScheduledTask<T = unknown> {
   name: string
   /** When it runs. */
   spec: ScheduleSpec
-  /** The data each of its tasks carries. */
+  /**
+   * The data each of its tasks carries (decoded by the queue's `serializer`/`schema`; the bytes
+   * when it is of another content type).
+   */
   data: DataOf<T>
+  /** The name of its tasks (`task.name`), if they have one. */
+  taskName?: string
   /** The metadata each of its tasks carries, if any. */
   metadata?: Record<string, any>
   /**

@@ -209,19 +209,27 @@ function namesOf(inputs) {
   return undefined
 }
 
-/** A recurring schedule as `getSchedules()` returns it. */
-function decodeSchedule(native) {
+/**
+ * A recurring schedule as `getSchedules()` returns it: its data decoded by `codec` when it is of
+ * the queue's serializer (raw bytes when it does not decode or is of another content type).
+ */
+function decodeSchedule(native, codec) {
   const spec = native.cron !== undefined && native.cron !== null ? { cron: native.cron } : { every: native.every }
   if (native.timeZone) spec.timeZone = native.timeZone
-  const data = parseJson(native.data)
   const metadata = parseJson(native.metadata)
-  return {
+  const schedule = {
     name: native.name,
     spec,
-    data: data?.value,
+    data: parseJson(native.data)?.value,
     metadata: metadata !== undefined && isPlainObject(metadata.value) ? metadata.value : undefined,
     nextRun: native.nextRun ?? undefined,
   }
+  if (native.rawData) {
+    const task = { contentType: native.contentType }
+    schedule.data = serializers.decodes(codec, native.contentType) && decodedInto(task, codec, native.rawData) ? task.data : native.rawData
+  }
+  if (native.taskName) schedule.taskName = native.taskName
+  return schedule
 }
 
 /** Checks a schedule name or task id is a string (the native side checks its form). */
@@ -608,7 +616,7 @@ class Protoqueue {
   /** The recurring tasks of the queue, by name. */
   async getSchedules() {
     const listed = await native(() => this.#native.schedules())
-    return listed.map(decodeSchedule)
+    return listed.map((schedule) => decodeSchedule(schedule, this.#codec))
   }
 
   /**

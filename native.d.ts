@@ -196,8 +196,14 @@ export interface NativeSchedule {
   every?: number
   /** The time zone of a cron schedule. */
   timeZone?: string
-  /** The task's data as JSON text. */
+  /** The task's data as JSON text (for a JSON task). */
   data: string
+  /** The task's data as bytes, when its content type is not JSON. */
+  rawData?: Buffer
+  /** How the data is encoded. */
+  contentType: string
+  /** The name of the tasks it enqueues, if any. */
+  taskName?: string
   /** The task's metadata as JSON object text, if any. */
   metadata?: string
   /** The next run, ms since the epoch, when the server says. */

@@ -102,8 +102,14 @@ pub struct NativeSchedule {
     pub every: Option<f64>,
     /// The time zone of a cron schedule.
     pub time_zone: Option<String>,
-    /// The task's data as JSON text.
+    /// The task's data as JSON text (for a JSON task).
     pub data: String,
+    /// The task's data as bytes, when its content type is not JSON.
+    pub raw_data: Option<Buffer>,
+    /// How the data is encoded.
+    pub content_type: String,
+    /// The name of the tasks it enqueues, if any.
+    pub task_name: Option<String>,
     /// The task's metadata as JSON object text, if any.
     pub metadata: Option<String>,
     /// The next run, ms since the epoch, when the server says.
@@ -735,12 +741,20 @@ fn native_schedule(stored: StoredSchedule) -> NativeSchedule {
         None => (None, None, None),
     };
     let task = stored.task;
+    let json = content_type::is_json(&task.content_type);
     NativeSchedule {
         name: stored.name,
         cron,
         every,
         time_zone,
-        data: String::from_utf8_lossy(&task.data).into_owned(),
+        data: if json {
+            String::from_utf8_lossy(&task.data).into_owned()
+        } else {
+            String::new()
+        },
+        raw_data: (!json).then(|| Buffer::from(task.data.to_vec())),
+        content_type: task.content_type,
+        task_name: (!task.name.is_empty()).then_some(task.name),
         metadata: (!task.metadata.is_empty())
             .then(|| String::from_utf8_lossy(&task.metadata).into_owned()),
         next_run: stored.next_run_ms.map(|ms| ms as f64),
