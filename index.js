@@ -12,6 +12,7 @@ const { describe, dispatcher, runHandler } = require('./lib/dispatcher.js')
 const tracing = require('./lib/tracing.js')
 const { addEventMethods, attachEvents } = require('./lib/events.js')
 const { registerMetrics } = require('./lib/prometheus.js')
+const serializers = require('./lib/serializers.js')
 
 /**
  * The queue whose handler the current code runs in: `disconnect()` called by a handler cannot
@@ -138,18 +139,22 @@ function toJson(value, what) {
   return text
 }
 
-/** Checks one `{ data, metadata? }` and encodes it as the native side expects. */
-function encodeTask(task, what) {
+/**
+ * Checks one `{ data, metadata? }` and encodes it as the native side expects: its data as JSON
+ * text, or as `codec` (the queue's serializer, if any) encodes it.
+ */
+function encodeTask(task, what, codec) {
   try {
-    return encodeCheckedTask(task, what)
+    return encodeCheckedTask(task, what, codec)
   } catch (err) {
     if (err instanceof ProtoqueueError) throw err
+    if (err instanceof serializers.CodedError) throw new ProtoqueueError(err.code, err.message, { cause: err.cause })
     // A getter or Proxy trap of the task threw.
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} could not be read: ${messageOf(err)}`, { cause: err })
   }
 }
 
-function encodeCheckedTask(task, what) {
+function encodeCheckedTask(task, what, codec) {
   if (!isPlainObject(task)) {
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} must be an object like { data, metadata? }, got ${describe(task)}`)
   }
@@ -162,7 +167,7 @@ function encodeCheckedTask(task, what) {
   if (data === undefined) {
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.data is required`)
   }
-  const input = { data: toJson(data, `${what}.data`) }
+  const input = { data: codec === undefined ? toJson(data, `${what}.data`) : codec.encode(data, `${what}.data`) }
   const metadata = task.metadata
   if (metadata !== undefined && metadata !== null) {
     if (!isPlainObject(metadata)) {
@@ -189,22 +194,45 @@ function encodeCheckedTask(task, what) {
     else throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.runAt must be a Date or ms since the epoch, got ${describe(runAt)}`)
   }
   retryFields(task, input, what)
+  const name = task.name
+  if (name !== undefined && name !== null) {
+    // The native side checks its form. It reads `name` from the `names` argument beside the
+    // tasks (see namesOf), not from the input, so unnamed tasks cost nothing more to convert.
+    if (typeof name !== 'string') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.name must be a string, got ${describe(name)}`)
+    input.name = name
+  }
   return input
 }
 
-/** A recurring schedule as `getSchedules()` returns it. */
-function decodeSchedule(native) {
+/** The names of encoded tasks, in order, for the native side; `undefined` when none has one. */
+function namesOf(inputs) {
+  for (let i = 0; i < inputs.length; i++) {
+    if (inputs[i].name !== undefined) return inputs.map((input) => input.name)
+  }
+  return undefined
+}
+
+/**
+ * A recurring schedule as `getSchedules()` returns it: its data decoded by `codec` when it is of
+ * the queue's serializer (raw bytes when it does not decode or is of another content type).
+ */
+function decodeSchedule(native, codec) {
   const spec = native.cron !== undefined && native.cron !== null ? { cron: native.cron } : { every: native.every }
   if (native.timeZone) spec.timeZone = native.timeZone
-  const data = parseJson(native.data)
   const metadata = parseJson(native.metadata)
-  return {
+  const schedule = {
     name: native.name,
     spec,
-    data: data?.value,
+    data: parseJson(native.data)?.value,
     metadata: metadata !== undefined && isPlainObject(metadata.value) ? metadata.value : undefined,
     nextRun: native.nextRun ?? undefined,
   }
+  if (native.rawData) {
+    const task = { contentType: native.contentType }
+    schedule.data = serializers.decodes(codec, native.contentType) && decodedInto(task, codec, native.rawData) ? task.data : native.rawData
+  }
+  if (native.taskName) schedule.taskName = native.taskName
+  return schedule
 }
 
 /** Checks a schedule name or task id is a string (the native side checks its form). */
@@ -217,7 +245,7 @@ function checkedString(value, what, code) {
 /** The task keys for ids and retries (checked in the native core; only types here). */
 const RETRY_KEYS = new Set(['id', 'maxRetries', 'backoff'])
 /** Every key a task may have besides `data`. */
-const OPTIONAL_TASK_KEYS = new Set(['metadata', 'delay', 'runAt', ...RETRY_KEYS])
+const OPTIONAL_TASK_KEYS = new Set(['metadata', 'name', 'delay', 'runAt', ...RETRY_KEYS])
 const TASK_KEYS = new Set(['data', ...OPTIONAL_TASK_KEYS])
 
 /** Copies `id`, `maxRetries` and `backoff` (a plain object: a function cannot travel with a task). */
@@ -253,8 +281,11 @@ function withTimestamp(metadata, enqueuedAt) {
   return typeof timestamp === 'number' && Number.isFinite(timestamp) ? metadata : { ...metadata, timestamp: enqueuedAt }
 }
 
-/** A dead letter's task: data as JSON when it is JSON, else raw bytes, or marked dropped. */
-function decodeLetterTask(native) {
+/**
+ * A dead letter's task: data as JSON when it is JSON, decoded when it is of the content type of
+ * the queue's serializer (`codec`) and decodes, else raw bytes, or marked dropped.
+ */
+function decodeLetterTask(native, codec) {
   const metadata = parseJson(native.metadata)
   const isObject = metadata !== undefined && isPlainObject(metadata.value)
   const task = {
@@ -266,6 +297,7 @@ function decodeLetterTask(native) {
     contentType: native.contentType,
     dataFormat: 'json',
   }
+  if (native.name) task.name = native.name
   if (!isObject && (native.metadata !== undefined && native.metadata !== null || native.rawMetadata)) {
     task.rawMetadata = native.rawMetadata ?? Buffer.from(native.metadata, 'utf8')
   }
@@ -275,6 +307,8 @@ function decodeLetterTask(native) {
     task.dataDropped = true
   } else if (data !== undefined) {
     task.data = data.value
+  } else if (native.rawData && serializers.decodes(codec, native.contentType) && decodedInto(task, codec, native.rawData)) {
+    task.dataFormat = 'decoded'
   } else {
     task.dataFormat = 'raw'
     task.data = native.rawData ?? Buffer.from(native.data ?? '', 'utf8')
@@ -282,10 +316,20 @@ function decodeLetterTask(native) {
   return task
 }
 
-function decodeDeadLetter(letter) {
+/** Sets `task.data` to `bytes` decoded by `codec`; `false` when they do not decode. */
+function decodedInto(task, codec, bytes) {
+  try {
+    task.data = codec.decode(bytes, task.contentType)
+    return true
+  } catch {
+    return false
+  }
+}
+
+function decodeDeadLetter(letter, codec) {
   const details = parseJson(letter.details)
   const decoded = {
-    task: letter.task ? decodeLetterTask(letter.task) : undefined,
+    task: letter.task ? decodeLetterTask(letter.task, codec) : undefined,
     raw: letter.raw ?? undefined,
     reason: letter.reason,
     error: letter.error,
@@ -321,6 +365,31 @@ function backoffFunction(config) {
     if (err instanceof ProtoqueueError) throw err
     throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: it could not be read: ${messageOf(err)}`, { cause: err })
   }
+}
+
+/**
+ * The queue's serializer (`config.serializer`, or `config.schema` for Protobuf) with a copy of
+ * the configuration without them (the native side takes only plain values); `undefined` when
+ * the configuration has neither.
+ */
+function codecConfig(config) {
+  let serializer, schema
+  try {
+    if (!isPlainObject(config) || (!('serializer' in config) && !('schema' in config))) return undefined
+    serializer = config.serializer
+    schema = config.schema
+  } catch (err) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: it could not be read: ${messageOf(err)}`, { cause: err })
+  }
+  let codec
+  try {
+    codec = serializers.codecOf(serializer, schema)
+  } catch (err) {
+    if (err instanceof serializers.CodedError) throw new ProtoqueueError(err.code, err.message, { cause: err.cause })
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer could not be read: ${messageOf(err)}`, { cause: err })
+  }
+  const { serializer: _s, schema: _m, ...rest } = config
+  return { codec, config: rest }
 }
 
 /**
@@ -386,7 +455,15 @@ class Protoqueue {
   /** `options.backoff` when it is a function: the dispatcher asks it for each retry's delay. */
   #backoff
 
+  /** The queue's serializer (`serializer` / `schema`); `undefined`: JSON. */
+  #codec
+
   constructor(config) {
+    const codec = codecConfig(config)
+    if (codec) {
+      this.#codec = codec.codec
+      config = codec.config
+    }
     const backoff = backoffFunction(config)
     if (backoff) {
       this.#backoff = backoff.fn
@@ -395,6 +472,7 @@ class Protoqueue {
     const plain = plainConfig(config)
     try {
       this.#native = new NativeQueue(plain === undefined ? null : plain)
+      if (this.#codec) this.#native.useSerializer(this.#codec.contentType)
     } catch (err) {
       throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
@@ -444,7 +522,7 @@ class Protoqueue {
 
   /** Enqueues one task; resolves to its id once JetStream has stored it. */
   async enqueue(task) {
-    const input = encodeTask(task, 'task')
+    const input = encodeTask(task, 'task', this.#codec)
     const span = tracing.startSend(this.#destination, [input], false)
     if (span === null) return native(() => this.#enqueueOne(input))
     return tracing.settleSend(span, native(() => this.#enqueueOne(input)))
@@ -452,7 +530,7 @@ class Protoqueue {
 
   /** Single enqueues of one event-loop turn cross into the native side together. */
   #enqueueOne = coalesce(
-    (inputs) => this.#native.enqueueEach(inputs).then((results) => results.map((r) => ({ value: r.id ?? undefined, error: r.error }))),
+    (inputs) => this.#native.enqueueEach(inputs, namesOf(inputs)).then((results) => results.map((r) => ({ value: r.id ?? undefined, error: r.error }))),
     (text) => withCode(new Error(text), 'ERR_PQ_NATS'),
   )
 
@@ -466,15 +544,23 @@ class Protoqueue {
       const length = tasks.length
       inputs = new Array(length)
       // Indexed, not `map`: a hole in a sparse array is a missing task, not a skipped one.
-      for (let i = 0; i < length; i++) inputs[i] = encodeTask(tasks[i], `tasks[${i}]`)
+      const codec = this.#codec
+      for (let i = 0; i < length; i++) inputs[i] = encodeTask(tasks[i], `tasks[${i}]`, codec)
     } catch (err) {
       if (err instanceof ProtoqueueError) throw err
       throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `enqueueBatch could not read its tasks: ${messageOf(err)}`, { cause: err })
     }
     if (inputs.length === 0) return []
+    const names = namesOf(inputs)
     const span = tracing.startSend(this.#destination, inputs, true)
-    if (span === null) return native(() => this.#native.enqueueBatch(inputs))
-    return tracing.settleSend(span, native(() => this.#native.enqueueBatch(inputs)))
+    if (span === null) return native(() => this.#native.enqueueBatch(inputs, names))
+    return tracing.settleSend(span, native(() => this.#native.enqueueBatch(inputs, names)))
+  }
+
+  /** Decodes a task's data with the queue's serializer before its handler runs; none for JSON. */
+  get #decode() {
+    const codec = this.#codec
+    return codec === undefined ? undefined : (task) => serializers.decodeTask(codec, task)
   }
 
   /** Starts processing tasks with `handler`; resolves once the worker runs. */
@@ -488,7 +574,7 @@ class Protoqueue {
     const traced = tracing.traceProcessing(this.#destination, (task) => handlerOf.run(this, handler, task))
     const tasks = dispatcher(traced, {
       complete: (succeeded, failed, started) => nativeQueue.complete(run, succeeded, failed, started),
-    }, { backoff: this.#backoff })
+    }, { backoff: this.#backoff, decode: this.#decode })
     await native(() => nativeQueue.process(run, tasks.dispatch))
     this.#dispatcher = tasks
     return this
@@ -543,8 +629,8 @@ class Protoqueue {
   async schedule(name, spec, task) {
     const checkedName = checkedString(name, 'schedule(name)', 'ERR_PQ_INVALID_CONFIG')
     const plainSpec = plainConfig(spec)
-    const input = encodeTask(task, 'task')
-    await native(() => this.#native.schedule(checkedName, plainSpec ?? null, input))
+    const input = encodeTask(task, 'task', this.#codec)
+    await native(() => this.#native.schedule(checkedName, plainSpec ?? null, input, input.name))
   }
 
   /** Removes the recurring task `name`; resolves to whether it existed. */
@@ -556,7 +642,7 @@ class Protoqueue {
   /** The recurring tasks of the queue, by name. */
   async getSchedules() {
     const listed = await native(() => this.#native.schedules())
-    return listed.map(decodeSchedule)
+    return listed.map((schedule) => decodeSchedule(schedule, this.#codec))
   }
 
   /**
@@ -568,7 +654,7 @@ class Protoqueue {
       throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetters(limit) takes an integer from 1 to ${MAX_DEAD_LETTERS}, got ${describe(limit)}`)
     }
     const letters = await native(() => this.#native.deadLetters(limit))
-    return letters.map(decodeDeadLetter)
+    return letters.map((letter) => decodeDeadLetter(letter, this.#codec))
   }
 
   /** Reads (without removing) the dead letter at `sequence`; `undefined` when there is none. */
@@ -577,7 +663,7 @@ class Protoqueue {
       throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetter(sequence) takes an integer >= 1, got ${describe(sequence)}`)
     }
     const letter = await native(() => this.#native.deadLetter(sequence))
-    return letter ? decodeDeadLetter(letter) : undefined
+    return letter ? decodeDeadLetter(letter, this.#codec) : undefined
   }
 
   /** Starts a dead-letter worker; `{ success: true }` from `handler` removes the letter. */
@@ -586,7 +672,7 @@ class Protoqueue {
       throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `processDLQ(handler) takes a function, got ${describe(handler)}`)
     }
     const settings = options === undefined ? null : plainConfig(options)
-    const letters = (letter) => handlerOf.run(this, runHandler, handler, decodeDeadLetter(letter))
+    const letters = (letter) => handlerOf.run(this, runHandler, handler, decodeDeadLetter(letter, this.#codec))
     await native(() => this.#native.processDeadLetters(letters, settings))
     return this
   }

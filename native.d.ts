@@ -13,24 +13,35 @@ export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-was
 export declare class NativeQueue {
   /** Validates the configuration; throws `ERR_PQ_INVALID_CONFIG` on any mistake. */
   constructor(config: any)
+  /**
+   * Gives the queue a serializer besides JSON (once, before anything else): task data given
+   * as bytes is labelled `contentType`, and workers hand tasks of its media type to the shim
+   * (as base64) instead of dead-lettering them as `invalidData`. Throws
+   * `ERR_PQ_INVALID_CONFIG` for a malformed content type or a second call.
+   */
+  useSerializer(contentType: string): void
   /** Connects (a no-op when connected) and makes sure the streams exist. */
   connect(url?: string | undefined | null): Promise<void>
-  /** Enqueues one task; resolves to its id once stored. */
-  enqueue(task: NativeTaskInput): Promise<string>
-  /** Enqueues many tasks, pipelined; resolves to their ids in order once all are stored. */
-  enqueueBatch(tasks: Array<NativeTaskInput>): Promise<Array<string>>
+  /** Enqueues one task (named `name`, if given); resolves to its id once stored. */
+  enqueue(task: NativeTaskInput, name?: string | undefined | null): Promise<string>
+  /**
+   * Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
+   * `names`, when given, holds each task's name (or nothing), in the order of `tasks`.
+   */
+  enqueueBatch(tasks: Array<NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<Array<string>>
   /**
    * Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
-   * the shim); resolves, in input order, to each one's id or its coded error text.
+   * the shim); resolves, in input order, to each one's id or its coded error text. `names` as
+   * in `enqueueBatch`.
    */
-  enqueueEach(tasks: Array<NativeTaskInput>): Promise<Array<NativeEnqueued>>
+  enqueueEach(tasks: Array<NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<Array<NativeEnqueued>>
   /** Cancels the delayed task `id` that is not yet due; resolves to whether it was. */
   cancel(id: string): Promise<boolean>
   /**
    * Creates or replaces the recurring task `name`: `spec` is `{ cron } | { every }` with an
-   * optional `timeZone`.
+   * optional `timeZone`; its tasks are named `taskName`, if given.
    */
-  schedule(name: string, spec: any, task: NativeTaskInput): Promise<void>
+  schedule(name: string, spec: any, task: NativeTaskInput, taskName?: string | undefined | null): Promise<void>
   /** Removes the recurring task `name`; resolves to whether it existed. */
   unschedule(name: string): Promise<boolean>
   /** The recurring tasks of the queue. */
@@ -165,6 +176,8 @@ export interface NativeFailure {
    * the task's or the queue's backoff decides.
    */
   retryDelay?: number
+  /** The task's data could not be decoded: dead-lettered at once as `invalidData`. */
+  invalidData?: boolean
 }
 
 /** Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim). */
@@ -233,8 +246,14 @@ export interface NativeSchedule {
   every?: number
   /** The time zone of a cron schedule. */
   timeZone?: string
-  /** The task's data as JSON text. */
+  /** The task's data as JSON text (for a JSON task). */
   data: string
+  /** The task's data as bytes, when its content type is not JSON. */
+  rawData?: Buffer
+  /** How the data is encoded. */
+  contentType: string
+  /** The name of the tasks it enqueues, if any. */
+  taskName?: string
   /** The task's metadata as JSON object text, if any. */
   metadata?: string
   /** The next run, ms since the epoch, when the server says. */
@@ -270,6 +289,8 @@ export interface NativeTask {
   rawData?: Buffer
   /** How the data is encoded, as the producer said (`application/json` from JavaScript). */
   contentType: string
+  /** The task's name, when it has one. */
+  name?: string
   /** The user's metadata as JSON object text, when there is metadata and it is one. */
   metadata?: string
   /** The metadata's bytes, when they are not a JSON object. */
@@ -284,10 +305,16 @@ export interface NativeTask {
   maxAttempts: number
 }
 
-/** A task to enqueue, as the shim sends it: JSON text. */
+/**
+ * A task to enqueue, as the shim sends it. (Its name, if any, travels beside it, in a `names`
+ * argument: a task without one costs no more to convert than before names existed.)
+ */
 export interface NativeTaskInput {
-  /** The task's data as JSON text. */
-  data: string
+  /**
+   * The task's data as JSON text, or as bytes the queue's serializer encoded
+   * (`useSerializer`).
+   */
+  data: string | Buffer
   /** The task's metadata as JSON object text, if any. */
   metadata?: string
   /** The producer's own task id. */

@@ -373,3 +373,37 @@ describe('a backoff function', () => {
     assert.equal(warnings.length, 7)
   })
 })
+
+describe('a decode function (the queue serializer)', () => {
+  test('decodes each task before its handler; a throw reports invalidData with the message, without calling the handler', async () => {
+    const native = new FakeNative()
+    const seen: unknown[] = []
+    const d = dispatcher(
+      (task: { data: unknown }) => {
+        seen.push(task.data)
+        return { success: true }
+      },
+      native,
+      {
+        decode: (task: { data: number }) => {
+          if (task.data === 2) throw new Error('cannot decode 2')
+          if (task.data === 3) throw Object.create(null)
+          task.data = task.data * 10
+        },
+      },
+    )
+    d.dispatch(batch([1, 2, 3, 4], 1))
+    await turn()
+    await turn()
+    assert.deepEqual(seen, [10, 40], 'undecodable tasks never reach the handler, and do not take a slot')
+    assert.deepEqual(native.succeeded, [1, 4])
+    assert.deepEqual(
+      native.failed.map((f) => [f.token, f.error, f.invalidData]),
+      [
+        [2, 'cannot decode 2', true],
+        [3, 'the task could not be decoded', true],
+      ],
+    )
+    assert.deepEqual([...native.started].sort(), [1, 2, 3, 4], 'every task is reported started')
+  })
+})

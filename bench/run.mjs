@@ -283,3 +283,5 @@ function progressLine(record, c, options) {
 }
 
 await main()
+// Protobuf vs JSON task data, after the main table (bench/serializers.mjs; BENCH_SERIALIZERS=0 skips it).
+if (!process.exitCode && process.env.BENCH_SERIALIZERS !== '0' && !process.argv.includes('--help')) await import('./serializers.mjs')

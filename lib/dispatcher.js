@@ -17,6 +17,7 @@
  * @property {string} [details] the handler's `details` as JSON text
  * @property {boolean} [retry] `false` dead-letters the task without further attempts
  * @property {number} [retryDelay] ms before the next attempt, from the worker's `backoff` function
+ * @property {boolean} [invalidData] the task's data could not be decoded: dead-letter it at once
  */
 
 /**
@@ -26,6 +27,9 @@
  *   the ms to wait after failed attempt `attempt` (from 1); a throw or anything but a finite
  *   number ≥ 0 falls back to the configured backoff (and is logged)
  * @property {(message: string) => void} [warn] where that is logged (default `console.warn`)
+ * @property {(task: any) => void} [decode] decodes a task's data in place before its handler
+ *   starts (the queue's serializer); a throw dead-letters the task at once as `invalidData`, with
+ *   the thrown message, without calling the handler
  */
 
 /** The longest delay the native side takes, in ms. */
@@ -315,7 +319,7 @@ class Waiting {
  * @param {DispatcherOptions} [options]
  */
 function dispatcher(handler, native, options = {}) {
-  const { backoff } = options
+  const { backoff, decode } = options
   const warn = options.warn ?? ((message) => console.warn(message))
   let limit = 1
   let running = 0
@@ -378,6 +382,17 @@ function dispatcher(handler, native, options = {}) {
    * @param {unknown} task
    */
   const start = (token, task) => {
+    if (decode !== undefined) {
+      try {
+        decode(task)
+      } catch (err) {
+        queueReport()
+        started.push(token)
+        const message = read(err, 'message')
+        failed.push({ token, error: typeof message === 'string' ? message : (textOf(err) ?? 'the task could not be decoded'), invalidData: true })
+        return
+      }
+    }
     running++
     queueReport()
     started.push(token)

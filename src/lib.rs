@@ -17,6 +17,10 @@
 //!   `Nats-Msg-Id`, so a re-sent publish is stored once; `enqueue` resolves only after JetStream
 //!   confirmed the write ([`producer`]). A producer's own id also gets a create-only marker in an
 //!   id index beside the stream, so it stays taken while its task is stored ([`ids`]).
+//! - Task data is JSON, which the core reads itself, or bytes of a content type the queue's
+//!   serializer declared (Protobuf from the user's schema, MessagePack, raw, the user's own):
+//!   those cross to JavaScript as they are, to be decoded there; any other content type is
+//!   dead-lettered on its first delivery ([`content_type`], [`worker::handoff`]).
 //! - Retries wait as the task's own backoff (in its envelope), the queue's `backoff`/`retryDelay`,
 //!   or a JavaScript backoff function says ([`config::backoff`]). `globalConcurrency` is the
 //!   consumer's `max_ack_pending` (set like `ack_wait`, [`nats::ack_wait`]); `rateLimit` a sliding
@@ -53,6 +57,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod content_type;
 pub mod envelope;
 pub mod error;
 pub mod ids;

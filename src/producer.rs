@@ -55,6 +55,11 @@ pub struct NewTask {
     pub backoff: Option<Backoff>,
     /// The W3C trace context of the enqueueing code ([`crate::trace_context::checked`]).
     pub trace: Option<Box<crate::envelope::proto::TraceContext>>,
+    /// How `data` is encoded ([`crate::content_type::validate`]); `None`: JSON.
+    pub content_type: Option<String>,
+    /// The task's name in a queue of several task types
+    /// ([`crate::content_type::validate_name`]); `None`: none.
+    pub name: Option<String>,
 }
 
 impl NewTask {
@@ -218,7 +223,18 @@ fn encode_each(
             None => uuid::Uuid::now_v7().to_string(),
         };
         let run_at = task.run_at;
-        let mut envelope = Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
+        let content_type = match &task.content_type {
+            Some(content_type) => {
+                crate::content_type::validate(content_type)?;
+                content_type.as_str()
+            }
+            None => envelope::JSON,
+        };
+        let mut envelope = Task::create(id.clone(), task.data, content_type, task.metadata, now);
+        if let Some(name) = task.name {
+            crate::content_type::validate_name(&name)?;
+            envelope.name = name;
+        }
         envelope.custom_id = custom_id;
         envelope.max_retries = task.max_retries;
         envelope.backoff = task.backoff.map(Into::into);

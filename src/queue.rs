@@ -257,7 +257,7 @@ impl Queue {
             ));
         }
         let connection = self.connection().await?;
-        schedules::schedule(&connection, name, recurring, task.data, task.metadata).await
+        schedules::schedule_task(&connection, name, recurring, task).await
     }
 
     /// Removes the recurring task `name`; `false` when there is none.

@@ -20,6 +20,7 @@ use crate::{
     envelope::{self, Task},
     error::{Error, Result},
     nats::connection::Connection,
+    producer::NewTask,
     schedules::{self, check_name, require_enabled, require_server, RECURRING_SINCE},
 };
 
@@ -222,19 +223,46 @@ pub async fn schedule(
     data: Bytes,
     metadata: Bytes,
 ) -> Result<()> {
+    let task = NewTask {
+        data,
+        metadata,
+        ..NewTask::default()
+    };
+    schedule_task(connection, name, recurring, task).await
+}
+
+/// [`schedule`] for a task of any content type, with its name, if any (its `run_at`, id and
+/// retry fields are not used).
+pub async fn schedule_task(
+    connection: &Connection,
+    name: &str,
+    recurring: &Recurring,
+    task: NewTask,
+) -> Result<()> {
     let config = connection.config();
     check_name(name)?;
     require_enabled(config, "schedule()")?;
     let version = connection.client.server_info().version;
     require_server(&version, RECURRING_SINCE, "recurring tasks (schedule())")?;
-    let task = Task::create(
+    let content_type = match &task.content_type {
+        Some(content_type) => {
+            crate::content_type::validate(content_type)?;
+            content_type.as_str()
+        }
+        None => envelope::JSON,
+    };
+    let mut envelope = Task::create(
         name.to_owned(),
-        data,
-        envelope::JSON,
-        metadata,
+        task.data,
+        content_type,
+        task.metadata,
         envelope::now_ms(),
     );
-    let payload = task.to_bytes();
+    if let Some(task_name) = task.name {
+        crate::content_type::validate_name(&task_name)?;
+        envelope.name = task_name;
+    }
+    let payload = envelope.to_bytes();
     let max = connection.max_payload();
     let size = payload.len() + 512 + config.subject.len() * 2;
     if size > max {

@@ -7,13 +7,13 @@
 mod queues;
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
 use bytes::Bytes;
 use napi::{
-    bindgen_prelude::{Buffer, Promise, Uint32Array},
+    bindgen_prelude::{Buffer, Either, Promise, Uint32Array},
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
     Status,
 };
@@ -27,6 +27,7 @@ use crate::{
     },
     config::{backoff::Backoff, MAX_DURATION_MS},
     config::{Config, LetterOptions},
+    content_type::{self, Accepted},
     envelope::{self, DeadLetterReason, Task},
     error::Error,
     logging, producer,
@@ -71,11 +72,13 @@ fn coded(err: &Error) -> String {
     format!("{}: {err}", err.code())
 }
 
-/// A task to enqueue, as the shim sends it: JSON text.
+/// A task to enqueue, as the shim sends it. (Its name, if any, travels beside it, in a `names`
+/// argument: a task without one costs no more to convert than before names existed.)
 #[napi(object)]
 pub struct NativeTaskInput {
-    /// The task's data as JSON text.
-    pub data: String,
+    /// The task's data as JSON text, or as bytes the queue's serializer encoded
+    /// (`useSerializer`).
+    pub data: Either<String, Buffer>,
     /// The task's metadata as JSON object text, if any.
     pub metadata: Option<String>,
     /// The producer's own task id.
@@ -105,8 +108,14 @@ pub struct NativeSchedule {
     pub every: Option<f64>,
     /// The time zone of a cron schedule.
     pub time_zone: Option<String>,
-    /// The task's data as JSON text.
+    /// The task's data as JSON text (for a JSON task).
     pub data: String,
+    /// The task's data as bytes, when its content type is not JSON.
+    pub raw_data: Option<Buffer>,
+    /// How the data is encoded.
+    pub content_type: String,
+    /// The name of the tasks it enqueues, if any.
+    pub task_name: Option<String>,
     /// The task's metadata as JSON object text, if any.
     pub metadata: Option<String>,
     /// The next run, ms since the epoch, when the server says.
@@ -132,6 +141,8 @@ pub struct NativeTask {
     pub raw_data: Option<Buffer>,
     /// How the data is encoded, as the producer said (`application/json` from JavaScript).
     pub content_type: String,
+    /// The task's name, when it has one.
+    pub name: Option<String>,
     /// The user's metadata as JSON object text, when there is metadata and it is one.
     pub metadata: Option<String>,
     /// The metadata's bytes, when they are not a JSON object.
@@ -160,6 +171,8 @@ pub struct NativeFailure {
     /// The wait before the next attempt in ms, from the worker's `backoff` function; absent:
     /// the task's or the queue's backoff decides.
     pub retry_delay: Option<f64>,
+    /// The task's data could not be decoded: dead-lettered at once as `invalidData`.
+    pub invalid_data: Option<bool>,
 }
 
 /// Queue statistics.
@@ -241,6 +254,15 @@ pub struct NativeDeadLetter {
 #[napi]
 pub struct NativeQueue {
     queue: Arc<Queue>,
+    /// The queue's serializer, if it has one besides JSON (set once, by the shim).
+    serializer: OnceLock<Serializer>,
+}
+
+/// A queue's serializer as the core sees it: the content type it writes, and the content types
+/// besides JSON its workers hand to the shim's decoder.
+struct Serializer {
+    content_type: String,
+    accepted: Arc<Accepted>,
 }
 
 #[napi]
@@ -254,7 +276,32 @@ impl NativeQueue {
         }
         Ok(NativeQueue {
             queue: Arc::new(Queue::new(config)),
+            serializer: OnceLock::new(),
         })
+    }
+
+    /// Gives the queue a serializer besides JSON (once, before anything else): task data given
+    /// as bytes is labelled `contentType`, and workers hand tasks of its media type to the shim
+    /// (as base64) instead of dead-lettering them as `invalidData`. Throws
+    /// `ERR_PQ_INVALID_CONFIG` for a malformed content type or a second call.
+    #[napi]
+    pub fn use_serializer(&self, content_type: String) -> napi::Result<()> {
+        let accepted = Accepted::new([content_type.as_str()]).map_err(to_js)?;
+        self.serializer
+            .set(Serializer {
+                content_type,
+                accepted: Arc::new(accepted),
+            })
+            .map_err(|_| {
+                to_js(Error::InvalidConfig(
+                    "the queue has a serializer already".into(),
+                ))
+            })
+    }
+
+    /// The content type of task data given as bytes, if the queue has a serializer.
+    fn content_type(&self) -> Option<&str> {
+        self.serializer.get().map(|s| s.content_type.as_str())
     }
 
     /// Connects (a no-op when connected) and makes sure the streams exist.
@@ -263,38 +310,56 @@ impl NativeQueue {
         self.queue.connect(url.as_deref()).await.map_err(to_js)
     }
 
-    /// Enqueues one task; resolves to its id once stored.
+    /// Enqueues one task (named `name`, if given); resolves to its id once stored.
     #[napi(catch_unwind)]
-    pub async fn enqueue(&self, task: NativeTaskInput) -> napi::Result<String> {
-        let task = new_task(task, envelope::now_ms()).map_err(to_js)?;
+    pub async fn enqueue(
+        &self,
+        task: NativeTaskInput,
+        name: Option<String>,
+    ) -> napi::Result<String> {
+        let task = new_task(task, name, self.content_type(), envelope::now_ms()).map_err(to_js)?;
         self.queue.enqueue(task).await.map_err(to_js)
     }
 
     /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
+    /// `names`, when given, holds each task's name (or nothing), in the order of `tasks`.
     #[napi(catch_unwind)]
-    pub async fn enqueue_batch(&self, tasks: Vec<NativeTaskInput>) -> napi::Result<Vec<String>> {
+    pub async fn enqueue_batch(
+        &self,
+        tasks: Vec<NativeTaskInput>,
+        names: Option<Vec<Option<String>>>,
+    ) -> napi::Result<Vec<String>> {
         let now = envelope::now_ms();
+        let content_type = self.content_type();
+        let mut names = names.unwrap_or_default().into_iter();
         let tasks = tasks
             .into_iter()
             .enumerate()
-            .map(|(i, task)| new_task(task, now).map_err(|err| at_index(i, err)))
+            .map(|(i, task)| {
+                new_task(task, names.next().flatten(), content_type, now)
+                    .map_err(|err| at_index(i, err))
+            })
             .collect::<crate::Result<Vec<_>>>()
             .map_err(to_js)?;
         self.queue.enqueue_batch(tasks).await.map_err(to_js)
     }
 
     /// Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
-    /// the shim); resolves, in input order, to each one's id or its coded error text.
+    /// the shim); resolves, in input order, to each one's id or its coded error text. `names` as
+    /// in `enqueueBatch`.
     #[napi(catch_unwind)]
     pub async fn enqueue_each(
         &self,
         tasks: Vec<NativeTaskInput>,
+        names: Option<Vec<Option<String>>>,
     ) -> napi::Result<Vec<NativeEnqueued>> {
         let now = envelope::now_ms();
+        let content_type = self.content_type();
+        let mut names = names.unwrap_or_default().into_iter();
         let mut results: Vec<Option<crate::Result<String>>> = Vec::with_capacity(tasks.len());
         let mut valid = Vec::with_capacity(tasks.len());
         for task in tasks {
-            match new_task(task, now) {
+            match new_task(task, names.next().flatten(), content_type, now) {
                 Ok(task) => {
                     valid.push(task);
                     results.push(None);
@@ -335,16 +400,18 @@ impl NativeQueue {
     }
 
     /// Creates or replaces the recurring task `name`: `spec` is `{ cron } | { every }` with an
-    /// optional `timeZone`.
+    /// optional `timeZone`; its tasks are named `taskName`, if given.
     #[napi(catch_unwind)]
     pub async fn schedule(
         &self,
         name: String,
         spec: serde_json::Value,
         task: NativeTaskInput,
+        task_name: Option<String>,
     ) -> napi::Result<()> {
         let recurring = Recurring::from_json(&spec).map_err(to_js)?;
-        let task = new_task(task, envelope::now_ms()).map_err(to_js)?;
+        let task =
+            new_task(task, task_name, self.content_type(), envelope::now_ms()).map_err(to_js)?;
         self.queue
             .schedule(&name, &recurring, task)
             .await
@@ -385,9 +452,15 @@ impl NativeQueue {
         run: u32,
         dispatch: ThreadsafeFunction<String, (), String, Status, false>,
     ) -> napi::Result<()> {
+        let accepted = self
+            .serializer
+            .get()
+            .map(|s| s.accepted.clone())
+            .unwrap_or_default();
         let sink = JsDispatch {
             function: Arc::new(dispatch),
             limit: self.queue.config().batch_size,
+            accepted,
         };
         self.queue.process_batched(run, sink).await.map_err(to_js)
     }
@@ -650,10 +723,30 @@ impl Throttled {
     }
 }
 
-fn new_task(input: NativeTaskInput, now_ms: i64) -> crate::Result<producer::NewTask> {
+/// The task `input` (named `name`): JSON text, or bytes labelled `content_type` (the queue's
+/// serializer's; bytes on a queue without one are an error).
+fn new_task(
+    input: NativeTaskInput,
+    name: Option<String>,
+    content_type: Option<&str>,
+    now_ms: i64,
+) -> crate::Result<producer::NewTask> {
+    let (data, content_type) = match (input.data, content_type) {
+        (Either::A(text), _) => (Bytes::from(text.into_bytes()), None),
+        (Either::B(bytes), Some(content_type)) => {
+            (Bytes::from(bytes.to_vec()), Some(content_type.to_owned()))
+        }
+        (Either::B(_), None) => {
+            return Err(Error::InvalidTask(
+                "task data given as bytes needs a serializer (useSerializer)".into(),
+            ))
+        }
+    };
     Ok(producer::NewTask {
         run_at: schedules::run_at(input.delay, input.run_at, now_ms)?,
-        data: Bytes::from(input.data.into_bytes()),
+        data,
+        content_type,
+        name,
         metadata: input
             .metadata
             .map(|m| Bytes::from(m.into_bytes()))
@@ -695,12 +788,20 @@ fn native_schedule(stored: StoredSchedule) -> NativeSchedule {
         None => (None, None, None),
     };
     let task = stored.task;
+    let json = content_type::is_json(&task.content_type);
     NativeSchedule {
         name: stored.name,
         cron,
         every,
         time_zone,
-        data: String::from_utf8_lossy(&task.data).into_owned(),
+        data: if json {
+            String::from_utf8_lossy(&task.data).into_owned()
+        } else {
+            String::new()
+        },
+        raw_data: (!json).then(|| Buffer::from(task.data.to_vec())),
+        content_type: task.content_type,
+        task_name: (!task.name.is_empty()).then_some(task.name),
         metadata: (!task.metadata.is_empty())
             .then(|| String::from_utf8_lossy(&task.metadata).into_owned()),
         next_run: stored.next_run_ms.map(|ms| ms as f64),
@@ -714,13 +815,15 @@ fn native_schedule(stored: StoredSchedule) -> NativeSchedule {
 struct JsDispatch {
     function: Arc<ThreadsafeFunction<String, (), String, Status, false>>,
     limit: u32,
+    /// The content types besides JSON the shim decodes.
+    accepted: Arc<Accepted>,
 }
 
 impl BatchSink for JsDispatch {
     type Item = (u32, String);
 
     fn item(&self, token: u32, attempt: Attempt) -> Result<(u32, String), Outcome> {
-        match handoff::task_json(&attempt) {
+        match handoff::task_json(&attempt, &self.accepted) {
             Ok(json) => Ok((token, json)),
             Err(failure) => Err(Outcome::InvalidData(failure)),
         }
@@ -754,7 +857,8 @@ impl BatchSink for JsDispatch {
 }
 
 fn native_task(task: Task, attempt: u64, max_attempts: u64, data_dropped: bool) -> NativeTask {
-    let data = (!data_dropped)
+    // Data of another content type is handed over as bytes, even when they happen to be JSON.
+    let data = (!data_dropped && content_type::is_json(&task.content_type))
         .then(|| handoff::json_text(&task.data).map(str::to_owned))
         .flatten();
     let raw_data = (!data_dropped && data.is_none()).then(|| Buffer::from(task.data.to_vec()));
@@ -768,6 +872,7 @@ fn native_task(task: Task, attempt: u64, max_attempts: u64, data_dropped: bool) 
         data,
         raw_data,
         content_type: task.content_type,
+        name: (!task.name.is_empty()).then_some(task.name),
         metadata,
         raw_metadata,
         data_dropped,
@@ -845,6 +950,7 @@ impl LetterHandler for JsLetters {
                     details: outcome.details,
                     retry: outcome.retry,
                     retry_delay: None,
+                    invalid_data: None,
                 }),
                 Err(err) => {
                     Outcome::Failure(Failure::new(format!("handler failed: {}", err.reason)))
@@ -876,7 +982,8 @@ fn letter_filter(filter: NativeLetterFilter) -> crate::Result<Filter> {
 }
 
 fn outcome_of(failure: NativeFailure) -> Outcome {
-    Outcome::Failure(Failure {
+    let invalid_data = failure.invalid_data == Some(true);
+    let failure = Failure {
         error: failure
             .error
             .unwrap_or_else(|| "handler returned { success: false }".into()),
@@ -889,5 +996,10 @@ fn outcome_of(failure: NativeFailure) -> Outcome {
             .retry_delay
             .filter(|ms| ms.is_finite() && *ms >= 0.0)
             .map(|ms| Duration::from_millis((ms as u64).min(MAX_DURATION_MS))),
-    })
+    };
+    if invalid_data {
+        Outcome::InvalidData(failure)
+    } else {
+        Outcome::Failure(failure)
+    }
 }

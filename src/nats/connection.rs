@@ -294,11 +294,11 @@ impl EventLog {
             Event::ClientError(ClientError::Other(reason)) if is_refusal(&reason) => {
                 let refusals = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
                 self.trouble("ERR_PQ_RECONNECT_REFUSED", || {
-                        format!(
-                            "NATS at {url} refused to reconnect ({reason}), {refusals} times in a \
+                    format!(
+                        "NATS at {url} refused to reconnect ({reason}), {refusals} times in a \
                          row; retrying until it accepts"
-                        )
-                    });
+                    )
+                });
                 if refusals % REFUSALS_PER_WARNING == 1 {
                     tracing::warn!(
                         %url,
@@ -317,8 +317,8 @@ impl EventLog {
             Event::SlowConsumer(sid) => {
                 tracing::warn!(%url, "slow consumer on subscription {sid}");
                 self.trouble("ERR_PQ_SLOW_CONSUMER", || {
-                        format!("slow consumer on subscription {sid}: messages were dropped")
-                    });
+                    format!("slow consumer on subscription {sid}: messages were dropped")
+                });
             }
             other => tracing::debug!(%url, "NATS connection event: {other}"),
         }

@@ -137,6 +137,8 @@ impl PendingOutcomes {
 }
 
 /// What the dispatch loop takes: attempts, and the request to release the unstarted ones.
+// Nearly every message is an attempt: boxing it would cost an allocation per task for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Message {
     Attempt(u32, Attempt),
     Release(oneshot::Sender<()>),

@@ -7,28 +7,47 @@
 //! are, after a check: an envelope from another producer whose data is not JSON, or whose
 //! metadata is not a JSON object, can never be handled; it is refused here (and dead-lettered
 //! as `invalidData`) instead of breaking its whole batch.
+//!
+//! Data of a content type the worker's serializer reads ([`Accepted`]: Protobuf, MessagePack,
+//! raw bytes, a user's own) crosses as base64 text with a `"contentType"` beside it, and the
+//! JavaScript side decodes it; JSON data crosses as before.
 
 use std::fmt::Write as _;
 
+use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use serde::de::IgnoredAny;
 
-use crate::worker::executor::{Attempt, Failure};
+use crate::{
+    content_type::{self, Accepted},
+    worker::executor::{Attempt, Failure},
+};
 
 /// One task as the JSON object text of a `TaskData`: `{"id","data","metadata","attempt",
-/// "maxAttempts"}`, with the enqueue time added to the metadata as `timestamp`, unless the
+/// "maxAttempts"}` (plus `"name"` when it has one, and `"contentType"` beside base64 `"data"` for
+/// a content type of `accepted`), with the enqueue time added to the metadata as `timestamp`, unless the
 /// user's metadata has a `timestamp` of its own that is a number (as the original Protoqueue
 /// kept it). A task whose data or metadata no handler could take is an error.
-pub fn task_json(attempt: &Attempt) -> Result<String, Failure> {
+pub fn task_json(attempt: &Attempt, accepted: &Accepted) -> Result<String, Failure> {
     let task = &attempt.task;
-    if !is_json_content_type(&task.content_type) {
+    // A content type the worker's serializer reads: its bytes go over as base64, with the
+    // content type, and the handler side decodes them.
+    let bytes = if content_type::is_json(&task.content_type) {
+        None
+    } else if accepted.accepts(&task.content_type) {
+        Some(BASE64.encode(&task.data))
+    } else {
         return Err(Failure::new(format!(
-            "task {} has content type {:?}; this worker reads application/json",
+            "task {} has content type {:?}; this worker reads {}",
             task.id,
-            crate::logging::shorten(&task.content_type)
+            crate::logging::shorten(&task.content_type),
+            accepted.describe()
         )));
-    }
-    let data = json_text(&task.data)
-        .ok_or_else(|| Failure::new(format!("task {} has data that is not JSON", task.id)))?;
+    };
+    let data = match &bytes {
+        Some(_) => "",
+        None => json_text(&task.data)
+            .ok_or_else(|| Failure::new(format!("task {} has data that is not JSON", task.id)))?,
+    };
     // The fields of the metadata object: valid JSON that starts with `{` ends with `}`.
     let metadata =
         json_text(&task.metadata).and_then(|text| text.trim().strip_prefix('{')?.strip_suffix('}'));
@@ -45,8 +64,26 @@ pub fn task_json(attempt: &Attempt) -> Result<String, Failure> {
     let id = serde_json::to_string(&task.id)
         .map_err(|err| Failure::new(format!("task id is not representable: {err}")))?;
 
-    let mut json = String::with_capacity(data.len() + metadata.len() + id.len() + 96);
-    let _ = write!(json, "{{\"id\":{id},\"data\":{data},\"metadata\":{{");
+    let extra = bytes
+        .as_ref()
+        .map_or(0, |b| b.len() + task.content_type.len())
+        + task.name.len();
+    let mut json = String::with_capacity(data.len() + extra + metadata.len() + id.len() + 96);
+    let _ = write!(json, "{{\"id\":{id},\"data\":");
+    match &bytes {
+        None => json.push_str(data),
+        Some(base64) => {
+            let content_type = serde_json::to_string(&task.content_type)
+                .map_err(|err| Failure::new(format!("content type not representable: {err}")))?;
+            let _ = write!(json, "\"{base64}\",\"contentType\":{content_type}");
+        }
+    }
+    if !task.name.is_empty() {
+        let name = serde_json::to_string(&task.name)
+            .map_err(|err| Failure::new(format!("task name not representable: {err}")))?;
+        let _ = write!(json, ",\"name\":{name}");
+    }
+    json.push_str(",\"metadata\":{");
     if !metadata.is_empty() {
         json.push_str(metadata);
     }
@@ -122,13 +159,6 @@ pub fn batch_json(limit: u32, batch: &[(u32, String)]) -> String {
     json
 }
 
-/// Whether a task's content type says JSON: `application/json` (with parameters such as a
-/// charset), or none at all (a foreign producer that did not say).
-fn is_json_content_type(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.is_empty() || essence.eq_ignore_ascii_case(crate::envelope::JSON)
-}
-
 /// `bytes` as text when they are exactly one JSON value.
 pub(crate) fn json_text(bytes: &[u8]) -> Option<&str> {
     serde_json::from_slice::<IgnoredAny>(bytes).ok()?;
@@ -158,7 +188,7 @@ mod tests {
     }
 
     fn parsed(data: &str, metadata: &str) -> Value {
-        let text = task_json(&attempt(data, metadata)).expect("a valid task");
+        let text = task_json(&attempt(data, metadata), &Accepted::default()).expect("a valid task");
         serde_json::from_str(&text).expect("task_json writes JSON")
     }
 
@@ -167,7 +197,7 @@ mod tests {
         let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let mut traced = attempt("{}", "");
         traced.task.trace_context = crate::trace_context::checked(traceparent, Some("a=\"b\""));
-        let text = task_json(&traced).expect("a valid task");
+        let text = task_json(&traced, &Accepted::default()).expect("a valid task");
         assert!(text.ends_with("}}"), "{text}");
         let value: Value = serde_json::from_str(&text).expect("JSON");
         assert_eq!(value["trace"]["traceparent"], traceparent);
@@ -178,8 +208,10 @@ mod tests {
             traceparent: Bytes::from_static(b"garbage\"}"),
             tracestate: Bytes::from_static(b"\xff"),
         }));
-        let value: Value =
-            serde_json::from_str(&task_json(&foreign).expect("runs untraced")).expect("JSON");
+        let value: Value = serde_json::from_str(
+            &task_json(&foreign, &Accepted::default()).expect("runs untraced"),
+        )
+        .expect("JSON");
         assert!(value.get("trace").is_none());
     }
 
@@ -270,7 +302,8 @@ mod tests {
             ("1", "\"text\""),
             ("1", "{\"a\":"),
         ] {
-            let failure = task_json(&attempt(data, metadata)).expect_err("must fail");
+            let failure =
+                task_json(&attempt(data, metadata), &Accepted::default()).expect_err("must fail");
             assert!(failure.error.contains("id-\"1\""), "{failure:?}");
         }
     }
@@ -288,17 +321,56 @@ mod tests {
         ] {
             let mut task = attempt("123", "");
             task.task.content_type = content_type.into();
-            assert_eq!(task_json(&task).is_ok(), accepted, "{content_type:?}");
+            assert_eq!(
+                task_json(&task, &Accepted::default()).is_ok(),
+                accepted,
+                "{content_type:?}"
+            );
         }
+    }
+
+    #[test]
+    fn accepted_content_types_cross_as_base64_with_their_content_type_and_name() {
+        let accepted = Accepted::new(["application/x-protobuf; messageType=a.B"]).expect("valid");
+        let mut task = attempt("", "{\"k\":1}");
+        task.task.data = Bytes::from_static(b"\x08\x96\x01\xff");
+        task.task.content_type = "application/x-protobuf; messageType=a.B".into();
+        task.task.name = "em\"ail".into();
+        let value: Value =
+            serde_json::from_str(&task_json(&task, &accepted).expect("accepted")).expect("JSON");
+        assert_eq!(value["data"], json!("CJYB/w=="));
+        assert_eq!(
+            value["contentType"],
+            json!("application/x-protobuf; messageType=a.B")
+        );
+        assert_eq!(value["name"], json!("em\"ail"));
+        assert_eq!(value["metadata"]["k"], json!(1));
+        // Another media type is refused, naming it and what the worker reads.
+        task.task.content_type = "application/x-msgpack".into();
+        let failure = task_json(&task, &accepted).expect_err("not accepted");
+        assert!(
+            failure.error.contains("application/x-msgpack"),
+            "{failure:?}"
+        );
+        assert!(
+            failure.error.contains("application/x-protobuf"),
+            "{failure:?}"
+        );
+        // JSON tasks are unchanged: no contentType, and no name unless given.
+        let plain = task_json(&attempt("1", ""), &accepted).expect("json");
+        assert!(!plain.contains("contentType") && !plain.contains("\"name\""));
     }
 
     #[test]
     fn a_batch_is_one_json_text_with_tokens_in_task_order() {
         let batch = vec![
-            (7, task_json(&attempt("1", "")).expect("valid")),
+            (
+                7,
+                task_json(&attempt("1", ""), &Accepted::default()).expect("valid"),
+            ),
             (
                 3,
-                task_json(&attempt("[2]", "{\"k\":\"v\"}")).expect("valid"),
+                task_json(&attempt("[2]", "{\"k\":\"v\"}"), &Accepted::default()).expect("valid"),
             ),
         ];
         let value: Value = serde_json::from_str(&batch_json(10, &batch)).expect("JSON");

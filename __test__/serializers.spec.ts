@@ -1,0 +1,405 @@
+// Task data in other encodings than JSON, end to end against a real nats-server: Protobuf from a
+// protobuf-es schema (two versions of one message for schema evolution, another message type),
+// 'raw' bytes, 'msgpack', a serializer of one's own, mixed producers on one queue, dead letters
+// and requeue of such tasks, named tasks, and the bad input that must be refused with nothing sent.
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { after, before, describe, test } from 'node:test'
+
+import { create, isMessage } from '@bufbuild/protobuf'
+import { Protoqueue, type DeadLetter, type ProtoqueueConfig, type TaskData } from 'protoqueue'
+
+import { OrderSchema, OtherSchema, type Order } from './fixtures/protobuf/gen/v1/pqtest/order_pb.js'
+import { OrderSchema as OrderV2Schema } from './fixtures/protobuf/gen/v2/pqtest/order_pb.js'
+import { NatsServer, uniqueQueue } from './helpers/nats'
+import { repoRoot } from './helpers/package'
+import { deferred, eventually, rejectsWithCode, within } from './helpers/wait'
+
+const ORDER_TYPE = 'application/x-protobuf; messageType=pqtest.Order'
+
+let server: NatsServer
+const open: Array<Protoqueue<any>> = []
+before(async () => {
+  server = await NatsServer.start()
+})
+after(async () => {
+  await Promise.all(open.map((queue) => queue.disconnect()))
+  await server.stop()
+})
+
+/** A connected queue, disconnected after the tests. */
+async function queueOf<T = unknown>(config: ProtoqueueConfig<T>): Promise<Protoqueue<T>> {
+  const queue = new Protoqueue<T>(config)
+  open.push(queue)
+  await queue.connect(server.url)
+  return queue
+}
+
+/** Collects the tasks a handler gets; `until(n)` waits for n of them. */
+function collector<T = any>(result: (task: TaskData<T>) => { success: boolean; retry?: boolean; error?: string } = () => ({ success: true })) {
+  const tasks: Array<TaskData<T>> = []
+  let waiting: { n: number; done: () => void } | undefined
+  const handler = async (task: TaskData<T>) => {
+    tasks.push(task)
+    if (waiting && tasks.length >= waiting.n) waiting.done()
+    return result(task)
+  }
+  const until = async (n: number) => {
+    if (tasks.length >= n) return tasks
+    const done = deferred()
+    waiting = { n, done: done.resolve }
+    await within(`${n} tasks`, done.promise)
+    return tasks
+  }
+  return { tasks, handler, until }
+}
+
+async function letters(queue: Protoqueue<any>, n: number): Promise<Array<DeadLetter<any>>> {
+  return eventually(`${n} dead letters`, async () => {
+    const found = await queue.getDeadLetters()
+    return found.length >= n && found
+  })
+}
+
+describe('Protobuf task data from a protobuf-es schema', () => {
+  test('enqueue takes the message or its init object; the handler gets the decoded message', async () => {
+    const names = uniqueQueue('pb')
+    const queue = await queueOf({ ...names, schema: OrderSchema })
+    const seen = collector<Order>()
+    await queue.process(seen.handler)
+    await queue.enqueue({ data: { id: 'init', quantity: 3, shipTo: { city: 'Paris' } } })
+    await queue.enqueue({ data: create(OrderSchema, { id: 'message', quantity: 4 }) })
+    await queue.enqueueBatch([{ data: { id: 'batch-1' } }, { data: create(OrderSchema, { id: 'batch-2' }) }])
+    const tasks = await seen.until(4)
+    const byId = new Map(tasks.map((t) => [t.data.id, t]))
+    const first = byId.get('init')!
+    assert.ok(isMessage(first.data, OrderSchema), 'a pqtest.Order message')
+    assert.equal(first.data.quantity, 3)
+    assert.equal(first.data.shipTo?.city, 'Paris')
+    assert.equal(first.contentType, ORDER_TYPE)
+    assert.equal(byId.get('message')!.data.quantity, 4)
+    assert.deepStrictEqual([...byId.keys()].sort(), ['batch-1', 'batch-2', 'init', 'message'])
+  })
+
+  test('schema evolution: a newer producer (fields added) and an older worker understand each other, both ways', async () => {
+    // New producer → old worker: the added fields are kept as unknown fields, the rest reads.
+    const forward = uniqueQueue('pb_fwd')
+    const newProducer = await queueOf({ ...forward, schema: OrderV2Schema })
+    const oldWorker = await queueOf({ ...forward, schema: OrderSchema })
+    const old = collector<Order>()
+    await oldWorker.process(old.handler)
+    await newProducer.enqueue({ data: { id: 'v2', quantity: 2, coupon: 'SAVE10', tags: ['gift'] } })
+    const [fromNew] = await old.until(1)
+    assert.equal(fromNew!.data.id, 'v2')
+    assert.equal(fromNew!.data.quantity, 2)
+    assert.ok((fromNew!.data.$unknown ?? []).length > 0, 'the fields it does not know are kept')
+    // Re-encoded by the old worker (passed on to another queue), the new fields survive.
+    const relay = uniqueQueue('pb_relay')
+    const oldRelay = await queueOf({ ...relay, schema: OrderSchema })
+    const newReader = await queueOf({ ...relay, schema: OrderV2Schema })
+    const relayed = collector<any>()
+    await newReader.process(relayed.handler)
+    await oldRelay.enqueue({ data: fromNew!.data })
+    const [passedOn] = await relayed.until(1)
+    assert.equal(passedOn!.data.coupon, 'SAVE10')
+    assert.deepStrictEqual(passedOn!.data.tags, ['gift'])
+
+    // Old producer → new worker: the added fields have their defaults.
+    const backward = uniqueQueue('pb_bwd')
+    const oldProducer = await queueOf({ ...backward, schema: OrderSchema })
+    const newWorker = await queueOf({ ...backward, schema: OrderV2Schema })
+    const seenNew = collector<any>()
+    await newWorker.process(seenNew.handler)
+    await oldProducer.enqueue({ data: { id: 'v1', quantity: 1 } })
+    const [fromOld] = await seenNew.until(1)
+    assert.equal(fromOld!.data.id, 'v1')
+    assert.equal(fromOld!.data.coupon, '')
+    assert.deepStrictEqual(fromOld!.data.tags, [])
+  })
+
+  test('a task of another message type, or not Protobuf, is dead-lettered at once as invalidData, saying why', async () => {
+    const names = uniqueQueue('pb_wrong')
+    const worker = await queueOf({ ...names, schema: OrderSchema, options: { maxRetries: 5, retryDelay: 100 } })
+    const seen = collector()
+    await worker.process(seen.handler)
+    const other = await queueOf({ ...names, schema: OtherSchema })
+    await other.enqueue({ id: 'other-type', data: { note: 'hi', count: 5n } })
+    const msgpack = await queueOf({ ...names, serializer: 'msgpack' })
+    await msgpack.enqueue({ id: 'msgpack', data: { id: 'looks like an order' } })
+    // The right label over bytes that are not a pqtest.Order.
+    const liar = await queueOf({ ...names, serializer: { contentType: ORDER_TYPE, encode: () => Uint8Array.of(0xff, 0xff, 0xff), decode: () => null } })
+    await liar.enqueue({ id: 'garbage', data: null })
+    const found = await letters(worker, 3)
+    assert.deepStrictEqual(seen.tasks, [], 'the handler never saw them')
+    const byId = new Map(found.map((l) => [l.task?.id, l]))
+    for (const letter of found) {
+      assert.equal(letter.reason, 'invalidData')
+      assert.equal(letter.attempts, 1)
+      assert.equal(letter.task?.dataFormat, 'raw', 'kept as bytes, readable by getDeadLetters')
+      assert.ok(Buffer.isBuffer(letter.task?.data))
+    }
+    assert.match(byId.get('other-type')!.error, /pqtest\.Other.*pqtest\.Order/)
+    assert.equal(byId.get('other-type')!.task?.contentType, 'application/x-protobuf; messageType=pqtest.Other')
+    assert.match(byId.get('msgpack')!.error, /application\/x-msgpack/)
+    assert.match(byId.get('garbage')!.error, /does not decode as pqtest\.Order/)
+  })
+
+  test('a JSON task on a Protobuf queue reaches the handler as the message (Protobuf JSON mapping), or is invalidData', async () => {
+    const names = uniqueQueue('pb_json')
+    const worker = await queueOf({ ...names, schema: OrderSchema })
+    const seen = collector<Order>()
+    await worker.process(seen.handler)
+    const json = await queueOf({ ...names })
+    await json.enqueue({ data: { id: 'from-json', quantity: 7, ship_to: { city: 'Oslo' } } })
+    await json.enqueue({ id: 'not-an-order', data: { quantity: 'many' } })
+    const [task] = await seen.until(1)
+    assert.ok(isMessage(task!.data, OrderSchema))
+    assert.equal(task!.data.quantity, 7)
+    assert.equal(task!.data.shipTo?.city, 'Oslo')
+    assert.equal(task!.contentType, undefined)
+    const [letter] = await letters(worker, 1)
+    assert.equal(letter!.reason, 'invalidData')
+    assert.equal(letter!.task?.id, 'not-an-order')
+    assert.equal(letter!.task?.dataFormat, 'json')
+  })
+
+  test('dead letters keep the bytes and content type; getDeadLetters decodes them; requeue runs them again', async () => {
+    const names = uniqueQueue('pb_dlq')
+    const queue = await queueOf({ ...names, schema: OrderSchema, options: { maxRetries: 0, retryDelay: 0 } })
+    let reject = true
+    const seen = collector<Order>(() => (reject ? { success: false, retry: false, error: 'not yet' } : { success: true }))
+    await queue.process(seen.handler)
+    await queue.enqueue({ id: 'o-1', name: 'order', data: { id: 'o-1', quantity: 9 } })
+    const [letter] = await letters(queue, 1)
+    assert.equal(letter!.reason, 'rejected')
+    const task = letter!.task!
+    assert.equal(task.contentType, ORDER_TYPE)
+    assert.equal(task.dataFormat, 'decoded')
+    assert.ok(task.dataFormat === 'decoded' && isMessage(task.data, OrderSchema) && task.data.quantity === 9)
+    assert.equal(task.name, 'order')
+    // A queue without the schema still reads the letter, as bytes.
+    const plain = await queueOf({ ...names })
+    const [raw] = await plain.getDeadLetters()
+    assert.equal(raw!.task?.dataFormat, 'raw')
+    assert.equal(raw!.task?.contentType, ORDER_TYPE)
+    reject = false
+    assert.equal(await queue.requeueDeadLetters({ ids: ['o-1'] }), 1)
+    const tasks = await seen.until(2)
+    assert.equal(tasks[1]!.data.quantity, 9)
+    assert.equal(tasks[1]!.name, 'order')
+    assert.equal(tasks[1]!.contentType, ORDER_TYPE)
+    await eventually('the letter gone', async () => (await queue.getDeadLetters()).length === 0)
+  })
+
+  test('delayed and recurring tasks keep their Protobuf data and content type', async () => {
+    const names = uniqueQueue('pb_sched')
+    const queue = await queueOf({ ...names, schema: OrderSchema, options: { schedules: true } })
+    const seen = collector<Order>()
+    await queue.process(seen.handler)
+    await queue.enqueue({ data: { id: 'delayed', quantity: 1 }, delay: 50 })
+    await queue.schedule('every-second', { every: 1000 }, { name: 'tick', data: { id: 'recurring', quantity: 2 } })
+    const [listed] = await queue.getSchedules()
+    assert.ok(isMessage(listed!.data, OrderSchema) && listed!.data.quantity === 2, 'getSchedules decodes the data')
+    assert.equal(listed!.taskName, 'tick')
+    const tasks = await seen.until(2)
+    await queue.unschedule('every-second')
+    const byId = new Map(tasks.map((t) => [t.data.id, t]))
+    assert.equal(byId.get('delayed')?.data.quantity, 1)
+    assert.equal(byId.get('recurring')?.data.quantity, 2)
+    assert.equal(byId.get('recurring')?.name, 'tick')
+    for (const task of tasks) assert.equal(task.contentType, ORDER_TYPE)
+  })
+
+  test('a value the schema cannot encode rejects with ERR_PQ_SERIALIZE and nothing is sent', async () => {
+    const names = uniqueQueue('pb_bad')
+    const queue = await queueOf({ ...names, schema: OrderSchema })
+    const bad: unknown[] = [
+      { id: 'x', bogus: 1 },
+      { shipTo: { city: 'x', street: 'y' } },
+      { quantity: 'many' },
+      { quantity: -1 },
+      'text',
+      null,
+      [1],
+      Buffer.from('x'),
+      create(OtherSchema, { note: 'wrong type' }),
+    ]
+    for (const data of bad) {
+      await rejectsWithCode(queue.enqueue({ data: data as any }), 'ERR_PQ_SERIALIZE')
+    }
+    await rejectsWithCode(queue.enqueueBatch([{ data: { id: 'fine' } }, { data: { quantity: 'many' } as any }]), 'ERR_PQ_SERIALIZE')
+    assert.equal((await queue.getStats()).messages, 0, 'nothing was sent')
+  })
+
+  test('the example (examples/protobuf) runs as its README section says', () => {
+    const out = execFileSync(process.execPath, ['examples/protobuf/orders.mjs'], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      env: { ...process.env, NATS_URL: server.url },
+      timeout: 60_000,
+    })
+    assert.match(out, /order o-1 for ada@example\.com: 2 units, 800 cents \(application\/x-protobuf; messageType=shop\.v1\.Order\)/)
+    assert.match(out, /order o-2 for alan@example\.com: 1 units, 0 cents/)
+    assert.match(out, /refused: ERR_PQ_SERIALIZE/)
+  })
+
+  test('a schema that is not a protobuf-es message schema is ERR_PQ_INVALID_CONFIG', () => {
+    for (const schema of [{}, 'pqtest.Order', { kind: 'enum', typeName: 'x' }, OrderSchema.fields[0], () => {}]) {
+      assert.throws(() => new Protoqueue({ ...uniqueQueue(), schema: schema as any }), { code: 'ERR_PQ_INVALID_CONFIG' })
+    }
+    assert.throws(() => new Protoqueue({ ...uniqueQueue(), schema: OrderSchema, serializer: 'msgpack' }), { code: 'ERR_PQ_INVALID_CONFIG' })
+  })
+})
+
+describe("serializers: 'raw', 'msgpack', your own, and JSON beside them", () => {
+  test("'raw' takes a Buffer or Uint8Array and hands the handler a Buffer; anything else is ERR_PQ_SERIALIZE", async () => {
+    const names = uniqueQueue('raw')
+    const queue = await queueOf<Buffer>({ ...names, serializer: 'raw' })
+    const seen = collector<Buffer>()
+    await queue.process(seen.handler)
+    const bytes = Uint8Array.of(0, 1, 2, 255)
+    await queue.enqueue({ data: Buffer.from('hello') })
+    await queue.enqueue({ data: bytes })
+    await queue.enqueue({ data: new Uint8Array(0) })
+    const tasks = await seen.until(3)
+    for (const task of tasks) assert.ok(Buffer.isBuffer(task.data))
+    assert.deepStrictEqual(
+      tasks.map((t) => t.data.toString('hex')).sort(),
+      ['', '000102ff', Buffer.from('hello').toString('hex')].sort(),
+    )
+    assert.equal(tasks[0]!.contentType, 'application/octet-stream')
+    for (const data of ['hello', { type: 'Buffer', data: [1] }, [1, 2], 42, new ArrayBuffer(2)]) {
+      await rejectsWithCode(queue.enqueue({ data: data as any }), 'ERR_PQ_SERIALIZE')
+    }
+  })
+
+  test("'msgpack' round-trips values JSON cannot (binary, Infinity) and JSON-only workers refuse its tasks by name", async () => {
+    const names = uniqueQueue('mp')
+    const queue = await queueOf({ ...names, serializer: 'msgpack' })
+    const seen = collector()
+    await queue.process(seen.handler)
+    const data = { n: 1.5, big: Infinity, when: new Date(1_700_000_000_000), bytes: Buffer.from([1, 2, 3]), list: [null, 'x', { deep: true }] }
+    await queue.enqueue({ data })
+    const [task] = await seen.until(1)
+    const got = task!.data as typeof data
+    assert.equal(got.n, 1.5)
+    assert.equal(got.big, Infinity)
+    assert.ok(got.when instanceof Date && got.when.getTime() === 1_700_000_000_000)
+    assert.deepStrictEqual(Buffer.from(got.bytes), Buffer.from([1, 2, 3]))
+    assert.deepStrictEqual(got.list, [null, 'x', { deep: true }])
+    assert.equal(task!.contentType, 'application/x-msgpack')
+    await rejectsWithCode(queue.enqueue({ data: () => 1 }), 'ERR_PQ_SERIALIZE')
+
+    // A JSON worker on another queue gets a msgpack task: dead-lettered naming the content type.
+    const other = uniqueQueue('mp_json')
+    const jsonWorker = await queueOf({ ...other, options: { maxRetries: 3 } })
+    await jsonWorker.process(async () => ({ success: true }))
+    await (await queueOf({ ...other, serializer: 'msgpack' })).enqueue({ data: { a: 1 } })
+    const [letter] = await letters(jsonWorker, 1)
+    assert.equal(letter!.reason, 'invalidData')
+    assert.match(letter!.error, /application\/x-msgpack/)
+    // Plain MessagePack, no msgpackr record extension: a map16 of one entry, "a" → 1.
+    assert.deepStrictEqual(letter!.task?.data, Buffer.from([0xde, 0x00, 0x01, 0xa1, 0x61, 0x01]))
+  })
+
+  test("'msgpack' without the msgpackr package is ERR_PQ_INVALID_CONFIG saying what to install", () => {
+    const script = `
+      const Module = require('node:module')
+      const load = Module._load
+      Module._load = function (request, ...rest) {
+        if (request === 'msgpackr') throw Object.assign(new Error("Cannot find module 'msgpackr'"), { code: 'MODULE_NOT_FOUND' })
+        return load.call(this, request, ...rest)
+      }
+      const { Protoqueue } = require('./index.js')
+      try { new Protoqueue({ streamName: 's', subject: 't', serializer: 'msgpack' }); console.log('created') }
+      catch (err) { console.log(JSON.stringify({ code: err.code, message: err.message })) }`
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: repoRoot, encoding: 'utf8' }))
+    assert.equal(out.code, 'ERR_PQ_INVALID_CONFIG')
+    assert.match(out.message, /npm install msgpackr/)
+  })
+
+  test('your own serializer; producers of several kinds share a queue during a migration', async () => {
+    const names = uniqueQueue('own')
+    const upper = {
+      contentType: 'text/x-upper; charset=utf-8',
+      encode: (data: string) => Buffer.from(data.toUpperCase()),
+      decode: (bytes: Buffer, contentType: string) => `${bytes.toString()} (${contentType})`,
+    }
+    const worker = await queueOf<string>({ ...names, serializer: upper })
+    const seen = collector<string>()
+    await worker.process(seen.handler)
+    await worker.enqueue({ data: 'new kind' })
+    await (await queueOf({ ...names })).enqueue({ data: 'old kind' })
+    const tasks = await seen.until(2)
+    assert.deepStrictEqual(tasks.map((t) => t.data).sort(), ['NEW KIND (text/x-upper; charset=utf-8)', 'old kind'])
+    assert.deepStrictEqual(tasks.map((t) => t.contentType ?? 'json').sort(), ['json', 'text/x-upper; charset=utf-8'])
+  })
+
+  test('a serializer that throws, or returns no bytes, rejects enqueue with ERR_PQ_SERIALIZE; bad serializers are ERR_PQ_INVALID_CONFIG', async () => {
+    const names = uniqueQueue('own_bad')
+    const throwing = await queueOf({ ...names, serializer: { contentType: 'x/y', encode: () => { throw new Error('no') }, decode: () => 1 } })
+    await rejectsWithCode(throwing.enqueue({ data: 1 }), 'ERR_PQ_SERIALIZE')
+    for (const result of ['text', [1, 2], null, undefined, new ArrayBuffer(1)]) {
+      const queue = await queueOf({ ...names, serializer: { contentType: 'x/y', encode: () => result as any, decode: () => 1 } })
+      await rejectsWithCode(queue.enqueue({ data: 1 }), 'ERR_PQ_SERIALIZE')
+    }
+    assert.equal((await throwing.getStats()).messages, 0, 'nothing was sent')
+    const bad: unknown[] = [
+      'yaml',
+      42,
+      {},
+      { contentType: 'x/y', encode: () => new Uint8Array() },
+      { contentType: 'x/y', decode: () => 1 },
+      { contentType: 'nope', encode: () => new Uint8Array(), decode: () => 1 },
+      { contentType: 'application/json', encode: () => new Uint8Array(), decode: () => 1 },
+      { contentType: 'x/y\n', encode: () => new Uint8Array(), decode: () => 1 },
+      { encode: () => new Uint8Array(), decode: () => 1 },
+    ]
+    for (const serializer of bad) {
+      assert.throws(() => new Protoqueue({ ...uniqueQueue(), serializer: serializer as any }), { code: 'ERR_PQ_INVALID_CONFIG' }, JSON.stringify(serializer))
+    }
+  })
+
+  test('a decoder that throws dead-letters the task at once as invalidData', async () => {
+    const names = uniqueQueue('own_decode')
+    const queue = await queueOf<string>({ ...names, serializer: { contentType: 'x/y', encode: () => Uint8Array.of(1), decode: () => { throw new Error('corrupt') } }, options: { maxRetries: 5 } })
+    const seen = collector()
+    await queue.process(seen.handler)
+    await queue.enqueue({ data: 'anything' })
+    const [letter] = await letters(queue, 1)
+    assert.equal(letter!.reason, 'invalidData')
+    assert.equal(letter!.attempts, 1)
+    assert.match(letter!.error, /corrupt/)
+    assert.equal(letter!.task?.dataFormat, 'raw')
+    assert.deepStrictEqual(seen.tasks, [])
+  })
+
+  test("'json' is the default, and explicit", async () => {
+    const names = uniqueQueue('json')
+    const queue = await queueOf({ ...names, serializer: 'json' })
+    const seen = collector()
+    await queue.process(seen.handler)
+    await queue.enqueue({ data: { a: [1] } })
+    const [task] = await seen.until(1)
+    assert.deepStrictEqual(task!.data, { a: [1] })
+    assert.equal(task!.contentType, undefined)
+  })
+})
+
+describe('named tasks', () => {
+  test("a task's name travels with it to the handler and to its dead letter; a bad name is ERR_PQ_INVALID_TASK", async () => {
+    const names = uniqueQueue('named')
+    const queue = await queueOf({ ...names, options: { maxRetries: 0, retryDelay: 0 } })
+    const seen = collector((task) => (task.name === 'resize' ? { success: false, retry: false } : { success: true }))
+    await queue.process(seen.handler)
+    await queue.enqueue({ name: 'email', data: { to: 'a@example.com' } })
+    await queue.enqueueBatch([{ name: 'resize', data: { width: 10 } }, { data: 'unnamed' }])
+    const tasks = await seen.until(3)
+    assert.deepStrictEqual(tasks.map((t) => t.name ?? '-').sort(), ['-', 'email', 'resize'])
+    const [letter] = await letters(queue, 1)
+    assert.equal(letter!.task?.name, 'resize')
+    for (const name of [42, '', 'a\u0000b', 'x'.repeat(257)]) {
+      await rejectsWithCode(queue.enqueue({ name: name as any, data: 1 }), 'ERR_PQ_INVALID_TASK')
+    }
+  })
+})
