@@ -110,6 +110,19 @@ function unserializablePath(value, path, depth = 0) {
   return undefined
 }
 
+/** A task input as `enqueueEach` takes it: its JSON text alone when it has nothing but data. */
+function compactInput(input) {
+  for (const key in input) if (key !== 'data') return input
+  return input.data
+}
+
+/** `enqueueEach`'s answer as lib/coalesce.js takes it: one `{ value, error }` per task. */
+function enqueueResults({ ids, failures }) {
+  const results = ids.split('\n').map((id) => ({ value: id }))
+  if (failures) for (const { index, error } of failures) results[index] = { error }
+  return results
+}
+
 /** JSON text of `value`, or ERR_PQ_SERIALIZE naming what could not be serialized. */
 function toJson(value, what) {
   let text
@@ -436,14 +449,27 @@ class Protoqueue {
   }
 
   /** Enqueues one task; resolves to its id once JetStream has stored it. */
-  async enqueue(task) {
-    const input = encodeTask(task, 'task')
-    return native(() => this.#enqueueOne(input))
+  enqueue(task) {
+    // Not `async`, and no `native()` wrapper: many callers at once pay per task for every promise
+    // here (W5 in bench/README.md); #enqueueOne's errors already carry their codes.
+    let input
+    try {
+      input = encodeTask(task, 'task')
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.#enqueueOne(input)
   }
 
   /** Single enqueues of one event-loop turn cross into the native side together. */
   #enqueueOne = coalesce(
-    (inputs) => this.#native.enqueueEach(inputs).then((results) => results.map((r) => ({ value: r.id ?? undefined, error: r.error }))),
+    (inputs) => {
+      try {
+        return this.#native.enqueueEach(inputs.map(compactInput)).then(enqueueResults, (err) => Promise.reject(withCode(err, 'ERR_PQ_NATS')))
+      } catch (err) {
+        return Promise.reject(withCode(err, 'ERR_PQ_NATS'))
+      }
+    },
     (text) => withCode(new Error(text), 'ERR_PQ_NATS'),
   )
 

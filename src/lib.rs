@@ -46,6 +46,7 @@ pub mod admin;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod hops;
 pub mod ids;
 pub mod logging;
 pub mod nats;
