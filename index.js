@@ -114,6 +114,20 @@ function unserializablePath(value, path, depth = 0) {
   return undefined
 }
 
+/** A task input as `enqueueEach` takes it: its JSON text alone when it has nothing but data. */
+function compactInput(input) {
+  if (typeof input.data !== 'string') return input
+  for (const key in input) if (key !== 'data') return input
+  return input.data
+}
+
+/** `enqueueEach`'s answer as lib/coalesce.js takes it: one `{ value, error }` per task. */
+function enqueueResults({ ids, failures }) {
+  const results = ids.split('\n').map((id) => ({ value: id }))
+  if (failures) for (const { index, error } of failures) results[index] = { error }
+  return results
+}
+
 /** JSON text of `value`, or ERR_PQ_SERIALIZE naming what could not be serialized. */
 function toJson(value, what) {
   let text
@@ -521,16 +535,29 @@ class Protoqueue {
   }
 
   /** Enqueues one task; resolves to its id once JetStream has stored it. */
-  async enqueue(task) {
-    const input = encodeTask(task, 'task', this.#codec)
+  enqueue(task) {
+    // Not `async`, and no `native()` wrapper: many callers at once pay per task for every promise
+    // here (W5 in bench/README.md); #enqueueOne's errors already carry their codes.
+    let input
+    try {
+      input = encodeTask(task, 'task', this.#codec)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     const span = tracing.startSend(this.#destination, [input], false)
-    if (span === null) return native(() => this.#enqueueOne(input))
-    return tracing.settleSend(span, native(() => this.#enqueueOne(input)))
+    if (span === null) return this.#enqueueOne(input)
+    return tracing.settleSend(span, this.#enqueueOne(input))
   }
 
   /** Single enqueues of one event-loop turn cross into the native side together. */
   #enqueueOne = coalesce(
-    (inputs) => this.#native.enqueueEach(inputs, namesOf(inputs)).then((results) => results.map((r) => ({ value: r.id ?? undefined, error: r.error }))),
+    (inputs) => {
+      try {
+        return this.#native.enqueueEach(inputs.map(compactInput), namesOf(inputs)).then(enqueueResults, (err) => Promise.reject(withCode(err, 'ERR_PQ_NATS')))
+      } catch (err) {
+        return Promise.reject(withCode(err, 'ERR_PQ_NATS'))
+      }
+    },
     (text) => withCode(new Error(text), 'ERR_PQ_NATS'),
   )
 

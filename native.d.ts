@@ -31,10 +31,15 @@ export declare class NativeQueue {
   enqueueBatch(tasks: Array<NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<Array<string>>
   /**
    * Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
-   * the shim); resolves, in input order, to each one's id or its coded error text. `names` as
-   * in `enqueueBatch`.
+   * the shim); resolves to each one's id or its coded error text. A task that is only data
+   * comes as its JSON text alone (no object to read fields from). `names` as in `enqueueBatch`.
    */
-  enqueueEach(tasks: Array<NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<Array<NativeEnqueued>>
+  enqueueEach(tasks: Array<string | NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<NativeEnqueuedEach>
+  /**
+   * The hop marks of single enqueues recorded so far (`PROTOQUEUE_HOPS=1`), as
+   * `[hop, ns, ...]`; for `bench/hops.mjs`.
+   */
+  static hopsTake(): Array<number>
   /** Cancels the delayed task `id` that is not yet due; resolves to whether it was. */
   cancel(id: string): Promise<boolean>
   /**
@@ -155,10 +160,26 @@ export interface NativeDeadLetter {
   streamSequence: number
 }
 
-/** The result of one task of `enqueueEach`: its id, or its error as `"<code>: <message>"`. */
-export interface NativeEnqueued {
-  id?: string
-  error?: string
+/**
+ * What `enqueueEach` answers for its tasks: one string and the failures, not an object per
+ * task (building those cost more than the rest of the call when many callers enqueue at once).
+ */
+export interface NativeEnqueuedEach {
+  /**
+   * The tasks' ids in input order, joined by `\n` (an id holds no whitespace); a failed
+   * task's is empty.
+   */
+  ids: string
+  /** The tasks that failed, in input order; absent when none did. */
+  failures?: Array<NativeEnqueueFailure>
+}
+
+/** A task of `enqueueEach` that failed. */
+export interface NativeEnqueueFailure {
+  /** Its position in the input. */
+  index: number
+  /** Its error as `"<code>: <message>"`. */
+  error: string
 }
 
 /** A failed attempt as the shim reports it: the handler's result (normalised) or what it threw. */

@@ -71,3 +71,26 @@ test('a throwing dispatch, junk reports, unknown tokens and non-JSON data never 
   await eventually('stream empty', async () => (await queue.stats()).messages === 0)
   await queue.disconnect()
 })
+
+test('enqueueEach takes data-only tasks as JSON text next to full inputs, and answers ids in order with failures at their index', { timeout: 60_000 }, async () => {
+  const queue = new NativeQueue(uniqueQueue('native-each'))
+  await queue.connect(server.url)
+  try {
+    const answer = await queue.enqueueEach(['{"a":1}', { data: '{"b":2}', id: 'bad id' }, { data: '{"c":3}', id: 'own-id' }, '"d"'])
+    const ids = answer.ids.split('\n')
+    assert.equal(ids.length, 4)
+    assert.match(ids[0], /^[0-9a-f-]{36}$/)
+    assert.equal(ids[1], '')
+    assert.equal(ids[2], 'own-id')
+    assert.match(ids[3], /^[0-9a-f-]{36}$/)
+    assert.equal(answer.failures?.length, 1)
+    assert.equal(answer.failures?.[0].index, 1)
+    assert.match(answer.failures?.[0].error ?? '', /^ERR_PQ_INVALID_TASK: /)
+    const clean = await queue.enqueueEach(['1'])
+    assert.equal(clean.failures ?? undefined, undefined)
+    // Hop marks are recorded only with PROTOQUEUE_HOPS=1 (bench/hops.mjs).
+    assert.deepEqual(NativeQueue.hopsTake(), [])
+  } finally {
+    await queue.disconnect(false)
+  }
+})

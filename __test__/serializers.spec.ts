@@ -402,4 +402,22 @@ describe('named tasks', () => {
       await rejectsWithCode(queue.enqueue({ name: name as any, data: 1 }), 'ERR_PQ_INVALID_TASK')
     }
   })
+
+  test('single enqueues of one turn keep their own names, between tasks that are only data', async () => {
+    const names = uniqueQueue('named_turn')
+    const queue = await queueOf({ ...names })
+    const seen = collector()
+    await queue.process(seen.handler)
+    // Made together: they cross into the native side in one call, data-only ones as bare text.
+    await Promise.all([
+      queue.enqueue({ data: 0 }),
+      queue.enqueue({ name: 'one', data: 1 }),
+      queue.enqueue({ data: 2 }),
+      queue.enqueue({ data: 3 }),
+      queue.enqueue({ name: 'four', data: 4 }),
+    ])
+    const tasks = await seen.until(5)
+    const nameOf = new Map(tasks.map((t) => [t.data as number, t.name ?? '-']))
+    assert.deepStrictEqual([0, 1, 2, 3, 4].map((n) => nameOf.get(n)), ['-', 'one', '-', '-', 'four'])
+  })
 })

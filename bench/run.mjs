@@ -15,6 +15,7 @@ import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 
 import { startNatsServer } from './lib/nats-server.mjs'
+import { REDIS_MISSING, findRedisServer, startRedisServer } from './lib/redis-server.mjs'
 import { HELP, parseOptions } from './lib/options.mjs'
 import { cpuBetween, peakRssKb, resetPeakRss, sample } from './lib/proc.mjs'
 import { createProfiler } from './lib/profile.mjs'
@@ -145,6 +146,7 @@ async function verify(jsm, c, spec, result) {
   if (result.count !== c.n || result.distinct !== c.n || result.duplicates !== 0) {
     throw new Error(`runner counted ${result.distinct} distinct tasks of ${c.n} (${result.duplicates} duplicates, reported count ${result.count})`)
   }
+  if (spec.system === 'bullmq') return verifyBullmq(c, spec)
   const expected = ['w1', 'w2', 'w5'].includes(c.workload) ? c.n : 0
   const deadline = Date.now() + SETTLE_TIMEOUT_MS
   for (;;) {
@@ -157,6 +159,32 @@ async function verify(jsm, c, spec, result) {
     if (stored === expected) return
     if (Date.now() > deadline) throw new Error(`stream ${spec.stream} holds ${stored} messages, expected ${expected}`)
     await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+/**
+ * The same check in Redis for a BullMQ run: W1, W2 and W5 left exactly N waiting jobs; W3 and W4
+ * left N completed jobs and nothing waiting, active, delayed or failed.
+ */
+async function verifyBullmq(c, spec) {
+  const { Queue } = await import('bullmq')
+  const { default: IORedis } = await import('ioredis')
+  const connection = new IORedis(spec.url, { maxRetriesPerRequest: null })
+  const queue = new Queue(spec.stream, { connection })
+  try {
+    const stored = ['w1', 'w2', 'w5'].includes(c.workload)
+    const expected = { wait: stored ? c.n : 0, completed: stored ? 0 : c.n, active: 0, delayed: 0, failed: 0, prioritized: 0, paused: 0 }
+    const deadline = Date.now() + SETTLE_TIMEOUT_MS
+    for (;;) {
+      const counts = await queue.getJobCounts(...Object.keys(expected))
+      const wrong = Object.entries(expected).filter(([state, n]) => counts[state] !== n)
+      if (wrong.length === 0) return
+      if (Date.now() > deadline) throw new Error(`queue ${spec.stream} holds ${wrong.map(([state]) => `${counts[state]} ${state}`).join(', ')}; expected ${wrong.map(([state, n]) => `${n} ${state}`).join(', ')}`)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  } finally {
+    await queue.close()
+    await connection.quit()
   }
 }
 
@@ -175,6 +203,8 @@ async function main() {
   if (wantsProtoqueue) ensureReleaseAddon()
   const wireLimit = options.systems.includes('rust') ? buildWireLimit(host) : undefined
   const bun = bunBin()
+  const redisBin = options.systems.includes('bullmq') ? findRedisServer() : undefined
+  if (options.systems.includes('bullmq') && !redisBin) log(REDIS_MISSING)
   if (options.systems.includes('protoqueue-bun') && !bun) log('bun does not run here: skipping protoqueue-bun')
   const profiler = options.profile
     ? createProfiler({ root, dir: resolvePath(options.profile), host, withAddon: wantsProtoqueue, run, log })
@@ -185,6 +215,7 @@ async function main() {
     natsjs: (name) => nodeRunner('natsjs.mjs', name),
     'protoqueue-bun': bun && (() => ({ command: bun.bin, args: [join('bench', 'protoqueue.mjs')], env: profiler?.env })),
     rust: wireLimit && (() => ({ command: wireLimit, args: [] })),
+    bullmq: redisBin && ((name) => nodeRunner('bullmq.mjs', name)),
   }
   function nodeRunner(script, name) {
     const args = [...(profiler?.nodeArgs(name) ?? []), join('bench', script)]
@@ -194,6 +225,7 @@ async function main() {
   const cases = casesOf(options)
 
   const server = await startNatsServer(root)
+  const redis = redisBin && selected.includes('bullmq') ? await startRedisServer(redisBin) : undefined
   const nc = await connect({ servers: server.url })
   const jsm = await jetstreamManager(nc)
   const resultsDir = join(root, 'bench', 'results')
@@ -206,7 +238,7 @@ async function main() {
     startedAt: started.toISOString(),
     options,
     systems: selected,
-    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, bun: bun?.version, natsServer: server.version },
+    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, bun: bun?.version, natsServer: server.version, redisServer: redis?.version },
   }
   write(meta)
   log(`nats-server ${server.version} at ${server.url}; ${cases.length} cases × ${selected.length} systems × ${options.reps} reps; results → ${resultsFile}`)
@@ -220,14 +252,17 @@ async function main() {
       for (const c of cases) {
         for (const system of selected) {
           const stream = `bench_${c.id}_${system}_${rep}_${Date.now().toString(36)}`.replaceAll('-', '_')
+          // BullMQ runs against the driver's Redis: its pid and counters stand for "the server".
+          const target = system === 'bullmq' ? redis : server
           const spec = {
+            system,
             workload: c.workload,
             n: c.n,
             batchSize: c.batchSize,
             window: options.window,
             rate: options.rate,
             producers: options.producers,
-            url: server.url,
+            url: target.url,
             stream,
             subject: `bench.${stream}`,
           }
@@ -235,7 +270,7 @@ async function main() {
           const name = `${c.id}-${system}-${rep}`
           const startProfile = profiler && ((pid) => profiler.record(pid, name))
           try {
-            Object.assign(record, await runChild(launchers[system](name), spec, server, options.runTimeout * 1000, startProfile))
+            Object.assign(record, await runChild(launchers[system](name), spec, target, options.runTimeout * 1000, startProfile))
             await verify(jsm, c, spec, record.result)
             record.valid = true
           } catch (err) {
@@ -243,7 +278,8 @@ async function main() {
             record.error = err.message
             failures++
           }
-          await deleteAllStreams(jsm)
+          if (system === 'bullmq') await redis.flush()
+          else await deleteAllStreams(jsm)
           records.push(record)
           write(record)
           log(progressLine(record, c, options))
@@ -253,12 +289,14 @@ async function main() {
   } finally {
     await nc.close()
     await server.stop()
+    await redis?.stop()
   }
 
   const rows = summarize(cases, selected, records, options.maxOutside)
   write({ type: 'summary', rows })
   console.log(`\nProtoqueue benchmark, ${started.toISOString()} — N=${options.n}, ${options.reps} reps, ` +
-    `${meta.machine.cores} cores (${meta.machine.cpu}), Node ${process.version}${bun ? `, Bun ${bun.version}` : ''}, ${server.version}\n`)
+    `${meta.machine.cores} cores (${meta.machine.cpu}), Node ${process.version}${bun ? `, Bun ${bun.version}` : ''}, ${server.version}` +
+    `${redis ? `, ${redis.version} (AOF everysec)` : ''}\n`)
   console.log(table(rows))
   console.log(`\nmedian and min–max over the valid runs; ratios are Protoqueue's median / the baseline's median ` +
     `(throughput: higher is better, latency: lower is better). CPU: mean % of one core during the timed part ` +

@@ -60,6 +60,7 @@ pub mod config;
 pub mod content_type;
 pub mod envelope;
 pub mod error;
+pub mod hops;
 pub mod ids;
 pub mod logging;
 pub mod nats;

@@ -26,7 +26,8 @@ use crate::{
     config::{backoff::Backoff, Config},
     envelope::{self, Task},
     error::{Error, Result},
-    nats::connection::Connection,
+    hops::{self, Hop},
+    nats::connection::{Connection, API_TIMEOUT},
     schedules,
 };
 
@@ -159,6 +160,7 @@ pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<R
     let publisher = Publisher::new(connection);
     let mut results: Vec<Option<Result<String>>> = Vec::with_capacity(tasks.len());
     let mut in_flight = FuturesOrdered::new();
+    hops::mark(Hop::Connected);
     for (index, message) in encode_each(connection, tasks).enumerate() {
         let message = match message {
             Ok(message) => message,
@@ -174,9 +176,14 @@ pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<R
         }
         results.push(None);
         match hand_over(&publisher, message).await {
-            Ok(confirmed) => in_flight.push_back(async move { (index, confirmed.await) }),
+            Ok(confirmed) => in_flight.push_back(async move {
+                let result = confirmed.await;
+                hops::mark(Hop::Acked);
+                (index, result)
+            }),
             Err(err) => results[index] = Some(Err(err)),
         }
+        hops::mark(Hop::Handed);
     }
     while let Some((at, result)) = in_flight.next().await {
         results[at] = Some(result);
@@ -373,10 +380,18 @@ impl<'a> Publisher<'a> {
         mut sent: PublishAckFuture,
     ) -> Result<PublishAck> {
         loop {
+            // The client bounds each wait by its own request timeout; a timer of ours as well
+            // matters only when the deadline comes sooner (each timer set costs the runtime a
+            // wake-up syscall, one per task).
             let confirmed = self
                 .connection
                 .unless_closed(std::future::IntoFuture::into_future(sent));
-            let err = match tokio::time::timeout_at(self.deadline, confirmed).await {
+            let answer = if self.deadline.saturating_duration_since(Instant::now()) > API_TIMEOUT {
+                Ok(confirmed.await)
+            } else {
+                tokio::time::timeout_at(self.deadline, confirmed).await
+            };
+            let err = match answer {
                 Ok(None) => return Err(self.cut_off()),
                 Ok(Some(Ok(ack))) => return Ok(ack),
                 Ok(Some(Err(_))) if self.connection.is_closed() => return Err(self.cut_off()),

@@ -16,7 +16,7 @@ export function natsServerBin(root) {
   return bin
 }
 
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const probe = createServer().once('error', reject)
     probe.listen(0, '127.0.0.1', () => {

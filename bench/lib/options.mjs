@@ -7,7 +7,7 @@ const SETTINGS = {
   reps: ['BENCH_REPS', '3', positiveInteger],
   workloads: ['BENCH_WORKLOADS', 'w1,w2,w3,w4,w5', list(['w1', 'w2', 'w3', 'w4', 'w5'])],
   producers: ['BENCH_PRODUCERS', '100', positiveInteger],
-  systems: ['BENCH_SYSTEMS', 'protoqueue,protoqueue-bun,natsjs,rust', list(['protoqueue', 'protoqueue-bun', 'natsjs', 'rust'])],
+  systems: ['BENCH_SYSTEMS', 'protoqueue,protoqueue-bun,natsjs,bullmq,rust', list(['protoqueue', 'protoqueue-bun', 'natsjs', 'bullmq', 'rust'])],
   batchSizes: ['BENCH_BATCH_SIZES', '10,100', (text) => text.split(',').map(positiveInteger)],
   window: ['BENCH_WINDOW', '1000', positiveInteger],
   latencyTasks: ['BENCH_LATENCY_TASKS', '2000', positiveInteger],
@@ -23,7 +23,7 @@ export const HELP = `Usage: node bench/run.mjs [--flag value ...]   (or npm run 
   --reps            BENCH_REPS                repetitions of every workload and system (3)
   --workloads       BENCH_WORKLOADS           any of w1,w2,w3,w4,w5
   --producers       BENCH_PRODUCERS           W5 concurrent producers (100)
-  --systems         BENCH_SYSTEMS             any of protoqueue,protoqueue-bun,natsjs,rust
+  --systems         BENCH_SYSTEMS             any of protoqueue,protoqueue-bun,natsjs,bullmq,rust
   --batch-sizes     BENCH_BATCH_SIZES         W3 batchSize values (10,100)
   --window          BENCH_WINDOW              W2 chunk / publish window (1000)
   --latency-tasks   BENCH_LATENCY_TASKS       W4 tasks (2000)

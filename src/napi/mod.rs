@@ -30,6 +30,7 @@ use crate::{
     content_type::{self, Accepted},
     envelope::{self, DeadLetterReason, Task},
     error::Error,
+    hops::{self, Hop},
     logging, producer,
     queue::Queue,
     schedules,
@@ -45,6 +46,7 @@ use crate::{
 #[napi_derive::module_init]
 fn init() {
     logging::init();
+    hops::init_from_env();
     // One runtime thread by default: the work per task is small, and keeping every task of a
     // worker on one thread saves the cross-thread wake-ups that otherwise dominate its cost.
     let threads = std::env::var("PROTOQUEUE_RUNTIME_THREADS")
@@ -122,11 +124,24 @@ pub struct NativeSchedule {
     pub next_run: Option<f64>,
 }
 
-/// The result of one task of `enqueueEach`: its id, or its error as `"<code>: <message>"`.
+/// What `enqueueEach` answers for its tasks: one string and the failures, not an object per
+/// task (building those cost more than the rest of the call when many callers enqueue at once).
 #[napi(object)]
-pub struct NativeEnqueued {
-    pub id: Option<String>,
-    pub error: Option<String>,
+pub struct NativeEnqueuedEach {
+    /// The tasks' ids in input order, joined by `\n` (an id holds no whitespace); a failed
+    /// task's is empty.
+    pub ids: String,
+    /// The tasks that failed, in input order; absent when none did.
+    pub failures: Option<Vec<NativeEnqueueFailure>>,
+}
+
+/// A task of `enqueueEach` that failed.
+#[napi(object)]
+pub struct NativeEnqueueFailure {
+    /// Its position in the input.
+    pub index: u32,
+    /// Its error as `"<code>: <message>"`.
+    pub error: String,
 }
 
 /// A task as a dead letter carries it. Its data and metadata come as JSON text when they are
@@ -345,21 +360,30 @@ impl NativeQueue {
     }
 
     /// Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
-    /// the shim); resolves, in input order, to each one's id or its coded error text. `names` as
-    /// in `enqueueBatch`.
-    #[napi(catch_unwind)]
+    /// the shim); resolves to each one's id or its coded error text. A task that is only data
+    /// comes as its JSON text alone (no object to read fields from). `names` as in `enqueueBatch`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "tasks: Array<string | NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null"
+    )]
     pub async fn enqueue_each(
         &self,
-        tasks: Vec<NativeTaskInput>,
+        tasks: Vec<Either<String, NativeTaskInput>>,
         names: Option<Vec<Option<String>>>,
-    ) -> napi::Result<Vec<NativeEnqueued>> {
+    ) -> napi::Result<NativeEnqueuedEach> {
+        hops::mark(Hop::TaskStart);
         let now = envelope::now_ms();
         let content_type = self.content_type();
         let mut names = names.unwrap_or_default().into_iter();
         let mut results: Vec<Option<crate::Result<String>>> = Vec::with_capacity(tasks.len());
         let mut valid = Vec::with_capacity(tasks.len());
         for task in tasks {
-            match new_task(task, names.next().flatten(), content_type, now) {
+            let name = names.next().flatten();
+            let task = match task {
+                Either::A(data) => Ok(data_only_task(data)),
+                Either::B(input) => new_task(input, name, content_type, now),
+            };
+            match task {
                 Ok(task) => {
                     valid.push(task);
                     results.push(None);
@@ -373,24 +397,39 @@ impl NativeQueue {
             .await
             .map_err(to_js)?
             .into_iter();
-        Ok(results
-            .into_iter()
-            .map(|result| {
-                let result = result
-                    .or_else(|| enqueued.next())
-                    .unwrap_or_else(|| Err(Error::Nats("enqueue lost its result".into())));
-                match result {
-                    Ok(id) => NativeEnqueued {
-                        id: Some(id),
-                        error: None,
-                    },
-                    Err(err) => NativeEnqueued {
-                        id: None,
-                        error: Some(coded(&err)),
-                    },
+        let mut answer = NativeEnqueuedEach {
+            ids: String::with_capacity(results.len() * 37),
+            failures: None,
+        };
+        for (index, result) in results.into_iter().enumerate() {
+            let result = result
+                .or_else(|| enqueued.next())
+                .unwrap_or_else(|| Err(Error::Nats("enqueue lost its result".into())));
+            if index > 0 {
+                answer.ids.push('\n');
+            }
+            match result {
+                Ok(id) => answer.ids.push_str(&id),
+                Err(err) => {
+                    answer
+                        .failures
+                        .get_or_insert_with(Vec::new)
+                        .push(NativeEnqueueFailure {
+                            index: index as u32,
+                            error: coded(&err),
+                        })
                 }
-            })
-            .collect())
+            }
+        }
+        hops::mark(Hop::Done);
+        Ok(answer)
+    }
+
+    /// The hop marks of single enqueues recorded so far (`PROTOQUEUE_HOPS=1`), as
+    /// `[hop, ns, ...]`; for `bench/hops.mjs`.
+    #[napi]
+    pub fn hops_take() -> Vec<f64> {
+        hops::take()
     }
 
     /// Cancels the delayed task `id` that is not yet due; resolves to whether it was.
@@ -720,6 +759,14 @@ impl Throttled {
             done: status.done as f64,
         };
         function.call(progress, ThreadsafeFunctionCallMode::NonBlocking);
+    }
+}
+
+/// A task that is only its data (JSON text).
+fn data_only_task(data: String) -> producer::NewTask {
+    producer::NewTask {
+        data: Bytes::from(data.into_bytes()),
+        ..Default::default()
     }
 }
 
