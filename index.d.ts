@@ -106,6 +106,14 @@ export interface QueueOptions {
    * Default: false.
    */
   schedules?: boolean
+  /**
+   * Task priorities (`enqueue({ data, priority })`, 1 most urgent to 10, default 5): each level
+   * other than 5 is stored on `protoqueue.prio.<streamName>.<level>.<subject>` and taken by its
+   * own consumer (`protoqueue-workers-p<level>`); level 5 stays on the queue's subject. An
+   * existing stream gets those subjects added on `connect()`. Priority is strict: see the README
+   * ("Priorities"). Not with `globalConcurrency`. Default: false.
+   */
+  priorities?: boolean
 }
 
 /**
@@ -255,6 +263,12 @@ export interface EnqueueTask<T = unknown> {
    * the past runs at once). Needs `options.schedules`. Not with `delay`.
    */
   runAt?: Date | number
+  /**
+   * The task's priority: an integer from 1 (most urgent) to 10; default 5. Needs
+   * `options.priorities`. Workers start the most urgent task they can get; see the README
+   * ("Priorities") for the exact bound and the starvation rule.
+   */
+  priority?: number
 }
 
 /**
@@ -346,6 +360,11 @@ export interface QueueStats {
   delayed: number
   /** Recurring tasks (`schedule()`). */
   recurring: number
+  /**
+   * With `options.priorities`: the tasks not yet delivered at each priority level, level 1
+   * first (ten numbers adding up to `pending`). Absent without priorities.
+   */
+  pendingByPriority?: number[]
 }
 
 /**

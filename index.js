@@ -186,7 +186,17 @@ function encodeCheckedTask(task, what) {
     else throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.runAt must be a Date or ms since the epoch, got ${describe(runAt)}`)
   }
   retryFields(task, input, what)
+  routeFields(task, input, what)
   return input
+}
+
+/** Copies `priority` (its range and the queue's options are checked in the native core). */
+function routeFields(task, input, what) {
+  const priority = task.priority
+  if (priority !== undefined && priority !== null) {
+    if (typeof priority !== 'number') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.priority must be an integer from 1 (most urgent) to 10, got ${describe(priority)}`)
+    input.priority = priority
+  }
 }
 
 /** A recurring schedule as `getSchedules()` returns it. */
@@ -214,7 +224,7 @@ function checkedString(value, what, code) {
 /** The task keys for ids and retries (checked in the native core; only types here). */
 const RETRY_KEYS = new Set(['id', 'maxRetries', 'backoff'])
 /** Every key a task may have besides `data`. */
-const OPTIONAL_TASK_KEYS = new Set(['metadata', 'delay', 'runAt', ...RETRY_KEYS])
+const OPTIONAL_TASK_KEYS = new Set(['metadata', 'delay', 'runAt', 'priority', ...RETRY_KEYS])
 const TASK_KEYS = new Set(['data', ...OPTIONAL_TASK_KEYS])
 
 /** Copies `id`, `maxRetries` and `backoff` (a plain object: a function cannot travel with a task). */
@@ -498,6 +508,7 @@ class Protoqueue {
       paused: s.paused,
       delayed: s.delayed,
       recurring: s.recurring,
+      ...(s.pendingByPriority.length > 0 ? { pendingByPriority: s.pendingByPriority } : {}),
     }
   }
 

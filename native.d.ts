@@ -205,6 +205,8 @@ export interface NativeStats {
   paused: boolean
   delayed: number
   recurring: number
+  /** Tasks not yet delivered per priority level, 1 first (`options.priorities`); else empty. */
+  pendingByPriority: Array<number>
 }
 
 /**
@@ -250,4 +252,6 @@ export interface NativeTaskInput {
   delay?: number
   /** When workers get the task, ms since the epoch. */
   runAt?: number
+  /** The task's priority, 1 (most urgent) to 10 (`options.priorities`). */
+  priority?: number
 }

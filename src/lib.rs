@@ -39,6 +39,9 @@
 //!   task stream on subjects the workers' consumer never takes: one `@at` schedule per delayed
 //!   task, one cron/`@every` schedule per recurring name; the server publishes them onto the
 //!   queue's subject when due ([`schedules`], [`admin::schedules`]). Plain tasks are unchanged.
+//! - Priorities (`options.priorities`) are a subject and a durable consumer per level; a worker
+//!   pulls them most urgent first, each level only for the room the ones above left
+//!   ([`layout`], [`worker::pull`]). Plain queues keep one consumer and the same pull path.
 //! - [`admin`]: operations on the queue as a whole (statistics, dead letters, pause, purge), shared by the
 //!   library and the tools built on it.
 
@@ -47,6 +50,7 @@ pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod ids;
+pub mod layout;
 pub mod logging;
 pub mod nats;
 pub mod producer;

@@ -53,6 +53,9 @@ pub struct NewTask {
     pub max_retries: Option<u32>,
     /// The task's own retry backoff; `None`: the worker's option applies.
     pub backoff: Option<Backoff>,
+    /// The task's priority, 1 (most urgent) to 10, on a queue with `options.priorities`;
+    /// `None`: the default ([`crate::layout::DEFAULT_PRIORITY`]).
+    pub priority: Option<u8>,
 }
 
 impl NewTask {
@@ -105,6 +108,8 @@ pub(crate) struct Outgoing {
     delayed: Option<Box<Delayed>>,
     /// The producer chose the id: it is deduplicated through the id index ([`crate::ids`]).
     pub(crate) custom_id: bool,
+    /// Where the task is stored, when not on the publisher's subject (a priority level).
+    subject: Option<String>,
 }
 
 /// Where and when a delayed task's schedule goes.
@@ -216,12 +221,25 @@ fn encode_each(
             None => uuid::Uuid::now_v7().to_string(),
         };
         let run_at = task.run_at;
+        let subject = match task.priority {
+            None => None,
+            Some(level) => {
+                let level = crate::layout::checked_priority(config, f64::from(level))?;
+                Some(crate::layout::stored_subject(
+                    config,
+                    &config.subject,
+                    level,
+                ))
+                .filter(|subject| *subject != config.subject)
+            }
+        };
         let mut envelope = Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);
         envelope.custom_id = custom_id;
         envelope.max_retries = task.max_retries;
         envelope.backoff = task.backoff.map(Into::into);
         let mut message = Outgoing::checked(id, envelope.to_bytes(), max)?;
         message.custom_id = custom_id;
+        message.subject = subject;
         match run_at {
             None => Ok(message),
             Some(at) => message.delayed(config, at, max),
@@ -244,6 +262,7 @@ impl Outgoing {
             payload,
             delayed: None,
             custom_id: false,
+            subject: None,
         })
     }
 
@@ -257,7 +276,7 @@ impl Outgoing {
             + self.id.len()
             + subject.len()
             + schedule.len()
-            + config.subject.len();
+            + self.subject.as_ref().unwrap_or(&config.subject).len();
         if size > max_payload {
             return Err(Error::PayloadTooLarge {
                 size,
@@ -306,15 +325,16 @@ impl<'a> Publisher<'a> {
         let publish = PublishMessage::build()
             .payload(message.payload.clone())
             .message_id(&message.id);
+        let target = message.subject.as_ref().unwrap_or(&self.subject);
         let (subject, publish) = match &message.delayed {
-            None => (self.subject.clone(), publish),
+            None => (target.clone(), publish),
             // The schedule's `Nats-Msg-Id` stores a re-sent enqueue once; its subject (one per
             // task, rolled up by the server) keeps a later re-send from adding a second one.
             Some(delayed) => (
                 delayed.subject.clone(),
                 publish
                     .header(NATS_SCHEDULE, delayed.schedule.as_str())
-                    .header(NATS_SCHEDULE_TARGET, self.subject.as_str()),
+                    .header(NATS_SCHEDULE_TARGET, target.as_str()),
             ),
         };
         match tokio::time::timeout_at(

@@ -13,7 +13,8 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use crate::{
     config::CONSUMER_NAME,
     error::{Error, Result},
-    nats::{self, connection::Connection, topology},
+    layout,
+    nats::{self, connection::Connection, topology, topology::Lane},
 };
 
 /// How long "paused until resumed" lasts: a century.
@@ -32,11 +33,14 @@ pub async fn pause(connection: &Connection) -> Result<()> {
 /// Lets the workers of the queue receive tasks again.
 pub async fn resume(connection: &Connection) -> Result<()> {
     let stream = task_stream(connection).await?;
-    topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
-    stream
-        .resume_consumer(CONSUMER_NAME)
-        .await
-        .map_err(|err| pause_error("resuming the queue", err))?;
+    // Every consumer of the queue's workers: one per priority level with priorities.
+    for lane in layout::task_lanes(connection.config()) {
+        topology::ensure_lane(&connection.jetstream, connection.config(), &lane).await?;
+        stream
+            .resume_consumer(&lane.consumer)
+            .await
+            .map_err(|err| pause_error("resuming the queue", err))?;
+    }
     Ok(())
 }
 
@@ -59,38 +63,46 @@ pub async fn purge(connection: &Connection) -> Result<u64> {
     if !was_paused {
         pause_for(connection, PURGE_PAUSE).await?;
     }
-    let purged = purge_undelivered(connection, &stream).await;
+    let mut purged = Ok(0);
+    for lane in layout::task_lanes(connection.config()) {
+        purged = match (purged, purge_undelivered(connection, &stream, &lane).await) {
+            (Ok(total), Ok(n)) => Ok(total + n),
+            (Err(err), _) | (_, Err(err)) => Err(err),
+        };
+    }
     if !was_paused {
         resume(connection).await?;
     }
     purged
 }
 
-async fn purge_undelivered(connection: &Connection, stream: &Stream) -> Result<u64> {
+async fn purge_undelivered(connection: &Connection, stream: &Stream, lane: &Lane) -> Result<u64> {
+    let subject = lane.filters.first().cloned().unwrap_or_default();
     let consumer = stream
-        .consumer_info(CONSUMER_NAME)
+        .consumer_info(&lane.consumer)
         .await
         .map_err(|err| Error::nats("reading the queue's consumer", err))?;
     if consumer.num_ack_pending == 0 && consumer.delivered.stream_sequence == 0 {
         // Only the queue's subject: delayed tasks and recurring schedules stay.
         let purged = stream
             .purge()
-            .filter(connection.config().subject.clone())
+            .filter(subject)
             .await
             .map_err(|err| Error::nats("purging the queue", err))?;
         return Ok(purged.purged);
     }
     let last = stream.cached_info().state.last_sequence;
     let first = consumer.delivered.stream_sequence + 1;
-    // A stream with schedules also stores them: only messages on the queue's subject go.
-    let schedules_too = stream.cached_info().config.allow_message_schedules;
+    // A stream with schedules or priorities stores other subjects too: only messages on the
+    // consumer's subject go.
+    let schedules_too = stream.cached_info().config.subjects.len() > 1;
     let mut deleting = FuturesUnordered::new();
     let mut removed = 0;
     let mut next = first;
     while next <= last || !deleting.is_empty() {
         while next <= last && deleting.len() < WINDOW {
             let sequence = if schedules_too {
-                match next_task(connection, stream, next).await? {
+                match next_task(stream, &subject, next).await? {
                     Some(sequence) if sequence <= last => sequence,
                     _ => {
                         next = last + 1;
@@ -114,11 +126,11 @@ async fn purge_undelivered(connection: &Connection, stream: &Stream) -> Result<u
 }
 
 /// The sequence of the first task (a message on the queue's subject) from `from` on.
-async fn next_task(connection: &Connection, stream: &Stream, from: u64) -> Result<Option<u64>> {
+async fn next_task(stream: &Stream, subject: &str, from: u64) -> Result<Option<u64>> {
     let found = stream
         .raw_message_builder()
         .sequence(from)
-        .next_by_subject(connection.config().subject.clone())
+        .next_by_subject(subject.to_owned())
         .send()
         .await;
     match found {
@@ -130,13 +142,15 @@ async fn next_task(connection: &Connection, stream: &Stream, from: u64) -> Resul
 
 async fn pause_for(connection: &Connection, length: Duration) -> Result<()> {
     let stream = task_stream(connection).await?;
-    topology::ensure_consumer(&connection.jetstream, connection.config()).await?;
     let until = async_nats::datetime::add_std_duration(async_nats::datetime::now(), length)
         .map_err(|err| Error::nats("computing the pause's end", err))?;
-    stream
-        .pause_consumer(CONSUMER_NAME, until)
-        .await
-        .map_err(|err| pause_error("pausing the queue", err))?;
+    for lane in layout::task_lanes(connection.config()) {
+        topology::ensure_lane(&connection.jetstream, connection.config(), &lane).await?;
+        stream
+            .pause_consumer(&lane.consumer, until)
+            .await
+            .map_err(|err| pause_error("pausing the queue", err))?;
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use crate::{
     admin::schedules,
     config::CONSUMER_NAME,
     error::{Error, Result},
+    layout,
     nats::connection::Connection,
 };
 
@@ -38,6 +39,45 @@ pub struct Stats {
     pub delayed: u64,
     /// Recurring schedules (`schedule()`).
     pub recurring: u64,
+    /// With `options.priorities`: the tasks not yet delivered at each level, 1 first (they add
+    /// up to `pending`). Empty without.
+    pub pending_by_priority: Vec<u64>,
+}
+
+/// Adds up the consumers of the priority levels; a level whose consumer does not exist yet
+/// counts its stored tasks as pending.
+async fn levels(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: &crate::Config,
+    stats: &mut Stats,
+) -> Result<()> {
+    for lane in layout::task_lanes(config) {
+        let pending = match stream.consumer_info(&lane.consumer).await {
+            Ok(consumer) => {
+                stats.in_flight += consumer.num_ack_pending as u64;
+                stats.redelivered += consumer.num_redelivered as u64;
+                if lane.consumer == CONSUMER_NAME {
+                    stats.paused = consumer.paused;
+                }
+                consumer.num_pending
+            }
+            Err(_) => {
+                let subject = lane.filters.first().cloned().unwrap_or_default();
+                let info = stream
+                    .info_with_subjects(subject.clone())
+                    .await
+                    .map_err(|e| Error::request("reading the task stream", e))?;
+                let counts: std::collections::HashMap<String, usize> =
+                    futures::TryStreamExt::try_collect(info)
+                        .await
+                        .map_err(|e| Error::request("reading the task stream", e))?;
+                counts.values().map(|&n| n as u64).sum()
+            }
+        };
+        stats.pending += pending;
+        stats.pending_by_priority.push(pending);
+    }
+    Ok(())
 }
 
 /// Reads the current statistics from the server.
@@ -66,14 +106,18 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
         stats.recurring = counts.recurring;
     }
     // The consumer exists once a worker has started; before that everything is pending.
-    match stream.consumer_info(CONSUMER_NAME).await {
-        Ok(consumer) => {
-            stats.pending = consumer.num_pending;
-            stats.in_flight = consumer.num_ack_pending as u64;
-            stats.redelivered = consumer.num_redelivered as u64;
-            stats.paused = consumer.paused;
+    if config.priorities {
+        levels(&stream, config, &mut stats).await?;
+    } else {
+        match stream.consumer_info(CONSUMER_NAME).await {
+            Ok(consumer) => {
+                stats.pending = consumer.num_pending;
+                stats.in_flight = consumer.num_ack_pending as u64;
+                stats.redelivered = consumer.num_redelivered as u64;
+                stats.paused = consumer.paused;
+            }
+            Err(_) => stats.pending = stats.messages,
         }
-        Err(_) => stats.pending = stats.messages,
     }
     let dead_letters = js
         .get_stream(config.dead_letter_stream())

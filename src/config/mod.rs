@@ -155,6 +155,10 @@ pub struct Config {
     /// schedule subjects and allows message schedules (nats-server ≥ 2.12). Off by default: an
     /// existing stream is changed only when a queue asks for this.
     pub schedules: bool,
+    /// `options.priorities`: tasks carry a priority from 1 (most urgent) to 10, one subject and
+    /// one consumer per level ([`crate::layout`]). Off by default: an existing stream is changed
+    /// only when a queue asks for this.
+    pub priorities: bool,
 }
 
 impl Config {
@@ -184,6 +188,7 @@ impl Config {
             dead_letter_max_age: None,
             dead_letter_max_count: None,
             schedules: false,
+            priorities: false,
         };
         validate_stream_name(&config.stream_name)?;
         validate_publish_subject("subject", &config.subject)?;
@@ -277,6 +282,7 @@ impl Config {
                 "backoff",
                 "globalConcurrency",
                 "rateLimit",
+                "priorities",
             ],
         )?;
         let u32_max = u64::from(u32::MAX);
@@ -344,6 +350,15 @@ impl Config {
         if let Some(limit) = present(options, "rateLimit") {
             self.rate_limit = Some(rate_limit(limit)?);
         }
+        if let Some(priorities) = present(options, "priorities") {
+            self.priorities = priorities.as_bool().ok_or_else(|| {
+                invalid(format!(
+                    "config.options.priorities must be a boolean, got {}",
+                    kind(priorities)
+                ))
+            })?;
+        }
+        crate::layout::check_options(self)?;
         Ok(())
     }
 
@@ -512,6 +527,7 @@ impl fmt::Debug for Config {
             .field("dead_letter_max_age", &self.dead_letter_max_age)
             .field("dead_letter_max_count", &self.dead_letter_max_count)
             .field("schedules", &self.schedules)
+            .field("priorities", &self.priorities)
             .finish()
     }
 }

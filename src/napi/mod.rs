@@ -86,6 +86,8 @@ pub struct NativeTaskInput {
     pub delay: Option<f64>,
     /// When workers get the task, ms since the epoch.
     pub run_at: Option<f64>,
+    /// The task's priority, 1 (most urgent) to 10 (`options.priorities`).
+    pub priority: Option<f64>,
 }
 
 /// A recurring schedule as `getSchedules()` returns it before the shim decodes the JSON.
@@ -171,6 +173,8 @@ pub struct NativeStats {
     pub paused: bool,
     pub delayed: i64,
     pub recurring: i64,
+    /// Tasks not yet delivered per priority level, 1 first (`options.priorities`); else empty.
+    pub pending_by_priority: Vec<i64>,
 }
 
 /// Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim).
@@ -431,6 +435,7 @@ impl NativeQueue {
             paused: s.paused,
             delayed: n(s.delayed),
             recurring: n(s.recurring),
+            pending_by_priority: s.pending_by_priority.iter().map(|&v| n(v)).collect(),
         })
     }
 
@@ -623,6 +628,10 @@ fn new_task(input: NativeTaskInput, now_ms: i64) -> crate::Result<producer::NewT
             .backoff
             .filter(|b| !b.is_null())
             .map(|b| Backoff::from_json("task.backoff", &b, Error::InvalidTask))
+            .transpose()?,
+        priority: input
+            .priority
+            .map(crate::layout::priority_level)
             .transpose()?,
     })
 }
