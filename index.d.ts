@@ -209,7 +209,9 @@ export interface ProtoqueueConfig {
   streamName: string
   /**
    * The subject tasks are published to and processed from, e.g. `tasks.email`. No wildcards; at
-   * most 1024 bytes.
+   * most 1024 bytes. Or a subject tree, `'tasks.email.>'`: the queue owns every subject under
+   * `tasks.email` (and `tasks.email` itself, where tasks without `subject` go); `enqueue({ subject })`
+   * routes within it and `process(handler, { subjects })` takes part of it.
    */
   subject: string
   /** Retry, concurrency and timeout settings. */
@@ -269,6 +271,25 @@ export interface EnqueueTask<T = unknown> {
    * ("Priorities") for the exact bound and the starvation rule.
    */
   priority?: number
+  /**
+   * The subject the task is routed to, on a queue over a subject tree (`subject: 'tasks.email.>'`):
+   * a concrete subject in the tree, e.g. `'tasks.email.eu'`. Default: the tree's root
+   * (`'tasks.email'`). A subject outside the tree, with wildcards, or on a queue without a tree
+   * rejects with `ERR_PQ_INVALID_TASK`, nothing sent.
+   */
+  subject?: string
+}
+
+/** Options of `process()`. */
+export interface ProcessOptions {
+  /**
+   * On a queue over a subject tree: the part of the tree this worker takes, as subject filters
+   * within it (`['tasks.email.eu']`, `['tasks.email.*.urgent']`, `['tasks.email.eu.>']`). Workers
+   * with the same filters, in any process, share one durable consumer
+   * (`protoqueue-part-<hash>`). Parts must not overlap each other or a whole-tree worker
+   * (`ERR_PQ_STREAM_CONFLICT`). Default: the whole queue.
+   */
+  subjects?: string[]
 }
 
 /**
@@ -547,8 +568,12 @@ export declare class Protoqueue<T = unknown> {
    * task (or a hole in a sparse array) rejects the whole batch before anything is sent.
    */
   enqueueBatch(tasks: Array<EnqueueTask<T>>): Promise<string[]>
-  /** Starts processing with `handler`, up to `batchSize` tasks at once; resolves once the worker runs. */
-  process(handler: TaskHandler<T>): Promise<this>
+  /**
+   * Starts processing with `handler`, up to `batchSize` tasks at once; resolves once the worker
+   * runs. With `options.subjects` (a queue over a subject tree), the worker takes that part of
+   * the tree only, sharing a durable consumer with the other workers of the same part.
+   */
+  process(handler: TaskHandler<T>, options?: ProcessOptions): Promise<this>
   /** Reads queue statistics from the server. */
   getStats(): Promise<QueueStats>
   /**

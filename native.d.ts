@@ -45,7 +45,7 @@ export declare class NativeQueue {
    * the start). `{"close": true}` tells it to drop the tasks it has not started and start no
    * other. It is kept (and keeps the process alive) until `disconnect()`.
    */
-  process(run: number, dispatch: (batch: string) => void): Promise<void>
+  process(run: number, dispatch: (batch: string) => void, subjects?: string[] | undefined | null): Promise<void>
   /**
    * Reports what happened in run `run` since the last report: the tokens of the attempts whose
    * handler started (`taskTimeout` counts from here), of those that succeeded, and the
@@ -254,4 +254,6 @@ export interface NativeTaskInput {
   runAt?: number
   /** The task's priority, 1 (most urgent) to 10 (`options.priorities`). */
   priority?: number
+  /** The subject the task is routed to, in the queue's subject tree. */
+  subject?: string
 }

@@ -13,6 +13,15 @@
 //!   (the message stays where it is), a delayed task's schedule targets the level's subject, and
 //!   a dead letter records the subject its task was delivered on, which `requeue` publishes to.
 //!
+//! A queue over a subject tree (`subject: 'tasks.email.>'`) stores a task on the subject it was
+//! routed to (`tasks.email.eu`; the root, `tasks.email`, without one), and with a priority on
+//! `protoqueue.prio.<stream>.<L>.<routed subject>`: the routed subject stays whole in every
+//! level's subject, so a part of the tree is one filter per level. Workers of the whole tree share
+//! `protoqueue-workers` (filters `<root>` and `<root>.>`); workers of a part (`process(handler,
+//! { subjects })`) share `protoqueue-part-<hash of the part's filters>`, the same name in every
+//! process ([`part_lanes`]). On a WorkQueue stream the server refuses consumers whose filters
+//! overlap, so a tree is served by whole-tree workers or by workers of parts that do not overlap.
+//!
 //! Workers pull the levels in order ([`crate::worker::pull`]): a worker asks the most urgent level
 //! first and a less urgent one only for the room the more urgent ones left; priority is strict.
 
@@ -90,19 +99,150 @@ pub fn consumer_name(base: &str, level: u8) -> String {
     }
 }
 
-/// The consumers a task worker pulls from, most urgent first: one without priorities, one per
-/// level with them.
-pub fn task_lanes(config: &Config) -> Vec<Lane> {
-    if !config.priorities {
-        return vec![Lane::tasks(config)];
+/// The subjects of the queue's tasks at the default level: its subject, or its tree's root and
+/// everything under it.
+pub fn queue_filters(config: &Config) -> Vec<String> {
+    if config.tree {
+        vec![config.subject.clone(), format!("{}.>", config.subject)]
+    } else {
+        vec![config.subject.clone()]
     }
-    (1..=LEVELS)
+}
+
+/// The consumers a worker of the whole queue pulls from, most urgent first: one without
+/// priorities, one per level with them.
+pub fn task_lanes(config: &Config) -> Vec<Lane> {
+    lanes(config, CONSUMER_NAME, &queue_filters(config))
+}
+
+/// The consumers a worker of part of the queue's tree pulls from (`filters`, checked by
+/// [`checked_part`]), most urgent first. Their names derive from the filters alone, so every
+/// worker of the same part, in any process, shares them.
+pub fn part_lanes(config: &Config, filters: &[String]) -> Vec<Lane> {
+    lanes(config, &part_consumer(filters), filters)
+}
+
+fn lanes(config: &Config, base: &str, filters: &[String]) -> Vec<Lane> {
+    let levels: Vec<u8> = if config.priorities {
+        (1..=LEVELS).collect()
+    } else {
+        vec![DEFAULT_PRIORITY]
+    };
+    levels
+        .into_iter()
         .map(|level| Lane {
-            consumer: consumer_name(CONSUMER_NAME, level),
-            filters: vec![stored_subject(config, &config.subject, level)],
+            consumer: consumer_name(base, level),
+            filters: filters
+                .iter()
+                .map(|filter| stored_subject(config, filter, level))
+                .collect(),
+            description: if base == CONSUMER_NAME {
+                "Protoqueue workers"
+            } else {
+                "Protoqueue workers of part of the subject tree"
+            },
             ..Lane::tasks(config)
         })
         .collect()
+}
+
+/// Where the names of the consumers of parts of a tree start.
+pub const PART_CONSUMER_PREFIX: &str = "protoqueue-part-";
+
+/// `protoqueue-part-<16 hex digits>`: an FNV-1a hash of the sorted filters, stable across
+/// processes, versions and platforms.
+pub fn part_consumer(filters: &[String]) -> String {
+    let mut sorted: Vec<&str> = filters.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in sorted.join(" ").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{PART_CONSUMER_PREFIX}{hash:016x}")
+}
+
+/// A task's `subject`: a concrete subject in the queue's tree (the root or under it). Returns
+/// the subject to store it on at the default level.
+pub fn routed(config: &Config, subject: &str) -> Result<String> {
+    if !config.tree {
+        return Err(Error::InvalidTask(format!(
+            "task.subject needs a queue over a subject tree (config.subject like \"{}.>\"); \
+             this queue's subject is {:?}",
+            config.subject, config.subject
+        )));
+    }
+    crate::config::validate_publish_subject("task.subject", subject).map_err(|err| match err {
+        Error::InvalidConfig(message) => Error::InvalidTask(message),
+        other => other,
+    })?;
+    if !in_tree(config, subject) {
+        return Err(Error::InvalidTask(format!(
+            "task.subject {subject:?} is outside this queue's subject tree {:?}",
+            format!("{}.>", config.subject)
+        )));
+    }
+    Ok(subject.to_owned())
+}
+
+/// Whether `subject` (which may hold wildcards) is the tree's root or under it: its first tokens
+/// are the root's, literally.
+fn in_tree(config: &Config, subject: &str) -> bool {
+    subject == config.subject
+        || subject
+            .strip_prefix(config.subject.as_str())
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The filters of a worker for part of the tree (`process(handler, { subjects })`): each the
+/// root or under it, wildcards allowed after the root (`tasks.email.*.urgent`,
+/// `tasks.email.eu.>`); sorted, without duplicates.
+pub fn checked_part(config: &Config, subjects: &[String]) -> Result<Vec<String>> {
+    if !config.tree {
+        return Err(Error::InvalidConfig(format!(
+            "process options.subjects needs a queue over a subject tree (config.subject like \
+             \"{}.>\")",
+            config.subject
+        )));
+    }
+    if subjects.is_empty() {
+        return Err(Error::InvalidConfig(
+            "process options.subjects must list at least one subject".into(),
+        ));
+    }
+    let mut filters = Vec::with_capacity(subjects.len());
+    for subject in subjects {
+        let bad = |why: &str| {
+            Error::InvalidConfig(format!(
+                "process options.subjects: {subject:?} {why}; give subjects of the tree {:?}",
+                format!("{}.>", config.subject)
+            ))
+        };
+        if subject.len() > crate::config::MAX_SUBJECT_LEN {
+            return Err(bad("is too long"));
+        }
+        let tokens: Vec<&str> = subject.split('.').collect();
+        let well_formed = tokens.iter().enumerate().all(|(i, token)| {
+            !token.is_empty()
+                && !token.chars().any(|c| c.is_whitespace() || c.is_control())
+                && (!token.contains(['*', '>']) || *token == "*" || *token == ">")
+                && (*token != ">" || i == tokens.len() - 1)
+        });
+        if !well_formed {
+            return Err(bad(
+                "is not a subject filter (tokens separated by single dots, '*' or a last '>')",
+            ));
+        }
+        let root_tokens = config.subject.split('.').count();
+        if !in_tree(config, subject) || tokens.len() < root_tokens {
+            return Err(bad("is outside the queue's subject tree"));
+        }
+        filters.push(subject.clone());
+    }
+    filters.sort_unstable();
+    filters.dedup();
+    Ok(filters)
 }
 
 /// The priority of a task stored on `subject` (the default for a subject outside the levels).
@@ -113,6 +253,20 @@ pub fn level_of(config: &Config, subject: &str) -> u8 {
         .and_then(|rest| rest.strip_prefix('.'))
         .and_then(|rest| rest.split('.').next())
         .and_then(|level| level.parse().ok())
+        .filter(|level| (1..=LEVELS).contains(level))
+        .unwrap_or(DEFAULT_PRIORITY)
+}
+
+/// Whether `consumer` is one of the queue's task consumers (whole queue or a part, any level).
+pub fn is_task_consumer(consumer: &str) -> bool {
+    consumer.starts_with(CONSUMER_NAME) || consumer.starts_with(PART_CONSUMER_PREFIX)
+}
+
+/// The priority level of the task consumer `consumer` (by its `-p<L>` suffix).
+pub fn consumer_level(consumer: &str) -> u8 {
+    consumer
+        .rsplit_once("-p")
+        .and_then(|(_, level)| level.parse().ok())
         .filter(|level| (1..=LEVELS).contains(level))
         .unwrap_or(DEFAULT_PRIORITY)
 }
@@ -157,6 +311,82 @@ mod tests {
         }
         assert!(!holds_tasks(&config, "protoqueue.sched.S.at.x"));
         assert_eq!(task_lanes(&super::tests::config(false)).len(), 1);
+    }
+
+    #[test]
+    fn a_tree_routes_within_itself_and_parts_have_stable_names() {
+        let mut config = Config::new("S", "tasks.email.>").unwrap();
+        assert!(config.tree);
+        assert_eq!(config.subject, "tasks.email");
+        assert_eq!(routed(&config, "tasks.email.eu").unwrap(), "tasks.email.eu");
+        assert_eq!(routed(&config, "tasks.email").unwrap(), "tasks.email");
+        for bad in [
+            "tasks.emailx",
+            "tasks",
+            "tasks.sms.eu",
+            "tasks.email.*",
+            "tasks.email.>",
+            "tasks.email..eu",
+            "tasks.email.e u",
+            "",
+        ] {
+            assert_eq!(
+                routed(&config, bad).unwrap_err().code(),
+                "ERR_PQ_INVALID_TASK",
+                "{bad:?}"
+            );
+        }
+        let part = |s: &[&str]| {
+            checked_part(
+                &config,
+                &s.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            part(&["tasks.email.us", "tasks.email.eu", "tasks.email.eu"]).unwrap(),
+            ["tasks.email.eu", "tasks.email.us"]
+        );
+        assert!(part(&["tasks.email.*.urgent", "tasks.email.eu.>"]).is_ok());
+        for bad in [
+            &["tasks.>"][..],
+            &["tasks.*.eu"],
+            &["tasks.sms"],
+            &["tasks.email.>.x"],
+            &["tasks.email.e*"],
+            &[],
+        ] {
+            assert_eq!(part(bad).unwrap_err().code(), "ERR_PQ_INVALID_CONFIG");
+        }
+        let eu = vec!["tasks.email.eu".to_string()];
+        let name = part_consumer(&eu);
+        assert!(name.starts_with(PART_CONSUMER_PREFIX));
+        assert_eq!(name, part_consumer(&eu), "stable");
+        assert_ne!(name, part_consumer(&["tasks.email.us".to_string()]));
+        assert_eq!(
+            part_lanes(&config, &eu)[0].filters,
+            ["tasks.email.eu".to_string()]
+        );
+        config.priorities = true;
+        let lanes = part_lanes(&config, &eu);
+        assert_eq!(lanes[0].consumer, format!("{name}-p1"));
+        assert_eq!(lanes[0].filters, ["protoqueue.prio.S.1.tasks.email.eu"]);
+        assert_eq!(consumer_level(&lanes[0].consumer), 1);
+        assert_eq!(consumer_level(&lanes[4].consumer), 5);
+        assert_eq!(
+            task_lanes(&config)[0].filters,
+            [
+                "protoqueue.prio.S.1.tasks.email",
+                "protoqueue.prio.S.1.tasks.email.>"
+            ]
+        );
+        assert!(holds_tasks(&config, "protoqueue.prio.S.3.tasks.email.eu"));
+        assert!(holds_tasks(&config, "tasks.email.eu.x"));
+        assert!(!holds_tasks(&config, "tasks.sms"));
+        let plain = Config::new("S", "tasks.email").unwrap();
+        assert_eq!(
+            routed(&plain, "tasks.email").unwrap_err().code(),
+            "ERR_PQ_INVALID_TASK"
+        );
     }
 
     #[test]

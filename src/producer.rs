@@ -56,6 +56,9 @@ pub struct NewTask {
     /// The task's priority, 1 (most urgent) to 10, on a queue with `options.priorities`;
     /// `None`: the default ([`crate::layout::DEFAULT_PRIORITY`]).
     pub priority: Option<u8>,
+    /// The subject the task is routed to, in the queue's subject tree (`subject: '<root>.>'`);
+    /// `None`: the queue's subject (the tree's root).
+    pub subject: Option<String>,
 }
 
 impl NewTask {
@@ -221,16 +224,19 @@ fn encode_each(
             None => uuid::Uuid::now_v7().to_string(),
         };
         let run_at = task.run_at;
-        let subject = match task.priority {
-            None => None,
-            Some(level) => {
-                let level = crate::layout::checked_priority(config, f64::from(level))?;
-                Some(crate::layout::stored_subject(
-                    config,
-                    &config.subject,
-                    level,
-                ))
-                .filter(|subject| *subject != config.subject)
+        let subject = match (task.priority, task.subject) {
+            (None, None) => None,
+            (priority, routed) => {
+                let routed = match routed {
+                    Some(subject) => crate::layout::routed(config, &subject)?,
+                    None => config.subject.clone(),
+                };
+                let level = match priority {
+                    Some(level) => crate::layout::checked_priority(config, f64::from(level))?,
+                    None => crate::layout::DEFAULT_PRIORITY,
+                };
+                Some(crate::layout::stored_subject(config, &routed, level))
+                    .filter(|subject| *subject != config.subject)
             }
         };
         let mut envelope = Task::create(id.clone(), task.data, envelope::JSON, task.metadata, now);

@@ -33,20 +33,55 @@ pub async fn pause(connection: &Connection) -> Result<()> {
 /// Lets the workers of the queue receive tasks again.
 pub async fn resume(connection: &Connection) -> Result<()> {
     let stream = task_stream(connection).await?;
-    // Every consumer of the queue's workers: one per priority level with priorities.
-    for lane in layout::task_lanes(connection.config()) {
-        topology::ensure_lane(&connection.jetstream, connection.config(), &lane).await?;
+    // Every consumer of the queue's workers: one per priority level with priorities, and on a
+    // subject tree those of its parts.
+    for consumer in task_consumers(connection, &stream).await? {
         stream
-            .resume_consumer(&lane.consumer)
+            .resume_consumer(&consumer)
             .await
             .map_err(|err| pause_error("resuming the queue", err))?;
     }
     Ok(())
 }
 
+/// The consumers a pause applies to. Those of the whole queue are created when missing, so
+/// workers started later find them paused; on a subject tree, whose workers may each take a
+/// part (and must not overlap the whole tree's consumer), the queue's consumers that exist.
+async fn task_consumers(connection: &Connection, stream: &Stream) -> Result<Vec<String>> {
+    let config = connection.config();
+    if !config.tree {
+        let mut names = Vec::new();
+        for lane in layout::task_lanes(config) {
+            topology::ensure_lane(&connection.jetstream, config, &lane).await?;
+            names.push(lane.consumer);
+        }
+        return Ok(names);
+    }
+    let mut names = Vec::new();
+    let mut listed = stream.consumer_names();
+    while let Some(name) = futures::StreamExt::next(&mut listed).await {
+        let name = name.map_err(|err| Error::nats("listing the queue's consumers", err))?;
+        if layout::is_task_consumer(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
 /// Whether the queue's workers are paused.
 pub async fn is_paused(connection: &Connection) -> Result<bool> {
     let stream = task_stream(connection).await?;
+    if connection.config().tree {
+        // Paused when any consumer of its workers is (a pause pauses them all).
+        for name in task_consumers(connection, &stream).await? {
+            if let Ok(info) = stream.consumer_info(&name).await {
+                if info.paused {
+                    return Ok(true);
+                }
+            }
+        }
+        return Ok(false);
+    }
     match stream.consumer_info(CONSUMER_NAME).await {
         Ok(info) => Ok(info.paused),
         // No worker ever started: nothing is paused.
@@ -64,16 +99,49 @@ pub async fn purge(connection: &Connection) -> Result<u64> {
         pause_for(connection, PURGE_PAUSE).await?;
     }
     let mut purged = Ok(0);
-    for lane in layout::task_lanes(connection.config()) {
-        purged = match (purged, purge_undelivered(connection, &stream, &lane).await) {
-            (Ok(total), Ok(n)) => Ok(total + n),
-            (Err(err), _) | (_, Err(err)) => Err(err),
-        };
+    for lane in purged_lanes(connection, &stream).await? {
+        // One subject at a time: the consumer's progress tells which of its tasks wait.
+        for filter in &lane.filters {
+            let one = Lane {
+                filters: vec![filter.clone()],
+                ..lane.clone()
+            };
+            purged = match (purged, purge_undelivered(connection, &stream, &one).await) {
+                (Ok(total), Ok(n)) => Ok(total + n),
+                (Err(err), _) | (_, Err(err)) => Err(err),
+            };
+        }
     }
     if !was_paused {
         resume(connection).await?;
     }
     purged
+}
+
+/// The consumers whose waiting tasks `purge` removes: the queue's (one per level), or on a
+/// subject tree every consumer of its workers that exists, with its filters.
+async fn purged_lanes(connection: &Connection, stream: &Stream) -> Result<Vec<Lane>> {
+    let config = connection.config();
+    if !config.tree {
+        return Ok(layout::task_lanes(config));
+    }
+    let mut lanes = Vec::new();
+    for name in task_consumers(connection, stream).await? {
+        let info = stream
+            .consumer_info(&name)
+            .await
+            .map_err(|err| Error::nats("reading the queue's consumers", err))?;
+        let mut filters = info.config.filter_subjects.clone();
+        if filters.is_empty() && !info.config.filter_subject.is_empty() {
+            filters.push(info.config.filter_subject.clone());
+        }
+        lanes.push(Lane {
+            consumer: name,
+            filters,
+            ..Lane::tasks(config)
+        });
+    }
+    Ok(lanes)
 }
 
 async fn purge_undelivered(connection: &Connection, stream: &Stream, lane: &Lane) -> Result<u64> {
@@ -144,10 +212,9 @@ async fn pause_for(connection: &Connection, length: Duration) -> Result<()> {
     let stream = task_stream(connection).await?;
     let until = async_nats::datetime::add_std_duration(async_nats::datetime::now(), length)
         .map_err(|err| Error::nats("computing the pause's end", err))?;
-    for lane in layout::task_lanes(connection.config()) {
-        topology::ensure_lane(&connection.jetstream, connection.config(), &lane).await?;
+    for consumer in task_consumers(connection, &stream).await? {
         stream
-            .pause_consumer(&lane.consumer, until)
+            .pause_consumer(&consumer, until)
             .await
             .map_err(|err| pause_error("pausing the queue", err))?;
     }

@@ -103,8 +103,13 @@ pub struct RateLimit {
 pub struct Config {
     /// The JetStream stream holding the tasks.
     pub stream_name: String,
-    /// The subject tasks are published to and consumed from.
+    /// The subject tasks are published to and consumed from; for a queue over a subject tree,
+    /// the tree's root (`tasks.email` for `tasks.email.>`), where tasks enqueued without a
+    /// subject go.
     pub subject: String,
+    /// The queue owns the subject tree under [`Config::subject`] (given as `<root>.>`): tasks
+    /// may be routed within it, and workers may take part of it ([`crate::layout`]).
+    pub tree: bool,
     /// The server URL(s) from the config; `connect(url)` overrides it. May hold credentials.
     pub url: Option<String>,
     /// The credentials (`config.auth`); credentials in the URL are used when this is
@@ -164,9 +169,15 @@ pub struct Config {
 impl Config {
     /// A configuration with every option at its default. Names are validated.
     pub fn new(stream_name: impl Into<String>, subject: impl Into<String>) -> Result<Self> {
+        let mut subject: String = subject.into();
+        let tree = subject.len() > 2 && subject.ends_with(".>");
+        if tree {
+            subject.truncate(subject.len() - 2);
+        }
         let config = Config {
             stream_name: stream_name.into(),
-            subject: subject.into(),
+            subject,
+            tree,
             url: None,
             auth: Auth::None,
             tls: None,
@@ -506,6 +517,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("stream_name", &self.stream_name)
             .field("subject", &self.subject)
+            .field("tree", &self.tree)
             .field("url", &self.url.as_deref().map(redact))
             .field("auth", &self.auth)
             .field("tls", &self.tls)
@@ -584,7 +596,8 @@ pub fn validate_publish_subject(field: &str, subject: &str) -> Result<()> {
         }
         if token == "*" || token == ">" || token.contains(['*', '>']) {
             return Err(invalid(format!(
-                "{field} {subject:?} contains a wildcard; a queue's subject must be a concrete subject"
+                "{field} {subject:?} contains a wildcard; a queue's subject must be a concrete \
+                 subject, or a subject tree ending in '.>' such as \"tasks.email.>\""
             )));
         }
     }

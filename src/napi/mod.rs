@@ -88,6 +88,8 @@ pub struct NativeTaskInput {
     pub run_at: Option<f64>,
     /// The task's priority, 1 (most urgent) to 10 (`options.priorities`).
     pub priority: Option<f64>,
+    /// The subject the task is routed to, in the queue's subject tree.
+    pub subject: Option<String>,
 }
 
 /// A recurring schedule as `getSchedules()` returns it before the shim decodes the JSON.
@@ -376,18 +378,22 @@ impl NativeQueue {
     /// other. It is kept (and keeps the process alive) until `disconnect()`.
     #[napi(
         catch_unwind,
-        ts_args_type = "run: number, dispatch: (batch: string) => void"
+        ts_args_type = "run: number, dispatch: (batch: string) => void, subjects?: string[] | undefined | null"
     )]
     pub async fn process(
         &self,
         run: u32,
         dispatch: ThreadsafeFunction<String, (), String, Status, false>,
+        subjects: Option<Vec<String>>,
     ) -> napi::Result<()> {
         let sink = JsDispatch {
             function: Arc::new(dispatch),
             limit: self.queue.config().batch_size,
         };
-        self.queue.process_batched(run, sink).await.map_err(to_js)
+        self.queue
+            .process_batched_part(run, sink, subjects)
+            .await
+            .map_err(to_js)
     }
 
     /// Reports what happened in run `run` since the last report: the tokens of the attempts whose
@@ -633,6 +639,7 @@ fn new_task(input: NativeTaskInput, now_ms: i64) -> crate::Result<producer::NewT
             .priority
             .map(crate::layout::priority_level)
             .transpose()?,
+        subject: input.subject,
     })
 }
 

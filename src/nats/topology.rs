@@ -27,7 +27,8 @@ use crate::{
 /// With `options.schedules`, it also holds the queue's schedule subjects and allows message
 /// schedules (see [`crate::schedules`]).
 pub fn task_stream_config(config: &Config) -> stream::Config {
-    let mut subjects = vec![config.subject.clone()];
+    // The queue's subject, or its tree's root and everything under it, always come first.
+    let mut subjects = layout::queue_filters(config);
     if config.schedules {
         subjects.push(schedules::all_subjects(config));
     }
@@ -222,8 +223,19 @@ async fn existing_stream(
         .map_err(|err| Error::nats(&format!("reading stream {name:?}"), err))?
         .config
         .clone();
-    captures_subject(&existing, &wanted.subjects[0])?;
+    for subject in wanted.subjects.iter().take(queue_subjects(&wanted)) {
+        captures_subject(&existing, subject)?;
+    }
     Ok(existing)
+}
+
+/// How many of a wanted task stream's first subjects are the queue's own (2 for a tree: its
+/// root and `<root>.>`; 1 otherwise, and for the dead-letter stream).
+fn queue_subjects(wanted: &stream::Config) -> usize {
+    match wanted.subjects.as_slice() {
+        [root, tree, ..] if *tree == format!("{root}.>") => 2,
+        _ => 1,
+    }
 }
 
 /// An existing stream must capture the queue's subject.
@@ -516,7 +528,7 @@ const CONFLICT_CODES: [ErrorCode; 3] = [
 
 /// Gets or creates a stream; an existing stream must capture the wanted subject.
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<stream::Config> {
-    let subject = wanted.subjects[0].clone();
+    let subjects: Vec<String> = wanted.subjects[..queue_subjects(&wanted)].to_vec();
     let name = wanted.name.clone();
     let stream = js
         .get_or_create_stream(wanted)
@@ -547,7 +559,9 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
         })?;
     // The get-or-create answer already carries the stream's configuration.
     let existing = stream.cached_info().config.clone();
-    captures_subject(&existing, &subject)?;
+    for subject in &subjects {
+        captures_subject(&existing, subject)?;
+    }
     Ok(existing)
 }
 
@@ -593,6 +607,18 @@ pub async fn ensure_lane(
         }
         Err(err) => {
             return Err(match err.kind() {
+                ConsumerCreateStrictErrorKind::JetStream(server)
+                    if server.error_code() == ErrorCode::CONSUMER_WQ_CONSUMER_NOT_UNIQUE =>
+                {
+                    Error::StreamConflict(format!(
+                        "consumer {name:?} (subjects {:?}) overlaps another consumer of stream \
+                         {:?}, and a WorkQueue stream gives each task to one consumer only: a \
+                         queue over a subject tree is served either by workers of the whole tree \
+                         or by workers of parts (process options.subjects) that do not overlap. \
+                         Stop the other workers, or delete their consumer",
+                        lane.filters, lane.stream
+                    ))
+                }
                 ConsumerCreateStrictErrorKind::JetStream(server) => Error::Nats(format!(
                     "the server refused to create consumer {name:?} on stream {:?}: {server}",
                     lane.stream

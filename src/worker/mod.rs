@@ -85,7 +85,25 @@ impl Worker {
     /// Creates the shared durable consumer (or checks it), makes its `ack_wait` this worker's
     /// `ackWait` ([`crate::nats::ack_wait`]) and starts pulling.
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
-        let lanes = crate::layout::task_lanes(connection.config());
+        Self::start_part(connection, handler, None).await
+    }
+
+    /// Starts a worker of part of the queue's subject tree (`subjects`: filters within it, see
+    /// [`crate::layout::checked_part`]) with the durable consumer(s) of that part, or of the
+    /// whole queue (`None`), as [`Worker::start`] does.
+    pub async fn start_part(
+        connection: Connection,
+        handler: Arc<dyn Handler>,
+        subjects: Option<&[String]>,
+    ) -> Result<Self> {
+        let config = connection.config();
+        let lanes = match subjects {
+            Some(subjects) => {
+                let filters = crate::layout::checked_part(config, subjects)?;
+                crate::layout::part_lanes(config, &filters)
+            }
+            None => crate::layout::task_lanes(config),
+        };
         let queues_attempts = handler.queues_attempts();
         let prefetch = connection.config().effective_prefetch();
         Self::start_lane(
