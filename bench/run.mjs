@@ -283,3 +283,5 @@ function progressLine(record, c, options) {
 }
 
 await main()
+// The delayed and priority paths (bench/features.mjs) follow; BENCH_FEATURES=0 skips them.
+if (process.env.BENCH_FEATURES !== '0' && !process.exitCode) await (await import('./features.mjs')).runFeatures()
