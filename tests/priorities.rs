@@ -341,3 +341,56 @@ async fn a_queue_turning_priorities_on_keeps_its_tasks_at_the_default_level() {
     assert_eq!(starts.all()[0].1, "\"urgent\"", "the urgent task first");
     worker.stop().await;
 }
+
+#[tokio::test]
+async fn a_worker_of_every_level_carries_on_after_a_server_restart() {
+    let mut server = NatsServer::start().await;
+    let config = priority_config();
+    let connection = connect(&config, &server).await;
+    let recorder = Recorder::new();
+    let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
+    producer::enqueue(&connection, at(3, "{}")).await.unwrap();
+    recorder.wait_calls(1, SOON).await;
+    server.restart().await;
+    // Every level again, after the restart: the worker's requests were lost with the connection.
+    let tasks: Vec<NewTask> = (1..=10).map(|level| at(level, "{}")).collect();
+    producer::enqueue_batch(&connection, tasks).await.unwrap();
+    recorder.wait_calls(11, Duration::from_secs(30)).await;
+    worker.stop().await;
+}
+
+#[tokio::test]
+async fn own_ids_and_pause_work_with_priorities() {
+    let server = NatsServer::start().await;
+    let config = priority_config();
+    let connection = connect(&config, &server).await;
+    let own = |id: &str| NewTask {
+        id: Some(id.into()),
+        ..at(1, "{}")
+    };
+    let first = producer::enqueue(&connection, own("order-1"))
+        .await
+        .unwrap();
+    let again = producer::enqueue(&connection, own("order-1"))
+        .await
+        .unwrap();
+    assert_eq!((first.as_str(), again.as_str()), ("order-1", "order-1"));
+    let stats = stats::snapshot(&connection).await.unwrap();
+    assert_eq!(stats.pending_by_priority[0], 1, "stored once: {stats:?}");
+
+    protoqueue::admin::control::pause(&connection)
+        .await
+        .unwrap();
+    let recorder = Recorder::new();
+    let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
+    producer::enqueue(&connection, at(9, "{}")).await.unwrap();
+    recorder
+        .assert_no_more_calls(0, Duration::from_millis(500))
+        .await;
+    assert!(stats::snapshot(&connection).await.unwrap().paused);
+    protoqueue::admin::control::resume(&connection)
+        .await
+        .unwrap();
+    recorder.wait_calls(2, SOON).await;
+    worker.stop().await;
+}
