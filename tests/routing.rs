@@ -340,5 +340,29 @@ async fn pause_resume_and_purge_act_on_the_parts_of_a_tree() {
     })
     .await;
     assert_eq!(ran.all().len(), 1, "the purged tasks never ran");
+
+    // A part whose first worker starts after a pause is paused too.
+    protoqueue::admin::control::pause(&connection)
+        .await
+        .unwrap();
+    producer::enqueue(&connection, to(&config, "us", "\"later\""))
+        .await
+        .unwrap();
+    let (us, _c) = part_worker(&config, &server, ran.handler(1), &part(&config, "us"))
+        .await
+        .unwrap();
+    let stats = stats::snapshot(&connection).await.unwrap();
+    assert!(stats.paused && stats.pending == 1, "{stats:?}");
+    protoqueue::admin::control::resume(&connection)
+        .await
+        .unwrap();
+    eventually("the us task to run after resume", SOON, || async {
+        ran.all()
+            .iter()
+            .any(|(w, d)| *w == 1 && d.contains("later"))
+            .then_some(())
+    })
+    .await;
+    us.stop().await;
     eu.stop().await;
 }

@@ -44,6 +44,44 @@ pub async fn resume(connection: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// On a subject tree, a worker's consumers created after a `pause()` (a part's first worker)
+/// are paused until the same time as the queue's other consumers, so a pause holds for workers
+/// started later too. Does nothing when none of them is paused.
+pub async fn inherit_pause(connection: &Connection, lanes: &[Lane]) -> Result<()> {
+    if !connection.config().tree {
+        return Ok(());
+    }
+    let stream = task_stream(connection).await?;
+    let mut until = None;
+    for name in task_consumers(connection, &stream).await? {
+        if lanes.iter().any(|lane| lane.consumer == name) {
+            continue;
+        }
+        if let Ok(info) = stream.consumer_info(&name).await {
+            if info.paused {
+                until = info.config.pause_until.or(until);
+            }
+        }
+    }
+    let Some(until) = until else {
+        return Ok(());
+    };
+    for lane in lanes {
+        let paused = stream
+            .consumer_info(&lane.consumer)
+            .await
+            .map(|info| info.paused)
+            .unwrap_or(false);
+        if !paused {
+            stream
+                .pause_consumer(&lane.consumer, until)
+                .await
+                .map_err(|err| pause_error("pausing a new part like the rest of the queue", err))?;
+        }
+    }
+    Ok(())
+}
+
 /// The consumers a pause applies to. Those of the whole queue are created when missing, so
 /// workers started later find them paused; on a subject tree, whose workers may each take a
 /// part (and must not overlap the whole tree's consumer), the queue's consumers that exist.

@@ -150,6 +150,9 @@ impl Worker {
             }
         }
         let pace = pace.ok_or_else(|| Error::Nats("a worker needs a consumer".into()))?;
+        if lanes[0].tasks {
+            crate::admin::control::inherit_pause(&connection, &lanes).await?;
+        }
         let puller = Puller::open(connection.clone(), &lanes)
             .await
             .map_err(|err| Error::nats("subscribing the worker's inbox", err))?;
