@@ -335,6 +335,10 @@ export interface TaskData<T = unknown> {
   attempt?: number
   /** The most deliveries this task gets (`1 + maxRetries`). */
   maxAttempts?: number
+  /** The subject the task was routed to, on a queue over a subject tree (the root without one). */
+  subject?: string
+  /** The task's priority (1 most urgent to 10), on a queue with `options.priorities`. */
+  priority?: number
 }
 
 /** What a handler returns. */

@@ -17,7 +17,7 @@ after(async () => {
   await server.stop()
 })
 
-type Start = { worker: number; data: string; at: number }
+type Start = { worker: number; data: string; at: number; priority?: number }
 
 async function queueOf(names: { streamName: string; subject: string }, options: Record<string, unknown> = {}) {
   const queue = new Protoqueue<string>({ ...names, options: { priorities: true, ...options } })
@@ -39,7 +39,7 @@ describe('priorities', () => {
     const workers = [await queueOf(names, options), await queueOf(names, options)]
     for (const [worker, queue] of workers.entries()) {
       await queue.process(async (task) => {
-        starts.push({ worker, data: task.data, at: Date.now() })
+        starts.push({ worker, data: task.data, at: Date.now(), priority: task.priority })
         await sleep(3)
         return { success: true }
       })
@@ -53,6 +53,7 @@ describe('priorities', () => {
       for (const task of urgent) stored.set(task.data, at)
       await eventually('the round of urgent tasks started', () => starts.filter((s) => s.data.startsWith('high')).length >= stored.size)
     }
+    for (const s of starts) assert.equal(s.priority, s.data.startsWith('low') ? 10 : 1, `the handler sees ${s.data}'s priority`)
     const lowsStarted = starts.filter((s) => s.data.startsWith('low')).length
     assert.ok(lowsStarted < 1_900, `the backlog was still there (${lowsStarted} low tasks started)`)
     const workersWithUrgent = new Set<number>()

@@ -39,6 +39,8 @@ describe('routing over a subject tree', () => {
       await queue.process(
         async (task) => {
           ran.push({ worker, data: task.data, subject: region })
+          assert.equal(task.subject, `${names.root}.${region}`, 'the handler sees the routed subject')
+          assert.equal(task.priority, undefined, 'no priority without options.priorities')
           await new Promise((r) => setTimeout(r, 2))
           return { success: true }
         },

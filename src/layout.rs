@@ -257,6 +257,34 @@ pub fn level_of(config: &Config, subject: &str) -> u8 {
         .unwrap_or(DEFAULT_PRIORITY)
 }
 
+/// Where a delivered task was routed, and its priority, as its handler sees them: the subject
+/// on a queue over a subject tree, the priority on a queue with priorities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The task's subject in the tree (without the priority level's prefix).
+    pub subject: Option<String>,
+    /// The task's priority, 1 to [`LEVELS`].
+    pub priority: Option<u8>,
+}
+
+/// The [`Route`] of a task delivered from `stored` (its stream subject); `None` on a plain queue.
+pub fn route_of(config: &Config, stored: &str) -> Option<Route> {
+    if !config.tree && !config.priorities {
+        return None;
+    }
+    let level = level_of(config, stored);
+    let subject = if level == DEFAULT_PRIORITY {
+        stored
+    } else {
+        let prefix = format!("{}.{level}.", priority_prefix(config));
+        stored.strip_prefix(prefix.as_str()).unwrap_or(stored)
+    };
+    Some(Route {
+        subject: config.tree.then(|| subject.to_owned()),
+        priority: config.priorities.then_some(level),
+    })
+}
+
 /// Whether `consumer` is one of the queue's task consumers (whole queue or a part, any level).
 pub fn is_task_consumer(consumer: &str) -> bool {
     consumer.starts_with(CONSUMER_NAME) || consumer.starts_with(PART_CONSUMER_PREFIX)
@@ -382,7 +410,22 @@ mod tests {
         assert!(holds_tasks(&config, "protoqueue.prio.S.3.tasks.email.eu"));
         assert!(holds_tasks(&config, "tasks.email.eu.x"));
         assert!(!holds_tasks(&config, "tasks.sms"));
+        assert_eq!(
+            route_of(&config, "protoqueue.prio.S.3.tasks.email.eu"),
+            Some(Route {
+                subject: Some("tasks.email.eu".into()),
+                priority: Some(3)
+            })
+        );
+        assert_eq!(
+            route_of(&config, "tasks.email"),
+            Some(Route {
+                subject: Some("tasks.email".into()),
+                priority: Some(5)
+            })
+        );
         let plain = Config::new("S", "tasks.email").unwrap();
+        assert_eq!(route_of(&plain, "tasks.email"), None);
         assert_eq!(
             routed(&plain, "tasks.email").unwrap_err().code(),
             "ERR_PQ_INVALID_TASK"

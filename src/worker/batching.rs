@@ -373,6 +373,7 @@ mod tests {
             },
             number: 1,
             max: 1,
+            route: None,
         }
     }
 

@@ -59,9 +59,22 @@ pub fn task_json(attempt: &Attempt) -> Result<String, Failure> {
     }
     let _ = write!(
         json,
-        "}},\"attempt\":{},\"maxAttempts\":{}}}",
+        "}},\"attempt\":{},\"maxAttempts\":{}",
         attempt.number, attempt.max
     );
+    if let Some(route) = &attempt.route {
+        if let Some(subject) = route
+            .subject
+            .as_deref()
+            .and_then(|s| serde_json::to_string(s).ok())
+        {
+            let _ = write!(json, ",\"subject\":{subject}");
+        }
+        if let Some(priority) = route.priority {
+            let _ = write!(json, ",\"priority\":{priority}");
+        }
+    }
+    json.push('}');
     Ok(json)
 }
 
@@ -139,6 +152,7 @@ mod tests {
             },
             number: 2,
             max: 4,
+            route: None,
         }
     }
 

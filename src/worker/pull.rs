@@ -16,9 +16,11 @@
 //! most urgent level for all the room the worker has, with `no_wait` (the server delivers what it
 //! has and ends the request at once), and each next level only for what the level before left.
 //! A sweep that finds nothing leaves one *waiting* request (one message, `no_wait` with expiry) on
-//! every level; when one is answered, or new room comes, a sweep starts again from the top. So a
-//! task is never fetched while a more urgent one is stored, except those fetched by a sweep
-//! already past its level: at most the worker's room (`batchSize` + prefetch).
+//! every level; when one is answered, or new room comes, a sweep starts again from the top. A
+//! sweep under way carries only the room it started with down the levels; room freed meanwhile
+//! waits for the next sweep from the top. So once a task is stored, a less urgent one is fetched
+//! before it only with room the worker had reserved already: at most its room (`batchSize` +
+//! prefetch) of less urgent tasks starts before it.
 
 use std::time::Duration;
 
@@ -76,6 +78,8 @@ struct Levels {
     lanes: Vec<LevelLane>,
     /// Room given to the puller and not requested yet.
     spare: Option<OwnedSemaphorePermit>,
+    /// The room of the sweep under way, between two of its requests.
+    carried: Option<OwnedSemaphorePermit>,
     /// The lane whose sweep request is open.
     sweeping: Option<usize>,
     /// The sweep's request on this lane's level ended: it goes on from the next level.
@@ -139,6 +143,7 @@ impl Puller {
                 let levels = Levels {
                     lanes,
                     spare: None,
+                    carried: None,
                     sweeping: None,
                     continue_from: None,
                     outbox: Vec::new(),
@@ -176,6 +181,7 @@ impl Puller {
             None => permits(&self.reserved),
             Some(levels) => {
                 permits(&levels.spare)
+                    + permits(&levels.carried)
                     + levels
                         .lanes
                         .iter()
@@ -255,6 +261,7 @@ impl Puller {
         self.reserved = None;
         if let Some(levels) = self.levels.as_mut() {
             levels.spare = None;
+            levels.carried = None;
             levels.sweeping = None;
             levels.continue_from = None;
             levels.outbox.clear();
@@ -279,46 +286,52 @@ impl Puller {
         if levels.sweeping.is_some() {
             return;
         }
-        if levels.spare.is_none() {
-            // Nothing to ask for: the sweep is over, the next one starts from the top.
-            levels.continue_from = None;
-            return;
-        }
         let free = |levels: &Levels, from: usize| {
             (from..levels.lanes.len()).find(|&i| levels.lanes[i].open == Open::None)
         };
-        let next = match levels.continue_from.take() {
-            // A sweep under way goes on below the level it just swept, then starts again from
-            // the top if room came meanwhile.
-            Some(from) => match free(levels, from) {
-                Some(index) => Some(index),
-                None if levels.again => {
-                    levels.again = false;
-                    free(levels, 0)
-                }
-                None => None,
-            },
-            None => {
-                levels.again = false;
-                free(levels, 0)
-            }
-        };
-        match next {
-            Some(index) => {
-                let Some(room) = levels.spare.take() else {
+        // A sweep under way goes on below the level it just swept with the room it carries
+        // (reserved before anything more urgent could have come). Room that came meanwhile
+        // waits for the next sweep, which starts from the top: so no task is fetched with room
+        // freed after a more urgent task was stored, before that task.
+        if let Some(from) = levels.continue_from.take() {
+            match (free(levels, from), levels.carried.take()) {
+                (Some(index), Some(room)) => {
+                    Self::sweep_request(levels, index, room);
                     return;
-                };
-                let body = serde_json::json!({ "batch": room.num_permits(), "no_wait": true });
-                tracing::trace!(level = index, batch = room.num_permits(), "sweep request");
-                let lane = &mut levels.lanes[index];
-                lane.open = Open::Sweep;
-                lane.reserved = Some(room);
-                levels.sweeping = Some(index);
-                let request = (lane.request_subject.clone(), lane.reply.clone(), body);
-                levels.outbox.push(request);
+                }
+                (_, carried) => {
+                    if let Some(room) = carried {
+                        merge(&mut levels.spare, room);
+                    }
+                    if !levels.again {
+                        self.wait_on_every_level();
+                        return;
+                    }
+                }
             }
-            None => self.wait_on_every_level(),
         }
+        // A new sweep from the top, with all the spare room.
+        levels.again = false;
+        let Some(index) = free(levels, 0) else {
+            self.wait_on_every_level();
+            return;
+        };
+        let Some(room) = levels.spare.take() else {
+            return;
+        };
+        Self::sweep_request(levels, index, room);
+    }
+
+    /// Queues a sweep request for `room` on level `index`.
+    fn sweep_request(levels: &mut Levels, index: usize, room: OwnedSemaphorePermit) {
+        let body = serde_json::json!({ "batch": room.num_permits(), "no_wait": true });
+        tracing::trace!(level = index, batch = room.num_permits(), "sweep request");
+        let lane = &mut levels.lanes[index];
+        lane.open = Open::Sweep;
+        lane.reserved = Some(room);
+        levels.sweeping = Some(index);
+        let request = (lane.request_subject.clone(), lane.reply.clone(), body);
+        levels.outbox.push(request);
     }
 
     /// Leaves a request for one message, waiting up to [`PULL_EXPIRY`], on every level without
@@ -455,15 +468,21 @@ impl Puller {
         let was = lane.open;
         tracing::trace!(level = index, sweep = (was == Open::Sweep), "request ended");
         lane.open = Open::None;
-        if let Some(room) = lane.reserved.take().filter(|room| room.num_permits() > 0) {
-            merge(&mut levels.spare, room);
-        }
+        let undelivered = lane.reserved.take().filter(|room| room.num_permits() > 0);
         match was {
             Open::Sweep => {
                 levels.sweeping = None;
                 levels.continue_from = Some(index + 1);
+                if let Some(room) = undelivered {
+                    merge(&mut levels.carried, room);
+                }
             }
-            Open::Wait => levels.again = true,
+            Open::Wait => {
+                levels.again = true;
+                if let Some(room) = undelivered {
+                    merge(&mut levels.spare, room);
+                }
+            }
             Open::None => return,
         }
         if levels.sweeping.is_none() {
