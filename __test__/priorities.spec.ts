@@ -141,6 +141,7 @@ describe('priorities', () => {
       await rejectsWithCode(queue.enqueue({ data: 'x', priority: bad as number }), 'ERR_PQ_INVALID_TASK')
       await rejectsWithCode(queue.enqueueBatch([{ data: 'ok', priority: 1 }, { data: 'x', priority: bad as number }]), 'ERR_PQ_INVALID_TASK')
     }
+    await rejectsWithCode(queue.schedule('tick', { every: 1000 }, { data: 'x', priority: 2 }), 'ERR_PQ_INVALID_TASK')
     const stats = await queue.getStats()
     assert.equal(stats.messages, 0, 'nothing was sent')
     await queue.disconnect()

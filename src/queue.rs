@@ -258,6 +258,14 @@ impl Queue {
                 "a recurring task takes no delay or runAt".into(),
             ));
         }
+        if task.priority.is_some() || task.subject.is_some() {
+            // Its ticks are published on the queue's subject at the default priority.
+            return Err(Error::InvalidTask(
+                "a recurring task takes no priority or subject (its tasks go to the queue's \
+                 subject at the default priority)"
+                    .into(),
+            ));
+        }
         let connection = self.connection().await?;
         schedules::schedule(&connection, name, recurring, task.data, task.metadata).await
     }
