@@ -106,6 +106,14 @@ export interface QueueOptions {
    * Default: false.
    */
   schedules?: boolean
+  /**
+   * Task priorities (`enqueue({ data, priority })`, 1 most urgent to 10, default 5): each level
+   * other than 5 is stored on `protoqueue.prio.<streamName>.<level>.<subject>` and taken by its
+   * own consumer (`protoqueue-workers-p<level>`); level 5 stays on the queue's subject. An
+   * existing stream gets those subjects added on `connect()`. Priority is strict: see the README
+   * ("Priorities"). Not with `globalConcurrency`. Default: false.
+   */
+  priorities?: boolean
 }
 
 /**
@@ -201,7 +209,9 @@ export interface ProtoqueueConfig<T = unknown> {
   streamName: string
   /**
    * The subject tasks are published to and processed from, e.g. `tasks.email`. No wildcards; at
-   * most 1024 bytes.
+   * most 1024 bytes. Or a subject tree, `'tasks.email.>'`: the queue owns every subject under
+   * `tasks.email` (and `tasks.email` itself, where tasks without `subject` go); `enqueue({ subject })`
+   * routes within it and `process(handler, { subjects })` takes part of it.
    */
   subject: string
   /** Retry, concurrency and timeout settings. */
@@ -366,6 +376,31 @@ export interface EnqueueTask<T = unknown> {
    * the past runs at once). Needs `options.schedules`. Not with `delay`.
    */
   runAt?: Date | number
+  /**
+   * The task's priority: an integer from 1 (most urgent) to 10; default 5. Needs
+   * `options.priorities`. Workers start the most urgent task they can get; see the README
+   * ("Priorities") for the exact bound and the starvation rule.
+   */
+  priority?: number
+  /**
+   * The subject the task is routed to, on a queue over a subject tree (`subject: 'tasks.email.>'`):
+   * a concrete subject in the tree, e.g. `'tasks.email.eu'`. Default: the tree's root
+   * (`'tasks.email'`). A subject outside the tree, with wildcards, or on a queue without a tree
+   * rejects with `ERR_PQ_INVALID_TASK`, nothing sent.
+   */
+  subject?: string
+}
+
+/** Options of `process()`. */
+export interface ProcessOptions {
+  /**
+   * On a queue over a subject tree: the part of the tree this worker takes, as subject filters
+   * within it (`['tasks.email.eu']`, `['tasks.email.*.urgent']`, `['tasks.email.eu.>']`). Workers
+   * with the same filters, in any process, share one durable consumer
+   * (`protoqueue-part-<hash>`). Parts must not overlap each other or a whole-tree worker
+   * (`ERR_PQ_STREAM_CONFLICT`). Default: the whole queue.
+   */
+  subjects?: string[]
 }
 
 /**
@@ -423,6 +458,10 @@ export interface TaskData<T = unknown> {
    * data): lets a handler tell both kinds apart during a migration.
    */
   contentType?: string
+  /** The subject the task was routed to, on a queue over a subject tree (the root without one). */
+  subject?: string
+  /** The task's priority (1 most urgent to 10), on a queue with `options.priorities`. */
+  priority?: number
 }
 
 /**
@@ -472,6 +511,11 @@ export interface QueueStats {
   delayed: number
   /** Recurring tasks (`schedule()`). */
   recurring: number
+  /**
+   * With `options.priorities`: the tasks not yet delivered at each priority level, level 1
+   * first (ten numbers adding up to `pending`). Absent without priorities.
+   */
+  pendingByPriority?: number[]
 }
 
 /**
@@ -780,8 +824,10 @@ export declare class Protoqueue<T = unknown> {
   /**
    * Starts processing with `handler`, up to `batchSize` tasks at once; resolves once the worker
    * runs. To check the `details` a handler returns, give it a type: `TaskHandler<T, Details>`.
+   * With `options.subjects` (a queue over a subject tree), the worker takes that part of the
+   * tree only, sharing a durable consumer with the other workers of the same part.
    */
-  process(handler: TaskHandler<T, any>): Promise<this>
+  process(handler: TaskHandler<T, any>, options?: ProcessOptions): Promise<this>
   /** Reads queue statistics from the server. */
   getStats(): Promise<QueueStats>
   /**

@@ -215,7 +215,37 @@ function encodeCheckedTask(task, what, codec) {
     if (typeof name !== 'string') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.name must be a string, got ${describe(name)}`)
     input.name = name
   }
+  routeFields(task, input, what)
   return input
+}
+
+/** `process(handler, { subjects })`: the part of the queue's subject tree a worker takes (checked in the native core). */
+function processSubjects(options) {
+  if (options === undefined || options === null) return undefined
+  if (!isPlainObject(options)) throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options must be an object like { subjects: ['tasks.email.eu'] }, got ${describe(options)}`)
+  for (const key in options) {
+    if (key !== 'subjects') throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options.${key} is not an option (known: subjects)`)
+  }
+  const subjects = options.subjects
+  if (subjects === undefined || subjects === null) return undefined
+  if (!Array.isArray(subjects) || !subjects.every((s) => typeof s === 'string')) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options.subjects must be an array of subjects, got ${describe(subjects)}`)
+  }
+  return [...subjects]
+}
+
+/** Copies `priority` (its range and the queue's options are checked in the native core). */
+function routeFields(task, input, what) {
+  const priority = task.priority
+  if (priority !== undefined && priority !== null) {
+    if (typeof priority !== 'number') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.priority must be an integer from 1 (most urgent) to 10, got ${describe(priority)}`)
+    input.priority = priority
+  }
+  const subject = task.subject
+  if (subject !== undefined && subject !== null) {
+    if (typeof subject !== 'string') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.subject must be a subject of the queue's tree, got ${describe(subject)}`)
+    input.subject = subject
+  }
 }
 
 /** The names of encoded tasks, in order, for the native side; `undefined` when none has one. */
@@ -259,7 +289,7 @@ function checkedString(value, what, code) {
 /** The task keys for ids and retries (checked in the native core; only types here). */
 const RETRY_KEYS = new Set(['id', 'maxRetries', 'backoff'])
 /** Every key a task may have besides `data`. */
-const OPTIONAL_TASK_KEYS = new Set(['metadata', 'name', 'delay', 'runAt', ...RETRY_KEYS])
+const OPTIONAL_TASK_KEYS = new Set(['metadata', 'name', 'delay', 'runAt', 'priority', 'subject', ...RETRY_KEYS])
 const TASK_KEYS = new Set(['data', ...OPTIONAL_TASK_KEYS])
 
 /** Copies `id`, `maxRetries` and `backoff` (a plain object: a function cannot travel with a task). */
@@ -591,10 +621,11 @@ class Protoqueue {
   }
 
   /** Starts processing tasks with `handler`; resolves once the worker runs. */
-  async process(handler) {
+  async process(handler, options) {
     if (typeof handler !== 'function') {
       throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `process(handler) takes a function, got ${describe(handler)}`)
     }
+    const subjects = processSubjects(options)
     // Outcomes are reported with the run's id: a late one from an earlier run settles nothing.
     const nativeQueue = this.#native
     const run = nativeQueue.reserveRun()
@@ -602,7 +633,7 @@ class Protoqueue {
     const tasks = dispatcher(traced, {
       complete: (succeeded, failed, started) => nativeQueue.complete(run, succeeded, failed, started),
     }, { backoff: this.#backoff, decode: this.#decode })
-    await native(() => nativeQueue.process(run, tasks.dispatch))
+    await native(() => nativeQueue.process(run, tasks.dispatch, subjects))
     this.#dispatcher = tasks
     return this
   }
@@ -636,6 +667,7 @@ class Protoqueue {
       paused: s.paused,
       delayed: s.delayed,
       recurring: s.recurring,
+      ...(s.pendingByPriority.length > 0 ? { pendingByPriority: s.pendingByPriority } : {}),
     }
   }
 

@@ -61,7 +61,7 @@ export declare class NativeQueue {
    * the start). `{"close": true}` tells it to drop the tasks it has not started and start no
    * other. It is kept (and keeps the process alive) until `disconnect()`.
    */
-  process(run: number, dispatch: (batch: string) => void): Promise<void>
+  process(run: number, dispatch: (batch: string) => void, subjects?: string[] | undefined | null): Promise<void>
   /**
    * Reports what happened in run `run` since the last report: the tokens of the attempts whose
    * handler started (`taskTimeout` counts from here), of those that succeeded, and the
@@ -295,6 +295,8 @@ export interface NativeStats {
   paused: boolean
   delayed: number
   recurring: number
+  /** Tasks not yet delivered per priority level, 1 first (`options.priorities`); else empty. */
+  pendingByPriority: Array<number>
 }
 
 /**
@@ -352,4 +354,8 @@ export interface NativeTaskInput {
   traceparent?: string
   /** The W3C `tracestate` that goes with it. */
   tracestate?: string
+  /** The task's priority, 1 (most urgent) to 10 (`options.priorities`). */
+  priority?: number
+  /** The subject the task is routed to, in the queue's subject tree. */
+  subject?: string
 }

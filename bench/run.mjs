@@ -321,5 +321,7 @@ function progressLine(record, c, options) {
 }
 
 await main()
+// The delayed and priority paths (bench/features.mjs) follow; BENCH_FEATURES=0 skips them.
+if (process.env.BENCH_FEATURES !== '0' && !process.exitCode) await (await import('./features.mjs')).runFeatures()
 // Protobuf vs JSON task data, after the main table (bench/serializers.mjs; BENCH_SERIALIZERS=0 skips it).
 if (!process.exitCode && process.env.BENCH_SERIALIZERS !== '0' && !process.argv.includes('--help')) await import('./serializers.mjs')

@@ -51,6 +51,13 @@
 //! - [`observe`]: the queue object's Prometheus metrics (counters and histograms in atomics,
 //!   the server's gauges read through [`admin::stats`] at scrape time) and the events its
 //!   JavaScript listeners get, recorded only for kinds someone listens to and taken in batches.
+//! - Priorities (`options.priorities`) are a subject and a durable consumer per level; a worker
+//!   pulls them most urgent first, each level only for the room the ones above left
+//!   ([`layout`], [`worker::pull`]). Plain queues keep one consumer and the same pull path.
+//! - A queue over a subject tree (`subject: '<root>.>'`) routes each task to a subject in it; a
+//!   worker of part of the tree has a durable consumer named after its filters, shared by every
+//!   worker of that part ([`layout`]). Priorities keep the routed subject whole inside each
+//!   level's subject, so both combine in one layout.
 //! - [`admin`]: operations on the queue as a whole (statistics, dead letters, pause, purge), shared by the
 //!   library and the tools built on it; [`admin::queues`] finds every queue on a server (the
 //!   dashboard's list) by the metadata marker [`nats::topology`] puts on new streams.
@@ -62,6 +69,7 @@ pub mod envelope;
 pub mod error;
 pub mod hops;
 pub mod ids;
+pub mod layout;
 pub mod logging;
 pub mod nats;
 pub mod observe;

@@ -61,6 +61,12 @@ pub struct NewTask {
     /// The task's name in a queue of several task types
     /// ([`crate::content_type::validate_name`]); `None`: none.
     pub name: Option<String>,
+    /// The task's priority, 1 (most urgent) to 10, on a queue with `options.priorities`;
+    /// `None`: the default ([`crate::layout::DEFAULT_PRIORITY`]).
+    pub priority: Option<u8>,
+    /// The subject the task is routed to, in the queue's subject tree (`subject: '<root>.>'`);
+    /// `None`: the queue's subject (the tree's root).
+    pub subject: Option<String>,
 }
 
 impl NewTask {
@@ -113,6 +119,8 @@ pub(crate) struct Outgoing {
     delayed: Option<Box<Delayed>>,
     /// The producer chose the id: it is deduplicated through the id index ([`crate::ids`]).
     pub(crate) custom_id: bool,
+    /// Where the task is stored, when not on the publisher's subject (a priority level).
+    subject: Option<String>,
 }
 
 /// Where and when a delayed task's schedule goes.
@@ -230,6 +238,21 @@ fn encode_each(
             None => uuid::Uuid::now_v7().to_string(),
         };
         let run_at = task.run_at;
+        let subject = match (task.priority, task.subject) {
+            (None, None) => None,
+            (priority, routed) => {
+                let routed = match routed {
+                    Some(subject) => crate::layout::routed(config, &subject)?,
+                    None => config.subject.clone(),
+                };
+                let level = match priority {
+                    Some(level) => crate::layout::checked_priority(config, f64::from(level))?,
+                    None => crate::layout::DEFAULT_PRIORITY,
+                };
+                Some(crate::layout::stored_subject(config, &routed, level))
+                    .filter(|subject| *subject != config.subject)
+            }
+        };
         let content_type = match &task.content_type {
             Some(content_type) => {
                 crate::content_type::validate(content_type)?;
@@ -248,6 +271,7 @@ fn encode_each(
         envelope.trace_context = task.trace;
         let mut message = Outgoing::checked(id, envelope.to_bytes(), max)?;
         message.custom_id = custom_id;
+        message.subject = subject;
         match run_at {
             None => Ok(message),
             Some(at) => message.delayed(config, at, max),
@@ -270,6 +294,7 @@ impl Outgoing {
             payload,
             delayed: None,
             custom_id: false,
+            subject: None,
         })
     }
 
@@ -283,7 +308,7 @@ impl Outgoing {
             + self.id.len()
             + subject.len()
             + schedule.len()
-            + config.subject.len();
+            + self.subject.as_ref().unwrap_or(&config.subject).len();
         if size > max_payload {
             return Err(Error::PayloadTooLarge {
                 size,
@@ -332,15 +357,16 @@ impl<'a> Publisher<'a> {
         let publish = PublishMessage::build()
             .payload(message.payload.clone())
             .message_id(&message.id);
+        let target = message.subject.as_ref().unwrap_or(&self.subject);
         let (subject, publish) = match &message.delayed {
-            None => (self.subject.clone(), publish),
+            None => (target.clone(), publish),
             // The schedule's `Nats-Msg-Id` stores a re-sent enqueue once; its subject (one per
             // task, rolled up by the server) keeps a later re-send from adding a second one.
             Some(delayed) => (
                 delayed.subject.clone(),
                 publish
                     .header(NATS_SCHEDULE, delayed.schedule.as_str())
-                    .header(NATS_SCHEDULE_TARGET, self.subject.as_str()),
+                    .header(NATS_SCHEDULE_TARGET, target.as_str()),
             ),
         };
         if self.connection.is_closed() {

@@ -148,14 +148,28 @@ impl Queue {
 
     /// Starts a worker run with a handler that takes one attempt at a time.
     pub async fn process(&self, handler: Arc<dyn Handler>) -> Result<()> {
-        self.start_run(self.reserve_run(), |_| handler).await
+        self.start_run(self.reserve_run(), None, |_| handler).await
     }
 
     /// Starts worker run `run` (from [`Queue::reserve_run`]), whose attempts go to `sink` in
     /// batches; their outcomes are reported through [`Queue::outcomes`] with the run id.
     pub async fn process_batched(&self, run: u32, sink: impl BatchSink) -> Result<()> {
+        self.process_batched_part(run, sink, None).await
+    }
+
+    /// [`Queue::process_batched`] for part of the queue's subject tree (`subjects`), or the
+    /// whole queue (`None`): see [`Worker::start_part`].
+    pub async fn process_batched_part(
+        &self,
+        run: u32,
+        sink: impl BatchSink,
+        subjects: Option<Vec<String>>,
+    ) -> Result<()> {
+        if let Some(subjects) = &subjects {
+            crate::layout::checked_part(&self.config, subjects)?;
+        }
         let task_timeout = self.config.task_timeout;
-        self.start_run(run, |outcomes| {
+        self.start_run(run, subjects, |outcomes| {
             Arc::new(BatchedHandler::start(sink, outcomes, task_timeout))
         })
         .await
@@ -164,6 +178,7 @@ impl Queue {
     async fn start_run(
         &self,
         run: u32,
+        subjects: Option<Vec<String>>,
         handler: impl FnOnce(Arc<PendingOutcomes>) -> Arc<dyn Handler>,
     ) -> Result<()> {
         let mut state = self.state.lock().await;
@@ -172,7 +187,12 @@ impl Queue {
             return Err(Error::AlreadyProcessing);
         }
         let outcomes = Arc::new(PendingOutcomes::default());
-        let worker = Worker::start(connected.connection.clone(), handler(outcomes.clone())).await?;
+        let worker = Worker::start_part(
+            connected.connection.clone(),
+            handler(outcomes.clone()),
+            subjects.as_deref(),
+        )
+        .await?;
         connected.worker = Some((run, worker));
         lock(&self.runs).push((run, outcomes));
         Ok(())
@@ -254,6 +274,14 @@ impl Queue {
         if task.run_at.is_some() {
             return Err(Error::InvalidTask(
                 "a recurring task takes no delay or runAt".into(),
+            ));
+        }
+        if task.priority.is_some() || task.subject.is_some() {
+            // Its ticks are published on the queue's subject at the default priority.
+            return Err(Error::InvalidTask(
+                "a recurring task takes no priority or subject (its tasks go to the queue's \
+                 subject at the default priority)"
+                    .into(),
             ));
         }
         let connection = self.connection().await?;

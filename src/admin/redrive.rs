@@ -9,7 +9,9 @@
 //! `<task id>:requeue:<letter sequence>`. That id is new to the task stream, so its duplicate
 //! window cannot swallow a task requeued seconds after it was first enqueued, and it is the same
 //! for every operator requeueing the same letter, so two of them at once store one copy. The
-//! letter is removed only after the server confirmed the requeued task.
+//! letter is removed only after the server confirmed the requeued task. It goes back to the
+//! subject it was delivered from (its priority level, [`crate::layout`]) when that subject is
+//! still one of the queue's, else to the queue's subject.
 
 use std::{collections::HashSet, future::Future};
 
@@ -84,7 +86,7 @@ pub async fn requeue(
 ) -> Result<u64> {
     let letters = dead_letters::stream(connection).await?;
     let max_payload = connection.max_payload();
-    let subject = connection.config().subject.clone();
+    let config = connection.config();
     let requeueable =
         |letter: &DeadLetter| letter.task.is_some() && !dead_letter::data_was_dropped(letter);
     let narrowed = |letter: &DeadLetter| filter.matches(letter) && requeueable(letter);
@@ -95,7 +97,13 @@ pub async fn requeue(
         filter.limit,
         progress,
         |sequence, letter| {
-            let subject = subject.clone();
+            // Back where its task was delivered from (its priority level), if that is still a
+            // subject of the queue's tasks.
+            let subject = if crate::layout::holds_tasks(config, &letter.subject) {
+                letter.subject.clone()
+            } else {
+                config.subject.clone()
+            };
             async move {
                 let Some(task) = letter.task else {
                     return Ok(false);

@@ -396,7 +396,13 @@ pub(crate) async fn counts(connection: &Connection, stream_messages: u64) -> Res
                 .map_err(|err| Error::nats("counting the schedules", err))
         }
     };
-    let tasks = count(config.subject.clone()).await?;
+    let mut tasks = 0;
+    for filter in crate::layout::queue_filters(config) {
+        tasks += count(filter).await?;
+    }
+    if config.priorities {
+        tasks += count(crate::layout::all_priority_subjects(config)).await?;
+    }
     let recurring = count(schedules::recurring_subjects(config)).await?;
     Ok(Counts {
         delayed: stream_messages.saturating_sub(tasks + recurring),

@@ -7,6 +7,7 @@ use crate::{
     admin::schedules,
     config::CONSUMER_NAME,
     error::{Error, Result},
+    layout,
     nats::connection::Connection,
 };
 
@@ -38,6 +39,90 @@ pub struct Stats {
     pub delayed: u64,
     /// Recurring schedules (`schedule()`).
     pub recurring: u64,
+    /// With `options.priorities`: the tasks not yet delivered at each level, 1 first (they add
+    /// up to `pending`). Empty without.
+    pub pending_by_priority: Vec<u64>,
+}
+
+/// A queue over a subject tree may have a consumer per part (and per level): every task stored
+/// is either waiting or delivered and not yet acked (WorkQueue retention), so what waits is what
+/// is stored less what the queue's consumers have in flight, whichever consumers exist.
+async fn tree(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: &crate::Config,
+    stats: &mut Stats,
+) -> Result<()> {
+    let mut in_flight_by_level = [0u64; layout::LEVELS as usize];
+    let mut consumers = stream.consumers();
+    while let Some(info) = futures::StreamExt::next(&mut consumers).await {
+        let info = info.map_err(|e| Error::request("listing the queue's consumers", e))?;
+        if !layout::is_task_consumer(&info.name) {
+            continue;
+        }
+        let in_flight = info.num_ack_pending as u64;
+        stats.in_flight += in_flight;
+        stats.redelivered += info.num_redelivered as u64;
+        stats.paused |= info.paused;
+        in_flight_by_level[usize::from(layout::consumer_level(&info.name)) - 1] += in_flight;
+    }
+    stats.pending = stats.messages.saturating_sub(stats.in_flight);
+    if config.priorities {
+        for lane in layout::task_lanes(config) {
+            let mut stored = 0;
+            for filter in &lane.filters {
+                let info = stream
+                    .info_with_subjects(filter.clone())
+                    .await
+                    .map_err(|e| Error::request("reading the task stream", e))?;
+                let counts: std::collections::HashMap<String, usize> =
+                    futures::TryStreamExt::try_collect(info)
+                        .await
+                        .map_err(|e| Error::request("reading the task stream", e))?;
+                stored += counts.values().map(|&n| n as u64).sum::<u64>();
+            }
+            let level = usize::from(layout::consumer_level(&lane.consumer)) - 1;
+            stats
+                .pending_by_priority
+                .push(stored.saturating_sub(in_flight_by_level[level]));
+        }
+    }
+    Ok(())
+}
+
+/// Adds up the consumers of the priority levels; a level whose consumer does not exist yet
+/// counts its stored tasks as pending.
+async fn levels(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: &crate::Config,
+    stats: &mut Stats,
+) -> Result<()> {
+    for lane in layout::task_lanes(config) {
+        let pending = match stream.consumer_info(&lane.consumer).await {
+            Ok(consumer) => {
+                stats.in_flight += consumer.num_ack_pending as u64;
+                stats.redelivered += consumer.num_redelivered as u64;
+                if lane.consumer == CONSUMER_NAME {
+                    stats.paused = consumer.paused;
+                }
+                consumer.num_pending
+            }
+            Err(_) => {
+                let subject = lane.filters.first().cloned().unwrap_or_default();
+                let info = stream
+                    .info_with_subjects(subject.clone())
+                    .await
+                    .map_err(|e| Error::request("reading the task stream", e))?;
+                let counts: std::collections::HashMap<String, usize> =
+                    futures::TryStreamExt::try_collect(info)
+                        .await
+                        .map_err(|e| Error::request("reading the task stream", e))?;
+                counts.values().map(|&n| n as u64).sum()
+            }
+        };
+        stats.pending += pending;
+        stats.pending_by_priority.push(pending);
+    }
+    Ok(())
 }
 
 /// Reads the current statistics from the server.
@@ -66,14 +151,20 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
         stats.recurring = counts.recurring;
     }
     // The consumer exists once a worker has started; before that everything is pending.
-    match stream.consumer_info(CONSUMER_NAME).await {
-        Ok(consumer) => {
-            stats.pending = consumer.num_pending;
-            stats.in_flight = consumer.num_ack_pending as u64;
-            stats.redelivered = consumer.num_redelivered as u64;
-            stats.paused = consumer.paused;
+    if config.tree {
+        tree(&stream, config, &mut stats).await?;
+    } else if config.priorities {
+        levels(&stream, config, &mut stats).await?;
+    } else {
+        match stream.consumer_info(CONSUMER_NAME).await {
+            Ok(consumer) => {
+                stats.pending = consumer.num_pending;
+                stats.in_flight = consumer.num_ack_pending as u64;
+                stats.redelivered = consumer.num_redelivered as u64;
+                stats.paused = consumer.paused;
+            }
+            Err(_) => stats.pending = stats.messages,
         }
-        Err(_) => stats.pending = stats.messages,
     }
     let dead_letters = js
         .get_stream(config.dead_letter_stream())

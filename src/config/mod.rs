@@ -103,8 +103,13 @@ pub struct RateLimit {
 pub struct Config {
     /// The JetStream stream holding the tasks.
     pub stream_name: String,
-    /// The subject tasks are published to and consumed from.
+    /// The subject tasks are published to and consumed from; for a queue over a subject tree,
+    /// the tree's root (`tasks.email` for `tasks.email.>`), where tasks enqueued without a
+    /// subject go.
     pub subject: String,
+    /// The queue owns the subject tree under [`Config::subject`] (given as `<root>.>`): tasks
+    /// may be routed within it, and workers may take part of it ([`crate::layout`]).
+    pub tree: bool,
     /// The server URL(s) from the config; `connect(url)` overrides it. May hold credentials.
     pub url: Option<String>,
     /// The credentials (`config.auth`); credentials in the URL are used when this is
@@ -155,14 +160,24 @@ pub struct Config {
     /// schedule subjects and allows message schedules (nats-server ≥ 2.12). Off by default: an
     /// existing stream is changed only when a queue asks for this.
     pub schedules: bool,
+    /// `options.priorities`: tasks carry a priority from 1 (most urgent) to 10, one subject and
+    /// one consumer per level ([`crate::layout`]). Off by default: an existing stream is changed
+    /// only when a queue asks for this.
+    pub priorities: bool,
 }
 
 impl Config {
     /// A configuration with every option at its default. Names are validated.
     pub fn new(stream_name: impl Into<String>, subject: impl Into<String>) -> Result<Self> {
+        let mut subject: String = subject.into();
+        let tree = subject.len() > 2 && subject.ends_with(".>");
+        if tree {
+            subject.truncate(subject.len() - 2);
+        }
         let config = Config {
             stream_name: stream_name.into(),
-            subject: subject.into(),
+            subject,
+            tree,
             url: None,
             auth: Auth::None,
             tls: None,
@@ -184,6 +199,7 @@ impl Config {
             dead_letter_max_age: None,
             dead_letter_max_count: None,
             schedules: false,
+            priorities: false,
         };
         validate_stream_name(&config.stream_name)?;
         validate_publish_subject("subject", &config.subject)?;
@@ -277,6 +293,7 @@ impl Config {
                 "backoff",
                 "globalConcurrency",
                 "rateLimit",
+                "priorities",
             ],
         )?;
         let u32_max = u64::from(u32::MAX);
@@ -344,6 +361,15 @@ impl Config {
         if let Some(limit) = present(options, "rateLimit") {
             self.rate_limit = Some(rate_limit(limit)?);
         }
+        if let Some(priorities) = present(options, "priorities") {
+            self.priorities = priorities.as_bool().ok_or_else(|| {
+                invalid(format!(
+                    "config.options.priorities must be a boolean, got {}",
+                    kind(priorities)
+                ))
+            })?;
+        }
+        crate::layout::check_options(self)?;
         Ok(())
     }
 
@@ -491,6 +517,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("stream_name", &self.stream_name)
             .field("subject", &self.subject)
+            .field("tree", &self.tree)
             .field("url", &self.url.as_deref().map(redact))
             .field("auth", &self.auth)
             .field("tls", &self.tls)
@@ -512,6 +539,7 @@ impl fmt::Debug for Config {
             .field("dead_letter_max_age", &self.dead_letter_max_age)
             .field("dead_letter_max_count", &self.dead_letter_max_count)
             .field("schedules", &self.schedules)
+            .field("priorities", &self.priorities)
             .finish()
     }
 }
@@ -568,7 +596,8 @@ pub fn validate_publish_subject(field: &str, subject: &str) -> Result<()> {
         }
         if token == "*" || token == ">" || token.contains(['*', '>']) {
             return Err(invalid(format!(
-                "{field} {subject:?} contains a wildcard; a queue's subject must be a concrete subject"
+                "{field} {subject:?} contains a wildcard; a queue's subject must be a concrete \
+                 subject, or a subject tree ending in '.>' such as \"tasks.email.>\""
             )));
         }
     }
@@ -672,7 +701,10 @@ mod tests {
             json!({"streamName": "s", "subject": ".a"}),
             json!({"streamName": "s", "subject": "a."}),
             json!({"streamName": "s", "subject": "a.*"}),
-            json!({"streamName": "s", "subject": "a.>"}),
+            json!({"streamName": "s", "subject": "a.>.b"}),
+            json!({"streamName": "s", "subject": ">"}),
+            json!({"streamName": "s", "subject": "a.*.>"}),
+            json!({"streamName": "s", "subject": "a..>"}),
             json!({"streamName": "s", "subject": "a b"}),
             json!({"streamName": "s", "subject": "$JS.API"}),
             json!({"streamName": "s", "subject": "a", "url": 5}),

@@ -97,6 +97,10 @@ pub struct NativeTaskInput {
     pub traceparent: Option<String>,
     /// The W3C `tracestate` that goes with it.
     pub tracestate: Option<String>,
+    /// The task's priority, 1 (most urgent) to 10 (`options.priorities`).
+    pub priority: Option<f64>,
+    /// The subject the task is routed to, in the queue's subject tree.
+    pub subject: Option<String>,
 }
 
 /// A recurring schedule as `getSchedules()` returns it before the shim decodes the JSON.
@@ -205,6 +209,8 @@ pub struct NativeStats {
     pub paused: bool,
     pub delayed: i64,
     pub recurring: i64,
+    /// Tasks not yet delivered per priority level, 1 first (`options.priorities`); else empty.
+    pub pending_by_priority: Vec<i64>,
 }
 
 /// Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim).
@@ -484,12 +490,13 @@ impl NativeQueue {
     /// other. It is kept (and keeps the process alive) until `disconnect()`.
     #[napi(
         catch_unwind,
-        ts_args_type = "run: number, dispatch: (batch: string) => void"
+        ts_args_type = "run: number, dispatch: (batch: string) => void, subjects?: string[] | undefined | null"
     )]
     pub async fn process(
         &self,
         run: u32,
         dispatch: ThreadsafeFunction<String, (), String, Status, false>,
+        subjects: Option<Vec<String>>,
     ) -> napi::Result<()> {
         let accepted = self
             .serializer
@@ -501,7 +508,10 @@ impl NativeQueue {
             limit: self.queue.config().batch_size,
             accepted,
         };
-        self.queue.process_batched(run, sink).await.map_err(to_js)
+        self.queue
+            .process_batched_part(run, sink, subjects)
+            .await
+            .map_err(to_js)
     }
 
     /// Reports what happened in run `run` since the last report: the tokens of the attempts whose
@@ -549,6 +559,7 @@ impl NativeQueue {
             paused: s.paused,
             delayed: n(s.delayed),
             recurring: n(s.recurring),
+            pending_by_priority: s.pending_by_priority.iter().map(|&v| n(v)).collect(),
         })
     }
 
@@ -811,6 +822,11 @@ fn new_task(
         trace: input.traceparent.and_then(|traceparent| {
             crate::trace_context::checked(&traceparent, input.tracestate.as_deref())
         }),
+        priority: input
+            .priority
+            .map(crate::layout::priority_level)
+            .transpose()?,
+        subject: input.subject,
     })
 }
 

@@ -172,7 +172,7 @@ async fn read(connection: &Connection, lane: &Lane) -> Result<consumer::Info> {
         .await
         .map_err(|e| Error::request("opening the stream", e))?;
     stream
-        .consumer_info(lane.consumer)
+        .consumer_info(&lane.consumer)
         .await
         .map_err(|e| Error::request("reading the consumer", e))
 }

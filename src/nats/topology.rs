@@ -16,6 +16,7 @@ use async_nats::jetstream::{
 use crate::{
     config::{Config, CONSUMER_NAME, DEAD_LETTER_CONSUMER_NAME, DUPLICATE_WINDOW},
     error::{Error, Result},
+    layout,
     nats::connection::API_TIMEOUT,
     schedules,
 };
@@ -52,9 +53,13 @@ fn marker(part: &str, config: &Config) -> std::collections::HashMap<String, Stri
 /// With `options.schedules`, it also holds the queue's schedule subjects and allows message
 /// schedules (see [`crate::schedules`]).
 pub fn task_stream_config(config: &Config) -> stream::Config {
-    let mut subjects = vec![config.subject.clone()];
+    // The queue's subject, or its tree's root and everything under it, always come first.
+    let mut subjects = layout::queue_filters(config);
     if config.schedules {
         subjects.push(schedules::all_subjects(config));
+    }
+    if config.priorities {
+        subjects.push(layout::all_priority_subjects(config));
     }
     stream::Config {
         name: config.stream_name.clone(),
@@ -97,26 +102,29 @@ pub fn dead_letter_stream_config(config: &Config) -> stream::Config {
     }
 }
 
-/// A durable pull consumer that workers share: the queue's task workers (`process()`), or its
-/// dead-letter workers (`processDLQ()`).
+/// A durable pull consumer that workers share: the queue's task workers (`process()`, one per
+/// priority level with `options.priorities`), or its dead-letter workers (`processDLQ()`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lane {
     /// The stream it reads.
     pub stream: String,
     /// The consumer's durable name.
-    pub consumer: &'static str,
-    /// The one subject it takes.
-    pub subject: String,
-    description: &'static str,
+    pub consumer: String,
+    /// The subjects it takes.
+    pub filters: Vec<String>,
+    /// Whether it takes tasks (not dead letters): `globalConcurrency` and `rateLimit` apply.
+    pub tasks: bool,
+    pub(crate) description: &'static str,
 }
 
 impl Lane {
-    /// The task workers' consumer on the task stream.
+    /// The task workers' consumer on the task stream (the default priority level).
     pub fn tasks(config: &Config) -> Self {
         Lane {
             stream: config.stream_name.clone(),
-            consumer: CONSUMER_NAME,
-            subject: config.subject.clone(),
+            consumer: CONSUMER_NAME.into(),
+            filters: vec![config.subject.clone()],
+            tasks: true,
             description: "Protoqueue workers",
         }
     }
@@ -125,8 +133,9 @@ impl Lane {
     pub fn dead_letters(config: &Config) -> Self {
         Lane {
             stream: config.dead_letter_stream(),
-            consumer: DEAD_LETTER_CONSUMER_NAME,
-            subject: config.dead_letter_subject(),
+            consumer: DEAD_LETTER_CONSUMER_NAME.into(),
+            filters: vec![config.dead_letter_subject()],
+            tasks: false,
             description: "Protoqueue dead-letter workers",
         }
     }
@@ -142,9 +151,16 @@ pub fn consumer_config(config: &Config) -> pull::Config {
 /// The durable consumer of `lane`, as [`consumer_config`] describes it.
 pub fn lane_consumer_config(config: &Config, lane: &Lane) -> pull::Config {
     pull::Config {
-        durable_name: Some(lane.consumer.into()),
+        durable_name: Some(lane.consumer.clone()),
         description: Some(lane.description.into()),
-        filter_subject: lane.subject.clone(),
+        filter_subject: match lane.filters.as_slice() {
+            [one] => one.clone(),
+            _ => String::new(),
+        },
+        filter_subjects: match lane.filters.as_slice() {
+            [_] => Vec::new(),
+            many => many.to_vec(),
+        },
         ack_policy: AckPolicy::Explicit,
         deliver_policy: DeliverPolicy::All,
         ack_wait: config.ack_wait,
@@ -159,7 +175,7 @@ pub fn lane_consumer_config(config: &Config, lane: &Lane) -> pull::Config {
 /// workers; the last worker to start sets it ([`crate::nats::ack_wait::adopt`]).
 pub fn max_ack_pending(config: &Config, lane: &Lane) -> i64 {
     match config.global_concurrency {
-        Some(limit) if lane.consumer == CONSUMER_NAME => i64::from(limit),
+        Some(limit) if lane.tasks => i64::from(limit),
         _ => -1,
     }
 }
@@ -188,6 +204,9 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
     let mut tasks = open(task_stream_config(config)).await?;
     if config.schedules {
         tasks = allow_schedules(js, tasks, config).await?;
+    }
+    if config.priorities {
+        tasks = allow_priorities(js, tasks, config).await?;
     }
     for warning in check_task_stream(&tasks, config)? {
         tracing::warn!(stream = %tasks.name, "{warning}");
@@ -232,8 +251,19 @@ async fn existing_stream(
         .map_err(|err| Error::nats(&format!("reading stream {name:?}"), err))?
         .config
         .clone();
-    captures_subject(&existing, &wanted.subjects[0])?;
+    for subject in wanted.subjects.iter().take(queue_subjects(&wanted)) {
+        captures_subject(&existing, subject)?;
+    }
     Ok(existing)
+}
+
+/// How many of a wanted task stream's first subjects are the queue's own (2 for a tree: its
+/// root and `<root>.>`; 1 otherwise, and for the dead-letter stream).
+fn queue_subjects(wanted: &stream::Config) -> usize {
+    match wanted.subjects.as_slice() {
+        [root, tree, ..] if *tree == format!("{root}.>") => 2,
+        _ => 1,
+    }
 }
 
 /// An existing stream must capture the queue's subject.
@@ -300,6 +330,48 @@ async fn allow_schedules(
             },
             _ => Error::nats(
                 &format!("adding schedules to stream {:?}", existing.name),
+                err,
+            ),
+        })?;
+    Ok(updated.config)
+}
+
+/// Opts an existing task stream into priorities, as a queue with `options.priorities` asks: adds
+/// the subjects of the priority levels ([`layout`]). Nothing else changes; a stream that has them
+/// is left alone.
+async fn allow_priorities(
+    js: &jetstream::Context,
+    existing: stream::Config,
+    config: &Config,
+) -> Result<stream::Config> {
+    let probe = layout::stored_subject(config, &config.subject, 1);
+    if existing
+        .subjects
+        .iter()
+        .any(|pattern| subject_matches(pattern, &probe))
+    {
+        return Ok(existing);
+    }
+    let mut wanted = existing.clone();
+    wanted.subjects.push(layout::all_priority_subjects(config));
+    tracing::info!(
+        stream = %existing.name,
+        "options.priorities: adding the subjects of the priority levels to the stream"
+    );
+    let updated = js
+        .update_stream(&wanted)
+        .await
+        .map_err(|err| match err.kind() {
+            jetstream::context::CreateStreamErrorKind::JetStream(server) => {
+                Error::StreamConflict(format!(
+                    "options.priorities needs stream {:?} to hold the subjects {:?}, and the \
+                     server refused to change it: {server}",
+                    existing.name,
+                    layout::all_priority_subjects(config)
+                ))
+            }
+            _ => Error::nats(
+                &format!("adding priority subjects to stream {:?}", existing.name),
                 err,
             ),
         })?;
@@ -484,7 +556,7 @@ const CONFLICT_CODES: [ErrorCode; 3] = [
 
 /// Gets or creates a stream; an existing stream must capture the wanted subject.
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<stream::Config> {
-    let subject = wanted.subjects[0].clone();
+    let subjects: Vec<String> = wanted.subjects[..queue_subjects(&wanted)].to_vec();
     let name = wanted.name.clone();
     let stream = js
         .get_or_create_stream(wanted)
@@ -515,7 +587,9 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
         })?;
     // The get-or-create answer already carries the stream's configuration.
     let existing = stream.cached_info().config.clone();
-    captures_subject(&existing, &subject)?;
+    for subject in &subjects {
+        captures_subject(&existing, subject)?;
+    }
     Ok(existing)
 }
 
@@ -533,7 +607,7 @@ pub async fn ensure_lane(
     config: &Config,
     lane: &Lane,
 ) -> Result<consumer::Info> {
-    let name = lane.consumer;
+    let name = lane.consumer.as_str();
     let stream = js
         .get_stream(&lane.stream)
         .await
@@ -561,6 +635,18 @@ pub async fn ensure_lane(
         }
         Err(err) => {
             return Err(match err.kind() {
+                ConsumerCreateStrictErrorKind::JetStream(server)
+                    if server.error_code() == ErrorCode::CONSUMER_WQ_CONSUMER_NOT_UNIQUE =>
+                {
+                    Error::StreamConflict(format!(
+                        "consumer {name:?} (subjects {:?}) overlaps another consumer of stream \
+                         {:?}, and a WorkQueue stream gives each task to one consumer only: a \
+                         queue over a subject tree is served either by workers of the whole tree \
+                         or by workers of parts (process options.subjects) that do not overlap. \
+                         Stop the other workers, or delete their consumer",
+                        lane.filters, lane.stream
+                    ))
+                }
                 ConsumerCreateStrictErrorKind::JetStream(server) => Error::Nats(format!(
                     "the server refused to create consumer {name:?} on stream {:?}: {server}",
                     lane.stream
@@ -597,10 +683,10 @@ fn check_lane(existing: &consumer::Config, lane: &Lane) -> Result<()> {
     };
     let problem = if existing.deliver_subject.is_some() {
         Some("is a push consumer (deliver_subject set); workers need a pull consumer".to_owned())
-    } else if filters != [lane.subject.as_str()] {
+    } else if !same_filters(&filters, &lane.filters) {
         Some(format!(
             "filters {filters:?}; this queue's workers need exactly {:?}",
-            lane.subject
+            lane.filters
         ))
     } else if existing.ack_policy != AckPolicy::Explicit {
         Some(format!(
@@ -629,6 +715,15 @@ fn check_lane(existing: &consumer::Config, lane: &Lane) -> Result<()> {
         ))),
         None => Ok(()),
     }
+}
+
+/// Whether two lists hold the same filters, in any order.
+fn same_filters(existing: &[&str], wanted: &[String]) -> bool {
+    let mut existing = existing.to_vec();
+    let mut wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    existing.sort_unstable();
+    wanted.sort_unstable();
+    existing == wanted
 }
 
 /// Whether `subject` is matched by `pattern`, which may hold `*` and `>` wildcards.

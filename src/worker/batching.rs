@@ -387,6 +387,7 @@ mod tests {
             },
             number: 1,
             max: 1,
+            route: None,
         }
     }
 

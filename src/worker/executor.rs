@@ -44,6 +44,8 @@ pub struct Attempt {
     pub number: u64,
     /// The most deliveries the task gets (`1 + maxRetries`).
     pub max: u64,
+    /// Where the task was routed and its priority, on queues with a subject tree or priorities.
+    pub route: Option<Box<crate::layout::Route>>,
 }
 
 /// What a handler decided.
@@ -275,6 +277,8 @@ impl Executor {
             task,
             number: origin.attempts,
             max,
+            route: crate::layout::route_of(self.connection.config(), &message.subject)
+                .map(Box::new),
         });
         Ok(Handed {
             id,

@@ -99,6 +99,18 @@ pub fn task_json(attempt: &Attempt, accepted: &Accepted) -> Result<String, Failu
         "}},\"attempt\":{},\"maxAttempts\":{}",
         attempt.number, attempt.max
     );
+    if let Some(route) = &attempt.route {
+        if let Some(subject) = route
+            .subject
+            .as_deref()
+            .and_then(|s| serde_json::to_string(s).ok())
+        {
+            let _ = write!(json, ",\"subject\":{subject}");
+        }
+        if let Some(priority) = route.priority {
+            let _ = write!(json, ",\"priority\":{priority}");
+        }
+    }
     // Last, so the JavaScript layer can take it off the object cheaply.
     if let Some((traceparent, tracestate)) = task
         .trace_context
@@ -184,6 +196,7 @@ mod tests {
             },
             number: 2,
             max: 4,
+            route: None,
         }
     }
 

@@ -85,12 +85,30 @@ impl Worker {
     /// Creates the shared durable consumer (or checks it), makes its `ack_wait` this worker's
     /// `ackWait` ([`crate::nats::ack_wait`]) and starts pulling.
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
-        let lane = Lane::tasks(connection.config());
+        Self::start_part(connection, handler, None).await
+    }
+
+    /// Starts a worker of part of the queue's subject tree (`subjects`: filters within it, see
+    /// [`crate::layout::checked_part`]) with the durable consumer(s) of that part, or of the
+    /// whole queue (`None`), as [`Worker::start`] does.
+    pub async fn start_part(
+        connection: Connection,
+        handler: Arc<dyn Handler>,
+        subjects: Option<&[String]>,
+    ) -> Result<Self> {
+        let config = connection.config();
+        let lanes = match subjects {
+            Some(subjects) => {
+                let filters = crate::layout::checked_part(config, subjects)?;
+                crate::layout::part_lanes(config, &filters)
+            }
+            None => crate::layout::task_lanes(config),
+        };
         let queues_attempts = handler.queues_attempts();
         let prefetch = connection.config().effective_prefetch();
         Self::start_lane(
             connection,
-            lane,
+            lanes,
             prefetch,
             queues_attempts,
             |connection, acks, pace| Arc::new(Executor::new(connection, handler, acks, pace)),
@@ -105,23 +123,37 @@ impl Worker {
         handler: Arc<dyn LetterHandler>,
     ) -> Result<Self> {
         let lane = Lane::dead_letters(connection.config());
-        Self::start_lane(connection, lane, 0, false, |connection, _, pace| {
+        Self::start_lane(connection, vec![lane], 0, false, |connection, _, pace| {
             Arc::new(LetterExecutor::new(connection, handler, pace))
         })
         .await
     }
 
+    /// Starts the pull loop over the consumers of `lanes`, most urgent first (one, or one per
+    /// priority level).
     async fn start_lane(
         connection: Connection,
-        lane: Lane,
+        lanes: Vec<Lane>,
         prefetch: u32,
         queues_attempts: bool,
         deliveries: impl FnOnce(Connection, AckSender, HeartbeatPace) -> Arc<dyn Deliveries>,
     ) -> Result<Self> {
-        let consumer =
-            topology::ensure_lane(&connection.jetstream, connection.config(), &lane).await?;
-        let pace = ack_wait::adopt(&connection, &lane, consumer).await?;
-        let puller = Puller::open(connection.clone(), &lane)
+        // Every consumer follows this worker's `ackWait`; the heartbeats follow the default
+        // level's (all of them are set alike by the same workers).
+        let mut pace = None;
+        for lane in &lanes {
+            let consumer =
+                topology::ensure_lane(&connection.jetstream, connection.config(), lane).await?;
+            let adopted = ack_wait::adopt(&connection, lane, consumer).await?;
+            if pace.is_none() || lane.consumer == crate::config::CONSUMER_NAME {
+                pace = Some(adopted);
+            }
+        }
+        let pace = pace.ok_or_else(|| Error::Nats("a worker needs a consumer".into()))?;
+        if lanes[0].tasks {
+            crate::admin::control::inherit_pause(&connection, &lanes).await?;
+        }
+        let puller = Puller::open(connection.clone(), &lanes)
             .await
             .map_err(|err| Error::nats("subscribing the worker's inbox", err))?;
         let (stop, stopped) = watch::channel(None);
@@ -129,14 +161,13 @@ impl Worker {
         let shutdown_timeout = config.shutdown_timeout;
         let prefetch = Prefetch::new(config.batch_size, prefetch);
         let batch_size = config.batch_size as usize;
+        // A worker with several consumers keeps a waiting request on each when idle.
+        let room = (batch_size + prefetch.max()).max(lanes.len());
         // A handler that queues attempts itself gets every task the worker holds at once.
-        let slots = if queues_attempts {
-            batch_size + prefetch.max()
-        } else {
-            batch_size
-        };
+        let slots = if queues_attempts { room } else { batch_size };
         let (acks, acks_sent) = AckSender::start(connection.client.clone());
-        let rate = (lane.consumer == crate::config::CONSUMER_NAME)
+        let rate = lanes[0]
+            .tasks
             .then_some(config.rate_limit)
             .flatten()
             .map(RateWindow::new);
@@ -144,13 +175,14 @@ impl Worker {
             rate,
             executor: deliveries(connection.clone(), acks, pace.clone()),
             pace,
-            room: Arc::new(Semaphore::new(batch_size + prefetch.max())),
+            room: Arc::new(Semaphore::new(room)),
+            room_size: room,
             slots: Arc::new(Semaphore::new(slots)),
             batch_size,
             prefetch,
             waiting: VecDeque::new(),
             connection,
-            lane,
+            lanes,
             puller,
             stopped,
             running: JoinSet::new(),
@@ -217,21 +249,24 @@ impl Worker {
 
 struct PullLoop {
     connection: Connection,
-    /// The consumer it pulls from.
-    lane: Lane,
+    /// The consumers it pulls from, most urgent first.
+    lanes: Vec<Lane>,
     puller: Puller,
     /// Shared by every running delivery (one `Arc` clone per task).
     executor: Arc<dyn Deliveries>,
-    /// Room for every message the worker may hold (`batchSize` plus the largest prefetch):
-    /// requested, waiting for a slot, or running.
+    /// Room for every message the worker may hold (`batchSize` plus the largest prefetch, and
+    /// at least one per consumer): requested, waiting for a slot, or running.
     room: Arc<Semaphore>,
+    /// The permits of `room`.
+    room_size: usize,
     /// Room for running handlers: `batchSize`, or all the room when the handler queues attempts
     /// itself.
     slots: Arc<Semaphore>,
     batch_size: usize,
     prefetch: Arc<Prefetch>,
-    /// Prefetched messages waiting for a slot, in delivery order, with their room.
-    waiting: VecDeque<(Message, OwnedSemaphorePermit)>,
+    /// Prefetched messages waiting for a slot, with their room and rank (priority level): most
+    /// urgent first, in delivery order within a rank.
+    waiting: VecDeque<(Message, OwnedSemaphorePermit, u8)>,
     stopped: watch::Receiver<Option<Instant>>,
     running: JoinSet<()>,
     /// The heartbeat interval, following the consumer's `ack_wait`.
@@ -268,8 +303,8 @@ impl PullLoop {
             }
             // The room beyond the current allowance stays unused: claim it along with what a
             // pull waits for, and give it back.
-            let allowed = self.batch_size + self.prefetch.allowance();
-            let unused = self.batch_size + self.prefetch.max() - allowed;
+            let allowed = (self.batch_size + self.prefetch.allowance()).max(self.lanes.len());
+            let unused = self.room_size - allowed;
             let wanted = unused
                 + if self.puller.outstanding() == 0 {
                     1
@@ -310,12 +345,12 @@ impl PullLoop {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
                 _ = tokio::time::sleep_until(grace.unwrap_or_else(Instant::now)), if grace.is_some() => None,
                 pulled = self.puller.next(), if !self.puller.is_closed() => match pulled {
-                    Pulled::Message(message, room) => {
+                    Pulled::Message(message, room, rank) => {
                         errors = 0;
                         if let Some(rate) = self.rate.as_mut() {
                             rate.delivered(Instant::now());
                         }
-                        self.arrived(message, room);
+                        self.arrived(message, room, rank);
                         None
                     }
                     Pulled::Unrequested(message) => {
@@ -331,7 +366,7 @@ impl PullLoop {
                     Pulled::Failed(reason) => Some(reason),
                 },
                 slot = self.slots.clone().acquire_owned(), if !self.waiting.is_empty() => {
-                    if let (Ok(slot), Some((message, room))) = (slot, self.waiting.pop_front()) {
+                    if let (Ok(slot), Some((message, room, _))) = (slot, self.waiting.pop_front()) {
                         self.start(message, room, slot);
                     }
                     None
@@ -365,6 +400,11 @@ impl PullLoop {
                     self.puller.request(room).await.err().map(|err| err.to_string())
                 }
             };
+            // Requests a worker with several consumers queued while reading its inbox.
+            let failure = match self.puller.flush().await {
+                Err(err) if failure.is_none() && stopping.is_none() => Some(err.to_string()),
+                _ => failure,
+            };
             if let Some(reason) = failure {
                 errors += 1;
                 let backoff = (Duration::from_millis(100) * errors).min(MAX_ERROR_BACKOFF);
@@ -384,7 +424,7 @@ impl PullLoop {
 
     /// A message arrived: it starts now if a slot is free and none waits before it, otherwise it
     /// waits for a slot.
-    fn arrived(&mut self, message: Message, room: OwnedSemaphorePermit) {
+    fn arrived(&mut self, message: Message, room: OwnedSemaphorePermit, rank: u8) {
         self.prefetch.record_size(message.payload.len());
         if self.waiting.is_empty() {
             if let Ok(slot) = self.slots.clone().try_acquire_owned() {
@@ -392,7 +432,12 @@ impl PullLoop {
                 return;
             }
         }
-        self.waiting.push_back((message, room));
+        // Before every less urgent one (ranks are all 0 without priorities).
+        let mut at = self.waiting.len();
+        while at > 0 && self.waiting[at - 1].2 > rank {
+            at -= 1;
+        }
+        self.waiting.insert(at, (message, room, rank));
     }
 
     /// Runs a delivery in `slot`; its room and slot are freed when its handler is done.
@@ -405,7 +450,7 @@ impl PullLoop {
     /// Sends a progress heartbeat for every message waiting for a slot, so none is redelivered
     /// while it waits (the interval is well inside `ackWait`).
     async fn keep_waiting_alive(&self) {
-        for (message, _) in &self.waiting {
+        for (message, _, _) in &self.waiting {
             if let Err(err) = message.ack_with(AckKind::Progress).await {
                 tracing::warn!("progress heartbeat not sent: {err}");
             }
@@ -417,8 +462,11 @@ impl PullLoop {
     /// the inbox is unsubscribed first (if it still is), or the server could deliver them straight
     /// back to this worker's open requests.
     async fn hand_back_unstarted(&mut self) {
-        let mut unstarted: Vec<Message> =
-            self.waiting.drain(..).map(|(message, _)| message).collect();
+        let mut unstarted: Vec<Message> = self
+            .waiting
+            .drain(..)
+            .map(|(message, _, _)| message)
+            .collect();
         if !self.puller.is_closed() {
             unstarted.extend(self.puller.close().await);
         }
@@ -437,14 +485,15 @@ impl PullLoop {
             tracing::debug!("streams not reachable yet: {err}");
             return;
         }
-        if let Err(err) =
-            topology::ensure_lane(&self.connection.jetstream, config, &self.lane).await
-        {
-            tracing::debug!("consumer not reachable yet: {err}");
-            return;
+        for lane in &self.lanes {
+            if let Err(err) = topology::ensure_lane(&self.connection.jetstream, config, lane).await
+            {
+                tracing::debug!("consumer not reachable yet: {err}");
+                return;
+            }
         }
         if self.puller.is_closed() {
-            match Puller::open(self.connection.clone(), &self.lane).await {
+            match Puller::open(self.connection.clone(), &self.lanes).await {
                 Ok(puller) => self.puller = puller,
                 Err(err) => tracing::debug!("inbox not subscribed yet: {err}"),
             }
