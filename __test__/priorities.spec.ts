@@ -47,7 +47,8 @@ describe('priorities', () => {
     await eventually('the backlog under way', () => starts.length >= 100)
     const stored = new Map<string, number>()
     for (let round = 0; round < 4; round++) {
-      const urgent = Array.from({ length: 10 }, (_, i) => ({ data: `high${round}_${i}`, priority: 1 }))
+      // More than two workers hold at once (2 × bound), so that every worker takes some of them.
+      const urgent = Array.from({ length: 2 * bound + 10 }, (_, i) => ({ data: `high${round}_${i}`, priority: 1 }))
       await producer.enqueueBatch(urgent)
       const at = Date.now()
       for (const task of urgent) stored.set(task.data, at)

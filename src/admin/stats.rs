@@ -70,15 +70,7 @@ async fn tree(
         for lane in layout::task_lanes(config) {
             let mut stored = 0;
             for filter in &lane.filters {
-                let info = stream
-                    .info_with_subjects(filter.clone())
-                    .await
-                    .map_err(|e| Error::request("reading the task stream", e))?;
-                let counts: std::collections::HashMap<String, usize> =
-                    futures::TryStreamExt::try_collect(info)
-                        .await
-                        .map_err(|e| Error::request("reading the task stream", e))?;
-                stored += counts.values().map(|&n| n as u64).sum::<u64>();
+                stored += stored_under(stream, filter).await?;
             }
             let level = usize::from(layout::consumer_level(&lane.consumer)) - 1;
             stats
@@ -87,6 +79,18 @@ async fn tree(
         }
     }
     Ok(())
+}
+
+/// How many messages the stream holds on subjects matching `filter`.
+async fn stored_under(stream: &async_nats::jetstream::stream::Stream, filter: &str) -> Result<u64> {
+    let info = stream
+        .info_with_subjects(filter)
+        .await
+        .map_err(|e| Error::request("reading the task stream", e))?;
+    let counts: std::collections::HashMap<String, usize> = futures::TryStreamExt::try_collect(info)
+        .await
+        .map_err(|e| Error::request("reading the task stream", e))?;
+    Ok(counts.values().map(|&n| n as u64).sum())
 }
 
 /// Adds up the consumers of the priority levels; a level whose consumer does not exist yet
@@ -108,15 +112,7 @@ async fn levels(
             }
             Err(_) => {
                 let subject = lane.filters.first().cloned().unwrap_or_default();
-                let info = stream
-                    .info_with_subjects(subject.clone())
-                    .await
-                    .map_err(|e| Error::request("reading the task stream", e))?;
-                let counts: std::collections::HashMap<String, usize> =
-                    futures::TryStreamExt::try_collect(info)
-                        .await
-                        .map_err(|e| Error::request("reading the task stream", e))?;
-                counts.values().map(|&n| n as u64).sum()
+                stored_under(stream, &subject).await?
             }
         };
         stats.pending += pending;
