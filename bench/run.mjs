@@ -321,7 +321,9 @@ function progressLine(record, c, options) {
 }
 
 await main()
-// The delayed and priority paths (bench/features.mjs) follow; BENCH_FEATURES=0 skips them.
-if (process.env.BENCH_FEATURES !== '0' && !process.exitCode) await (await import('./features.mjs')).runFeatures()
-// Protobuf vs JSON task data, after the main table (bench/serializers.mjs; BENCH_SERIALIZERS=0 skips it).
-if (!process.exitCode && process.env.BENCH_SERIALIZERS !== '0' && !process.argv.includes('--help')) await import('./serializers.mjs')
+// After the main table (not after --help or a failed run): the delayed and priority paths
+// (bench/features.mjs; BENCH_FEATURES=0 skips them), then Protobuf vs JSON task data
+// (bench/serializers.mjs; BENCH_SERIALIZERS=0 skips it).
+const more = !process.exitCode && !process.argv.includes('--help')
+if (more && process.env.BENCH_FEATURES !== '0') await (await import('./features.mjs')).runFeatures()
+if (more && process.env.BENCH_SERIALIZERS !== '0') await import('./serializers.mjs')
