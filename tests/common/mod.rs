@@ -329,10 +329,22 @@ fn read_log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port nothing listens on right now, and never handed out before in this process:
+/// ports asked for one after the other (a cluster's route and client ports) may otherwise be the
+/// same one, released and given again by the kernel.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
-    listener.local_addr().expect("local address").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    loop {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a free port");
+        let port = listener.local_addr().expect("local address").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Turns on the crate's logs when `PROTOQUEUE_LOG` is set (they bypass test output capture).
