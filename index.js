@@ -121,11 +121,22 @@ function compactInput(input) {
   return input.data
 }
 
-/** `enqueueEach`'s answer as lib/coalesce.js takes it: one `{ value, error }` per task. */
-function enqueueResults({ ids, failures }) {
-  const results = ids.split('\n').map((id) => ({ value: id }))
-  if (failures) for (const { index, error } of failures) results[index] = { error }
-  return results
+/**
+ * The function the native side answers `enqueueEach` calls with: it hands each answer to
+ * `answer` (lib/coalesce.js) as one `{ value, error }` per task. It holds nothing but `answer`.
+ */
+function enqueueAnswers(answer) {
+  return ({ call, ids, failures, error }) => {
+    if (typeof error === 'string') return answer(call, undefined, error)
+    const results = ids.split('\n').map((id) => ({ value: id }))
+    if (failures) for (const { index, error } of failures) results[index] = { error }
+    answer(call, results)
+  }
+}
+
+/** An error text of the native side (`"<code>: <message>"`) as an error with its code. */
+function enqueueError(text) {
+  return withCode(new Error(text), 'ERR_PQ_NATS')
 }
 
 /** JSON text of `value`, or ERR_PQ_SERIALIZE naming what could not be serialized. */
@@ -517,6 +528,7 @@ class Protoqueue {
     try {
       this.#native = new NativeQueue(plain === undefined ? null : plain)
       if (this.#codec) this.#native.useSerializer(this.#codec.contentType)
+      this.#native.answerEnqueuesWith(enqueueAnswers(this.#enqueues.answer))
     } catch (err) {
       throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
@@ -567,7 +579,7 @@ class Protoqueue {
   /** Enqueues one task; resolves to its id once JetStream has stored it. */
   enqueue(task) {
     // Not `async`, and no `native()` wrapper: many callers at once pay per task for every promise
-    // here (W5 in bench/README.md); #enqueueOne's errors already carry their codes.
+    // here (W5 in bench/README.md); #enqueues' errors already carry their codes.
     let input
     try {
       input = encodeTask(task, 'task', this.#codec)
@@ -575,20 +587,20 @@ class Protoqueue {
       return Promise.reject(err)
     }
     const span = tracing.startSend(this.#destination, [input], false)
-    if (span === null) return this.#enqueueOne(input)
-    return tracing.settleSend(span, this.#enqueueOne(input))
+    if (span === null) return this.#enqueues.call(input)
+    return tracing.settleSend(span, this.#enqueues.call(input))
   }
 
   /** Single enqueues of one event-loop turn cross into the native side together. */
-  #enqueueOne = coalesce(
-    (inputs) => {
+  #enqueues = coalesce(
+    (inputs, call) => {
       try {
-        return this.#native.enqueueEach(inputs.map(compactInput), namesOf(inputs)).then(enqueueResults, (err) => Promise.reject(withCode(err, 'ERR_PQ_NATS')))
+        this.#native.enqueueEach(call, inputs.map(compactInput), namesOf(inputs))
       } catch (err) {
-        return Promise.reject(withCode(err, 'ERR_PQ_NATS'))
+        throw withCode(err, 'ERR_PQ_NATS')
       }
     },
-    (text) => withCode(new Error(text), 'ERR_PQ_NATS'),
+    enqueueError,
   )
 
   /** Enqueues many tasks at once; resolves to their ids, in order, once all are stored. */

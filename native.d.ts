@@ -30,11 +30,17 @@ export declare class NativeQueue {
    */
   enqueueBatch(tasks: Array<NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<Array<string>>
   /**
-   * Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
-   * the shim); resolves to each one's id or its coded error text. A task that is only data
-   * comes as its JSON text alone (no object to read fields from). `names` as in `enqueueBatch`.
+   * Sets where `enqueueEach` answers go (once, before the first call): `callback` is called
+   * on the JavaScript thread with each call's answer (`NativeEnqueued`).
    */
-  enqueueEach(tasks: Array<string | NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<NativeEnqueuedEach>
+  answerEnqueuesWith(callback: (answer: NativeEnqueued) => void): void
+  /**
+   * Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
+   * the shim) as call number `call`, answered through `answerEnqueuesWith`'s callback with
+   * each one's id or its coded error text. A task that is only data comes as its JSON text
+   * alone (no object to read fields from). `names` as in `enqueueBatch`.
+   */
+  enqueueEach(call: number, tasks: Array<string | NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): void
   /**
    * The hop marks of single enqueues recorded so far (`PROTOQUEUE_HOPS=1`), as
    * `[hop, ns, ...]`; for `bench/hops.mjs`.
@@ -160,11 +166,10 @@ export interface NativeDeadLetter {
   streamSequence: number
 }
 
-/**
- * What `enqueueEach` answers for its tasks: one string and the failures, not an object per
- * task (building those cost more than the rest of the call when many callers enqueue at once).
- */
-export interface NativeEnqueuedEach {
+/** The answer to one `enqueueEach` call. */
+export interface NativeEnqueued {
+  /** The call it answers (the number the shim gave it). */
+  call: number
   /**
    * The tasks' ids in input order, joined by `\n` (an id holds no whitespace); a failed
    * task's is empty.
@@ -172,9 +177,11 @@ export interface NativeEnqueuedEach {
   ids: string
   /** The tasks that failed, in input order; absent when none did. */
   failures?: Array<NativeEnqueueFailure>
+  /** Set when the whole call failed (`"<code>: <message>"`): every task failed with it. */
+  error?: string
 }
 
-/** A task of `enqueueEach` that failed. */
+/** A task of an `enqueueEach` call that failed. */
 export interface NativeEnqueueFailure {
   /** Its position in the input. */
   index: number

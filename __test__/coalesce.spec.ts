@@ -1,5 +1,6 @@
 // The coalescer behind `enqueue()`: calls of one event-loop turn go to the native side together,
-// and each caller gets its own result. No NATS here: the native side is a fake.
+// and each caller gets its own result. No NATS here: the native side is a fake, answering later
+// through `answer` as the addon does.
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
@@ -8,13 +9,17 @@ const { coalesce } = require('../lib/coalesce.js') as typeof import('../lib/coal
 
 type Result = { value?: string; error?: string | null }
 
-function fakeNative(answer: (input: number) => Result = (n) => ({ value: `id-${n}` })) {
+function fakeNative(result: (input: number) => Result = (n) => ({ value: `id-${n}` })) {
   const calls: number[][] = []
-  const sendAll = async (inputs: number[]) => {
-    calls.push(inputs)
-    return inputs.map(answer)
-  }
-  return { calls, call: coalesce<number, string>(sendAll, (text) => new Error(text)) }
+  const queue = coalesce<number, string>(
+    (inputs, number) => {
+      calls.push(inputs)
+      // Answered on a later turn, like the addon's thread-safe function.
+      setImmediate(() => queue.answer(number, inputs.map(result)))
+    },
+    (text) => new Error(text),
+  )
+  return { calls, call: queue.call }
 }
 
 test('calls of one turn cross together, in order, and each gets its own result', async () => {
@@ -33,29 +38,52 @@ test('one failing item rejects only its own caller', async () => {
   assert.match(String((results[1] as PromiseRejectedResult).reason), /ERR_PQ_PAYLOAD_TOO_LARGE/)
 })
 
-test('a failing native call (thrown or rejected) rejects every caller of that call, and the next call works', async () => {
-  let mode: 'throw' | 'reject' | 'ok' = 'throw'
-  const call = coalesce<number, string>(
-    (inputs) => {
+test('a failing native call (thrown, or answered with an error) rejects every caller of that call, and the next call works', async () => {
+  let mode: 'throw' | 'error' | 'ok' = 'throw'
+  const queue = coalesce<number, string>(
+    (inputs, number) => {
       if (mode === 'throw') throw new Error('ERR_PQ_NOT_CONNECTED: not connected')
-      if (mode === 'reject') return Promise.reject(new Error('ERR_PQ_NOT_CONNECTED: not connected'))
-      return Promise.resolve(inputs.map((n) => ({ value: String(n) })))
+      if (mode === 'error') return void setImmediate(() => queue.answer(number, undefined, 'ERR_PQ_NOT_CONNECTED: not connected'))
+      setImmediate(() => queue.answer(number, inputs.map((n) => ({ value: String(n) }))))
     },
     (text) => new Error(text),
   )
-  for (const m of ['throw', 'reject'] as const) {
+  for (const m of ['throw', 'error'] as const) {
     mode = m
-    const results = await Promise.allSettled([1, 2].map(call))
+    const results = await Promise.allSettled([1, 2].map(queue.call))
     assert.deepStrictEqual(results.map((r) => r.status), ['rejected', 'rejected'], m)
+    assert.match(String((results[0] as PromiseRejectedResult).reason), /ERR_PQ_NOT_CONNECTED/)
   }
   mode = 'ok'
-  assert.equal(await call(7), '7')
+  assert.equal(await queue.call(7), '7')
 })
 
 test('a missing result rejects its caller instead of leaving it pending', async () => {
-  const call = coalesce<number, string>(async () => [{ value: 'only one' }], (text) => new Error(text))
-  const results = await Promise.allSettled([1, 2].map(call))
+  const queue = coalesce<number, string>(
+    (_inputs, number) => setImmediate(() => queue.answer(number, [{ value: 'only one' }])),
+    (text) => new Error(text),
+  )
+  const results = await Promise.allSettled([1, 2].map(queue.call))
   assert.deepStrictEqual(results.map((r) => r.status), ['fulfilled', 'rejected'])
+})
+
+test('answers arriving out of order settle their own calls; an unknown or repeated answer settles nothing', async () => {
+  const started: Array<[number[], number]> = []
+  const queue = coalesce<number, string>(
+    (inputs, number) => void started.push([inputs, number]),
+    (text) => new Error(text),
+  )
+  const first = queue.call(1)
+  await Promise.resolve()
+  const second = queue.call(2)
+  await Promise.resolve()
+  assert.equal(started.length, 2)
+  const [[, a], [, b]] = started
+  queue.answer(b, [{ value: 'second' }])
+  queue.answer(a, [{ value: 'first' }])
+  queue.answer(a, [{ value: 'again' }])
+  queue.answer(12345, [{ value: 'nobody' }])
+  assert.deepStrictEqual(await Promise.all([first, second]), ['first', 'second'])
 })
 
 test('many concurrent callers awaiting in a loop share native calls', async () => {

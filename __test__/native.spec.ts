@@ -9,6 +9,8 @@ import { after, before, test } from 'node:test'
 import { NatsServer, uniqueQueue } from './helpers/nats'
 import { eventually } from './helpers/wait'
 
+import type { NativeEnqueued, NativeTaskInput } from '../native'
+
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { NativeQueue } = require('../native.js')
 
@@ -74,9 +76,23 @@ test('a throwing dispatch, junk reports, unknown tokens and non-JSON data never 
 
 test('enqueueEach takes data-only tasks as JSON text next to full inputs, and answers ids in order with failures at their index', { timeout: 60_000 }, async () => {
   const queue = new NativeQueue(uniqueQueue('native-each'))
+  assert.throws(() => queue.enqueueEach(0, ['1']), /enqueueEach before answerEnqueuesWith/)
+  const answers = new Map<number, (answer: NativeEnqueued) => void>()
+  queue.answerEnqueuesWith((answer: NativeEnqueued) => answers.get(answer.call)?.(answer))
+  assert.throws(() => queue.answerEnqueuesWith(() => {}), /ERR_PQ_INVALID_CONFIG/)
+  const enqueueEach = (call: number, tasks: Array<string | NativeTaskInput>) =>
+    new Promise<NativeEnqueued>((resolve) => {
+      answers.set(call, resolve)
+      queue.enqueueEach(call, tasks)
+    })
+  const notConnected = await enqueueEach(7, ['1', '2'])
+  assert.equal(notConnected.call, 7)
+  assert.match(notConnected.error ?? '', /^ERR_PQ_NOT_CONNECTED: /)
   await queue.connect(server.url)
   try {
-    const answer = await queue.enqueueEach(['{"a":1}', { data: '{"b":2}', id: 'bad id' }, { data: '{"c":3}', id: 'own-id' }, '"d"'])
+    const answer = await enqueueEach(1, ['{"a":1}', { data: '{"b":2}', id: 'bad id' }, { data: '{"c":3}', id: 'own-id' }, '"d"'])
+    assert.equal(answer.call, 1)
+    assert.equal(answer.error ?? undefined, undefined)
     const ids = answer.ids.split('\n')
     assert.equal(ids.length, 4)
     assert.match(ids[0], /^[0-9a-f-]{36}$/)
@@ -86,7 +102,7 @@ test('enqueueEach takes data-only tasks as JSON text next to full inputs, and an
     assert.equal(answer.failures?.length, 1)
     assert.equal(answer.failures?.[0].index, 1)
     assert.match(answer.failures?.[0].error ?? '', /^ERR_PQ_INVALID_TASK: /)
-    const clean = await queue.enqueueEach(['1'])
+    const clean = await enqueueEach(2, ['1'])
     assert.equal(clean.failures ?? undefined, undefined)
     // Hop marks are recorded only with PROTOQUEUE_HOPS=1 (bench/hops.mjs).
     assert.deepEqual(NativeQueue.hopsTake(), [])

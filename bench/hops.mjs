@@ -53,7 +53,7 @@ const HOPS = [
   ['connected', 'handed', 'runtime: encode, hand the publish to async-nats'],
   ['handed', 'acked', 'runtime: socket write → server → ack read → matched (round trip)'],
   ['acked', 'done', 'runtime: results built'],
-  ['done', 'settled', 'runtime → JS thread: promise resolved (second wake)'],
+  ['done', 'settled', 'runtime → JS thread: the answer arrives (second wake)'],
   ['settled', 'resumed', 'JS: per-caller promise → awaiting code resumes'],
   ['call', 'resumed', 'total, one enqueue'],
 ]
@@ -66,21 +66,23 @@ async function instrumented(url, stream) {
   const nq = new NativeQueue({ streamName: stream, subject: `${stream}.tasks` })
   await nq.connect(url)
   let marks
-  const enqueueOne = coalesce(
-    (inputs) => {
+  const enqueues = coalesce(
+    (inputs, call) => {
       marks.flush = now()
       // As index.js sends them: a task that is only data as its JSON text.
-      const sent = nq.enqueueEach(inputs.map((input) => input.data))
+      nq.enqueueEach(call, inputs.map((input) => input.data))
       marks.returned = now()
-      return sent.then(({ ids, failures }) => {
-        marks.settled = now()
-        const results = ids.split('\n').map((id) => ({ value: id }))
-        for (const { index, error } of failures ?? []) results[index] = { error }
-        return results
-      })
     },
     (text) => new Error(text),
   )
+  nq.answerEnqueuesWith(({ call, ids, failures, error }) => {
+    marks.settled = now()
+    if (typeof error === 'string') return enqueues.answer(call, undefined, error)
+    const results = ids.split('\n').map((id) => ({ value: id }))
+    for (const { index, error } of failures ?? []) results[index] = { error }
+    enqueues.answer(call, results)
+  })
+  const enqueueOne = enqueues.call
   const samples = []
   for (let i = 0; i < WARMUP + N; i++) {
     marks = { call: now() }

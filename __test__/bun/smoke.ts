@@ -105,6 +105,13 @@ await check('the process exits by itself after disconnect()', async () => {
   assert.deepStrictEqual(run.lines, ['handled true', 'disconnected'])
 })
 
+await check('awaited enqueues hold the process until answered, then it exits by itself', async () => {
+  const run = runFixture('enqueue-only.mjs', env(uniqueQueue('bunenq')))
+  const code = await within('exit', run.exited, 20_000)
+  assert.equal(code, 0, run.stderr())
+  assert.deepStrictEqual(run.lines, ['ids 22'])
+})
+
 await check('a worker survives Bun.gc() of its Protoqueue object', async () => {
   const names = uniqueQueue('bungc')
   const run = runFixture('gc-worker.mjs', env(names), /^handled /, 3)

@@ -5,6 +5,7 @@
 //! methods); the shim turns them back into `Error`s with `err.code`.
 
 mod queues;
+mod settle;
 
 use std::{
     sync::{Arc, Mutex, OnceLock},
@@ -13,12 +14,13 @@ use std::{
 
 use bytes::Bytes;
 use napi::{
-    bindgen_prelude::{Buffer, Either, Promise, Uint32Array},
+    bindgen_prelude::{Buffer, Either, Function, Promise, Uint32Array},
     threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
-    Status,
+    Env, Status,
 };
 use napi_derive::napi;
 
+use self::settle::{NativeEnqueueFailure, NativeEnqueued, Settler};
 use crate::{
     admin::{
         dead_letters,
@@ -126,26 +128,6 @@ pub struct NativeSchedule {
     pub metadata: Option<String>,
     /// The next run, ms since the epoch, when the server says.
     pub next_run: Option<f64>,
-}
-
-/// What `enqueueEach` answers for its tasks: one string and the failures, not an object per
-/// task (building those cost more than the rest of the call when many callers enqueue at once).
-#[napi(object)]
-pub struct NativeEnqueuedEach {
-    /// The tasks' ids in input order, joined by `\n` (an id holds no whitespace); a failed
-    /// task's is empty.
-    pub ids: String,
-    /// The tasks that failed, in input order; absent when none did.
-    pub failures: Option<Vec<NativeEnqueueFailure>>,
-}
-
-/// A task of `enqueueEach` that failed.
-#[napi(object)]
-pub struct NativeEnqueueFailure {
-    /// Its position in the input.
-    pub index: u32,
-    /// Its error as `"<code>: <message>"`.
-    pub error: String,
 }
 
 /// A task as a dead letter carries it. Its data and metadata come as JSON text when they are
@@ -275,6 +257,8 @@ pub struct NativeDeadLetter {
 #[napi]
 pub struct NativeQueue {
     queue: Arc<Queue>,
+    /// Where `enqueueEach` answers go (set once, by the shim).
+    settler: OnceLock<Arc<Settler>>,
     /// The queue's serializer, if it has one besides JSON (set once, by the shim).
     serializer: OnceLock<Serializer>,
 }
@@ -297,6 +281,7 @@ impl NativeQueue {
         }
         Ok(NativeQueue {
             queue: Arc::new(Queue::new(config)),
+            settler: OnceLock::new(),
             serializer: OnceLock::new(),
         })
     }
@@ -365,70 +350,48 @@ impl NativeQueue {
         self.queue.enqueue_batch(tasks).await.map_err(to_js)
     }
 
+    /// Sets where `enqueueEach` answers go (once, before the first call): `callback` is called
+    /// on the JavaScript thread with each call's answer (`NativeEnqueued`).
+    #[napi(ts_args_type = "callback: (answer: NativeEnqueued) => void")]
+    pub fn answer_enqueues_with(&self, callback: Function<NativeEnqueued, ()>) -> napi::Result<()> {
+        let settler = Settler::new(callback)?;
+        self.settler.set(Arc::new(settler)).map_err(|_| {
+            to_js(Error::InvalidConfig(
+                "enqueue answers go somewhere already".into(),
+            ))
+        })
+    }
+
     /// Enqueues tasks that stand alone (the `enqueue` calls of one event-loop turn, coalesced by
-    /// the shim); resolves to each one's id or its coded error text. A task that is only data
-    /// comes as its JSON text alone (no object to read fields from). `names` as in `enqueueBatch`.
+    /// the shim) as call number `call`, answered through `answerEnqueuesWith`'s callback with
+    /// each one's id or its coded error text. A task that is only data comes as its JSON text
+    /// alone (no object to read fields from). `names` as in `enqueueBatch`.
     #[napi(
         catch_unwind,
-        ts_args_type = "tasks: Array<string | NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null"
+        ts_args_type = "call: number, tasks: Array<string | NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null"
     )]
-    pub async fn enqueue_each(
+    pub fn enqueue_each(
         &self,
+        env: Env,
+        call: u32,
         tasks: Vec<Either<String, NativeTaskInput>>,
         names: Option<Vec<Option<String>>>,
-    ) -> napi::Result<NativeEnqueuedEach> {
-        hops::mark(Hop::TaskStart);
-        let now = envelope::now_ms();
-        let content_type = self.content_type();
-        let mut names = names.unwrap_or_default().into_iter();
-        let mut results: Vec<Option<crate::Result<String>>> = Vec::with_capacity(tasks.len());
-        let mut valid = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            let name = names.next().flatten();
-            let task = match task {
-                Either::A(data) => Ok(data_only_task(data)),
-                Either::B(input) => new_task(input, name, content_type, now),
-            };
-            match task {
-                Ok(task) => {
-                    valid.push(task);
-                    results.push(None);
-                }
-                Err(err) => results.push(Some(Err(err))),
-            }
-        }
-        let mut enqueued = self
-            .queue
-            .enqueue_each(valid)
-            .await
-            .map_err(to_js)?
-            .into_iter();
-        let mut answer = NativeEnqueuedEach {
-            ids: String::with_capacity(results.len() * 37),
-            failures: None,
-        };
-        for (index, result) in results.into_iter().enumerate() {
-            let result = result
-                .or_else(|| enqueued.next())
-                .unwrap_or_else(|| Err(Error::Nats("enqueue lost its result".into())));
-            if index > 0 {
-                answer.ids.push('\n');
-            }
-            match result {
-                Ok(id) => answer.ids.push_str(&id),
-                Err(err) => {
-                    answer
-                        .failures
-                        .get_or_insert_with(Vec::new)
-                        .push(NativeEnqueueFailure {
-                            index: index as u32,
-                            error: coded(&err),
-                        })
-                }
-            }
-        }
-        hops::mark(Hop::Done);
-        Ok(answer)
+    ) -> napi::Result<()> {
+        let settler = self.settler.get().cloned().ok_or_else(|| {
+            to_js(Error::InvalidConfig(
+                "enqueueEach before answerEnqueuesWith".into(),
+            ))
+        })?;
+        settler.expect(&env)?;
+        let queue = self.queue.clone();
+        let content_type = self.content_type().map(str::to_owned);
+        napi::bindgen_prelude::spawn(async move {
+            hops::mark(Hop::TaskStart);
+            let answer = enqueue_each(&queue, call, tasks, names, content_type.as_deref()).await;
+            hops::mark(Hop::Done);
+            settler.answer(answer);
+        });
+        Ok(())
     }
 
     /// The hop marks of single enqueues recorded so far (`PROTOQUEUE_HOPS=1`), as
@@ -774,6 +737,67 @@ impl Throttled {
 }
 
 /// A task that is only its data (JSON text).
+/// The answer to `enqueueEach` call `call`: the tasks converted (a task that does not convert
+/// fails alone), the rest enqueued, one string of ids and the failures.
+async fn enqueue_each(
+    queue: &Queue,
+    call: u32,
+    tasks: Vec<Either<String, NativeTaskInput>>,
+    names: Option<Vec<Option<String>>>,
+    content_type: Option<&str>,
+) -> NativeEnqueued {
+    let now = envelope::now_ms();
+    let mut names = names.unwrap_or_default().into_iter();
+    let mut results: Vec<Option<crate::Result<String>>> = Vec::with_capacity(tasks.len());
+    let mut valid = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let name = names.next().flatten();
+        let task = match task {
+            Either::A(data) => Ok(data_only_task(data)),
+            Either::B(input) => new_task(input, name, content_type, now),
+        };
+        match task {
+            Ok(task) => {
+                valid.push(task);
+                results.push(None);
+            }
+            Err(err) => results.push(Some(Err(err))),
+        }
+    }
+    let mut answer = NativeEnqueued {
+        call,
+        ids: String::with_capacity(results.len() * 37),
+        failures: None,
+        error: None,
+    };
+    let mut enqueued = match queue.enqueue_each(valid).await {
+        Ok(enqueued) => enqueued.into_iter(),
+        Err(err) => {
+            answer.error = Some(coded(&err));
+            return answer;
+        }
+    };
+    for (index, result) in results.into_iter().enumerate() {
+        let result = result
+            .or_else(|| enqueued.next())
+            .unwrap_or_else(|| Err(Error::Nats("enqueue lost its result".into())));
+        if index > 0 {
+            answer.ids.push('\n');
+        }
+        match result {
+            Ok(id) => answer.ids.push_str(&id),
+            Err(err) => answer
+                .failures
+                .get_or_insert_with(Vec::new)
+                .push(NativeEnqueueFailure {
+                    index: index as u32,
+                    error: coded(&err),
+                }),
+        }
+    }
+    answer
+}
+
 fn data_only_task(data: String) -> producer::NewTask {
     producer::NewTask {
         data: Bytes::from(data.into_bytes()),
