@@ -81,6 +81,12 @@ pub mod worker;
 
 mod napi;
 
+/// mimalloc instead of the system allocator: enqueueing and processing allocate a few small
+/// buffers per task (envelope, headers, futures), and glibc's malloc/free took ~15% of the
+/// runtime thread's time (bench/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use admin::stats::Stats;
 pub use config::{
     auth::{Auth, Secret},
