@@ -622,8 +622,8 @@ class Protoqueue {
     if (inputs.length === 0) return []
     const names = namesOf(inputs)
     const span = tracing.startSend(this.#destination, inputs, true)
-    if (span === null) return native(() => this.#native.enqueueBatch(inputs, names))
-    return tracing.settleSend(span, native(() => this.#native.enqueueBatch(inputs, names)))
+    const sent = native(() => this.#native.enqueueBatch(inputs.map(compactInput), names))
+    return span === null ? sent : tracing.settleSend(span, sent)
   }
 
   /** Decodes a task's data with the queue's serializer before its handler runs; none for JSON. */

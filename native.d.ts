@@ -26,9 +26,10 @@ export declare class NativeQueue {
   enqueue(task: NativeTaskInput, name?: string | undefined | null): Promise<string>
   /**
    * Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
-   * `names`, when given, holds each task's name (or nothing), in the order of `tasks`.
+   * A task that is only data comes as its JSON text alone, as in `enqueueEach`. `names`,
+   * when given, holds each task's name (or nothing), in the order of `tasks`.
    */
-  enqueueBatch(tasks: Array<NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<Array<string>>
+  enqueueBatch(tasks: Array<string | NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null): Promise<Array<string>>
   /**
    * Sets where `enqueueEach` answers go (once, before the first call): `callback` is called
    * on the JavaScript thread with each call's answer (`NativeEnqueued`).

@@ -209,7 +209,11 @@ async fn hand_over<'a>(
     message: Outgoing,
 ) -> Result<impl Future<Output = Result<String>> + 'a> {
     if message.custom_id {
-        return Ok(Either::Right(crate::ids::publish(publisher, message)));
+        // Boxed, as is a re-send in `confirm_ack`: every task's in-flight future would otherwise
+        // be as large as the largest path (5 KB, copied into the pipeline per task).
+        return Ok(Either::Right(Box::pin(crate::ids::publish(
+            publisher, message,
+        ))));
     }
     let sent = publisher.send(&message).await?;
     Ok(Either::Left(publisher.confirm(message, sent)))
@@ -429,7 +433,7 @@ impl<'a> Publisher<'a> {
             }
             tracing::debug!(id = %message.id, "publish not confirmed ({err}); re-sending");
             tokio::time::sleep_until(self.deadline.min(Instant::now() + RESEND_DELAY)).await;
-            sent = self.send(message).await?;
+            sent = Box::pin(self.send(message)).await?;
         }
     }
 

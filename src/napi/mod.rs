@@ -328,11 +328,15 @@ impl NativeQueue {
     }
 
     /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
-    /// `names`, when given, holds each task's name (or nothing), in the order of `tasks`.
-    #[napi(catch_unwind)]
+    /// A task that is only data comes as its JSON text alone, as in `enqueueEach`. `names`,
+    /// when given, holds each task's name (or nothing), in the order of `tasks`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "tasks: Array<string | NativeTaskInput>, names?: Array<string | undefined | null> | undefined | null"
+    )]
     pub async fn enqueue_batch(
         &self,
-        tasks: Vec<NativeTaskInput>,
+        tasks: Vec<Either<String, NativeTaskInput>>,
         names: Option<Vec<Option<String>>>,
     ) -> napi::Result<Vec<String>> {
         let now = envelope::now_ms();
@@ -342,8 +346,13 @@ impl NativeQueue {
             .into_iter()
             .enumerate()
             .map(|(i, task)| {
-                new_task(task, names.next().flatten(), content_type, now)
-                    .map_err(|err| at_index(i, err))
+                let name = names.next().flatten();
+                match task {
+                    Either::A(data) => Ok(data_only_task(data)),
+                    Either::B(input) => {
+                        new_task(input, name, content_type, now).map_err(|err| at_index(i, err))
+                    }
+                }
             })
             .collect::<crate::Result<Vec<_>>>()
             .map_err(to_js)?;
