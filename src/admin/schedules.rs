@@ -377,35 +377,47 @@ pub(crate) struct Counts {
     pub tasks: u64,
 }
 
-/// Counts the schedules of the task stream (`stream_messages` is its message count). Delayed
-/// tasks are counted as what is neither a task nor a recurring schedule: one request whatever
-/// their number (listing their subjects would cost one entry per task). On a stream shared with
-/// other subjects (a wildcard stream made by another tool), their messages count as delayed.
-pub(crate) async fn counts(connection: &Connection, stream_messages: u64) -> Result<Counts> {
+/// Counts the schedules of the task stream. Delayed tasks are counted as what is neither a task
+/// nor a recurring schedule: one request whatever their number (listing their subjects would cost
+/// one entry per task). The stream's message count is read from the same answer as the count of
+/// tasks on the queue's first subject, so a task acknowledged between two requests is never
+/// counted as delayed. On a stream shared with other subjects (a wildcard stream made by another
+/// tool), their messages count as delayed.
+pub(crate) async fn counts(connection: &Connection) -> Result<Counts> {
     let config = connection.config();
     let stream = task_stream(connection).await?;
+    // The stream's message count when the server answered, and the messages under `filter`.
     let count = |filter: String| {
         let stream = &stream;
         async move {
-            stream
+            let subjects = stream
                 .info_with_subjects(filter)
                 .await
-                .map_err(|err| Error::request("counting the schedules", err))?
+                .map_err(|err| Error::request("counting the schedules", err))?;
+            let messages = subjects.info.state.messages;
+            let sum = subjects
                 .try_fold(0u64, |sum, (_, n)| async move { Ok(sum + n as u64) })
                 .await
-                .map_err(|err| Error::nats("counting the schedules", err))
+                .map_err(|err| Error::nats("counting the schedules", err))?;
+            Ok::<_, Error>((messages, sum))
         }
     };
-    let mut tasks = 0;
-    for filter in crate::layout::queue_filters(config) {
-        tasks += count(filter).await?;
-    }
+    // Recurring schedules first: they change only when a user adds or removes one.
+    let (_, recurring) = count(schedules::recurring_subjects(config)).await?;
+    let mut filters = crate::layout::queue_filters(config);
     if config.priorities {
-        tasks += count(crate::layout::all_priority_subjects(config)).await?;
+        filters.push(crate::layout::all_priority_subjects(config));
     }
-    let recurring = count(schedules::recurring_subjects(config)).await?;
+    let (mut messages, mut tasks) = (None, 0);
+    for filter in filters {
+        let (now, n) = count(filter).await?;
+        messages.get_or_insert(now);
+        tasks += n;
+    }
     Ok(Counts {
-        delayed: stream_messages.saturating_sub(tasks + recurring),
+        delayed: messages
+            .unwrap_or_default()
+            .saturating_sub(tasks + recurring),
         recurring,
         tasks,
     })
