@@ -243,16 +243,17 @@ impl Executor {
         self: Arc<Self>,
         message: jetstream::Message,
         slot: Slot,
-    ) -> impl Future<Output = Settlement> + Send + 'static {
+    ) -> BoxFuture<()> {
         let origin = origin_of(&message);
-        let started = self.start_handler(&message, &origin);
-        async move {
-            match started {
-                Ok(handed) => self.finish(message, origin, handed, slot).await,
-                Err(refused) => {
-                    drop(slot);
-                    self.refuse(message, origin, refused).await
-                }
+        match self.start_handler(&message, &origin) {
+            // The future of the common path is `finish`'s alone (an async block around it would
+            // hold its arguments twice): it is copied into the heap once for every task.
+            Ok(handed) => Box::pin(self.finish(message, origin, handed, slot)),
+            Err(refused) => {
+                drop(slot);
+                Box::pin(async move {
+                    self.refuse(message, origin, refused).await;
+                })
             }
         }
     }
@@ -326,12 +327,12 @@ impl Executor {
 
     /// Waits for the handler's outcome, then settles the delivery.
     async fn finish<Slot>(
-        &self,
+        self: Arc<Self>,
         message: jetstream::Message,
         origin: Origin,
         handed: Handed,
         slot: Slot,
-    ) -> Settlement {
+    ) {
         let Handed {
             id,
             policy,
@@ -351,19 +352,22 @@ impl Executor {
             enqueued_at_ms,
             started: started.unwrap_or(at),
         };
-        if !policy.custom_id {
-            return self
-                .settle_outcome(message, origin, &id, policy, outcome, &clock)
-                .await;
-        }
         let sequence = origin.stream_sequence;
-        let settled = self
-            .settle_outcome(message, origin, &id, policy, outcome, &clock)
-            .await;
-        if matches!(settled, Settlement::Acked | Settlement::DeadLettered) {
-            crate::ids::release(&self.connection, &id, sequence).await;
+        // A success settles inline; the other outcomes, which may publish a dead letter or wait
+        // for the server's confirmation, in a future of their own, so the future of every task
+        // in flight is not sized for them.
+        let settled = match outcome {
+            Outcome::Success => {
+                self.succeeded(&message, &origin, &id, policy.max, &clock)
+                    .await
+            }
+            outcome => {
+                Box::pin(self.settle_outcome(message, origin, &id, policy, outcome, &clock)).await
+            }
+        };
+        if policy.custom_id && matches!(settled, Settlement::Acked | Settlement::DeadLettered) {
+            Box::pin(crate::ids::release(&self.connection, &id, sequence)).await;
         }
-        settled
     }
 
     /// Acks, retries or dead-letters a delivery after its handler's `outcome`.
@@ -379,23 +383,9 @@ impl Executor {
         let config = self.connection.config();
         let observer = self.connection.observer();
         let max = policy.max;
-        let info = || AttemptInfo {
-            id: Some(id.to_owned()),
-            attempt: origin.attempts,
-            max_attempts: max,
-            sequence: origin.stream_sequence,
-        };
+        let info = || attempt_info(&origin, id, max);
         match outcome {
-            Outcome::Success => {
-                tracing::debug!(%id, "task succeeded");
-                let settled = self.ack(&message, id).await;
-                let ended = match settled {
-                    Settlement::Acked => Ended::Completed,
-                    _ => Ended::Unsettled,
-                };
-                observer.attempt_ended(info, clock, ended);
-                settled
-            }
+            Outcome::Success => self.succeeded(&message, &origin, id, max, clock).await,
             Outcome::NotStarted => {
                 tracing::debug!(%id, "task handed back unstarted");
                 self.settle(&message, AckKind::Nak(None), Settlement::Retried)
@@ -408,8 +398,7 @@ impl Executor {
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
                 let reason = DeadLetterReason::InvalidData;
-                self.dead_letter(&message, task, &origin, max, reason, failure)
-                    .await
+                Box::pin(self.dead_letter(&message, task, &origin, max, reason, failure)).await
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
@@ -440,10 +429,29 @@ impl Executor {
                     Ok(task) => Failed::Task(task),
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
-                self.dead_letter(&message, task, &origin, max, reason, failure)
-                    .await
+                Box::pin(self.dead_letter(&message, task, &origin, max, reason, failure)).await
             }
         }
+    }
+
+    /// Settles a success: acks it and tells the observer.
+    async fn succeeded(
+        &self,
+        message: &jetstream::Message,
+        origin: &Origin,
+        id: &str,
+        max: u64,
+        clock: &Clock,
+    ) -> Settlement {
+        tracing::debug!(%id, "task succeeded");
+        let settled = self.ack(message, id).await;
+        let ended = match settled {
+            Settlement::Acked => Ended::Completed,
+            _ => Ended::Unsettled,
+        };
+        let info = || attempt_info(origin, id, max);
+        self.connection.observer().attempt_ended(info, clock, ended);
+        settled
     }
 
     /// Acks a success: confirmed once the worker is stopping, otherwise queued for the next burst.
@@ -534,11 +542,21 @@ impl Executor {
         kind: AckKind,
         settled: Settlement,
     ) -> Settlement {
-        if settle_confirmed(&self.connection, message, kind).await {
+        // Boxed: most deliveries end with a queued ack and never reach this state.
+        if Box::pin(settle_confirmed(&self.connection, message, kind)).await {
             settled
         } else {
             Settlement::Unconfirmed
         }
+    }
+}
+
+fn attempt_info(origin: &Origin, id: &str, max: u64) -> AttemptInfo {
+    AttemptInfo {
+        id: Some(id.to_owned()),
+        attempt: origin.attempts,
+        max_attempts: max,
+        sequence: origin.stream_sequence,
     }
 }
 
@@ -567,7 +585,8 @@ pub(crate) async fn keep_alive(
                         timeout.unwrap_or_default().as_millis()
                     )));
                 }
-                if let Err(err) = message.ack_with(AckKind::Progress).await {
+                // Boxed: only long handlers send heartbeats.
+                if let Err(err) = Box::pin(message.ack_with(AckKind::Progress)).await {
                     tracing::warn!("progress heartbeat not sent: {err}");
                 }
                 last_beat = now;

@@ -557,10 +557,7 @@ pub trait Deliveries: Send + Sync + 'static {
 
 impl Deliveries for Executor {
     fn execute(self: Arc<Self>, message: Message, held: Held) -> BoxFuture<()> {
-        let execution = Executor::execute(self, message, held);
-        Box::pin(async move {
-            execution.await;
-        })
+        Executor::execute(self, message, held)
     }
 
     fn confirm_acks(&self) {
