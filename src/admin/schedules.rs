@@ -382,25 +382,20 @@ pub(crate) struct Counts {
 /// one entry per task). The stream's message count is read from the same answer as the count of
 /// tasks on the queue's first subject, so a task acknowledged between two requests is never
 /// counted as delayed. On a stream shared with other subjects (a wildcard stream made by another
-/// tool), their messages count as delayed.
-pub(crate) async fn counts(connection: &Connection) -> Result<Counts> {
-    let config = connection.config();
-    let stream = task_stream(connection).await?;
+/// tool), their messages count as delayed. `stream` is the queue's task stream.
+pub(crate) async fn counts(config: &crate::Config, stream: &Stream) -> Result<Counts> {
     // The stream's message count when the server answered, and the messages under `filter`.
-    let count = |filter: String| {
-        let stream = &stream;
-        async move {
-            let subjects = stream
-                .info_with_subjects(filter)
-                .await
-                .map_err(|err| Error::request("counting the schedules", err))?;
-            let messages = subjects.info.state.messages;
-            let sum = subjects
-                .try_fold(0u64, |sum, (_, n)| async move { Ok(sum + n as u64) })
-                .await
-                .map_err(|err| Error::nats("counting the schedules", err))?;
-            Ok::<_, Error>((messages, sum))
-        }
+    let count = |filter: String| async move {
+        let subjects = stream
+            .info_with_subjects(filter)
+            .await
+            .map_err(|err| Error::request("counting the schedules", err))?;
+        let messages = subjects.info.state.messages;
+        let sum = subjects
+            .try_fold(0u64, |sum, (_, n)| async move { Ok(sum + n as u64) })
+            .await
+            .map_err(|err| Error::nats("counting the schedules", err))?;
+        Ok::<_, Error>((messages, sum))
     };
     // Recurring schedules first: they change only when a user adds or removes one.
     let (_, recurring) = count(schedules::recurring_subjects(config)).await?;

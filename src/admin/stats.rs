@@ -141,7 +141,7 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
     };
     // A stream with schedules also stores them; only then is counting per subject needed.
     if info.config.allow_message_schedules {
-        let counts = schedules::counts(connection).await?;
+        let counts = schedules::counts(config, &stream).await?;
         stats.messages = counts.tasks;
         stats.delayed = counts.delayed;
         stats.recurring = counts.recurring;
