@@ -398,7 +398,8 @@ impl Executor {
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
                 let reason = DeadLetterReason::InvalidData;
-                Box::pin(self.dead_letter(&message, task, &origin, max, reason, failure)).await
+                self.dead_letter(&message, task, &origin, max, reason, failure)
+                    .await
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
@@ -429,7 +430,8 @@ impl Executor {
                     Ok(task) => Failed::Task(task),
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
-                Box::pin(self.dead_letter(&message, task, &origin, max, reason, failure)).await
+                self.dead_letter(&message, task, &origin, max, reason, failure)
+                    .await
             }
         }
     }
