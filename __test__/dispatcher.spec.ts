@@ -81,6 +81,16 @@ describe('dispatching', () => {
     assert.equal(tasks.stats.running, 0)
   })
 
+  test('a handler that settles within the turn reports its start with its outcome: one native call', async () => {
+    const native = new FakeNative()
+    const tasks = dispatcher(async () => ({ success: true }), native)
+    tasks.dispatch(batch([1, 2, 3], 3))
+    await turn()
+    assert.deepStrictEqual(native.reports, [{ succeeded: [1, 2, 3], failed: [], started: [1, 2, 3] }])
+    await turn()
+    assert.equal(native.reports.length, 1, 'no empty report at the end of the turn')
+  })
+
   test('tasks keep their order across batches, and a later batch may raise the limit', async () => {
     const native = new FakeNative()
     const seen: unknown[] = []
@@ -253,6 +263,16 @@ describe('closing', () => {
     assert.equal(calls.length, 1)
     assert.deepStrictEqual(native.failed.map((f) => f.token), [1])
     assert.deepStrictEqual(native.started, [1])
+  })
+
+  test('the starts are reported before the close message returns (the native side then gives back the rest)', () => {
+    const native = new FakeNative()
+    const { handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1, 2, 3], 2))
+    assert.deepStrictEqual(native.reports, [], 'starts alone wait for the end of the turn')
+    tasks.dispatch('{"close":true}')
+    assert.deepStrictEqual(native.started, [1, 2], 'reported synchronously, before the close returned')
   })
 })
 

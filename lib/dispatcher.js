@@ -3,7 +3,8 @@
 // The dispatcher: the JavaScript end of a worker. The native worker hands it tasks in batches
 // (one JSON text per call); it runs at most `limit` (`batchSize`) handlers at once, keeps the
 // others waiting in order, and reports what happened through one native call per microtask
-// turn: the tokens it started, the tokens that succeeded, and the failures.
+// turn: the tokens that succeeded, the failures, and the tokens it started (starts alone wait
+// for the end of the event loop's turn, so a quick handler reports both in one call).
 //
 // Nothing a handler does may break it: a throw, a rejection or an odd result (values with no
 // string form, getters or Proxies that throw, thenables whose `then` throws) is an ordinary
@@ -309,7 +310,8 @@ class Waiting {
  * successes as a `Uint32Array`, the failures as objects, and the tokens started since the last
  * report (the native side counts `taskTimeout` from there). The report is queued as a microtask
  * behind the outcomes already settling, so handlers that finish together report together
- * without waiting for another turn of the event loop.
+ * without waiting for another turn of the event loop; starts alone wait for the end of the turn
+ * (or the close message, which reports them before it returns).
  *
  * A closed dispatcher drops the tasks still waiting, ignores later batches and never starts
  * another task; handlers already running still report.
@@ -332,9 +334,11 @@ function dispatcher(handler, native, options = {}) {
   /** @type {number[]} */
   let started = []
   let reportQueued = false
+  let startsQueued = false
 
   const report = () => {
     reportQueued = false
+    if (succeeded.length === 0 && failed.length === 0 && started.length === 0) return
     const tokens = new Uint32Array(succeeded)
     const failures = failed
     const starts = new Uint32Array(started)
@@ -351,6 +355,21 @@ function dispatcher(handler, native, options = {}) {
     if (!reportQueued) {
       reportQueued = true
       queueMicrotask(report)
+    }
+  }
+  const reportStarts = () => {
+    startsQueued = false
+    report()
+  }
+  /**
+   * Starts wait for the end of this turn of the event loop (the native side only needs them to
+   * count `taskTimeout`): a handler that settles sooner reports its start with its outcome, in
+   * one native call and one wake-up of the worker instead of two.
+   */
+  const queueStarts = () => {
+    if (!startsQueued) {
+      startsQueued = true
+      setImmediate(reportStarts)
     }
   }
   /**
@@ -394,7 +413,7 @@ function dispatcher(handler, native, options = {}) {
       }
     }
     running++
-    queueReport()
+    queueStarts()
     started.push(token)
     runHandler(handler, task).then(
       (outcome) => finish(token, outcome, task),
@@ -425,6 +444,9 @@ function dispatcher(handler, native, options = {}) {
   const close = () => {
     closed = true
     waiting.clear()
+    // The native side gives back every task not reported started once this returns: report
+    // the starts now, not at the end of the turn.
+    report()
   }
 
   return {

@@ -12,7 +12,7 @@ use std::{
 use common::*;
 use protoqueue::{
     worker::{
-        batching::BatchSink,
+        batching::{BatchSink, Taken},
         executor::{Attempt, BoxFuture, Outcome},
         ACKS_SENT_TIMEOUT, OVERRUN,
     },
@@ -47,12 +47,12 @@ impl BatchSink for QueueingSink {
         true
     }
 
-    fn send(&self, batch: Vec<Self::Item>) -> BoxFuture<Result<(), String>> {
+    fn send(&self, batch: Vec<Self::Item>, taken: Taken) {
         let sent = self
             .batches
             .send(batch)
             .map_err(|_| "dispatcher gone".into());
-        Box::pin(async move { sent })
+        taken.report(sent);
     }
 }
 

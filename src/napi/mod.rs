@@ -37,7 +37,7 @@ use crate::{
     queue::Queue,
     schedules,
     worker::{
-        batching::BatchSink,
+        batching::{BatchSink, Taken},
         dead_letter,
         executor::{Attempt, BoxFuture, Failure, Outcome},
         handoff,
@@ -929,16 +929,17 @@ impl BatchSink for JsDispatch {
         true
     }
 
-    fn send(&self, batch: Vec<(u32, String)>) -> BoxFuture<Result<(), String>> {
-        let function = self.function.clone();
-        let limit = self.limit;
-        Box::pin(async move {
-            // `_catch`: a synchronous throw becomes an `Err` instead of a fatal exception.
-            function
-                .call_async_catch(handoff::batch_json(limit, &batch))
-                .await
-                .map_err(|err| format!("handler failed: {}", err.reason))
-        })
+    fn send(&self, batch: Vec<(u32, String)>, taken: Taken) {
+        // A throw from the shim arrives as an `Err` instead of a fatal exception. When the call
+        // cannot be queued (the environment is closing), `taken` is dropped: the batch fails.
+        self.function.call_with_return_value(
+            handoff::batch_json(self.limit, &batch),
+            ThreadsafeFunctionCallMode::NonBlocking,
+            move |result: napi::Result<()>, _| {
+                taken.report(result.map_err(|err| format!("handler failed: {}", err.reason)));
+                Ok(())
+            },
+        );
     }
 
     fn close(&self) -> BoxFuture<Result<(), String>> {
