@@ -7,7 +7,7 @@ use std::time::Duration;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in Protoqueue.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The queue's configuration (names, subject, options, URL) is not usable. Nothing was sent.
     #[error("invalid configuration: {0}")]
@@ -85,7 +85,7 @@ pub enum Error {
     #[error("{operation} timed out after {}ms{hint}", .after.as_millis())]
     Timeout {
         /// What timed out.
-        operation: &'static str,
+        operation: std::borrow::Cow<'static, str>,
         /// How long it waited.
         after: Duration,
         /// What the user can do about it (may be empty).
@@ -141,24 +141,44 @@ impl Error {
         }
     }
 
-    /// Wraps any client or server error as [`Error::Nats`], keeping its message.
+    /// Wraps any client or server error: [`Error::Timeout`] when the server did not answer in
+    /// time (an outage, a leader election), else [`Error::Nats`] keeping its message. The same
+    /// failure gets the same code whatever the call: async-nats gives every operation its own
+    /// error kind, each with a `TimedOut` that reads "timed out", so the kind is read from there.
     pub(crate) fn nats(context: &str, err: impl std::fmt::Display) -> Self {
-        Error::Nats(format!("{context}: {err}"))
+        let text = err.to_string();
+        if says_timed_out(&text) {
+            Error::server_silent(context.to_owned())
+        } else {
+            Error::Nats(format!("{context}: {text}"))
+        }
     }
 
-    /// Wraps the error of a JetStream API request: [`Error::Timeout`] when the server did not
-    /// answer in time (an outage), else [`Error::Nats`].
+    /// Wraps the error of a JetStream API request, as [`Error::nats`], also finding a timeout
+    /// among its causes.
     pub(crate) fn request(operation: &'static str, err: impl std::error::Error + 'static) -> Self {
         if timed_out(&err) {
-            Error::Timeout {
-                operation,
-                after: crate::nats::connection::API_TIMEOUT,
-                hint: "; is the NATS server reachable?",
-            }
+            Error::server_silent(operation.to_owned())
         } else {
             Error::nats(operation, err)
         }
     }
+
+    fn server_silent(operation: String) -> Self {
+        Error::Timeout {
+            operation: operation.into(),
+            after: crate::nats::connection::API_TIMEOUT,
+            hint: "; is the NATS server reachable?",
+        }
+    }
+}
+
+/// Whether an async-nats error's text is that of a `TimedOut` kind ("timed out", "request timed
+/// out", "jetstream request timed out", "timed out: didn't receive ack in time").
+fn says_timed_out(text: &str) -> bool {
+    text.starts_with("timed out")
+        || text.starts_with("request timed out")
+        || text.starts_with("jetstream request timed out")
 }
 
 /// Whether a client error, or one of its causes, is a request that got no answer in time.
@@ -207,7 +227,7 @@ mod tests {
                 reason: "r".into(),
             },
             Error::Timeout {
-                operation: "enqueue",
+                operation: "enqueue".into(),
                 after: Duration::from_millis(5),
                 hint: "",
             },
@@ -228,9 +248,30 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_of_timed_out_is_a_timeout_whatever_the_call() {
+        use async_nats::jetstream::{
+            context::{PublishError, PublishErrorKind, RequestError, RequestErrorKind},
+            stream::{ConsumerError, ConsumerErrorKind, PurgeError, PurgeErrorKind},
+        };
+        let silent = [
+            Error::nats("pausing", ConsumerError::new(ConsumerErrorKind::TimedOut)),
+            Error::nats("purging", PurgeError::new(PurgeErrorKind::TimedOut)),
+            Error::nats("publishing", PublishError::new(PublishErrorKind::TimedOut)),
+            Error::nats("a request", RequestError::new(RequestErrorKind::TimedOut)),
+            Error::request("stats", RequestError::new(RequestErrorKind::TimedOut)),
+        ];
+        for err in silent {
+            assert_eq!(err.code(), "ERR_PQ_TIMEOUT", "{err}");
+        }
+        let refused = Error::nats("pausing", ConsumerError::new(ConsumerErrorKind::Other));
+        assert_eq!(refused.code(), "ERR_PQ_NATS");
+        assert_eq!(Error::nats("x", "a stream that timed out").code(), "ERR_PQ_NATS");
+    }
+
+    #[test]
     fn timeout_message_names_the_operation_and_duration() {
         let err = Error::Timeout {
-            operation: "enqueue",
+            operation: "enqueue".into(),
             after: Duration::from_millis(1500),
             hint: "; is the server up?",
         };

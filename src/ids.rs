@@ -2,27 +2,25 @@
 //! task is stored, not only within the stream's 2-minute duplicate window.
 //!
 //! Beside the task stream, a stream `<streamName>_IDS` holds one marker per id, on the subject
-//! `protoqueue.ids.<streamName>.<id as hex>` (one message per subject). Enqueueing a task with an
-//! id:
+//! `protoqueue.ids.<streamName>.<id as hex>` (one message per subject). This module is the
+//! marker store: claiming an id, recording where its task was stored, releasing it. The steps of
+//! an enqueue with an id, and their failure windows, are in [`crate::lifecycle::enqueue`].
 //!
-//! 1. writes the marker "pending" with `Nats-Expected-Last-Subject-Sequence: 0` (create-only:
-//!    of two producers racing, exactly one succeeds);
-//! 2. publishes the task (its id is still its `Nats-Msg-Id`, so a re-send is stored once);
-//! 3. rewrites the marker to "stored at sequence S" (expecting the marker it wrote).
+//! A marker says one of:
+//! - **pending** (since a time, with a nonce): a producer is storing the task now. The task is
+//!   published with `Nats-Msg-Id` `<id>:<nonce>`, so a re-send of *this* enqueue is stored once,
+//!   while a later enqueue of the same id (a new claim, a new nonce) is never taken for a
+//!   re-send by the stream's duplicate window.
+//! - **unconfirmed** (with the nonce): the publish got no answer; it may or may not be stored. The
+//!   next enqueue of the id takes the nonce over, so within the duplicate window the server
+//!   answers "duplicate" if the first one was stored, and stores it otherwise.
+//! - **stored** at a sequence of the task stream: taken while the stream still holds that
+//!   message (the task waits or runs), stale once it is gone (acked, dead-lettered, purged).
 //!
-//! When step 1 finds a marker, the id is taken if the marker is pending and younger than
-//! `enqueueTimeout` plus [`PENDING_MARGIN`] (another producer is storing it right now), or if it
-//! names a sequence the task stream still holds (the task waits or runs): the enqueue then stores
-//! nothing and resolves with the id. Otherwise the marker is stale (its task was acked or
-//! dead-lettered, or a producer died between steps 1 and 3) and is replaced, again expecting the
-//! marker that was read, so one producer wins. Workers remove the marker of a task they acked or
-//! dead-lettered when it still names that task; correctness never depends on it (a stale marker
-//! is recognised by its sequence), it only keeps the index small.
-//!
-//! Tasks without an id never touch the index; the stream is created on the first enqueue with an
-//! id. What is not covered: a producer that dies after the task was stored (step 2) but before
-//! step 3 leaves a pending marker; once that is older than `enqueueTimeout` it counts as stale,
-//! and the same id enqueued more than 2 minutes after the first store is stored again.
+//! Workers remove the marker of a task they acked or dead-lettered when it still names that
+//! task; correctness never depends on it (a stale marker is recognised by its sequence), it only
+//! keeps the index small. Tasks without an id never touch the index; its stream is created on
+//! the first enqueue with an id.
 
 use std::time::Duration;
 
@@ -36,20 +34,22 @@ use async_nats::{
     HeaderMap,
 };
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use crate::{
     config::Config,
     envelope,
     error::{Error, Result},
     nats::connection::Connection,
-    producer::{Outgoing, Publisher},
 };
 
 /// How much older than `enqueueTimeout` a pending marker must be to count as stale (clocks of
 /// producers differ a little).
 pub const PENDING_MARGIN: Duration = Duration::from_secs(5);
-/// How often an enqueue retries when other producers keep replacing the marker it read.
+/// How often a claim retries when other producers keep replacing the marker it read.
 const MAX_ROUNDS: usize = 8;
+/// First and longest pause between two looks at another producer's pending marker.
+const PENDING_POLL: (Duration, Duration) = (Duration::from_millis(5), Duration::from_millis(200));
 
 /// The id index's stream: one message per id subject, kept until removed.
 pub fn stream_config(config: &Config) -> stream::Config {
@@ -82,8 +82,11 @@ pub fn subject(config: &Config, id: &str) -> String {
 /// What a marker says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Marker {
-    /// A producer is storing the task since this time (ms since the epoch).
-    Pending(i64),
+    /// A producer is storing the task since this time (ms since the epoch), publishing it under
+    /// this nonce (`None` in markers of versions before nonces).
+    Pending(i64, Option<u64>),
+    /// The publish under this nonce was not confirmed: it may be stored.
+    Unconfirmed(u64),
     /// The task is stored at this sequence of the task stream.
     Stored(u64),
 }
@@ -91,19 +94,31 @@ enum Marker {
 impl Marker {
     fn to_bytes(self) -> Bytes {
         Bytes::from(match self {
-            Marker::Pending(ms) => format!("p{ms}"),
+            Marker::Pending(ms, Some(nonce)) => format!("p{ms}:{nonce:x}"),
+            Marker::Pending(ms, None) => format!("p{ms}"),
+            Marker::Unconfirmed(nonce) => format!("u{nonce:x}"),
             Marker::Stored(seq) => format!("s{seq}"),
         })
     }
 
     fn parse(bytes: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(bytes).ok()?;
+        let nonce = |hex: &str| u64::from_str_radix(hex, 16).ok();
         match text.split_at_checked(1)? {
-            ("p", ms) => ms.parse().ok().map(Marker::Pending),
+            ("p", rest) => match rest.split_once(':') {
+                Some((ms, n)) => Some(Marker::Pending(ms.parse().ok()?, Some(nonce(n)?))),
+                None => rest.parse().ok().map(|ms| Marker::Pending(ms, None)),
+            },
+            ("u", n) => nonce(n).map(Marker::Unconfirmed),
             ("s", seq) => seq.parse().ok().map(Marker::Stored),
             _ => None,
         }
     }
+}
+
+/// A new nonce: random, so no two claims of an id share one.
+fn fresh_nonce() -> u64 {
+    uuid::Uuid::now_v7().as_u64_pair().1
 }
 
 /// Why a marker was not written.
@@ -114,21 +129,45 @@ enum Refused {
     NoStream,
 }
 
-/// Publishes a task whose producer chose its id: stores nothing and resolves with the id when a
-/// task with that id is stored (see the module documentation).
-pub(crate) async fn publish(publisher: &Publisher<'_>, message: Outgoing) -> Result<String> {
-    let connection = publisher.connection();
+/// What claiming an id found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The id is ours to store: the marker's sequence in the index, and the nonce to publish
+    /// under ([`Claim::message_id`]).
+    Ours {
+        /// The pending marker's sequence in the index stream.
+        marker: u64,
+        /// The nonce of this claim (or of the unconfirmed one it took over).
+        nonce: u64,
+    },
+    /// A task with this id is stored: nothing is to be published.
+    Taken,
+}
+
+/// The `Nats-Msg-Id` of a task with its own id, published under `nonce`.
+pub fn message_id(id: &str, nonce: u64) -> String {
+    format!("{id}:{nonce:x}")
+}
+
+/// Claims `id` for a new task, by `deadline`: writes a pending marker unless a task with the id
+/// is stored. While another producer's pending marker is fresh, waits for it to be settled (its
+/// task stored: taken; not confirmed or removed: ours to store).
+pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Result<Claim> {
     let config = connection.config();
-    let subject = subject(config, &message.id);
+    let subject = subject(config, id);
     let mut expected = 0;
+    let mut nonce = fresh_nonce();
     let mut created = false;
-    for _ in 0..MAX_ROUNDS {
-        let pending = Marker::Pending(envelope::now_ms());
+    let mut rounds = 0;
+    let mut pause = PENDING_POLL.0;
+    while rounds < MAX_ROUNDS {
+        let pending = Marker::Pending(envelope::now_ms(), Some(nonce));
         match write(connection, &subject, expected, pending).await? {
-            Ok(marker) => return store(publisher, message, &subject, marker).await,
+            Ok(marker) => return Ok(Claim::Ours { marker, nonce }),
             Err(Refused::NoStream) if !created => {
                 ensure_stream(connection).await?;
                 created = true;
+                continue;
             }
             Err(Refused::NoStream) => {
                 return Err(Error::Nats(format!(
@@ -136,79 +175,95 @@ pub(crate) async fn publish(publisher: &Publisher<'_>, message: Outgoing) -> Res
                     config.id_index_stream()
                 )))
             }
-            Err(Refused::Taken) => match read(connection, &subject).await? {
-                // Removed meanwhile: create it again.
-                None => expected = 0,
-                Some((sequence, marker)) => {
-                    if is_taken(connection, marker).await? {
-                        tracing::debug!(id = %message.id, "task id already stored; nothing enqueued");
-                        return Ok(message.id);
-                    }
-                    expected = sequence;
-                }
-            },
+            Err(Refused::Taken) => {}
         }
+        // Look at the marker that is there until it is settled.
+        loop {
+            let Some((sequence, marker)) = read(connection, &subject).await? else {
+                // Removed meanwhile: create it again.
+                expected = 0;
+                break;
+            };
+            expected = sequence;
+            match marker {
+                Some(Marker::Pending(since, _)) if is_fresh(config, since) => {
+                    // Another producer is storing it: wait until it says how that went.
+                    if Instant::now() + pause > deadline {
+                        return Err(Error::Timeout {
+                            operation: "publish".into(),
+                            after: config.enqueue_timeout,
+                            hint: " waiting for another producer that is enqueueing a task with \
+                                   the same id to be confirmed",
+                        });
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(PENDING_POLL.1);
+                    continue;
+                }
+                // Its producer died, or its publish was not confirmed: it may be stored under
+                // that nonce, so publish under the same one (the duplicate window then stores it
+                // once).
+                Some(Marker::Pending(_, Some(theirs)) | Marker::Unconfirmed(theirs)) => {
+                    nonce = theirs
+                }
+                Some(Marker::Stored(stored)) if is_stored(connection, stored).await? => {
+                    tracing::debug!(%id, "task id already stored; nothing enqueued");
+                    return Ok(Claim::Taken);
+                }
+                // A stale marker, or one Protoqueue did not write: replace it, with a nonce of
+                // ours.
+                _ => nonce = fresh_nonce(),
+            }
+            break;
+        }
+        rounds += 1;
     }
     Err(Error::Nats(format!(
-        "task id {:?}: other producers kept changing its marker; try again",
-        message.id
+        "task id {id:?}: other producers kept changing its marker; try again"
     )))
 }
 
-/// Step 2 and 3: the marker at `marker` is ours; publish the task, then record its sequence.
-async fn store(
-    publisher: &Publisher<'_>,
-    message: Outgoing,
-    subject: &str,
-    marker: u64,
-) -> Result<String> {
-    let connection = publisher.connection();
-    let ack = match publisher.publish_ack(&message).await {
-        Ok(ack) => ack,
-        Err(err) => {
-            // Not confirmed (it may still be stored: then the duplicate window covers a retry).
-            if let Err(cleanup) = delete(connection, marker).await {
-                tracing::debug!("pending marker not removed: {cleanup}");
-            }
-            return Err(err);
-        }
-    };
-    match write(connection, subject, marker, Marker::Stored(ack.sequence)).await {
+/// Records that the task of a claim was stored at `sequence` of the task stream.
+pub async fn stored(connection: &Connection, id: &str, marker: u64, sequence: u64) {
+    let subject = subject(connection.config(), id);
+    match write(connection, &subject, marker, Marker::Stored(sequence)).await {
         Ok(Ok(_)) => {}
         // Only a producer that judged our pending marker stale replaces it; it then owns the id.
         Ok(Err(_)) => {
-            tracing::warn!(id = %message.id, "the id's marker was replaced while its task was being stored")
+            tracing::warn!(%id, "the id's marker was replaced while its task was being stored")
         }
         Err(err) => {
-            tracing::warn!(id = %message.id, "the id's marker was not updated ({err}); it counts as stale after enqueueTimeout")
+            tracing::warn!(%id, "the id's marker was not updated ({err}); it counts as stale after enqueueTimeout")
         }
     }
-    Ok(message.id)
 }
 
-/// Whether a marker still stands for a stored task (or one being stored).
-async fn is_taken(connection: &Connection, marker: Option<Marker>) -> Result<bool> {
-    let config = connection.config();
-    match marker {
-        Some(Marker::Pending(since)) => {
-            let fresh = (config.enqueue_timeout + PENDING_MARGIN).as_millis() as i64;
-            Ok(envelope::now_ms().saturating_sub(since) < fresh)
-        }
-        Some(Marker::Stored(sequence)) => {
-            let stream = connection
-                .jetstream
-                .get_stream_no_info(&config.stream_name)
-                .await
-                .map_err(|e| Error::nats("opening the task stream", e))?;
-            match stream.get_raw_message(sequence).await {
-                Ok(_) => Ok(true),
-                Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(false),
-                Err(err) => Err(Error::nats("looking up the task of an id", err)),
-            }
-        }
-        // Not a marker Protoqueue wrote: replace it.
-        None => Ok(false),
+/// Gives up a claim whose task was not confirmed: `sent` says whether it may be stored (the
+/// marker then keeps its nonce for the next enqueue of the id); when it was never sent, the
+/// marker is removed.
+pub async fn abandon(connection: &Connection, id: &str, marker: u64, nonce: u64, sent: bool) {
+    let result = if sent {
+        let subject = subject(connection.config(), id);
+        write(connection, &subject, marker, Marker::Unconfirmed(nonce))
+            .await
+            .map(|_| ())
+    } else {
+        delete(connection, marker).await
+    };
+    if let Err(err) = result {
+        tracing::debug!(%id, "the marker of an unconfirmed task was not settled ({err}); it goes stale after enqueueTimeout");
     }
+}
+
+fn is_fresh(config: &Config, since: i64) -> bool {
+    let fresh = (config.enqueue_timeout + PENDING_MARGIN).as_millis() as i64;
+    envelope::now_ms().saturating_sub(since) < fresh
+}
+
+/// Whether the task stream still holds the message at `sequence`.
+async fn is_stored(connection: &Connection, sequence: u64) -> Result<bool> {
+    let stream = &connection.config().stream_name;
+    crate::nats::is_stored(&connection.jetstream, stream, sequence).await
 }
 
 /// Writes `marker` on `subject` if the subject's last message is `expected` (0: none); the
@@ -240,7 +295,7 @@ async fn write(
         }
         Ok(Err(err)) => Err(Error::nats("writing an id marker", err)),
         Err(_) => Err(Error::Timeout {
-            operation: "publish",
+            operation: "publish".into(),
             after: connection.config().enqueue_timeout,
             hint: " writing the marker of a task id; is the NATS server reachable?",
         }),
@@ -307,10 +362,15 @@ mod tests {
 
     #[test]
     fn markers_round_trip_and_junk_is_none() {
-        for marker in [Marker::Pending(1_700_000_000_000), Marker::Stored(42)] {
+        for marker in [
+            Marker::Pending(1_700_000_000_000, Some(0xdead_beef)),
+            Marker::Pending(1_700_000_000_000, None),
+            Marker::Unconfirmed(7),
+            Marker::Stored(42),
+        ] {
             assert_eq!(Marker::parse(&marker.to_bytes()), Some(marker));
         }
-        for junk in [&b""[..], b"x", b"p", b"sx", b"\xff", b"s-1"] {
+        for junk in [&b""[..], b"x", b"p", b"sx", b"\xff", b"s-1", b"p1:zz", b"u"] {
             assert_eq!(Marker::parse(junk), None);
         }
     }

@@ -70,6 +70,7 @@ pub mod error;
 pub mod hops;
 pub mod ids;
 pub mod layout;
+pub mod lifecycle;
 pub mod logging;
 pub mod nats;
 pub mod observe;

@@ -1,5 +1,7 @@
-//! Enqueueing: every task is encoded, size-checked, published with its id as the `Nats-Msg-Id`
-//! (so a re-send is stored once) and confirmed by JetStream before the call resolves.
+//! Publishing tasks: every task is encoded, size-checked, published with its id as the
+//! `Nats-Msg-Id` (so a re-send is stored once) and confirmed by JetStream before the call
+//! resolves. Tasks with the producer's own id take more steps, written in
+//! [`crate::lifecycle::enqueue`], which also holds the entry points (`enqueue`, `enqueue_batch`).
 //!
 //! A delayed task (`run_at`) is published the same way, as a schedule message on its own subject
 //! (see [`crate::schedules`]); plain tasks take the same path as before, unchanged.
@@ -8,7 +10,7 @@
 //! publishes are in flight at once and every acknowledgement is awaited. A publish that gets no
 //! answer (outage, leader election) is re-sent with the same id until `enqueueTimeout` runs out.
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use async_nats::header::{NATS_SCHEDULE, NATS_SCHEDULE_TARGET};
 use async_nats::jetstream::{
@@ -19,7 +21,7 @@ use async_nats::jetstream::{
     ErrorCode,
 };
 use bytes::Bytes;
-use futures::{future::Either, stream::FuturesOrdered, StreamExt};
+use futures::{stream::FuturesOrdered, StreamExt};
 use tokio::time::Instant;
 
 use crate::{
@@ -31,7 +33,7 @@ use crate::{
     schedules,
 };
 
-/// Publishes of one batch in flight at once.
+/// Publishes of one batch in flight at once (and ids claimed at once, [`crate::ids`]).
 pub const PUBLISH_WINDOW: usize = 1_024;
 /// What the `Nats-Msg-Id` header adds to a message, besides the id itself.
 const HEADER_OVERHEAD: usize = 64;
@@ -114,6 +116,8 @@ pub fn validate_task_id(id: &str) -> Result<()> {
 /// One encoded message, ready to publish.
 pub(crate) struct Outgoing {
     pub(crate) id: String,
+    /// The `Nats-Msg-Id` when it is not the id (a task with its own id: [`crate::ids::message_id`]).
+    pub(crate) message_id: Option<String>,
     payload: Bytes,
     /// Set for a delayed task: published as a schedule on its own subject.
     delayed: Option<Box<Delayed>>,
@@ -130,21 +134,13 @@ struct Delayed {
     schedule: String,
 }
 
-/// Enqueues one task; resolves to its id once JetStream has stored it.
-pub async fn enqueue(connection: &Connection, task: NewTask) -> Result<String> {
-    let mut ids = enqueue_batch(connection, vec![task]).await?;
-    ids.pop()
-        .ok_or_else(|| Error::Nats("enqueue produced no id".into()))
-}
-
-/// Enqueues many tasks, pipelined; resolves to their ids in input order once every one is stored.
-///
-/// Nothing is sent unless every task encodes within the server's `max_payload`. If the batch
-/// fails part-way (the server stays unreachable past `enqueueTimeout`), the tasks acknowledged
-/// before the failure stay enqueued.
-pub async fn enqueue_batch(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<String>> {
-    let outgoing = encode_all(connection, tasks)?;
-    let publisher = Publisher::new(connection);
+/// Publishes tasks without ids of their own, pipelined; resolves to their ids in input order
+/// once every one is stored, or fails with the first failure (the tasks acknowledged before it
+/// stay enqueued).
+pub(crate) async fn publish_all(
+    publisher: &Publisher<'_>,
+    outgoing: Vec<Outgoing>,
+) -> Result<Vec<String>> {
     let mut in_flight = FuturesOrdered::new();
     let mut ids = Vec::with_capacity(outgoing.len());
     for message in outgoing {
@@ -153,7 +149,8 @@ pub async fn enqueue_batch(connection: &Connection, tasks: Vec<NewTask>) -> Resu
                 ids.push(result?);
             }
         }
-        in_flight.push_back(hand_over(&publisher, message).await?);
+        let sent = publisher.send(&message).await?;
+        in_flight.push_back(publisher.confirm(message, sent));
     }
     while let Some(result) = in_flight.next().await {
         ids.push(result?);
@@ -161,15 +158,18 @@ pub async fn enqueue_batch(connection: &Connection, tasks: Vec<NewTask>) -> Resu
     Ok(ids)
 }
 
-/// Enqueues tasks that were given together but stand alone (single `enqueue` calls of one
-/// event-loop turn): each is encoded, published (pipelined with the others) and confirmed on its
-/// own, so one bad or unconfirmed task fails only itself. Results are in input order.
-pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<Result<String>> {
-    let publisher = Publisher::new(connection);
-    let mut results: Vec<Option<Result<String>>> = Vec::with_capacity(tasks.len());
+/// Publishes tasks (without ids of their own) that were given together but stand alone (single
+/// `enqueue` calls of one event-loop turn): each is published (pipelined with the others) and
+/// confirmed on its own, so one bad or unconfirmed task fails only itself. Results are in input
+/// order.
+pub(crate) async fn publish_each(
+    publisher: &Publisher<'_>,
+    encoded: Vec<Result<Outgoing>>,
+) -> Vec<Result<String>> {
+    let mut results: Vec<Option<Result<String>>> = Vec::with_capacity(encoded.len());
     let mut in_flight = FuturesOrdered::new();
     hops::mark(Hop::Connected);
-    for (index, message) in encode_each(connection, tasks).enumerate() {
+    for (index, message) in encoded.into_iter().enumerate() {
         let message = match message {
             Ok(message) => message,
             Err(err) => {
@@ -183,12 +183,15 @@ pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<R
             }
         }
         results.push(None);
-        match hand_over(&publisher, message).await {
-            Ok(confirmed) => in_flight.push_back(async move {
-                let result = confirmed.await;
-                hops::mark(Hop::Acked);
-                (index, result)
-            }),
+        match publisher.send(&message).await {
+            Ok(sent) => {
+                let confirmed = publisher.confirm(message, sent);
+                in_flight.push_back(async move {
+                    let result = confirmed.await;
+                    hops::mark(Hop::Acked);
+                    (index, result)
+                })
+            }
             Err(err) => results[index] = Some(Err(err)),
         }
         hops::mark(Hop::Handed);
@@ -202,30 +205,13 @@ pub async fn enqueue_each(connection: &Connection, tasks: Vec<NewTask>) -> Vec<R
         .collect()
 }
 
-/// Hands one encoded message to the client; resolves, once it is sent, to what confirms it. A
-/// producer-chosen id goes through the id index ([`crate::ids`]), which publishes it itself.
-async fn hand_over<'a>(
-    publisher: &'a Publisher<'a>,
-    message: Outgoing,
-) -> Result<impl Future<Output = Result<String>> + 'a> {
-    if message.custom_id {
-        // Boxed, as is a re-send in `confirm_ack`: every task's in-flight future would otherwise
-        // be as large as the largest path (5 KB, copied into the pipeline per task).
-        return Ok(Either::Right(Box::pin(crate::ids::publish(
-            publisher, message,
-        ))));
-    }
-    let sent = publisher.send(&message).await?;
-    Ok(Either::Left(publisher.confirm(message, sent)))
-}
-
 /// Encodes every task, or fails with the first that cannot be (nothing is sent then).
-fn encode_all(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Outgoing>> {
+pub(crate) fn encode_all(connection: &Connection, tasks: Vec<NewTask>) -> Result<Vec<Outgoing>> {
     encode_each(connection, tasks).collect()
 }
 
 /// Encodes each task on its own: one result per task, in order.
-fn encode_each(
+pub(crate) fn encode_each(
     connection: &Connection,
     tasks: Vec<NewTask>,
 ) -> impl Iterator<Item = Result<Outgoing>> + '_ {
@@ -295,6 +281,7 @@ impl Outgoing {
         }
         Ok(Outgoing {
             id,
+            message_id: None,
             payload,
             delayed: None,
             custom_id: false,
@@ -305,6 +292,11 @@ impl Outgoing {
     /// This message as a delayed task's schedule, due at `at` (ms since the epoch).
     fn delayed(mut self, config: &Config, at: i64, max_payload: usize) -> Result<Self> {
         schedules::require_enabled(config, "a task with delay or runAt")?;
+        if at <= envelope::now_ms() {
+            // Due already (`delay: 0`, a past `runAt`): stored as a task at once, not left to
+            // the server's next schedule pass.
+            return Ok(self);
+        }
         let subject = schedules::delayed_subject(config, &self.id);
         let schedule = format!("@at {}", schedules::rfc3339(at));
         let size = self.payload.len()
@@ -357,10 +349,10 @@ impl<'a> Publisher<'a> {
     }
 
     /// Hands one publish to the client (it is buffered while the connection is down).
-    async fn send(&self, message: &Outgoing) -> Result<PublishAckFuture> {
+    pub(crate) async fn send(&self, message: &Outgoing) -> Result<PublishAckFuture> {
         let publish = PublishMessage::build()
             .payload(message.payload.clone())
-            .message_id(&message.id);
+            .message_id(message.message_id.as_ref().unwrap_or(&message.id));
         let target = message.subject.as_ref().unwrap_or(&self.subject);
         let (subject, publish) = match &message.delayed {
             None => (target.clone(), publish),
@@ -393,18 +385,19 @@ impl<'a> Publisher<'a> {
         Ok(message.id)
     }
 
-    /// Publishes one message and returns the server's acknowledgement (its stream sequence).
-    pub(crate) async fn publish_ack(&self, message: &Outgoing) -> Result<PublishAck> {
-        let sent = self.send(message).await?;
-        self.confirm_ack(message, sent).await
-    }
-
     /// The connection this publisher sends on.
     pub(crate) fn connection(&self) -> &'a Connection {
         self.connection
     }
 
-    async fn confirm_ack(
+    /// When this publisher gives up.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Awaits the acknowledgement of a sent publish, re-sending it while the server does not
+    /// answer, until the deadline.
+    pub(crate) async fn confirm_ack(
         &self,
         message: &Outgoing,
         mut sent: PublishAckFuture,
@@ -441,7 +434,7 @@ impl<'a> Publisher<'a> {
     /// message may still have been stored.
     fn cut_off(&self) -> Error {
         Error::Timeout {
-            operation: "publish",
+            operation: "publish".into(),
             after: self
                 .timeout
                 .saturating_sub(self.deadline.saturating_duration_since(Instant::now())),
@@ -452,7 +445,7 @@ impl<'a> Publisher<'a> {
 
     fn timed_out(&self) -> Error {
         Error::Timeout {
-            operation: "publish",
+            operation: "publish".into(),
             after: self.timeout,
             hint: " waiting for JetStream to confirm; is the NATS server reachable? \
                    (raise options.enqueueTimeout to wait longer)",

@@ -27,9 +27,10 @@ use crate::{
     },
     config::{Config, LetterOptions},
     error::{Error, Result},
+    lifecycle,
     nats::connection::{Connection, API_TIMEOUT},
     observe::{metrics, Observer},
-    producer::{self, NewTask},
+    producer::NewTask,
     worker::{
         batching::{BatchSink, BatchedHandler, PendingOutcomes},
         executor::Handler,
@@ -116,7 +117,7 @@ impl Queue {
     /// Enqueues one task; resolves to its id once JetStream stored it.
     pub async fn enqueue(&self, task: NewTask) -> Result<String> {
         let (connection, _guard) = self.connection_for_enqueue().await?;
-        let id = producer::enqueue(&connection, task).await?;
+        let id = lifecycle::enqueue(&connection, task).await?;
         self.observer.metrics.enqueued(1);
         Ok(id)
     }
@@ -124,7 +125,7 @@ impl Queue {
     /// Enqueues many tasks, pipelined; resolves to their ids in order once all are stored.
     pub async fn enqueue_batch(&self, tasks: Vec<NewTask>) -> Result<Vec<String>> {
         let (connection, _guard) = self.connection_for_enqueue().await?;
-        let ids = producer::enqueue_batch(&connection, tasks).await?;
+        let ids = lifecycle::enqueue_batch(&connection, tasks).await?;
         self.observer.metrics.enqueued(ids.len());
         Ok(ids)
     }
@@ -139,7 +140,7 @@ impl Queue {
     /// event-loop turn); each result is its own.
     pub async fn enqueue_each(&self, tasks: Vec<NewTask>) -> Result<Vec<Result<String>>> {
         let (connection, _guard) = self.connection_for_enqueue().await?;
-        let results = producer::enqueue_each(&connection, tasks).await;
+        let results = lifecycle::enqueue_each(&connection, tasks).await;
         self.observer
             .metrics
             .enqueued(results.iter().filter(|result| result.is_ok()).count());
@@ -276,6 +277,12 @@ impl Queue {
                 "a recurring task takes no delay or runAt".into(),
             ));
         }
+        if task.id.is_some() {
+            return Err(Error::InvalidTask(
+                "a recurring task takes no id: each of its tasks has the schedule's name as id"
+                    .into(),
+            ));
+        }
         if task.priority.is_some() || task.subject.is_some() {
             // Its ticks are published on the queue's subject at the default priority.
             return Err(Error::InvalidTask(
@@ -311,7 +318,7 @@ impl Queue {
         let stats = tokio::time::timeout(API_TIMEOUT, stats::snapshot(&connection))
             .await
             .map_err(|_| Error::Timeout {
-                operation: "reading the queue's gauges for metrics",
+                operation: "reading the queue's gauges for metrics".into(),
                 after: API_TIMEOUT,
                 hint: "; is the NATS server reachable?",
             })??;

@@ -3,6 +3,8 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{collections::HashSet, time::Duration};
 
 use common::*;
@@ -13,7 +15,6 @@ use protoqueue::{
         stats,
     },
     envelope::{DeadLetterReason, Task},
-    producer,
     worker::dead_letter::{self, Failed, Origin},
     Connection, Failure, Outcome,
 };
@@ -23,6 +24,9 @@ use tokio::time::Instant;
 const SOON: Duration = Duration::from_secs(10);
 
 /// Stores `n` dead letters of tasks `{"n":i}` (ids returned), as workers would.
+/// Origins of the letters `dead_letters_of` makes, one per letter.
+static NEXT_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 async fn dead_letters_of(
     connection: &Connection,
     n: usize,
@@ -32,6 +36,7 @@ async fn dead_letters_of(
     for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
         let stores = chunk.iter().map(|i| {
             let id = format!("task-{}-{i}", unique("l"));
+            let sequence = NEXT_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ids.push(id.clone());
             let task = Task::create(
                 id,
@@ -44,8 +49,11 @@ async fn dead_letters_of(
                 dead_letter::publish(
                     connection,
                     Failed::Task(task),
+                    // Each letter of its own message: the letter's message id names it.
                     &Origin {
                         attempts: 4,
+                        stream: connection.config().stream_name.clone(),
+                        stream_sequence: sequence,
                         ..Origin::default()
                     },
                     reason,
@@ -76,7 +84,7 @@ async fn a_requeued_task_runs_again_with_its_id_and_fresh_attempts() {
     config.max_retries = 1;
     config.retry_delay = Duration::from_millis(50);
     let connection = connect(&config, &server).await;
-    let id = producer::enqueue(&connection, task("{}"))
+    let id = lifecycle::enqueue(&connection, task("{}"))
         .await
         .expect("enqueue");
 
@@ -255,7 +263,7 @@ async fn purge_removes_waiting_tasks_but_not_those_in_flight() {
     config.batch_size = 2;
     config.prefetch = 0;
     let connection = connect(&config, &server).await;
-    producer::enqueue_batch(&connection, numbered_tasks(10))
+    lifecycle::enqueue_batch(&connection, numbered_tasks(10))
         .await
         .expect("enqueue");
     let (started, finished) = (Recorder::new(), Recorder::new());
@@ -290,7 +298,7 @@ async fn pause_stops_every_worker_until_resume_and_outlives_a_worker_restart() {
 
     control::pause(&operator).await.expect("pause");
     assert!(control::is_paused(&operator).await.expect("state"));
-    producer::enqueue(&operator, task("{}"))
+    lifecycle::enqueue(&operator, task("{}"))
         .await
         .expect("enqueue");
     recorder

@@ -3,6 +3,8 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{
     collections::HashSet,
     sync::{Arc, Mutex},
@@ -11,7 +13,7 @@ use std::{
 
 use async_nats::jetstream::{stream, Context};
 use common::*;
-use protoqueue::{producer, Connection};
+use protoqueue::Connection;
 use tokio::sync::watch;
 
 const BATCHES: usize = 60;
@@ -64,7 +66,7 @@ async fn an_r3_queue_loses_nothing_when_the_stream_leader_is_killed() {
         let enqueued = enqueued.clone();
         async move {
             for batch in 0..BATCHES {
-                let ids = producer::enqueue_batch(&producing, numbered_tasks(BATCH_LEN)).await?;
+                let ids = lifecycle::enqueue_batch(&producing, numbered_tasks(BATCH_LEN)).await?;
                 enqueued.lock().expect("ids lock").extend(ids);
                 let _ = progress.send(batch + 1);
                 tokio::time::sleep(Duration::from_millis(25)).await;

@@ -4,11 +4,13 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use protoqueue::{admin::stats, producer, NewTask};
+use protoqueue::{admin::stats, NewTask};
 
 const SOON: Duration = Duration::from_secs(10);
 
@@ -19,7 +21,7 @@ async fn a_content_type_and_a_name_reach_the_worker_with_the_bytes() {
     let connection = connect(&config, &server).await;
     let data = Bytes::from_static(b"\x0a\x03o-1\x10\x02\xff");
     let content_type = "application/x-protobuf; messageType=shop.v1.Order";
-    producer::enqueue(
+    lifecycle::enqueue(
         &connection,
         NewTask {
             data: data.clone(),
@@ -64,7 +66,7 @@ async fn a_malformed_content_type_or_name_is_refused_and_nothing_is_sent() {
         },
     ];
     for task in bad {
-        let err = producer::enqueue(&connection, task)
+        let err = lifecycle::enqueue(&connection, task)
             .await
             .expect_err("refused");
         assert_eq!(err.code(), "ERR_PQ_INVALID_TASK");

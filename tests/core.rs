@@ -6,6 +6,8 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{
     collections::HashSet,
     sync::{
@@ -21,7 +23,7 @@ use common::*;
 use protoqueue::{
     admin::stats,
     envelope::{self, DeadLetterReason},
-    producer::{self, NewTask},
+    producer::NewTask,
     Config, Connection, Error, Failure, Handler, Outcome, Worker,
 };
 use tokio::{
@@ -49,7 +51,7 @@ async fn a_task_round_trips_with_its_data_metadata_and_id() {
     let before = envelope::now_ms();
     let data = Bytes::from_static(br#"{"to":"ada@example.com","n":1}"#);
     let metadata = Bytes::from_static(br#"{"tenant":"t-1"}"#);
-    let id = producer::enqueue(
+    let id = lifecycle::enqueue(
         &connection,
         NewTask {
             data: data.clone(),
@@ -109,7 +111,7 @@ async fn enqueue_batch_returns_ordered_unique_ids_and_every_task_runs_once() {
     let config = test_config();
     let connection = connect(&config, &server).await;
 
-    let ids = producer::enqueue_batch(&connection, numbered_tasks(N))
+    let ids = lifecycle::enqueue_batch(&connection, numbered_tasks(N))
         .await
         .expect("enqueue batch");
     assert_eq!(ids.len(), N);
@@ -154,7 +156,7 @@ async fn a_failing_task_is_retried_after_retry_delay_then_dead_lettered() {
     config.retry_delay = Duration::from_millis(300);
     let connection = connect(&config, &server).await;
 
-    let id = producer::enqueue(&connection, task(br#"{"job":"fail"}"#.to_vec()))
+    let id = lifecycle::enqueue(&connection, task(br#"{"job":"fail"}"#.to_vec()))
         .await
         .expect("enqueue");
     let recorder = Recorder::new();
@@ -210,7 +212,7 @@ async fn a_failure_without_retry_is_dead_lettered_after_one_attempt() {
     config.retry_delay = Duration::from_millis(50);
     let connection = connect(&config, &server).await;
 
-    let id = producer::enqueue(&connection, task(b"{}".to_vec()))
+    let id = lifecycle::enqueue(&connection, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     let recorder = Recorder::new();
@@ -265,7 +267,7 @@ async fn a_message_that_is_not_a_task_is_dead_lettered_raw_and_the_worker_carrie
 
     let recorder = Recorder::new();
     let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
-    let id = producer::enqueue(&connection, task(b"{\"after\":true}".to_vec()))
+    let id = lifecycle::enqueue(&connection, task(b"{\"after\":true}".to_vec()))
         .await
         .expect("enqueue");
 
@@ -282,7 +284,7 @@ async fn a_message_that_is_not_a_task_is_dead_lettered_raw_and_the_worker_carrie
     assert_eq!((letter.attempts, letter.stream_sequence), (1, 1));
 
     // Still processing after the junk.
-    let id2 = producer::enqueue(&connection, task(b"{}".to_vec()))
+    let id2 = lifecycle::enqueue(&connection, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     recorder.wait_calls(2, SOON).await;
@@ -297,7 +299,7 @@ async fn batch_size_caps_the_handlers_running_at_once() {
     let mut config = test_config();
     config.batch_size = 4;
     let connection = connect(&config, &server).await;
-    producer::enqueue_batch(&connection, numbered_tasks(N))
+    lifecycle::enqueue_batch(&connection, numbered_tasks(N))
         .await
         .expect("enqueue");
 
@@ -348,7 +350,7 @@ async fn two_workers_share_a_queue_and_each_task_runs_once() {
     };
     let a = start_worker(&first, slow(&recorder, 0)).await;
     let b = start_worker(&second, slow(&recorder, 1)).await;
-    producer::enqueue_batch(&first, numbered_tasks(N))
+    lifecycle::enqueue_batch(&first, numbered_tasks(N))
         .await
         .expect("enqueue");
 
@@ -369,7 +371,7 @@ async fn tasks_survive_a_server_kill_and_restart() {
     let mut config = test_config();
     config.ack_wait = Duration::from_secs(2);
     let connection = connect(&config, &server).await;
-    producer::enqueue_batch(&connection, numbered_tasks(N))
+    lifecycle::enqueue_batch(&connection, numbered_tasks(N))
         .await
         .expect("enqueue");
 
@@ -411,7 +413,7 @@ async fn an_enqueue_during_an_outage_resolves_after_the_restart() {
     server.kill();
     let pending = tokio::spawn({
         let connection = connection.clone();
-        async move { producer::enqueue(&connection, task(b"{\"late\":true}".to_vec())).await }
+        async move { lifecycle::enqueue(&connection, task(b"{\"late\":true}".to_vec())).await }
     });
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert!(
@@ -443,7 +445,7 @@ async fn an_enqueue_times_out_when_the_server_stays_down() {
     server.kill();
 
     let started = Instant::now();
-    let result = producer::enqueue(&connection, task(b"{}".to_vec())).await;
+    let result = lifecycle::enqueue(&connection, task(b"{}".to_vec())).await;
     let took = started.elapsed();
     assert_eq!(code(result), "ERR_PQ_TIMEOUT");
     assert!(
@@ -456,7 +458,7 @@ async fn an_enqueue_times_out_when_the_server_stays_down() {
     );
 
     let started = Instant::now();
-    let result = producer::enqueue_batch(&connection, numbered_tasks(10)).await;
+    let result = lifecycle::enqueue_batch(&connection, numbered_tasks(10)).await;
     assert_eq!(code(result), "ERR_PQ_TIMEOUT");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -509,7 +511,7 @@ async fn a_crashed_workers_task_goes_to_another_worker_after_ack_wait() {
     let recorder = Recorder::new();
     let hangs = recording(&recorder, 0, |_| std::future::pending::<Outcome>());
     let a = DoomedWorker::start(&config, server.url(), hangs).await;
-    let id = producer::enqueue(&connection, task(b"{}".to_vec()))
+    let id = lifecycle::enqueue(&connection, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     recorder.wait_calls(1, SOON).await;
@@ -546,7 +548,7 @@ async fn a_closed_workers_task_goes_to_another_worker_after_ack_wait() {
     let recorder = Recorder::new();
     let hangs = recording(&recorder, 0, |_| std::future::pending::<Outcome>());
     let _a = start_worker(&a_connection, hangs).await;
-    let id = producer::enqueue(&b_connection, task(b"{}".to_vec()))
+    let id = lifecycle::enqueue(&b_connection, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     recorder.wait_calls(1, SOON).await;
@@ -588,7 +590,7 @@ async fn a_task_whose_last_delivery_died_with_its_worker_is_dead_lettered() {
     let recorder = Recorder::new();
     let hangs = recording(&recorder, 0, |_| std::future::pending::<Outcome>());
     let a = DoomedWorker::start(&config, server.url(), hangs).await;
-    let id = producer::enqueue(&connection, task(b"{}".to_vec()))
+    let id = lifecycle::enqueue(&connection, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     recorder.wait_calls(1, SOON).await;
@@ -619,7 +621,7 @@ async fn a_handler_still_running_at_shutdown_timeout_is_abandoned_and_redelivere
     let recorder = Recorder::new();
     let hangs = recording(&recorder, 0, |_| std::future::pending::<Outcome>());
     let a = start_worker(&connection, hangs).await;
-    let id = producer::enqueue(&connection, task(b"{}".to_vec()))
+    let id = lifecycle::enqueue(&connection, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     recorder.wait_calls(1, SOON).await;
@@ -655,7 +657,7 @@ async fn heartbeats_keep_a_long_task_with_its_worker() {
         recording_slow_success(&started, &finished, work),
     )
     .await;
-    producer::enqueue(&connection, task(b"{\"long\":true}".to_vec()))
+    lifecycle::enqueue(&connection, task(b"{\"long\":true}".to_vec()))
         .await
         .expect("enqueue");
 
@@ -684,7 +686,7 @@ async fn a_handler_that_never_settles_times_out_into_the_dead_letters() {
         recording(&recorder, 0, |_| std::future::pending::<Outcome>()),
     )
     .await;
-    let id = producer::enqueue(&connection, task(b"{}".to_vec()))
+    let id = lifecycle::enqueue(&connection, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     recorder.wait_calls(1, SOON).await;
@@ -711,7 +713,7 @@ async fn stop_lets_running_handlers_finish_and_acks_their_tasks() {
     config.prefetch = 0; // the worker holds only the four it runs
     config.ack_wait = Duration::from_secs(1);
     let connection = connect(&config, &server).await;
-    let ids = producer::enqueue_batch(&connection, numbered_tasks(6))
+    let ids = lifecycle::enqueue_batch(&connection, numbered_tasks(6))
         .await
         .expect("enqueue");
 
@@ -763,7 +765,7 @@ async fn stop_also_runs_the_prefetched_tasks_so_no_attempt_is_lost() {
     let mut config = test_config();
     config.batch_size = 4;
     let connection = connect(&config, &server).await;
-    producer::enqueue_batch(&connection, numbered_tasks(6))
+    lifecycle::enqueue_batch(&connection, numbered_tasks(6))
         .await
         .expect("enqueue");
 
@@ -798,7 +800,7 @@ async fn tasks_not_started_by_shutdown_timeout_are_handed_back_at_once() {
     config.batch_size = 1;
     config.shutdown_timeout = Duration::from_millis(200);
     let connection = connect(&config, &server).await;
-    let ids = producer::enqueue_batch(&connection, numbered_tasks(2))
+    let ids = lifecycle::enqueue_batch(&connection, numbered_tasks(2))
         .await
         .expect("enqueue");
 
@@ -838,7 +840,7 @@ async fn heartbeats_keep_a_prefetched_task_waiting_for_a_slot() {
     config.batch_size = 1;
     config.ack_wait = Duration::from_secs(1);
     let connection = connect(&config, &server).await;
-    producer::enqueue_batch(&connection, numbered_tasks(2))
+    lifecycle::enqueue_batch(&connection, numbered_tasks(2))
         .await
         .expect("enqueue");
 
@@ -891,7 +893,7 @@ async fn a_task_enqueued_after_an_idle_worker_stopped_is_not_stranded() {
     .await;
     timeout(SOON, a.stop()).await.expect("stop returns");
 
-    let id = producer::enqueue(&connection, task(b"{}".to_vec()))
+    let id = lifecycle::enqueue(&connection, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     let b = start_worker(
@@ -989,12 +991,12 @@ async fn a_task_over_max_payload_is_refused_and_nothing_is_stored() {
 
     let big = task(vec![b'x'; 5_000]);
     assert_eq!(
-        code(producer::enqueue(&connection, big.clone()).await),
+        code(lifecycle::enqueue(&connection, big.clone()).await),
         "ERR_PQ_PAYLOAD_TOO_LARGE"
     );
     let mixed = vec![task(b"{}".to_vec()), big, task(b"{}".to_vec())];
     assert_eq!(
-        code(producer::enqueue_batch(&connection, mixed).await),
+        code(lifecycle::enqueue_batch(&connection, mixed).await),
         "ERR_PQ_PAYLOAD_TOO_LARGE"
     );
     let huge_metadata = NewTask {
@@ -1003,7 +1005,7 @@ async fn a_task_over_max_payload_is_refused_and_nothing_is_stored() {
         ..Default::default()
     };
     assert_eq!(
-        code(producer::enqueue(&connection, huge_metadata).await),
+        code(lifecycle::enqueue(&connection, huge_metadata).await),
         "ERR_PQ_PAYLOAD_TOO_LARGE"
     );
     assert_eq!(
@@ -1012,7 +1014,7 @@ async fn a_task_over_max_payload_is_refused_and_nothing_is_stored() {
         "nothing was stored"
     );
 
-    producer::enqueue(&connection, task(vec![b'x'; 3_000]))
+    lifecycle::enqueue(&connection, task(vec![b'x'; 3_000]))
         .await
         .expect("a task that fits");
     assert_eq!(snapshot(&connection).await.messages, 1);
@@ -1028,7 +1030,7 @@ async fn a_task_near_max_payload_can_still_be_dead_lettered() {
     // The largest data that is accepted: the dead letter wraps it with more fields.
     let mut size = 4_096;
     let id = loop {
-        match producer::enqueue(&connection, task(vec![b'x'; size])).await {
+        match lifecycle::enqueue(&connection, task(vec![b'x'; size])).await {
             Ok(id) => break id,
             Err(Error::PayloadTooLarge { .. }) => size -= 1,
             Err(err) => panic!("enqueue: {err}"),
@@ -1076,7 +1078,7 @@ async fn a_worker_drains_a_large_backlog_without_pauses() {
     let mut config = test_config();
     config.batch_size = 100;
     let connection = connect(&config, &server).await;
-    producer::enqueue_batch(&connection, numbered_tasks(N))
+    lifecycle::enqueue_batch(&connection, numbered_tasks(N))
         .await
         .expect("enqueue backlog");
 

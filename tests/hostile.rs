@@ -4,13 +4,12 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use async_nats::jetstream;
 use bytes::Bytes;
 use common::*;
-use protoqueue::{
-    envelope::{self, DeadLetterReason, Task},
-    producer,
-};
+use protoqueue::envelope::{self, DeadLetterReason, Task};
 
 /// A valid envelope, for the corrupt variants below.
 fn envelope_bytes(version: u32, id: &str) -> Bytes {
@@ -93,7 +92,7 @@ async fn every_kind_of_bad_message_is_dead_lettered_with_its_reason() {
     }
 
     // Still processing after all that.
-    let id = producer::enqueue(&connection, task(b"{\"after\":true}".to_vec()))
+    let id = lifecycle::enqueue(&connection, task(b"{\"after\":true}".to_vec()))
         .await
         .expect("enqueue");
     recorder

@@ -3,13 +3,15 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{
     io::Write,
     sync::{Arc, Mutex},
 };
 
 use common::*;
-use protoqueue::{logging::MAX_LOGGED_TEXT, producer, Failure, Outcome};
+use protoqueue::{logging::MAX_LOGGED_TEXT, Failure, Outcome};
 
 /// Collects everything the subscriber writes.
 #[derive(Clone, Default)]
@@ -56,7 +58,7 @@ async fn a_huge_handler_error_is_shortened_in_the_log() {
         }),
     )
     .await;
-    producer::enqueue(&connection, task(b"{}".to_vec()))
+    lifecycle::enqueue(&connection, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     settled_with_dead_letters(&connection, 1).await;

@@ -4,6 +4,8 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -12,7 +14,7 @@ use std::{
 use common::*;
 use protoqueue::{
     admin::{redrive, stats},
-    envelope, layout, producer, Config, NewTask, Outcome,
+    envelope, layout, Config, NewTask, Outcome,
 };
 use tokio::time::Instant;
 
@@ -72,7 +74,9 @@ async fn urgent_tasks_overtake_a_backlog_on_every_worker_within_the_bound() {
     let bound = (config.batch_size + config.prefetch) as usize;
     let producer_side = connect(&config, &server).await;
     let lows: Vec<NewTask> = (0..2_000).map(|i| at(10, &format!("\"low{i}\""))).collect();
-    producer::enqueue_batch(&producer_side, lows).await.unwrap();
+    lifecycle::enqueue_batch(&producer_side, lows)
+        .await
+        .unwrap();
 
     let starts = Starts::default();
     let mut workers = Vec::new();
@@ -93,7 +97,7 @@ async fn urgent_tasks_overtake_a_backlog_on_every_worker_within_the_bound() {
         let urgent: Vec<NewTask> = (0..10)
             .map(|i| at(1, &format!("\"high{round}_{i}\"")))
             .collect();
-        producer::enqueue_batch(&producer_side, urgent)
+        lifecycle::enqueue_batch(&producer_side, urgent)
             .await
             .unwrap();
         let when = Instant::now();
@@ -156,13 +160,13 @@ async fn every_level_is_served_by_an_idle_worker() {
     let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
     // One at a time, so each lands on an idle worker's waiting requests.
     for (seen, level) in [10, 1, 5, 7, 3].into_iter().enumerate() {
-        producer::enqueue(&connection, at(level, "{}"))
+        lifecycle::enqueue(&connection, at(level, "{}"))
             .await
             .unwrap();
         recorder.wait_calls(seen + 1, SOON).await;
     }
     // And without a priority: the default level.
-    producer::enqueue(&connection, task("{}")).await.unwrap();
+    lifecycle::enqueue(&connection, task("{}")).await.unwrap();
     recorder.wait_calls(6, SOON).await;
     worker.stop().await;
 }
@@ -203,7 +207,7 @@ async fn a_retried_task_keeps_its_priority() {
         }),
     )
     .await;
-    producer::enqueue(&connection, at(2, "{}")).await.unwrap();
+    lifecycle::enqueue(&connection, at(2, "{}")).await.unwrap();
     recorder.wait_calls(1, SOON).await;
     // Waiting for its retry, it is still on level 2's consumer.
     eventually("the failed task to wait on level 2", SOON, || async {
@@ -228,7 +232,7 @@ async fn a_requeued_dead_letter_goes_back_to_its_priority() {
         }),
     )
     .await;
-    producer::enqueue(&connection, at(3, "{}")).await.unwrap();
+    lifecycle::enqueue(&connection, at(3, "{}")).await.unwrap();
     let letters = settled_with_dead_letters(&connection, 1).await;
     assert_eq!(
         letters[0].subject,
@@ -253,7 +257,7 @@ async fn a_delayed_task_fires_into_its_priority() {
     config.schedules = true;
     let connection = connect(&config, &server).await;
     let due = envelope::now_ms() + 500;
-    producer::enqueue(&connection, at(1, "{}").at(due))
+    lifecycle::enqueue(&connection, at(1, "{}").at(due))
         .await
         .unwrap();
     let stats = stats::snapshot(&connection).await.unwrap();
@@ -276,7 +280,7 @@ async fn bad_priorities_are_refused_and_nothing_is_sent() {
     let server = NatsServer::start().await;
     let plain = test_config();
     let connection = connect(&plain, &server).await;
-    let err = producer::enqueue(&connection, at(1, "{}"))
+    let err = lifecycle::enqueue(&connection, at(1, "{}"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), "ERR_PQ_INVALID_TASK");
@@ -286,7 +290,7 @@ async fn bad_priorities_are_refused_and_nothing_is_sent() {
     let connection = connect(&config, &server).await;
     for bad in [0, 11, 255] {
         let batch = vec![at(1, "{}"), at(bad, "{}")];
-        let err = producer::enqueue_batch(&connection, batch)
+        let err = lifecycle::enqueue_batch(&connection, batch)
             .await
             .unwrap_err();
         assert_eq!(err.code(), "ERR_PQ_INVALID_TASK");
@@ -319,13 +323,13 @@ async fn a_queue_turning_priorities_on_keeps_its_tasks_at_the_default_level() {
     let server = NatsServer::start().await;
     let plain = test_config();
     let connection = connect(&plain, &server).await;
-    producer::enqueue_batch(&connection, numbered_tasks(3))
+    lifecycle::enqueue_batch(&connection, numbered_tasks(3))
         .await
         .unwrap();
     let mut config = plain.clone();
     config.priorities = true;
     let connection = connect(&config, &server).await;
-    producer::enqueue(&connection, at(1, "\"urgent\""))
+    lifecycle::enqueue(&connection, at(1, "\"urgent\""))
         .await
         .unwrap();
     let stats = stats::snapshot(&connection).await.unwrap();
@@ -349,12 +353,12 @@ async fn a_worker_of_every_level_carries_on_after_a_server_restart() {
     let connection = connect(&config, &server).await;
     let recorder = Recorder::new();
     let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
-    producer::enqueue(&connection, at(3, "{}")).await.unwrap();
+    lifecycle::enqueue(&connection, at(3, "{}")).await.unwrap();
     recorder.wait_calls(1, SOON).await;
     server.restart().await;
     // Every level again, after the restart: the worker's requests were lost with the connection.
     let tasks: Vec<NewTask> = (1..=10).map(|level| at(level, "{}")).collect();
-    producer::enqueue_batch(&connection, tasks).await.unwrap();
+    lifecycle::enqueue_batch(&connection, tasks).await.unwrap();
     recorder.wait_calls(11, Duration::from_secs(30)).await;
     worker.stop().await;
 }
@@ -368,10 +372,10 @@ async fn own_ids_and_pause_work_with_priorities() {
         id: Some(id.into()),
         ..at(1, "{}")
     };
-    let first = producer::enqueue(&connection, own("order-1"))
+    let first = lifecycle::enqueue(&connection, own("order-1"))
         .await
         .unwrap();
-    let again = producer::enqueue(&connection, own("order-1"))
+    let again = lifecycle::enqueue(&connection, own("order-1"))
         .await
         .unwrap();
     assert_eq!((first.as_str(), again.as_str()), ("order-1", "order-1"));
@@ -383,7 +387,7 @@ async fn own_ids_and_pause_work_with_priorities() {
         .unwrap();
     let recorder = Recorder::new();
     let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
-    producer::enqueue(&connection, at(9, "{}")).await.unwrap();
+    lifecycle::enqueue(&connection, at(9, "{}")).await.unwrap();
     recorder
         .assert_no_more_calls(0, Duration::from_millis(500))
         .await;

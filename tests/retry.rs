@@ -6,6 +6,8 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -71,7 +73,7 @@ async fn exponential_backoff_doubles_the_wait_up_to_max_delay() {
         jitter: 0.0,
     });
     let connection = connect(&config, &server).await;
-    producer::enqueue(&connection, task("{}"))
+    lifecycle::enqueue(&connection, task("{}"))
         .await
         .expect("enqueue");
     let recorder = Recorder::new();
@@ -100,7 +102,7 @@ async fn jitter_keeps_waits_within_their_fraction() {
         jitter: 0.5,
     });
     let connection = connect(&config, &server).await;
-    producer::enqueue(&connection, task("{}"))
+    lifecycle::enqueue(&connection, task("{}"))
         .await
         .expect("enqueue");
     let recorder = Recorder::new();
@@ -129,7 +131,7 @@ async fn a_task_carries_its_own_max_retries_and_backoff() {
         }),
         ..task("{}")
     };
-    producer::enqueue(&connection, own).await.expect("enqueue");
+    lifecycle::enqueue(&connection, own).await.expect("enqueue");
     let recorder = Recorder::new();
     let worker = start_worker(&connection, recording(&recorder, 0, failing())).await;
     recorder.wait_calls(3, Duration::from_secs(20)).await;
@@ -157,7 +159,7 @@ async fn the_handlers_own_retry_delay_wins() {
     let mut config = test_config();
     config.retry_delay = Duration::from_secs(60);
     let connection = connect(&config, &server).await;
-    producer::enqueue(&connection, task("{}"))
+    lifecycle::enqueue(&connection, task("{}"))
         .await
         .expect("enqueue");
     let recorder = Recorder::new();
@@ -193,15 +195,15 @@ async fn an_id_enqueued_again_stores_nothing_and_resolves_with_the_id() {
         id: Some(id.to_owned()),
         ..task("{}")
     };
-    let id = producer::enqueue(&connection, with_id("order-42:email"))
+    let id = lifecycle::enqueue(&connection, with_id("order-42:email"))
         .await
         .expect("enqueue");
     assert_eq!(id, "order-42:email");
-    let again = producer::enqueue(&connection, with_id("order-42:email"))
+    let again = lifecycle::enqueue(&connection, with_id("order-42:email"))
         .await
         .expect("enqueue again");
     assert_eq!(again, "order-42:email");
-    let batch = producer::enqueue_batch(
+    let batch = lifecycle::enqueue_batch(
         &connection,
         vec![
             with_id("a"),
@@ -248,8 +250,8 @@ async fn two_producers_racing_with_one_id_store_one_task() {
             ..task("{\"from\":2}")
         };
         let (a, b) = tokio::join!(
-            producer::enqueue(&first, one),
-            producer::enqueue(&second, two)
+            lifecycle::enqueue(&first, one),
+            lifecycle::enqueue(&second, two)
         );
         assert_eq!((a.expect("first"), b.expect("second")), (id.clone(), id));
     }
@@ -275,7 +277,7 @@ async fn bad_ids_are_invalid_tasks_and_nothing_is_sent() {
             ..task("{}")
         };
         assert_eq!(
-            code(producer::enqueue(&connection, attempt).await),
+            code(lifecycle::enqueue(&connection, attempt).await),
             "ERR_PQ_INVALID_TASK",
             "{bad:?}"
         );
@@ -287,7 +289,7 @@ async fn bad_ids_are_invalid_tasks_and_nothing_is_sent() {
             },
         ];
         assert_eq!(
-            code(producer::enqueue_batch(&connection, batch).await),
+            code(lifecycle::enqueue_batch(&connection, batch).await),
             "ERR_PQ_INVALID_TASK"
         );
     }
@@ -295,7 +297,7 @@ async fn bad_ids_are_invalid_tasks_and_nothing_is_sent() {
         id: Some("x".repeat(256)),
         ..task("{}")
     };
-    producer::enqueue(&connection, longest)
+    lifecycle::enqueue(&connection, longest)
         .await
         .expect("256 bytes");
     assert_eq!(stored(&connection).await, 1);
@@ -345,7 +347,7 @@ async fn global_concurrency_bounds_handlers_across_workers() {
     config.global_concurrency = Some(3);
     config.batch_size = 10;
     let producer_connection = connect(&config, &server).await;
-    producer::enqueue_batch(&producer_connection, numbered_tasks(24))
+    lifecycle::enqueue_batch(&producer_connection, numbered_tasks(24))
         .await
         .expect("enqueue");
     let counter = Concurrency::default();
@@ -403,7 +405,7 @@ async fn a_rate_limited_worker_takes_at_most_max_per_window() {
         duration: window,
     });
     let connection = connect(&config, &server).await;
-    producer::enqueue_batch(&connection, numbered_tasks(25))
+    lifecycle::enqueue_batch(&connection, numbered_tasks(25))
         .await
         .expect("enqueue");
     let recorder = Recorder::new();
@@ -457,13 +459,13 @@ async fn an_id_stays_taken_while_its_task_is_stored_beyond_the_duplicate_window(
     let server = NatsServer::start().await;
     let (config, js) = short_window(&server).await;
     let connection = connect(&config, &server).await;
-    producer::enqueue(&connection, with_id("order-1"))
+    lifecycle::enqueue(&connection, with_id("order-1"))
         .await
         .expect("enqueue");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     // The server forgot the Nats-Msg-Id; the id index did not.
     assert_eq!(
-        producer::enqueue(&connection, with_id("order-1"))
+        lifecycle::enqueue(&connection, with_id("order-1"))
             .await
             .expect("again"),
         "order-1"
@@ -485,7 +487,7 @@ async fn an_id_stays_taken_while_its_task_is_stored_beyond_the_duplicate_window(
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    producer::enqueue(&connection, with_id("order-1"))
+    lifecycle::enqueue(&connection, with_id("order-1"))
         .await
         .expect("a new task");
     assert_eq!(stored(&connection).await, 1, "stored again once done");
@@ -521,7 +523,7 @@ async fn a_marker_whose_task_is_gone_is_replaced() {
     let server = NatsServer::start().await;
     let (config, js) = short_window(&server).await;
     let connection = connect(&config, &server).await;
-    producer::enqueue(&connection, with_id("x.y*z"))
+    lifecycle::enqueue(&connection, with_id("x.y*z"))
         .await
         .expect("enqueue");
     // The task leaves without a worker releasing its marker (a purge; or a worker that died
@@ -533,7 +535,7 @@ async fn a_marker_whose_task_is_gone_is_replaced() {
         .await
         .expect("purge");
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    producer::enqueue(&connection, with_id("x.y*z"))
+    lifecycle::enqueue(&connection, with_id("x.y*z"))
         .await
         .expect("enqueue again");
     assert_eq!(
@@ -551,8 +553,8 @@ async fn a_marker_whose_task_is_gone_is_replaced() {
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     let other = connect(&config, &server).await;
     let (a, b) = tokio::join!(
-        producer::enqueue(&connection, with_id("x.y*z")),
-        producer::enqueue(&other, with_id("x.y*z"))
+        lifecycle::enqueue(&connection, with_id("x.y*z")),
+        lifecycle::enqueue(&other, with_id("x.y*z"))
     );
     a.expect("first");
     b.expect("second");
@@ -564,7 +566,7 @@ async fn a_dead_lettered_task_frees_its_id_and_junk_markers_are_replaced() {
     let server = NatsServer::start().await;
     let (config, js) = short_window(&server).await;
     let connection = connect(&config, &server).await;
-    producer::enqueue(&connection, with_id("job-9"))
+    lifecycle::enqueue(&connection, with_id("job-9"))
         .await
         .expect("enqueue");
     let recorder = Recorder::new();
@@ -590,7 +592,7 @@ async fn a_dead_lettered_task_frees_its_id_and_junk_markers_are_replaced() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
-    producer::enqueue(&connection, with_id("job-9"))
+    lifecycle::enqueue(&connection, with_id("job-9"))
         .await
         .expect("enqueue again");
     assert_eq!(stored(&connection).await, 1);
@@ -601,7 +603,7 @@ async fn a_dead_lettered_task_frees_its_id_and_junk_markers_are_replaced() {
         .expect("publish")
         .await
         .expect("stored");
-    producer::enqueue(&connection, with_id("junk-id"))
+    lifecycle::enqueue(&connection, with_id("junk-id"))
         .await
         .expect("enqueue");
     assert_eq!(stored(&connection).await, 2);
@@ -618,33 +620,33 @@ async fn measure_enqueue_with_and_without_ids() {
     for round in 0..3 {
         let started = Instant::now();
         for _ in 0..n {
-            producer::enqueue(&connection, task("{}"))
+            lifecycle::enqueue(&connection, task("{}"))
                 .await
                 .expect("enqueue");
         }
         let plain = started.elapsed();
         let started = Instant::now();
         for i in 0..n {
-            producer::enqueue(&connection, with_id(&format!("r{round}-{i}")))
+            lifecycle::enqueue(&connection, with_id(&format!("r{round}-{i}")))
                 .await
                 .expect("enqueue");
         }
         let fresh = started.elapsed();
         let started = Instant::now();
         for i in 0..n {
-            producer::enqueue(&connection, with_id(&format!("r{round}-{i}")))
+            lifecycle::enqueue(&connection, with_id(&format!("r{round}-{i}")))
                 .await
                 .expect("enqueue");
         }
         let taken = started.elapsed();
         let started = Instant::now();
-        producer::enqueue_batch(&connection, numbered_tasks(n))
+        lifecycle::enqueue_batch(&connection, numbered_tasks(n))
             .await
             .expect("batch");
         let plain_batch = started.elapsed();
         let started = Instant::now();
         let batch = (0..n).map(|i| with_id(&format!("b{round}-{i}"))).collect();
-        producer::enqueue_batch(&connection, batch)
+        lifecycle::enqueue_batch(&connection, batch)
             .await
             .expect("batch");
         let id_batch = started.elapsed();

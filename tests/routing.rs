@@ -5,6 +5,8 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
@@ -14,7 +16,7 @@ use std::{
 use common::*;
 use protoqueue::{
     admin::{redrive, stats},
-    envelope, layout, producer, Config, NewTask, Outcome, Worker,
+    envelope, layout, Config, NewTask, Outcome, Worker,
 };
 
 const SOON: Duration = Duration::from_secs(20);
@@ -92,7 +94,7 @@ async fn two_parts_with_two_workers_each_share_their_own_tasks_only() {
     }
     // One for a part nobody serves: it waits.
     tasks.push(to(&config, "asia", "\"asia\""));
-    producer::enqueue_batch(&producer_side, tasks)
+    lifecycle::enqueue_batch(&producer_side, tasks)
         .await
         .unwrap();
     eventually("every eu and us task to run", SOON, || async {
@@ -168,7 +170,7 @@ async fn routed_tasks_keep_their_subject_through_priorities_delays_and_requeue()
         priority: Some(1),
         ..to(&config, "eu", "\"urgent\"")
     });
-    producer::enqueue_batch(&connection, tasks).await.unwrap();
+    lifecycle::enqueue_batch(&connection, tasks).await.unwrap();
     let stats = stats::snapshot(&connection).await.unwrap();
     assert_eq!(stats.pending_by_priority[0], 1, "{stats:?}");
     assert_eq!(stats.pending_by_priority[9], 3, "{stats:?}");
@@ -189,7 +191,7 @@ async fn routed_tasks_keep_their_subject_through_priorities_delays_and_requeue()
         priority: Some(2),
         ..to(&config, "eu", "\"delayed\"")
     };
-    producer::enqueue(&connection, delayed.at(due))
+    lifecycle::enqueue(&connection, delayed.at(due))
         .await
         .unwrap();
     eventually("the delayed task to run", SOON, || async {
@@ -207,7 +209,7 @@ async fn routed_tasks_keep_their_subject_through_priorities_delays_and_requeue()
     let (us, _c) = part_worker(&config, &server, failing, &part(&config, "us"))
         .await
         .unwrap();
-    producer::enqueue(&connection, to(&config, "us", "\"doomed\""))
+    lifecycle::enqueue(&connection, to(&config, "us", "\"doomed\""))
         .await
         .unwrap();
     let letters = settled_with_dead_letters(&connection, 1).await;
@@ -249,7 +251,7 @@ async fn bad_subjects_and_overlapping_parts_are_refused() {
                 ..task("2")
             },
         ];
-        let err = producer::enqueue_batch(&connection, batch)
+        let err = lifecycle::enqueue_batch(&connection, batch)
             .await
             .unwrap_err();
         assert_eq!(err.code(), "ERR_PQ_INVALID_TASK", "{bad}");
@@ -259,7 +261,7 @@ async fn bad_subjects_and_overlapping_parts_are_refused() {
     // A plain queue routes nothing and has no parts.
     let plain = test_config();
     let plain_connection = connect(&plain, &server).await;
-    let err = producer::enqueue(
+    let err = lifecycle::enqueue(
         &plain_connection,
         NewTask {
             subject: Some(plain.subject.clone()),
@@ -311,7 +313,7 @@ async fn pause_resume_and_purge_act_on_the_parts_of_a_tree() {
     assert!(protoqueue::admin::control::is_paused(&connection)
         .await
         .unwrap());
-    producer::enqueue_batch(
+    lifecycle::enqueue_batch(
         &connection,
         vec![to(&config, "eu", "\"a\""), to(&config, "eu", "\"b\"")],
     )
@@ -329,7 +331,7 @@ async fn pause_resume_and_purge_act_on_the_parts_of_a_tree() {
     assert!(protoqueue::admin::control::is_paused(&connection)
         .await
         .unwrap());
-    producer::enqueue(&connection, to(&config, "eu", "\"c\""))
+    lifecycle::enqueue(&connection, to(&config, "eu", "\"c\""))
         .await
         .unwrap();
     protoqueue::admin::control::resume(&connection)
@@ -345,7 +347,7 @@ async fn pause_resume_and_purge_act_on_the_parts_of_a_tree() {
     protoqueue::admin::control::pause(&connection)
         .await
         .unwrap();
-    producer::enqueue(&connection, to(&config, "us", "\"later\""))
+    lifecycle::enqueue(&connection, to(&config, "us", "\"later\""))
         .await
         .unwrap();
     let (us, _c) = part_worker(&config, &server, ran.handler(1), &part(&config, "us"))

@@ -4,6 +4,8 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -15,7 +17,7 @@ use protoqueue::{
         schedules::{self, Recurring, Spec},
         stats,
     },
-    envelope, producer, Config, Connection, NewTask, Outcome,
+    envelope, Config, Connection, NewTask, Outcome,
 };
 
 /// Generous bound for things that normally take milliseconds.
@@ -103,7 +105,7 @@ async fn a_thousand_delayed_tasks_start_at_their_time_never_before() {
         .enumerate()
         .map(|(i, delay)| task(format!("{{\"n\":{i}}}")).at(now + delay))
         .collect();
-    let ids = producer::enqueue_batch(&connection, tasks)
+    let ids = lifecycle::enqueue_batch(&connection, tasks)
         .await
         .expect("enqueue");
     let stored = stats_of(&connection).await;
@@ -154,7 +156,7 @@ async fn delayed_tasks_survive_a_server_kill() {
     let now = envelope::now_ms();
     let due = now + 3_000;
     let tasks = numbered_tasks(20).into_iter().map(|t| t.at(due)).collect();
-    producer::enqueue_batch(&connection, tasks)
+    lifecycle::enqueue_batch(&connection, tasks)
         .await
         .expect("enqueue");
     assert_eq!(stats_of(&connection).await.delayed, 20);
@@ -182,10 +184,10 @@ async fn cancel_removes_a_task_not_yet_due_only() {
     let worker = start_worker(&connection, starts.handler()).await;
     let now = envelope::now_ms();
 
-    let later = producer::enqueue(&connection, task("{}").at(now + 1_500))
+    let later = lifecycle::enqueue(&connection, task("{}").at(now + 1_500))
         .await
         .expect("enqueue");
-    let soon = producer::enqueue(&connection, task("{}").at(now + 200))
+    let soon = lifecycle::enqueue(&connection, task("{}").at(now + 200))
         .await
         .expect("enqueue");
     assert_eq!(stats_of(&connection).await.delayed, 2);
@@ -222,7 +224,7 @@ async fn delays_shorter_than_the_duplicate_window_run_once_beside_plain_tasks() 
     // Zero and past times run at once.
     tasks.push(task("{}").at(now));
     tasks.push(task("{}").at(now - 60_000));
-    let ids = producer::enqueue_batch(&connection, tasks)
+    let ids = lifecycle::enqueue_batch(&connection, tasks)
         .await
         .expect("enqueue");
     let starts = Starts::default();
@@ -242,6 +244,31 @@ async fn delays_shorter_than_the_duplicate_window_run_once_beside_plain_tasks() 
     worker.stop().await;
 }
 
+/// Issue 23 A14: a task due already is stored as a task at once, not as a schedule that waits
+/// for the server's next schedule pass.
+#[tokio::test]
+async fn a_task_due_already_is_stored_as_a_task_at_once() {
+    let server = NatsServer::start().await;
+    let config = scheduled_config();
+    let connection = connect(&config, &server).await;
+    let now = envelope::now_ms();
+    lifecycle::enqueue_batch(
+        &connection,
+        vec![task("{}").at(now), task("{}").at(now - 60_000)],
+    )
+    .await
+    .expect("enqueue");
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let stream = async_nats::jetstream::new(client)
+        .get_stream(&config.stream_name)
+        .await
+        .expect("stream");
+    for sequence in [1, 2] {
+        let stored = stream.get_raw_message(sequence).await.expect("stored");
+        assert_eq!(stored.subject.as_str(), config.subject, "seq {sequence}");
+    }
+}
+
 #[tokio::test]
 async fn a_queue_without_schedules_refuses_them_and_sends_nothing() {
     let server = NatsServer::start().await;
@@ -249,11 +276,11 @@ async fn a_queue_without_schedules_refuses_them_and_sends_nothing() {
     let connection = connect(&config, &server).await;
     let delayed = task("{}").at(envelope::now_ms() + 1_000);
     assert_eq!(
-        code(producer::enqueue(&connection, delayed.clone()).await),
+        code(lifecycle::enqueue(&connection, delayed.clone()).await),
         Some("ERR_PQ_SCHEDULES_OFF")
     );
     assert_eq!(
-        code(producer::enqueue_batch(&connection, vec![task("{}"), delayed]).await),
+        code(lifecycle::enqueue_batch(&connection, vec![task("{}"), delayed]).await),
         Some("ERR_PQ_SCHEDULES_OFF")
     );
     assert_eq!(
@@ -282,14 +309,14 @@ async fn opting_in_adds_schedules_to_an_existing_stream_and_keeps_its_tasks() {
     let server = NatsServer::start().await;
     let plain = test_config();
     let before = connect(&plain, &server).await;
-    producer::enqueue(&before, task("{\"plain\":1}"))
+    lifecycle::enqueue(&before, task("{\"plain\":1}"))
         .await
         .expect("enqueue");
 
     let mut opted = plain.clone();
     opted.schedules = true;
     let connection = connect(&opted, &server).await;
-    let id = producer::enqueue(&connection, task("{}").at(envelope::now_ms() + 300))
+    let id = lifecycle::enqueue(&connection, task("{}").at(envelope::now_ms() + 300))
         .await
         .expect("a delayed enqueue once opted in");
     let stats = stats_of(&connection).await;
@@ -560,7 +587,7 @@ async fn delayed_enqueues_re_sent_through_an_outage_run_once() {
     let pending = tokio::spawn({
         let connection = connection.clone();
         let tasks = numbered_tasks(50).into_iter().map(|t| t.at(due)).collect();
-        async move { producer::enqueue_batch(&connection, tasks).await }
+        async move { lifecycle::enqueue_batch(&connection, tasks).await }
     });
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     assert!(!pending.is_finished(), "resolved while the server was down");
@@ -599,7 +626,7 @@ async fn probe_when_the_server_publishes_due_tasks() {
     let mut dues = Vec::new();
     for i in 0..10 {
         let due = envelope::now_ms() + 300 + i * 137;
-        producer::enqueue(&connection, task("{}").at(due))
+        lifecycle::enqueue(&connection, task("{}").at(due))
             .await
             .expect("enqueue");
         dues.push(due);
@@ -646,7 +673,7 @@ async fn purge_removes_waiting_tasks_but_not_schedules() {
     let mut tasks = numbered_tasks(6);
     tasks[1].run_at = Some(far);
     tasks[4].run_at = Some(far);
-    producer::enqueue_batch(&connection, tasks)
+    lifecycle::enqueue_batch(&connection, tasks)
         .await
         .expect("enqueue");
     // Nothing delivered yet: the whole-subject purge.
@@ -660,7 +687,7 @@ async fn purge_removes_waiting_tasks_but_not_schedules() {
     assert_eq!((stats.messages, stats.delayed, stats.recurring), (0, 2, 1));
 
     // After deliveries: the message-by-message purge skips schedules too.
-    producer::enqueue_batch(&connection, numbered_tasks(3))
+    lifecycle::enqueue_batch(&connection, numbered_tasks(3))
         .await
         .expect("enqueue");
     let starts = Starts::default();
@@ -669,7 +696,7 @@ async fn purge_removes_waiting_tasks_but_not_schedules() {
     worker.stop().await;
     let mut tasks = numbered_tasks(4);
     tasks[2].run_at = Some(far);
-    producer::enqueue_batch(&connection, tasks)
+    lifecycle::enqueue_batch(&connection, tasks)
         .await
         .expect("enqueue");
     assert_eq!(
@@ -698,7 +725,9 @@ async fn delayed_tasks_with_their_own_odd_ids_run_and_cancel() {
         }
         .at(later);
         assert_eq!(
-            producer::enqueue(&connection, task).await.expect("enqueue"),
+            lifecycle::enqueue(&connection, task)
+                .await
+                .expect("enqueue"),
             id
         );
     }
@@ -713,7 +742,9 @@ async fn delayed_tasks_with_their_own_odd_ids_run_and_cancel() {
         ..task("{}")
     }
     .at(envelope::now_ms() + 200);
-    producer::enqueue(&connection, soon).await.expect("enqueue");
+    lifecycle::enqueue(&connection, soon)
+        .await
+        .expect("enqueue");
     let recorder = Recorder::new();
     let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
     recorder.wait_calls(1, Duration::from_secs(10)).await;

@@ -9,6 +9,8 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{
     io::Write,
     net::{Ipv4Addr, TcpListener},
@@ -21,7 +23,7 @@ use std::{
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use common::*;
 use nkeys::KeyPair;
-use protoqueue::{config::tls::ClientCert, producer, Auth, Config, Connection, Error, Secret, Tls};
+use protoqueue::{config::tls::ClientCert, Auth, Config, Connection, Error, Secret, Tls};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -92,7 +94,7 @@ async fn assert_works(config: &Config, url: &str) {
     let connection = open(config, url)
         .await
         .unwrap_or_else(|err| panic!("connect to {url} with {config:?}: {err}"));
-    let id = producer::enqueue(&connection, task("{}"))
+    let id = lifecycle::enqueue(&connection, task("{}"))
         .await
         .expect("enqueue");
     let recorder = Recorder::new();
@@ -614,7 +616,7 @@ async fn credentials_refused_on_reconnect_are_logged_not_spun_on_and_recover() {
     // Accepted again: the connection resumes by itself.
     server.set_config(right);
     server.restart().await;
-    producer::enqueue(&connection, task("{}"))
+    lifecycle::enqueue(&connection, task("{}"))
         .await
         .expect("enqueue after the credentials work again");
     connection.close().await;
@@ -789,7 +791,9 @@ async fn a_fifo_as_creds_file_is_refused_within_connect_timeout_and_other_queues
         let (busy, done) = (busy.clone(), done.clone());
         tokio::spawn(async move {
             loop {
-                producer::enqueue(&busy, task("{}")).await.expect("enqueue");
+                lifecycle::enqueue(&busy, task("{}"))
+                    .await
+                    .expect("enqueue");
                 done.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(std::time::Instant::now());

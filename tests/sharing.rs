@@ -3,10 +3,12 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{sync::Arc, time::Duration};
 
 use common::*;
-use protoqueue::{producer, Connection, Error, Queue};
+use protoqueue::{Connection, Error, Queue};
 
 /// Generous bound for things that normally take milliseconds.
 const SOON: Duration = Duration::from_secs(15);
@@ -37,10 +39,10 @@ async fn queues_with_the_same_settings_share_one_client_and_the_last_close_ends_
     // Closing one leaves the other working; the closed one is closed for its own calls only.
     a.close().await;
     assert!(a.is_closed() && !b.is_closed());
-    producer::enqueue(&b, task("{}"))
+    lifecycle::enqueue(&b, task("{}"))
         .await
         .expect("the other queue still enqueues");
-    let closed = producer::enqueue(&a, task("{}")).await;
+    let closed = lifecycle::enqueue(&a, task("{}")).await;
     assert!(closed.is_err(), "a closed queue's enqueue fails");
 
     // The last one closes the client: a queue connecting while it closes gets a fresh one.
@@ -48,7 +50,7 @@ async fn queues_with_the_same_settings_share_one_client_and_the_last_close_ends_
     let config = test_config();
     let (_, c) = tokio::join!(b.close(), connect(&config, &server));
     assert_ne!(c.client_id(), shared, "a new client after the last close");
-    producer::enqueue(&c, task("{}")).await.expect("enqueue");
+    lifecycle::enqueue(&c, task("{}")).await.expect("enqueue");
     c.close().await;
 }
 

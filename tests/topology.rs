@@ -4,6 +4,8 @@
 
 mod common;
 
+use protoqueue::lifecycle;
+
 use std::{sync::Arc, time::Duration};
 
 use async_nats::jetstream::{
@@ -13,7 +15,7 @@ use async_nats::jetstream::{
 use common::*;
 use protoqueue::{
     admin::{dead_letters, stats},
-    producer, Config, Connection, Error, Worker,
+    Config, Connection, Error, Worker,
 };
 
 /// A change to a stream's configuration, for one case of a test.
@@ -282,7 +284,7 @@ async fn a_task_over_the_streams_max_msg_size_is_payload_too_large() {
         .expect("create the stream");
     let connection = connect(&config, &server).await;
     assert_eq!(
-        code(producer::enqueue(&connection, task(vec![b'x'; 2_000])).await),
+        code(lifecycle::enqueue(&connection, task(vec![b'x'; 2_000])).await),
         "ERR_PQ_PAYLOAD_TOO_LARGE"
     );
 }
@@ -324,7 +326,7 @@ async fn a_worker_that_lowers_ack_wait_does_not_make_a_long_task_run_twice() {
         recording_slow_success(&started, &finished, Duration::from_secs(7)),
     )
     .await;
-    producer::enqueue(&first, task(b"{}".to_vec()))
+    lifecycle::enqueue(&first, task(b"{}".to_vec()))
         .await
         .expect("enqueue");
     started.wait_calls(1, Duration::from_secs(10)).await;
@@ -380,7 +382,7 @@ async fn dead_letter_retention_is_applied_when_the_stream_is_made_and_checked_af
     .await;
     let mut ids = Vec::new();
     for task in numbered_tasks(5) {
-        ids.push(producer::enqueue(&failing, task).await.expect("enqueue"));
+        ids.push(lifecycle::enqueue(&failing, task).await.expect("enqueue"));
         eventually(
             "the task dead-lettered",
             Duration::from_secs(10),

@@ -85,6 +85,7 @@ pub async fn requeue(
     progress: impl Fn(Progress),
 ) -> Result<u64> {
     let letters = dead_letters::stream(connection).await?;
+    refuse_if_deletes_denied(&letters, "requeue")?;
     let max_payload = connection.max_payload();
     let config = connection.config();
     let requeueable =
@@ -137,6 +138,7 @@ pub async fn purge(
         });
         return Ok(purged.purged);
     }
+    refuse_if_deletes_denied(&letters, "remove single")?;
     let matches = |letter: &DeadLetter| filter.matches(letter);
     for_each(
         connection,
@@ -147,6 +149,21 @@ pub async fn purge(
         |sequence, _| dead_letters::remove(connection, sequence),
     )
     .await
+}
+
+/// A dead-letter stream set by another tool to deny deletes cannot have a letter removed once
+/// its task is requeued: requeueing would run the task *and* keep the letter (and a later requeue
+/// would run it again). Refused before anything is published.
+fn refuse_if_deletes_denied(letters: &Stream, what: &str) -> Result<()> {
+    let info = letters.cached_info();
+    if info.config.deny_delete {
+        return Err(Error::StreamConflict(format!(
+            "the dead-letter stream {:?} denies deletes (deny_delete), so Protoqueue cannot {what} \
+             dead letters without leaving them behind; allow deletes on it (nats stream edit)",
+            info.config.name
+        )));
+    }
+    Ok(())
 }
 
 /// Walks the letters stored when it starts, oldest first, running `act` on each one `wanted`

@@ -231,8 +231,8 @@ pub async fn schedule(
     schedule_task(connection, name, recurring, task).await
 }
 
-/// [`schedule`] for a task of any content type, with its name, if any (its `run_at`, id and
-/// retry fields are not used).
+/// [`schedule`] for a task of any content type, with its name, its own `maxRetries` and backoff,
+/// if any (its `run_at`, id, priority and subject are refused by [`crate::Queue::schedule`]).
 pub async fn schedule_task(
     connection: &Connection,
     name: &str,
@@ -262,6 +262,9 @@ pub async fn schedule_task(
         crate::content_type::validate_name(&task_name)?;
         envelope.name = task_name;
     }
+    // Every tick is a copy of this envelope: each task of the schedule keeps the retry policy.
+    envelope.max_retries = task.max_retries;
+    envelope.backoff = task.backoff.map(Into::into);
     let payload = envelope.to_bytes();
     let max = connection.max_payload();
     let size = payload.len() + 512 + config.subject.len() * 2;
@@ -287,7 +290,7 @@ pub async fn schedule_task(
     })
     .await
     .map_err(|_| Error::Timeout {
-        operation: "schedule",
+        operation: "schedule".into(),
         after: timeout,
         hint: " waiting for JetStream to confirm; is the NATS server reachable?",
     })?;

@@ -13,6 +13,20 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+/// Whether `stream` holds a message at `sequence`.
+pub(crate) async fn is_stored(js: &jetstream::Context, stream: &str, sequence: u64) -> Result<bool> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let stream = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|err| Error::nats("opening a stream", err))?;
+    match stream.get_raw_message(sequence).await {
+        Ok(_) => Ok(true),
+        Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
+        Err(err) => Err(Error::request("reading a message", err)),
+    }
+}
+
 /// Deletes message `sequence` of `stream`; `false` when it was gone already. Unlike
 /// `Stream::delete_message`, the message is not overwritten on disk first (`no_erase`), which
 /// costs the server milliseconds per message.
@@ -34,12 +48,16 @@ pub(crate) async fn delete_message(
         Response::Ok(deleted) => Ok(deleted.success),
         // Not there (the codes differ by server version): another caller removed it first.
         Response::Err { error }
-            if [
-                ErrorCode::NO_MESSAGE_FOUND,
-                ErrorCode::SEQUENCE_NOT_FOUND,
-                ErrorCode::STREAM_MESSAGE_DELETE_FAILED,
-            ]
-            .contains(&error.error_code()) =>
+            if [ErrorCode::NO_MESSAGE_FOUND, ErrorCode::SEQUENCE_NOT_FOUND]
+                .contains(&error.error_code()) =>
+        {
+            Ok(false)
+        }
+        // A failed delete is "gone already" only when the message is gone: a stream that denies
+        // deletes answers with this code too, and the message stays.
+        Response::Err { error }
+            if error.error_code() == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+                && !is_stored(js, stream, sequence).await? =>
         {
             Ok(false)
         }

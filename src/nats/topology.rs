@@ -324,7 +324,7 @@ async fn allow_schedules(
                 ))
             }
             jetstream::context::CreateStreamErrorKind::TimedOut => Error::Timeout {
-                operation: "adding schedules to the stream",
+                operation: "adding schedules to the stream".into(),
                 after: API_TIMEOUT,
                 hint: "; is the NATS server reachable?",
             },
@@ -578,7 +578,7 @@ async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Resul
                 "the server refused to create stream {name:?}: {server}"
             )),
             jetstream::context::CreateStreamErrorKind::TimedOut => Error::Timeout {
-                operation: "creating or opening the stream",
+                operation: "creating or opening the stream".into(),
                 after: API_TIMEOUT,
                 hint: "; is the NATS server reachable?",
             },

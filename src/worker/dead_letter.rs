@@ -2,8 +2,10 @@
 //! queue's dead-letter stream (`<streamName>_DLQ`, subject `protoqueue.dlq.<streamName>`).
 //!
 //! A dead letter is published and confirmed *before* the original is removed from the queue, and
-//! its `Nats-Msg-Id` is derived from the original, so a crash in between stores it once more at
-//! worst, and never loses it.
+//! its `Nats-Msg-Id` names the original *message* (its stream and sequence), so a re-send after a
+//! crash in between is stored once, while every new message of the same task (requeued, or
+//! enqueued again with its own id) that fails gets a letter of its own: the dead-letter stream's
+//! duplicate window only ever catches a true re-send ([`letter_message_id`]).
 
 use bytes::Bytes;
 
@@ -45,10 +47,7 @@ pub async fn publish(
     error: String,
     details: Bytes,
 ) -> Result<()> {
-    let message_id = match &failed {
-        Failed::Task(task) => format!("dlq-{}", task.id),
-        Failed::Raw(_) => format!("dlq-{}-{}", origin.stream, origin.stream_sequence),
-    };
+    let message_id = letter_message_id(origin);
     let (task, raw) = match failed {
         Failed::Task(task) => (Some(task), Bytes::new()),
         Failed::Raw(raw) => (None, raw),
@@ -72,6 +71,13 @@ pub async fn publish(
     let message = Outgoing::checked(message_id, payload, max)?;
     Publisher::to(connection, subject).publish(message).await?;
     Ok(())
+}
+
+/// The `Nats-Msg-Id` of the letter of the message at `origin`: one per stored message, so a
+/// re-sent letter of the same delivery is stored once and a letter of any other message (the same
+/// task requeued, or its id used again) is never taken for a re-send.
+pub fn letter_message_id(origin: &Origin) -> String {
+    format!("dlq:{}:{}", origin.stream, origin.stream_sequence)
 }
 
 /// Room left in `max_payload` for the message id header and the protocol.
