@@ -363,3 +363,56 @@ describe('commands', () => {
     await queue.disconnect()
   })
 })
+
+describe('hostile text', () => {
+  // What a handler's error (or a producer's id, data, metadata) holds reaches the operator's
+  // terminal only escaped: an OSC 52 clipboard write, a screen clear, an 8-bit CSI, DEL, a
+  // right-to-left override.
+  const HOSTILE = '\x1b]52;c;aGVsbG8=\x07 then \x1b[2J csi \u009b31m del \x7f rtl \u202egnp.exe'
+  /** Raw control characters, other than the newlines of the CLI's own layout. */
+  const RAW = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/
+
+  test('dlq list and show print control characters of errors, ids, data and metadata escaped; --json keeps them exact', async () => {
+    const { names, flags } = queueFlags()
+    const queue = new Protoqueue({ ...names, options: { maxRetries: 0 } })
+    await queue.connect(server.url)
+    await queue.process(async () => {
+      throw new Error(HOSTILE)
+    })
+    const id = `order-\u202e-${names.streamName}`
+    await queue.enqueue({ data: { note: HOSTILE }, metadata: { note: HOSTILE }, id })
+    await eventually('the task dead-lettered', async () => (await queue.getStats()).deadLettered === 1, 30_000)
+
+    const listed = await cli(['dlq', 'list', ...flags])
+    expectExit(listed, 0)
+    assert.ok(!RAW.test(listed.stdout), `raw control characters in ${JSON.stringify(listed.stdout)}`)
+    assert.ok(listed.stdout.includes('\\u001b]52;c;aGVsbG8=\\u0007'), listed.stdout)
+    assert.ok(listed.stdout.includes('order-\\u202e-'), listed.stdout)
+
+    for (const wanted of [id, String(JSON.parse((await cli(['dlq', 'list', '--json', ...flags])).stdout)[0].sequence)]) {
+      const shown = await cli(['dlq', 'show', wanted, ...flags])
+      expectExit(shown, 0)
+      assert.ok(!RAW.test(shown.stdout), `raw control characters in ${JSON.stringify(shown.stdout)}`)
+      for (const escaped of ['\\u001b]52;c;aGVsbG8=\\u0007', '\\u001b[2J', '\\u009b31m', '\\u007f', '\\u202egnp.exe', 'order-\\u202e-']) {
+        assert.ok(shown.stdout.includes(escaped), `${escaped} in\n${shown.stdout}`)
+      }
+    }
+
+    const exact = await cli(['dlq', 'show', id, '--json', ...flags])
+    expectExit(exact, 0)
+    const letter = JSON.parse(exact.stdout)
+    assert.ok(letter.error.includes(HOSTILE))
+    assert.equal(letter.task.id, id)
+    assert.deepStrictEqual([letter.task.data, letter.task.metadata.note], [{ note: HOSTILE }, HOSTILE])
+
+    // An error message naming what the operator asked for: escaped on stderr, exact in --json.
+    const missing = await cli(['dlq', 'show', 'nope-\x1b[2J', ...flags])
+    expectExit(missing, 1)
+    assert.ok(!RAW.test(missing.stderr), `raw control characters in ${JSON.stringify(missing.stderr)}`)
+    assert.ok(missing.stderr.includes('nope-\\u001b[2J'), missing.stderr)
+    const missingJson = await cli(['dlq', 'show', 'nope-\x1b[2J', '--json', ...flags])
+    expectExit(missingJson, 1)
+    assert.ok(JSON.parse(missingJson.stderr).error.message.includes('nope-\x1b[2J'))
+    await queue.disconnect()
+  })
+})

@@ -6,6 +6,7 @@
 const { Command, CommanderError, InvalidArgumentError, Option } = require('commander')
 
 const { EXIT } = require('./exit.js')
+const { escapeLines } = require('./format.js')
 
 /** Dead-letter reasons a filter can name. */
 const REASONS = ['retriesExhausted', 'rejected', 'invalidEnvelope', 'invalidData', 'deliveriesExhausted']
@@ -81,7 +82,8 @@ function buildProgram(select, output, version) {
     .description('Operate a Protoqueue queue: statistics, dead letters, pause/resume, purge, enqueue.')
     .version(version, '-V, --version')
     .exitOverride()
-    .configureOutput({ writeOut: output.writeOut, writeErr: output.writeErr })
+    // Errors quote the arguments (an id pasted from elsewhere): shown escaped, as all output.
+    .configureOutput({ writeOut: output.writeOut, writeErr: output.writeErr, outputError: (text, write) => write(escapeLines(text)) })
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(add --help for usage)')
     .addHelpText('after', EXIT_CODES_HELP)
