@@ -149,12 +149,15 @@ describe('connecting', () => {
       cli(['stats', '--server', tokens.url, '--token-file', tokenFile, ...queue], { env: { NATS_TOKEN: wrong } }),
       cli(['stats', ...queue], { env: { NATS_URL: `nats://${TOKEN}@127.0.0.1:${tokens.port}` } }),
       cli(['stats', '--server', tokens.url, ...queue], { env: { NATS_TOKEN: wrong } }),
-      cli(['stats', '--server', `nats://${wrong}@127.0.0.1:${tokens.port}`, ...queue]),
+      cli(['stats', ...queue], { env: { NATS_URL: `nats://${wrong}@127.0.0.1:${tokens.port}` } }),
       cli(['stats', '--server', tokens.url, ...queue]),
       cli(['stats', '--server', tokens.url, '--token', TOKEN, ...queue]),
+      cli(['stats', '--server', `nats://${TOKEN}@127.0.0.1:${tokens.port}`, ...queue]),
     ])
     runs.slice(0, 3).forEach((run) => expectExit(run, 0))
-    expectExit(runs[6], 2) // secrets are not taken as flags
+    // Secrets are not taken as flags: --token, nor a token in --server's URL.
+    runs.slice(6, 8).forEach((run) => expectExit(run, 2))
+    assert.match(runs[7].stderr, /NATS_TOKEN/)
     for (const run of runs.slice(3, 6)) {
       expectExit(run, 3)
       assert.match(run.stderr, /ERR_PQ_AUTH/)
@@ -162,6 +165,56 @@ describe('connecting', () => {
     for (const run of runs) {
       const output = run.stdout + run.stderr
       assert.ok(!output.includes(TOKEN) && !output.includes(wrong), `a secret was printed:\n${output}`)
+    }
+  })
+})
+
+describe('passwords in --server', () => {
+  const PASSWORD = 'pa55-in-url-s3cret'
+  let users: NatsServer
+  before(async () => {
+    users = await NatsServer.startWithConfig(`authorization { user: ops, password: ${JSON.stringify(PASSWORD)} }`)
+  })
+  after(async () => {
+    await users?.stop()
+  })
+
+  test('a URL with a password (or a token) in --server is refused with exit 2, pointing to NATS_PASSWORD, NATS_URL and the file flags; in NATS_URL it works', async () => {
+    const names = uniqueQueue('cli')
+    const queue = ['--stream', names.streamName, '--subject', names.subject]
+    const owner = new Protoqueue({ ...names, auth: { user: 'ops', pass: PASSWORD } })
+    await owner.connect(users.url)
+    await owner.disconnect()
+    const host = `127.0.0.1:${users.port}`
+    const passwordFile = join(dir, 'ops-password')
+    writeFileSync(passwordFile, `${PASSWORD}\n`)
+    const refused = await Promise.all([
+      cli(['stats', '--server', `nats://ops:${PASSWORD}@${host}`, ...queue]),
+      cli(['stats', '--json', '--server', `nats://ops:${PASSWORD}@${host}`, ...queue]),
+      cli(['stats', '-s', `nats://ops:${encodeURIComponent(`${PASSWORD}@/`)}@${host}`, ...queue]),
+      cli(['stats', '--server', `nats://127.0.0.1:1,nats://ops:${PASSWORD}@${host}`, ...queue]),
+      cli(['stats', '--server', `nats://ops:${PASSWORD},x@${host}`, ...queue]),
+      // On a port already taken: had it been accepted, it would stop (exit 1) rather than serve.
+      cli(['dashboard', '--port', String(users.port), '--server', `nats://ops:${PASSWORD}@${host}`]),
+    ])
+    for (const run of refused) {
+      expectExit(run, 2)
+      assert.ok(!(run.stdout + run.stderr).includes(PASSWORD), `the password was printed:\n${run.stderr}`)
+    }
+    assert.match(refused[0].stderr, /NATS_PASSWORD/)
+    assert.match(refused[0].stderr, /--password-file/)
+    assert.match(refused[0].stderr, /NATS_URL/)
+    assert.equal(JSON.parse(refused[1].stderr).error.exitCode, 2)
+
+    // Where the password may go: NATS_URL, or --user with a file or NATS_PASSWORD.
+    const accepted = await Promise.all([
+      cli(['stats', ...queue], { env: { NATS_URL: `nats://ops:${PASSWORD}@${host}` } }),
+      cli(['stats', '--server', users.url, '--user', 'ops', '--password-file', passwordFile, ...queue]),
+      cli(['stats', '--server', users.url, ...queue], { env: { NATS_USER: 'ops', NATS_PASSWORD: PASSWORD } }),
+    ])
+    for (const run of accepted) {
+      expectExit(run, 0)
+      assert.ok(!(run.stdout + run.stderr).includes(PASSWORD))
     }
   })
 })

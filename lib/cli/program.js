@@ -87,7 +87,7 @@ function buildProgram(select, output, version) {
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(add --help for usage)')
     .addHelpText('after', EXIT_CODES_HELP)
-    .option('-s, --server <url>', 'NATS server URL, or a comma-separated list (default: NATS_URL, else nats://localhost:4222)')
+    .option('-s, --server <url>', 'NATS server URL, or a comma-separated list, without credentials (default: NATS_URL, which may hold them, else nats://localhost:4222)')
     .option('--stream <name>', 'the queue\'s stream (default: PROTOQUEUE_STREAM)')
     .option('--subject <subject>', 'the queue\'s subject (default: PROTOQUEUE_SUBJECT)')
     .option('--creds <file>', 'a .creds file (JWT and NKey seed) (default: NATS_CREDS)')
