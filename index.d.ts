@@ -350,10 +350,10 @@ export interface EnqueueTask<T = unknown> {
    */
   metadata?: Record<string, any>
   /**
-   * Your own task id (1–256 bytes, no whitespace or control characters); `enqueue` resolves to
-   * it. While a task with this id is stored (waiting, running, waiting for a retry), enqueueing the
-   * id again stores nothing and resolves with the id; see the README ("Your own task ids") for the
-   * exact guarantee. Default: a new UUIDv7.
+   * Your own task id (1–256 bytes, no whitespace, control characters or lone UTF-16 surrogates);
+   * `enqueue` resolves to it. While a task with this id is stored (waiting, running, waiting for a
+   * retry), enqueueing the id again stores nothing and resolves with the id; see the README ("Your
+   * own task ids") for the exact guarantee. Default: a new UUIDv7.
    */
   id?: string
   /** This task's own `maxRetries`, overriding the workers' option (0 to 4294967295). */
@@ -361,8 +361,8 @@ export interface EnqueueTask<T = unknown> {
   /** This task's own retry backoff, overriding the workers' `backoff`/`retryDelay` (an object, not a function). */
   backoff?: Backoff
   /**
-   * The task's name (1–256 bytes, no control characters), handed to the handler as `task.name`:
-   * which kind of task this is in a queue of several (see `Named`).
+   * The task's name (1–256 bytes, no control characters or lone UTF-16 surrogates), handed to the
+   * handler as `task.name`: which kind of task this is in a queue of several (see `Named`).
    */
   name?: string
   /**
@@ -385,8 +385,8 @@ export interface EnqueueTask<T = unknown> {
   /**
    * The subject the task is routed to, on a queue over a subject tree (`subject: 'tasks.email.>'`):
    * a concrete subject in the tree, e.g. `'tasks.email.eu'`. Default: the tree's root
-   * (`'tasks.email'`). A subject outside the tree, with wildcards, or on a queue without a tree
-   * rejects with `ERR_PQ_INVALID_TASK`, nothing sent.
+   * (`'tasks.email'`). A subject outside the tree, with wildcards, a lone UTF-16 surrogate, or on a
+   * queue without a tree rejects with `ERR_PQ_INVALID_TASK`, nothing sent.
    */
   subject?: string
 }
