@@ -5,12 +5,15 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { after, before, describe, test } from 'node:test'
+import { inspect } from 'node:util'
 
 import { create, isMessage } from '@bufbuild/protobuf'
 import { Protoqueue, type DeadLetter, type ProtoqueueConfig, type TaskData } from 'protoqueue'
 
 import { OrderSchema, OtherSchema, type Order } from './fixtures/protobuf/gen/v1/pqtest/order_pb.js'
 import { OrderSchema as OrderV2Schema } from './fixtures/protobuf/gen/v2/pqtest/order_pb.js'
+import { Color, KindsSchema, type Kinds } from './fixtures/protobuf/gen/v1/pqtest/kinds_pb.js'
+import { AddressSchema } from './fixtures/protobuf/gen/v1/pqtest/order_pb.js'
 import { NatsServer, uniqueQueue } from './helpers/nats'
 import { repoRoot } from './helpers/package'
 import { deferred, eventually, rejectsWithCode, within } from './helpers/wait'
@@ -58,6 +61,13 @@ async function letters(queue: Protoqueue<any>, n: number): Promise<Array<DeadLet
   return eventually(`${n} dead letters`, async () => {
     const found = await queue.getDeadLetters()
     return found.length >= n && found
+  })
+}
+
+/** Expects `queue.enqueue({ data })` to reject with ERR_PQ_SERIALIZE; a failure names the data. */
+async function refused(queue: Protoqueue<any>, data: unknown) {
+  await rejectsWithCode(queue.enqueue({ data }), 'ERR_PQ_SERIALIZE').catch((err: Error) => {
+    throw new Error(`${inspect(data, { depth: 3 })}: ${err.message}`)
   })
 }
 
@@ -229,6 +239,131 @@ describe('Protobuf task data from a protobuf-es schema', () => {
     }
     await rejectsWithCode(queue.enqueueBatch([{ data: { id: 'fine' } }, { data: { quantity: 'many' } as any }]), 'ERR_PQ_SERIALIZE')
     assert.equal((await queue.getStats()).messages, 0, 'nothing was sent')
+  })
+
+  test('a field of the wrong type is refused with ERR_PQ_SERIALIZE, not coerced; nothing is sent', async () => {
+    const names = uniqueQueue('pb_types')
+    const orders = await queueOf({ ...names, schema: OrderV2Schema })
+    // What protobuf-es's create() and toBinary() turned into something else: "7", [], "[object Object]"…
+    const badOrders: unknown[] = [
+      { id: 7 },
+      { id: { a: 1 } },
+      { id: true },
+      { id: 'lone \uD800' },
+      { tags: { a: 1 } },
+      { tags: 'abc' },
+      { tags: [1] },
+      { tags: ['fine', null] },
+      { quantity: '3' },
+      { quantity: 1.5 },
+      { quantity: 2 ** 32 },
+      { shipTo: 'Paris' },
+      { shipTo: [] },
+      { shipTo: { city: 5 } },
+      create(OrderV2Schema, { id: 7 as any }),
+      Object.defineProperty({}, 'id', { enumerable: true, get: () => { throw new Error('getter') } }),
+    ]
+    for (const data of badOrders) await refused(orders, data)
+    await rejectsWithCode(orders.enqueueBatch([{ data: { id: 'fine' } }, { data: { id: 7 } as any }]), 'ERR_PQ_SERIALIZE')
+
+    const kinds = await queueOf({ ...uniqueQueue('pb_kinds'), schema: KindsSchema })
+    const deep: Record<string, unknown> = {}
+    let at = deep
+    for (let i = 0; i < 101; i++) at = (at.child = {}) as Record<string, unknown>
+    const cyclic: Record<string, unknown> = {}
+    cyclic.child = cyclic
+    const badKinds: unknown[] = [
+      { small: 1.5 },
+      { small: 2 ** 31 },
+      { big: 'many' },
+      { big: 1.5 },
+      { ubig: -1 },
+      { flag: 1 },
+      { flag: 'true' },
+      { blob: 'bytes' },
+      { blob: [300] },
+      { blob: [1, 'x'] },
+      { ratio: '1' },
+      { single: 1e300 },
+      { color: 'COLOR_RED' },
+      { color: 1.5 },
+      { maybeText: 5 },
+      { numbers: [1, 2.5] },
+      { addresses: ['Paris'] },
+      { addresses: [{ city: 1 }] },
+      { counts: { a: 'x' } },
+      { counts: [] },
+      { labels: { x: 'a' } },
+      { labels: { 1.5: 'a' } },
+      { labels: { 1: 2 } },
+      { switches: { maybe: 'a' } },
+      { places: { home: 'Paris' } },
+      { places: { home: { city: 1 } } },
+      { choice: 'word' },
+      { choice: { case: 'nope', value: 1 } },
+      { choice: { case: 'word', value: 5 } },
+      { choice: { case: 'where', value: { city: 1 } } },
+      { wrapped: 5 },
+      { extra: 5 },
+      { extra: ['a'] },
+      { at: '2020-01-01T00:00:00Z' },
+      { at: { seconds: 'x' } },
+      { child: { child: { text: 3 } } },
+      deep,
+      cyclic,
+    ]
+    for (const data of badKinds) await refused(kinds, data)
+    assert.equal((await orders.getStats()).messages, 0, 'nothing was sent')
+    assert.equal((await kinds.getStats()).messages, 0, 'nothing was sent')
+  })
+
+  test('every kind of field the schema allows is taken as protobuf-es takes it', async () => {
+    const queue = await queueOf({ ...uniqueQueue('pb_kinds_ok'), schema: KindsSchema })
+    const seen = collector<Kinds>()
+    await queue.process(seen.handler)
+    await queue.enqueue({
+      data: {
+        text: 'text \u{1F600}',
+        small: -5,
+        big: '-9007199254740993' as unknown as bigint, // protobuf-es takes int64 as a string or number too
+        ubig: 18446744073709551615n,
+        flag: true,
+        blob: Uint8Array.of(1, 2),
+        ratio: Infinity,
+        single: 0.5,
+        color: Color.RED,
+        maybeText: '',
+        tags: ['a', 'b'],
+        numbers: [1, -2],
+        addresses: [{ city: 'Paris' }, create(AddressSchema, { city: 'Rome' })],
+        counts: { a: 1 },
+        labels: { 7: 'seven', '-1': 'minus one' },
+        switches: { true: 'on', false: 'off' },
+        places: { home: { city: 'Oslo' } },
+        choice: { case: 'where', value: { city: 'Lima' } },
+        wrapped: 'wrapped',
+        extra: { nested: [1, 'two', { three: null }] },
+        at: { seconds: 1n, nanos: 2 },
+        child: { text: 'child', child: { big: 3 as unknown as bigint }, choice: { case: 'word', value: 'w' } },
+      },
+    })
+    await queue.enqueue({ data: { text: 'nulls', blob: [0, 255], maybeText: null, child: null, choice: { case: undefined }, tags: null } as any })
+    const tasks = await seen.until(2)
+    const byText = new Map(tasks.map((t) => [t.data.text, t.data]))
+    const full = byText.get('text \u{1F600}')!
+    assert.equal(full.big, -9007199254740993n)
+    assert.equal(full.ubig, 18446744073709551615n)
+    assert.deepStrictEqual([...full.blob], [1, 2])
+    assert.deepStrictEqual(full.addresses.map((a) => a.city), ['Paris', 'Rome'])
+    assert.deepStrictEqual(full.labels, { 7: 'seven', '-1': 'minus one' })
+    assert.deepStrictEqual(full.switches, { true: 'on', false: 'off' })
+    assert.equal(full.choice.case === 'where' && full.choice.value.city, 'Lima')
+    assert.equal(full.wrapped, 'wrapped')
+    assert.deepStrictEqual(full.extra, { nested: [1, 'two', { three: null }] })
+    assert.equal(full.child?.child?.big, 3n)
+    const nulls = byText.get('nulls')!
+    assert.deepStrictEqual([...nulls.blob], [0, 255])
+    assert.equal(nulls.maybeText, undefined)
   })
 
   test('the example (examples/protobuf) runs as its README section says', () => {
