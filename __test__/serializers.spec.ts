@@ -437,6 +437,39 @@ describe("serializers: 'raw', 'msgpack', your own, and JSON beside them", () => 
     assert.deepStrictEqual(letter!.task?.data, Buffer.from([0xde, 0x00, 0x01, 0xa1, 0x61, 0x01]))
   })
 
+  test("'msgpack' refuses functions and symbols at any depth with ERR_PQ_SERIALIZE, as JSON does; nothing is sent", async () => {
+    const queue = await queueOf({ ...uniqueQueue('mp_fn'), serializer: 'msgpack' })
+    class WithArrow {
+      n = 1
+      f = () => 1
+    }
+    const bad: unknown[] = [
+      { a: 1, f() {} },
+      [1, () => 2],
+      { a: { b: [{ c: () => 3 }] } },
+      { toJSON: () => 1 }, // msgpackr writes a plain object's keys; it does not call toJSON
+      new WithArrow(),
+      new Map([['k', () => 1]]),
+      new Map([[() => 1, 'v']]),
+      { set: new Set([1, () => 1]) },
+      { s: Symbol('s') },
+      [1, Symbol('s')],
+    ]
+    for (const data of bad) await refused(queue, data)
+    await rejectsWithCode(queue.enqueueBatch([{ data: { fine: true } }, { data: { f: () => 1 } }]), 'ERR_PQ_SERIALIZE')
+    assert.equal((await queue.getStats()).messages, 0, 'nothing was sent')
+  })
+
+  test("'msgpack' keeps undefined and 64-bit BigInts, where JSON writes null, drops the key or refuses", async () => {
+    const queue = await queueOf({ ...uniqueQueue('mp_undefined'), serializer: 'msgpack' })
+    const seen = collector()
+    await queue.process(seen.handler)
+    await queue.enqueue({ data: { list: [undefined, 1], gone: undefined, methods: new (class { m() {} })(), big: 2n ** 60n } })
+    const [task] = await seen.until(1)
+    assert.deepStrictEqual(task!.data, { list: [undefined, 1], gone: undefined, methods: {}, big: 2n ** 60n })
+    assert.ok(Object.hasOwn(task!.data as object, 'gone'))
+  })
+
   test("'msgpack' without the msgpackr package is ERR_PQ_INVALID_CONFIG saying what to install", () => {
     const script = `
       const Module = require('node:module')

@@ -130,11 +130,47 @@ function rawCodec() {
   }
 }
 
+/** Thrown by msgpackr's `writeFunction` hook: the data holds a function. */
+class FunctionInData extends Error {}
+
+/**
+ * The path of the first value of type `type` in `value`, walked as msgpackr writes it (own keys of
+ * objects, array items, Map keys and values, Set items), or `undefined`.
+ * @param {unknown} value
+ * @param {'function' | 'symbol'} type
+ * @param {string} path
+ * @param {Set<unknown>} seen
+ * @returns {string | undefined}
+ */
+function pathOf(value, type, path, seen = new Set()) {
+  if (typeof value === type) return path
+  if (typeof value !== 'object' || value === null || seen.has(value) || ArrayBuffer.isView(value)) return undefined
+  seen.add(value)
+  /** @type {Array<[string, unknown]>} */
+  let entries
+  if (Array.isArray(value)) entries = value.map((item, i) => [`${path}[${i}]`, item])
+  else if (value instanceof Map) entries = [...value].flatMap(([key, item], i) => [[`${path} (key ${i} of the Map)`, key], [`${path}.get(${typeof key === 'string' ? JSON.stringify(key) : describe(key)})`, item]])
+  else if (value instanceof Set) entries = [...value].map((item, i) => [`${path} (item ${i} of the Set)`, item])
+  else entries = Object.keys(value).map((key) => [`${path}${keyPath(key)}`, /** @type {any} */ (value)[key]])
+  for (const [at, item] of entries) {
+    const found = pathOf(item, type, at, seen)
+    if (found !== undefined) return found
+  }
+  return undefined
+}
+
 /** @returns {Codec} */
 function msgpackCodec() {
   const { Packr } = optional('msgpackr', "serializer 'msgpack'")
-  // Plain MessagePack (no msgpackr record extension), so other languages' libraries read it.
-  const packr = new Packr({ useRecords: false, moreTypes: false })
+  const packr = new Packr({
+    // Plain MessagePack (no msgpackr record extension), so other languages' libraries read it.
+    useRecords: false,
+    moreTypes: false,
+    // msgpackr writes a function as undefined, as JSON.stringify drops it: refuse it instead.
+    writeFunction: () => {
+      throw new FunctionInData()
+    },
+  })
   return {
     kind: 'msgpack',
     contentType: CONTENT_TYPES.msgpack,
@@ -145,7 +181,18 @@ function msgpackCodec() {
       try {
         return ownBuffer(packr.pack(data))
       } catch (err) {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as MessagePack: ${messageOf(err)}`, err)
+        // A function (refused by writeFunction) or a symbol (msgpackr: "Unknown type") inside:
+        // name where, as the JSON path does.
+        const type = err instanceof FunctionInData ? 'function' : /symbol/.test(messageOf(err)) ? 'symbol' : undefined
+        let path
+        try {
+          path = type === undefined ? undefined : pathOf(data, type, what)
+        } catch {
+          // Reading it again threw: name the whole value.
+        }
+        if (path !== undefined) throw new CodedError('ERR_PQ_SERIALIZE', `${path} is a ${type}, which MessagePack cannot hold`)
+        const why = err instanceof FunctionInData ? 'it holds a function' : messageOf(err)
+        throw new CodedError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as MessagePack: ${why}`, err)
       }
     },
     decode: (bytes) => packr.unpack(bytes),
