@@ -247,7 +247,9 @@ export interface ProtoqueueConfig<T = unknown> {
 /**
  * A serializer of your own: `encode` turns a task's data into bytes (a throw, or anything but a
  * `Uint8Array`, rejects `enqueue` with `ERR_PQ_SERIALIZE`); `decode` turns the bytes of a task of
- * its content type back (a throw dead-letters the task at once as `invalidData`).
+ * its content type back (a throw dead-letters the task at once as `invalidData`). Both are
+ * synchronous: an `async` function is `ERR_PQ_INVALID_CONFIG`, and a `decode` that returns a
+ * Promise dead-letters the task as `invalidData` (the handler never gets a Promise as its data).
  */
 export interface Serializer<T = unknown> {
   /**

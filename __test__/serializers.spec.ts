@@ -542,6 +542,64 @@ describe("serializers: 'raw', 'msgpack', your own, and JSON beside them", () => 
     assert.deepStrictEqual(seen.tasks, [])
   })
 
+  test('a decoder that returns a Promise or another thenable dead-letters the task at once as invalidData; nothing is left unhandled', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const decoders: Array<[string, (bytes: Buffer) => unknown]> = [
+        ['a Promise', (bytes) => Promise.resolve(bytes.toString())],
+        ['a rejected Promise', () => Promise.reject(new Error('later'))],
+        ['a thenable', (bytes) => ({ then: (done: (value: string) => void) => done(bytes.toString()) })],
+      ]
+      for (const [what, decode] of decoders) {
+        const queue = await queueOf<string>({ ...uniqueQueue('own_async'), serializer: { contentType: 'x/y', encode: (data: string) => Buffer.from(data), decode: decode as (bytes: Buffer) => string }, options: { maxRetries: 5 } })
+        const seen = collector()
+        await queue.process(seen.handler)
+        await queue.enqueue({ data: 'anything' })
+        await eventually(`${what}: the task handled or dead-lettered`, async () => seen.tasks.length > 0 || (await queue.getDeadLetters()).length > 0)
+        assert.deepStrictEqual(seen.tasks, [], `${what}: the handler never ran`)
+        const [letter] = await letters(queue, 1)
+        assert.equal(letter!.reason, 'invalidData', what)
+        assert.equal(letter!.attempts, 1, what)
+        // getDeadLetters decodes with the same serializer: no Promise there either, the bytes.
+        assert.equal(letter!.task?.dataFormat, 'raw', what)
+        assert.deepStrictEqual(letter!.task?.data, Buffer.from('anything'), what)
+      }
+      // A turn of the event loop for an unhandled rejection to be reported.
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.deepStrictEqual(unhandled, [])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+
+  test('a serializer whose encode or decode is an async function is ERR_PQ_INVALID_CONFIG', () => {
+    const asyncEncode = { contentType: 'x/y', encode: async () => Uint8Array.of(1), decode: () => 1 }
+    const asyncDecode = { contentType: 'x/y', encode: () => Uint8Array.of(1), decode: async () => 1 }
+    for (const serializer of [asyncEncode, asyncDecode]) {
+      assert.throws(() => new Protoqueue({ ...uniqueQueue(), serializer: serializer as any }), { code: 'ERR_PQ_INVALID_CONFIG' })
+    }
+  })
+
+  test('an encode that returns a Promise rejects enqueue with ERR_PQ_SERIALIZE; nothing is sent or left unhandled', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const names = uniqueQueue('own_async_encode')
+      for (const encode of [() => Promise.resolve(Uint8Array.of(1)), () => Promise.reject(new Error('later'))]) {
+        const queue = await queueOf({ ...names, serializer: { contentType: 'x/y', encode: encode as unknown as () => Uint8Array, decode: () => 1 } })
+        await rejectsWithCode(queue.enqueue({ data: 1 }), 'ERR_PQ_SERIALIZE')
+        assert.equal((await queue.getStats()).messages, 0, 'nothing was sent')
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.deepStrictEqual(unhandled, [])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+
   test("'json' is the default, and explicit", async () => {
     const names = uniqueQueue('json')
     const queue = await queueOf({ ...names, serializer: 'json' })

@@ -553,6 +553,41 @@ function protobufCodec(schema) {
 }
 
 /**
+ * Whether `value` is a Promise or another thenable (reading `then` may throw: then it is not).
+ * @param {unknown} value
+ */
+function isThenable(value) {
+  try {
+    return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (/** @type {any} */ (value).then) === 'function'
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Lets go of a Promise a serializer returned: its rejection, if it rejects, is not reported as
+ * unhandled (which would end a Node process).
+ * @param {unknown} thenable
+ */
+function letGo(thenable) {
+  try {
+    Promise.resolve(thenable).catch(() => {})
+  } catch {
+    // Nothing can be done about a thenable that cannot be followed.
+  }
+}
+
+/**
+ * Whether `fn` is an `async function` (or an async generator function): what it returns is a
+ * Promise (or an async iterator), never data or bytes.
+ * @param {Function} fn
+ */
+function isAsyncFunction(fn) {
+  const tag = Object.prototype.toString.call(fn)
+  return tag === '[object AsyncFunction]' || tag === '[object AsyncGeneratorFunction]'
+}
+
+/**
  * @param {any} serializer `{ contentType, encode, decode }`
  * @returns {Codec}
  */
@@ -560,6 +595,11 @@ function customCodec(serializer) {
   const { contentType, encode, decode } = serializer
   if (typeof encode !== 'function' || typeof decode !== 'function') {
     throw new CodedError('ERR_PQ_INVALID_CONFIG', 'invalid configuration: serializer must be \'json\', \'raw\', \'msgpack\' or an object with encode(data) and decode(bytes, contentType) functions')
+  }
+  for (const [name, fn] of /** @type {const} */ ([['encode', encode], ['decode', decode]])) {
+    if (isAsyncFunction(fn)) {
+      throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer.${name} is an async function; it must return its result synchronously (a ${name === 'encode' ? 'Uint8Array' : 'value'}, not a Promise)`)
+    }
   }
   if (typeof contentType !== 'string' || !/^[!-~]+\/[!-~]+(\s*;[ -~]*)?$/.test(contentType) || contentType.length > 256) {
     throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer.contentType must be a content type like 'application/x-mine' (printable ASCII, at most 256 bytes), got ${describe(contentType)}`)
@@ -578,11 +618,25 @@ function customCodec(serializer) {
         throw new CodedError('ERR_PQ_SERIALIZE', `${what} could not be encoded: serializer.encode threw ${messageOf(err)}`, err)
       }
       if (!(bytes instanceof Uint8Array)) {
+        if (isThenable(bytes)) {
+          letGo(bytes)
+          throw new CodedError('ERR_PQ_SERIALIZE', `${what} could not be encoded: serializer.encode returned a Promise (or another thenable); it must return a Uint8Array synchronously`)
+        }
         throw new CodedError('ERR_PQ_SERIALIZE', `serializer.encode must return a Uint8Array (or Buffer), got ${describe(bytes)}`)
       }
       return ownBuffer(bytes)
     },
-    decode: (bytes, type) => decode.call(serializer, bytes, type),
+    decode(bytes, type) {
+      const data = decode.call(serializer, bytes, type)
+      // Awaiting it would make every decode asynchronous (the dispatcher starts a handler in the
+      // same call that decodes its task; getDeadLetters and getSchedules decode as they read):
+      // a Promise is refused instead, so the handler never gets one as its data.
+      if (isThenable(data)) {
+        letGo(data)
+        throw new Error('serializer.decode returned a Promise (or another thenable); it must return the data synchronously')
+      }
+      return data
+    },
     fromJson: undefined,
   }
 }
