@@ -13,6 +13,7 @@ const tracing = require('./lib/tracing.js')
 const { addEventMethods, attachEvents } = require('./lib/events.js')
 const { registerMetrics } = require('./lib/prometheus.js')
 const serializers = require('./lib/serializers.js')
+const { describeLoneSurrogate, isWellFormed } = require('./lib/unicode.js')
 
 /**
  * The queue whose handler the current code runs in: `disconnect()` called by a handler cannot
@@ -224,7 +225,7 @@ function encodeCheckedTask(task, what, codec) {
     // The native side checks its form. It reads `name` from the `names` argument beside the
     // tasks (see namesOf), not from the input, so unnamed tasks cost nothing more to convert.
     if (typeof name !== 'string') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.name must be a string, got ${describe(name)}`)
-    input.name = name
+    input.name = wellFormed(name, `${what}.name`, 'ERR_PQ_INVALID_TASK')
   }
   routeFields(task, input, what)
   return input
@@ -242,7 +243,7 @@ function processSubjects(options) {
   if (!Array.isArray(subjects) || !subjects.every((s) => typeof s === 'string')) {
     throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options.subjects must be an array of subjects, got ${describe(subjects)}`)
   }
-  return [...subjects]
+  return subjects.map((subject, i) => wellFormed(subject, `process options.subjects[${i}]`, 'ERR_PQ_INVALID_CONFIG'))
 }
 
 /** Copies `priority` (its range and the queue's options are checked in the native core). */
@@ -255,7 +256,7 @@ function routeFields(task, input, what) {
   const subject = task.subject
   if (subject !== undefined && subject !== null) {
     if (typeof subject !== 'string') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.subject must be a subject of the queue's tree, got ${describe(subject)}`)
-    input.subject = subject
+    input.subject = wellFormed(subject, `${what}.subject`, 'ERR_PQ_INVALID_TASK')
   }
 }
 
@@ -293,7 +294,16 @@ function decodeSchedule(native, codec) {
 /** Checks a schedule name or task id is a string (the native side checks its form). */
 function checkedString(value, what, code) {
   if (typeof value !== 'string') throw new ProtoqueueError(code, `${what} must be a string, got ${describe(value)}`)
-  return value
+  return wellFormed(value, what, code)
+}
+
+/**
+ * `text`, or `code` when it holds a lone UTF-16 surrogate: the native side would get U+FFFD in
+ * its place, so the server would see another string than the caller gave (lib/unicode.js).
+ */
+function wellFormed(text, what, code) {
+  if (isWellFormed(text)) return text
+  throw new ProtoqueueError(code, `${what} holds ${describeLoneSurrogate(text)}; it would reach the server changed`)
 }
 
 
@@ -308,7 +318,7 @@ function retryFields(task, input, what) {
   const { id, maxRetries, backoff } = task
   if (id !== undefined && id !== null) {
     if (typeof id !== 'string') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.id must be a string, got ${describe(id)}`)
-    input.id = id
+    input.id = wellFormed(id, `${what}.id`, 'ERR_PQ_INVALID_TASK')
   }
   if (maxRetries !== undefined && maxRetries !== null) {
     if (typeof maxRetries !== 'number') throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what}.maxRetries must be a number, got ${describe(maxRetries)}`)
@@ -457,6 +467,7 @@ function plainConfig(config) {
   const copy = (value, path) => {
     switch (typeof value) {
       case 'string':
+        return wellFormed(value, `invalid configuration: ${path || 'config'}`, 'ERR_PQ_INVALID_CONFIG')
       case 'boolean':
       case 'undefined':
         return value
@@ -556,6 +567,7 @@ class Protoqueue {
     if (url !== undefined && url !== null && typeof url !== 'string') {
       throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `connect(url) takes a string, got ${describe(url)}`)
     }
+    if (typeof url === 'string') wellFormed(url, 'connect(url)', 'ERR_PQ_INVALID_CONFIG')
     await native(() => this.#native.connect(url ?? undefined), 'ERR_PQ_CONNECT')
     return this
   }

@@ -149,12 +149,15 @@ describe('connecting', () => {
       cli(['stats', '--server', tokens.url, '--token-file', tokenFile, ...queue], { env: { NATS_TOKEN: wrong } }),
       cli(['stats', ...queue], { env: { NATS_URL: `nats://${TOKEN}@127.0.0.1:${tokens.port}` } }),
       cli(['stats', '--server', tokens.url, ...queue], { env: { NATS_TOKEN: wrong } }),
-      cli(['stats', '--server', `nats://${wrong}@127.0.0.1:${tokens.port}`, ...queue]),
+      cli(['stats', ...queue], { env: { NATS_URL: `nats://${wrong}@127.0.0.1:${tokens.port}` } }),
       cli(['stats', '--server', tokens.url, ...queue]),
       cli(['stats', '--server', tokens.url, '--token', TOKEN, ...queue]),
+      cli(['stats', '--server', `nats://${TOKEN}@127.0.0.1:${tokens.port}`, ...queue]),
     ])
     runs.slice(0, 3).forEach((run) => expectExit(run, 0))
-    expectExit(runs[6], 2) // secrets are not taken as flags
+    // Secrets are not taken as flags: --token, nor a token in --server's URL.
+    runs.slice(6, 8).forEach((run) => expectExit(run, 2))
+    assert.match(runs[7].stderr, /NATS_TOKEN/)
     for (const run of runs.slice(3, 6)) {
       expectExit(run, 3)
       assert.match(run.stderr, /ERR_PQ_AUTH/)
@@ -162,6 +165,56 @@ describe('connecting', () => {
     for (const run of runs) {
       const output = run.stdout + run.stderr
       assert.ok(!output.includes(TOKEN) && !output.includes(wrong), `a secret was printed:\n${output}`)
+    }
+  })
+})
+
+describe('passwords in --server', () => {
+  const PASSWORD = 'pa55-in-url-s3cret'
+  let users: NatsServer
+  before(async () => {
+    users = await NatsServer.startWithConfig(`authorization { user: ops, password: ${JSON.stringify(PASSWORD)} }`)
+  })
+  after(async () => {
+    await users?.stop()
+  })
+
+  test('a URL with a password (or a token) in --server is refused with exit 2, pointing to NATS_PASSWORD, NATS_URL and the file flags; in NATS_URL it works', async () => {
+    const names = uniqueQueue('cli')
+    const queue = ['--stream', names.streamName, '--subject', names.subject]
+    const owner = new Protoqueue({ ...names, auth: { user: 'ops', pass: PASSWORD } })
+    await owner.connect(users.url)
+    await owner.disconnect()
+    const host = `127.0.0.1:${users.port}`
+    const passwordFile = join(dir, 'ops-password')
+    writeFileSync(passwordFile, `${PASSWORD}\n`)
+    const refused = await Promise.all([
+      cli(['stats', '--server', `nats://ops:${PASSWORD}@${host}`, ...queue]),
+      cli(['stats', '--json', '--server', `nats://ops:${PASSWORD}@${host}`, ...queue]),
+      cli(['stats', '-s', `nats://ops:${encodeURIComponent(`${PASSWORD}@/`)}@${host}`, ...queue]),
+      cli(['stats', '--server', `nats://127.0.0.1:1,nats://ops:${PASSWORD}@${host}`, ...queue]),
+      cli(['stats', '--server', `nats://ops:${PASSWORD},x@${host}`, ...queue]),
+      // On a port already taken: had it been accepted, it would stop (exit 1) rather than serve.
+      cli(['dashboard', '--port', String(users.port), '--server', `nats://ops:${PASSWORD}@${host}`]),
+    ])
+    for (const run of refused) {
+      expectExit(run, 2)
+      assert.ok(!(run.stdout + run.stderr).includes(PASSWORD), `the password was printed:\n${run.stderr}`)
+    }
+    assert.match(refused[0].stderr, /NATS_PASSWORD/)
+    assert.match(refused[0].stderr, /--password-file/)
+    assert.match(refused[0].stderr, /NATS_URL/)
+    assert.equal(JSON.parse(refused[1].stderr).error.exitCode, 2)
+
+    // Where the password may go: NATS_URL, or --user with a file or NATS_PASSWORD.
+    const accepted = await Promise.all([
+      cli(['stats', ...queue], { env: { NATS_URL: `nats://ops:${PASSWORD}@${host}` } }),
+      cli(['stats', '--server', users.url, '--user', 'ops', '--password-file', passwordFile, ...queue]),
+      cli(['stats', '--server', users.url, ...queue], { env: { NATS_USER: 'ops', NATS_PASSWORD: PASSWORD } }),
+    ])
+    for (const run of accepted) {
+      expectExit(run, 0)
+      assert.ok(!(run.stdout + run.stderr).includes(PASSWORD))
     }
   })
 })
@@ -360,6 +413,59 @@ describe('commands', () => {
     assert.match(accepted.stdout, /\r\x1b\[2K\[[#-]+\] \d+% /, 'a bar redrawn in place')
     assert.match(accepted.stdout, /Requeued 1500 tasks/)
     assert.equal((await queue.getStats()).messages, 1500)
+    await queue.disconnect()
+  })
+})
+
+describe('hostile text', () => {
+  // What a handler's error (or a producer's id, data, metadata) holds reaches the operator's
+  // terminal only escaped: an OSC 52 clipboard write, a screen clear, an 8-bit CSI, DEL, a
+  // right-to-left override.
+  const HOSTILE = '\x1b]52;c;aGVsbG8=\x07 then \x1b[2J csi \u009b31m del \x7f rtl \u202egnp.exe'
+  /** Raw control characters, other than the newlines of the CLI's own layout. */
+  const RAW = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/
+
+  test('dlq list and show print control characters of errors, ids, data and metadata escaped; --json keeps them exact', async () => {
+    const { names, flags } = queueFlags()
+    const queue = new Protoqueue({ ...names, options: { maxRetries: 0 } })
+    await queue.connect(server.url)
+    await queue.process(async () => {
+      throw new Error(HOSTILE)
+    })
+    const id = `order-\u202e-${names.streamName}`
+    await queue.enqueue({ data: { note: HOSTILE }, metadata: { note: HOSTILE }, id })
+    await eventually('the task dead-lettered', async () => (await queue.getStats()).deadLettered === 1, 30_000)
+
+    const listed = await cli(['dlq', 'list', ...flags])
+    expectExit(listed, 0)
+    assert.ok(!RAW.test(listed.stdout), `raw control characters in ${JSON.stringify(listed.stdout)}`)
+    assert.ok(listed.stdout.includes('\\u001b]52;c;aGVsbG8=\\u0007'), listed.stdout)
+    assert.ok(listed.stdout.includes('order-\\u202e-'), listed.stdout)
+
+    for (const wanted of [id, String(JSON.parse((await cli(['dlq', 'list', '--json', ...flags])).stdout)[0].sequence)]) {
+      const shown = await cli(['dlq', 'show', wanted, ...flags])
+      expectExit(shown, 0)
+      assert.ok(!RAW.test(shown.stdout), `raw control characters in ${JSON.stringify(shown.stdout)}`)
+      for (const escaped of ['\\u001b]52;c;aGVsbG8=\\u0007', '\\u001b[2J', '\\u009b31m', '\\u007f', '\\u202egnp.exe', 'order-\\u202e-']) {
+        assert.ok(shown.stdout.includes(escaped), `${escaped} in\n${shown.stdout}`)
+      }
+    }
+
+    const exact = await cli(['dlq', 'show', id, '--json', ...flags])
+    expectExit(exact, 0)
+    const letter = JSON.parse(exact.stdout)
+    assert.ok(letter.error.includes(HOSTILE))
+    assert.equal(letter.task.id, id)
+    assert.deepStrictEqual([letter.task.data, letter.task.metadata.note], [{ note: HOSTILE }, HOSTILE])
+
+    // An error message naming what the operator asked for: escaped on stderr, exact in --json.
+    const missing = await cli(['dlq', 'show', 'nope-\x1b[2J', ...flags])
+    expectExit(missing, 1)
+    assert.ok(!RAW.test(missing.stderr), `raw control characters in ${JSON.stringify(missing.stderr)}`)
+    assert.ok(missing.stderr.includes('nope-\\u001b[2J'), missing.stderr)
+    const missingJson = await cli(['dlq', 'show', 'nope-\x1b[2J', '--json', ...flags])
+    expectExit(missingJson, 1)
+    assert.ok(JSON.parse(missingJson.stderr).error.message.includes('nope-\x1b[2J'))
     await queue.disconnect()
   })
 })

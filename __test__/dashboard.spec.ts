@@ -242,6 +242,49 @@ describe('the HTTP API', () => {
     }
   })
 
+  test('a path that is not one starting with a single / is refused (//evil.example/api/... named another host), and so is an Origin that is not the Host', async () => {
+    const { queue, names } = await queueWith(0, 0)
+    const board = await dashboard({ connection: { url: server.url }, port: 0, token: TOKEN })
+    try {
+      const host = `127.0.0.1:${board.port}`
+      /** One request as written, path and headers untouched by a URL parser. */
+      const raw = (method: string, path: string, headers: Record<string, string> = {}) =>
+        new Promise<{ status?: number; code?: string }>((resolve, reject) => {
+          const req = request({ host: '127.0.0.1', port: board.port, method, path, headers: { host, ...headers } }, (res) => {
+            let body = ''
+            res.setEncoding('utf8')
+            res.on('data', (chunk) => (body += chunk))
+            res.on('end', () => resolve({ status: res.statusCode, code: body.startsWith('{') ? JSON.parse(body).error?.code : undefined }))
+          })
+          req.on('error', reject)
+          req.end(method === 'POST' ? '{}' : undefined)
+        })
+      const action = { 'content-type': 'application/json', 'x-protoqueue-token': TOKEN }
+      const evil = { ...action, origin: 'http://evil.example' }
+      const pause = `/api/queues/${names.streamName}/pause`
+      // Each of these once read as a URL whose host is evil.example, the Origin's: the check passed.
+      for (const path of [`//evil.example${pause}`, `/\\evil.example${pause}`, `http://evil.example${pause}`]) {
+        const refused = await raw('POST', path, evil)
+        assert.deepEqual(refused, { status: 400, code: 'ERR_PQ_BAD_REQUEST' }, path)
+      }
+      for (const path of ['//evil.example/api/overview', '//evil.example/', '*']) {
+        assert.deepEqual(await raw('GET', path), { status: 400, code: 'ERR_PQ_BAD_REQUEST' }, path)
+      }
+      assert.equal((await queue.getStats()).paused, false)
+      // A well-formed path from another site: refused, for a read too.
+      assert.deepEqual(await raw('POST', pause, evil), { status: 403, code: 'ERR_PQ_FORBIDDEN' })
+      assert.deepEqual(await raw('GET', '/api/overview', { origin: 'http://evil.example' }), { status: 403, code: 'ERR_PQ_FORBIDDEN' })
+      assert.deepEqual(await raw('GET', '/api/overview', { origin: `http://127.0.0.1:${board.port + 1}` }), { status: 403, code: 'ERR_PQ_FORBIDDEN' })
+      // From the dashboard's own page: done.
+      assert.equal((await raw('GET', '/api/overview', { origin: `http://${host}` })).status, 200)
+      assert.equal((await raw('POST', pause, { ...action, origin: `http://${host}` })).status, 200)
+      assert.equal((await queue.getStats()).paused, true)
+    } finally {
+      await board.close()
+      await queue.disconnect()
+    }
+  })
+
   test('odd streams on the server: an older version\'s queue is listed, a half-made one shows its error, nothing crashes', async () => {
     const nc = await natsConnect({ servers: server.url })
     const jsm = await jetstreamManager(nc)

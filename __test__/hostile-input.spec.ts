@@ -3,11 +3,13 @@
 // throw (constructor) or reject (async methods, never synchronously) with a ProtoqueueError
 // carrying an ERR_PQ_* code, and nothing may be stored.
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { after, before, describe, test } from 'node:test'
 
 import { Protoqueue, ProtoqueueError, type ProtoqueueConfig } from 'protoqueue'
 
 import { NatsServer, uniqueQueue } from './helpers/nats'
+import { repoRoot } from './helpers/package'
 
 let server: NatsServer
 before(async () => {
@@ -247,4 +249,88 @@ describe('the other methods', () => {
       assert.equal(ids.length, 2)
       assert.equal((await queue.getStats()).messages, 2)
     }))
+})
+
+// A lone UTF-16 surrogate has no UTF-8 form: crossing into the native side it became U+FFFD, so
+// `enqueue({ id })` resolved to another id than given and two distinct ids named one task.
+describe('strings with a lone surrogate', () => {
+  const lone = ['a\uD800b', 'a\uDBFFb', 'end\uD83D', '\uDE00start', 'x\uDC00\uD800y']
+
+  /** A queue over a subject tree with delayed and recurring tasks on, disconnected after `body`. */
+  async function withTreeQueue(body: (queue: Protoqueue, root: string) => Promise<void>) {
+    const { streamName, subject } = uniqueQueue('lone')
+    const queue = new Protoqueue({ streamName, subject: `${subject}.>`, options: { schedules: true } })
+    await queue.connect(server.url)
+    try {
+      await body(queue, subject)
+    } finally {
+      await queue.disconnect()
+    }
+  }
+
+  test('task ids, names and subjects with a lone surrogate reject with ERR_PQ_INVALID_TASK; nothing is stored', () =>
+    withTreeQueue(async (queue, root) => {
+      for (const text of lone) {
+        const what = JSON.stringify(text)
+        for (const task of [{ data: 1, id: text }, { data: 1, name: text }, { data: 1, subject: `${root}.${text}` }]) {
+          await rejects(`enqueue ${what}`, () => queue.enqueue(task), 'ERR_PQ_INVALID_TASK')
+          await rejects(`enqueueBatch ${what}`, () => queue.enqueueBatch([{ data: 'fine' }, task]), 'ERR_PQ_INVALID_TASK')
+          await rejects(`schedule ${what}`, () => queue.schedule('tick', { every: 60_000 }, task), 'ERR_PQ_INVALID_TASK')
+        }
+        await rejects(`cancel(${what})`, () => queue.cancel(text), 'ERR_PQ_INVALID_TASK')
+      }
+      await assertNothingStored(queue)
+      assert.deepStrictEqual(await queue.getSchedules(), [])
+    }))
+
+  test('two ids that differ only in their lone surrogates are not one task', () =>
+    withQueue(async (queue) => {
+      const results = await Promise.allSettled([queue.enqueue({ data: 1, id: 'order\uD800' }), queue.enqueue({ data: 2, id: 'order\uDBFF' })])
+      for (const result of results) {
+        assert.equal(result.status, 'rejected')
+        assert.equal((result as PromiseRejectedResult).reason.code, 'ERR_PQ_INVALID_TASK')
+      }
+      await assertNothingStored(queue)
+    }))
+
+  test('well-formed text outside the BMP (surrogate pairs) is kept exactly', () =>
+    withQueue(async (queue) => {
+      const id = 'order-\u{1F600}-\u{10FFFF}'
+      assert.equal(await queue.enqueue({ data: 1, id, name: 'task-\u{1F680}' }), id)
+      assert.deepStrictEqual(await queue.enqueueBatch([{ data: 2, id: `${id}-2` }]), [`${id}-2`])
+    }))
+
+  test('schedule names, dead-letter filters, process subjects, the URL and the configuration reject with ERR_PQ_INVALID_CONFIG', () =>
+    withTreeQueue(async (queue, root) => {
+      for (const text of lone) {
+        const what = JSON.stringify(text)
+        await rejects(`schedule(${what})`, () => queue.schedule(text, { every: 60_000 }, { data: 1 }), 'ERR_PQ_INVALID_CONFIG')
+        await rejects(`unschedule(${what})`, () => queue.unschedule(text), 'ERR_PQ_INVALID_CONFIG')
+        await rejects(`schedule timeZone ${what}`, () => queue.schedule('tick', { cron: '0 0 * * * *', timeZone: `Europe/${text}` }, { data: 1 }), 'ERR_PQ_INVALID_CONFIG')
+        await rejects(`requeueDeadLetters ids ${what}`, () => queue.requeueDeadLetters({ ids: [text] }), 'ERR_PQ_INVALID_CONFIG')
+        await rejects(`purgeDeadLetters ids ${what}`, () => queue.purgeDeadLetters({ ids: [text] }), 'ERR_PQ_INVALID_CONFIG')
+        await rejects(`purgeDeadLetters reason ${what}`, () => queue.purgeDeadLetters({ reason: text as 'rejected' }), 'ERR_PQ_INVALID_CONFIG')
+        await rejects(`process subjects ${what}`, () => queue.process(async () => ({ success: true }), { subjects: [`${root}.${text}`] }), 'ERR_PQ_INVALID_CONFIG')
+        const fresh = new Protoqueue(uniqueQueue('lone_url'))
+        await rejects(`connect(${what})`, () => fresh.connect(`nats://127.0.0.1:${server.port}/${text}`), 'ERR_PQ_INVALID_CONFIG')
+        const names = uniqueQueue('lone_config')
+        throws(`streamName ${what}`, () => new Protoqueue({ ...names, streamName: `${names.streamName}${text}` }), 'ERR_PQ_INVALID_CONFIG')
+        throws(`subject ${what}`, () => new Protoqueue({ ...names, subject: `${names.subject}${text}` }), 'ERR_PQ_INVALID_CONFIG')
+        throws(`auth ${what}`, () => new Protoqueue({ ...names, auth: { user: 'u', pass: text } }), 'ERR_PQ_INVALID_CONFIG')
+      }
+      assert.deepStrictEqual(await queue.getSchedules(), [])
+    }))
+
+  test('without String.prototype.isWellFormed (Node 18) lone surrogates are refused all the same', () => {
+    const script = `
+      delete String.prototype.isWellFormed
+      const { Protoqueue } = require('./index.js')
+      const queue = new Protoqueue({ streamName: 's', subject: 't' })
+      const codes = (ids) => Promise.all(ids.map((id) => queue.enqueue({ data: 1, id }).then(() => 'resolved', (err) => err.code)))
+      let config
+      try { new Protoqueue({ streamName: 's', subject: 't\\uD800' }); config = 'created' } catch (err) { config = err.code }
+      Promise.all([codes(${JSON.stringify(lone)}), codes(['pair-\\u{1F600}'])]).then(([lone, pair]) => console.log(JSON.stringify({ lone, pair, config })))`
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: repoRoot, encoding: 'utf8' }))
+    assert.deepStrictEqual(out, { lone: lone.map(() => 'ERR_PQ_INVALID_TASK'), pair: ['ERR_PQ_NOT_CONNECTED'], config: 'ERR_PQ_INVALID_CONFIG' })
+  })
 })

@@ -5,12 +5,15 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { after, before, describe, test } from 'node:test'
+import { inspect } from 'node:util'
 
 import { create, isMessage } from '@bufbuild/protobuf'
 import { Protoqueue, type DeadLetter, type ProtoqueueConfig, type TaskData } from 'protoqueue'
 
 import { OrderSchema, OtherSchema, type Order } from './fixtures/protobuf/gen/v1/pqtest/order_pb.js'
 import { OrderSchema as OrderV2Schema } from './fixtures/protobuf/gen/v2/pqtest/order_pb.js'
+import { Color, KindsSchema, type Kinds } from './fixtures/protobuf/gen/v1/pqtest/kinds_pb.js'
+import { AddressSchema } from './fixtures/protobuf/gen/v1/pqtest/order_pb.js'
 import { NatsServer, uniqueQueue } from './helpers/nats'
 import { repoRoot } from './helpers/package'
 import { deferred, eventually, rejectsWithCode, within } from './helpers/wait'
@@ -58,6 +61,13 @@ async function letters(queue: Protoqueue<any>, n: number): Promise<Array<DeadLet
   return eventually(`${n} dead letters`, async () => {
     const found = await queue.getDeadLetters()
     return found.length >= n && found
+  })
+}
+
+/** Expects `queue.enqueue({ data })` to reject with ERR_PQ_SERIALIZE; a failure names the data. */
+async function refused(queue: Protoqueue<any>, data: unknown) {
+  await rejectsWithCode(queue.enqueue({ data }), 'ERR_PQ_SERIALIZE').catch((err: Error) => {
+    throw new Error(`${inspect(data, { depth: 3 })}: ${err.message}`)
   })
 }
 
@@ -231,6 +241,131 @@ describe('Protobuf task data from a protobuf-es schema', () => {
     assert.equal((await queue.getStats()).messages, 0, 'nothing was sent')
   })
 
+  test('a field of the wrong type is refused with ERR_PQ_SERIALIZE, not coerced; nothing is sent', async () => {
+    const names = uniqueQueue('pb_types')
+    const orders = await queueOf({ ...names, schema: OrderV2Schema })
+    // What protobuf-es's create() and toBinary() turned into something else: "7", [], "[object Object]"…
+    const badOrders: unknown[] = [
+      { id: 7 },
+      { id: { a: 1 } },
+      { id: true },
+      { id: 'lone \uD800' },
+      { tags: { a: 1 } },
+      { tags: 'abc' },
+      { tags: [1] },
+      { tags: ['fine', null] },
+      { quantity: '3' },
+      { quantity: 1.5 },
+      { quantity: 2 ** 32 },
+      { shipTo: 'Paris' },
+      { shipTo: [] },
+      { shipTo: { city: 5 } },
+      create(OrderV2Schema, { id: 7 as any }),
+      Object.defineProperty({}, 'id', { enumerable: true, get: () => { throw new Error('getter') } }),
+    ]
+    for (const data of badOrders) await refused(orders, data)
+    await rejectsWithCode(orders.enqueueBatch([{ data: { id: 'fine' } }, { data: { id: 7 } as any }]), 'ERR_PQ_SERIALIZE')
+
+    const kinds = await queueOf({ ...uniqueQueue('pb_kinds'), schema: KindsSchema })
+    const deep: Record<string, unknown> = {}
+    let at = deep
+    for (let i = 0; i < 101; i++) at = (at.child = {}) as Record<string, unknown>
+    const cyclic: Record<string, unknown> = {}
+    cyclic.child = cyclic
+    const badKinds: unknown[] = [
+      { small: 1.5 },
+      { small: 2 ** 31 },
+      { big: 'many' },
+      { big: 1.5 },
+      { ubig: -1 },
+      { flag: 1 },
+      { flag: 'true' },
+      { blob: 'bytes' },
+      { blob: [300] },
+      { blob: [1, 'x'] },
+      { ratio: '1' },
+      { single: 1e300 },
+      { color: 'COLOR_RED' },
+      { color: 1.5 },
+      { maybeText: 5 },
+      { numbers: [1, 2.5] },
+      { addresses: ['Paris'] },
+      { addresses: [{ city: 1 }] },
+      { counts: { a: 'x' } },
+      { counts: [] },
+      { labels: { x: 'a' } },
+      { labels: { 1.5: 'a' } },
+      { labels: { 1: 2 } },
+      { switches: { maybe: 'a' } },
+      { places: { home: 'Paris' } },
+      { places: { home: { city: 1 } } },
+      { choice: 'word' },
+      { choice: { case: 'nope', value: 1 } },
+      { choice: { case: 'word', value: 5 } },
+      { choice: { case: 'where', value: { city: 1 } } },
+      { wrapped: 5 },
+      { extra: 5 },
+      { extra: ['a'] },
+      { at: '2020-01-01T00:00:00Z' },
+      { at: { seconds: 'x' } },
+      { child: { child: { text: 3 } } },
+      deep,
+      cyclic,
+    ]
+    for (const data of badKinds) await refused(kinds, data)
+    assert.equal((await orders.getStats()).messages, 0, 'nothing was sent')
+    assert.equal((await kinds.getStats()).messages, 0, 'nothing was sent')
+  })
+
+  test('every kind of field the schema allows is taken as protobuf-es takes it', async () => {
+    const queue = await queueOf({ ...uniqueQueue('pb_kinds_ok'), schema: KindsSchema })
+    const seen = collector<Kinds>()
+    await queue.process(seen.handler)
+    await queue.enqueue({
+      data: {
+        text: 'text \u{1F600}',
+        small: -5,
+        big: '-9007199254740993' as unknown as bigint, // protobuf-es takes int64 as a string or number too
+        ubig: 18446744073709551615n,
+        flag: true,
+        blob: Uint8Array.of(1, 2),
+        ratio: Infinity,
+        single: 0.5,
+        color: Color.RED,
+        maybeText: '',
+        tags: ['a', 'b'],
+        numbers: [1, -2],
+        addresses: [{ city: 'Paris' }, create(AddressSchema, { city: 'Rome' })],
+        counts: { a: 1 },
+        labels: { 7: 'seven', '-1': 'minus one' },
+        switches: { true: 'on', false: 'off' },
+        places: { home: { city: 'Oslo' } },
+        choice: { case: 'where', value: { city: 'Lima' } },
+        wrapped: 'wrapped',
+        extra: { nested: [1, 'two', { three: null }] },
+        at: { seconds: 1n, nanos: 2 },
+        child: { text: 'child', child: { big: 3 as unknown as bigint }, choice: { case: 'word', value: 'w' } },
+      },
+    })
+    await queue.enqueue({ data: { text: 'nulls', blob: [0, 255], maybeText: null, child: null, choice: { case: undefined }, tags: null } as any })
+    const tasks = await seen.until(2)
+    const byText = new Map(tasks.map((t) => [t.data.text, t.data]))
+    const full = byText.get('text \u{1F600}')!
+    assert.equal(full.big, -9007199254740993n)
+    assert.equal(full.ubig, 18446744073709551615n)
+    assert.deepStrictEqual([...full.blob], [1, 2])
+    assert.deepStrictEqual(full.addresses.map((a) => a.city), ['Paris', 'Rome'])
+    assert.deepStrictEqual(full.labels, { 7: 'seven', '-1': 'minus one' })
+    assert.deepStrictEqual(full.switches, { true: 'on', false: 'off' })
+    assert.equal(full.choice.case === 'where' && full.choice.value.city, 'Lima')
+    assert.equal(full.wrapped, 'wrapped')
+    assert.deepStrictEqual(full.extra, { nested: [1, 'two', { three: null }] })
+    assert.equal(full.child?.child?.big, 3n)
+    const nulls = byText.get('nulls')!
+    assert.deepStrictEqual([...nulls.blob], [0, 255])
+    assert.equal(nulls.maybeText, undefined)
+  })
+
   test('the example (examples/protobuf) runs as its README section says', () => {
     const out = execFileSync(process.execPath, ['examples/protobuf/orders.mjs'], {
       cwd: repoRoot,
@@ -300,6 +435,39 @@ describe("serializers: 'raw', 'msgpack', your own, and JSON beside them", () => 
     assert.match(letter!.error, /application\/x-msgpack/)
     // Plain MessagePack, no msgpackr record extension: a map16 of one entry, "a" → 1.
     assert.deepStrictEqual(letter!.task?.data, Buffer.from([0xde, 0x00, 0x01, 0xa1, 0x61, 0x01]))
+  })
+
+  test("'msgpack' refuses functions and symbols at any depth with ERR_PQ_SERIALIZE, as JSON does; nothing is sent", async () => {
+    const queue = await queueOf({ ...uniqueQueue('mp_fn'), serializer: 'msgpack' })
+    class WithArrow {
+      n = 1
+      f = () => 1
+    }
+    const bad: unknown[] = [
+      { a: 1, f() {} },
+      [1, () => 2],
+      { a: { b: [{ c: () => 3 }] } },
+      { toJSON: () => 1 }, // msgpackr writes a plain object's keys; it does not call toJSON
+      new WithArrow(),
+      new Map([['k', () => 1]]),
+      new Map([[() => 1, 'v']]),
+      { set: new Set([1, () => 1]) },
+      { s: Symbol('s') },
+      [1, Symbol('s')],
+    ]
+    for (const data of bad) await refused(queue, data)
+    await rejectsWithCode(queue.enqueueBatch([{ data: { fine: true } }, { data: { f: () => 1 } }]), 'ERR_PQ_SERIALIZE')
+    assert.equal((await queue.getStats()).messages, 0, 'nothing was sent')
+  })
+
+  test("'msgpack' keeps undefined and 64-bit BigInts, where JSON writes null, drops the key or refuses", async () => {
+    const queue = await queueOf({ ...uniqueQueue('mp_undefined'), serializer: 'msgpack' })
+    const seen = collector()
+    await queue.process(seen.handler)
+    await queue.enqueue({ data: { list: [undefined, 1], gone: undefined, methods: new (class { m() {} })(), big: 2n ** 60n } })
+    const [task] = await seen.until(1)
+    assert.deepStrictEqual(task!.data, { list: [undefined, 1], gone: undefined, methods: {}, big: 2n ** 60n })
+    assert.ok(Object.hasOwn(task!.data as object, 'gone'))
   })
 
   test("'msgpack' without the msgpackr package is ERR_PQ_INVALID_CONFIG saying what to install", () => {
@@ -372,6 +540,64 @@ describe("serializers: 'raw', 'msgpack', your own, and JSON beside them", () => 
     assert.match(letter!.error, /corrupt/)
     assert.equal(letter!.task?.dataFormat, 'raw')
     assert.deepStrictEqual(seen.tasks, [])
+  })
+
+  test('a decoder that returns a Promise or another thenable dead-letters the task at once as invalidData; nothing is left unhandled', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const decoders: Array<[string, (bytes: Buffer) => unknown]> = [
+        ['a Promise', (bytes) => Promise.resolve(bytes.toString())],
+        ['a rejected Promise', () => Promise.reject(new Error('later'))],
+        ['a thenable', (bytes) => ({ then: (done: (value: string) => void) => done(bytes.toString()) })],
+      ]
+      for (const [what, decode] of decoders) {
+        const queue = await queueOf<string>({ ...uniqueQueue('own_async'), serializer: { contentType: 'x/y', encode: (data: string) => Buffer.from(data), decode: decode as (bytes: Buffer) => string }, options: { maxRetries: 5 } })
+        const seen = collector()
+        await queue.process(seen.handler)
+        await queue.enqueue({ data: 'anything' })
+        await eventually(`${what}: the task handled or dead-lettered`, async () => seen.tasks.length > 0 || (await queue.getDeadLetters()).length > 0)
+        assert.deepStrictEqual(seen.tasks, [], `${what}: the handler never ran`)
+        const [letter] = await letters(queue, 1)
+        assert.equal(letter!.reason, 'invalidData', what)
+        assert.equal(letter!.attempts, 1, what)
+        // getDeadLetters decodes with the same serializer: no Promise there either, the bytes.
+        assert.equal(letter!.task?.dataFormat, 'raw', what)
+        assert.deepStrictEqual(letter!.task?.data, Buffer.from('anything'), what)
+      }
+      // A turn of the event loop for an unhandled rejection to be reported.
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.deepStrictEqual(unhandled, [])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
+  })
+
+  test('a serializer whose encode or decode is an async function is ERR_PQ_INVALID_CONFIG', () => {
+    const asyncEncode = { contentType: 'x/y', encode: async () => Uint8Array.of(1), decode: () => 1 }
+    const asyncDecode = { contentType: 'x/y', encode: () => Uint8Array.of(1), decode: async () => 1 }
+    for (const serializer of [asyncEncode, asyncDecode]) {
+      assert.throws(() => new Protoqueue({ ...uniqueQueue(), serializer: serializer as any }), { code: 'ERR_PQ_INVALID_CONFIG' })
+    }
+  })
+
+  test('an encode that returns a Promise rejects enqueue with ERR_PQ_SERIALIZE; nothing is sent or left unhandled', async () => {
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      const names = uniqueQueue('own_async_encode')
+      for (const encode of [() => Promise.resolve(Uint8Array.of(1)), () => Promise.reject(new Error('later'))]) {
+        const queue = await queueOf({ ...names, serializer: { contentType: 'x/y', encode: encode as unknown as () => Uint8Array, decode: () => 1 } })
+        await rejectsWithCode(queue.enqueue({ data: 1 }), 'ERR_PQ_SERIALIZE')
+        assert.equal((await queue.getStats()).messages, 0, 'nothing was sent')
+      }
+      await new Promise((resolve) => setImmediate(resolve))
+      assert.deepStrictEqual(unhandled, [])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+    }
   })
 
   test("'json' is the default, and explicit", async () => {

@@ -3,6 +3,7 @@
 'use strict'
 // `npx protoqueue --help`: the command line over a queue. See lib/cli/ and README.md "Command line".
 
+const { escapeLines } = require('../lib/cli/format.js')
 const { main } = require('../lib/cli/main.js')
 const { version } = require('../package.json')
 
@@ -17,7 +18,7 @@ main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stde
     process.exitCode = code
   },
   (err) => {
-    process.stderr.write(`protoqueue: unexpected error: ${err instanceof Error ? err.stack : String(err)}\n`)
+    process.stderr.write(`protoqueue: unexpected error: ${escapeLines(err instanceof Error ? String(err.stack) : String(err))}\n`)
     process.exitCode = 1
   },
 )

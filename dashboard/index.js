@@ -12,7 +12,11 @@
 //   a cross-site form cannot send either, and no CORS header is ever sent, so a browser refuses
 //   a cross-site request that could. On 127.0.0.1 without a token of the user's, the server makes
 //   one per run and puts it in the page it serves; the `Host` header must then name a loopback
-//   address (no DNS rebinding), and a POST's `Origin`, when sent, must be the page's own.
+//   address (no DNS rebinding).
+// - A request's `Origin`, when sent, must name the `Host` it was sent to (the page's own). The
+//   request target is never read as a URL, whose host would come from it (`//evil.example/api/...`,
+//   `/\evil.example/...`, `http://evil.example/...`): a target that does not start with a single
+//   `/` is refused.
 // - Nothing shown holds a credential: the server's URL comes masked from the core.
 
 const { createHash, randomBytes, timingSafeEqual } = require('node:crypto')
@@ -114,6 +118,51 @@ class HttpError extends Error {
     super(message)
     this.status = status
     this.code = code
+  }
+}
+
+/**
+ * The path and query of a request target. Only the origin form with one leading `/` is taken, and
+ * it is split by hand: a URL parser reads `//host/...`, `/\host/...` and `http://host/...` as naming
+ * a host, and that host must never stand in for the `Host` header.
+ * @param {string | undefined} target
+ */
+function requestTarget(target) {
+  if (target === undefined || !/^\/(?![/\\])/.test(target)) {
+    throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', 'the request path must start with a single /')
+  }
+  const withoutFragment = target.replace(/#.*$/s, '')
+  const mark = withoutFragment.indexOf('?')
+  return mark === -1
+    ? { path: withoutFragment, query: new URLSearchParams() }
+    : { path: withoutFragment.slice(0, mark), query: new URLSearchParams(withoutFragment.slice(mark + 1)) }
+}
+
+/**
+ * `host[:port]` as a URL writes it (lower case, no default port) from a `Host` header, or
+ * `undefined` when the header is not a host (nor `host:port`).
+ * @param {string} header
+ */
+function hostOf(header) {
+  if (!/^(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(:\d{1,5})?$/i.test(header)) return undefined
+  try {
+    return new URL(`http://${header}`).host
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Whether an `Origin` header names `host` (the request's, from `hostOf`), over http or https.
+ * @param {string} origin
+ * @param {string | undefined} host
+ */
+function sameOrigin(origin, host) {
+  try {
+    const url = new URL(origin)
+    return (url.protocol === 'http:' || url.protocol === 'https:') && host !== undefined && url.host === host
+  } catch {
+    return false
   }
 }
 
@@ -265,22 +314,10 @@ async function dashboard(options = {}) {
   }
 
   /**
+   * Refuses a state change without the token (its Origin was checked with every request's).
    * @param {http.IncomingMessage} req
-   * @param {URL} url
    */
-  const checkStateChange = (req, url) => {
-    const origin = req.headers.origin
-    if (origin !== undefined && origin !== 'null') {
-      let host
-      try {
-        host = new URL(origin).host
-      } catch {
-        host = undefined
-      }
-      if (host !== url.host) throw new HttpError(403, 'ERR_PQ_FORBIDDEN', 'a state change must come from the dashboard\'s own page')
-    } else if (origin === 'null') {
-      throw new HttpError(403, 'ERR_PQ_FORBIDDEN', 'a state change must come from the dashboard\'s own page')
-    }
+  const checkStateChange = (req) => {
     if (!sameToken(req.headers[TOKEN_HEADER], config.token)) {
       throw new HttpError(401, 'ERR_PQ_UNAUTHORIZED', `a state change needs the dashboard's token in the ${TOKEN_HEADER} header`)
     }
@@ -291,12 +328,18 @@ async function dashboard(options = {}) {
    * @param {http.ServerResponse} res
    */
   const handle = async (req, res) => {
-    const hostHeader = String(req.headers.host ?? '')
-    if (config.local && !isLoopback(hostHeader.replace(/:\d+$/, ''))) {
+    const { path, query } = requestTarget(req.url)
+    const hostHeader = req.headers.host
+    const host = hostHeader === undefined ? undefined : hostOf(hostHeader)
+    if (hostHeader !== undefined && host === undefined) throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', 'the Host header is not a host')
+    if (config.local && (host === undefined || !isLoopback(new URL(`http://${host}`).hostname))) {
       throw new HttpError(403, 'ERR_PQ_FORBIDDEN', 'this dashboard answers only requests for a loopback address (Host header)')
     }
-    const url = new URL(req.url ?? '/', `http://${hostHeader || 'localhost'}`)
-    const path = url.pathname
+    // Another site's page (or a sandboxed one: `null`) gets nothing, not only no state change.
+    const origin = req.headers.origin
+    if (origin !== undefined && !sameOrigin(origin, host)) {
+      throw new HttpError(403, 'ERR_PQ_FORBIDDEN', 'a request with an Origin must come from the dashboard\'s own page')
+    }
     const method = req.method ?? 'GET'
     if (method === 'GET' || method === 'HEAD') {
       if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', pageFor())
@@ -306,7 +349,7 @@ async function dashboard(options = {}) {
       const letters = /^\/api\/queues\/([^/]+)\/dead-letters$/.exec(path)
       if (letters) {
         const followed = await queueNamed(letters[1])
-        const limitText = url.searchParams.get('limit') ?? '100'
+        const limitText = query.get('limit') ?? '100'
         const limit = Number(limitText)
         if (!/^\d+$/.test(limitText) || limit < 1 || limit > MAX_LETTERS) throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', `limit must be an integer from 1 to ${MAX_LETTERS}`)
         const queue = await sampler.queueOf(followed)
@@ -323,7 +366,7 @@ async function dashboard(options = {}) {
     if (method === 'POST') {
       const action = /^\/api\/queues\/([^/]+)\/(pause|resume|dead-letters\/requeue|dead-letters\/purge)$/.exec(path)
       if (!action) throw new HttpError(404, 'ERR_PQ_NOT_FOUND', `no action ${path}`)
-      checkStateChange(req, url)
+      checkStateChange(req)
       const body = await readJson(req)
       const followed = await queueNamed(action[1])
       const queue = await sampler.queueOf(followed)

@@ -7,6 +7,8 @@
 // both kinds can share a queue during a migration). Tasks of any other content type never reach
 // the handler: the native side dead-letters them as `invalidData`, naming the content type.
 
+const { isWellFormed } = require('./unicode.js')
+
 /** A failure to report with a `ProtoqueueError` code; index.js turns it into one. */
 class CodedError extends Error {
   /**
@@ -128,11 +130,47 @@ function rawCodec() {
   }
 }
 
+/** Thrown by msgpackr's `writeFunction` hook: the data holds a function. */
+class FunctionInData extends Error {}
+
+/**
+ * The path of the first value of type `type` in `value`, walked as msgpackr writes it (own keys of
+ * objects, array items, Map keys and values, Set items), or `undefined`.
+ * @param {unknown} value
+ * @param {'function' | 'symbol'} type
+ * @param {string} path
+ * @param {Set<unknown>} seen
+ * @returns {string | undefined}
+ */
+function pathOf(value, type, path, seen = new Set()) {
+  if (typeof value === type) return path
+  if (typeof value !== 'object' || value === null || seen.has(value) || ArrayBuffer.isView(value)) return undefined
+  seen.add(value)
+  /** @type {Array<[string, unknown]>} */
+  let entries
+  if (Array.isArray(value)) entries = value.map((item, i) => [`${path}[${i}]`, item])
+  else if (value instanceof Map) entries = [...value].flatMap(([key, item], i) => [[`${path} (key ${i} of the Map)`, key], [`${path}.get(${typeof key === 'string' ? JSON.stringify(key) : describe(key)})`, item]])
+  else if (value instanceof Set) entries = [...value].map((item, i) => [`${path} (item ${i} of the Set)`, item])
+  else entries = Object.keys(value).map((key) => [`${path}${keyPath(key)}`, /** @type {any} */ (value)[key]])
+  for (const [at, item] of entries) {
+    const found = pathOf(item, type, at, seen)
+    if (found !== undefined) return found
+  }
+  return undefined
+}
+
 /** @returns {Codec} */
 function msgpackCodec() {
   const { Packr } = optional('msgpackr', "serializer 'msgpack'")
-  // Plain MessagePack (no msgpackr record extension), so other languages' libraries read it.
-  const packr = new Packr({ useRecords: false, moreTypes: false })
+  const packr = new Packr({
+    // Plain MessagePack (no msgpackr record extension), so other languages' libraries read it.
+    useRecords: false,
+    moreTypes: false,
+    // msgpackr writes a function as undefined, as JSON.stringify drops it: refuse it instead.
+    writeFunction: () => {
+      throw new FunctionInData()
+    },
+  })
   return {
     kind: 'msgpack',
     contentType: CONTENT_TYPES.msgpack,
@@ -143,7 +181,18 @@ function msgpackCodec() {
       try {
         return ownBuffer(packr.pack(data))
       } catch (err) {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as MessagePack: ${messageOf(err)}`, err)
+        // A function (refused by writeFunction) or a symbol (msgpackr: "Unknown type") inside:
+        // name where, as the JSON path does.
+        const type = err instanceof FunctionInData ? 'function' : /symbol/.test(messageOf(err)) ? 'symbol' : undefined
+        let path
+        try {
+          path = type === undefined ? undefined : pathOf(data, type, what)
+        } catch {
+          // Reading it again threw: name the whole value.
+        }
+        if (path !== undefined) throw new CodedError('ERR_PQ_SERIALIZE', `${path} is a ${type}, which MessagePack cannot hold`)
+        const why = err instanceof FunctionInData ? 'it holds a function' : messageOf(err)
+        throw new CodedError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as MessagePack: ${why}`, err)
       }
     },
     decode: (bytes) => packr.unpack(bytes),
@@ -160,38 +209,283 @@ function isMessageSchema(schema) {
   return typeof schema === 'object' && schema !== null && schema.kind === 'message' && typeof schema.typeName === 'string' && schema.typeName !== '' && Array.isArray(schema.fields)
 }
 
+/** How deep messages may nest in task data: the recursion limit of protobuf's C++ and Java parsers. */
+const MAX_MESSAGE_DEPTH = 100
+
 /**
- * The first key of an init object (or, below it, of its message fields) that is not a field of
- * its message: protobuf-es's `create` would silently drop it.
- * @param {any} schema
- * @param {any} init
- * @param {string} path
- * @param {number} depth
- * @returns {string | undefined}
+ * A checker of data for a protobuf-es schema, before `create()` and `toBinary()` see it: they
+ * take what they are given and coerce what does not fit (`7` for a string field is written "7",
+ * an object for a repeated field `[]`, `{ a: 1 }` for a string "[object Object]", a key that is no
+ * field is dropped). protobuf-es checks values only in its reflect API (`reflect(…).set`,
+ * `ReflectList.add`, `ReflectMap.set`: its `checkField`), so the leaves are checked there, with
+ * its rules and words (int32 range, int64 as bigint, number or string, well-formed UTF-8,
+ * `Uint8Array` for bytes); the walk through the init object's shape — which keys are fields,
+ * messages, lists, maps, oneof groups, and the well-known types protobuf-es holds unwrapped
+ * (wrappers as their scalar, `google.protobuf.Struct` as a JSON object) — is done here, following
+ * what `create()` reads. `fromJson()` is strict too, but about the JSON form, not init objects
+ * (int64 as strings, bytes as base64, oneofs flat, Timestamp as text), so it cannot judge them.
+ * @param {any} protobuf the module `@bufbuild/protobuf`
+ * @param {any} reflectApi the module `@bufbuild/protobuf/reflect`
+ * @param {any} wkt the module `@bufbuild/protobuf/wkt`
  */
-function unknownKey(schema, init, path, depth = 0) {
-  if (depth > 100 || typeof init !== 'object' || init === null || Array.isArray(init) || init instanceof Uint8Array) return undefined
-  if (init.$typeName !== undefined) return undefined
-  /** @type {Map<string, any>} */
-  const fields = new Map()
-  for (const field of schema.fields) if (field.oneof === undefined) fields.set(field.localName, field)
-  for (const oneof of schema.oneofs ?? []) fields.set(oneof.localName, oneof)
-  for (const key of Object.keys(init)) {
-    if (key === '$typeName' || key === '$unknown') continue
-    const field = fields.get(key)
-    if (field === undefined) return `${path}.${key}`
-    const value = init[key]
-    if (field.fieldKind === 'message' && field.message) {
-      const found = unknownKey(field.message, value, `${path}.${key}`, depth + 1)
-      if (found !== undefined) return found
-    } else if (field.fieldKind === 'list' && field.listKind === 'message' && Array.isArray(value)) {
-      for (let i = 0; i < value.length; i++) {
-        const found = unknownKey(field.message, value[i], `${path}.${key}[${i}]`, depth + 1)
-        if (found !== undefined) return found
+function fieldChecker(protobuf, reflectApi, wkt) {
+  const { BOOL, BYTES, INT32, UINT32, SINT32, FIXED32, SFIXED32 } = protobuf.ScalarType
+  /** One ReflectMessage per message type whose `set` checks a value (cleared again at once). */
+  const scratches = new WeakMap()
+  /** @param {any} desc */
+  const scratch = (desc) => {
+    let message = scratches.get(desc)
+    if (message === undefined) {
+      message = reflectApi.reflect(desc, undefined, true)
+      scratches.set(desc, message)
+    }
+    return message
+  }
+  /**
+   * A bytes value as protobuf-es's `create()` takes it: an array of bytes becomes a Uint8Array.
+   * @param {any} field
+   * @param {unknown} value
+   */
+  const bytesOf = (field, value) => {
+    if (field.scalar !== BYTES || !Array.isArray(value)) return value
+    for (const byte of value) if (!Number.isInteger(byte) || byte < 0 || byte > 255) return value
+    return Uint8Array.from(value)
+  }
+
+  /**
+   * Why a singular scalar or enum value does not fit `field` (of its message), or `undefined`.
+   * @param {any} field
+   * @param {unknown} value
+   * @returns {string | undefined}
+   */
+  const scalarReason = (field, value) => {
+    const message = scratch(field.parent)
+    try {
+      message.set(field, bytesOf(field, value))
+    } catch (err) {
+      return messageOf(err)
+    } finally {
+      message.clear(field)
+    }
+    return undefined
+  }
+
+  /**
+   * A map key (an object key, so a string) as the reflect API takes it for `field`'s key type,
+   * or `undefined` when it is none.
+   * @param {any} field
+   * @param {string} key
+   */
+  const mapKey = (field, key) => {
+    switch (field.mapKey) {
+      case BOOL:
+        return key === 'true' ? true : key === 'false' ? false : undefined
+      case INT32: case UINT32: case SINT32: case FIXED32: case SFIXED32: {
+        // Only the canonical text of a number, as a JavaScript object writes its keys.
+        const number = Number(key)
+        return String(number) === key ? number : undefined
       }
+      default:
+        return key // a string, or a 64-bit integer that the check parses
     }
   }
-  return undefined
+
+  /**
+   * Why `value` is no JSON value (what protobuf-es takes for `google.protobuf.Struct`), or `undefined`.
+   * @param {unknown} value
+   * @param {string} path
+   * @param {number} depth
+   * @returns {{ path: string, reason: string } | undefined}
+   */
+  const jsonReason = (value, path, depth) => {
+    if (depth > MAX_MESSAGE_DEPTH) return { path, reason: `nested more than ${MAX_MESSAGE_DEPTH} deep` }
+    if (value === null || typeof value === 'boolean' || typeof value === 'number') return undefined
+    if (typeof value === 'string') {
+      return isWellFormed(value) ? undefined : { path, reason: 'a string with a lone surrogate is not valid UTF-8' }
+    }
+    if (Array.isArray(value)) {
+      for (let i = 0; i < value.length; i++) {
+        const found = jsonReason(value[i], `${path}[${i}]`, depth + 1)
+        if (found !== undefined) return found
+      }
+      return undefined
+    }
+    if (isPlainObject(value)) {
+      for (const key of Object.keys(value)) {
+        const found = jsonReason(value[key], `${path}${keyPath(key)}`, depth + 1)
+        if (found !== undefined) return found
+      }
+      return undefined
+    }
+    return { path, reason: `expected a JSON value (google.protobuf.Struct), got ${describe(value)}` }
+  }
+
+  /**
+   * Why one value of a message type (a singular field, a list item, a map value, a oneof case)
+   * does not fit, or `undefined`. `field` tells how protobuf-es holds it.
+   * @param {any} field
+   * @param {unknown} value
+   * @param {string} path
+   * @param {number} depth
+   * @param {boolean} unwrapped whether a wrapper type is held as its scalar here
+   * @returns {{ path: string, reason: string } | undefined}
+   */
+  const messageValueReason = (field, value, path, depth, unwrapped) => {
+    const desc = field.message
+    if (desc.typeName === 'google.protobuf.Struct' && field.parent.typeName !== 'google.protobuf.Value') {
+      if (!isPlainObject(value)) return { path, reason: `expected a JSON object (google.protobuf.Struct), got ${describe(value)}` }
+      return jsonReason(value, path, depth)
+    }
+    if (unwrapped && wkt.isWrapperDesc(desc)) {
+      const reason = scalarReason(desc.fields[0], value)
+      return reason === undefined ? undefined : { path, reason }
+    }
+    return messageReason(desc, value, path, depth + 1)
+  }
+
+  /**
+   * Why `init` (a message or its init object) is not a message of `desc` exactly as given, or
+   * `undefined`.
+   * @param {any} desc
+   * @param {unknown} init
+   * @param {string} path
+   * @param {number} depth
+   * @returns {{ path: string, reason: string } | undefined}
+   */
+  const messageReason = (desc, init, path, depth) => {
+    if (typeof init !== 'object' || init === null || Array.isArray(init) || init instanceof Uint8Array) {
+      return { path, reason: `expected a ${desc.typeName} message or its init object, got ${describe(init)}` }
+    }
+    if (depth > MAX_MESSAGE_DEPTH) {
+      return { path, reason: `messages nested more than ${MAX_MESSAGE_DEPTH} deep (a cycle?), which Protobuf parsers refuse` }
+    }
+    /** @type {any} */
+    const given = init
+    if (given.$typeName !== undefined && given.$typeName !== desc.typeName) {
+      return { path, reason: `a ${String(given.$typeName)} message where a ${desc.typeName} belongs` }
+    }
+    for (const key of Object.keys(given)) {
+      if (key === '$typeName' || key === '$unknown') continue
+      if (desc.field[key] === undefined && !desc.oneofs.some((/** @type {any} */ oneof) => oneof.localName === key)) {
+        return { path: `${path}.${key}`, reason: `not a field of ${desc.typeName} (protobuf-es would drop it)` }
+      }
+    }
+    for (const field of desc.fields) {
+      if (field.oneof !== undefined) continue
+      const value = given[field.localName]
+      if (value === undefined || value === null) continue
+      const at = `${path}.${field.localName}`
+      const found = fieldReason(field, value, at, depth)
+      if (found !== undefined) return found
+    }
+    for (const oneof of desc.oneofs) {
+      const value = given[oneof.localName]
+      if (value === undefined || value === null) continue
+      const at = `${path}.${oneof.localName}`
+      if (typeof value !== 'object' || Array.isArray(value)) {
+        return { path: at, reason: `expected a oneof { case, value }, got ${describe(value)}` }
+      }
+      if (value.case === undefined || value.case === null) continue
+      const field = oneof.fields.find((/** @type {any} */ f) => f.localName === value.case)
+      if (field === undefined) {
+        return { path: `${at}.case`, reason: `expected one of ${oneof.fields.map((/** @type {any} */ f) => JSON.stringify(f.localName)).join(', ')}, got ${describe(value.case)}` }
+      }
+      const found = field.fieldKind === 'message'
+        ? messageValueReason(field, value.value, `${at}.value`, depth, false)
+        : reasonAt(`${at}.value`, scalarReason(field, value.value))
+      if (found !== undefined) return found
+    }
+    return undefined
+  }
+
+  /**
+   * @param {any} field a field outside any oneof, set (not `undefined` or `null`)
+   * @param {any} value
+   * @param {string} path
+   * @param {number} depth
+   * @returns {{ path: string, reason: string } | undefined}
+   */
+  const fieldReason = (field, value, path, depth) => {
+    switch (field.fieldKind) {
+      case 'scalar':
+      case 'enum':
+        return reasonAt(path, scalarReason(field, value))
+      case 'message':
+        return messageValueReason(field, value, path, depth, true)
+      case 'list': {
+        if (!Array.isArray(value)) return { path, reason: `expected an array, got ${describe(value)}` }
+        const list = field.listKind === 'message' ? undefined : reflectApi.reflectList(field, [], true)
+        for (let i = 0; i < value.length; i++) {
+          const at = `${path}[${i}]`
+          if (list === undefined) {
+            const found = messageValueReason(field, value[i], at, depth, false)
+            if (found !== undefined) return found
+            continue
+          }
+          try {
+            list.add(bytesOf(field, value[i]))
+          } catch (err) {
+            return { path: at, reason: messageOf(err) }
+          }
+        }
+        return undefined
+      }
+      case 'map': {
+        if (!isPlainObject(value)) {
+          return { path, reason: `expected an object of map entries, got ${describe(value)}` }
+        }
+        const map = reflectApi.reflectMap(field, {}, true)
+        for (const key of Object.keys(value)) {
+          const at = `${path}${keyPath(key)}`
+          const reflectKey = mapKey(field, key)
+          if (reflectKey === undefined) return { path: at, reason: `${JSON.stringify(key)} is not a key of this map's key type` }
+          const entry = value[key]
+          try {
+            // A message value is checked below; its key with a message of the right type.
+            map.set(reflectKey, field.mapKind === 'message' ? scratch(field.message) : bytesOf(field, entry))
+          } catch (err) {
+            return { path: at, reason: messageOf(err) }
+          }
+          if (field.mapKind === 'message') {
+            const found = messageValueReason(field, entry, at, depth, false)
+            if (found !== undefined) return found
+          }
+        }
+        return undefined
+      }
+      default:
+        return undefined
+    }
+  }
+
+  return messageReason
+}
+
+/**
+ * @param {string} path
+ * @param {string | undefined} reason
+ */
+function reasonAt(path, reason) {
+  return reason === undefined ? undefined : { path, reason }
+}
+
+/**
+ * An object key as a path step: `.name`, or `["odd key"]`.
+ * @param {string} key
+ */
+function keyPath(key) {
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
+}
+
+/**
+ * Whether `value` is an object made by `{}` (or with no prototype).
+ * @param {unknown} value
+ * @returns {value is Record<string, unknown>}
+ */
+function isPlainObject(value) {
+  if (typeof value !== 'object' || value === null) return false
+  const prototype = Object.getPrototypeOf(value)
+  return prototype === Object.prototype || prototype === null
 }
 
 /**
@@ -203,6 +497,7 @@ function protobufCodec(schema) {
     throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: schema must be a protobuf-es v2 message schema (a GenMessage generated by protoc-gen-es, e.g. OrderSchema), got ${describe(schema)}`)
   }
   const protobuf = optional('@bufbuild/protobuf', 'schema')
+  const invalidField = fieldChecker(protobuf, optional('@bufbuild/protobuf/reflect', 'schema'), optional('@bufbuild/protobuf/wkt', 'schema'))
   /** @type {string} */
   const typeName = schema.typeName
   return {
@@ -217,9 +512,15 @@ function protobufCodec(schema) {
       if (given.$typeName !== undefined && given.$typeName !== typeName) {
         throw new CodedError('ERR_PQ_SERIALIZE', `${what} is a ${String(given.$typeName)} message; this queue's schema is ${typeName}`)
       }
-      const unknown = unknownKey(schema, given, what)
-      if (unknown !== undefined) {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${unknown} is not a field of ${typeName} (or of its nested message)`)
+      let invalid
+      try {
+        invalid = invalidField(schema, given, what, 0)
+      } catch (err) {
+        // A getter or Proxy trap of the data threw (as JSON.stringify would have).
+        throw new CodedError('ERR_PQ_SERIALIZE', `${what} could not be read: ${messageOf(err)}`, err)
+      }
+      if (invalid !== undefined) {
+        throw new CodedError('ERR_PQ_SERIALIZE', `${invalid.path} cannot be encoded as ${typeName}: ${invalid.reason}`)
       }
       try {
         const message = protobuf.isMessage(given, schema) ? given : protobuf.create(schema, given)
@@ -252,6 +553,41 @@ function protobufCodec(schema) {
 }
 
 /**
+ * Whether `value` is a Promise or another thenable (reading `then` may throw: then it is not).
+ * @param {unknown} value
+ */
+function isThenable(value) {
+  try {
+    return (typeof value === 'object' || typeof value === 'function') && value !== null && typeof (/** @type {any} */ (value).then) === 'function'
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Lets go of a Promise a serializer returned: its rejection, if it rejects, is not reported as
+ * unhandled (which would end a Node process).
+ * @param {unknown} thenable
+ */
+function letGo(thenable) {
+  try {
+    Promise.resolve(thenable).catch(() => {})
+  } catch {
+    // Nothing can be done about a thenable that cannot be followed.
+  }
+}
+
+/**
+ * Whether `fn` is an `async function` (or an async generator function): what it returns is a
+ * Promise (or an async iterator), never data or bytes.
+ * @param {Function} fn
+ */
+function isAsyncFunction(fn) {
+  const tag = Object.prototype.toString.call(fn)
+  return tag === '[object AsyncFunction]' || tag === '[object AsyncGeneratorFunction]'
+}
+
+/**
  * @param {any} serializer `{ contentType, encode, decode }`
  * @returns {Codec}
  */
@@ -259,6 +595,11 @@ function customCodec(serializer) {
   const { contentType, encode, decode } = serializer
   if (typeof encode !== 'function' || typeof decode !== 'function') {
     throw new CodedError('ERR_PQ_INVALID_CONFIG', 'invalid configuration: serializer must be \'json\', \'raw\', \'msgpack\' or an object with encode(data) and decode(bytes, contentType) functions')
+  }
+  for (const [name, fn] of /** @type {const} */ ([['encode', encode], ['decode', decode]])) {
+    if (isAsyncFunction(fn)) {
+      throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer.${name} is an async function; it must return its result synchronously (a ${name === 'encode' ? 'Uint8Array' : 'value'}, not a Promise)`)
+    }
   }
   if (typeof contentType !== 'string' || !/^[!-~]+\/[!-~]+(\s*;[ -~]*)?$/.test(contentType) || contentType.length > 256) {
     throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer.contentType must be a content type like 'application/x-mine' (printable ASCII, at most 256 bytes), got ${describe(contentType)}`)
@@ -277,11 +618,25 @@ function customCodec(serializer) {
         throw new CodedError('ERR_PQ_SERIALIZE', `${what} could not be encoded: serializer.encode threw ${messageOf(err)}`, err)
       }
       if (!(bytes instanceof Uint8Array)) {
+        if (isThenable(bytes)) {
+          letGo(bytes)
+          throw new CodedError('ERR_PQ_SERIALIZE', `${what} could not be encoded: serializer.encode returned a Promise (or another thenable); it must return a Uint8Array synchronously`)
+        }
         throw new CodedError('ERR_PQ_SERIALIZE', `serializer.encode must return a Uint8Array (or Buffer), got ${describe(bytes)}`)
       }
       return ownBuffer(bytes)
     },
-    decode: (bytes, type) => decode.call(serializer, bytes, type),
+    decode(bytes, type) {
+      const data = decode.call(serializer, bytes, type)
+      // Awaiting it would make every decode asynchronous (the dispatcher starts a handler in the
+      // same call that decodes its task; getDeadLetters and getSchedules decode as they read):
+      // a Promise is refused instead, so the handler never gets one as its data.
+      if (isThenable(data)) {
+        letGo(data)
+        throw new Error('serializer.decode returned a Promise (or another thenable); it must return the data synchronously')
+      }
+      return data
+    },
     fromJson: undefined,
   }
 }

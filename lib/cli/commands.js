@@ -5,7 +5,7 @@
 const { createInterface } = require('node:readline')
 
 const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
-const { json, letterDetails, letterTable, statsText } = require('./format.js')
+const { escapeControl, json, letterDetails, letterTable, statsText } = require('./format.js')
 const { progressReporter } = require('./progress.js')
 
 /** The most dead letters `getDeadLetters` reads at once. */
@@ -30,7 +30,8 @@ const MAX_DEAD_LETTERS = 10_000_000
  */
 
 /**
- * Prints `human` for people or `value` as JSON (with `--json`).
+ * Prints `human` for people or `value` as JSON (with `--json`). `human` escapes what it takes
+ * from the queue or the command line (format.js `escapeControl`).
  * @param {Context} context
  * @param {unknown} value
  * @param {() => string} human
@@ -108,7 +109,7 @@ async function confirmed(context, question) {
   if (!stdin.isTTY || !stderr.isTTY) {
     throw usage(`${question.replace(/\?$/, '')}: not on a terminal, so add --yes to confirm`)
   }
-  stderr.write(`${question} [y/N] `)
+  stderr.write(`${escapeControl(question)} [y/N] `)
   const lines = createInterface({ input: stdin })
   const answer = await new Promise((resolve) => {
     lines.once('line', resolve)
@@ -158,13 +159,13 @@ async function metrics(context) {
 /** @param {Context} context */
 async function pause(context) {
   await context.queue.pause()
-  print(context, { paused: true }, () => `Paused queue ${context.names.streamName}.`)
+  print(context, { paused: true }, () => `Paused queue ${escapeControl(context.names.streamName)}.`)
 }
 
 /** @param {Context} context */
 async function resume(context) {
   await context.queue.resume()
-  print(context, { paused: false }, () => `Resumed queue ${context.names.streamName}.`)
+  print(context, { paused: false }, () => `Resumed queue ${escapeControl(context.names.streamName)}.`)
 }
 
 /** @param {Context} context */
@@ -218,7 +219,7 @@ async function enqueue(context) {
       throw new CliError(failure.exitCode, `${failure.message}${before}`, failure.code)
     }
     ids.push(...stored)
-    if (!quiet && !context.options.json) stdout.write(`${stored.join('\n')}\n`)
+    if (!quiet && !context.options.json) stdout.write(`${stored.map(escapeControl).join('\n')}\n`)
   }
   if (source !== '-') {
     await sent([taskOf(source, envelope, 'the argument')], 1)

@@ -11,7 +11,7 @@ const { usage } = require('./exit.js')
 /**
  * The connection flags, as parsed.
  * @typedef {object} ConnectionFlags
- * @property {string} [server] NATS URL(s), else `NATS_URL`
+ * @property {string} [server] NATS URL(s), else `NATS_URL`; credentials in it are refused (`NATS_URL` may hold them)
  * @property {string} [stream] else `PROTOQUEUE_STREAM`
  * @property {string} [subject] else `PROTOQUEUE_SUBJECT`
  * @property {string} [creds] `.creds` file, else `NATS_CREDS`
@@ -49,6 +49,27 @@ function readSecret(file, flag) {
 }
 
 /**
+ * Refuses secrets given as flags: `--password`, `--token`, and credentials in `--server`'s URL
+ * (`nats://user:pass@host`, or `nats://token@host`, which NATS reads as a token). The messages
+ * name where the secret goes instead, never the URL.
+ * @param {ConnectionFlags} flags
+ */
+function refuseSecretFlags(flags) {
+  const why = '(flags show in `ps` and shell history)'
+  if (flags.password !== undefined) throw usage(`--password is not taken ${why}: use --password-file <file> or NATS_PASSWORD`)
+  if (flags.token !== undefined) throw usage(`--token is not taken ${why}: use --token-file <file> or NATS_TOKEN`)
+  // A host never holds an `@`: one means user info. Read as the library reads a list, it runs
+  // from the first URL's scheme to the last `@` (a password may hold an unencoded `,` or `/`).
+  const at = flags.server?.lastIndexOf('@') ?? -1
+  if (flags.server === undefined || at === -1) return
+  const userInfo = flags.server.slice(0, at).replace(/^[a-z][a-z0-9+.-]*:\/\//i, '')
+  if (userInfo.includes(':')) {
+    throw usage(`--server: a URL with a password is not taken ${why}: give --user <name> (or NATS_USER) with --password-file <file> or NATS_PASSWORD, or the whole URL in NATS_URL`)
+  }
+  throw usage(`--server: a URL with a token (nats://<token>@host) is not taken ${why}: use --token-file <file> or NATS_TOKEN, or the whole URL in NATS_URL`)
+}
+
+/**
  * `ProtoqueueConfig` from the flags and the environment. A flag wins over its variable; any
  * credential flag turns the credential variables off (so a `NATS_TOKEN` in the shell never
  * clashes with `--creds`).
@@ -57,7 +78,7 @@ function readSecret(file, flag) {
  * @returns {import('protoqueue').ProtoqueueConfig}
  */
 function queueConfig(flags, env) {
-  if (flags.password !== undefined || flags.token !== undefined) connectionConfig(flags, env)
+  refuseSecretFlags(flags)
   const streamName = flags.stream ?? env.PROTOQUEUE_STREAM
   const subject = flags.subject ?? env.PROTOQUEUE_SUBJECT
   if (!streamName) throw usage('which queue? Give --stream <name> (or set PROTOQUEUE_STREAM)')
@@ -76,8 +97,7 @@ function queueConfig(flags, env) {
  * @returns {Omit<import('protoqueue').ProtoqueueConfig, 'streamName' | 'subject'>}
  */
 function connectionConfig(flags, env) {
-  if (flags.password !== undefined) throw usage('--password is not taken (flags show in `ps` and shell history): use --password-file <file> or NATS_PASSWORD')
-  if (flags.token !== undefined) throw usage('--token is not taken (flags show in `ps` and shell history): use --token-file <file> or NATS_TOKEN')
+  refuseSecretFlags(flags)
   /** @type {import('protoqueue').AuthOptions} */
   const auth = {}
   const byFlag = flags.creds !== undefined || flags.user !== undefined || flags.passwordFile !== undefined || flags.tokenFile !== undefined || flags.nkey !== undefined

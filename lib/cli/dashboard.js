@@ -7,6 +7,7 @@ const { dashboard, isLoopback } = require('../../dashboard/index.js')
 
 const { connectionConfig, readSecret } = require('./config.js')
 const { usage } = require('./exit.js')
+const { escapeControl } = require('./format.js')
 
 /**
  * @param {{ options: Record<string, any>, io: import('./main.js').MainIo, stopped?: Promise<unknown> }} context
@@ -23,7 +24,7 @@ async function runDashboard({ options, io, stopped }) {
     throw usage(`--host ${options.host} is not a loopback address: give a token for the actions that change a queue (--auth-token-file <file> or PROTOQUEUE_DASHBOARD_TOKEN), or bind to 127.0.0.1`)
   }
   const board = await dashboard({ connection, host: options.host, port: options.port, interval: options.interval, token })
-  io.stdout.write(`Protoqueue dashboard on ${board.url} (Ctrl-C to stop)\n`)
+  io.stdout.write(`Protoqueue dashboard on ${escapeControl(board.url)} (Ctrl-C to stop)\n`)
   await (stopped ?? signalled())
   await board.close()
 }

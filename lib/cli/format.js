@@ -1,6 +1,34 @@
 // @ts-check
 'use strict'
 // Output of the command line: plain tables for people, JSON for scripts (bytes as base64).
+// Text for people shows control characters escaped (`escapeControl`): errors, ids, data and
+// metadata come from handlers and producers, and must not drive the operator's terminal.
+
+/**
+ * What a terminal could act on: C0 (newlines and tabs included), DEL, C1, and the Unicode
+ * characters that reorder or break what is shown (bidi marks, embeddings, overrides and
+ * isolates; line and paragraph separators).
+ */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g
+
+/** The short escapes JSON uses, for the common ones. */
+const SHORT_ESCAPES = /** @type {Record<string, string>} */ ({ '\b': '\\b', '\t': '\\t', '\n': '\\n', '\f': '\\f', '\r': '\\r' })
+
+/**
+ * `text` with every control character written as JSON writes escapes (`\n`, `\u001b`,
+ * `\u202e`), for any text printed for people: the same form as in the JSON blocks of `dlq show`.
+ * JSON output does not use it: JSON is exact.
+ * @param {string} text
+ */
+const escapeControl = (text) => text.replace(CONTROL, (c) => SHORT_ESCAPES[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+
+/**
+ * `escapeControl` line by line, for text whose line breaks are the command line's own layout
+ * (pretty-printed JSON, where strings hold no raw line break, and stays valid JSON; command-line
+ * errors; stack traces).
+ * @param {string} text
+ */
+const escapeLines = (text) => text.split('\n').map(escapeControl).join('\n')
 
 /**
  * `rows` as a table with a header line, columns padded to their widest cell.
@@ -27,13 +55,14 @@ function pairs(pairs) {
 }
 
 /**
- * `text` on one line, cut to `max` characters (an ellipsis marks the cut).
+ * `text` on one line, cut to `max` characters (an ellipsis marks the cut), control characters
+ * escaped (the escapes may make it longer).
  * @param {string} text
  * @param {number} max
  */
 function truncate(text, max) {
   const oneLine = text.replace(/\s+/g, ' ').trim()
-  return oneLine.length <= max ? oneLine : `${oneLine.slice(0, max - 1)}…`
+  return escapeControl(oneLine.length <= max ? oneLine : `${oneLine.slice(0, max - 1)}…`)
 }
 
 /** @param {number} ms */
@@ -66,8 +95,8 @@ const json = (value) => JSON.stringify(jsonSafe(value), null, 2)
 function letterTable(letters) {
   const rows = letters.map((letter) => [
     String(letter.sequence),
-    letter.task?.id ?? '-',
-    letter.reason,
+    escapeControl(letter.task?.id ?? '-'),
+    escapeControl(letter.reason),
     String(letter.attempts),
     isoTime(letter.failedAt),
     truncate(letter.error, 60),
@@ -89,25 +118,25 @@ function letterDetails(letter) {
   /** @type {Array<[string, string]>} */
   const fields = [
     ['sequence', String(letter.sequence)],
-    ['reason', letter.reason],
+    ['reason', escapeControl(letter.reason)],
     ['attempts', String(letter.attempts)],
     ['failed at', isoTime(letter.failedAt)],
-    ['error', letter.error.replace(/\n/g, '\n  ')],
+    ['error', escapeControl(letter.error)],
   ]
   const task = letter.task
   if (task) {
-    fields.splice(1, 0, ['task id', task.id])
-    fields.push(['content type', task.contentType || '-'])
+    fields.splice(1, 0, ['task id', escapeControl(task.id)])
+    fields.push(['content type', escapeControl(task.contentType || '-')])
     fields.push(['enqueued at', isoTime(task.metadata.timestamp ?? 0)])
   }
   const blocks = [pairs(fields)]
-  if (letter.details !== undefined) blocks.push(`details:\n${JSON.stringify(letter.details, null, 2)}`)
+  if (letter.details !== undefined) blocks.push(`details:\n${escapeLines(JSON.stringify(letter.details, null, 2))}`)
   if (letter.rawDetails) blocks.push(`details (not JSON): ${bytesText(letter.rawDetails)}`)
   if (task) {
-    if (task.dataFormat === 'json') blocks.push(`data:\n${JSON.stringify(task.data, null, 2)}`)
-    else if (task.dataFormat === 'raw') blocks.push(`data (${task.contentType || 'no content type'}, not JSON): ${bytesText(task.data)}`)
+    if (task.dataFormat === 'json') blocks.push(`data:\n${escapeLines(JSON.stringify(task.data, null, 2))}`)
+    else if (task.dataFormat === 'raw') blocks.push(`data (${escapeControl(task.contentType || 'no content type')}, not JSON): ${bytesText(task.data)}`)
     else blocks.push('data: dropped (the task was too large to dead-letter whole)')
-    blocks.push(`metadata:\n${JSON.stringify(task.metadata, null, 2)}`)
+    blocks.push(`metadata:\n${escapeLines(JSON.stringify(task.metadata, null, 2))}`)
     if (task.rawMetadata) blocks.push(`metadata (not a JSON object): ${bytesText(task.rawMetadata)}`)
   }
   if (letter.raw) blocks.push(`original message (not a task): ${bytesText(letter.raw)}`)
@@ -121,8 +150,8 @@ function letterDetails(letter) {
  */
 function statsText(stats, names) {
   return pairs([
-    ['stream', names.streamName],
-    ['subject', names.subject],
+    ['stream', escapeControl(names.streamName)],
+    ['subject', escapeControl(names.subject)],
     ['paused', stats.paused ? 'yes' : 'no'],
     ['messages', String(stats.messages)],
     ['pending', String(stats.pending)],
@@ -136,4 +165,4 @@ function statsText(stats, names) {
   ])
 }
 
-module.exports = { table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, statsText }
+module.exports = { escapeControl, escapeLines, table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, statsText }

@@ -10,6 +10,7 @@ const { COMMANDS } = require('./commands.js')
 const { runDashboard } = require('./dashboard.js')
 const { queueConfig } = require('./config.js')
 const { CliError, EXIT, fromLibrary } = require('./exit.js')
+const { escapeControl } = require('./format.js')
 const { parseCommandLine } = require('./program.js')
 
 /**
@@ -61,7 +62,8 @@ async function main(argv, io, version) {
 }
 
 /**
- * Writes `failure` to stderr: one line for people, a JSON object with `--json`.
+ * Writes `failure` to stderr: one line for people (control characters escaped: a message can
+ * quote a letter's id or the server), a JSON object with `--json`.
  * @param {MainIo} io
  * @param {CliError} failure
  * @param {boolean} asJson
@@ -71,7 +73,7 @@ function report(io, failure, asJson) {
     const error = { code: failure.code, message: failure.message, exitCode: failure.exitCode }
     io.stderr.write(`${JSON.stringify({ error })}\n`)
   } else {
-    io.stderr.write(`protoqueue: ${failure.code ? `${failure.code}: ` : ''}${failure.message}\n`)
+    io.stderr.write(`protoqueue: ${escapeControl(`${failure.code ? `${failure.code}: ` : ''}${failure.message}`)}\n`)
   }
 }
 

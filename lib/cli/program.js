@@ -6,6 +6,7 @@
 const { Command, CommanderError, InvalidArgumentError, Option } = require('commander')
 
 const { EXIT } = require('./exit.js')
+const { escapeLines } = require('./format.js')
 
 /** Dead-letter reasons a filter can name. */
 const REASONS = ['retriesExhausted', 'rejected', 'invalidEnvelope', 'invalidData', 'deliveriesExhausted']
@@ -81,11 +82,12 @@ function buildProgram(select, output, version) {
     .description('Operate a Protoqueue queue: statistics, dead letters, pause/resume, purge, enqueue.')
     .version(version, '-V, --version')
     .exitOverride()
-    .configureOutput({ writeOut: output.writeOut, writeErr: output.writeErr })
+    // Errors quote the arguments (an id pasted from elsewhere): shown escaped, as all output.
+    .configureOutput({ writeOut: output.writeOut, writeErr: output.writeErr, outputError: (text, write) => write(escapeLines(text)) })
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(add --help for usage)')
     .addHelpText('after', EXIT_CODES_HELP)
-    .option('-s, --server <url>', 'NATS server URL, or a comma-separated list (default: NATS_URL, else nats://localhost:4222)')
+    .option('-s, --server <url>', 'NATS server URL, or a comma-separated list, without credentials (default: NATS_URL, which may hold them, else nats://localhost:4222)')
     .option('--stream <name>', 'the queue\'s stream (default: PROTOQUEUE_STREAM)')
     .option('--subject <subject>', 'the queue\'s subject (default: PROTOQUEUE_SUBJECT)')
     .option('--creds <file>', 'a .creds file (JWT and NKey seed) (default: NATS_CREDS)')
