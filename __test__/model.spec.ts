@@ -55,6 +55,11 @@ interface Known {
   mayRepeat: boolean
 }
 
+/** The model's key of a dead letter's task (its data is always the model's `Data`). */
+function keyOf(data: Data | Buffer | undefined): string | undefined {
+  return data === undefined || Buffer.isBuffer(data) ? undefined : data.key
+}
+
 interface Handled {
   key: string
   attempt: number
@@ -210,7 +215,7 @@ class Requeue implements Cmd {
   async run(model: Model, real: Real): Promise<void> {
     const letters = await real.queue.getDeadLetters(1_000)
     const picked = letters.filter((letter) => this.id === undefined || letter.task?.id === this.id)
-    const keys = picked.map((letter) => letter.task?.data?.key)
+    const keys = picked.map((letter) => keyOf(letter.task?.data))
     const n = await real.queue.requeueDeadLetters(this.id === undefined ? {} : { ids: [this.id] })
     assert.ok(n <= picked.length, `requeued ${n} of ${picked.length} letters`)
     for (const key of keys) {
@@ -332,7 +337,7 @@ async function verify(model: Model, real: Real): Promise<void> {
   const lettered = new Map<string, number>()
   const exhausted = new Set<string>()
   for (const letter of letters) {
-    const key = letter.task?.data?.key
+    const key = keyOf(letter.task?.data)
     assert.ok(key, `a letter without a model task: ${JSON.stringify(letter)}`)
     lettered.set(key, (lettered.get(key) ?? 0) + 1)
     if (letter.reason === 'deliveriesExhausted') exhausted.add(key)
