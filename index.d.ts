@@ -615,7 +615,12 @@ export interface DeadLetter<T = unknown> {
 
 /** Which dead letters `requeueDeadLetters` and `purgeDeadLetters` act on: all when empty. */
 export interface DeadLetterFilter {
-  /** Only the letters of these task ids. */
+  /**
+   * Only the letters stored at these sequences (`DeadLetter.sequence`): one letter each, read
+   * directly. A task failed more than once has a letter per failure; this names one of them.
+   */
+  sequences?: number[]
+  /** Only the letters of these task ids (every letter of each). */
   ids?: string[]
   /** Only the letters with this reason. */
   reason?: Exclude<DeadLetterReason, 'unspecified'>
@@ -923,12 +928,16 @@ export declare class Protoqueue<T = unknown> {
 export interface QueueInfo {
   /** The task stream: a `Protoqueue`'s `streamName` for this queue. */
   streamName: string
-  /** The queue's subject: a `Protoqueue`'s `subject` for this queue. */
+  /** The queue's subject: a `Protoqueue`'s `subject` for this queue (`<root>.>` for a subject tree). */
   subject: string
   /** The dead-letter stream, when it exists. */
   deadLetterStream?: string
   /** Whether the task stream allows delayed and recurring tasks (`options.schedules`). */
   schedules: boolean
+  /** Whether the task stream has priority levels (`options.priorities`). */
+  priorities: boolean
+  /** Whether the queue owns a subject tree (its `subject` ends in `.>`). */
+  tree: boolean
   /**
    * `'marker'`: the stream metadata Protoqueue puts on the streams it creates;
    * `'deadLetterStream'`: a stream of an older version, recognised by its `<name>_DLQ` stream.

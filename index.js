@@ -799,12 +799,22 @@ function letterFilter(filter, method) {
     throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${method}(filter): ${what}`)
   }
   if (filter === undefined || filter === null) return {}
+  // A key set to undefined is a variable that was not set, not "every letter": refused, so a bug
+  // never widens a purge to the whole dead-letter stream.
+  if (typeof filter === 'object') {
+    for (const [key, value] of Object.entries(filter)) {
+      if (value === undefined || value === null) fail(`filter.${key} is ${value}; leave the key out to not filter by it`)
+    }
+  }
   const plain = plainConfig(filter)
   if (!isPlainObject(plain)) fail(`filter must be an object like { ids?, reason?, limit? }, got ${describe(filter)}`)
   for (const key of Object.keys(plain)) {
-    if (!['ids', 'reason', 'limit'].includes(key)) fail(`unknown key ${JSON.stringify(key)} (known: ids, reason, limit)`)
+    if (!['sequences', 'ids', 'reason', 'limit'].includes(key)) fail(`unknown key ${JSON.stringify(key)} (known: sequences, ids, reason, limit)`)
   }
-  const { ids, reason, limit } = plain
+  const { sequences, ids, reason, limit } = plain
+  if (sequences !== undefined && (!Array.isArray(sequences) || sequences.some((n) => !Number.isSafeInteger(n) || n < 1))) {
+    fail(`filter.sequences must be an array of dead-letter sequences (integers >= 1), got ${describe(sequences)}`)
+  }
   if (ids !== undefined && (!Array.isArray(ids) || ids.some((id) => typeof id !== 'string'))) {
     fail(`filter.ids must be an array of task ids (strings), got ${describe(ids)}`)
   }

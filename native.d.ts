@@ -211,6 +211,8 @@ export interface NativeFailure {
 
 /** Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim). */
 export interface NativeLetterFilter {
+  /** Only the letters stored at these sequences of the dead-letter stream. */
+  sequences?: Array<number>
   /** Only the letters of these task ids. */
   ids?: Array<string>
   /** Only the letters with this reason. */
@@ -250,6 +252,10 @@ export interface NativeQueueInfo {
   deadLetterStream?: string
   /** Whether the task stream allows delayed and recurring tasks. */
   schedules: boolean
+  /** Whether the task stream has priority levels (`options.priorities`). */
+  priorities: boolean
+  /** Whether the queue owns a subject tree (its `subject` ends in `.>`). */
+  tree: boolean
   /**
    * `"marker"` (its stream metadata) or `"deadLetterStream"` (no marker: a stream made by an
    * older version, recognised by its dead-letter stream).

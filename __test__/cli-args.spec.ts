@@ -10,7 +10,7 @@ import { test } from 'node:test'
 import { PassThrough } from 'node:stream'
 
 import { confirmed, describeFilter, taskOf } from '../lib/cli/commands.js'
-import { queueConfig } from '../lib/cli/config.js'
+import { queueConfig, withSubjectFromServer } from '../lib/cli/config.js'
 import { CliError, EXIT, fromLibrary } from '../lib/cli/exit.js'
 import { letterTable, table, truncate } from '../lib/cli/format.js'
 import { progressReporter } from '../lib/cli/progress.js'
@@ -65,7 +65,8 @@ test('the queue and the connection come from flags, else from the environment; s
   try {
     assert.deepStrictEqual(queueConfig({}, { PROTOQUEUE_STREAM: 'e', PROTOQUEUE_SUBJECT: 'f' }), { streamName: 'e', subject: 'f', createStreams: false })
     assert.deepStrictEqual(queueConfig({ stream: 's', subject: 't', server: 'nats://a' }, { PROTOQUEUE_STREAM: 'e' }), { streamName: 's', subject: 't', createStreams: false, url: 'nats://a' })
-    assert.throws(() => queueConfig({ stream: 's' }, {}), (err: CliError) => err.exitCode === EXIT.USAGE)
+    // No subject: the queue's own is read from the server (withSubjectFromServer).
+    assert.equal(queueConfig({ stream: 's' }, {}).subject, '')
     assert.throws(() => queueConfig({ subject: 't' }, {}), (err: CliError) => err.exitCode === EXIT.USAGE)
     const names = { stream: 's', subject: 't' }
     assert.deepStrictEqual(queueConfig(names, { NATS_TOKEN: 'tok' }).auth, { token: 'tok' })
@@ -159,4 +160,18 @@ test('confirmation: asked on a terminal (only y or yes goes on), refused with a 
     await assert.rejects(ask('y', tty), (err: CliError) => err.exitCode === EXIT.USAGE && /--yes/.test(err.message))
   }
   assert.deepStrictEqual(await ask(null, { stdin: false, stderr: false }, true), { result: true, asked: '' })
+})
+
+test('without --subject the queue\'s subject comes from its stream on the server; an unknown stream is a usage error', async () => {
+  const queues = [
+    { streamName: 'TREE', subject: 'shop.orders.>', schedules: false, priorities: true, tree: true, foundBy: 'marker' as const },
+  ]
+  const listQueues = async () => ({ server: 'nats://x', queues })
+  const found = await withSubjectFromServer(queueConfig({ stream: 'TREE', server: 'nats://x' }, {}), listQueues)
+  assert.equal(found.subject, 'shop.orders.>')
+  const given = await withSubjectFromServer(queueConfig({ stream: 'TREE', subject: 'mine' }, {}), async () => {
+    throw new Error('not asked when a subject is given')
+  })
+  assert.equal(given.subject, 'mine')
+  await assert.rejects(withSubjectFromServer(queueConfig({ stream: 'NOPE' }, {}), listQueues), (err: CliError) => err.exitCode === EXIT.USAGE)
 })

@@ -288,6 +288,31 @@ describe('commands', () => {
     await owner.disconnect()
   })
 
+  test('--stream alone opens the queue as its stream is: every priority level is paused, counted and purged', async () => {
+    const names = uniqueQueue('cli')
+    const owner = new Protoqueue({ ...names, options: { priorities: true, schedules: true } })
+    await owner.connect(server.url)
+    const flags = ['--server', server.url, '--stream', names.streamName]
+    expectExit(await cli(['pause', ...flags]), 0)
+    await owner.enqueueBatch(Array.from({ length: 10 }, (_, i) => ({ data: { i }, priority: i + 1 })))
+    const stats = JSON.parse((await cli(['stats', '--json', ...flags])).stdout)
+    assert.equal(stats.paused, true)
+    assert.deepStrictEqual([stats.pending, stats.delayed], [10, 0])
+    assert.deepStrictEqual(stats.pendingByPriority, Array(10).fill(1))
+    let handled = 0
+    await owner.process(async () => {
+      handled++
+      return { success: true }
+    })
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    assert.equal(handled, 0, 'no level runs while paused')
+    const purged = JSON.parse((await cli(['purge', '--yes', '--json', ...flags])).stdout)
+    assert.equal(purged.purged, 10)
+    expectExit(await cli(['resume', ...flags]), 0)
+    assert.equal((await owner.getStats()).paused, false)
+    await owner.disconnect()
+  })
+
   test('stats, pause and resume, as tables and as JSON', async () => {
     const { flags, names } = await existingQueue()
     const table = await cli(['stats', ...flags])

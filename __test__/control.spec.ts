@@ -109,6 +109,35 @@ describe('dead letters you can act on', () => {
     await queue.disconnect()
   })
 
+  test('a filter key left undefined is refused, not read as every letter; sequences name one letter of a task that failed twice', async () => {
+    const names = uniqueQueue()
+    const { queue } = await withDeadLetters(2, names)
+    for (const filter of [{ reason: undefined }, { ids: undefined }, { limit: null }, { sequences: undefined }]) {
+      await assert.rejects(queue.purgeDeadLetters(filter as never), { code: 'ERR_PQ_INVALID_CONFIG' })
+      await assert.rejects(queue.requeueDeadLetters(filter as never), { code: 'ERR_PQ_INVALID_CONFIG' })
+    }
+    assert.equal((await queue.getStats()).deadLettered, 2, 'nothing removed')
+
+    // The same own id dead-lettered twice: two letters; a row of the dashboard names one.
+    const failing = new Protoqueue(names)
+    await failing.connect(server.url)
+    await failing.process(async () => ({ success: false, error: 'smtp down', retry: false }))
+    await queue.enqueue({ id: 'twice', data: { n: 7 } })
+    await eventually('the first letter of twice', async () => (await queue.getStats()).deadLettered === 3)
+    await queue.enqueue({ id: 'twice', data: { n: 8 } })
+    await eventually('the second letter of twice', async () => (await queue.getStats()).deadLettered === 4)
+    await failing.disconnect()
+    const twice = (await queue.getDeadLetters(10)).filter((letter) => letter.task?.id === 'twice')
+    assert.equal(twice.length, 2)
+    assert.equal(await queue.purgeDeadLetters({ sequences: [twice[0].sequence] }), 1)
+    const left = (await queue.getDeadLetters(10)).filter((letter) => letter.task?.id === 'twice')
+    assert.deepStrictEqual(left.map((letter) => letter.sequence), [twice[1].sequence])
+    assert.equal(await queue.requeueDeadLetters({ sequences: [twice[1].sequence, 999_999] }), 1)
+    assert.equal((await queue.getStats()).messages, 1)
+    await assert.rejects(queue.purgeDeadLetters({ sequences: [0] }), { code: 'ERR_PQ_INVALID_CONFIG' })
+    await queue.disconnect()
+  })
+
   test('two requeueDeadLetters calls at once make one copy of each task', async () => {
     const { queue, names } = await withDeadLetters(50)
     const other = new Protoqueue(names)

@@ -99,7 +99,8 @@ describe('worker crashes and long tasks', () => {
       assert.deepStrictEqual(new Set(rescued.keys()), new Set(ids))
       for (const { at, attempt } of rescued.values()) {
         assert.ok(at - startedAt >= ackWait - 300, `redelivered ${at - startedAt} ms after the crash, before ackWait`)
-        assert.equal(attempt, 2)
+        // The killed worker's runs had no outcome: stalled deliveries, not attempts.
+        assert.equal(attempt, 1)
       }
       await rescuer.disconnect()
     } finally {

@@ -281,9 +281,12 @@ class Cancel implements Cmd {
   async run(model: Model, real: Real): Promise<void> {
     const cancelled = await real.queue.cancel(this.id)
     if (!cancelled) return
-    const delayed = [...model.tasks]
-      .reverse()
-      .find((task) => task.spec.id === this.id && task.spec.delay !== undefined && !task.cancelled && task.fate !== 'dropped')
+    // Only a task stored with a delay has a schedule to remove: the one holding the id if the
+    // model knows it stored, else one whose enqueue may have been stored.
+    const candidates = model.tasks.filter(
+      (task) => task.spec.id === this.id && (task.spec.delay ?? 0) > 0 && !task.cancelled && task.fate !== 'dropped',
+    )
+    const delayed = candidates.find((task) => task.fate === 'stored') ?? candidates.at(-1)
     assert.ok(delayed, `cancel(${this.id}) found a delayed task the model does not know`)
     delayed.cancelled = true
   }
@@ -335,12 +338,10 @@ async function quiescent(model: Model, real: Real): Promise<void> {
 async function verify(model: Model, real: Real): Promise<void> {
   const letters = await real.queue.getDeadLetters(10_000)
   const lettered = new Map<string, number>()
-  const exhausted = new Set<string>()
   for (const letter of letters) {
     const key = keyOf(letter.task?.data)
     assert.ok(key, `a letter without a model task: ${JSON.stringify(letter)}`)
     lettered.set(key, (lettered.get(key) ?? 0) + 1)
-    if (letter.reason === 'deliveriesExhausted') exhausted.add(key)
   }
   const runs = new Map<string, Handled[]>()
   for (const record of real.handled) runs.set(record.key, [...(runs.get(record.key) ?? []), record])
@@ -365,11 +366,7 @@ async function verify(model: Model, real: Real): Promise<void> {
     }
     if (task.spec.behaviour === 'ok') {
       const successes = ran.length
-      // As the README's Reliability says today: a kill -9 that loses the ack of a handled task
-      // redelivers it, and a redelivery past the attempts allowed is dead-lettered as
-      // deliveriesExhausted (issue 23 A16 will charge only attempts that reached a handler).
-      const lostAck = task.mayRepeat && exhausted.has(task.key)
-      assert.equal(lostAck ? 0 : letterCount, 0, `a task that succeeds was dead-lettered: ${where}`)
+      assert.equal(letterCount, 0, `a task that succeeds was dead-lettered: ${where}`)
       if (successes === 0) {
         assert.ok(task.purgeable, `never handled and not purged: ${where}`)
         missing += 1
@@ -386,7 +383,9 @@ async function verify(model: Model, real: Real): Promise<void> {
         assert.equal(letterCount, 1, `dead-lettered more than once: ${where}`)
       }
       const attempts = task.spec.behaviour === 'reject' ? 1 : task.spec.maxRetries + 1
-      assert.ok(ran.length <= attempts * (task.requeued + 1), `ran more often than allowed: ${where}`)
+      // A kill -9 can lose an attempt's outcome: that run was a stalled delivery, not an attempt.
+      const stalls = task.mayRepeat ? 5 : 0
+      assert.ok(ran.length <= attempts * (task.requeued + 1) + stalls, `ran more often than allowed: ${where}`)
     }
     if (!task.purgeable || missing === 0) task.requeued = 0
     task.settled = true

@@ -321,26 +321,27 @@ function reconcile(enqueued: string[], alwaysFail: Set<string>, ledger: Ledger, 
   const badLetters: string[] = []
   for (const [id, [letter]] of lettersById) {
     const failedAttempts = ledger.failed.get(id) ?? []
-    // retriesExhausted: the handler failed on the last allowed attempt. deliveriesExhausted: a
-    // delivery beyond the last allowed one arrived, because earlier deliveries died with a killed
-    // worker or lost their ack in the server restart.
+    // retriesExhausted: the handler failed on the last allowed attempt. deliveriesExhausted: more
+    // deliveries than the stalled-delivery budget ended without an outcome (killed workers, acks
+    // lost in the server restart); it names the attempt it would have been.
     const ok =
       (letter.reason === 'retriesExhausted' &&
         letter.attempts === MAX_ATTEMPTS &&
         failedAttempts.includes(MAX_ATTEMPTS) &&
         letter.error === `planned failure on attempt ${MAX_ATTEMPTS}`) ||
-      (letter.reason === 'deliveriesExhausted' && letter.attempts > MAX_ATTEMPTS)
+      (letter.reason === 'deliveriesExhausted' && letter.attempts <= MAX_ATTEMPTS)
     if (!ok) badLetters.push(`${id}: ${letter.reason} after ${letter.attempts} attempts; ${history(id)}`)
   }
 
   // A success whose ack never reached the server (its worker was killed, or the server restarted)
   // is delivered again; if the later deliveries fail, the task ends as a dead letter although a
   // handler once succeeded. That is at-least-once delivery, not loss, and is reported. Evidence
-  // that the ack was lost: a delivery numbered after the (last) successful one.
+  // that the ack was lost: a failed run of the same attempt as the (last) successful one, or of a
+  // later one (a run whose outcome was lost is not an attempt, so the attempt is run again).
   const succeededAndDeadLettered = [...ledger.succeeded.keys()].filter((id) => lettersById.has(id))
   const unexplainedOverlap = succeededAndDeadLettered.filter((id) => {
-    const lastDelivery = Math.max(lettersById.get(id)![0].attempts, ...(ledger.failed.get(id) ?? []))
-    return Math.max(...ledger.succeeded.get(id)!) >= lastDelivery
+    const lastRun = Math.max(lettersById.get(id)![0].attempts, ...(ledger.failed.get(id) ?? []))
+    return Math.max(...ledger.succeeded.get(id)!) > lastRun
   })
 
   // The rare outcomes, shown with what the workers did, so a reader can check the explanation.

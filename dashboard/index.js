@@ -289,17 +289,20 @@ async function dashboard(options = {}) {
   }
 
   /**
-   * Which letters a requeue or purge takes: `{ ids: [...] }` or `{ all: true }`.
+   * Which letters a requeue or purge takes: `{ sequences: [...] }` (one letter each: the page's rows), `{ ids: [...] }` or `{ all: true }`.
    * @param {Record<string, unknown>} body
    * @returns {import('protoqueue').DeadLetterFilter}
    */
   const letterFilter = (body) => {
-    if (body.all === true && body.ids === undefined) return {}
-    const ids = body.ids
-    if (Array.isArray(ids) && ids.length > 0 && ids.length <= MAX_LETTERS && ids.every((id) => typeof id === 'string' && id.length > 0)) {
+    if (body.all === true && body.ids === undefined && body.sequences === undefined) return {}
+    const { ids, sequences } = body
+    if (ids === undefined && Array.isArray(sequences) && sequences.length > 0 && sequences.length <= MAX_LETTERS && sequences.every((n) => Number.isSafeInteger(n) && n >= 1)) {
+      return { sequences: /** @type {number[]} */ (sequences) }
+    }
+    if (sequences === undefined && Array.isArray(ids) && ids.length > 0 && ids.length <= MAX_LETTERS && ids.every((id) => typeof id === 'string' && id.length > 0)) {
       return { ids: /** @type {string[]} */ (ids) }
     }
-    throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', `say which letters: { "ids": ["<task id>", ...] } (1 to ${MAX_LETTERS}) or { "all": true }`)
+    throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', `say which letters: { "sequences": [<letter sequence>, ...] } or { "ids": ["<task id>", ...] } (1 to ${MAX_LETTERS}), or { "all": true }`)
   }
 
   /**

@@ -265,7 +265,10 @@ mod tests {
         }
         let refused = Error::nats("pausing", ConsumerError::new(ConsumerErrorKind::Other));
         assert_eq!(refused.code(), "ERR_PQ_NATS");
-        assert_eq!(Error::nats("x", "a stream that timed out").code(), "ERR_PQ_NATS");
+        assert_eq!(
+            Error::nats("x", "a stream that timed out").code(),
+            "ERR_PQ_NATS"
+        );
     }
 
     #[test]

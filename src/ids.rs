@@ -16,6 +16,10 @@
 //!   answers "duplicate" if the first one was stored, and stores it otherwise.
 //! - **stored** at a sequence of the task stream: taken while the stream still holds that
 //!   message (the task waits or runs), stale once it is gone (acked, dead-lettered, purged).
+//! - **scheduled** at a sequence: a delayed task, taken while its schedule waits *and* after the
+//!   server fired it, until the fired task is settled: the first worker that receives the fired
+//!   task points the marker at it ([`fired`]), and from then on it is a stored marker; `cancel()`
+//!   and `purge()` remove the marker of a task they remove.
 //!
 //! Workers remove the marker of a task they acked or dead-lettered when it still names that
 //! task; correctness never depends on it (a stale marker is recognised by its sequence), it only
@@ -89,6 +93,9 @@ enum Marker {
     Unconfirmed(u64),
     /// The task is stored at this sequence of the task stream.
     Stored(u64),
+    /// The task is delayed: its schedule is stored at this sequence (and once fired, the task
+    /// is stored where no marker names it yet).
+    Scheduled(u64),
 }
 
 impl Marker {
@@ -98,6 +105,7 @@ impl Marker {
             Marker::Pending(ms, None) => format!("p{ms}"),
             Marker::Unconfirmed(nonce) => format!("u{nonce:x}"),
             Marker::Stored(seq) => format!("s{seq}"),
+            Marker::Scheduled(seq) => format!("d{seq}"),
         })
     }
 
@@ -111,6 +119,7 @@ impl Marker {
             },
             ("u", n) => nonce(n).map(Marker::Unconfirmed),
             ("s", seq) => seq.parse().ok().map(Marker::Stored),
+            ("d", seq) => seq.parse().ok().map(Marker::Scheduled),
             _ => None,
         }
     }
@@ -210,6 +219,11 @@ pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Resu
                     tracing::debug!(%id, "task id already stored; nothing enqueued");
                     return Ok(Claim::Taken);
                 }
+                // Delayed: its schedule waits, or fired and its task waits for a worker.
+                Some(Marker::Scheduled(_)) => {
+                    tracing::debug!(%id, "task id taken by a delayed task; nothing enqueued");
+                    return Ok(Claim::Taken);
+                }
                 // A stale marker, or one Protoqueue did not write: replace it, with a nonce of
                 // ours.
                 _ => nonce = fresh_nonce(),
@@ -223,10 +237,16 @@ pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Resu
     )))
 }
 
-/// Records that the task of a claim was stored at `sequence` of the task stream.
-pub async fn stored(connection: &Connection, id: &str, marker: u64, sequence: u64) {
+/// Records that the task of a claim was stored at `sequence` of the task stream (as a delayed
+/// task's schedule when `delayed`).
+pub async fn stored(connection: &Connection, id: &str, marker: u64, sequence: u64, delayed: bool) {
     let subject = subject(connection.config(), id);
-    match write(connection, &subject, marker, Marker::Stored(sequence)).await {
+    let stored = if delayed {
+        Marker::Scheduled(sequence)
+    } else {
+        Marker::Stored(sequence)
+    };
+    match write(connection, &subject, marker, stored).await {
         Ok(Ok(_)) => {}
         // Only a producer that judged our pending marker stale replaces it; it then owns the id.
         Ok(Err(_)) => {
@@ -235,6 +255,68 @@ pub async fn stored(connection: &Connection, id: &str, marker: u64, sequence: u6
         Err(err) => {
             tracing::warn!(%id, "the id's marker was not updated ({err}); it counts as stale after enqueueTimeout")
         }
+    }
+}
+
+/// A worker received the fired task of a delayed task with `id`, stored at `sequence`: a
+/// scheduled marker now names it, so it is settled (and goes stale) like any stored task.
+pub async fn fired(connection: &Connection, id: &str, sequence: u64) {
+    let subject = subject(connection.config(), id);
+    let result = async {
+        if let Some((marker, Some(Marker::Scheduled(_)))) = read(connection, &subject).await? {
+            write(connection, &subject, marker, Marker::Stored(sequence))
+                .await?
+                .ok();
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::debug!(%id, "the marker of a fired delayed task was not updated ({err})");
+    }
+}
+
+/// Removes the marker of a delayed task with `id` whose schedule, or fired task, `cancel()` or
+/// `purge()` removed.
+pub async fn unscheduled(connection: &Connection, id: &str) {
+    let subject = subject(connection.config(), id);
+    let result = async {
+        if let Some((marker, Some(Marker::Scheduled(_)))) = read(connection, &subject).await? {
+            delete(connection, marker).await?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::debug!(%id, "the marker of a removed delayed task was not removed ({err})");
+    }
+}
+
+/// Records that the task with `id` stored at `from` was stored again at `to` (a retry): its
+/// marker follows it when it still names `from`. Best effort: a marker left behind is stale, and
+/// the id is free while the retry waits.
+pub async fn moved(connection: &Connection, id: &str, from: u64, to: u64) {
+    let subject = subject(connection.config(), id);
+    let result = async {
+        match read(connection, &subject).await? {
+            // A stored marker of this task, or the scheduled marker of the delayed task this is.
+            Some((marker, Some(Marker::Stored(stored)))) if stored == from => {
+                write(connection, &subject, marker, Marker::Stored(to))
+                    .await?
+                    .ok();
+            }
+            Some((marker, Some(Marker::Scheduled(_)))) => {
+                write(connection, &subject, marker, Marker::Stored(to))
+                    .await?
+                    .ok();
+            }
+            _ => {}
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::debug!(%id, "id marker not moved to the task's retry ({err})");
     }
 }
 
@@ -367,6 +449,7 @@ mod tests {
             Marker::Pending(1_700_000_000_000, None),
             Marker::Unconfirmed(7),
             Marker::Stored(42),
+            Marker::Scheduled(43),
         ] {
             assert_eq!(Marker::parse(&marker.to_bytes()), Some(marker));
         }

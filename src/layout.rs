@@ -35,26 +35,7 @@ use crate::{
 pub const LEVELS: u8 = 10;
 /// The priority of a task enqueued without one: stored on the queue's subject.
 pub const DEFAULT_PRIORITY: u8 = 5;
-/// Where the subjects of the non-default levels start: `protoqueue.prio.<stream>`.
-const PRIORITY_SUBJECT_PREFIX: &str = "protoqueue.prio.";
-
-/// `protoqueue.prio.<stream>`: the subjects of the non-default priority levels follow it.
-pub fn priority_prefix(config: &Config) -> String {
-    format!("{PRIORITY_SUBJECT_PREFIX}{}", config.stream_name)
-}
-
-/// Checks options that do not go together with `options.priorities`.
-pub fn check_options(config: &Config) -> Result<()> {
-    if config.priorities && config.global_concurrency.is_some() {
-        return Err(Error::InvalidConfig(
-            "options.globalConcurrency cannot be combined with options.priorities: each priority \
-             level is its own JetStream consumer, and the server limits unacknowledged tasks per \
-             consumer, not across them"
-                .into(),
-        ));
-    }
-    Ok(())
-}
+pub use crate::shape::priority_prefix;
 
 /// A task's `priority`: an integer from 1 to [`LEVELS`], on a queue with `options.priorities`.
 pub fn checked_priority(config: &Config, priority: f64) -> Result<u8> {

@@ -77,6 +77,7 @@ pub mod observe;
 pub mod producer;
 pub mod queue;
 pub mod schedules;
+pub mod shape;
 pub mod trace_context;
 pub mod worker;
 

@@ -270,6 +270,11 @@ pub(crate) fn encode_each(
 }
 
 impl Outgoing {
+    /// Whether it is published as a delayed task's schedule.
+    pub(crate) fn is_delayed(&self) -> bool {
+        self.delayed.is_some()
+    }
+
     /// A message with its id, refused when it would exceed the server's `max_payload`.
     pub(crate) fn checked(id: String, payload: Bytes, max_payload: usize) -> Result<Self> {
         let size = payload.len() + HEADER_OVERHEAD + id.len();
@@ -383,6 +388,12 @@ impl<'a> Publisher<'a> {
     async fn confirm(&self, message: Outgoing, sent: PublishAckFuture) -> Result<String> {
         self.confirm_ack(&message, sent).await?;
         Ok(message.id)
+    }
+
+    /// Publishes one message and returns the server's acknowledgement (its stream sequence).
+    pub(crate) async fn publish_ack(&self, message: &Outgoing) -> Result<PublishAck> {
+        let sent = self.send(message).await?;
+        self.confirm_ack(message, sent).await
     }
 
     /// The connection this publisher sends on.

@@ -166,9 +166,6 @@ impl Queue {
         sink: impl BatchSink,
         subjects: Option<Vec<String>>,
     ) -> Result<()> {
-        if let Some(subjects) = &subjects {
-            crate::layout::checked_part(&self.config, subjects)?;
-        }
         let task_timeout = self.config.task_timeout;
         self.start_run(run, subjects, |outcomes| {
             Arc::new(BatchedHandler::start(sink, outcomes, task_timeout))
@@ -186,6 +183,10 @@ impl Queue {
         let connected = state.as_mut().ok_or(Error::NotConnected)?;
         if connected.worker.is_some() {
             return Err(Error::AlreadyProcessing);
+        }
+        if let Some(subjects) = &subjects {
+            // Against the queue's shape as the server has it (a tree the caller did not name).
+            crate::layout::checked_part(connected.connection.config(), subjects)?;
         }
         let outcomes = Arc::new(PendingOutcomes::default());
         let worker = Worker::start_part(
@@ -214,7 +215,7 @@ impl Queue {
         }
         let connection = connected
             .connection
-            .with_config(options.apply(&self.config));
+            .with_config(options.apply(connected.connection.config()));
         connected.letters = Some(Worker::start_dead_letters(connection, handler).await?);
         Ok(())
     }

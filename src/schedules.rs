@@ -183,6 +183,15 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// Whether a delivered message was published by the server from a delayed task's schedule.
+pub fn fired_from_schedule(message: &async_nats::jetstream::Message) -> bool {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(NATS_SCHEDULER))
+        .is_some_and(|scheduler| !scheduler.as_str().contains(".recurring."))
+}
+
 /// The task a delivered message carries. A tick of a recurring schedule (a message the server
 /// generated from a schedule on a `.recurring.` subject) carries the schedule's envelope
 /// unchanged; it becomes its own occurrence: id `<schedule id>:<stream sequence>`, enqueued at

@@ -20,6 +20,7 @@ use std::{
 use async_nats::jetstream::{self, stream::RetentionPolicy};
 use bytes::Bytes;
 use common::*;
+use futures::StreamExt;
 use protoqueue::{
     admin::stats,
     envelope::{self, DeadLetterReason},
@@ -200,7 +201,8 @@ async fn a_failing_task_is_retried_after_retry_delay_then_dead_lettered() {
     assert!(letter.raw.is_empty());
     assert_eq!(letter.stream, config.stream_name);
     assert_eq!(letter.subject, config.subject);
-    assert_eq!(letter.stream_sequence, 1);
+    // The last of the task's messages: each retry is stored anew (attempts 1, 2, 3).
+    assert_eq!(letter.stream_sequence, 3);
     assert!(letter.failed_at_ms >= letter.task.as_ref().expect("task").enqueued_at_ms);
     worker.stop().await;
 }
@@ -522,9 +524,10 @@ async fn a_crashed_workers_task_goes_to_another_worker_after_ack_wait() {
     recorder.wait_calls(2, SOON).await;
     let second = &recorder.events()[1];
     let after = second.at - received_by_a;
+    // A's run ended without an outcome: a stalled delivery, not an attempt (executor docs).
     assert_eq!(
         (second.worker, second.id(), second.attempt.number),
-        (1, id.as_str(), 2)
+        (1, id.as_str(), 1)
     );
     assert!(
         after >= Duration::from_millis(900),
@@ -564,9 +567,10 @@ async fn a_closed_workers_task_goes_to_another_worker_after_ack_wait() {
 
     recorder.wait_calls(2, SOON).await;
     let second = &recorder.events()[1];
+    // Abandoned without an outcome: a stalled delivery, not an attempt.
     assert_eq!(
         (second.worker, second.id(), second.attempt.number),
-        (1, id.as_str(), 2)
+        (1, id.as_str(), 1)
     );
     let after_close = second.at - closed;
     let last_heartbeat_slack = config.heartbeat_interval() + Duration::from_millis(100);
@@ -579,8 +583,85 @@ async fn a_closed_workers_task_goes_to_another_worker_after_ack_wait() {
     b.stop().await;
 }
 
+/// Takes the queue's next delivery `n` times without settling it as a handler would (each is
+/// handed back at once): deliveries that end without an outcome, as a worker that dies, a lost
+/// connection or a failover leaves them.
+async fn stall(server: &NatsServer, config: &protoqueue::Config, n: usize) {
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(client);
+    let stream = js.get_stream(&config.stream_name).await.expect("stream");
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_consumer(protoqueue::config::CONSUMER_NAME)
+        .await
+        .expect("the workers' consumer");
+    for _ in 0..n {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(SOON)
+            .messages()
+            .await
+            .expect("fetch");
+        let message = batch.next().await.expect("a delivery").expect("a message");
+        message
+            .double_ack_with(jetstream::AckKind::Nak(None))
+            .await
+            .expect("handed back");
+    }
+}
+
+/// Issue 23 A16: deliveries that never reached a handler (lost in a failover, a worker that
+/// died) are not attempts: a task allowed one attempt still runs; only a task that keeps
+/// stalling past its own budget is dead-lettered, unhandled, as deliveriesExhausted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_whose_last_delivery_died_with_its_worker_is_dead_lettered() {
+async fn stalled_deliveries_have_a_budget_of_their_own_apart_from_attempts() {
+    use protoqueue::worker::executor::MAX_STALLED_DELIVERIES;
+    let server = NatsServer::start().await;
+    let mut config = test_config();
+    config.max_retries = 0;
+    let connection = connect(&config, &server).await;
+    // Creates the consumer, then stops: the stalls below take the deliveries.
+    start_worker(&connection, recording_success(&Recorder::new(), 9))
+        .await
+        .stop()
+        .await;
+
+    let within = lifecycle::enqueue(&connection, task(b"{}".to_vec()))
+        .await
+        .expect("enqueue");
+    stall(&server, &config, MAX_STALLED_DELIVERIES as usize).await;
+    let recorder = Recorder::new();
+    let worker = start_worker(&connection, recording_success(&recorder, 1)).await;
+    recorder.wait_calls(1, SOON).await;
+    let handled = &recorder.events()[0];
+    assert_eq!((handled.id(), handled.attempt.number), (within.as_str(), 1));
+    wait_stats(&connection, 0, 0, SOON).await;
+    worker.stop().await;
+
+    let past = lifecycle::enqueue(&connection, task(b"{}".to_vec()))
+        .await
+        .expect("enqueue");
+    stall(&server, &config, MAX_STALLED_DELIVERIES as usize + 1).await;
+    let worker = start_worker(&connection, recording_success(&recorder, 2)).await;
+    let letters = settled_with_dead_letters(&connection, 1).await;
+    assert_eq!(
+        recorder.count(),
+        1,
+        "the handler never ran the task past its budget"
+    );
+    let letter = &letters[0];
+    assert_eq!(letter.reason(), DeadLetterReason::DeliveriesExhausted);
+    assert_eq!(
+        letter.task.as_ref().map(|t| t.id.as_str()),
+        Some(past.as_str())
+    );
+    worker.stop().await;
+}
+
+/// A handler whose worker died mid-run has no outcome: the task runs again (at least once), as
+/// attempt 1 of a task allowed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_worker_died_mid_run_runs_again_on_another_worker() {
     let server = NatsServer::start().await;
     let mut config = test_config();
     config.ack_wait = Duration::from_secs(1);
@@ -596,17 +677,14 @@ async fn a_task_whose_last_delivery_died_with_its_worker_is_dead_lettered() {
     recorder.wait_calls(1, SOON).await;
     a.crash();
 
-    // Worker B gets the second delivery of a task allowed one: it is dead-lettered unhandled.
     let b = start_worker(&connection, recording_success(&recorder, 1)).await;
-    let letters = settled_with_dead_letters(&connection, 1).await;
-    assert_eq!(recorder.count(), 1, "worker B's handler never ran");
-    let letter = &letters[0];
-    assert_eq!(letter.reason(), DeadLetterReason::DeliveriesExhausted);
-    assert_eq!(letter.attempts, 2);
+    recorder.wait_calls(2, SOON).await;
+    let second = &recorder.events()[1];
     assert_eq!(
-        letter.task.as_ref().map(|t| t.id.as_str()),
-        Some(id.as_str())
+        (second.worker, second.id(), second.attempt.number),
+        (1, id.as_str(), 1)
     );
+    wait_stats(&connection, 0, 0, SOON).await;
     b.stop().await;
 }
 
@@ -634,9 +712,10 @@ async fn a_handler_still_running_at_shutdown_timeout_is_abandoned_and_redelivere
     let b = start_worker(&connection, recording_success(&recorder, 1)).await;
     recorder.wait_calls(2, SOON).await;
     let second = &recorder.events()[1];
+    // Abandoned without an outcome: a stalled delivery, not an attempt.
     assert_eq!(
         (second.worker, second.id(), second.attempt.number),
-        (1, id.as_str(), 2)
+        (1, id.as_str(), 1)
     );
     wait_stats(&connection, 0, 0, SOON).await;
     b.stop().await;
@@ -825,11 +904,8 @@ async fn tasks_not_started_by_shutdown_timeout_are_handed_back_at_once() {
     let b = start_worker(&connection, recording_success(&later, 1)).await;
     later.wait_calls(1, SOON).await;
     assert_eq!(later.events()[0].id(), ids[1]);
-    assert_eq!(
-        later.events()[0].attempt.number,
-        2,
-        "it was delivered to the first worker"
-    );
+    // It was delivered to the first worker, which never started it: no attempt was charged.
+    assert_eq!(later.events()[0].attempt.number, 1);
     b.stop().await;
 }
 

@@ -15,15 +15,16 @@ use std::{
 
 use common::*;
 use protoqueue::{
+    admin::schedules::Recurring,
     admin::{redrive::Filter, stats},
     config::LetterOptions,
+    envelope::Task,
+    lifecycle,
     worker::{
         executor::BoxFuture,
         letters::{LetterAttempt, LetterHandler},
     },
-    envelope::Task,
-    admin::schedules::Recurring,
-    lifecycle, Connection, Failure, NewTask, Outcome, Queue,
+    Connection, Failure, NewTask, Outcome, Queue,
 };
 
 const SOON: Duration = Duration::from_secs(15);
@@ -109,7 +110,10 @@ async fn an_own_id_enqueued_again_after_its_letter_fails_again_into_a_second_let
         .iter()
         .map(|stored| stored.letter.task.as_ref().map(|task| task.id.clone()))
         .collect();
-    assert_eq!(ids, [Some("order-7".to_owned()), Some("order-7".to_owned())]);
+    assert_eq!(
+        ids,
+        [Some("order-7".to_owned()), Some("order-7".to_owned())]
+    );
     queue.disconnect().await;
 }
 
@@ -252,8 +256,15 @@ async fn an_id_repeated_within_one_batch_is_stored_once_without_waiting() {
     )
     .await
     .expect("batch");
-    assert_eq!((ids[0].as_str(), ids[2].as_str(), ids[3].as_str()), ("a", "a", "b"));
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(
+        (ids[0].as_str(), ids[2].as_str(), ids[3].as_str()),
+        ("a", "a", "b")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(stored_in_order(&server, &connection).await.len(), 3);
 }
 
@@ -292,7 +303,11 @@ async fn requeue_from_a_dead_letter_stream_that_denies_deletes_is_refused_and_ru
         .expect_err("removing single letters is refused");
     assert_eq!(err.code(), "ERR_PQ_STREAM_CONFLICT");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(calls.load(Ordering::SeqCst), 1, "the task did not run again");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the task did not run again"
+    );
     wait_queue_stats(&queue, 0, 1).await;
 
     // A dead-letter handler's success whose delete the server refuses is not taken for a letter
@@ -342,7 +357,10 @@ async fn a_recurring_task_keeps_its_retry_policy_and_refuses_an_id() {
         max_retries: Some(0),
         ..task("{}")
     };
-    queue.schedule("tick", &every, once).await.expect("schedule");
+    queue
+        .schedule("tick", &every, once)
+        .await
+        .expect("schedule");
     eventually("a tick dead-lettered", SOON, || async {
         (queue.stats().await.ok()?.dead_lettered >= 1).then_some(())
     })
@@ -357,4 +375,301 @@ async fn a_recurring_task_keeps_its_retry_policy_and_refuses_an_id() {
         .expect_err("an id is refused");
     assert_eq!(err.code(), "ERR_PQ_INVALID_TASK");
     queue.disconnect().await;
+}
+
+/// A queue whose handler fails each task's first attempt and succeeds on the second; it records
+/// every attempt (task id, attempt number).
+async fn flaky_queue(
+    server: &NatsServer,
+) -> (Arc<Queue>, Arc<std::sync::Mutex<Vec<(String, u64)>>>) {
+    let mut config = test_config();
+    config.max_retries = 1;
+    config.retry_delay = Duration::from_millis(200);
+    let queue = Arc::new(Queue::new(config));
+    queue.connect(Some(&server.url())).await.expect("connect");
+    let attempts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recorded = attempts.clone();
+    queue
+        .process(handler(move |attempt| {
+            let number = attempt.number;
+            recorded
+                .lock()
+                .expect("attempts")
+                .push((attempt.task.id.clone(), number));
+            async move {
+                if number == 1 {
+                    Outcome::Failure(Failure::new("first attempt"))
+                } else {
+                    Outcome::Success
+                }
+            }
+        }))
+        .await
+        .expect("process");
+    (queue, attempts)
+}
+
+/// Every task a handler saw ended handled or dead-lettered; together with the purged ones,
+/// every task enqueued is accounted for.
+async fn assert_nothing_lost(
+    queue: &Queue,
+    attempts: &std::sync::Mutex<Vec<(String, u64)>>,
+    enqueued: usize,
+    purged: u64,
+) {
+    wait_queue_stats(queue, 0, 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_queue_stats(queue, 0, 0).await;
+    let attempts = attempts.lock().expect("attempts").clone();
+    let started: HashSet<_> = attempts.iter().map(|(id, _)| id.clone()).collect();
+    let succeeded: HashSet<_> = attempts
+        .iter()
+        .filter(|(_, number)| *number >= 2)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let lost: Vec<_> = started.difference(&succeeded).collect();
+    assert!(
+        lost.is_empty(),
+        "{} tasks failed once and were never retried: {:?}",
+        lost.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        started.len() as u64 + purged,
+        enqueued as u64,
+        "handled {} + purged {purged} of {enqueued}",
+        started.len()
+    );
+}
+
+/// Issue 23 A10: purges overlapping each other and a resume never remove a task a worker holds
+/// (whose failed attempt would then be neither retried nor dead-lettered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_purges_and_a_resume_never_remove_a_task_a_worker_holds() {
+    const N: usize = 3_000;
+    let server = NatsServer::start().await;
+    let (queue, attempts) = flaky_queue(&server).await;
+    queue
+        .enqueue_batch(numbered_tasks(N))
+        .await
+        .expect("enqueue");
+    let other = Arc::new(Queue::new(queue.config().clone()));
+    other.connect(Some(&server.url())).await.expect("connect");
+    let (first, second, resumed) = tokio::join!(
+        queue.purge(),
+        async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            other.purge().await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(75)).await;
+            other.resume().await
+        }
+    );
+    resumed.expect("resume");
+    let purged = first.expect("purge") + second.expect("purge");
+    assert_nothing_lost(&queue, &attempts, N, purged).await;
+    other.disconnect().await;
+    queue.disconnect().await;
+}
+
+/// Issue 23 A10, on a paused queue: a resume and a pause issued while a purge deletes wait for it
+/// or leave its pause alone; the pause found is the pause left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_of_a_paused_queue_holds_resume_off_and_keeps_the_pause() {
+    const N: usize = 3_000;
+    let server = NatsServer::start().await;
+    let (queue, attempts) = flaky_queue(&server).await;
+    queue
+        .enqueue_batch(numbered_tasks(N))
+        .await
+        .expect("enqueue");
+    // Let the worker start some, then pause with tasks in flight and waiting.
+    eventually("some tasks started", SOON, || async {
+        (attempts.lock().ok()?.len() >= 50).then_some(())
+    })
+    .await;
+    queue.pause().await.expect("pause");
+    let other = Arc::new(Queue::new(queue.config().clone()));
+    other.connect(Some(&server.url())).await.expect("connect");
+    let (purged, paused_again) = tokio::join!(queue.purge(), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        other.pause().await
+    });
+    paused_again.expect("pause during the purge");
+    let purged = purged.expect("purge");
+    assert!(
+        queue.stats().await.expect("stats").paused,
+        "the pause outlives the purge"
+    );
+
+    let (purged_too, resumed) = tokio::join!(queue.purge(), async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        other.resume().await
+    });
+    resumed.expect("resume during the purge");
+    assert_nothing_lost(&queue, &attempts, N, purged + purged_too.expect("purge")).await;
+    other.disconnect().await;
+    queue.disconnect().await;
+}
+
+/// Messages in the queue's id index (one marker per id held).
+async fn markers(server: &NatsServer, queue: &Queue) -> u64 {
+    let js = jetstream(server).await;
+    match js.get_stream(queue.config().id_index_stream()).await {
+        Ok(mut stream) => stream.info().await.expect("info").state.messages,
+        Err(_) => 0,
+    }
+}
+
+/// Issue 23 A11 and B1: a delayed task's own id stays taken after its schedule fired, while the
+/// fired task runs; once it is done the id is free and its marker gone; a cancelled delayed
+/// task frees its id at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_tasks_own_id_is_held_until_its_fired_task_is_done_then_freed() {
+    let server = NatsServer::start().await;
+    let mut config = test_config();
+    config.schedules = true;
+    let queue = Arc::new(Queue::new(config));
+    queue.connect(Some(&server.url())).await.expect("connect");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let hold = release.clone();
+    queue
+        .process(handler(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let hold = hold.clone();
+            async move {
+                hold.notified().await;
+                Outcome::Success
+            }
+        }))
+        .await
+        .expect("process");
+    let soon = protoqueue::envelope::now_ms() + 300;
+    queue
+        .enqueue(with_id("report-1").at(soon))
+        .await
+        .expect("enqueue delayed");
+    wait_calls(&calls, 1).await;
+    // Fired and running: the id is still taken.
+    assert_eq!(
+        queue.enqueue(with_id("report-1")).await.expect("again"),
+        "report-1"
+    );
+    release.notify_one();
+    wait_queue_stats(&queue, 0, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the second enqueue stored nothing"
+    );
+    eventually("the marker released", SOON, || async {
+        (markers(&server, &queue).await == 0).then_some(())
+    })
+    .await;
+
+    // Cancel, then enqueue the same id again at once (rescheduling).
+    let later = protoqueue::envelope::now_ms() + 60_000;
+    queue
+        .enqueue(with_id("report-2").at(later))
+        .await
+        .expect("enqueue delayed");
+    assert!(queue.cancel("report-2").await.expect("cancel"));
+    queue
+        .enqueue(with_id("report-2"))
+        .await
+        .expect("reschedule");
+    wait_calls(&calls, 2).await;
+    release.notify_one();
+    wait_queue_stats(&queue, 0, 0).await;
+    queue.disconnect().await;
+}
+
+/// Issue 23 A6: an object opened with only the queue's names — as the command line and the
+/// dashboard open it — acts on the queue's shape as the server has it: every priority level is
+/// paused, counted, purged and handled; a subject that names another queue is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_opened_by_name_acts_on_every_priority_level_the_stream_has() {
+    let server = NatsServer::start().await;
+    let mut shaped = test_config();
+    shaped.priorities = true;
+    shaped.schedules = true;
+    let producer = Arc::new(Queue::new(shaped.clone()));
+    producer
+        .connect(Some(&server.url()))
+        .await
+        .expect("connect");
+    let by_name = Arc::new(Queue::new(
+        protoqueue::Config::new(shaped.stream_name.clone(), shaped.subject.clone()).expect("names"),
+    ));
+    by_name
+        .connect(Some(&server.url()))
+        .await
+        .expect("connect by name");
+
+    by_name.pause().await.expect("pause");
+    let levels = [1u8, 3, 5, 7, 10];
+    let tasks = levels
+        .iter()
+        .map(|&level| NewTask {
+            priority: Some(level),
+            ..task(format!("{level}"))
+        })
+        .collect();
+    producer.enqueue_batch(tasks).await.expect("enqueue");
+    let stats = by_name.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.delayed), (5, 0), "{stats:?}");
+
+    // A worker of the object opened by name handles every level, once resumed.
+    let handled = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = handled.clone();
+    by_name
+        .process(handler(move |attempt| {
+            seen.lock()
+                .expect("handled")
+                .push(String::from_utf8_lossy(&attempt.task.data).into_owned());
+            async { Outcome::Success }
+        }))
+        .await
+        .expect("process");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        handled.lock().expect("handled").is_empty(),
+        "paused on every level"
+    );
+    by_name.resume().await.expect("resume");
+    eventually("every level handled", SOON, || async {
+        (handled.lock().ok()?.len() == levels.len()).then_some(())
+    })
+    .await;
+    let mut all = handled.lock().expect("handled").clone();
+    all.sort_by_key(|level| level.parse::<u8>().unwrap_or(0));
+    assert_eq!(all, ["1", "3", "5", "7", "10"]);
+
+    // Purge through the object opened by name reaches every level too.
+    by_name.pause().await.expect("pause");
+    let tasks = levels
+        .iter()
+        .map(|&level| NewTask {
+            priority: Some(level),
+            ..task("{}")
+        })
+        .collect();
+    producer.enqueue_batch(tasks).await.expect("enqueue");
+    assert_eq!(by_name.purge().await.expect("purge"), 5);
+
+    let other_subject = Queue::new(
+        protoqueue::Config::new(shaped.stream_name.clone(), "pqtest.somewhere.else")
+            .expect("names"),
+    );
+    let err = other_subject
+        .connect(Some(&server.url()))
+        .await
+        .expect_err("another queue's subject");
+    assert_eq!(err.code(), "ERR_PQ_STREAM_CONFLICT");
+    by_name.disconnect().await;
+    producer.disconnect().await;
 }

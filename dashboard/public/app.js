@@ -209,9 +209,9 @@
         if (letter.taskId) {
           const wrap = el('div', undefined, 'actions')
           const requeue = button('Requeue', 'requeue')
-          requeue.addEventListener('click', () => act(queue.name, 'dead-letters/requeue', { ids: [letter.taskId] }))
+          requeue.addEventListener('click', () => act(queue.name, 'dead-letters/requeue', { sequences: [letter.sequence] }))
           const purge = button('Purge', 'purge', 'danger')
-          purge.addEventListener('click', () => act(queue.name, 'dead-letters/purge', { ids: [letter.taskId] }, `Remove the dead letter of task ${letter.taskId}?`))
+          purge.addEventListener('click', () => act(queue.name, 'dead-letters/purge', { sequences: [letter.sequence] }, `Remove this dead letter of task ${letter.taskId}?`))
           wrap.append(requeue, purge)
           actions.append(wrap)
         }

@@ -82,10 +82,29 @@ function queueConfig(flags, env) {
   const streamName = flags.stream ?? env.PROTOQUEUE_STREAM
   const subject = flags.subject ?? env.PROTOQUEUE_SUBJECT
   if (!streamName) throw usage('which queue? Give --stream <name> (or set PROTOQUEUE_STREAM)')
-  if (!subject) throw usage('which queue? Give --subject <subject> (or set PROTOQUEUE_SUBJECT)')
   // An operator's tool: never create a queue because of a typo, and take the dead-letter
-  // stream's retention as the queue's owner made it.
-  return { streamName, subject, createStreams: false, ...connectionConfig(flags, env) }
+  // stream's retention as the queue's owner made it. Without a subject, the queue's own (from
+  // its stream on the server: `withSubjectFromServer`).
+  return { streamName, subject: subject ?? '', createStreams: false, ...connectionConfig(flags, env) }
+}
+
+/**
+ * `config` with its subject filled in from the server when none was given: the queue's stream
+ * says which subject (or subject tree) it holds, and its priorities and schedules follow from it
+ * once connected.
+ * @param {import('protoqueue').ProtoqueueConfig} config
+ * @param {typeof import('protoqueue').listQueues} listQueues
+ * @returns {Promise<import('protoqueue').ProtoqueueConfig>}
+ */
+async function withSubjectFromServer(config, listQueues) {
+  if (config.subject) return config
+  const { streamName, subject: _none, createStreams: _create, ...connection } = config
+  const { queues } = await listQueues(connection)
+  const found = queues.find((queue) => queue.streamName === streamName)
+  if (!found) {
+    throw usage(`no queue with stream ${JSON.stringify(streamName)} on the server (see protoqueue dashboard, or give --subject)`)
+  }
+  return { ...config, subject: found.subject }
 }
 
 /**
@@ -142,4 +161,4 @@ function connectionConfig(flags, env) {
   return config
 }
 
-module.exports = { queueConfig, connectionConfig, readSecret }
+module.exports = { queueConfig, withSubjectFromServer, connectionConfig, readSecret }

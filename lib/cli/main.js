@@ -4,11 +4,11 @@
 // and says how it went with its exit code (see exit.js). Errors go to stderr with their
 // `ERR_PQ_*` code; the library's messages already mask credentials in URLs.
 
-const { Protoqueue } = require('protoqueue')
+const { Protoqueue, listQueues } = require('protoqueue')
 
 const { COMMANDS } = require('./commands.js')
 const { runDashboard } = require('./dashboard.js')
-const { queueConfig } = require('./config.js')
+const { queueConfig, withSubjectFromServer } = require('./config.js')
 const { CliError, EXIT, fromLibrary } = require('./exit.js')
 const { escapeControl } = require('./format.js')
 const { parseCommandLine } = require('./program.js')
@@ -37,9 +37,10 @@ async function main(argv, io, version) {
       return EXIT.OK
     }
     const run = COMMANDS[/** @type {keyof typeof COMMANDS} */ (command)]
-    const config = queueConfig(options, io.env)
+    let config = queueConfig(options, io.env)
     let queue
     try {
+      config = await withSubjectFromServer(config, listQueues)
       queue = new Protoqueue(config)
       await queue.connect()
     } catch (err) {

@@ -89,7 +89,7 @@ function buildProgram(select, output, version) {
     .addHelpText('after', EXIT_CODES_HELP)
     .option('-s, --server <url>', 'NATS server URL, or a comma-separated list, without credentials (default: NATS_URL, which may hold them, else nats://localhost:4222)')
     .option('--stream <name>', 'the queue\'s stream (default: PROTOQUEUE_STREAM)')
-    .option('--subject <subject>', 'the queue\'s subject (default: PROTOQUEUE_SUBJECT)')
+    .option('--subject <subject>', 'the queue\'s subject (default: PROTOQUEUE_SUBJECT, else the one its stream holds)')
     .option('--creds <file>', 'a .creds file (JWT and NKey seed) (default: NATS_CREDS)')
     .option('--user <name>', 'user name; the password comes from --password-file or NATS_PASSWORD (default: NATS_USER)')
     .option('--password-file <file>', 'a file holding the password of --user')

@@ -4,10 +4,29 @@
 //! A pause is the shared consumer's `pause_until`, kept by the server: workers started later, in
 //! any process, find the queue paused too. While paused the server delivers nothing to the
 //! consumer's pull requests; tasks already delivered finish normally.
+//!
+//! # Purge
+//!
+//! A purge must never remove a task a worker holds: a worker's failed attempt of a removed task
+//! could then be neither retried nor dead-lettered. So on a queue that is not paused, `purge()`
+//! takes the waiting tasks *through the workers' own consumer* and acknowledges them: the server
+//! hands every message to one puller, so each task goes either to a worker or to the purge,
+//! never both — whatever other purges, pauses or resumes run meanwhile, in any process.
+//!
+//! A paused consumer hands nothing out, so on a paused queue the purge deletes the waiting tasks
+//! by sequence (those after the consumer's last delivery). It marks the pause as its own
+//! ([`PURGE_MARK`]): `pause()` leaves such a pause alone and `resume()` waits until the purge
+//! restored the pause it found (for at most [`PURGE_WAIT`]), so no worker is handed a task the
+//! purge is deleting. Each window of deletions first checks the queue is still paused.
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
+use async_nats::jetstream::{
+    consumer::PullConsumer,
+    context::ConsumerInfoErrorKind,
+    stream::{LastRawMessageErrorKind, Stream},
+    AckKind,
+};
 use futures::{stream::FuturesUnordered, StreamExt};
 
 use crate::{
@@ -19,29 +38,88 @@ use crate::{
 
 /// How long "paused until resumed" lasts: a century.
 const INDEFINITELY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-/// How long `purge()` holds the workers while it removes waiting tasks; should it die midway,
-/// they resume by themselves after this.
-const PURGE_PAUSE: Duration = Duration::from_secs(60);
-/// Deletions in flight at once.
+/// A pause a purge holds is until a time in this day (2200-01-01, seconds since the epoch), a
+/// millisecond of its own: told apart from a user's pause (until a century from now) and from
+/// another purge's.
+const PURGE_MARK: i64 = 7_258_118_400;
+/// How long `resume()` waits for a purge of a paused queue to end before resuming anyway.
+const PURGE_WAIT: Duration = Duration::from_secs(120);
+/// Deletions, or acknowledgements, in flight at once.
 const WINDOW: usize = 256;
 
-/// Stops every worker of the queue from receiving tasks until [`resume`].
+/// Stops every worker of the queue from receiving tasks until [`resume`]. A consumer a purge
+/// holds paused is left to it: the purge restores a pause when it ends.
 pub async fn pause(connection: &Connection) -> Result<()> {
-    pause_for(connection, INDEFINITELY).await
+    let stream = task_stream(connection).await?;
+    let until = from_now(INDEFINITELY)?;
+    for consumer in task_consumers(connection, &stream).await? {
+        if purge_holds(&stream, &consumer).await? {
+            continue;
+        }
+        stream
+            .pause_consumer(&consumer, until)
+            .await
+            .map_err(|err| pause_error("pausing the queue", err))?;
+    }
+    Ok(())
 }
 
-/// Lets the workers of the queue receive tasks again.
+/// Lets the workers of the queue receive tasks again, once no purge deletes from a paused
+/// consumer of the queue (waiting up to [`PURGE_WAIT`]).
 pub async fn resume(connection: &Connection) -> Result<()> {
     let stream = task_stream(connection).await?;
     // Every consumer of the queue's workers: one per priority level with priorities, and on a
     // subject tree those of its parts.
-    for consumer in task_consumers(connection, &stream).await? {
+    let consumers = task_consumers(connection, &stream).await?;
+    let deadline = tokio::time::Instant::now() + PURGE_WAIT;
+    for consumer in &consumers {
+        while purge_holds(&stream, consumer).await? {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    consumer,
+                    "a purge still holds the queue paused; resuming anyway"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for consumer in consumers {
         stream
             .resume_consumer(&consumer)
             .await
             .map_err(|err| pause_error("resuming the queue", err))?;
     }
     Ok(())
+}
+
+/// Whether a purge holds `consumer` paused ([`PURGE_MARK`]).
+async fn purge_holds(stream: &Stream, consumer: &str) -> Result<bool> {
+    match stream.consumer_info(consumer).await {
+        Ok(info) => Ok(info.paused && info.config.pause_until.is_some_and(is_purge_mark)),
+        Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => Ok(false),
+        Err(err) => Err(Error::nats("reading the queue's consumer", err)),
+    }
+}
+
+fn is_purge_mark(until: async_nats::datetime::DateTime) -> bool {
+    (PURGE_MARK..PURGE_MARK + 86_400).contains(&until.unix_timestamp())
+}
+
+/// A time `length` from now, as the server takes it.
+fn from_now(length: Duration) -> Result<async_nats::datetime::DateTime> {
+    async_nats::datetime::add_std_duration(async_nats::datetime::now(), length)
+        .map_err(|err| Error::nats("computing the pause's end", err))
+}
+
+/// A purge's own mark: a millisecond of the day [`PURGE_MARK`] names.
+fn purge_mark() -> Result<async_nats::datetime::DateTime> {
+    let own = Duration::from_millis(u64::from(
+        uuid::Uuid::now_v7().as_u64_pair().1 as u32 % 86_000_000,
+    ));
+    let now_ms = crate::envelope::now_ms();
+    let to_mark = Duration::from_millis(u64::try_from(PURGE_MARK * 1_000 - now_ms).unwrap_or(0));
+    from_now(to_mark + own)
 }
 
 /// On a subject tree, a worker's consumers created after a `pause()` (a part's first worker)
@@ -127,33 +205,150 @@ pub async fn is_paused(connection: &Connection) -> Result<bool> {
     }
 }
 
-/// Removes the tasks waiting in the queue (never delivered to a worker; not those being handled
-/// or waiting for a retry); returns how many. The workers are held for the moment it takes, so
-/// none of the tasks removed is delivered meanwhile.
+/// Removes the tasks that wait to be handled (never one a worker holds: not those being handled
+/// or waiting out a retry delay); returns how many. See the module documentation for how.
 pub async fn purge(connection: &Connection) -> Result<u64> {
     let stream = task_stream(connection).await?;
-    let was_paused = is_paused(connection).await?;
-    if !was_paused {
-        pause_for(connection, PURGE_PAUSE).await?;
-    }
-    let mut purged = Ok(0);
+    let mut purged = 0;
     for lane in purged_lanes(connection, &stream).await? {
-        // One subject at a time: the consumer's progress tells which of its tasks wait.
-        for filter in &lane.filters {
-            let one = Lane {
-                filters: vec![filter.clone()],
-                ..lane.clone()
+        purged += purge_lane(connection, &stream, &lane).await?;
+    }
+    Ok(purged)
+}
+
+/// Purges one consumer's waiting tasks: through the consumer while it is not paused, by
+/// deletion under a purge's pause when it is (or becomes) paused.
+async fn purge_lane(connection: &Connection, stream: &Stream, lane: &Lane) -> Result<u64> {
+    let mut removed = 0;
+    loop {
+        removed += take_waiting(connection, stream, lane).await?;
+        let info = stream
+            .consumer_info(&lane.consumer)
+            .await
+            .map_err(|err| Error::nats("reading the queue's consumer", err))?;
+        if info.num_pending == 0 {
+            return Ok(removed);
+        }
+        if !info.paused {
+            // Tasks kept coming, or went to workers: take what is still waiting.
+            continue;
+        }
+        // Paused: nothing is handed out. Hold the pause as the purge's own, delete, then give
+        // back the pause that was there unless someone changed it meanwhile.
+        let found = info.config.pause_until;
+        let mark = purge_mark()?;
+        stream
+            .pause_consumer(&lane.consumer, mark)
+            .await
+            .map_err(|err| pause_error("holding the queue paused for a purge", err))?;
+        let deleted = delete_waiting(connection, stream, lane).await;
+        let still_ours = stream
+            .consumer_info(&lane.consumer)
+            .await
+            .map(|info| info.config.pause_until == Some(mark))
+            .unwrap_or(false);
+        if still_ours {
+            let restored = match found {
+                // A purge that found another purge's pause gives back a plain pause: the other
+                // purge, seeing its mark gone, leaves it.
+                Some(until) if !is_purge_mark(until) => until,
+                _ => from_now(INDEFINITELY)?,
             };
-            purged = match (purged, purge_undelivered(connection, &stream, &one).await) {
-                (Ok(total), Ok(n)) => Ok(total + n),
-                (Err(err), _) | (_, Err(err)) => Err(err),
+            stream
+                .pause_consumer(&lane.consumer, restored)
+                .await
+                .map_err(|err| pause_error("giving back the pause a purge found", err))?;
+        }
+        return Ok(removed + deleted?);
+    }
+}
+
+/// Takes the tasks the consumer hands out and acknowledges (removes) them, until it hands out
+/// nothing more; returns how many were removed.
+async fn take_waiting(connection: &Connection, stream: &Stream, lane: &Lane) -> Result<u64> {
+    let consumer: PullConsumer = stream
+        .get_consumer(&lane.consumer)
+        .await
+        .map_err(|err| Error::nats("opening the queue's consumer", err))?;
+    let mut removed = 0;
+    let mut given_back = std::collections::HashSet::new();
+    loop {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(WINDOW)
+            .messages()
+            .await
+            .map_err(|err| Error::nats("taking waiting tasks", err))?;
+        let mut acks = FuturesUnordered::new();
+        let mut kept_again = false;
+        while let Some(message) = batch.next().await {
+            let message = message.map_err(|err| Error::nats("taking waiting tasks", err))?;
+            let kind = match kept(&message) {
+                None => AckKind::Ack,
+                Some(wait) => {
+                    let sequence = message.info().map_or(0, |info| info.stream_sequence);
+                    kept_again |= !given_back.insert(sequence);
+                    AckKind::Nak(Some(wait.max(GIVE_BACK)))
+                }
             };
+            let removing = matches!(kind, AckKind::Ack);
+            acks.push(async move {
+                let settled = message.double_ack_with(kind).await;
+                if removing && settled.is_ok() {
+                    release_id(connection, &message).await;
+                }
+                (removing, settled)
+            });
+        }
+        if acks.is_empty() {
+            return Ok(removed);
+        }
+        while let Some((removing, acked)) = acks.next().await {
+            match acked {
+                Ok(()) if removing => removed += 1,
+                Ok(()) => {}
+                // Not confirmed: it may be redelivered (to a worker) after ackWait.
+                Err(err) => tracing::debug!("a purged task's settlement was not confirmed: {err}"),
+            }
+        }
+        if kept_again {
+            // Only tasks it keeps come back: nothing else waits.
+            return Ok(removed);
         }
     }
-    if !was_paused {
-        resume(connection).await?;
+}
+
+/// Frees the own id of a task a purge removed (its marker, [`crate::ids`]).
+async fn release_id(connection: &Connection, message: &async_nats::jetstream::Message) {
+    let Ok(task) = crate::envelope::Task::decode_checked(&message.payload) else {
+        return;
+    };
+    if !task.custom_id {
+        return;
     }
-    purged
+    if crate::schedules::fired_from_schedule(message) {
+        crate::ids::unscheduled(connection, &task.id).await;
+    } else if let Ok(info) = message.info() {
+        crate::ids::release(connection, &task.id, info.stream_sequence).await;
+    }
+}
+
+/// How long a task a purge keeps is held back at least (so the purge does not take it again).
+const GIVE_BACK: Duration = Duration::from_millis(500);
+
+/// Whether a purge keeps a delivered task, and for how long it is then held back: a retry (a
+/// task whose handler failed, waiting for its next attempt, or delivered before) is not a
+/// waiting task, and keeps the rest of its delay.
+fn kept(message: &async_nats::jetstream::Message) -> Option<Duration> {
+    let redelivered = message.info().is_ok_and(|info| info.delivered > 1);
+    let task = crate::envelope::Task::decode_checked(&message.payload).ok();
+    let retry = task.as_ref().is_some_and(|task| task.attempts_made > 0);
+    if !redelivered && !retry {
+        return None;
+    }
+    let not_before = task.map_or(0, |task| task.not_before_ms);
+    let wait = not_before.saturating_sub(crate::envelope::now_ms()).max(0);
+    Some(Duration::from_millis(wait.unsigned_abs()))
 }
 
 /// The consumers whose waiting tasks `purge` removes: the queue's (one per level), or on a
@@ -161,7 +356,11 @@ pub async fn purge(connection: &Connection) -> Result<u64> {
 async fn purged_lanes(connection: &Connection, stream: &Stream) -> Result<Vec<Lane>> {
     let config = connection.config();
     if !config.tree {
-        return Ok(layout::task_lanes(config));
+        let lanes = layout::task_lanes(config);
+        for lane in &lanes {
+            topology::ensure_lane(&connection.jetstream, config, lane).await?;
+        }
+        return Ok(lanes);
     }
     let mut lanes = Vec::new();
     for name in task_consumers(connection, stream).await? {
@@ -182,14 +381,33 @@ async fn purged_lanes(connection: &Connection, stream: &Stream) -> Result<Vec<La
     Ok(lanes)
 }
 
-async fn purge_undelivered(connection: &Connection, stream: &Stream, lane: &Lane) -> Result<u64> {
+/// Deletes the tasks after the consumer's last delivery on each of the lane's subjects, while the
+/// consumer stays paused.
+async fn delete_waiting(connection: &Connection, stream: &Stream, lane: &Lane) -> Result<u64> {
+    let mut removed = 0;
+    // One subject at a time: the consumer's progress tells which of its tasks wait.
+    for filter in &lane.filters {
+        let one = Lane {
+            filters: vec![filter.clone()],
+            ..lane.clone()
+        };
+        removed += delete_undelivered(connection, stream, &one).await?;
+    }
+    Ok(removed)
+}
+
+async fn delete_undelivered(connection: &Connection, stream: &Stream, lane: &Lane) -> Result<u64> {
     let subject = lane.filters.first().cloned().unwrap_or_default();
     let consumer = stream
         .consumer_info(&lane.consumer)
         .await
         .map_err(|err| Error::nats("reading the queue's consumer", err))?;
+    if !consumer.paused {
+        return Ok(0);
+    }
     if consumer.num_ack_pending == 0 && consumer.delivered.stream_sequence == 0 {
-        // Only the queue's subject: delayed tasks and recurring schedules stay.
+        // Nothing was ever delivered, and nothing is while paused: every message on the subject
+        // waits. Only the queue's subject: delayed tasks and recurring schedules stay.
         let purged = stream
             .purge()
             .filter(subject)
@@ -199,28 +417,42 @@ async fn purge_undelivered(connection: &Connection, stream: &Stream, lane: &Lane
     }
     let last = stream.cached_info().state.last_sequence;
     let first = consumer.delivered.stream_sequence + 1;
-    // A stream with schedules or priorities stores other subjects too: only messages on the
-    // consumer's subject go.
-    let schedules_too = stream.cached_info().config.subjects.len() > 1;
+    // Read one by one: a stream with schedules or priorities stores other subjects too, and a
+    // retry waiting for its next attempt is stored as a new message too; both stay.
     let mut deleting = FuturesUnordered::new();
     let mut removed = 0;
     let mut next = first;
     while next <= last || !deleting.is_empty() {
+        if deleting.is_empty() && !still_paused(stream, &lane.consumer).await? {
+            // Resumed meanwhile (after PURGE_WAIT): what is left goes to the workers.
+            tracing::warn!("the queue was resumed during a purge; the purge stops");
+            break;
+        }
         while next <= last && deleting.len() < WINDOW {
-            let sequence = if schedules_too {
-                match next_task(stream, &subject, next).await? {
-                    Some(sequence) if sequence <= last => sequence,
-                    _ => {
-                        next = last + 1;
-                        break;
-                    }
-                }
-            } else {
-                next
+            let Some((sequence, is_retry, own_id)) = next_task(stream, &subject, next).await?
+            else {
+                next = last + 1;
+                break;
             };
-            let name = &connection.config().stream_name;
-            deleting.push(nats::delete_message(&connection.jetstream, name, sequence));
+            if sequence > last {
+                next = last + 1;
+                break;
+            }
             next = sequence + 1;
+            if !is_retry {
+                let name = &connection.config().stream_name;
+                deleting.push(async move {
+                    let deleted = nats::delete_message(&connection.jetstream, name, sequence).await;
+                    if let (Ok(true), Some((id, fired))) = (&deleted, own_id) {
+                        if fired {
+                            crate::ids::unscheduled(connection, &id).await;
+                        } else {
+                            crate::ids::release(connection, &id, sequence).await;
+                        }
+                    }
+                    deleted
+                });
+            }
         }
         if let Some(deleted) = deleting.next().await {
             if deleted? {
@@ -231,8 +463,22 @@ async fn purge_undelivered(connection: &Connection, stream: &Stream, lane: &Lane
     Ok(removed)
 }
 
-/// The sequence of the first task (a message on the queue's subject) from `from` on.
-async fn next_task(stream: &Stream, subject: &str, from: u64) -> Result<Option<u64>> {
+async fn still_paused(stream: &Stream, consumer: &str) -> Result<bool> {
+    let info = stream
+        .consumer_info(consumer)
+        .await
+        .map_err(|err| Error::nats("reading the queue's consumer", err))?;
+    Ok(info.paused)
+}
+
+/// The sequence of the first task (a message on the queue's subject) from `from` on, whether
+/// it is a retry waiting for its next attempt, and its own id if it has one (with whether it was
+/// fired from a delayed task's schedule).
+async fn next_task(
+    stream: &Stream,
+    subject: &str,
+    from: u64,
+) -> Result<Option<(u64, bool, Option<(String, bool)>)>> {
     let found = stream
         .raw_message_builder()
         .sequence(from)
@@ -240,23 +486,21 @@ async fn next_task(stream: &Stream, subject: &str, from: u64) -> Result<Option<u
         .send()
         .await;
     match found {
-        Ok(message) => Ok(Some(message.sequence)),
+        Ok(message) => {
+            let task = crate::envelope::Task::decode_checked(&message.payload).ok();
+            let is_retry = task.as_ref().is_some_and(|task| task.attempts_made > 0);
+            let fired = message
+                .headers
+                .get(async_nats::header::NATS_SCHEDULER)
+                .is_some();
+            let own_id = task
+                .filter(|task| task.custom_id)
+                .map(|task| (task.id, fired));
+            Ok(Some((message.sequence, is_retry, own_id)))
+        }
         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(err) => Err(Error::nats("reading the queue", err)),
     }
-}
-
-async fn pause_for(connection: &Connection, length: Duration) -> Result<()> {
-    let stream = task_stream(connection).await?;
-    let until = async_nats::datetime::add_std_duration(async_nats::datetime::now(), length)
-        .map_err(|err| Error::nats("computing the pause's end", err))?;
-    for consumer in task_consumers(connection, &stream).await? {
-        stream
-            .pause_consumer(&consumer, until)
-            .await
-            .map_err(|err| pause_error("pausing the queue", err))?;
-    }
-    Ok(())
 }
 
 async fn task_stream(connection: &Connection) -> Result<Stream> {

@@ -20,6 +20,7 @@ use crate::{
     error::{Error, Result},
     nats::{connection::Connection, topology},
     queue::CLOSE_TIMEOUT,
+    shape::QueueShape,
 };
 
 /// How a stream was recognised as a queue.
@@ -39,12 +40,17 @@ pub enum FoundBy {
 pub struct QueueInfo {
     /// The task stream (the `streamName` of a `Protoqueue` for this queue).
     pub stream_name: String,
-    /// The queue's subject (the `subject` of a `Protoqueue` for this queue).
+    /// The queue's subject (the `subject` of a `Protoqueue` for this queue: `<root>.>` for a
+    /// subject tree).
     pub subject: String,
     /// The dead-letter stream, when it exists.
     pub dead_letter_stream: Option<String>,
     /// Whether the task stream allows message schedules (delayed and recurring tasks).
     pub schedules: bool,
+    /// Whether the task stream has priority levels.
+    pub priorities: bool,
+    /// Whether the queue owns a subject tree.
+    pub tree: bool,
     /// How the stream was recognised.
     pub found_by: FoundBy,
 }
@@ -106,23 +112,14 @@ fn queue_of(stream: &stream::Config, all: &HashMap<&str, &stream::Config>) -> Op
         }
         None => return None,
     };
-    let schedule_prefix = names.schedule_prefix();
-    let subject = stream
-        .metadata
-        .get(topology::SUBJECT_KEY)
-        .cloned()
-        .or_else(|| {
-            stream
-                .subjects
-                .iter()
-                .find(|s| !s.starts_with(&schedule_prefix))
-                .cloned()
-        })?;
+    let shape = QueueShape::of(stream)?;
     Some(QueueInfo {
         stream_name: stream.name.clone(),
-        subject,
+        subject: shape.subject(),
         dead_letter_stream: letters.map(|letters| letters.name.clone()),
-        schedules: stream.allow_message_schedules,
+        schedules: shape.schedules,
+        priorities: shape.priorities,
+        tree: shape.tree,
         found_by,
     })
 }
@@ -173,9 +170,32 @@ mod tests {
                 subject: "orders.new".into(),
                 dead_letter_stream: Some("ORDERS_DLQ".into()),
                 schedules: false,
+                priorities: false,
+                tree: false,
                 found_by: FoundBy::Marker,
             }]
         );
+    }
+
+    #[test]
+    fn the_shape_is_read_from_the_streams_subjects_in_old_and_new_streams() {
+        let mut config = Config::new("SHAPED", "shop.orders.>").unwrap();
+        config.priorities = true;
+        config.schedules = true;
+        let mut tasks = topology::task_stream_config(&config);
+        let letters = topology::dead_letter_stream_config(&config);
+        for metadata in [true, false] {
+            if !metadata {
+                tasks.metadata.clear();
+            }
+            let found = recognise([&tasks, &letters]);
+            let queue = &found[0];
+            assert_eq!(queue.subject, "shop.orders.>", "metadata: {metadata}");
+            assert!(
+                queue.tree && queue.priorities && queue.schedules,
+                "{queue:?}"
+            );
+        }
     }
 
     #[test]

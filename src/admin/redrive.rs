@@ -41,6 +41,9 @@ const IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 /// Which dead letters an operation applies to: all when empty.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
+    /// Only the letters stored at these sequences of the dead-letter stream (one letter each,
+    /// read directly: no walk over the others).
+    pub sequences: Option<HashSet<u64>>,
     /// Only the letters of these task ids.
     pub ids: Option<HashSet<String>>,
     /// Only the letters with this reason.
@@ -50,9 +53,12 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, letter: &DeadLetter) -> bool {
+    fn matches(&self, sequence: u64, letter: &DeadLetter) -> bool {
         let id = letter.task.as_ref().map(|task| task.id.as_str());
-        self.reason.map_or(true, |reason| letter.reason() == reason)
+        self.sequences
+            .as_ref()
+            .map_or(true, |sequences| sequences.contains(&sequence))
+            && self.reason.map_or(true, |reason| letter.reason() == reason)
             && self
                 .ids
                 .as_ref()
@@ -90,10 +96,13 @@ pub async fn requeue(
     let config = connection.config();
     let requeueable =
         |letter: &DeadLetter| letter.task.is_some() && !dead_letter::data_was_dropped(letter);
-    let narrowed = |letter: &DeadLetter| filter.matches(letter) && requeueable(letter);
+    let narrowed = |sequence: u64, letter: &DeadLetter| {
+        filter.matches(sequence, letter) && requeueable(letter)
+    };
     for_each(
         connection,
         &letters,
+        filter.sequences.as_ref(),
         &narrowed,
         filter.limit,
         progress,
@@ -106,9 +115,12 @@ pub async fn requeue(
                 config.subject.clone()
             };
             async move {
-                let Some(task) = letter.task else {
+                let Some(mut task) = letter.task else {
                     return Ok(false);
                 };
+                // A fresh attempt budget, at once.
+                task.attempts_made = 0;
+                task.not_before_ms = 0;
                 let message_id = format!("{}:requeue:{sequence}", task.id);
                 let message = Outgoing::checked(message_id, task.to_bytes(), max_payload)?;
                 Publisher::to(connection, subject).publish(message).await?;
@@ -139,10 +151,11 @@ pub async fn purge(
         return Ok(purged.purged);
     }
     refuse_if_deletes_denied(&letters, "remove single")?;
-    let matches = |letter: &DeadLetter| filter.matches(letter);
+    let matches = |sequence: u64, letter: &DeadLetter| filter.matches(sequence, letter);
     for_each(
         connection,
         &letters,
+        filter.sequences.as_ref(),
         &matches,
         filter.limit,
         progress,
@@ -171,7 +184,8 @@ fn refuse_if_deletes_denied(letters: &Stream, what: &str) -> Result<()> {
 async fn for_each<'a, Fut>(
     connection: &Connection,
     letters: &Stream,
-    wanted: &(dyn Fn(&DeadLetter) -> bool + Sync),
+    direct: Option<&HashSet<u64>>,
+    wanted: &(dyn Fn(u64, &DeadLetter) -> bool + Sync),
     limit: Option<u64>,
     progress: impl Fn(Progress),
     act: impl Fn(u64, DeadLetter) -> Fut,
@@ -179,6 +193,9 @@ async fn for_each<'a, Fut>(
 where
     Fut: Future<Output = Result<bool>> + 'a,
 {
+    if let Some(sequences) = direct {
+        return for_each_named(connection, sequences, wanted, limit, progress, act).await;
+    }
     let state = letters.cached_info().state.clone();
     let mut status = Progress {
         seen: 0,
@@ -218,7 +235,7 @@ where
                 status.seen += 1;
                 reading = sequence < state.last_sequence && left > 0;
                 match DeadLetter::decode(message.payload.clone()) {
-                    Ok(letter) if wanted(&letter) && limit.map_or(true, |limit| taken < limit) => {
+                    Ok(letter) if wanted(sequence, &letter) && limit.map_or(true, |limit| taken < limit) => {
                         taken += 1;
                         acting.push(act(sequence, letter));
                     }
@@ -241,6 +258,41 @@ where
         }
     }
     progress(status);
+    Ok(status.done)
+}
+
+/// [`for_each`] over letters named by their sequences: each read directly, oldest first.
+async fn for_each_named<'a, Fut>(
+    connection: &Connection,
+    sequences: &HashSet<u64>,
+    wanted: &(dyn Fn(u64, &DeadLetter) -> bool + Sync),
+    limit: Option<u64>,
+    progress: impl Fn(Progress),
+    act: impl Fn(u64, DeadLetter) -> Fut,
+) -> Result<u64>
+where
+    Fut: Future<Output = Result<bool>> + 'a,
+{
+    let mut sorted: Vec<u64> = sequences.iter().copied().collect();
+    sorted.sort_unstable();
+    let mut status = Progress {
+        seen: 0,
+        total: sorted.len() as u64,
+        done: 0,
+    };
+    let mut taken = 0;
+    for sequence in sorted {
+        status.seen += 1;
+        if let Some(stored) = dead_letters::get(connection, sequence).await? {
+            if wanted(sequence, &stored.letter) && limit.map_or(true, |limit| taken < limit) {
+                taken += 1;
+                if act(sequence, stored.letter).await? {
+                    status.done += 1;
+                }
+            }
+        }
+        progress(status);
+    }
     Ok(status.done)
 }
 
@@ -288,16 +340,23 @@ mod tests {
             reason: DeadLetterReason::InvalidEnvelope as i32,
             ..DeadLetter::default()
         };
-        assert!(Filter::default().matches(&failed) && Filter::default().matches(&raw));
+        assert!(Filter::default().matches(1, &failed) && Filter::default().matches(2, &raw));
         let by_reason = Filter {
             reason: Some(DeadLetterReason::Rejected),
             ..Filter::default()
         };
-        assert!(!by_reason.matches(&failed) && by_reason.matches(&rejected));
+        assert!(!by_reason.matches(1, &failed) && by_reason.matches(2, &rejected));
         let by_id = Filter {
             ids: Some(HashSet::from(["a".to_owned()])),
             ..Filter::default()
         };
-        assert!(by_id.matches(&failed) && !by_id.matches(&rejected) && !by_id.matches(&raw));
+        assert!(
+            by_id.matches(1, &failed) && !by_id.matches(2, &rejected) && !by_id.matches(3, &raw)
+        );
+        let by_sequence = Filter {
+            sequences: Some(HashSet::from([2])),
+            ..Filter::default()
+        };
+        assert!(!by_sequence.matches(1, &failed) && by_sequence.matches(2, &failed));
     }
 }

@@ -211,7 +211,12 @@ pub async fn cancel(connection: &Connection, id: &str) -> Result<bool> {
     let config = connection.config();
     crate::producer::validate_task_id(id)?;
     require_enabled(config, "cancel()")?;
-    remove_subject(connection, &schedules::delayed_subject(config, id)).await
+    let removed = remove_subject(connection, &schedules::delayed_subject(config, id)).await?;
+    if removed {
+        // Its id, when the producer chose it, is free again.
+        crate::ids::unscheduled(connection, id).await;
+    }
+    Ok(removed)
 }
 
 /// Creates the recurring task `name`, or replaces it (one schedule per name, however many

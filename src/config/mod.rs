@@ -23,7 +23,7 @@ use crate::{
         tls::Tls,
         urls::redact,
     },
-    error::Result,
+    error::{Error, Result},
 };
 
 /// Default of `options.maxRetries`: retries after the first attempt.
@@ -369,7 +369,7 @@ impl Config {
                 ))
             })?;
         }
-        crate::layout::check_options(self)?;
+        self.check_combinations()?;
         Ok(())
     }
 
@@ -402,6 +402,19 @@ impl Config {
     /// The subject of this queue's dead-letter stream.
     pub fn dead_letter_subject(&self) -> String {
         format!("{DEAD_LETTER_SUBJECT_PREFIX}{}", self.stream_name)
+    }
+
+    /// Checks options that do not go together with `options.priorities`.
+    pub fn check_combinations(&self) -> Result<()> {
+        if self.priorities && self.global_concurrency.is_some() {
+            return Err(Error::InvalidConfig(
+                "options.globalConcurrency cannot be combined with options.priorities: each \
+                 priority level is its own JetStream consumer, and the server limits \
+                 unacknowledged tasks per consumer, not across them"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The subjects of this queue's schedules (`protoqueue.sched.<stream>`): delayed tasks under

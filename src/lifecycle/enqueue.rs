@@ -165,7 +165,8 @@ async fn with_own_ids(
         match publisher.send(&message).await {
             Ok(sent) => in_flight.push_back(Box::pin(async move {
                 let result = publisher.confirm_ack(&message, sent).await;
-                (index, message.id, claim, result.map(|ack| ack.sequence))
+                let stored = result.map(|ack| (ack.sequence, message.is_delayed()));
+                (index, message.id, claim, stored)
             })),
             Err(err) => {
                 // It may sit in the client's buffer and still go out.
@@ -261,7 +262,7 @@ fn confirmed<'a>(
     index: usize,
     id: String,
     claim: Option<(u64, u64)>,
-    result: Result<u64>,
+    result: Result<(u64, bool)>,
 ) -> bool {
     let failed = result.is_err();
     if let Some((marker, nonce)) = claim {
@@ -273,17 +274,20 @@ fn confirmed<'a>(
 }
 
 /// Step 3 for one claim: `sent` is `None` when the task was never sent, `Some(None)` when it
-/// was sent but not confirmed, `Some(Some(sequence))` when it was stored there.
+/// was sent but not confirmed, `Some(Some((sequence, delayed)))` when it was stored there (as a
+/// delayed task's schedule).
 fn settle(
     connection: &Connection,
     id: String,
     marker: u64,
     nonce: u64,
-    sent: Option<Option<u64>>,
+    sent: Option<Option<(u64, bool)>>,
 ) -> futures::future::BoxFuture<'_, ()> {
     Box::pin(async move {
         match sent {
-            Some(Some(sequence)) => ids::stored(connection, &id, marker, sequence).await,
+            Some(Some((sequence, delayed))) => {
+                ids::stored(connection, &id, marker, sequence, delayed).await
+            }
             Some(None) => ids::abandon(connection, &id, marker, nonce, true).await,
             None => ids::abandon(connection, &id, marker, nonce, false).await,
         }

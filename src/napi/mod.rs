@@ -198,6 +198,8 @@ pub struct NativeStats {
 /// Which dead letters `requeueDeadLetters`/`purgeDeadLetters` act on (checked by the shim).
 #[napi(object)]
 pub struct NativeLetterFilter {
+    /// Only the letters stored at these sequences of the dead-letter stream.
+    pub sequences: Option<Vec<f64>>,
     /// Only the letters of these task ids.
     pub ids: Option<Vec<String>>,
     /// Only the letters with this reason.
@@ -1072,6 +1074,9 @@ fn letter_filter(filter: NativeLetterFilter) -> crate::Result<Filter> {
         })?),
     };
     Ok(Filter {
+        sequences: filter
+            .sequences
+            .map(|sequences| sequences.into_iter().map(|n| n as u64).collect()),
         ids: filter.ids.map(|ids| ids.into_iter().collect()),
         reason,
         limit: filter.limit.map(|limit| limit as u64),

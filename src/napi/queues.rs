@@ -20,6 +20,10 @@ pub struct NativeQueueInfo {
     pub dead_letter_stream: Option<String>,
     /// Whether the task stream allows delayed and recurring tasks.
     pub schedules: bool,
+    /// Whether the task stream has priority levels (`options.priorities`).
+    pub priorities: bool,
+    /// Whether the queue owns a subject tree (its `subject` ends in `.>`).
+    pub tree: bool,
     /// `"marker"` (its stream metadata) or `"deadLetterStream"` (no marker: a stream made by an
     /// older version, recognised by its dead-letter stream).
     pub found_by: String,
@@ -63,6 +67,8 @@ pub async fn list_queues(
                 subject: queue.subject,
                 dead_letter_stream: queue.dead_letter_stream,
                 schedules: queue.schedules,
+                priorities: queue.priorities,
+                tree: queue.tree,
                 found_by: match queue.found_by {
                     FoundBy::Marker => "marker",
                     FoundBy::DeadLetterStream => "deadLetterStream",

@@ -177,7 +177,13 @@ async fn read(connection: &Connection, lane: &Lane) -> Result<consumer::Info> {
         .map_err(|e| Error::request("reading the consumer", e))
 }
 
-async fn update(connection: &Connection, lane: &Lane, wanted: consumer::Config) -> Result<()> {
+/// Writes `wanted` (read a while ago and changed) as the consumer's configuration, keeping the
+/// pause the consumer has *now*: a consumer update writes the whole configuration, `pause_until`
+/// included, so a `pause()` or `resume()` made since `wanted` was read would otherwise be undone
+/// (issue 23 B4). The server offers no compare-and-set: the window left is the one request
+/// between this read and the write.
+async fn update(connection: &Connection, lane: &Lane, mut wanted: consumer::Config) -> Result<()> {
+    wanted.pause_until = read(connection, lane).await?.config.pause_until;
     connection
         .jetstream
         .update_consumer_on_stream(wanted, &lane.stream)

@@ -80,13 +80,18 @@ impl Connection {
         share: bool,
         observer: Arc<Observer>,
     ) -> Result<Self> {
-        let connection = Connection::connect(config, urls, share, observer).await?;
-        if let Err(err) = topology::ensure_streams(&connection.jetstream, &connection.config).await
-        {
-            connection.close().await;
-            return Err(err);
+        let mut connection = Connection::connect(config, urls, share, observer).await?;
+        match topology::ensure_streams(&connection.jetstream, &connection.config).await {
+            // From here on the queue acts on its shape as the server has it.
+            Ok(shaped) => {
+                connection.config = Arc::new(shaped);
+                Ok(connection)
+            }
+            Err(err) => {
+                connection.close().await;
+                Err(err)
+            }
         }
-        Ok(connection)
     }
 
     /// Connects as [`Connection::open`] does, without looking at the queue's streams: for

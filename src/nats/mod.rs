@@ -14,7 +14,11 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Whether `stream` holds a message at `sequence`.
-pub(crate) async fn is_stored(js: &jetstream::Context, stream: &str, sequence: u64) -> Result<bool> {
+pub(crate) async fn is_stored(
+    js: &jetstream::Context,
+    stream: &str,
+    sequence: u64,
+) -> Result<bool> {
     use async_nats::jetstream::stream::RawMessageErrorKind;
     let stream = js
         .get_stream_no_info(stream)

@@ -21,18 +21,7 @@ use crate::{
     schedules,
 };
 
-/// The stream metadata key that marks a stream made by Protoqueue (nats-server ≥ 2.10 keeps
-/// stream metadata); its value says which part of a queue the stream is ([`MARK_TASKS`] or
-/// [`MARK_DEAD_LETTERS`]). [`crate::admin::queues::list`] finds queues by it.
-pub const MARKER_KEY: &str = "protoqueue";
-/// [`MARKER_KEY`]'s value on a task stream.
-pub const MARK_TASKS: &str = "tasks";
-/// [`MARKER_KEY`]'s value on a dead-letter stream.
-pub const MARK_DEAD_LETTERS: &str = "dead-letters";
-/// The metadata key holding, on a task stream, the queue's subject.
-pub const SUBJECT_KEY: &str = "protoqueue.subject";
-/// The metadata key naming the queue's task stream (on both of its streams).
-pub const QUEUE_KEY: &str = "protoqueue.stream";
+pub use crate::shape::{MARKER_KEY, MARK_DEAD_LETTERS, MARK_TASKS, QUEUE_KEY, SUBJECT_KEY};
 
 /// The metadata that marks a new stream of `config`'s queue as `part` of it. Only set when a
 /// stream is created: streams made by older versions have none (see the fallback in
@@ -187,7 +176,7 @@ pub fn max_ack_pending(config: &Config, lane: &Lane) -> i64 {
 /// With [`Config::create_streams`] off, both streams must exist already (a missing one is
 /// [`Error::InvalidConfig`]: a tool named a queue that is not there), and the dead-letter
 /// stream's retention is taken as it is rather than compared with the options.
-pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<()> {
+pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<Config> {
     let server = js.client().server_info();
     if config.schedules {
         let feature = "options.schedules (delayed and recurring tasks)";
@@ -208,6 +197,12 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
     if config.priorities {
         tasks = allow_priorities(js, tasks, config).await?;
     }
+    // The queue as its stream says (every level, the whole tree), not only as asked.
+    let shaped = match crate::shape::QueueShape::of(&tasks) {
+        Some(shape) => shape.applied_to(config)?,
+        None => config.clone(),
+    };
+    let config = &shaped;
     for warning in check_task_stream(&tasks, config)? {
         tracing::warn!(stream = %tasks.name, "{warning}");
     }
@@ -226,7 +221,7 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
     for warning in check_dead_letter_stream(&letters, letters_config, max_payload)? {
         tracing::warn!(stream = %letters.name, "{warning}");
     }
-    Ok(())
+    Ok(shaped)
 }
 
 /// Opens a stream that must exist; it must capture the wanted subject.

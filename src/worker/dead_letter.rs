@@ -25,8 +25,11 @@ pub struct Origin {
     pub subject: String,
     /// Its sequence number in the stream.
     pub stream_sequence: u64,
-    /// How many times it was delivered.
+    /// Which attempt of the task this delivery is, from 1 (attempts a handler made before, plus
+    /// this one); for a message that is not a task, its deliveries.
     pub attempts: u64,
+    /// How many times the server delivered this message.
+    pub deliveries: u64,
 }
 
 /// What failed: a decoded task, or bytes that were not a valid envelope.
@@ -49,7 +52,12 @@ pub async fn publish(
 ) -> Result<()> {
     let message_id = letter_message_id(origin);
     let (task, raw) = match failed {
-        Failed::Task(task) => (Some(task), Bytes::new()),
+        // The task as it was enqueued: the letter counts its attempts itself.
+        Failed::Task(mut task) => {
+            task.attempts_made = 0;
+            task.not_before_ms = 0;
+            (Some(task), Bytes::new())
+        }
         Failed::Raw(raw) => (None, raw),
     };
     let letter = DeadLetter {

@@ -1,6 +1,18 @@
 //! One delivery, start to end: decode the envelope, run the handler while keeping the task alive
-//! with progress heartbeats, then settle it: ack on success, NAK with `retryDelay` on a failure
-//! that has attempts left, otherwise dead-letter (confirmed) and only then terminate.
+//! with progress heartbeats, then settle it: ack on success, a retry on a failure that has
+//! attempts left, otherwise dead-letter (confirmed) and only then terminate.
+//!
+//! # Attempts and deliveries
+//!
+//! An attempt is a handler run that ended with an outcome. A retry is stored again as a new
+//! message whose envelope counts the attempts made and says when it may run (`not_before_ms`),
+//! then the failed one is acknowledged ([`Executor::retry`]); a delivery before that time is
+//! handed back without a handler run. So the server's delivery count only ever counts
+//! deliveries that ended without an outcome — a worker or server that died, a lost connection, a
+//! failover, a task handed back unstarted at shutdown — and those have a budget of their own,
+//! [`MAX_STALLED_DELIVERIES`] (BullMQ's `maxStalledCount`): a task that keeps stopping its
+//! workers is dead-lettered as `deliveriesExhausted`, and a handler run again after its worker
+//! died is the "at least once" of the README.
 //!
 //! NAKs and TERMs wait for the server's confirmation. A success ack does not while the worker
 //! runs: a lost ack means a redelivery after `ackWait` whether it was confirmed or not, and the
@@ -27,6 +39,7 @@ use crate::{
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
     observe::{events::DEAD_LETTERED, AttemptInfo, Clock, Ended},
+    producer::{Outgoing, Publisher},
     schedules,
     worker::acks::AckSender,
     worker::dead_letter::{self, Failed, Origin},
@@ -34,15 +47,19 @@ use crate::{
 
 /// How long a worker waits for the server to confirm an ack, NAK or TERM.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deliveries of one message that may end without an outcome (its worker died or lost its
+/// connection, a failover lost it, it was handed back unstarted) before it is dead-lettered as
+/// `deliveriesExhausted`.
+pub const MAX_STALLED_DELIVERIES: u64 = 5;
 
 /// One attempt at a task, as the handler gets it.
 #[derive(Debug, Clone)]
 pub struct Attempt {
     /// The task as it was enqueued.
     pub task: Task,
-    /// Which delivery this is, from 1.
+    /// Which attempt this is, from 1.
     pub number: u64,
-    /// The most deliveries the task gets (`1 + maxRetries`).
+    /// The most attempts the task gets (`1 + maxRetries`).
     pub max: u64,
     /// Where the task was routed and its priority, on queues with a subject tree or priorities.
     pub route: Option<Box<crate::layout::Route>>,
@@ -95,7 +112,7 @@ impl Failure {
 struct TaskPolicy {
     /// The producer chose the id: remove its marker once the task is settled for good.
     custom_id: bool,
-    /// The most deliveries (`1 + maxRetries`).
+    /// The most attempts (`1 + maxRetries`).
     max: u64,
     /// The task's own backoff, if it has one.
     backoff: Option<Backoff>,
@@ -176,8 +193,11 @@ struct Handed {
 enum Refused {
     /// The message is not a task envelope.
     InvalidEnvelope(crate::envelope::EnvelopeError),
-    /// The task was delivered more often than it may be (its workers died with it), at most.
+    /// The task's deliveries without an outcome exceeded [`MAX_STALLED_DELIVERIES`], or it has
+    /// no attempt left; with its attempts allowed.
     DeliveriesExhausted(Box<Task>, u64),
+    /// A retry delivered before its time: handed back for the time that is left, no attempt.
+    Early(Duration),
 }
 
 /// How a delivery ended, from the worker's side.
@@ -244,11 +264,22 @@ impl Executor {
         message: jetstream::Message,
         slot: Slot,
     ) -> BoxFuture<()> {
-        let origin = origin_of(&message);
-        match self.start_handler(&message, &origin) {
+        let mut origin = origin_of(&message);
+        match self.start_handler(&message, &mut origin) {
             // The future of the common path is `finish`'s alone (an async block around it would
             // hold its arguments twice): it is copied into the heap once for every task.
-            Ok(handed) => Box::pin(self.finish(message, origin, handed, slot)),
+            Ok(handed) => {
+                if handed.policy.custom_id && schedules::fired_from_schedule(&message) {
+                    // A delayed task's marker names its schedule: point it at this task (off the
+                    // handler's path; until then the id counts as taken anyway).
+                    let connection = self.connection.clone();
+                    let (id, sequence) = (handed.id.clone(), origin.stream_sequence);
+                    tokio::spawn(
+                        async move { crate::ids::fired(&connection, &id, sequence).await },
+                    );
+                }
+                Box::pin(self.finish(message, origin, handed, slot))
+            }
             Err(refused) => {
                 drop(slot);
                 Box::pin(async move {
@@ -258,16 +289,27 @@ impl Executor {
         }
     }
 
-    /// Decodes the task and hands it to the handler, or says why it will not be handled.
+    /// Decodes the task and hands it to the handler, or says why it will not be handled. Sets
+    /// `origin.attempts` to the attempt this delivery is.
     fn start_handler(
         &self,
         message: &jetstream::Message,
-        origin: &Origin,
+        origin: &mut Origin,
     ) -> Result<Handed, Refused> {
         let task = decode(message).map_err(Refused::InvalidEnvelope)?;
         let policy = TaskPolicy::of(&task, self.connection.config());
         let max = policy.max;
-        if origin.attempts > max {
+        let wait = task.not_before_ms.saturating_sub(crate::envelope::now_ms());
+        if wait > 0 {
+            return Err(Refused::Early(Duration::from_millis(wait.unsigned_abs())));
+        }
+        // A retry may have been delivered once before its time (and handed back): that delivery
+        // had no outcome to wait for.
+        let expected = 1 + u64::from(task.not_before_ms > 0);
+        let stalled = origin.deliveries.saturating_sub(expected);
+        let made = u64::from(task.attempts_made);
+        origin.attempts = made + 1;
+        if stalled > MAX_STALLED_DELIVERIES || made >= max {
             return Err(Refused::DeliveriesExhausted(Box::new(task), max));
         }
         let id = task.id.clone();
@@ -312,11 +354,18 @@ impl Executor {
                 self.dead_letter(&message, raw, &origin, 0, reason, failure)
                     .await
             }
+            Refused::Early(wait) => {
+                self.settle(&message, AckKind::Nak(Some(wait)), Settlement::Retried)
+                    .await
+            }
             Refused::DeliveriesExhausted(task, max) => {
                 let failure = Failure::new(format!(
-                    "delivered {} times without a result (allowed: {max}); the workers holding \
-                     it stopped or lost their connection",
-                    origin.attempts
+                    "delivered {} times, {} of them without a result (allowed: \
+                     {MAX_STALLED_DELIVERIES}); the workers holding it stopped or lost their \
+                     connection ({} of {max} attempts made)",
+                    origin.deliveries,
+                    origin.deliveries.saturating_sub(1),
+                    origin.attempts.saturating_sub(1),
                 ));
                 let reason = DeadLetterReason::DeliveriesExhausted;
                 self.dead_letter(&message, Failed::Task(*task), &origin, max, reason, failure)
@@ -409,7 +458,7 @@ impl Executor {
                     retry_delay: Some(delay),
                 };
                 observer.attempt_ended(info, clock, ended);
-                self.settle(&message, AckKind::Nak(Some(delay)), Settlement::Retried)
+                self.retry(&message, &origin, id, policy.custom_id, delay)
                     .await
             }
             Outcome::Failure(failure) => {
@@ -431,6 +480,54 @@ impl Executor {
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
                 self.dead_letter(&message, task, &origin, max, reason, failure)
+                    .await
+            }
+        }
+    }
+
+    /// Stores the task again for its next attempt, counting the attempt just made and due after
+    /// `delay`, then acknowledges the failed delivery. The copy's `Nats-Msg-Id` names this
+    /// message (`retry:<stream>:<sequence>`): if the worker dies before the ack, the redelivered
+    /// message's retry is stored once. When the copy cannot be stored, the delivery is handed
+    /// back with the delay instead (the attempt then counts as a stalled delivery).
+    async fn retry(
+        &self,
+        message: &jetstream::Message,
+        origin: &Origin,
+        id: &str,
+        custom_id: bool,
+        delay: Duration,
+    ) -> Settlement {
+        let stored = async {
+            let mut task = decode(message).map_err(|err| crate::Error::Nats(err.to_string()))?;
+            task.attempts_made = u32::try_from(origin.attempts).unwrap_or(u32::MAX);
+            let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            task.not_before_ms = crate::envelope::now_ms().saturating_add(delay_ms).max(1);
+            let mut copy = Outgoing::checked(
+                task.id.clone(),
+                task.to_bytes(),
+                self.connection.max_payload(),
+            )?;
+            copy.message_id = Some(format!(
+                "retry:{}:{}",
+                origin.stream, origin.stream_sequence
+            ));
+            Publisher::to(&self.connection, message.subject.to_string())
+                .publish_ack(&copy)
+                .await
+        };
+        match Box::pin(stored).await {
+            Ok(ack) => {
+                if custom_id {
+                    crate::ids::moved(&self.connection, id, origin.stream_sequence, ack.sequence)
+                        .await;
+                }
+                self.settle(message, AckKind::Ack, Settlement::Retried)
+                    .await
+            }
+            Err(err) => {
+                tracing::warn!(%id, "retry not stored ({err}); handing the task back instead");
+                self.settle(message, AckKind::Nak(Some(delay)), Settlement::Retried)
                     .await
             }
         }
@@ -645,15 +742,20 @@ fn decode(message: &jetstream::Message) -> Result<Task, EnvelopeError> {
 
 fn origin_of(message: &jetstream::Message) -> Origin {
     match message.info() {
-        Ok(info) => Origin {
-            stream: info.stream.to_owned(),
-            subject: message.subject.to_string(),
-            stream_sequence: info.stream_sequence,
-            attempts: u64::try_from(info.delivered).unwrap_or(1).max(1),
-        },
+        Ok(info) => {
+            let deliveries = u64::try_from(info.delivered).unwrap_or(1).max(1);
+            Origin {
+                stream: info.stream.to_owned(),
+                subject: message.subject.to_string(),
+                stream_sequence: info.stream_sequence,
+                attempts: deliveries,
+                deliveries,
+            }
+        }
         Err(_) => Origin {
             subject: message.subject.to_string(),
             attempts: 1,
+            deliveries: 1,
             ..Origin::default()
         },
     }
