@@ -132,6 +132,8 @@ struct Delayed {
     subject: String,
     /// The `Nats-Schedule` header: `@at <RFC 3339>`.
     schedule: String,
+    /// When it is due, ms since the epoch ([`schedules::DUE_HEADER`]).
+    due: String,
 }
 
 /// Publishes tasks without ids of their own, pipelined; resolves to their ids in input order
@@ -316,7 +318,12 @@ impl Outgoing {
                 max: max_payload,
             });
         }
-        self.delayed = Some(Box::new(Delayed { subject, schedule }));
+        let due = at.to_string();
+        self.delayed = Some(Box::new(Delayed {
+            subject,
+            schedule,
+            due,
+        }));
         Ok(self)
     }
 }
@@ -367,7 +374,8 @@ impl<'a> Publisher<'a> {
                 delayed.subject.clone(),
                 publish
                     .header(NATS_SCHEDULE, delayed.schedule.as_str())
-                    .header(NATS_SCHEDULE_TARGET, target.as_str()),
+                    .header(NATS_SCHEDULE_TARGET, target.as_str())
+                    .header(schedules::DUE_HEADER, delayed.due.as_str()),
             ),
         };
         if self.connection.is_closed() {

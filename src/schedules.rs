@@ -159,6 +159,15 @@ pub fn run_at(delay: Option<f64>, run_at: Option<f64>, now_ms: i64) -> Result<Op
     }
 }
 
+/// The header of a delayed task's schedule holding when it is due (ms since the epoch), which
+/// `cancel()` reads.
+pub const DUE_HEADER: &str = "Protoqueue-Due-Ms";
+
+/// How close to its time a delayed task can no longer be cancelled: the server may be firing it
+/// as the cancel arrives (its clock and ours differ a little), and a cancel must never answer
+/// `true` for a task that runs.
+pub const CANCEL_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `ms` since the epoch as RFC 3339 in UTC with milliseconds, as `@at` takes it.
 pub fn rfc3339(ms: i64) -> String {
     let seconds = ms.div_euclid(1000);

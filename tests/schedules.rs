@@ -184,7 +184,7 @@ async fn cancel_removes_a_task_not_yet_due_only() {
     let worker = start_worker(&connection, starts.handler()).await;
     let now = envelope::now_ms();
 
-    let later = lifecycle::enqueue(&connection, task("{}").at(now + 1_500))
+    let later = lifecycle::enqueue(&connection, task("{}").at(now + 5_000))
         .await
         .expect("enqueue");
     let soon = lifecycle::enqueue(&connection, task("{}").at(now + 200))
@@ -208,6 +208,36 @@ async fn cancel_removes_a_task_not_yet_due_only() {
     let ran: Vec<String> = starts.all().into_iter().map(|(id, _)| id).collect();
     assert_eq!(ran, vec![soon], "the cancelled task never runs");
     assert_eq!(stats_of(&connection).await.delayed, 0);
+    worker.stop().await;
+}
+
+/// Issue 23 A12: a cancel that could race the server firing the task (due within
+/// CANCEL_MARGIN) answers false and the task runs; `true` always means it never runs.
+#[tokio::test]
+async fn cancel_never_answers_true_for_a_task_that_runs() {
+    let server = NatsServer::start().await;
+    let config = scheduled_config();
+    let connection = connect(&config, &server).await;
+    let starts = Starts::default();
+    let worker = start_worker(&connection, starts.handler()).await;
+    let now = envelope::now_ms();
+    let mut due = Vec::new();
+    for i in 0..20 {
+        let at = now + 300 + i * 30;
+        due.push(
+            lifecycle::enqueue(&connection, task("{}").at(at))
+                .await
+                .expect("enqueue"),
+        );
+    }
+    let mut cancelled = Vec::new();
+    for id in &due {
+        if schedules::cancel(&connection, id).await.expect("cancel") {
+            cancelled.push(id.clone());
+        }
+    }
+    assert!(cancelled.is_empty(), "due within a second: {cancelled:?}");
+    starts.wait_for(due.len(), SOON).await;
     worker.stop().await;
 }
 

@@ -211,7 +211,24 @@ pub async fn cancel(connection: &Connection, id: &str) -> Result<bool> {
     let config = connection.config();
     crate::producer::validate_task_id(id)?;
     require_enabled(config, "cancel()")?;
-    let removed = remove_subject(connection, &schedules::delayed_subject(config, id)).await?;
+    let subject = schedules::delayed_subject(config, id);
+    let stream = task_stream(connection).await?;
+    let due = match stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(schedule) => schedule
+            .headers
+            .get(schedules::DUE_HEADER)
+            .and_then(|due| due.as_str().parse::<i64>().ok()),
+        Err(err) if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+            return Ok(false)
+        }
+        Err(err) => return Err(Error::request("reading a delayed task", err)),
+    };
+    let margin = i64::try_from(schedules::CANCEL_MARGIN.as_millis()).unwrap_or(i64::MAX);
+    if due.is_some_and(|due| due <= envelope::now_ms() + margin) {
+        // Due now, or about to be: it runs (the server may be firing it right now).
+        return Ok(false);
+    }
+    let removed = remove_subject(connection, &subject).await?;
     if removed {
         // Its id, when the producer chose it, is free again.
         crate::ids::unscheduled(connection, id).await;
