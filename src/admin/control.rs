@@ -50,7 +50,7 @@ const WINDOW: usize = 256;
 /// Stops every worker of the queue from receiving tasks until [`resume`]. A consumer a purge
 /// holds paused is left to it: the purge restores a pause when it ends.
 pub async fn pause(connection: &Connection) -> Result<()> {
-    let stream = task_stream(connection).await?;
+    let stream = connection.task_stream().await?;
     let until = from_now(INDEFINITELY)?;
     for consumer in task_consumers(connection, &stream).await? {
         if purge_holds(&stream, &consumer).await? {
@@ -67,7 +67,7 @@ pub async fn pause(connection: &Connection) -> Result<()> {
 /// Lets the workers of the queue receive tasks again, once no purge deletes from a paused
 /// consumer of the queue (waiting up to [`PURGE_WAIT`]).
 pub async fn resume(connection: &Connection) -> Result<()> {
-    let stream = task_stream(connection).await?;
+    let stream = connection.task_stream().await?;
     // Every consumer of the queue's workers: one per priority level with priorities, and on a
     // subject tree those of its parts.
     let consumers = task_consumers(connection, &stream).await?;
@@ -129,7 +129,7 @@ pub async fn inherit_pause(connection: &Connection, lanes: &[Lane]) -> Result<()
     if !connection.config().tree {
         return Ok(());
     }
-    let stream = task_stream(connection).await?;
+    let stream = connection.task_stream().await?;
     let mut until = None;
     for name in task_consumers(connection, &stream).await? {
         if lanes.iter().any(|lane| lane.consumer == name) {
@@ -186,7 +186,7 @@ async fn task_consumers(connection: &Connection, stream: &Stream) -> Result<Vec<
 
 /// Whether the queue's workers are paused.
 pub async fn is_paused(connection: &Connection) -> Result<bool> {
-    let stream = task_stream(connection).await?;
+    let stream = connection.task_stream().await?;
     if connection.config().tree {
         // Paused when any consumer of its workers is (a pause pauses them all).
         for name in task_consumers(connection, &stream).await? {
@@ -208,7 +208,7 @@ pub async fn is_paused(connection: &Connection) -> Result<bool> {
 /// Removes the tasks that wait to be handled (never one a worker holds: not those being handled
 /// or waiting out a retry delay); returns how many. See the module documentation for how.
 pub async fn purge(connection: &Connection) -> Result<u64> {
-    let stream = task_stream(connection).await?;
+    let stream = connection.task_stream().await?;
     let mut purged = 0;
     for lane in purged_lanes(connection, &stream).await? {
         purged += purge_lane(connection, &stream, &lane).await?;
@@ -501,14 +501,6 @@ async fn next_task(
         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(err) => Err(Error::nats("reading the queue", err)),
     }
-}
-
-async fn task_stream(connection: &Connection) -> Result<Stream> {
-    connection
-        .jetstream
-        .get_stream(&connection.config().stream_name)
-        .await
-        .map_err(|err| Error::nats("opening the task stream", err))
 }
 
 fn pause_error(what: &str, err: async_nats::jetstream::stream::ConsumerError) -> Error {

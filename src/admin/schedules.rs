@@ -212,7 +212,7 @@ pub async fn cancel(connection: &Connection, id: &str) -> Result<bool> {
     crate::producer::validate_task_id(id)?;
     require_enabled(config, "cancel()")?;
     let subject = schedules::delayed_subject(config, id);
-    let stream = task_stream(connection).await?;
+    let stream = connection.task_stream().await?;
     let due = match stream.get_last_raw_message_by_subject(&subject).await {
         Ok(schedule) => schedule
             .headers
@@ -352,7 +352,7 @@ pub async fn unschedule(connection: &Connection, name: &str) -> Result<bool> {
 pub async fn list(connection: &Connection) -> Result<Vec<StoredSchedule>> {
     let config = connection.config();
     require_enabled(config, "getSchedules()")?;
-    let stream = task_stream(connection).await?;
+    let stream = connection.task_stream().await?;
     let prefix = format!("{}.recurring.", config.schedule_prefix());
     let mut names: Vec<String> = stream
         .info_with_subjects(schedules::recurring_subjects(config))
@@ -445,21 +445,13 @@ pub(crate) async fn counts(config: &crate::Config, stream: &Stream) -> Result<Co
 
 /// Removes every message on `subject` (one schedule): whether there was one.
 async fn remove_subject(connection: &Connection, subject: &str) -> Result<bool> {
-    let stream = task_stream(connection).await?;
+    let stream = connection.task_stream().await?;
     let purged = stream
         .purge()
         .filter(subject)
         .await
         .map_err(|err| Error::request("removing a schedule", err))?;
     Ok(purged.purged > 0)
-}
-
-async fn task_stream(connection: &Connection) -> Result<Stream> {
-    connection
-        .jetstream
-        .get_stream(&connection.config().stream_name)
-        .await
-        .map_err(|err| Error::request("opening the task stream", err))
 }
 
 #[cfg(test)]

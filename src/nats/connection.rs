@@ -186,6 +186,14 @@ impl Connection {
         self.client.server_info().client_id
     }
 
+    /// The queue's task stream (its cached info as of now).
+    pub(crate) async fn task_stream(&self) -> Result<jetstream::stream::Stream> {
+        self.jetstream
+            .get_stream(&self.config.stream_name)
+            .await
+            .map_err(|err| Error::request("opening the task stream", err))
+    }
+
     /// The largest message the connected server accepts.
     pub fn max_payload(&self) -> usize {
         self.client.server_info().max_payload
