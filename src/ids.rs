@@ -404,14 +404,20 @@ async fn delete(connection: &Connection, sequence: u64) -> Result<()> {
 }
 
 /// Removes the marker of the task with `id` that was stored at `sequence` and is now acked or
-/// dead-lettered, if the marker still names it. Best effort: a marker left behind is stale.
-pub async fn release(connection: &Connection, id: &str, sequence: u64) {
+/// dead-lettered, if the marker still names it — or, for the task a delayed task's schedule
+/// `fired`, if the marker is still the scheduled one ([`fired`] may not have pointed it at the
+/// task yet). Best effort: a stored marker left behind is stale.
+pub async fn release(connection: &Connection, id: &str, sequence: u64, fired: bool) {
     let subject = subject(connection.config(), id);
     let result = async {
-        if let Some((marker, Some(Marker::Stored(stored)))) = read(connection, &subject).await? {
-            if stored == sequence {
+        match read(connection, &subject).await? {
+            Some((marker, Some(Marker::Stored(stored)))) if stored == sequence => {
                 delete(connection, marker).await?;
             }
+            Some((marker, Some(Marker::Scheduled(_)))) if fired => {
+                delete(connection, marker).await?;
+            }
+            _ => {}
         }
         Ok::<_, Error>(())
     }

@@ -329,7 +329,7 @@ async fn release_id(connection: &Connection, message: &async_nats::jetstream::Me
     if crate::schedules::fired_from_schedule(message) {
         crate::ids::unscheduled(connection, &task.id).await;
     } else if let Ok(info) = message.info() {
-        crate::ids::release(connection, &task.id, info.stream_sequence).await;
+        crate::ids::release(connection, &task.id, info.stream_sequence, false).await;
     }
 }
 
@@ -447,7 +447,7 @@ async fn delete_undelivered(connection: &Connection, stream: &Stream, lane: &Lan
                         if fired {
                             crate::ids::unscheduled(connection, &id).await;
                         } else {
-                            crate::ids::release(connection, &id, sequence).await;
+                            crate::ids::release(connection, &id, sequence, false).await;
                         }
                     }
                     deleted

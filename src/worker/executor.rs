@@ -402,6 +402,7 @@ impl Executor {
             started: started.unwrap_or(at),
         };
         let sequence = origin.stream_sequence;
+        let fired = policy.custom_id && schedules::fired_from_schedule(&message);
         // A success settles inline; the other outcomes, which may publish a dead letter or wait
         // for the server's confirmation, in a future of their own, so the future of every task
         // in flight is not sized for them.
@@ -415,7 +416,7 @@ impl Executor {
             }
         };
         if policy.custom_id && matches!(settled, Settlement::Acked | Settlement::DeadLettered) {
-            Box::pin(crate::ids::release(&self.connection, &id, sequence)).await;
+            Box::pin(crate::ids::release(&self.connection, &id, sequence, fired)).await;
         }
     }
 
