@@ -192,13 +192,16 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
-/// Whether a delivered message was published by the server from a delayed task's schedule.
-pub fn fired_from_schedule(message: &async_nats::jetstream::Message) -> bool {
-    message
-        .headers
-        .as_ref()
-        .and_then(|headers| headers.get(NATS_SCHEDULER))
-        .is_some_and(|scheduler| !scheduler.as_str().contains(".recurring."))
+/// The schedule subject a message was published from by the server (`Nats-Scheduler`), if any.
+fn scheduler(headers: Option<&HeaderMap>) -> Option<&str> {
+    headers?
+        .get(NATS_SCHEDULER)
+        .map(|scheduler| scheduler.as_str())
+}
+
+/// Whether a message with `headers` was published by the server from a delayed task's schedule.
+pub fn fired_from_schedule(headers: Option<&HeaderMap>) -> bool {
+    scheduler(headers).is_some_and(|scheduler| !scheduler.contains(".recurring."))
 }
 
 /// The task a delivered message carries. A tick of a recurring schedule (a message the server
@@ -210,9 +213,7 @@ pub fn occurrence(
     headers: Option<&HeaderMap>,
     tick: impl FnOnce() -> (u64, i64),
 ) -> Task {
-    let recurring = headers
-        .and_then(|headers| headers.get(NATS_SCHEDULER))
-        .is_some_and(|scheduler| scheduler.as_str().contains(".recurring."));
+    let recurring = scheduler(headers).is_some_and(|scheduler| scheduler.contains(".recurring."));
     if recurring {
         let (sequence, at_ms) = tick();
         task.id = format!("{}:{sequence}", task.id);

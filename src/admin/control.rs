@@ -283,7 +283,8 @@ async fn take_waiting(connection: &Connection, stream: &Stream, lane: &Lane) -> 
         let mut kept_again = false;
         while let Some(message) = batch.next().await {
             let message = message.map_err(|err| Error::nats("taking waiting tasks", err))?;
-            let kind = match kept(&message) {
+            let task = crate::envelope::Task::decode_checked(&message.payload).ok();
+            let kind = match kept(&message, task.as_ref()) {
                 None => AckKind::Ack,
                 Some(wait) => {
                     let sequence = message.info().map_or(0, |info| info.stream_sequence);
@@ -292,10 +293,11 @@ async fn take_waiting(connection: &Connection, stream: &Stream, lane: &Lane) -> 
                 }
             };
             let removing = matches!(kind, AckKind::Ack);
+            let own = own_id(task, message.headers.as_ref());
             acks.push(async move {
                 let settled = message.double_ack_with(kind).await;
-                if removing && settled.is_ok() {
-                    release_id(connection, &message).await;
+                if let (true, Ok(()), Ok(info)) = (removing, &settled, message.info()) {
+                    release_own_id(connection, own, info.stream_sequence).await;
                 }
                 (removing, settled)
             });
@@ -318,18 +320,22 @@ async fn take_waiting(connection: &Connection, stream: &Stream, lane: &Lane) -> 
     }
 }
 
-/// Frees the own id of a task a purge removed (its marker, [`crate::ids`]).
-async fn release_id(connection: &Connection, message: &async_nats::jetstream::Message) {
-    let Ok(task) = crate::envelope::Task::decode_checked(&message.payload) else {
-        return;
-    };
-    if !task.custom_id {
-        return;
-    }
-    if crate::schedules::fired_from_schedule(message) {
-        crate::ids::unscheduled(connection, &task.id).await;
-    } else if let Ok(info) = message.info() {
-        crate::ids::release(connection, &task.id, info.stream_sequence, false).await;
+/// A task's own id, if it has one, and whether it was fired from a delayed task's schedule.
+fn own_id(
+    task: Option<crate::envelope::Task>,
+    headers: Option<&async_nats::HeaderMap>,
+) -> Option<(String, bool)> {
+    let fired = crate::schedules::fired_from_schedule(headers);
+    task.filter(|task| task.custom_id)
+        .map(|task| (task.id, fired))
+}
+
+/// Frees the own id of a task a purge removed from `sequence` (its marker, [`crate::ids`]).
+async fn release_own_id(connection: &Connection, own: Option<(String, bool)>, sequence: u64) {
+    match own {
+        Some((id, true)) => crate::ids::unscheduled(connection, &id).await,
+        Some((id, false)) => crate::ids::release(connection, &id, sequence, false).await,
+        None => {}
     }
 }
 
@@ -339,10 +345,12 @@ const GIVE_BACK: Duration = Duration::from_millis(500);
 /// Whether a purge keeps a delivered task, and for how long it is then held back: a retry (a
 /// task whose handler failed, waiting for its next attempt, or delivered before) is not a
 /// waiting task, and keeps the rest of its delay.
-fn kept(message: &async_nats::jetstream::Message) -> Option<Duration> {
+fn kept(
+    message: &async_nats::jetstream::Message,
+    task: Option<&crate::envelope::Task>,
+) -> Option<Duration> {
     let redelivered = message.info().is_ok_and(|info| info.delivered > 1);
-    let task = crate::envelope::Task::decode_checked(&message.payload).ok();
-    let retry = task.as_ref().is_some_and(|task| task.attempts_made > 0);
+    let retry = task.is_some_and(|task| task.attempts_made > 0);
     if !redelivered && !retry {
         return None;
     }
@@ -443,12 +451,8 @@ async fn delete_undelivered(connection: &Connection, stream: &Stream, lane: &Lan
                 let name = &connection.config().stream_name;
                 deleting.push(async move {
                     let deleted = nats::delete_message(&connection.jetstream, name, sequence).await;
-                    if let (Ok(true), Some((id, fired))) = (&deleted, own_id) {
-                        if fired {
-                            crate::ids::unscheduled(connection, &id).await;
-                        } else {
-                            crate::ids::release(connection, &id, sequence, false).await;
-                        }
+                    if let Ok(true) = deleted {
+                        release_own_id(connection, own_id, sequence).await;
                     }
                     deleted
                 });
@@ -489,13 +493,7 @@ async fn next_task(
         Ok(message) => {
             let task = crate::envelope::Task::decode_checked(&message.payload).ok();
             let is_retry = task.as_ref().is_some_and(|task| task.attempts_made > 0);
-            let fired = message
-                .headers
-                .get(async_nats::header::NATS_SCHEDULER)
-                .is_some();
-            let own_id = task
-                .filter(|task| task.custom_id)
-                .map(|task| (task.id, fired));
+            let own_id = own_id(task, Some(&message.headers));
             Ok(Some((message.sequence, is_retry, own_id)))
         }
         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),

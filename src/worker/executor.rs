@@ -187,6 +187,9 @@ struct Handed {
     /// When it was handed over.
     at: Instant,
     enqueued_at_ms: i64,
+    /// It has its own id and was fired from a delayed task's schedule: its marker names the
+    /// schedule ([`crate::ids::fired`]).
+    fired: bool,
 }
 
 /// Why a delivery is dead-lettered without reaching the handler.
@@ -269,7 +272,7 @@ impl Executor {
             // The future of the common path is `finish`'s alone (an async block around it would
             // hold its arguments twice): it is copied into the heap once for every task.
             Ok(handed) => {
-                if handed.policy.custom_id && schedules::fired_from_schedule(&message) {
+                if handed.fired {
                     // A delayed task's marker names its schedule: point it at this task (off the
                     // handler's path; until then the id counts as taken anyway).
                     let connection = self.connection.clone();
@@ -329,6 +332,7 @@ impl Executor {
             handled,
             at,
             enqueued_at_ms,
+            fired: policy.custom_id && schedules::fired_from_schedule(message.headers.as_ref()),
         })
     }
 
@@ -388,6 +392,7 @@ impl Executor {
             handled,
             at,
             enqueued_at_ms,
+            fired,
         } = handed;
         let mut started = None;
         let handled = async {
@@ -402,7 +407,6 @@ impl Executor {
             started: started.unwrap_or(at),
         };
         let sequence = origin.stream_sequence;
-        let fired = policy.custom_id && schedules::fired_from_schedule(&message);
         // A success settles inline; the other outcomes, which may publish a dead letter or wait
         // for the server's confirmation, in a future of their own, so the future of every task
         // in flight is not sized for them.
