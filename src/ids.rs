@@ -19,7 +19,9 @@
 //! - **scheduled** at a sequence: a delayed task, taken while its schedule waits *and* after the
 //!   server fired it, until the fired task is settled: the first worker that receives the fired
 //!   task points the marker at it ([`fired`]), and from then on it is a stored marker; `cancel()`
-//!   and `purge()` remove the marker of a task they remove.
+//!   and `purge()` remove the marker of a task they remove. One whose schedule is gone and whose
+//!   fired task no worker pointed it at yet is checked by looking for that task (a claim points
+//!   it at the task, or finds it stale: a write lost when a server was killed).
 //!
 //! Workers remove the marker of a task they acked or dead-lettered when it still names that
 //! task; correctness never depends on it (a stale marker is recognised by its sequence), it only
@@ -45,6 +47,7 @@ use crate::{
     envelope,
     error::{Error, Result},
     nats::connection::Connection,
+    schedules,
 };
 
 /// How much older than `enqueueTimeout` a pending marker must be to count as stale (clocks of
@@ -219,8 +222,12 @@ pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Resu
                     tracing::debug!(%id, "task id already stored; nothing enqueued");
                     return Ok(Claim::Taken);
                 }
-                // Delayed: its schedule waits, or fired and its task waits for a worker.
-                Some(Marker::Scheduled(_)) => {
+                // Delayed: its schedule waits, or it fired and its task is stored.
+                Some(Marker::Scheduled(schedule))
+                    if scheduled_task(connection, id, sequence, schedule, deadline)
+                        .await?
+                        .is_some() =>
+                {
                     tracing::debug!(%id, "task id taken by a delayed task; nothing enqueued");
                     return Ok(Claim::Taken);
                 }
@@ -334,6 +341,51 @@ pub async fn abandon(connection: &Connection, id: &str, marker: u64, nonce: u64,
     };
     if let Err(err) = result {
         tracing::debug!(%id, "the marker of an unconfirmed task was not settled ({err}); it goes stale after enqueueTimeout");
+    }
+}
+
+/// Where the delayed task with `id` whose schedule was stored at `schedule` (its marker at
+/// `marker`) is now: `schedule` while the schedule waits, else the sequence of the task the
+/// schedule fired if the task stream still holds it (the marker is then pointed at it, as the
+/// worker that receives it would have done), else `None`: the marker is stale.
+///
+/// A scheduled marker outlives its task only when a write was lost (a server killed before it
+/// flushed the worker's pointing or release): the fired task is then looked for among the
+/// messages stored after the schedule (the stream keeps only tasks not yet acked), one request
+/// each, until `deadline`; found once, the marker names it and the next claim is one lookup.
+async fn scheduled_task(
+    connection: &Connection,
+    id: &str,
+    marker: u64,
+    schedule: u64,
+    deadline: Instant,
+) -> Result<Option<u64>> {
+    if is_stored(connection, schedule).await? {
+        return Ok(Some(schedule));
+    }
+    let scheduler = schedules::delayed_subject(connection.config(), id);
+    let stream = connection.task_stream().await?;
+    let mut next = schedule + 1;
+    loop {
+        if Instant::now() > deadline {
+            return Err(Error::Timeout {
+                operation: "publish".into(),
+                after: connection.config().enqueue_timeout,
+                hint: " looking for the task a delayed task with the same id fired",
+            });
+        }
+        let Some(message) = crate::nats::next_message(&stream, ">", next).await? else {
+            return Ok(None);
+        };
+        let sequence = message.sequence;
+        if schedules::scheduler(Some(&message.headers)) == Some(scheduler.as_str()) {
+            let subject = subject(connection.config(), id);
+            write(connection, &subject, marker, Marker::Stored(sequence))
+                .await?
+                .ok();
+            return Ok(Some(sequence));
+        }
+        next = sequence + 1;
     }
 }
 

@@ -193,7 +193,7 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// The schedule subject a message was published from by the server (`Nats-Scheduler`), if any.
-fn scheduler(headers: Option<&HeaderMap>) -> Option<&str> {
+pub(crate) fn scheduler(headers: Option<&HeaderMap>) -> Option<&str> {
     headers?
         .get(NATS_SCHEDULER)
         .map(|scheduler| scheduler.as_str())

@@ -588,6 +588,88 @@ async fn a_delayed_tasks_own_id_is_held_until_its_fired_task_is_done_then_freed(
     queue.disconnect().await;
 }
 
+/// A scheduled marker left behind by a lost write (a server killed before it flushed the
+/// worker's pointing of the marker at the fired task, or the release after it): the schedule
+/// is gone and so is its task, so the marker is stale — the id is free (found by the lifecycle
+/// model after kill -9 restarts). And one that was never pointed (no worker received the fired
+/// task yet) still holds the id while the fired task waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_tasks_marker_left_behind_by_a_lost_write_goes_stale() {
+    let server = NatsServer::start().await;
+    let mut config = test_config();
+    config.schedules = true;
+    let queue = Arc::new(Queue::new(config));
+    queue.connect(Some(&server.url())).await.expect("connect");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    queue
+        .process(handler(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Outcome::Success }
+        }))
+        .await
+        .expect("process");
+    let js = jetstream(&server).await;
+    // What a lost write leaves: the marker still says "scheduled at" the schedule's sequence.
+    let revert = |id: &'static str, schedule: u64| {
+        let js = js.clone();
+        let subject = protoqueue::ids::subject(queue.config(), id);
+        async move {
+            js.publish(subject, format!("d{schedule}").into())
+                .await
+                .expect("publish")
+                .await
+                .expect("stored");
+        }
+    };
+
+    let soon = protoqueue::envelope::now_ms() + 200;
+    queue
+        .enqueue(with_id("report-1").at(soon))
+        .await
+        .expect("enqueue delayed");
+    wait_calls(&calls, 1).await;
+    wait_queue_stats(&queue, 0, 0).await;
+    eventually("the marker released", SOON, || async {
+        (markers(&server, &queue).await == 0).then_some(())
+    })
+    .await;
+    revert("report-1", 1).await;
+    queue
+        .enqueue(with_id("report-1"))
+        .await
+        .expect("enqueue again");
+    wait_calls(&calls, 2).await;
+
+    // Paused: the fired task waits, no worker points the marker at it, yet the id is held.
+    queue.pause().await.expect("pause");
+    let soon = protoqueue::envelope::now_ms() + 200;
+    queue
+        .enqueue(with_id("report-2").at(soon))
+        .await
+        .expect("enqueue delayed");
+    eventually("the schedule to fire", SOON, || async {
+        let stats = queue.stats().await.ok()?;
+        (stats.delayed == 0 && stats.messages == 1).then_some(())
+    })
+    .await;
+    queue
+        .enqueue(with_id("report-2"))
+        .await
+        .expect("enqueue while its fired task waits");
+    assert_eq!(
+        queue.stats().await.expect("stats").messages,
+        1,
+        "taken: nothing stored"
+    );
+    queue.resume().await.expect("resume");
+    wait_calls(&calls, 3).await;
+    wait_queue_stats(&queue, 0, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "report-2 ran once");
+    queue.disconnect().await;
+}
+
 /// Issue 23 A6: an object opened with only the queue's names — as the command line and the
 /// dashboard open it — acts on the queue's shape as the server has it: every priority level is
 /// paused, counted, purged and handled; a subject that names another queue is refused.

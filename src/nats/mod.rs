@@ -31,6 +31,26 @@ pub(crate) async fn is_stored(
     }
 }
 
+/// The first message of `stream` on `subject` (wildcards allowed) at `from` or after, if any.
+pub(crate) async fn next_message(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    from: u64,
+) -> Result<Option<jetstream::message::StreamMessage>> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let found = stream
+        .raw_message_builder()
+        .sequence(from)
+        .next_by_subject(subject.to_owned())
+        .send()
+        .await;
+    match found {
+        Ok(message) => Ok(Some(message)),
+        Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(err) => Err(Error::request("reading a stream", err)),
+    }
+}
+
 /// Deletes message `sequence` of `stream`; `false` when it was gone already. Unlike
 /// `Stream::delete_message`, the message is not overwritten on disk first (`no_erase`), which
 /// costs the server milliseconds per message.
