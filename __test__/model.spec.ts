@@ -1,22 +1,26 @@
 // The whole lifecycle, checked against a model: random sequences of operations (enqueue and
 // enqueueBatch with and without own ids, delays and priorities; handlers that succeed, fail, or
-// refuse a retry; requeueing and removing dead letters; purge; pause and resume; cancel; the
-// server restarted or killed -9) run through the public API against a real nats-server, while a
-// worker handles tasks. After each quiescent point every acknowledged enqueue must be in exactly
-// one place the model allows — handled, dead-lettered, cancelled, purged, or never stored because
-// its id was taken — and `getStats()` must agree.
+// refuse a retry; requeueing dead letters and handling them in a dead-letter worker; purge; pause
+// and resume; cancel) and faults (the worker process killed with SIGKILL; the server killed -9
+// and restarted, or on an R3 cluster each node killed in turn while work goes on) run through the
+// public API against real nats-servers, while a worker process handles tasks. After each
+// quiescent point every acknowledged enqueue must be in exactly one place the model allows —
+// handled, dead-lettered (or handled by the dead-letter worker), cancelled, purged, or never
+// stored because its id was taken — and `getStats()` must agree.
 //
 // fast-check (`fc.commands`, `fc.asyncModelRun`) generates and shrinks the sequences: a failure
 // prints its seed and the shortest sequence that shows it. `PQ_MODEL_RUNS` sets how many
-// sequences (default 4 per queue shape), `PQ_MODEL_SEED` replays one, `PQ_MODEL_SECONDS` runs
-// for that long instead (the soak: `npm run soak`).
+// sequences (default 10 per queue shape), `PQ_MODEL_SEED` replays one, `PQ_MODEL_SECONDS` runs
+// for that long instead (the soak: `npm run test:model`), `PQ_MODEL_CLUSTER=1` runs on a 3-node
+// cluster with R3 streams, `PQ_MODEL_SHAPE=plain|priorities` one queue shape.
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 
 import fc from 'fast-check'
-import { Protoqueue } from 'protoqueue'
+import { type DeadLetter, Protoqueue, type ProtoqueueError } from 'protoqueue'
 
-import { NatsServer, uniqueQueue } from './helpers/nats'
+import { Child, fixture } from './helpers/child'
+import { NatsCluster, NatsServer, uniqueQueue } from './helpers/nats'
 import { eventually } from './helpers/wait'
 
 type Behaviour = 'ok' | 'fail' | 'reject'
@@ -102,34 +106,148 @@ class Model {
   }
 }
 
+/** Where the queue lives: one server, or a cluster whose nodes are killed in turn. */
+interface Servers {
+  url: string
+  nodes: NatsServer[]
+  cluster: boolean
+}
+
 class Real {
   readonly handled: Handled[] = []
+  /** Letters the dead-letter worker handled with success (removed), by model key. */
+  readonly rescued = new Map<string, number>()
   queue!: Protoqueue<Data>
+  private worker?: Child
+  /** The dead-letter worker, while one runs. */
+  letters?: Protoqueue<Data>
+  /** On a cluster: a killed node that is not back yet. */
+  outage?: Promise<void>
+  private nextNode = 0
 
   constructor(
-    readonly server: NatsServer,
+    readonly servers: Servers,
     readonly names: { streamName: string; subject: string },
     readonly priorities: boolean,
   ) {}
 
+  /**
+   * ackWait bounds how long a task whose ack a kill lost stays in flight (the quiescent points
+   * wait for it); it changes when, never whether, a task is redelivered.
+   */
+  private get options() {
+    return {
+      schedules: true,
+      priorities: this.priorities,
+      maxRetries: 1,
+      retryDelay: 50,
+      batchSize: 4,
+      ackWait: 5_000,
+      ...(this.servers.cluster ? { replicas: 3 } : {}),
+    }
+  }
+
   async open(): Promise<void> {
-    this.queue = new Protoqueue<Data>({
-      ...this.names,
-      // ackWait bounds how long a task whose ack a kill -9 lost stays in flight (the quiescent
-      // points wait for it); it changes when, never whether, a task is redelivered.
-      options: { schedules: true, priorities: this.priorities, maxRetries: 1, retryDelay: 50, batchSize: 4, ackWait: 5_000 },
+    this.queue = new Protoqueue<Data>({ ...this.names, options: this.options })
+    await this.queue.connect(this.servers.url)
+    await this.startWorker()
+  }
+
+  /** Starts a worker process; its `handled` lines are the model's record of handler calls. */
+  async startWorker(): Promise<void> {
+    const worker = Child.run('node', [fixture('model-worker.mjs')], {
+      NATS_URL: this.servers.url,
+      STREAM: this.names.streamName,
+      SUBJECT: this.names.subject,
+      OPTIONS: JSON.stringify(this.options),
     })
-    await this.queue.connect(this.server.url)
-    await this.queue.process(async (task) => {
-      const { key, behaviour } = task.data
-      this.handled.push({ key, attempt: task.attempt ?? 0, outcome: behaviour, at: Date.now() })
-      await new Promise((resolve) => setImmediate(resolve))
-      if (behaviour === 'ok') return { success: true }
-      return { success: false, retry: behaviour !== 'reject', error: `${key} failed` }
+    worker.onLine((line) => {
+      const [word, key, attempt, outcome] = line.split(' ')
+      if (word === 'handled') this.handled.push({ key, attempt: Number(attempt), outcome: outcome as Behaviour, at: Date.now() })
+    })
+    await worker.waitForLines(/^ready$/, 1, 60_000)
+    this.worker = worker
+  }
+
+  async killWorker(): Promise<void> {
+    await this.worker?.kill('SIGKILL')
+    this.worker = undefined
+  }
+
+  /** Starts a dead-letter worker: letters of tasks that `fail` are handled (removed), of tasks that `reject` kept. */
+  async startLetters(): Promise<void> {
+    const letters = new Protoqueue<Data>({ ...this.names, options: this.options })
+    await letters.connect(this.servers.url)
+    const handler = async (letter: DeadLetter<Data>) => {
+      const data = letter.task?.data
+      const key = keyOf(data)
+      if (key === undefined || (data as Data).behaviour === 'reject') return { success: false, retry: false }
+      this.rescued.set(key, (this.rescued.get(key) ?? 0) + 1)
+      return { success: true }
+    }
+    // Seconds after a node of a cluster came back, a consumer may have no leader yet: starting a
+    // worker times out, and the caller tries again.
+    await eventually(
+      'the dead-letter worker to start',
+      () =>
+        letters.processDLQ(handler).then(
+          () => true,
+          (err: ProtoqueueError) => {
+            if (!this.servers.cluster || err.code !== 'ERR_PQ_TIMEOUT') throw err
+            return false
+          },
+        ),
+      60_000,
+    )
+    this.letters = letters
+  }
+
+  async stopLetters(): Promise<void> {
+    await this.letters?.disconnect()
+    this.letters = undefined
+  }
+
+  /** Kills the server (one node of a cluster, in turn: it comes back 2.5 s later while work goes on). */
+  async crash(): Promise<void> {
+    await this.outage
+    if (!this.servers.cluster) {
+      await this.servers.nodes[0].restart()
+      return
+    }
+    const node = this.servers.nodes[this.nextNode++ % this.servers.nodes.length]
+    await node.kill()
+    this.outage = new Promise((resolve) => setTimeout(resolve, 2_500)).then(async () => {
+      await node.launch()
+      // Up again once it serves the queue's streams (it caught up with the others).
+      await eventually(
+        `node ${node.url} to serve the queue again`,
+        async () => {
+          const probe = new Protoqueue({ ...this.names, options: this.options })
+          const ready = await probe
+            .connect(node.url)
+            .then(() => probe.getStats())
+            .then(
+              () => true,
+              () => false,
+            )
+          await probe.disconnect()
+          return ready
+        },
+        60_000,
+      )
     })
   }
 
+  /** Waits until every node is up again (operators act on a whole cluster). */
+  async steady(): Promise<void> {
+    await this.outage
+    this.outage = undefined
+  }
+
   async close(): Promise<void> {
+    await this.steady()
+    await this.stopLetters()
+    await this.killWorker()
     await this.queue.disconnect()
   }
 }
@@ -180,9 +298,20 @@ class Enqueue implements Cmd {
       if (spec.id !== undefined) seen.add(spec.id)
       return model.fateOf(spec.id)
     })
-    const ids = this.batch
-      ? await real.queue.enqueueBatch(made.map(({ task }) => task))
-      : await Promise.all(made.map(({ task }) => real.queue.enqueue(task)))
+    const duringOutage = real.outage !== undefined
+    let ids: string[]
+    try {
+      ids = this.batch
+        ? await real.queue.enqueueBatch(made.map(({ task }) => task))
+        : await Promise.all(made.map(({ task }) => real.queue.enqueue(task)))
+    } catch (err) {
+      // A node of the cluster is down: an enqueue may give up (ERR_PQ_TIMEOUT) while its task
+      // was stored after all. Then each task of the call may or may not be stored.
+      if (!duringOutage) throw err
+      for (const { key, spec } of made) remember(model, key, spec, 'either')
+      for (const task of model.tasks.slice(-made.length)) task.mayRepeat = true
+      return
+    }
     made.forEach(({ key, spec }, i) => {
       if (spec.id !== undefined) assert.equal(ids[i], spec.id, 'an own id resolves to itself')
       remember(model, key, spec, fates[i])
@@ -198,6 +327,8 @@ class Settle implements Cmd {
     return true
   }
   async run(model: Model, real: Real): Promise<void> {
+    await real.steady()
+    await real.stopLetters()
     if (model.paused) {
       await real.queue.resume()
       model.paused = false
@@ -216,6 +347,7 @@ class Requeue implements Cmd {
     return true
   }
   async run(model: Model, real: Real): Promise<void> {
+    await real.steady()
     // Letters keep coming while workers run: every task that may be a letter now may be requeued.
     await real.queue.requeueDeadLetters(this.id === undefined ? {} : { ids: [this.id] })
     for (const known of model.tasks) {
@@ -235,6 +367,7 @@ class Purge implements Cmd {
     return true
   }
   async run(model: Model, real: Real): Promise<void> {
+    await real.steady()
     const now = Date.now()
     model.purged += await real.queue.purge()
     for (const task of model.tasks) {
@@ -251,6 +384,7 @@ class Pause implements Cmd {
     return !model.paused
   }
   async run(model: Model, real: Real): Promise<void> {
+    await real.steady()
     await real.queue.pause()
     model.paused = true
   }
@@ -264,6 +398,7 @@ class Resume implements Cmd {
     return model.paused
   }
   async run(model: Model, real: Real): Promise<void> {
+    await real.steady()
     await real.queue.resume()
     model.paused = false
   }
@@ -278,6 +413,7 @@ class Cancel implements Cmd {
     return true
   }
   async run(model: Model, real: Real): Promise<void> {
+    await real.steady()
     const cancelled = await real.queue.cancel(this.id)
     if (!cancelled) return
     // Only a task stored with a delay has a schedule to remove: the one holding the id if the
@@ -294,16 +430,46 @@ class Cancel implements Cmd {
   }
 }
 
-class Restart implements Cmd {
+class Crash implements Cmd {
   check(): boolean {
     return true
   }
   async run(model: Model, real: Real): Promise<void> {
     for (const task of model.tasks) if (!task.settled) task.mayRepeat = true
-    await real.server.restart()
+    await real.crash()
   }
   toString(): string {
     return 'server kill -9 + restart'
+  }
+}
+
+class KillWorker implements Cmd {
+  check(): boolean {
+    return true
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    // What it was handling is delivered again after ackWait: it may run once more.
+    for (const task of model.tasks) if (!task.settled) task.mayRepeat = true
+    await real.killWorker()
+    await real.startWorker()
+  }
+  toString(): string {
+    return 'worker process kill -9 + a new one'
+  }
+}
+
+/** Starts a dead-letter worker (`processDLQ`) beside the queue's worker, or stops the one running. */
+class DeadLetterWorker implements Cmd {
+  check(): boolean {
+    return true
+  }
+  async run(_model: Model, real: Real): Promise<void> {
+    await real.steady()
+    if (real.letters) await real.stopLetters()
+    else await real.startLetters()
+  }
+  toString(): string {
+    return 'processDLQ on/off'
   }
 }
 
@@ -376,12 +542,14 @@ async function verify(model: Model, real: Real): Promise<void> {
         if (!task.mayRepeat) assert.equal(successes, 1, `handled successfully more than once: ${where}`)
       }
     } else {
-      // Each run of it (first, then one per requeue) ends in a letter; only the last one stays.
-      if (letterCount === 0) {
-        assert.ok(task.purgeable, `failed for good but on neither stream: ${where}`)
+      // Each run of it (first, then one per requeue) ends in a letter; only the last one stays,
+      // unless the dead-letter worker handled (removed) it.
+      const rescues = real.rescued.get(task.key) ?? 0
+      if (letterCount === 0 && rescues === 0) {
+        assert.ok(task.purgeable, `failed for good but on neither stream nor handled as a letter: ${where}`)
         missing += 1
       } else {
-        assert.equal(letterCount, 1, `dead-lettered more than once: ${where}`)
+        assert.ok(letterCount <= 1, `dead-lettered more than once: ${where}`)
       }
       const attempts = task.spec.behaviour === 'reject' ? 1 : task.spec.maxRetries + 1
       // A kill -9 can lose an attempt's outcome: that run was a stalled delivery, not an attempt.
@@ -416,19 +584,42 @@ function commands(priorities: boolean) {
     fc.constant(new Pause()),
     fc.constant(new Resume()),
     fc.constantFrom(...IDS).map((id) => new Cancel(id)),
-    fc.constant(new Restart()),
+    fc.constant(new Crash()),
+    fc.constant(new KillWorker()),
+    fc.constant(new DeadLetterWorker()),
   ]
 }
 
-let server: NatsServer
+const cluster = process.env.PQ_MODEL_CLUSTER === '1'
+let servers: Servers
+let stop: () => Promise<void>
 before(async () => {
-  server = await NatsServer.start()
+  if (cluster) {
+    const nodes = await NatsCluster.start(3)
+    servers = { url: nodes.url, nodes: nodes.nodes, cluster: true }
+    stop = () => nodes.stop()
+    // A new cluster serves JetStream once its nodes elected a meta leader.
+    await eventually(
+      'the cluster to serve JetStream',
+      async () => {
+        const probe = new Protoqueue({ ...uniqueQueue('probe'), options: { replicas: 3 } })
+        const ready = await probe.connect(servers.url).then(() => true, () => false)
+        await probe.disconnect()
+        return ready
+      },
+      60_000,
+    )
+  } else {
+    const server = await NatsServer.start()
+    servers = { url: server.url, nodes: [server], cluster: false }
+    stop = () => server.stop()
+  }
 })
 after(async () => {
-  await server.stop()
+  await stop()
 })
 
-const runs = Number(process.env.PQ_MODEL_RUNS ?? 3)
+const runs = Number(process.env.PQ_MODEL_RUNS ?? 10)
 const seconds = Number(process.env.PQ_MODEL_SECONDS ?? 0)
 // `npm test` replays the same sequences every time (a fixed seed: a failure there is a change's,
 // not luck's); the long run (`PQ_MODEL_SECONDS`) explores new ones, each failure printing its seed.
@@ -441,14 +632,16 @@ const shapes = process.env.PQ_MODEL_SHAPE === undefined ? [false, true] : [proce
 const budget = seconds > 0 ? seconds * 1_000 : 300_000
 
 for (const priorities of shapes) {
-  describe(`the lifecycle model (${priorities ? 'priorities, ' : ''}schedules)`, () => {
+  describe(`the lifecycle model (${priorities ? 'priorities, ' : ''}schedules${cluster ? ', R3 cluster' : ''})`, () => {
     test('random sequences of operations and faults keep every task in one place the model allows', { timeout: Math.max(600_000, seconds * 1_500) }, async () => {
       const property = fc.asyncProperty(fc.commands(commands(priorities), { maxCommands: 20 }), async (cmds) => {
-        const real = new Real(server, uniqueQueue('model'), priorities)
+        const real = new Real(servers, uniqueQueue('model'), priorities)
         await real.open()
         const model = new Model()
         try {
+          if (process.env.PQ_MODEL_DEBUG) console.log(`run: ${[...cmds].join(", ")}`)
           await fc.asyncModelRun(() => ({ model, real }), [...cmds, new Settle()])
+          if (process.env.PQ_MODEL_DEBUG) console.log(`done: ${real.handled.length} handled`)
         } finally {
           await real.close()
         }

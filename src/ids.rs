@@ -181,6 +181,12 @@ pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Resu
                 created = true;
                 continue;
             }
+            // Just created: on a cluster it answers once its leader is elected.
+            Err(Refused::NoStream) if Instant::now() + pause <= deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(PENDING_POLL.1);
+                continue;
+            }
             Err(Refused::NoStream) => {
                 return Err(Error::Nats(format!(
                     "the id index stream {:?} is missing",
@@ -487,13 +493,20 @@ async fn index_stream(connection: &Connection) -> Result<jetstream::stream::Stre
         .map_err(|e| Error::nats("opening the id index stream", e))
 }
 
+/// Creates the id index stream if it is missing. Claims of one batch create it together: on a
+/// cluster all but one of those creates may fail while the first is under way, so a failed
+/// create is fine once the stream is there.
 async fn ensure_stream(connection: &Connection) -> Result<()> {
-    connection
-        .jetstream
-        .get_or_create_stream(stream_config(connection.config()))
-        .await
-        .map_err(|e| Error::nats("creating the id index stream", e))?;
-    Ok(())
+    let config = stream_config(connection.config());
+    let name = config.name.clone();
+    let created = connection.jetstream.get_or_create_stream(config).await;
+    match created {
+        Ok(_) => Ok(()),
+        Err(err) => match connection.jetstream.get_stream(&name).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::nats("creating the id index stream", err)),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -149,3 +149,27 @@ async fn try_stream_info(observer: &Context, name: &str) -> Option<stream::Info>
     let mut stream = observer.get_stream(name).await.ok()?;
     stream.info().await.ok().cloned()
 }
+
+/// Found by the lifecycle model on a cluster: the first `enqueueBatch` with own ids on a new R3
+/// queue creates the id index stream from every claim at once; all but one create failed while
+/// the first was under way, and the batch rejected (with the message of a task it left unsent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_batch_with_own_ids_on_a_new_r3_queue_is_stored() {
+    let cluster = NatsCluster::start(3).await;
+    let mut config = test_config();
+    config.replicas = 3;
+    let connection = Connection::open(Arc::new(config), &cluster.urls())
+        .await
+        .expect("connect to the cluster");
+    let tasks: Vec<_> = (0..8)
+        .map(|i| protoqueue::NewTask {
+            id: Some(format!("order-{i}")),
+            ..task("{}")
+        })
+        .collect();
+    let ids = lifecycle::enqueue_batch(&connection, tasks)
+        .await
+        .expect("the batch is stored");
+    assert_eq!(ids.len(), 8);
+    connection.close().await;
+}

@@ -58,7 +58,8 @@ export class NatsServer {
     return server
   }
 
-  private async launch(): Promise<void> {
+  /** Starts it again on the same port and store, after `kill()`. */
+  async launch(): Promise<void> {
     const args = ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir, ...this.extraArgs]
     for (let attempt = 1; ; attempt++) {
       const child = spawn(natsServerBin(), args, { stdio: ['ignore', 'ignore', 'pipe'] })
@@ -114,6 +115,32 @@ function waitForReady(child: ChildProcess): Promise<void> {
     child.stderr?.on('data', onData)
     child.once('exit', onExit)
   })
+}
+
+/** A JetStream cluster of `size` servers on loopback, routed to each other. */
+export class NatsCluster {
+  private constructor(readonly nodes: NatsServer[]) {}
+
+  static async start(size = 3): Promise<NatsCluster> {
+    const routePorts = new Set<number>()
+    while (routePorts.size < size) routePorts.add(await freePort())
+    const routes = [...routePorts].map((port) => `nats-route://127.0.0.1:${port}`).join(', ')
+    const nodes: NatsServer[] = []
+    for (const [i, port] of [...routePorts].entries()) {
+      const config = `server_name: n${i + 1}\ncluster {\n  name: pq_test_cluster\n  listen: 127.0.0.1:${port}\n  routes: [${routes}]\n}\n`
+      nodes.push(await NatsServer.startWithConfig(config))
+    }
+    return new NatsCluster(nodes)
+  }
+
+  /** Every node's client URL, comma-separated, as a user lists a cluster. */
+  get url(): string {
+    return this.nodes.map((node) => node.url).join(',')
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.nodes.map((node) => node.stop()))
+  }
 }
 
 /** Runs `body` against a server of its own, stopped afterwards. */

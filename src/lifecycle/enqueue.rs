@@ -203,22 +203,25 @@ async fn with_own_ids(
             None => Err(Error::Nats("enqueue lost its result".into())),
         });
     }
+    if together == Together::Batch {
+        // The batch fails with its first failure (not with a task it then left unsent).
+        if let Some(err) = results
+            .iter()
+            .flatten()
+            .find_map(|result| result.as_ref().err())
+        {
+            return vec![Err(err.clone())];
+        }
+    }
     let unsent = || {
         Err(Error::Nats(
             "not enqueued: an earlier task of the batch failed".into(),
         ))
     };
-    let results: Vec<_> = results
+    results
         .into_iter()
         .map(|result| result.unwrap_or_else(unsent))
-        .collect();
-    if together == Together::Batch {
-        // The batch fails with its first failure.
-        if let Some(err) = results.iter().find_map(|result| result.as_ref().err()) {
-            return vec![Err(err.clone())];
-        }
-    }
-    results
+        .collect()
 }
 
 /// Step 1: claims the id of every task that has one, [`PUBLISH_WINDOW`] at once.
