@@ -617,7 +617,12 @@ before(async () => {
 })
 after(async () => {
   await stop()
+  // What the run did, for the long run's report.
+  const commands = [...tally.commands].map(([name, count]) => `${name} ${count}`).join(', ')
+  console.log(`model run: ${tally.sequences} sequences passed, ${tally.tasks} tasks enqueued, ${tally.handlerCalls} handler calls; ${commands}`)
 })
+
+const tally = { sequences: 0, tasks: 0, handlerCalls: 0, commands: new Map<string, number>() }
 
 const runs = Number(process.env.PQ_MODEL_RUNS ?? 10)
 const seconds = Number(process.env.PQ_MODEL_SECONDS ?? 0)
@@ -639,9 +644,15 @@ for (const priorities of shapes) {
         await real.open()
         const model = new Model()
         try {
-          if (process.env.PQ_MODEL_DEBUG) console.log(`run: ${[...cmds].join(", ")}`)
+          if (process.env.PQ_MODEL_DEBUG) console.log(`run: ${[...cmds].join(', ')}`)
           await fc.asyncModelRun(() => ({ model, real }), [...cmds, new Settle()])
-          if (process.env.PQ_MODEL_DEBUG) console.log(`done: ${real.handled.length} handled`)
+          tally.sequences += 1
+          for (const cmd of cmds) {
+            const name = String(cmd).replace(/\(.*$/s, '')
+            tally.commands.set(name, (tally.commands.get(name) ?? 0) + 1)
+          }
+          tally.tasks += model.tasks.length
+          tally.handlerCalls += real.handled.length
         } finally {
           await real.close()
         }
