@@ -59,6 +59,8 @@ interface Known {
   mayRepeat: boolean
   /** Enqueued while the queue was paused: no worker could have taken it since. */
   enqueuedPaused: boolean
+  /** Enqueued while the queue was paused: when the `resume()` that ended that pause began. */
+  heldUntil?: number
 }
 
 /** The model's key of a dead letter's task (its data is always the model's `Data`). */
@@ -80,6 +82,12 @@ class Model {
   paused = false
   purged = 0
   private counter = 0
+
+  /** A `resume()` that began `at` ended the pause: what was enqueued during it ran after. */
+  resumed(at: number): void {
+    this.paused = false
+    for (const task of this.tasks) if (task.enqueuedPaused && task.heldUntil === undefined) task.heldUntil = at
+  }
 
   nextKey(): string {
     this.counter += 1
@@ -118,6 +126,8 @@ class Real {
   /** Letters the dead-letter worker handled with success (removed), by model key. */
   readonly rescued = new Map<string, number>()
   queue!: Protoqueue<Data>
+  /** The queue opened by its names alone, as the command line and the dashboard open it. */
+  operator!: Protoqueue<Data>
   private worker?: Child
   /** The dead-letter worker, while one runs. */
   letters?: Protoqueue<Data>
@@ -148,8 +158,23 @@ class Real {
   }
 
   async open(): Promise<void> {
-    this.queue = new Protoqueue<Data>({ ...this.names, options: this.options })
-    await this.queue.connect(this.servers.url)
+    // A cluster places a new R3 stream once every node is back and current again.
+    this.queue = await eventually(
+      'the queue to be created',
+      () => {
+        const queue = new Protoqueue<Data>({ ...this.names, options: this.options })
+        return queue.connect(this.servers.url).then(
+          () => queue,
+          (err: ProtoqueueError) => {
+            if (!this.servers.cluster || !/no suitable peers/.test(err.message)) throw err
+            return undefined
+          },
+        )
+      },
+      60_000,
+    )
+    this.operator = new Protoqueue<Data>({ ...this.names })
+    await this.operator.connect(this.servers.url)
     await this.startWorker()
   }
 
@@ -248,9 +273,19 @@ class Real {
     await this.steady()
     await this.stopLetters()
     await this.killWorker()
+    await this.operator.disconnect()
     await this.queue.disconnect()
   }
+
+  /** The object an operation goes through. */
+  by(via: Via): Protoqueue<Data> {
+    return via === 'operator' ? this.operator : this.queue
+  }
 }
+
+/** Operations go through the queue's own object, or one opened by its names alone. */
+type Via = 'queue' | 'operator'
+const byName = (via: Via) => (via === 'operator' ? ' by name' : '')
 
 type Cmd = fc.AsyncCommand<Model, Real>
 
@@ -330,8 +365,9 @@ class Settle implements Cmd {
     await real.steady()
     await real.stopLetters()
     if (model.paused) {
+      const at = Date.now()
       await real.queue.resume()
-      model.paused = false
+      model.resumed(at)
     }
     await quiescent(model, real)
     await verify(model, real)
@@ -342,14 +378,17 @@ class Settle implements Cmd {
 }
 
 class Requeue implements Cmd {
-  constructor(readonly id?: string) {}
+  constructor(
+    readonly id: string | undefined,
+    readonly via: Via,
+  ) {}
   check(): boolean {
     return true
   }
   async run(model: Model, real: Real): Promise<void> {
     await real.steady()
     // Letters keep coming while workers run: every task that may be a letter now may be requeued.
-    await real.queue.requeueDeadLetters(this.id === undefined ? {} : { ids: [this.id] })
+    await real.by(this.via).requeueDeadLetters(this.id === undefined ? {} : { ids: [this.id] })
     for (const known of model.tasks) {
       if (known.spec.behaviour === 'ok' || known.fate === 'dropped') continue
       if (this.id !== undefined && known.spec.id !== this.id) continue
@@ -358,63 +397,70 @@ class Requeue implements Cmd {
     }
   }
   toString(): string {
-    return `requeueDeadLetters(${this.id ?? ''})`
+    return `requeueDeadLetters(${this.id ?? ''})${byName(this.via)}`
   }
 }
 
 class Purge implements Cmd {
+  constructor(readonly via: Via) {}
   check(): boolean {
     return true
   }
   async run(model: Model, real: Real): Promise<void> {
     await real.steady()
     const now = Date.now()
-    model.purged += await real.queue.purge()
+    model.purged += await real.by(this.via).purge()
     for (const task of model.tasks) {
       if (task.fate !== 'dropped' && !task.settled && task.dueAt <= now + 50) task.purgeable = true
     }
   }
   toString(): string {
-    return 'purge'
+    return `purge${byName(this.via)}`
   }
 }
 
 class Pause implements Cmd {
+  constructor(readonly via: Via) {}
   check(model: Model): boolean {
     return !model.paused
   }
   async run(model: Model, real: Real): Promise<void> {
     await real.steady()
-    await real.queue.pause()
+    await real.by(this.via).pause()
     model.paused = true
   }
   toString(): string {
-    return 'pause'
+    return `pause${byName(this.via)}`
   }
 }
 
 class Resume implements Cmd {
+  constructor(readonly via: Via) {}
   check(model: Model): boolean {
     return model.paused
   }
   async run(model: Model, real: Real): Promise<void> {
     await real.steady()
-    await real.queue.resume()
-    model.paused = false
+    const at = Date.now()
+    await real.by(this.via).resume()
+    model.resumed(at)
   }
   toString(): string {
-    return 'resume'
+    return `resume${byName(this.via)}`
   }
 }
 
 class Cancel implements Cmd {
-  constructor(readonly id: string) {}
+  constructor(
+    readonly id: string,
+    readonly via: Via,
+  ) {}
   check(): boolean {
     return true
   }
   async run(model: Model, real: Real): Promise<void> {
     await real.steady()
-    const cancelled = await real.queue.cancel(this.id)
+    const cancelled = await real.by(this.via).cancel(this.id)
     if (!cancelled) return
     // Only a task stored with a delay has a schedule to remove: the one holding the id if the
     // model knows it stored, else one whose enqueue may have been stored.
@@ -426,7 +472,21 @@ class Cancel implements Cmd {
     delayed.cancelled = true
   }
   toString(): string {
-    return `cancel(${this.id})`
+    return `cancel(${this.id})${byName(this.via)}`
+  }
+}
+
+/** Operations called at once (a purge overlapping another purge, a resume, a pause or a requeue). */
+class Overlap implements Cmd {
+  constructor(readonly cmds: Cmd[]) {}
+  check(model: Model): boolean {
+    return this.cmds.every((cmd) => cmd.check(model))
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    await Promise.all(this.cmds.map((cmd) => cmd.run(model, real)))
+  }
+  toString(): string {
+    return `together(${this.cmds.join(', ')})`
   }
 }
 
@@ -524,6 +584,10 @@ async function verify(model: Model, real: Real): Promise<void> {
       assert.equal(ran.length + letterCount, 0, `cancelled, yet it ran: ${where}`)
       continue
     }
+    if (task.heldUntil !== undefined && ran.length > 0) {
+      const first = Math.min(...ran.map((run) => run.at))
+      assert.ok(first >= task.heldUntil, `enqueued while paused, it ran ${task.heldUntil - first} ms before resume(): ${where}`)
+    }
     if (task.fate === 'either' && ran.length + letterCount === 0) {
       // Its id was taken when it was enqueued (never stored), or — if a purge could have
       // reached it — it was stored and purged: either is allowed, and neither is a loss the
@@ -575,15 +639,28 @@ function commands(priorities: boolean) {
     },
     { requiredKeys: ['behaviour', 'maxRetries'] },
   )
+  const via = fc.constantFrom<Via>('queue', 'operator')
   return [
     fc.array(spec, { minLength: 1, maxLength: 3 }).map((specs) => new Enqueue(specs, false)),
     fc.array(spec, { minLength: 1, maxLength: 6 }).map((specs) => new Enqueue(specs, true)),
     fc.constant(new Settle()),
-    fc.option(fc.constantFrom(...IDS), { nil: undefined }).map((id) => new Requeue(id)),
-    fc.constant(new Purge()),
-    fc.constant(new Pause()),
-    fc.constant(new Resume()),
-    fc.constantFrom(...IDS).map((id) => new Cancel(id)),
+    fc.tuple(fc.option(fc.constantFrom(...IDS), { nil: undefined }), via).map(([id, by]) => new Requeue(id, by)),
+    via.map((by) => new Purge(by)),
+    via.map((by) => new Pause(by)),
+    via.map((by) => new Resume(by)),
+    fc.tuple(fc.constantFrom(...IDS), via).map(([id, by]) => new Cancel(id, by)),
+    fc
+      .tuple(
+        via,
+        fc.constantFrom<(by: Via) => Cmd>(
+          (by) => new Purge(by),
+          (by) => new Resume(by),
+          (by) => new Pause(by),
+          (by) => new Requeue(undefined, by),
+        ),
+        via,
+      )
+      .map(([first, other, by]) => new Overlap([new Purge(first), other(by)])),
     fc.constant(new Crash()),
     fc.constant(new KillWorker()),
     fc.constant(new DeadLetterWorker()),
