@@ -10,7 +10,7 @@
 //
 // fast-check (`fc.commands`, `fc.asyncModelRun`) generates and shrinks the sequences: a failure
 // prints its seed and the shortest sequence that shows it. `PQ_MODEL_RUNS` sets how many
-// sequences (default 10 per queue shape), `PQ_MODEL_SEED` replays one, `PQ_MODEL_SECONDS` runs
+// sequences (default 10 per queue shape), `PQ_MODEL_SEED`, `PQ_MODEL_PATH` and `PQ_MODEL_REPLAY` (the seed, path and replayPath a failure prints) replay one, `PQ_MODEL_SECONDS` runs
 // for that long instead (the soak: `npm run test:model`), `PQ_MODEL_CLUSTER=1` runs on a 3-node
 // cluster with R3 streams, `PQ_MODEL_SHAPE=plain|priorities` one queue shape.
 import assert from 'node:assert/strict'
@@ -409,7 +409,10 @@ class Purge implements Cmd {
   async run(model: Model, real: Real): Promise<void> {
     await real.steady()
     const now = Date.now()
-    model.purged += await real.by(this.via).purge()
+    // (Not `purged += await …`: that reads `purged` before the call, and overlapping purges
+    // would overwrite each other's counts.)
+    const purged = await real.by(this.via).purge()
+    model.purged += purged
     for (const task of model.tasks) {
       if (task.fate !== 'dropped' && !task.settled && task.dueAt <= now + 50) task.purgeable = true
     }
@@ -707,6 +710,8 @@ const seconds = Number(process.env.PQ_MODEL_SECONDS ?? 0)
 // not luck's); the long run (`PQ_MODEL_SECONDS`) explores new ones, each failure printing its seed.
 const seed = process.env.PQ_MODEL_SEED !== undefined ? Number(process.env.PQ_MODEL_SEED) : seconds > 0 ? undefined : 20261206
 const path = process.env.PQ_MODEL_PATH
+/** With `PQ_MODEL_SEED` and `PQ_MODEL_PATH`: the `replayPath` a failure printed. */
+const replayPath = process.env.PQ_MODEL_REPLAY
 
 const shapes = process.env.PQ_MODEL_SHAPE === undefined ? [false, true] : [process.env.PQ_MODEL_SHAPE === 'priorities']
 // Shrinking re-runs sequences (each waits for quiescent points): bound it, keeping the shortest
@@ -716,7 +721,7 @@ const budget = seconds > 0 ? seconds * 1_000 : 300_000
 for (const priorities of shapes) {
   describe(`the lifecycle model (${priorities ? 'priorities, ' : ''}schedules${cluster ? ', R3 cluster' : ''})`, () => {
     test('random sequences of operations and faults keep every task in one place the model allows', { timeout: Math.max(600_000, seconds * 1_500) }, async () => {
-      const property = fc.asyncProperty(fc.commands(commands(priorities), { maxCommands: 20 }), async (cmds) => {
+      const property = fc.asyncProperty(fc.commands(commands(priorities), { maxCommands: 20, ...(replayPath !== undefined ? { replayPath } : {}) }), async (cmds) => {
         const real = new Real(servers, uniqueQueue('model'), priorities)
         await real.open()
         const model = new Model()
