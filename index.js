@@ -8,7 +8,8 @@ const { AsyncLocalStorage } = require('node:async_hooks')
 
 const { NativeQueue, listQueues: nativeListQueues } = require('./native.js')
 const { coalesce } = require('./lib/coalesce.js')
-const { describe, dispatcher, runHandler } = require('./lib/dispatcher.js')
+const { describe, messageOf } = require('./lib/describe.js')
+const { dispatcher, runHandler } = require('./lib/dispatcher.js')
 const tracing = require('./lib/tracing.js')
 const { addEventMethods, attachEvents } = require('./lib/events.js')
 const { registerMetrics } = require('./lib/prometheus.js')
@@ -53,16 +54,6 @@ async function native(call, fallback = 'ERR_PQ_NATS') {
 
 function isPlainObject(value) {
   return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
-
-/** `err`'s message, or a description when it has none that can be read. */
-function messageOf(err) {
-  try {
-    if (err instanceof Error && typeof err.message === 'string') return err.message
-    return String(err)
-  } catch {
-    return 'an error with no string form'
-  }
 }
 
 /**

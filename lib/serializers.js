@@ -7,6 +7,7 @@
 // both kinds can share a queue during a migration). Tasks of any other content type never reach
 // the handler: the native side dead-letters them as `invalidData`, naming the content type.
 
+const { describe, messageOf } = require('./describe.js')
 const { isWellFormed } = require('./unicode.js')
 
 /** A failure to report with a `ProtoqueueError` code; index.js turns it into one. */
@@ -65,31 +66,6 @@ function parameter(contentType, name) {
     }
   }
   return undefined
-}
-
-/**
- * A short description of a value, for error messages; never throws.
- * @param {unknown} value
- */
-function describe(value) {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'object') return 'an object'
-  if (typeof value === 'function') return 'a function'
-  try {
-    return `${typeof value} ${String(value)}`.slice(0, 60)
-  } catch {
-    return typeof value
-  }
-}
-
-/** @param {unknown} err */
-function messageOf(err) {
-  try {
-    return err instanceof Error ? err.message : String(err)
-  } catch {
-    return 'an error with no string form'
-  }
 }
 
 /**

@@ -12,6 +12,8 @@
 
 /** @typedef {import('@opentelemetry/api').Span} Span */
 /** @typedef {import('@opentelemetry/api').Tracer} Tracer */
+const { messageOf } = require('./describe.js')
+
 /** @typedef {typeof import('@opentelemetry/api')} Api */
 
 /**
@@ -82,7 +84,7 @@ function getTracer() {
 function warnOnce(err) {
   if (warned) return
   warned = true
-  console.warn(`protoqueue: tracing failed and is skipped (${err instanceof Error ? err.message : String(err)})`)
+  console.warn(`protoqueue: tracing failed and is skipped (${messageOf(err)})`)
 }
 
 /**

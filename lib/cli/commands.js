@@ -4,6 +4,7 @@
 
 const { createInterface } = require('node:readline')
 
+const { messageOf } = require('../describe.js')
 const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
 const { escapeControl, json, letterDetails, letterTable, statsText } = require('./format.js')
 const { progressReporter } = require('./progress.js')
@@ -191,7 +192,7 @@ function taskOf(text, envelope, where) {
   try {
     value = JSON.parse(text)
   } catch (err) {
-    throw usage(`${where} is not JSON (${err instanceof Error ? err.message : String(err)})`)
+    throw usage(`${where} is not JSON (${messageOf(err)})`)
   }
   if (!envelope) return { data: value }
   if (typeof value !== 'object' || value === null || Array.isArray(value) || !('data' in value)) {
