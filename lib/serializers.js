@@ -1,7 +1,7 @@
 // @ts-check
 'use strict'
 // Serializers: how a queue encodes task data that is not JSON. JSON (the default) never comes
-// here: index.js passes it to the native side as JSON text, as it always did. A queue with
+// here: lib/tasks.js passes it to the native side as JSON text, as it always did. A queue with
 // `serializer` or `schema` encodes every task with that serializer and labels it with its
 // content type; its workers decode the tasks of that content type (and JSON tasks, so producers of
 // both kinds can share a queue during a migration). Tasks of any other content type never reach
@@ -10,7 +10,7 @@
 const { describe, messageOf } = require('./describe.js')
 const { isWellFormed } = require('./unicode.js')
 
-/** A failure to report with a `ProtoqueueError` code; index.js turns it into one. */
+/** A failure to report with a `ProtoqueueError` code; lib/tasks.js and lib/options.js turn it into one. */
 class CodedError extends Error {
   /**
    * @param {'ERR_PQ_INVALID_CONFIG' | 'ERR_PQ_SERIALIZE'} code

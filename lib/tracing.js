@@ -92,7 +92,7 @@ function warnOnce(err) {
  * writes its trace context into each native input (`traceparent`, `tracestate`). Returns the
  * span to end with {@link settleSend}, or null when there is nothing to trace.
  * @param {Destination} destination
- * @param {Array<Record<string, unknown>>} inputs
+ * @param {Array<{ traceparent?: string, tracestate?: string }>} inputs
  * @param {boolean} batch
  * @returns {Span | null}
  */
