@@ -72,7 +72,7 @@ function codecConfig(config) {
   try {
     codec = serializers.codecOf(serializer, schema)
   } catch (err) {
-    if (err instanceof serializers.CodedError) throw new ProtoqueueError(err.code, err.message, { cause: err.cause })
+    if (err instanceof ProtoqueueError) throw err
     throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer could not be read: ${messageOf(err)}`, { cause: err })
   }
   const { serializer: _s, schema: _m, ...rest } = config

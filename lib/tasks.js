@@ -7,7 +7,6 @@
 const { isPlainObject, wellFormed } = require('./checks.js')
 const { describe, messageOf } = require('./describe.js')
 const { ProtoqueueError, withCode } = require('./errors.js')
-const serializers = require('./serializers.js')
 
 /**
  * A task as the native side takes it; `name` is read from the `names` beside the tasks.
@@ -154,7 +153,6 @@ function encodeTask(task, what, codec) {
     return encodeCheckedTask(task, what, codec)
   } catch (err) {
     if (err instanceof ProtoqueueError) throw err
-    if (err instanceof serializers.CodedError) throw new ProtoqueueError(err.code, err.message, { cause: err.cause })
     // A getter or Proxy trap of the task threw.
     throw new ProtoqueueError('ERR_PQ_INVALID_TASK', `${what} could not be read: ${messageOf(err)}`, { cause: err })
   }
