@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
-import { describe, messageOf, NO_MESSAGE, textOf } from '../lib/describe.js'
+import { describe, keyPath, messageOf, NO_MESSAGE, textOf } from '../lib/describe.js'
 
 /** Values with no string form, each in its own way. */
 function hostile(): unknown[] {
@@ -37,4 +37,11 @@ test('textOf is a value as text, or undefined when it has none', () => {
   assert.equal(textOf('a'), 'a')
   assert.equal(textOf(1), '1')
   for (const value of hostile()) assert.equal(textOf(value), undefined)
+})
+
+test('keyPath writes an object key as a path step', () => {
+  assert.equal(keyPath('name'), '.name')
+  assert.equal(keyPath('$a_1'), '.$a_1')
+  assert.equal(keyPath('odd key'), '["odd key"]')
+  assert.equal(keyPath('1st'), '["1st"]')
 })

@@ -1,8 +1,9 @@
 // @ts-check
 'use strict'
-// Values named in messages: what an unexpected value is (`describe`), and the text of something
-// thrown (`messageOf`). Each never throws, whatever it is given (a value with no string form, a
-// getter or a Proxy that throws), so the message about a bad value never becomes a second error.
+// Values named in messages: what an unexpected value is (`describe`), where in a value a part is
+// (`keyPath`), and the text of something thrown (`messageOf`). None of them throws, whatever it
+// is given (a value with no string form, a getter or a Proxy that throws), so the message about a
+// bad value never becomes a second error.
 
 /** The longest description `describe` gives, in characters. */
 const MAX_DESCRIPTION = 60
@@ -46,6 +47,14 @@ function describe(value) {
 }
 
 /**
+ * An object key as a path step: `.name`, or `["odd key"]`.
+ * @param {string} key
+ */
+function keyPath(key) {
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
+}
+
+/**
  * The message of a thrown value: an `Error`'s message, any other value's string form, or
  * NO_MESSAGE when it has none that can be read.
  * @param {unknown} err
@@ -60,4 +69,4 @@ function messageOf(err) {
   }
 }
 
-module.exports = { describe, messageOf, textOf, NO_MESSAGE }
+module.exports = { describe, keyPath, messageOf, textOf, NO_MESSAGE }

@@ -7,7 +7,7 @@
 // both kinds can share a queue during a migration). Tasks of any other content type never reach
 // the handler: the native side dead-letters them as `invalidData`, naming the content type.
 
-const { describe, messageOf } = require('./describe.js')
+const { describe, keyPath, messageOf } = require('./describe.js')
 const { ProtoqueueError } = require('./errors.js')
 const { isWellFormed } = require('./unicode.js')
 
@@ -431,14 +431,6 @@ function fieldChecker(protobuf, reflectApi, wkt) {
  */
 function reasonAt(path, reason) {
   return reason === undefined ? undefined : { path, reason }
-}
-
-/**
- * An object key as a path step: `.name`, or `["odd key"]`.
- * @param {string} key
- */
-function keyPath(key) {
-  return /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
 }
 
 /**

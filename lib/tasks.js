@@ -5,7 +5,7 @@
 // answers of the native side's `enqueueEach` handed back to each caller (lib/coalesce.js).
 
 const { isPlainObject, wellFormed } = require('./checks.js')
-const { describe, messageOf } = require('./describe.js')
+const { describe, keyPath, messageOf } = require('./describe.js')
 const { ProtoqueueError, withCode } = require('./errors.js')
 
 /**
@@ -64,7 +64,7 @@ function unserializablePath(value, path, depth = 0) {
   const type = typeof value
   if (type === 'function' || type === 'symbol') return path
   if (type !== 'object' || value === null || depth > 1000 || typeof value.toJSON === 'function') return undefined
-  const entries = Array.isArray(value) ? value.map((item, i) => [`${path}[${i}]`, item]) : Object.keys(value).map((key) => [`${path}${/^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`}`, value[key]])
+  const entries = Array.isArray(value) ? value.map((item, i) => [`${path}[${i}]`, item]) : Object.keys(value).map((key) => [`${path}${keyPath(key)}`, value[key]])
   for (const [at, item] of entries) {
     const found = unserializablePath(item, at, depth + 1)
     if (found !== undefined) return found

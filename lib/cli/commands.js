@@ -5,12 +5,10 @@
 const { createInterface } = require('node:readline')
 
 const { messageOf } = require('../describe.js')
+const { MAX_DEAD_LETTERS } = require('../options.js')
 const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
 const { escapeControl, json, letterDetails, letterTable, statsText } = require('./format.js')
 const { progressReporter } = require('./progress.js')
-
-/** The most dead letters `getDeadLetters` reads at once. */
-const MAX_DEAD_LETTERS = 10_000_000
 
 /**
  * The streams a command works with.
