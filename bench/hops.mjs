@@ -6,7 +6,7 @@
 // Starts its own nats-server, then, in rounds (interleaved so outside load hits all alike):
 //   - Protoqueue through the public API: `await queue.enqueue(...)` in a loop (the W1 number);
 //   - the same path taken apart: `lib/coalesce.js` over the native `enqueueEach` exactly as
-//     index.js wires them, with marks on the JavaScript thread, and the addon's own marks on the
+//     lib/queue.js wires them, with marks on the JavaScript thread, and the addon's own marks on the
 //     runtime thread (src/hops.rs, on with PROTOQUEUE_HOPS=1, which this script sets);
 //   - nats.js `await js.publish(...)` in a loop (one thread: the W1 baseline), and `await nc.flush()`
 //     (a core NATS PING/PONG: the round trip without JetStream), so the server's own share is the
@@ -69,7 +69,7 @@ async function instrumented(url, stream) {
   const enqueues = coalesce(
     (inputs, call) => {
       marks.flush = now()
-      // As index.js sends them: a task that is only data as its JSON text.
+      // As lib/tasks.js sends them: a task that is only data as its JSON text.
       nq.enqueueEach(call, inputs.map((input) => input.data))
       marks.returned = now()
     },

@@ -180,19 +180,13 @@ class Sampler {
   /** @param {Followed} followed */
   async open(followed) {
     const { streamName, subject, schedules } = followed.info
-    const queue = new Protoqueue({
+    const queue = await Protoqueue.create({
       ...this.connection,
       streamName,
       subject,
       createStreams: false,
       options: { ...this.connection.options, schedules },
     })
-    try {
-      await queue.connect()
-    } catch (err) {
-      await queue.disconnect().catch(() => {})
-      throw err
-    }
     if (this.closed || this.queues.get(streamName) !== followed) {
       await queue.disconnect().catch(() => {})
       throw new Error('the dashboard stopped following this queue')

@@ -10,6 +10,8 @@
 // string form, getters or Proxies that throw, thenables whose `then` throws) is an ordinary
 // failure, the handler's slot is freed, and the next task starts.
 
+const { describe, textOf } = require('./describe.js')
+
 /**
  * A failed attempt as the native side takes it.
  * @typedef {object} NativeFailure
@@ -82,22 +84,6 @@ function askBackoff(backoff, attempt, error, warn) {
 const NO_STRING_FORM = 'handler threw a value with no string form'
 
 /**
- * `value` as text, or `undefined` when that throws or gives no string (`Object.create(null)`,
- * a `toString` that throws, a Proxy whose traps throw).
- * @param {unknown} value
- * @returns {string | undefined}
- */
-function textOf(value) {
-  try {
-    if (typeof value === 'string') return value
-    const text = String(value)
-    return typeof text === 'string' ? text : undefined
-  } catch {
-    return undefined
-  }
-}
-
-/**
  * A property of `value`, or `undefined` when reading it throws.
  * @param {any} value
  * @param {string} key
@@ -157,23 +143,6 @@ function thrownFailure(thrown) {
   const name = textOf(read(thrown, 'name'))
   const stack = textOf(read(thrown, 'stack'))
   return failure(error, JSON.stringify({ name, stack }))
-}
-
-/**
- * A short description of a value, for error messages; never throws.
- * @param {unknown} value
- * @returns {string}
- */
-function describe(value) {
-  if (value === null) return 'null'
-  try {
-    if (Array.isArray(value)) return 'an array'
-  } catch {
-    return 'an object'
-  }
-  if (typeof value === 'object') return 'an object'
-  if (typeof value === 'function') return 'a function'
-  return `${typeof value} ${textOf(value) ?? ''}`.trim()
 }
 
 /**
@@ -475,4 +444,4 @@ function dispatcher(handler, native, options = {}) {
   }
 }
 
-module.exports = { dispatcher, runHandler, describe, NO_STRING_FORM }
+module.exports = { dispatcher, runHandler, NO_STRING_FORM }

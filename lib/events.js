@@ -17,6 +17,8 @@
 
 const { EventEmitter } = require('node:events')
 
+const { messageOf } = require('./describe.js')
+
 /** The events the native side records, by their bit in its mask. */
 const EVENT_BITS = /** @type {const} */ ({ completed: 1, failed: 2, deadLettered: 4, error: 8 })
 
@@ -193,13 +195,7 @@ function emitSafely(queue, state, name, payload) {
  * @param {unknown} err
  */
 function report(state, name, err) {
-  let text
-  try {
-    text = err instanceof Error ? err.message : String(err)
-  } catch {
-    text = 'a value with no string form'
-  }
-  const message = `protoqueue: a '${name}' listener threw (${text}); the worker goes on`
+  const message = `protoqueue: a '${name}' listener threw (${messageOf(err)}); the worker goes on`
   try {
     if (state.options.warn) state.options.warn(message)
     else process.emitWarning(message, { code: 'PROTOQUEUE_LISTENER_THREW' })

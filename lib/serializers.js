@@ -1,33 +1,22 @@
 // @ts-check
 'use strict'
 // Serializers: how a queue encodes task data that is not JSON. JSON (the default) never comes
-// here: index.js passes it to the native side as JSON text, as it always did. A queue with
+// here: lib/tasks.js passes it to the native side as JSON text, as it always did. A queue with
 // `serializer` or `schema` encodes every task with that serializer and labels it with its
 // content type; its workers decode the tasks of that content type (and JSON tasks, so producers of
 // both kinds can share a queue during a migration). Tasks of any other content type never reach
 // the handler: the native side dead-letters them as `invalidData`, naming the content type.
 
+const { describe, keyPath, messageOf } = require('./describe.js')
+const { ProtoqueueError } = require('./errors.js')
 const { isWellFormed } = require('./unicode.js')
-
-/** A failure to report with a `ProtoqueueError` code; index.js turns it into one. */
-class CodedError extends Error {
-  /**
-   * @param {'ERR_PQ_INVALID_CONFIG' | 'ERR_PQ_SERIALIZE'} code
-   * @param {string} message
-   * @param {unknown} [cause]
-   */
-  constructor(code, message, cause) {
-    super(message, cause === undefined ? undefined : { cause })
-    this.code = code
-  }
-}
 
 /**
  * How one queue encodes and decodes task data.
  * @typedef {object} Codec
  * @property {string} kind `raw`, `msgpack`, `protobuf` or `custom`
  * @property {string} contentType what every task this queue enqueues is labelled with
- * @property {(data: unknown, what: string) => Buffer} encode the data's bytes, or a CodedError
+ * @property {(data: unknown, what: string) => Buffer} encode the data's bytes, or a ProtoqueueError
  *   (`ERR_PQ_SERIALIZE`)
  * @property {(bytes: Buffer, contentType: string) => unknown} decode the data of a task of this
  *   codec's media type; throws when it cannot be decoded
@@ -68,31 +57,6 @@ function parameter(contentType, name) {
 }
 
 /**
- * A short description of a value, for error messages; never throws.
- * @param {unknown} value
- */
-function describe(value) {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  if (typeof value === 'object') return 'an object'
-  if (typeof value === 'function') return 'a function'
-  try {
-    return `${typeof value} ${String(value)}`.slice(0, 60)
-  } catch {
-    return typeof value
-  }
-}
-
-/** @param {unknown} err */
-function messageOf(err) {
-  try {
-    return err instanceof Error ? err.message : String(err)
-  } catch {
-    return 'an error with no string form'
-  }
-}
-
-/**
  * `bytes` as a Buffer of its own (a serializer may reuse its output buffer; the caller may change
  * its input after `enqueue` returns).
  * @param {Uint8Array} bytes
@@ -110,7 +74,7 @@ function optional(name, what) {
   try {
     return require(name)
   } catch (err) {
-    throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: ${what} needs the package ${name}; install it (npm install ${name})`, err)
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: ${what} needs the package ${name}; install it (npm install ${name})`, { cause: err })
   }
 }
 
@@ -121,7 +85,7 @@ function rawCodec() {
     contentType: CONTENT_TYPES.raw,
     encode(data, what) {
       if (!(data instanceof Uint8Array)) {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} must be a Buffer or Uint8Array with serializer 'raw', got ${describe(data)}`)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} must be a Buffer or Uint8Array with serializer 'raw', got ${describe(data)}`)
       }
       return ownBuffer(data)
     },
@@ -176,7 +140,7 @@ function msgpackCodec() {
     contentType: CONTENT_TYPES.msgpack,
     encode(data, what) {
       if (data === undefined || typeof data === 'function' || typeof data === 'symbol') {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as MessagePack (got ${describe(data)})`)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as MessagePack (got ${describe(data)})`)
       }
       try {
         return ownBuffer(packr.pack(data))
@@ -190,9 +154,9 @@ function msgpackCodec() {
         } catch {
           // Reading it again threw: name the whole value.
         }
-        if (path !== undefined) throw new CodedError('ERR_PQ_SERIALIZE', `${path} is a ${type}, which MessagePack cannot hold`)
+        if (path !== undefined) throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${path} is a ${type}, which MessagePack cannot hold`)
         const why = err instanceof FunctionInData ? 'it holds a function' : messageOf(err)
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as MessagePack: ${why}`, err)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as MessagePack: ${why}`, { cause: err })
       }
     },
     decode: (bytes) => packr.unpack(bytes),
@@ -470,14 +434,6 @@ function reasonAt(path, reason) {
 }
 
 /**
- * An object key as a path step: `.name`, or `["odd key"]`.
- * @param {string} key
- */
-function keyPath(key) {
-  return /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`
-}
-
-/**
  * Whether `value` is an object made by `{}` (or with no prototype).
  * @param {unknown} value
  * @returns {value is Record<string, unknown>}
@@ -494,7 +450,7 @@ function isPlainObject(value) {
  */
 function protobufCodec(schema) {
   if (!isMessageSchema(schema)) {
-    throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: schema must be a protobuf-es v2 message schema (a GenMessage generated by protoc-gen-es, e.g. OrderSchema), got ${describe(schema)}`)
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: schema must be a protobuf-es v2 message schema (a GenMessage generated by protoc-gen-es, e.g. OrderSchema), got ${describe(schema)}`)
   }
   const protobuf = optional('@bufbuild/protobuf', 'schema')
   const invalidField = fieldChecker(protobuf, optional('@bufbuild/protobuf/reflect', 'schema'), optional('@bufbuild/protobuf/wkt', 'schema'))
@@ -505,28 +461,28 @@ function protobufCodec(schema) {
     contentType: `${CONTENT_TYPES.protobuf}; messageType=${typeName}`,
     encode(data, what) {
       if (typeof data !== 'object' || data === null || Array.isArray(data) || data instanceof Uint8Array) {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} must be a ${typeName} message or its init object, got ${describe(data)}`)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} must be a ${typeName} message or its init object, got ${describe(data)}`)
       }
       /** @type {any} */
       const given = data
       if (given.$typeName !== undefined && given.$typeName !== typeName) {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} is a ${String(given.$typeName)} message; this queue's schema is ${typeName}`)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} is a ${String(given.$typeName)} message; this queue's schema is ${typeName}`)
       }
       let invalid
       try {
         invalid = invalidField(schema, given, what, 0)
       } catch (err) {
         // A getter or Proxy trap of the data threw (as JSON.stringify would have).
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} could not be read: ${messageOf(err)}`, err)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} could not be read: ${messageOf(err)}`, { cause: err })
       }
       if (invalid !== undefined) {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${invalid.path} cannot be encoded as ${typeName}: ${invalid.reason}`)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${invalid.path} cannot be encoded as ${typeName}: ${invalid.reason}`)
       }
       try {
         const message = protobuf.isMessage(given, schema) ? given : protobuf.create(schema, given)
         return ownBuffer(protobuf.toBinary(schema, message))
       } catch (err) {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as ${typeName}: ${messageOf(err)}`, err)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} cannot be encoded as ${typeName}: ${messageOf(err)}`, { cause: err })
       }
     },
     decode(bytes, contentType) {
@@ -594,18 +550,18 @@ function isAsyncFunction(fn) {
 function customCodec(serializer) {
   const { contentType, encode, decode } = serializer
   if (typeof encode !== 'function' || typeof decode !== 'function') {
-    throw new CodedError('ERR_PQ_INVALID_CONFIG', 'invalid configuration: serializer must be \'json\', \'raw\', \'msgpack\' or an object with encode(data) and decode(bytes, contentType) functions')
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', 'invalid configuration: serializer must be \'json\', \'raw\', \'msgpack\' or an object with encode(data) and decode(bytes, contentType) functions')
   }
   for (const [name, fn] of /** @type {const} */ ([['encode', encode], ['decode', decode]])) {
     if (isAsyncFunction(fn)) {
-      throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer.${name} is an async function; it must return its result synchronously (a ${name === 'encode' ? 'Uint8Array' : 'value'}, not a Promise)`)
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer.${name} is an async function; it must return its result synchronously (a ${name === 'encode' ? 'Uint8Array' : 'value'}, not a Promise)`)
     }
   }
   if (typeof contentType !== 'string' || !/^[!-~]+\/[!-~]+(\s*;[ -~]*)?$/.test(contentType) || contentType.length > 256) {
-    throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer.contentType must be a content type like 'application/x-mine' (printable ASCII, at most 256 bytes), got ${describe(contentType)}`)
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer.contentType must be a content type like 'application/x-mine' (printable ASCII, at most 256 bytes), got ${describe(contentType)}`)
   }
   if (essence(contentType) === 'application/json') {
-    throw new CodedError('ERR_PQ_INVALID_CONFIG', 'invalid configuration: serializer.contentType application/json is the built-in JSON serializer\'s; give another content type')
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', 'invalid configuration: serializer.contentType application/json is the built-in JSON serializer\'s; give another content type')
   }
   return {
     kind: 'custom',
@@ -615,14 +571,14 @@ function customCodec(serializer) {
       try {
         bytes = encode.call(serializer, data)
       } catch (err) {
-        throw new CodedError('ERR_PQ_SERIALIZE', `${what} could not be encoded: serializer.encode threw ${messageOf(err)}`, err)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} could not be encoded: serializer.encode threw ${messageOf(err)}`, { cause: err })
       }
       if (!(bytes instanceof Uint8Array)) {
         if (isThenable(bytes)) {
           letGo(bytes)
-          throw new CodedError('ERR_PQ_SERIALIZE', `${what} could not be encoded: serializer.encode returned a Promise (or another thenable); it must return a Uint8Array synchronously`)
+          throw new ProtoqueueError('ERR_PQ_SERIALIZE', `${what} could not be encoded: serializer.encode returned a Promise (or another thenable); it must return a Uint8Array synchronously`)
         }
-        throw new CodedError('ERR_PQ_SERIALIZE', `serializer.encode must return a Uint8Array (or Buffer), got ${describe(bytes)}`)
+        throw new ProtoqueueError('ERR_PQ_SERIALIZE', `serializer.encode must return a Uint8Array (or Buffer), got ${describe(bytes)}`)
       }
       return ownBuffer(bytes)
     },
@@ -643,7 +599,7 @@ function customCodec(serializer) {
 
 /**
  * The codec of a configuration's `serializer` and `schema`, or `undefined` for JSON (the
- * default). Throws a CodedError (`ERR_PQ_INVALID_CONFIG`) for a bad one.
+ * default). Throws a ProtoqueueError (`ERR_PQ_INVALID_CONFIG`) for a bad one.
  * @param {unknown} serializer
  * @param {unknown} schema
  * @returns {Codec | undefined}
@@ -651,7 +607,7 @@ function customCodec(serializer) {
 function codecOf(serializer, schema) {
   if (schema !== undefined && schema !== null) {
     if (serializer !== undefined && serializer !== null) {
-      throw new CodedError('ERR_PQ_INVALID_CONFIG', 'invalid configuration: give serializer or schema (which means Protobuf), not both')
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', 'invalid configuration: give serializer or schema (which means Protobuf), not both')
     }
     return protobufCodec(schema)
   }
@@ -659,7 +615,7 @@ function codecOf(serializer, schema) {
   if (serializer === 'raw') return rawCodec()
   if (serializer === 'msgpack') return msgpackCodec()
   if (typeof serializer === 'object' && !Array.isArray(serializer)) return customCodec(serializer)
-  throw new CodedError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer must be 'json', 'raw', 'msgpack' or { contentType, encode, decode }, got ${describe(serializer)}`)
+  throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `invalid configuration: serializer must be 'json', 'raw', 'msgpack' or { contentType, encode, decode }, got ${describe(serializer)}`)
 }
 
 /**
@@ -698,4 +654,4 @@ function decodes(codec, contentType) {
   return codec !== undefined && essence(contentType) === essence(codec.contentType)
 }
 
-module.exports = { CodedError, codecOf, decodeTask, decodes, essence, CONTENT_TYPES }
+module.exports = { codecOf, decodeTask, decodes, essence, CONTENT_TYPES }

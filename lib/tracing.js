@@ -12,6 +12,8 @@
 
 /** @typedef {import('@opentelemetry/api').Span} Span */
 /** @typedef {import('@opentelemetry/api').Tracer} Tracer */
+const { messageOf } = require('./describe.js')
+
 /** @typedef {typeof import('@opentelemetry/api')} Api */
 
 /**
@@ -82,7 +84,7 @@ function getTracer() {
 function warnOnce(err) {
   if (warned) return
   warned = true
-  console.warn(`protoqueue: tracing failed and is skipped (${err instanceof Error ? err.message : String(err)})`)
+  console.warn(`protoqueue: tracing failed and is skipped (${messageOf(err)})`)
 }
 
 /**
@@ -90,7 +92,7 @@ function warnOnce(err) {
  * writes its trace context into each native input (`traceparent`, `tracestate`). Returns the
  * span to end with {@link settleSend}, or null when there is nothing to trace.
  * @param {Destination} destination
- * @param {Array<Record<string, unknown>>} inputs
+ * @param {Array<{ traceparent?: string, tracestate?: string }>} inputs
  * @param {boolean} batch
  * @returns {Span | null}
  */

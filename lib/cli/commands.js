@@ -4,12 +4,11 @@
 
 const { createInterface } = require('node:readline')
 
+const { messageOf } = require('../describe.js')
+const { MAX_DEAD_LETTERS } = require('../options.js')
 const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
 const { escapeControl, json, letterDetails, letterTable, statsText } = require('./format.js')
 const { progressReporter } = require('./progress.js')
-
-/** The most dead letters `getDeadLetters` reads at once. */
-const MAX_DEAD_LETTERS = 10_000_000
 
 /**
  * The streams a command works with.
@@ -191,7 +190,7 @@ function taskOf(text, envelope, where) {
   try {
     value = JSON.parse(text)
   } catch (err) {
-    throw usage(`${where} is not JSON (${err instanceof Error ? err.message : String(err)})`)
+    throw usage(`${where} is not JSON (${messageOf(err)})`)
   }
   if (!envelope) return { data: value }
   if (typeof value !== 'object' || value === null || Array.isArray(value) || !('data' in value)) {

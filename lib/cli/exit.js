@@ -2,6 +2,8 @@
 'use strict'
 // What the command line's exit codes mean, and the error that carries one.
 
+const { messageOf } = require('../describe.js')
+
 /** Exit codes of `protoqueue`: scripts can rely on them. */
 const EXIT = Object.freeze({
   /** It did what was asked. */
@@ -44,7 +46,7 @@ const usage = (message) => new CliError(EXIT.USAGE, message)
 function fromLibrary(err, context = {}) {
   if (err instanceof CliError) return err
   const code = typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined
-  const message = err instanceof Error ? err.message : String(err)
+  const message = messageOf(err)
   if (code === 'ERR_PQ_INVALID_CONFIG') return new CliError(EXIT.USAGE, message, code)
   if (code !== undefined && (CONNECTION_CODES.has(code) || (context.connecting && code === 'ERR_PQ_TIMEOUT'))) {
     return new CliError(EXIT.CONNECTION, message, code)
