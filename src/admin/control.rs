@@ -32,8 +32,8 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use crate::{
     config::CONSUMER_NAME,
     error::{Error, Result},
-    layout,
-    nats::{self, connection::Connection, topology, topology::Lane},
+    layout::{self, Lane},
+    nats::{self, connection::Connection, topology},
 };
 
 /// How long "paused until resumed" lasts: a century.

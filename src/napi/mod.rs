@@ -356,7 +356,7 @@ impl NativeQueue {
                     }
                 }
             })
-            .collect::<crate::Result<Vec<_>>>()
+            .collect::<crate::error::Result<Vec<_>>>()
             .map_err(to_js)?;
         self.queue.enqueue_batch(tasks).await.map_err(to_js)
     }
@@ -759,7 +759,7 @@ async fn enqueue_each(
 ) -> NativeEnqueued {
     let now = envelope::now_ms();
     let mut names = names.unwrap_or_default().into_iter();
-    let mut results: Vec<Option<crate::Result<String>>> = Vec::with_capacity(tasks.len());
+    let mut results: Vec<Option<crate::error::Result<String>>> = Vec::with_capacity(tasks.len());
     let mut valid = Vec::with_capacity(tasks.len());
     for task in tasks {
         let name = names.next().flatten();
@@ -823,7 +823,7 @@ fn new_task(
     name: Option<String>,
     content_type: Option<&str>,
     now_ms: i64,
-) -> crate::Result<producer::NewTask> {
+) -> crate::error::Result<producer::NewTask> {
     let (data, content_type) = match (input.data, content_type) {
         (Either::A(text), _) => (Bytes::from(text.into_bytes()), None),
         (Either::B(bytes), Some(content_type)) => {
@@ -1059,7 +1059,7 @@ impl LetterHandler for JsLetters {
     }
 }
 
-fn letter_filter(filter: NativeLetterFilter) -> crate::Result<Filter> {
+fn letter_filter(filter: NativeLetterFilter) -> crate::error::Result<Filter> {
     let reason = match filter.reason.as_deref() {
         None => None,
         Some(name) => Some(reason_named(name).ok_or_else(|| {

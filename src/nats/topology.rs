@@ -14,10 +14,9 @@ use async_nats::jetstream::{
 };
 
 use crate::{
-    config::{Config, CONSUMER_NAME, DEAD_LETTER_CONSUMER_NAME, DUPLICATE_WINDOW},
-    error::{Error, Result},
-    layout,
-    nats::connection::API_TIMEOUT,
+    config::{Config, DUPLICATE_WINDOW},
+    error::{Error, Result, API_TIMEOUT},
+    layout::{self, subject_matches, Lane},
     schedules,
 };
 
@@ -88,45 +87,6 @@ pub fn dead_letter_stream_config(config: &Config) -> stream::Config {
         )),
         metadata: marker(MARK_DEAD_LETTERS, config),
         ..Default::default()
-    }
-}
-
-/// A durable pull consumer that workers share: the queue's task workers (`process()`, one per
-/// priority level with `options.priorities`), or its dead-letter workers (`processDLQ()`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lane {
-    /// The stream it reads.
-    pub stream: String,
-    /// The consumer's durable name.
-    pub consumer: String,
-    /// The subjects it takes.
-    pub filters: Vec<String>,
-    /// Whether it takes tasks (not dead letters): `globalConcurrency` and `rateLimit` apply.
-    pub tasks: bool,
-    pub(crate) description: &'static str,
-}
-
-impl Lane {
-    /// The task workers' consumer on the task stream (the default priority level).
-    pub fn tasks(config: &Config) -> Self {
-        Lane {
-            stream: config.stream_name.clone(),
-            consumer: CONSUMER_NAME.into(),
-            filters: vec![config.subject.clone()],
-            tasks: true,
-            description: "Protoqueue workers",
-        }
-    }
-
-    /// The dead-letter workers' consumer on the dead-letter stream.
-    pub fn dead_letters(config: &Config) -> Self {
-        Lane {
-            stream: config.dead_letter_stream(),
-            consumer: DEAD_LETTER_CONSUMER_NAME.into(),
-            filters: vec![config.dead_letter_subject()],
-            tasks: false,
-            description: "Protoqueue dead-letter workers",
-        }
     }
 }
 
@@ -719,35 +679,4 @@ fn same_filters(existing: &[&str], wanted: &[String]) -> bool {
     existing.sort_unstable();
     wanted.sort_unstable();
     existing == wanted
-}
-
-/// Whether `subject` is matched by `pattern`, which may hold `*` and `>` wildcards.
-pub fn subject_matches(pattern: &str, subject: &str) -> bool {
-    let mut subject_tokens = subject.split('.');
-    for token in pattern.split('.') {
-        match (token, subject_tokens.next()) {
-            (">", Some(_)) => return true,
-            ("*", Some(_)) => {}
-            (t, Some(s)) if t == s => {}
-            _ => return false,
-        }
-    }
-    subject_tokens.next().is_none()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::subject_matches;
-
-    #[test]
-    fn wildcards_match_like_nats() {
-        assert!(subject_matches("tasks.email", "tasks.email"));
-        assert!(subject_matches("tasks.*", "tasks.email"));
-        assert!(subject_matches("tasks.>", "tasks.email.urgent"));
-        assert!(subject_matches(">", "a"));
-        assert!(!subject_matches("tasks.*", "tasks.email.urgent"));
-        assert!(!subject_matches("tasks.email", "tasks.email.urgent"));
-        assert!(!subject_matches("tasks.email.urgent", "tasks.email"));
-        assert!(!subject_matches("tasks.>", "tasks"));
-    }
 }

@@ -40,9 +40,10 @@ use tokio::{
 
 use crate::{
     error::{Error, Result},
+    layout::Lane,
     nats::ack_wait::{self, HeartbeatPace},
     nats::connection::Connection,
-    nats::topology::{self, Lane},
+    nats::topology,
     worker::acks::AckSender,
     worker::executor::{settle_confirmed, BoxFuture, Executor, Handler},
     worker::letters::{LetterExecutor, LetterHandler},
