@@ -20,12 +20,14 @@ use tokio::{sync::Notify, time::Instant};
 use crate::{
     admin::{
         control,
-        dead_letters::{self, StoredDeadLetter},
-        redrive::{self, Filter, Progress},
         schedules::{self, Recurring, StoredSchedule},
         stats::{self, Stats},
     },
     config::{Config, LetterOptions},
+    dead_letters::{
+        redrive::{self, Filter, Progress},
+        stored::{self as dead_letters, StoredDeadLetter},
+    },
     error::{Error, Result, API_TIMEOUT},
     lifecycle,
     nats::connection::Connection,

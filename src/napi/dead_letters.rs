@@ -15,15 +15,15 @@ use napi_derive::napi;
 
 use super::worker::{outcome_of, NativeFailure, NativeOutcome};
 use crate::{
-    admin::{
-        dead_letters::StoredDeadLetter,
-        redrive::{Filter, Progress},
-    },
     content_type,
+    dead_letters::{
+        redrive::{Filter, Progress},
+        stored::StoredDeadLetter,
+        write as dead_letter,
+    },
     envelope::{DeadLetterReason, Task},
     error::{Error, Result},
     worker::{
-        dead_letter,
         executor::{BoxFuture, Failure, Outcome},
         handoff,
         letters::{LetterAttempt, LetterHandler},

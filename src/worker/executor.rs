@@ -35,6 +35,7 @@ use bytes::Bytes;
 
 use crate::{
     config::{backoff::Backoff, Config},
+    dead_letters::write::{self as dead_letter, Failed, Origin},
     envelope::{DeadLetterReason, EnvelopeError, Task},
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
@@ -42,7 +43,6 @@ use crate::{
     producer::{Outgoing, Publisher},
     schedules,
     worker::acks::AckSender,
-    worker::dead_letter::{self, Failed, Origin},
 };
 
 /// How long a worker waits for the server to confirm an ack, NAK or TERM.

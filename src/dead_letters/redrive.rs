@@ -20,12 +20,11 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use prost::Message as _;
 
 use crate::{
-    admin::dead_letters,
+    dead_letters::{stored as dead_letters, write as dead_letter},
     envelope::{DeadLetter, DeadLetterReason},
     error::{Error, Result},
     nats::{self, connection::Connection},
     producer::{Outgoing, Publisher},
-    worker::dead_letter,
 };
 
 /// Letters acted on at once.
