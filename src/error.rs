@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+/// How long one JetStream API request (stream info, consumer create...) may take; a server silent
+/// for longer is an [`Error::Timeout`].
+pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The crate's `Result`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -167,7 +171,7 @@ impl Error {
     fn server_silent(operation: String) -> Self {
         Error::Timeout {
             operation: operation.into(),
-            after: crate::nats::connection::API_TIMEOUT,
+            after: API_TIMEOUT,
             hint: "; is the NATS server reachable?",
         }
     }

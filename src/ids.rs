@@ -380,7 +380,10 @@ async fn scheduled_task(
                 hint: " looking for the task a delayed task with the same id fired",
             });
         }
-        let Some(message) = crate::nats::next_message(&stream, ">", next).await? else {
+        let Some(message) =
+            crate::nats::next_on_subject(&stream, ">", next, "looking for a fired delayed task")
+                .await?
+        else {
             return Ok(None);
         };
         let sequence = message.sequence;

@@ -26,9 +26,8 @@
 //! first and a less urgent one only for the room the more urgent ones left; priority is strict.
 
 use crate::{
-    config::{Config, CONSUMER_NAME},
+    config::{Config, CONSUMER_NAME, DEAD_LETTER_CONSUMER_NAME},
     error::{Error, Result},
-    nats::topology::{subject_matches, Lane},
 };
 
 /// Priority levels: 1 (most urgent) to this.
@@ -36,6 +35,45 @@ pub const LEVELS: u8 = 10;
 /// The priority of a task enqueued without one: stored on the queue's subject.
 pub const DEFAULT_PRIORITY: u8 = 5;
 pub use crate::shape::priority_prefix;
+
+/// A durable pull consumer that workers share: the queue's task workers (`process()`, one per
+/// priority level with `options.priorities`), or its dead-letter workers (`processDLQ()`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lane {
+    /// The stream it reads.
+    pub stream: String,
+    /// The consumer's durable name.
+    pub consumer: String,
+    /// The subjects it takes.
+    pub filters: Vec<String>,
+    /// Whether it takes tasks (not dead letters): `globalConcurrency` and `rateLimit` apply.
+    pub tasks: bool,
+    pub(crate) description: &'static str,
+}
+
+impl Lane {
+    /// The task workers' consumer on the task stream (the default priority level).
+    pub fn tasks(config: &Config) -> Self {
+        Lane {
+            stream: config.stream_name.clone(),
+            consumer: CONSUMER_NAME.into(),
+            filters: vec![config.subject.clone()],
+            tasks: true,
+            description: "Protoqueue workers",
+        }
+    }
+
+    /// The dead-letter workers' consumer on the dead-letter stream.
+    pub fn dead_letters(config: &Config) -> Self {
+        Lane {
+            stream: config.dead_letter_stream(),
+            consumer: DEAD_LETTER_CONSUMER_NAME.into(),
+            filters: vec![config.dead_letter_subject()],
+            tasks: false,
+            description: "Protoqueue dead-letter workers",
+        }
+    }
+}
 
 /// A task's `priority`: an integer from 1 to [`LEVELS`], on a queue with `options.priorities`.
 pub fn checked_priority(config: &Config, priority: f64) -> Result<u8> {
@@ -289,6 +327,20 @@ pub fn holds_tasks(config: &Config, subject: &str) -> bool {
         .any(|filter| subject_matches(filter, subject))
 }
 
+/// Whether `subject` is matched by `pattern`, which may hold `*` and `>` wildcards.
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for token in pattern.split('.') {
+        match (token, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (t, Some(s)) if t == s => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,5 +479,17 @@ mod tests {
         let err = checked_priority(&config(false), 1.0).unwrap_err();
         assert_eq!(err.code(), "ERR_PQ_INVALID_TASK");
         assert!(err.to_string().contains("options.priorities"));
+    }
+
+    #[test]
+    fn wildcards_match_like_nats() {
+        assert!(subject_matches("tasks.email", "tasks.email"));
+        assert!(subject_matches("tasks.*", "tasks.email"));
+        assert!(subject_matches("tasks.>", "tasks.email.urgent"));
+        assert!(subject_matches(">", "a"));
+        assert!(!subject_matches("tasks.*", "tasks.email.urgent"));
+        assert!(!subject_matches("tasks.email", "tasks.email.urgent"));
+        assert!(!subject_matches("tasks.email.urgent", "tasks.email"));
+        assert!(!subject_matches("tasks.>", "tasks"));
     }
 }

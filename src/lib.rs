@@ -30,7 +30,7 @@
 //!   one inbox, each message backed by reserved room: [`worker::pull`]), hands tasks to the
 //!   handler in delivery order, and runs each through the [`worker::executor`]: handler with
 //!   progress heartbeats, then ack, NAK with `retryDelay`, or dead letter
-//!   ([`worker::dead_letter`], confirmed) followed by TERM.
+//!   ([`dead_letters::write`], confirmed) followed by TERM.
 //! - Handlers that live across a costly boundary (JavaScript) take attempts in batches and report
 //!   outcomes one by one ([`worker::batching`], [`worker::handoff`]).
 //! - Deliveries are counted by the server; the consumer has no `max_deliver`, so a task whose last
@@ -65,6 +65,7 @@
 pub mod admin;
 pub mod config;
 pub mod content_type;
+pub mod dead_letters;
 pub mod envelope;
 pub mod error;
 pub mod hops;

@@ -27,9 +27,9 @@ use tokio::time::Instant;
 use crate::{
     config::{backoff::Backoff, Config},
     envelope::{self, Task},
-    error::{Error, Result},
+    error::{Error, Result, API_TIMEOUT},
     hops::{self, Hop},
-    nats::connection::{Connection, API_TIMEOUT},
+    nats::connection::Connection,
     schedules,
 };
 

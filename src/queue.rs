@@ -20,15 +20,17 @@ use tokio::{sync::Notify, time::Instant};
 use crate::{
     admin::{
         control,
-        dead_letters::{self, StoredDeadLetter},
-        redrive::{self, Filter, Progress},
         schedules::{self, Recurring, StoredSchedule},
         stats::{self, Stats},
     },
     config::{Config, LetterOptions},
-    error::{Error, Result},
+    dead_letters::{
+        redrive::{self, Filter, Progress},
+        stored::{self as dead_letters, StoredDeadLetter},
+    },
+    error::{Error, Result, API_TIMEOUT},
     lifecycle,
-    nats::connection::{Connection, API_TIMEOUT},
+    nats::connection::Connection,
     observe::{metrics, Observer},
     producer::NewTask,
     worker::{
@@ -39,8 +41,7 @@ use crate::{
     },
 };
 
-/// The most time closing the connection may add to `disconnect()` after `shutdownTimeout`.
-pub const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+pub use crate::nats::connection::CLOSE_TIMEOUT;
 
 /// One queue object: its configuration, and its connection and worker once connected.
 pub struct Queue {
@@ -324,7 +325,11 @@ impl Queue {
                 hint: "; is the NATS server reachable?",
             })??;
         let queue = &self.config.stream_name;
-        Ok(metrics::families(queue, &self.observer.metrics, &stats))
+        Ok(metrics::families(
+            queue,
+            &self.observer.metrics,
+            &stats.gauges(),
+        ))
     }
 
     /// [`Queue::metric_families`] in the Prometheus text exposition format.

@@ -9,13 +9,12 @@ use std::{collections::HashSet, time::Duration};
 
 use common::*;
 use protoqueue::{
-    admin::{
-        control,
+    admin::{control, stats},
+    dead_letters::{
         redrive::{self, Filter},
-        stats,
+        write::{self as dead_letter, Failed, Origin},
     },
     envelope::{DeadLetterReason, Task},
-    worker::dead_letter::{self, Failed, Origin},
     Connection, Failure, Outcome,
 };
 use tokio::time::Instant;

@@ -16,8 +16,9 @@ use std::{
 use common::*;
 use protoqueue::{
     admin::schedules::Recurring,
-    admin::{redrive::Filter, stats},
+    admin::stats,
     config::LetterOptions,
+    dead_letters::redrive::Filter,
     envelope::Task,
     lifecycle,
     worker::{

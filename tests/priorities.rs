@@ -12,10 +12,7 @@ use std::{
 };
 
 use common::*;
-use protoqueue::{
-    admin::{redrive, stats},
-    envelope, layout, Config, NewTask, Outcome,
-};
+use protoqueue::{admin::stats, dead_letters::redrive, envelope, layout, Config, NewTask, Outcome};
 use tokio::time::Instant;
 
 /// Generous bound for things that normally take milliseconds.

@@ -15,8 +15,7 @@ use std::{
 
 use common::*;
 use protoqueue::{
-    admin::{redrive, stats},
-    envelope, layout, Config, NewTask, Outcome, Worker,
+    admin::stats, dead_letters::redrive, envelope, layout, Config, NewTask, Outcome, Worker,
 };
 
 const SOON: Duration = Duration::from_secs(20);

@@ -14,8 +14,7 @@ use async_nats::jetstream::{
 };
 use common::*;
 use protoqueue::{
-    admin::{dead_letters, stats},
-    Config, Connection, Error, Worker,
+    admin::stats, dead_letters::stored as dead_letters, Config, Connection, Error, Worker,
 };
 
 /// A change to a stream's configuration, for one case of a test.

@@ -22,18 +22,15 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{
-    consumer::PullConsumer,
-    context::ConsumerInfoErrorKind,
-    stream::{LastRawMessageErrorKind, Stream},
-    AckKind,
+    consumer::PullConsumer, context::ConsumerInfoErrorKind, stream::Stream, AckKind,
 };
 use futures::{stream::FuturesUnordered, StreamExt};
 
 use crate::{
     config::CONSUMER_NAME,
     error::{Error, Result},
-    layout,
-    nats::{self, connection::Connection, topology, topology::Lane},
+    layout::{self, Lane},
+    nats::{self, connection::Connection, topology},
 };
 
 /// How long "paused until resumed" lasts: a century.
@@ -483,22 +480,13 @@ async fn next_task(
     subject: &str,
     from: u64,
 ) -> Result<Option<(u64, bool, Option<(String, bool)>)>> {
-    let found = stream
-        .raw_message_builder()
-        .sequence(from)
-        .next_by_subject(subject.to_owned())
-        .send()
-        .await;
-    match found {
-        Ok(message) => {
-            let task = crate::envelope::Task::decode_checked(&message.payload).ok();
-            let is_retry = task.as_ref().is_some_and(|task| task.attempts_made > 0);
-            let own_id = own_id(task, Some(&message.headers));
-            Ok(Some((message.sequence, is_retry, own_id)))
-        }
-        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(err) => Err(Error::nats("reading the queue", err)),
-    }
+    let found = nats::next_on_subject(stream, subject, from, "reading the queue").await?;
+    Ok(found.map(|message| {
+        let task = crate::envelope::Task::decode_checked(&message.payload).ok();
+        let is_retry = task.as_ref().is_some_and(|task| task.attempts_made > 0);
+        let own_id = own_id(task, Some(&message.headers));
+        (message.sequence, is_retry, own_id)
+    }))
 }
 
 fn pause_error(what: &str, err: async_nats::jetstream::stream::ConsumerError) -> Error {

@@ -1,9 +1,8 @@
 //! Operations on a queue as a whole, shared by the library, the command line and the dashboard:
-//! statistics, dead letters (reading, requeueing, removing), pause/resume and purge.
+//! statistics, pause/resume and purge, recurring schedules, the queues on a server. Reading,
+//! requeueing and removing dead letters is in [`crate::dead_letters`].
 
 pub mod control;
-pub mod dead_letters;
 pub mod queues;
-pub mod redrive;
 pub mod schedules;
 pub mod stats;

@@ -18,8 +18,10 @@ use serde::Serialize;
 use crate::{
     config::Config,
     error::{Error, Result},
-    nats::{connection::Connection, topology},
-    queue::CLOSE_TIMEOUT,
+    nats::{
+        connection::{Connection, CLOSE_TIMEOUT},
+        topology,
+    },
     shape::QueueShape,
 };
 

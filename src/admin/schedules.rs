@@ -408,7 +408,7 @@ pub(crate) struct Counts {
 /// tasks on the queue's first subject, so a task acknowledged between two requests is never
 /// counted as delayed. On a stream shared with other subjects (a wildcard stream made by another
 /// tool), their messages count as delayed. `stream` is the queue's task stream.
-pub(crate) async fn counts(config: &crate::Config, stream: &Stream) -> Result<Counts> {
+pub(crate) async fn counts(config: &crate::config::Config, stream: &Stream) -> Result<Counts> {
     // The stream's message count when the server answered, and the messages under `filter`.
     let count = |filter: String| async move {
         let subjects = stream

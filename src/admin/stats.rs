@@ -9,6 +9,7 @@ use crate::{
     error::{Error, Result},
     layout,
     nats::connection::Connection,
+    observe::metrics::Gauges,
 };
 
 /// Queue statistics. The first five fields are the README's `QueueStats`.
@@ -44,12 +45,25 @@ pub struct Stats {
     pub pending_by_priority: Vec<u64>,
 }
 
+impl Stats {
+    /// The gauges the queue's metrics show.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            pending: self.pending,
+            in_flight: self.in_flight,
+            delayed: self.delayed,
+            dead_lettered: self.dead_lettered,
+            consumers: self.consumer_count,
+        }
+    }
+}
+
 /// A queue over a subject tree may have a consumer per part (and per level): every task stored
 /// is either waiting or delivered and not yet acked (WorkQueue retention), so what waits is what
 /// is stored less what the queue's consumers have in flight, whichever consumers exist.
 async fn tree(
     stream: &async_nats::jetstream::stream::Stream,
-    config: &crate::Config,
+    config: &crate::config::Config,
     stats: &mut Stats,
 ) -> Result<()> {
     let mut in_flight_by_level = [0u64; layout::LEVELS as usize];
@@ -97,7 +111,7 @@ async fn stored_under(stream: &async_nats::jetstream::stream::Stream, filter: &s
 /// counts its stored tasks as pending.
 async fn levels(
     stream: &async_nats::jetstream::stream::Stream,
-    config: &crate::Config,
+    config: &crate::config::Config,
     stats: &mut Stats,
 ) -> Result<()> {
     for lane in layout::task_lanes(config) {

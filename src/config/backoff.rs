@@ -17,7 +17,7 @@ use std::{
 use serde_json::{Map, Value};
 
 use crate::{
-    config::{json::kind, MAX_DURATION_MS},
+    config::{defaults::MAX_DURATION_MS, json::kind},
     envelope::{BackoffEnvelope, BackoffType},
     error::{Error, Result},
 };

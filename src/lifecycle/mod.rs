@@ -12,9 +12,9 @@
 //! | change | steps | key |
 //! | --- | --- | --- |
 //! | [`enqueue`] with the producer's own id | claim the id's marker → publish → record the sequence | `<id>:<nonce of the claim>` |
-//! | dead-letter ([`crate::worker::dead_letter`]) | publish the letter → TERM the delivery | `dlq:<stream>:<sequence>` |
+//! | dead-letter ([`crate::dead_letters::write`]) | publish the letter → TERM the delivery | `dlq:<stream>:<sequence>` |
 //! | retry (`crate::worker::executor`) | publish the next attempt → ack the failed one | `retry:<stream>:<sequence>` |
-//! | requeue ([`crate::admin::redrive`]) | publish the task → delete the letter | `<id>:requeue:<letter sequence>` |
+//! | requeue ([`crate::dead_letters::redrive`]) | publish the task → delete the letter | `<id>:requeue:<letter sequence>` |
 //! | purge ([`crate::admin::control`]) | take each waiting task through the workers' consumer → ack; paused: mark the pause → delete → give the pause back | the consumer hands each task to one taker |
 
 pub mod enqueue;

@@ -54,10 +54,10 @@ pub async fn list_queues(
             .entry("subject")
             .or_insert_with(|| "protoqueue.list".into());
     }
-    let config = Config::from_json(&config).map_err(super::to_js)?;
+    let config = Config::from_json(&config).map_err(super::errors::to_js)?;
     let (server, listed) = queues::list_at(config, url.as_deref())
         .await
-        .map_err(super::to_js)?;
+        .map_err(super::errors::to_js)?;
     Ok(NativeQueueListing {
         server,
         queues: listed

@@ -22,10 +22,8 @@ use tokio::sync::watch;
 
 use crate::{
     error::{Error, Result},
-    nats::{
-        connection::Connection,
-        topology::{self, Lane},
-    },
+    layout::Lane,
+    nats::{connection::Connection, topology},
 };
 
 /// Consumer metadata key: an `ack_wait` (in milliseconds) a starting worker is about to set.

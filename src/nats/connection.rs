@@ -16,13 +16,13 @@ use tokio::sync::watch;
 
 use crate::{
     config::Config,
-    error::{Error, Result},
+    error::{Error, Result, API_TIMEOUT},
     nats::{credentials::Target, files::Deadline, shared, topology},
     observe::Observer,
 };
 
-/// How long one JetStream API request (stream info, consumer create...) may take.
-pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most time closing the connection may add to `disconnect()` after `shutdownTimeout`.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest pause between two reconnect attempts.
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
 /// While reconnects keep being refused (credentials, TLS), every this many refusals is a warning;

@@ -8,10 +8,32 @@ pub mod files;
 pub(crate) mod shared;
 pub mod topology;
 
-use async_nats::jetstream::{self, response::Response, ErrorCode};
+use async_nats::jetstream::{self, message::StreamMessage, response::Response, ErrorCode};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+
+/// The first message on `subject` stored in `stream` at or after sequence `from`; `None` when
+/// there is none. `what` names the reading in the error.
+pub(crate) async fn next_on_subject(
+    stream: &jetstream::stream::Stream,
+    subject: &str,
+    from: u64,
+    what: &'static str,
+) -> Result<Option<StreamMessage>> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let found = stream
+        .raw_message_builder()
+        .sequence(from)
+        .next_by_subject(subject.to_owned())
+        .send()
+        .await;
+    match found {
+        Ok(message) => Ok(Some(message)),
+        Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(err) => Err(Error::request(what, err)),
+    }
+}
 
 /// Whether `stream` holds a message at `sequence`.
 pub(crate) async fn is_stored(
@@ -28,26 +50,6 @@ pub(crate) async fn is_stored(
         Ok(_) => Ok(true),
         Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
         Err(err) => Err(Error::request("reading a message", err)),
-    }
-}
-
-/// The first message of `stream` on `subject` (wildcards allowed) at `from` or after, if any.
-pub(crate) async fn next_message(
-    stream: &jetstream::stream::Stream,
-    subject: &str,
-    from: u64,
-) -> Result<Option<jetstream::message::StreamMessage>> {
-    use async_nats::jetstream::stream::RawMessageErrorKind;
-    let found = stream
-        .raw_message_builder()
-        .sequence(from)
-        .next_by_subject(subject.to_owned())
-        .send()
-        .await;
-    match found {
-        Ok(message) => Ok(Some(message)),
-        Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
-        Err(err) => Err(Error::request("reading a stream", err)),
     }
 }
 

@@ -258,7 +258,7 @@ impl SharedClient {
         if self.client.connection_state() != async_nats::connection::State::Connected {
             return;
         }
-        let flush = tokio::time::timeout(super::connection::API_TIMEOUT, self.client.flush());
+        let flush = tokio::time::timeout(crate::error::API_TIMEOUT, self.client.flush());
         if let Err(err) = flush.await {
             tracing::warn!("flush before close did not finish: {err}");
         }

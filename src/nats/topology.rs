@@ -14,10 +14,9 @@ use async_nats::jetstream::{
 };
 
 use crate::{
-    config::{Config, CONSUMER_NAME, DEAD_LETTER_CONSUMER_NAME, DUPLICATE_WINDOW},
-    error::{Error, Result},
-    layout,
-    nats::connection::API_TIMEOUT,
+    config::{Config, DUPLICATE_WINDOW},
+    error::{Error, Result, API_TIMEOUT},
+    layout::{self, subject_matches, Lane},
     schedules,
 };
 
@@ -91,45 +90,6 @@ pub fn dead_letter_stream_config(config: &Config) -> stream::Config {
     }
 }
 
-/// A durable pull consumer that workers share: the queue's task workers (`process()`, one per
-/// priority level with `options.priorities`), or its dead-letter workers (`processDLQ()`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lane {
-    /// The stream it reads.
-    pub stream: String,
-    /// The consumer's durable name.
-    pub consumer: String,
-    /// The subjects it takes.
-    pub filters: Vec<String>,
-    /// Whether it takes tasks (not dead letters): `globalConcurrency` and `rateLimit` apply.
-    pub tasks: bool,
-    pub(crate) description: &'static str,
-}
-
-impl Lane {
-    /// The task workers' consumer on the task stream (the default priority level).
-    pub fn tasks(config: &Config) -> Self {
-        Lane {
-            stream: config.stream_name.clone(),
-            consumer: CONSUMER_NAME.into(),
-            filters: vec![config.subject.clone()],
-            tasks: true,
-            description: "Protoqueue workers",
-        }
-    }
-
-    /// The dead-letter workers' consumer on the dead-letter stream.
-    pub fn dead_letters(config: &Config) -> Self {
-        Lane {
-            stream: config.dead_letter_stream(),
-            consumer: DEAD_LETTER_CONSUMER_NAME.into(),
-            filters: vec![config.dead_letter_subject()],
-            tasks: false,
-            description: "Protoqueue dead-letter workers",
-        }
-    }
-}
-
 /// The durable consumer of a queue: explicit acks, redelivery after `ack_wait`, no server-side
 /// delivery limit (the executor counts deliveries and dead-letters, so a task is never stranded
 /// in the stream when its last delivery dies with its worker).
@@ -192,10 +152,10 @@ pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<
     };
     let mut tasks = open(task_stream_config(config)).await?;
     if config.schedules {
-        tasks = allow_schedules(js, tasks, config).await?;
+        tasks = widen(js, tasks, schedules_widening(config)).await?;
     }
     if config.priorities {
-        tasks = allow_priorities(js, tasks, config).await?;
+        tasks = widen(js, tasks, priorities_widening(config)).await?;
     }
     // The queue as its stream says (every level, the whole tree), not only as asked.
     let shaped = match crate::shape::QueueShape::of(&tasks) {
@@ -277,32 +237,80 @@ fn captures_subject(existing: &stream::Config, subject: &str) -> Result<()> {
     )))
 }
 
+/// What an option adds to an existing task stream ([`widen`]).
+struct Widening {
+    /// The option that asks for it, as messages name it.
+    option: &'static str,
+    /// A subject the stream must capture.
+    probe: String,
+    /// The subjects added when it does not.
+    subjects: String,
+    /// Also turn on `allow_msg_schedules` (which the server never lets turn off again) and
+    /// `allow_rollup_hdrs`.
+    schedules: bool,
+    /// What is added, as messages name it.
+    adding: &'static str,
+    /// What the stream needs, as the refusal says it.
+    needs: &'static str,
+    /// The change, as errors name it (`<doing> stream "<name>"`).
+    doing: &'static str,
+}
+
 /// Opts an existing task stream into schedules, as a queue with `options.schedules` asks: adds
-/// the schedule subjects and turns on `allow_msg_schedules` (which the server never lets turn off
-/// again) and `allow_rollup_hdrs`. Nothing else changes; a stream that has both is left alone.
-async fn allow_schedules(
+/// the schedule subjects and turns on message schedules and rollups.
+fn schedules_widening(config: &Config) -> Widening {
+    Widening {
+        option: "options.schedules",
+        probe: format!("{}.at.x", config.schedule_prefix()),
+        subjects: schedules::all_subjects(config),
+        schedules: true,
+        adding: "the schedule subjects and allow_msg_schedules",
+        needs: "to allow message schedules and hold",
+        doing: "adding schedules to",
+    }
+}
+
+/// Opts an existing task stream into priorities, as a queue with `options.priorities` asks: adds
+/// the subjects of the priority levels ([`layout`]).
+fn priorities_widening(config: &Config) -> Widening {
+    Widening {
+        option: "options.priorities",
+        probe: layout::stored_subject(config, &config.subject, 1),
+        subjects: layout::all_priority_subjects(config),
+        schedules: false,
+        adding: "the subjects of the priority levels",
+        needs: "to hold",
+        doing: "adding priority subjects to",
+    }
+}
+
+/// Adds what `widening` asks for to an existing task stream. Nothing else changes; a stream
+/// that has it already is left alone.
+async fn widen(
     js: &jetstream::Context,
     existing: stream::Config,
-    config: &Config,
+    widening: Widening,
 ) -> Result<stream::Config> {
-    let subject = schedules::all_subjects(config);
-    let probe = format!("{}.at.x", config.schedule_prefix());
     let has_subject = existing
         .subjects
         .iter()
-        .any(|pattern| subject_matches(pattern, &probe));
-    if existing.allow_message_schedules && existing.allow_rollup && has_subject {
+        .any(|pattern| subject_matches(pattern, &widening.probe));
+    let has_flags =
+        !widening.schedules || (existing.allow_message_schedules && existing.allow_rollup);
+    if has_subject && has_flags {
         return Ok(existing);
     }
     let mut wanted = existing.clone();
     if !has_subject {
-        wanted.subjects.push(subject);
+        wanted.subjects.push(widening.subjects.clone());
     }
-    wanted.allow_message_schedules = true;
-    wanted.allow_rollup = true;
+    if widening.schedules {
+        wanted.allow_message_schedules = true;
+        wanted.allow_rollup = true;
+    }
     tracing::info!(
         stream = %existing.name,
-        "options.schedules: adding the schedule subjects and allow_msg_schedules to the stream"
+        "{}: adding {} to the stream", widening.option, widening.adding
     );
     let updated = js
         .update_stream(&wanted)
@@ -312,61 +320,18 @@ async fn allow_schedules(
             // cannot be used this way.
             jetstream::context::CreateStreamErrorKind::JetStream(server) => {
                 Error::StreamConflict(format!(
-                    "options.schedules needs stream {:?} to allow message schedules and hold \
-                     the subjects {:?}, and the server refused to change it: {server}",
-                    existing.name,
-                    schedules::all_subjects(config)
+                    "{} needs stream {:?} {} the subjects {:?}, and the server refused to change \
+                     it: {server}",
+                    widening.option, existing.name, widening.needs, widening.subjects
                 ))
             }
             jetstream::context::CreateStreamErrorKind::TimedOut => Error::Timeout {
-                operation: "adding schedules to the stream".into(),
+                operation: format!("{} the stream", widening.doing).into(),
                 after: API_TIMEOUT,
                 hint: "; is the NATS server reachable?",
             },
             _ => Error::nats(
-                &format!("adding schedules to stream {:?}", existing.name),
-                err,
-            ),
-        })?;
-    Ok(updated.config)
-}
-
-/// Opts an existing task stream into priorities, as a queue with `options.priorities` asks: adds
-/// the subjects of the priority levels ([`layout`]). Nothing else changes; a stream that has them
-/// is left alone.
-async fn allow_priorities(
-    js: &jetstream::Context,
-    existing: stream::Config,
-    config: &Config,
-) -> Result<stream::Config> {
-    let probe = layout::stored_subject(config, &config.subject, 1);
-    if existing
-        .subjects
-        .iter()
-        .any(|pattern| subject_matches(pattern, &probe))
-    {
-        return Ok(existing);
-    }
-    let mut wanted = existing.clone();
-    wanted.subjects.push(layout::all_priority_subjects(config));
-    tracing::info!(
-        stream = %existing.name,
-        "options.priorities: adding the subjects of the priority levels to the stream"
-    );
-    let updated = js
-        .update_stream(&wanted)
-        .await
-        .map_err(|err| match err.kind() {
-            jetstream::context::CreateStreamErrorKind::JetStream(server) => {
-                Error::StreamConflict(format!(
-                    "options.priorities needs stream {:?} to hold the subjects {:?}, and the \
-                     server refused to change it: {server}",
-                    existing.name,
-                    layout::all_priority_subjects(config)
-                ))
-            }
-            _ => Error::nats(
-                &format!("adding priority subjects to stream {:?}", existing.name),
+                &format!("{} stream {:?}", widening.doing, existing.name),
                 err,
             ),
         })?;
@@ -719,35 +684,4 @@ fn same_filters(existing: &[&str], wanted: &[String]) -> bool {
     existing.sort_unstable();
     wanted.sort_unstable();
     existing == wanted
-}
-
-/// Whether `subject` is matched by `pattern`, which may hold `*` and `>` wildcards.
-pub fn subject_matches(pattern: &str, subject: &str) -> bool {
-    let mut subject_tokens = subject.split('.');
-    for token in pattern.split('.') {
-        match (token, subject_tokens.next()) {
-            (">", Some(_)) => return true,
-            ("*", Some(_)) => {}
-            (t, Some(s)) if t == s => {}
-            _ => return false,
-        }
-    }
-    subject_tokens.next().is_none()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::subject_matches;
-
-    #[test]
-    fn wildcards_match_like_nats() {
-        assert!(subject_matches("tasks.email", "tasks.email"));
-        assert!(subject_matches("tasks.*", "tasks.email"));
-        assert!(subject_matches("tasks.>", "tasks.email.urgent"));
-        assert!(subject_matches(">", "a"));
-        assert!(!subject_matches("tasks.*", "tasks.email.urgent"));
-        assert!(!subject_matches("tasks.email", "tasks.email.urgent"));
-        assert!(!subject_matches("tasks.email.urgent", "tasks.email"));
-        assert!(!subject_matches("tasks.>", "tasks"));
-    }
 }

@@ -14,7 +14,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{admin::stats::Stats, envelope::DeadLetterReason};
+use crate::envelope::DeadLetterReason;
 
 /// The dead-letter reasons by the names JavaScript sees (`getDeadLetters()`, the `reason` label).
 pub const DEAD_LETTER_REASONS: [(&str, DeadLetterReason); 5] = [
@@ -200,9 +200,25 @@ pub struct Family {
     pub values: Vec<Sample>,
 }
 
+/// The server's gauges of one queue, read at scrape time (from a
+/// [`Stats`](crate::admin::stats::Stats) snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Tasks waiting on the server, not yet delivered to a worker.
+    pub pending: u64,
+    /// Tasks delivered to workers and not yet settled.
+    pub in_flight: u64,
+    /// Delayed tasks waiting for their time.
+    pub delayed: u64,
+    /// Dead letters stored.
+    pub dead_lettered: u64,
+    /// Consumers on the task stream.
+    pub consumers: u64,
+}
+
 /// The metric families of one queue: this process's counters and histograms, and the server's
-/// gauges from `stats`.
-pub fn families(queue: &str, metrics: &Metrics, stats: &Stats) -> Vec<Family> {
+/// `gauges`.
+pub fn families(queue: &str, metrics: &Metrics, gauges: &Gauges) -> Vec<Family> {
     let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
     let one = |name: &'static str, help: &'static str, kind: Kind, value: f64| Family {
         name,
@@ -267,31 +283,31 @@ pub fn families(queue: &str, metrics: &Metrics, stats: &Stats) -> Vec<Family> {
             "protoqueue_tasks_pending",
             "Tasks waiting on the server, not yet delivered to a worker.",
             Kind::Gauge,
-            stats.pending as f64,
+            gauges.pending as f64,
         ),
         one(
             "protoqueue_tasks_in_flight",
             "Tasks delivered to workers and not yet settled.",
             Kind::Gauge,
-            stats.in_flight as f64,
+            gauges.in_flight as f64,
         ),
         one(
             "protoqueue_tasks_delayed",
             "Delayed tasks waiting for their time on the server.",
             Kind::Gauge,
-            stats.delayed as f64,
+            gauges.delayed as f64,
         ),
         one(
             "protoqueue_dead_letters",
             "Dead letters stored on the server.",
             Kind::Gauge,
-            stats.dead_lettered as f64,
+            gauges.dead_lettered as f64,
         ),
         one(
             "protoqueue_consumers",
             "Consumers on the task stream.",
             Kind::Gauge,
-            stats.consumer_count as f64,
+            gauges.consumers as f64,
         ),
     ]
 }
@@ -421,11 +437,11 @@ mod tests {
         let metrics = Metrics::default();
         metrics.enqueued(3);
         metrics.dead_lettered(DeadLetterReason::InvalidData);
-        let stats = Stats {
+        let gauges = Gauges {
             pending: 7,
-            ..Stats::default()
+            ..Gauges::default()
         };
-        let text = exposition(&families("q\"uo\\te\nd", &metrics, &stats));
+        let text = exposition(&families("q\"uo\\te\nd", &metrics, &gauges));
         assert!(text.contains("# TYPE protoqueue_tasks_enqueued_total counter\n"));
         assert!(text.contains("protoqueue_tasks_enqueued_total{queue=\"q\\\"uo\\\\te\\nd\"} 3\n"));
         assert!(text.contains(

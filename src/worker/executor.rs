@@ -35,6 +35,7 @@ use bytes::Bytes;
 
 use crate::{
     config::{backoff::Backoff, Config},
+    dead_letters::write::{self as dead_letter, Failed, Origin},
     envelope::{DeadLetterReason, EnvelopeError, Task},
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
@@ -42,7 +43,6 @@ use crate::{
     producer::{Outgoing, Publisher},
     schedules,
     worker::acks::AckSender,
-    worker::dead_letter::{self, Failed, Origin},
 };
 
 /// How long a worker waits for the server to confirm an ack, NAK or TERM.
@@ -504,7 +504,8 @@ impl Executor {
         delay: Duration,
     ) -> Settlement {
         let stored = async {
-            let mut task = decode(message).map_err(|err| crate::Error::Nats(err.to_string()))?;
+            let mut task =
+                decode(message).map_err(|err| crate::error::Error::Nats(err.to_string()))?;
             task.attempts_made = u32::try_from(origin.attempts).unwrap_or(u32::MAX);
             let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             task.not_before_ms = crate::envelope::now_ms().saturating_add(delay_ms).max(1);

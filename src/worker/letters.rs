@@ -14,13 +14,13 @@ use async_nats::jetstream::{AckKind, Message};
 use prost::Message as _;
 
 use crate::{
-    admin::dead_letters::{self, StoredDeadLetter},
+    dead_letters::stored::{self as dead_letters, StoredDeadLetter},
     envelope::DeadLetter,
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
     worker::{
+        deliveries::{Deliveries, Held},
         executor::{keep_alive, settle_confirmed, BoxFuture, Outcome},
-        Deliveries, Held,
     },
 };
 

@@ -20,7 +20,7 @@
 
 pub mod acks;
 pub mod batching;
-pub mod dead_letter;
+pub mod deliveries;
 pub mod executor;
 pub mod handoff;
 pub mod letters;
@@ -40,16 +40,20 @@ use tokio::{
 
 use crate::{
     error::{Error, Result},
+    layout::Lane,
     nats::ack_wait::{self, HeartbeatPace},
     nats::connection::Connection,
-    nats::topology::{self, Lane},
+    nats::topology,
     worker::acks::AckSender,
-    worker::executor::{settle_confirmed, BoxFuture, Executor, Handler},
+    worker::deliveries::Deliveries,
+    worker::executor::{settle_confirmed, Executor, Handler},
     worker::letters::{LetterExecutor, LetterHandler},
-    worker::prefetch::{Prefetch, Timed},
+    worker::prefetch::Prefetch,
     worker::pull::{Pulled, Puller},
     worker::rate::RateWindow,
 };
+
+pub use deliveries::Held;
 
 /// How long a stopping worker keeps its inbox for messages already sent to its open pull requests.
 const STOP_GRACE: Duration = Duration::from_millis(200);
@@ -536,37 +540,6 @@ fn heartbeat_timer(interval: Duration) -> tokio::time::Interval {
     let mut timer = tokio::time::interval_at(Instant::now() + interval, interval);
     timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     timer
-}
-
-/// What a worker holds for each running delivery: its room and its slot, timed for prefetch.
-pub type Held = Timed<(OwnedSemaphorePermit, OwnedSemaphorePermit)>;
-
-/// How a worker runs each delivery: a task ([`Executor`]) or a dead letter
-/// ([`LetterExecutor`]).
-pub trait Deliveries: Send + Sync + 'static {
-    /// Runs one delivery to the end. The handler is given it before this returns (deliveries
-    /// reach the handler in the order they are passed here).
-    fn execute(self: Arc<Self>, message: Message, held: Held) -> BoxFuture<()>;
-
-    /// Makes every later success ack wait for the server's confirmation (the worker is stopping).
-    fn confirm_acks(&self);
-
-    /// Asks the handler to give back what it holds unstarted ([`Handler::release_unstarted`]).
-    fn release_unstarted(&self) -> BoxFuture<()>;
-}
-
-impl Deliveries for Executor {
-    fn execute(self: Arc<Self>, message: Message, held: Held) -> BoxFuture<()> {
-        Executor::execute(self, message, held)
-    }
-
-    fn confirm_acks(&self) {
-        Executor::confirm_acks(self);
-    }
-
-    fn release_unstarted(&self) -> BoxFuture<()> {
-        Executor::release_unstarted(self)
-    }
 }
 
 /// Resolves, to the stop's deadline, once a stop is requested. A worker whose [`Worker`] handle

@@ -31,7 +31,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::nats::{connection::Connection, topology::Lane};
+use crate::{layout::Lane, nats::connection::Connection};
 
 /// How long one pull request waits at the server for messages.
 pub const PULL_EXPIRY: Duration = Duration::from_secs(1);

@@ -19,8 +19,8 @@ use std::{
 };
 
 use protoqueue::{
-    admin::dead_letters, envelope, worker::executor::BoxFuture, Attempt, Config, Connection,
-    Handler, NewTask, Outcome, Worker,
+    dead_letters::stored as dead_letters, envelope, worker::executor::BoxFuture, Attempt, Config,
+    Connection, Handler, NewTask, Outcome, Worker,
 };
 use tokio::{
     sync::watch,

@@ -27,14 +27,10 @@ pub async fn list(connection: &Connection, limit: usize) -> Result<Vec<StoredDea
     let mut letters = Vec::new();
     let mut next = 1;
     while letters.len() < limit {
-        let request = stream
-            .raw_message_builder()
-            .sequence(next)
-            .next_by_subject(subject.clone());
-        let message = match request.send().await {
-            Ok(message) => message,
-            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => break,
-            Err(err) => return Err(Error::request("reading dead letters", err)),
+        let Some(message) =
+            crate::nats::next_on_subject(&stream, &subject, next, "reading dead letters").await?
+        else {
+            break;
         };
         next = message.sequence + 1;
         match DeadLetter::decode(message.payload) {

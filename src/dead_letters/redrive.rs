@@ -15,20 +15,16 @@
 
 use std::{collections::HashSet, future::Future};
 
-use async_nats::jetstream::{
-    consumer::pull::OrderedConfig,
-    stream::{RawMessageErrorKind, Stream},
-};
+use async_nats::jetstream::{consumer::pull::OrderedConfig, stream::Stream};
 use futures::{stream::FuturesUnordered, StreamExt};
 use prost::Message as _;
 
 use crate::{
-    admin::dead_letters,
+    dead_letters::{stored as dead_letters, write as dead_letter},
     envelope::{DeadLetter, DeadLetterReason},
     error::{Error, Result},
-    nats::connection::Connection,
+    nats::{self, connection::Connection},
     producer::{Outgoing, Publisher},
-    worker::dead_letter,
 };
 
 /// Letters acted on at once.
@@ -303,17 +299,15 @@ async fn letter_left(
     last_seen: u64,
     last_sequence: u64,
 ) -> Result<bool> {
-    let next = letters
-        .raw_message_builder()
-        .sequence(last_seen + 1)
-        .next_by_subject(connection.config().dead_letter_subject())
-        .send()
-        .await;
-    match next {
-        Ok(message) => Ok(message.sequence <= last_sequence),
-        Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(false),
-        Err(err) => Err(Error::nats("reading the dead-letter stream", err)),
-    }
+    let subject = connection.config().dead_letter_subject();
+    let next = nats::next_on_subject(
+        letters,
+        &subject,
+        last_seen + 1,
+        "reading the dead-letter stream",
+    )
+    .await?;
+    Ok(next.is_some_and(|message| message.sequence <= last_sequence))
 }
 
 #[cfg(test)]

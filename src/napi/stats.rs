@@ -1,0 +1,45 @@
+//! Queue statistics as `getStats()` returns them.
+
+use napi_derive::napi;
+
+use crate::admin::stats::Stats;
+
+/// Queue statistics.
+#[napi(object)]
+pub struct NativeStats {
+    pub messages: i64,
+    pub bytes: i64,
+    pub first_sequence: i64,
+    pub last_sequence: i64,
+    pub consumer_count: i64,
+    pub pending: i64,
+    pub in_flight: i64,
+    pub redelivered: i64,
+    pub dead_lettered: i64,
+    pub paused: bool,
+    pub delayed: i64,
+    pub recurring: i64,
+    /// Tasks not yet delivered per priority level, 1 first (`options.priorities`); else empty.
+    pub pending_by_priority: Vec<i64>,
+}
+
+impl From<Stats> for NativeStats {
+    fn from(s: Stats) -> Self {
+        let n = |v: u64| v as i64;
+        NativeStats {
+            messages: n(s.messages),
+            bytes: n(s.bytes),
+            first_sequence: n(s.first_sequence),
+            last_sequence: n(s.last_sequence),
+            consumer_count: n(s.consumer_count),
+            pending: n(s.pending),
+            in_flight: n(s.in_flight),
+            redelivered: n(s.redelivered),
+            dead_lettered: n(s.dead_lettered),
+            paused: s.paused,
+            delayed: n(s.delayed),
+            recurring: n(s.recurring),
+            pending_by_priority: s.pending_by_priority.iter().map(|&v| n(v)).collect(),
+        }
+    }
+}
