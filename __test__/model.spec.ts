@@ -210,20 +210,7 @@ class Real {
       this.rescued.set(key, (this.rescued.get(key) ?? 0) + 1)
       return { success: true }
     }
-    // Seconds after a node of a cluster came back, a consumer may have no leader yet: starting a
-    // worker times out, and the caller tries again.
-    await eventually(
-      'the dead-letter worker to start',
-      () =>
-        letters.processDLQ(handler).then(
-          () => true,
-          (err: ProtoqueueError) => {
-            if (!this.servers.cluster || err.code !== 'ERR_PQ_TIMEOUT') throw err
-            return false
-          },
-        ),
-      60_000,
-    )
+    await letters.processDLQ(handler)
     this.letters = letters
   }
 

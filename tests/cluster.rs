@@ -173,3 +173,48 @@ async fn the_first_batch_with_own_ids_on_a_new_r3_queue_is_stored() {
     assert_eq!(ids.len(), 8);
     connection.close().await;
 }
+
+/// Found by the lifecycle model on a cluster: a worker process started just after the node
+/// leading the workers' consumer was killed failed with `ERR_PQ_TIMEOUT` ("reading consumer …
+/// timed out") while the other two nodes elected a new leader. Opening a queue and its consumer
+/// now waits an election out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_starting_while_its_consumers_leader_is_elected_waits_it_out() {
+    let mut cluster = NatsCluster::start(3).await;
+    let mut config = test_config();
+    config.replicas = 3;
+    let config = Arc::new(config);
+    let first = Connection::open(config.clone(), &cluster.urls())
+        .await
+        .expect("connect to the cluster");
+    let plain = |urls: Vec<String>| async move {
+        let addresses: Vec<async_nats::ServerAddr> = urls
+            .iter()
+            .map(|url| url.parse().expect("a server URL"))
+            .collect();
+        async_nats::jetstream::new(async_nats::connect(addresses).await.expect("connect"))
+    };
+    let all = cluster.nodes.iter().map(|node| node.url()).collect();
+    let info = protoqueue::nats::topology::ensure_consumer(&plain(all).await, &config)
+        .await
+        .expect("the workers' consumer");
+    let leader = info
+        .cluster
+        .and_then(|cluster| cluster.leader)
+        .expect("the consumer has a leader");
+    first.close().await;
+    cluster.node_mut(&leader).kill();
+    let others: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|node| node.name() != leader)
+        .map(|node| node.url())
+        .collect();
+    let starting = Connection::open(config.clone(), &others.join(","))
+        .await
+        .expect("the queue opens while a leader is elected");
+    protoqueue::nats::topology::ensure_consumer(&plain(others).await, &config)
+        .await
+        .expect("the consumer opens while its leader is elected");
+    starting.close().await;
+}
