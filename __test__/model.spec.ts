@@ -129,6 +129,7 @@ class Real {
   /** The queue opened by its names alone, as the command line and the dashboard open it. */
   operator!: Protoqueue<Data>
   private worker?: Child
+  private workers = 0
   /** The dead-letter worker, while one runs. */
   letters?: Protoqueue<Data>
   /** On a cluster: a killed node that is not back yet. */
@@ -184,7 +185,9 @@ class Real {
       NATS_URL: this.servers.url,
       STREAM: this.names.streamName,
       SUBJECT: this.names.subject,
-      OPTIONS: JSON.stringify(this.options),
+      // Every other worker has a shorter ackWait: starting, it lowers the consumer's in two
+      // steps seconds apart, writing the consumer's configuration while pauses and resumes go on.
+      OPTIONS: JSON.stringify({ ...this.options, ackWait: this.workers++ % 2 === 0 ? 5_000 : 4_000 }),
     })
     worker.onLine((line) => {
       const [word, key, attempt, outcome] = line.split(' ')

@@ -343,7 +343,7 @@ pub async fn abandon(connection: &Connection, id: &str, marker: u64, nonce: u64,
             .await
             .map(|_| ())
     } else {
-        delete(connection, marker).await
+        delete(connection, marker).await.map(|_| ())
     };
     if let Err(err) = result {
         tracing::debug!(%id, "the marker of an unconfirmed task was not settled ({err}); it goes stale after enqueueTimeout");
@@ -455,13 +455,11 @@ async fn read(connection: &Connection, subject: &str) -> Result<Option<(u64, Opt
     }
 }
 
-async fn delete(connection: &Connection, sequence: u64) -> Result<()> {
-    let stream = index_stream(connection).await?;
-    stream
-        .delete_message(sequence)
-        .await
-        .map_err(|e| Error::nats("removing an id marker", e))?;
-    Ok(())
+/// Removes the marker stored at `sequence`; `false` when it was gone already (replaced by a
+/// newer marker of its id, or removed by another worker).
+async fn delete(connection: &Connection, sequence: u64) -> Result<bool> {
+    let stream = connection.config().id_index_stream();
+    crate::nats::delete_message(&connection.jetstream, &stream, sequence).await
 }
 
 /// Removes the marker of the task with `id` that was stored at `sequence` and is now acked or
@@ -471,14 +469,17 @@ async fn delete(connection: &Connection, sequence: u64) -> Result<()> {
 pub async fn release(connection: &Connection, id: &str, sequence: u64, fired: bool) {
     let subject = subject(connection.config(), id);
     let result = async {
-        match read(connection, &subject).await? {
-            Some((marker, Some(Marker::Stored(stored)))) if stored == sequence => {
-                delete(connection, marker).await?;
+        // The first worker's pointing of a fired task's marker ([`fired`]) may replace the
+        // marker between the read and the removal: then the new one is read and removed.
+        for _ in 0..3 {
+            let marker = match read(connection, &subject).await? {
+                Some((marker, Some(Marker::Stored(stored)))) if stored == sequence => marker,
+                Some((marker, Some(Marker::Scheduled(_)))) if fired => marker,
+                _ => return Ok(()),
+            };
+            if delete(connection, marker).await? {
+                return Ok(());
             }
-            Some((marker, Some(Marker::Scheduled(_)))) if fired => {
-                delete(connection, marker).await?;
-            }
-            _ => {}
         }
         Ok::<_, Error>(())
     }
