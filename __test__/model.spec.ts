@@ -398,13 +398,14 @@ class Purge implements Cmd {
   }
   async run(model: Model, real: Real): Promise<void> {
     await real.steady()
-    const now = Date.now()
     // (Not `purged += await …`: that reads `purged` before the call, and overlapping purges
     // would overwrite each other's counts.)
     const purged = await real.by(this.via).purge()
     model.purged += purged
+    // A delayed task that fired while the purge ran may have been waiting when it looked.
+    const end = Date.now()
     for (const task of model.tasks) {
-      if (task.fate !== 'dropped' && !task.settled && task.dueAt <= now + 50) task.purgeable = true
+      if (task.fate !== 'dropped' && !task.settled && task.dueAt <= end + 50) task.purgeable = true
     }
   }
   toString(): string {
