@@ -23,7 +23,11 @@ import { Child, fixture } from './helpers/child'
 import { NatsCluster, NatsServer, uniqueQueue } from './helpers/nats'
 import { eventually } from './helpers/wait'
 
-type Behaviour = 'ok' | 'fail' | 'reject'
+/** `slow` succeeds after 2 s: its task holds its id while it runs. */
+type Behaviour = 'ok' | 'slow' | 'fail' | 'reject'
+const succeeds = (behaviour: Behaviour) => behaviour === 'ok' || behaviour === 'slow'
+/** How long a `slow` handler surely still runs after its start was seen. */
+const SLOW_RUNNING_MS = 1_200
 
 /** What a task of the model does when handled; its key is unique to one enqueue call. */
 interface Data {
@@ -49,8 +53,10 @@ interface Known {
   /** Due at (ms since the epoch). */
   dueAt: number
   cancelled: boolean
-  /** Requeued since it last reached its place. */
+  /** Requeued (all told). */
   requeued: number
+  /** `requeued` when it was last known in its final place. */
+  requeuedWhenSettled?: number
   /** May have been removed by a purge (it could have been waiting then). */
   purgeable: boolean
   /** Known to be in its final place at the last quiescent point. */
@@ -81,6 +87,8 @@ class Model {
   readonly tasks: Known[] = []
   paused = false
   purged = 0
+  /** When the server (a node) was last killed. */
+  crashedAt = 0
   private counter = 0
 
   /** A `resume()` that began `at` ended the pause: what was enqueued during it ran after. */
@@ -99,17 +107,25 @@ class Model {
     return [...this.tasks].reverse().find((task) => task.spec.id === id && task.fate !== 'dropped')
   }
 
-  /** What enqueueing `id` now must do: store, drop (taken), or either (not known). */
-  fateOf(id: string | undefined): Known['fate'] {
+  /**
+   * What enqueueing `id` now must do: store, drop (taken), or either (not known). `startedAt`
+   * says when a handler call of a task was last seen starting.
+   */
+  fateOf(id: string | undefined, startedAt: (key: string) => number | undefined): Known['fate'] {
     if (id === undefined) return 'stored'
     const holder = this.holderOf(id)
     if (!holder) return 'stored'
     if (holder.cancelled) return 'stored'
-    if (holder.settled && holder.requeued === 0) return 'stored'
+    // In its final place (a letter holds no id), and no requeue may have stored it again since.
+    if (holder.settled && holder.requeued === holder.requeuedWhenSettled) return 'stored'
+    // A slow handler seen starting moments ago still runs (or, its worker killed, its task
+    // waits out ackWait): stored, so it holds the id — also when it was a delayed task that fired.
+    const started = startedAt(holder.key)
+    if (holder.fate === 'stored' && holder.spec.behaviour === 'slow' && started !== undefined && Date.now() - started < SLOW_RUNNING_MS) return 'dropped'
     // A delayed task not yet due holds its id for sure (unless purged, which needs it due).
     if (holder.fate === 'stored' && holder.dueAt > Date.now() + 2_000) return 'dropped'
-    // Enqueued behind a pause that still holds, nothing purged since: waiting, so held.
-    if (holder.fate === 'stored' && this.paused && holder.enqueuedPaused && !holder.purgeable && holder.dueAt <= Date.now()) return 'dropped'
+    // Enqueued behind a pause that still holds (no resume since), nothing purged since: waiting, so held.
+    if (holder.fate === 'stored' && this.paused && holder.enqueuedPaused && holder.heldUntil === undefined && !holder.purgeable && holder.dueAt <= Date.now()) return 'dropped'
     return 'either'
   }
 }
@@ -267,6 +283,12 @@ class Real {
     await this.queue.disconnect()
   }
 
+  /** When a handler call of the task `key` was last seen starting. */
+  startedAt(key: string): number | undefined {
+    for (let i = this.handled.length - 1; i >= 0; i--) if (this.handled[i].key === key) return this.handled[i].at
+    return undefined
+  }
+
   /** The object an operation goes through. */
   by(via: Via): Protoqueue<Data> {
     return via === 'operator' ? this.operator : this.queue
@@ -321,9 +343,12 @@ class Enqueue implements Cmd {
     const fates = made.map(({ spec }) => {
       if (spec.id !== undefined && seen.has(spec.id)) return 'dropped' as const
       if (spec.id !== undefined) seen.add(spec.id)
-      return model.fateOf(spec.id)
+      return model.fateOf(spec.id, (key) => real.startedAt(key))
     })
     const duringOutage = real.outage !== undefined
+    // A kill -9 can lose confirmed marker writes: a resurrected pending marker holds its id, and
+    // enqueues of it wait until `enqueueTimeout` and reject, for up to 35 s (README, own ids).
+    const afterCrash = this.specs.some((spec) => spec.id !== undefined) && Date.now() - model.crashedAt < 35_000
     let ids: string[]
     try {
       ids = this.batch
@@ -332,7 +357,7 @@ class Enqueue implements Cmd {
     } catch (err) {
       // A node of the cluster is down: an enqueue may give up (ERR_PQ_TIMEOUT) while its task
       // was stored after all. Then each task of the call may or may not be stored.
-      if (!duringOutage) throw err
+      if (!duringOutage && !(afterCrash && (err as ProtoqueueError).code === 'ERR_PQ_TIMEOUT')) throw err
       for (const { key, spec } of made) remember(model, key, spec, 'either')
       for (const task of model.tasks.slice(-made.length)) task.mayRepeat = true
       return
@@ -380,7 +405,7 @@ class Requeue implements Cmd {
     // Letters keep coming while workers run: every task that may be a letter now may be requeued.
     await real.by(this.via).requeueDeadLetters(this.id === undefined ? {} : { ids: [this.id] })
     for (const known of model.tasks) {
-      if (known.spec.behaviour === 'ok' || known.fate === 'dropped') continue
+      if (succeeds(known.spec.behaviour) || known.fate === 'dropped') continue
       if (this.id !== undefined && known.spec.id !== this.id) continue
       known.requeued += 1
       known.settled = false
@@ -458,15 +483,56 @@ class Cancel implements Cmd {
     if (!cancelled) return
     // Only a task stored with a delay has a schedule to remove: the one holding the id if the
     // model knows it stored, else one whose enqueue may have been stored.
+    // A settled one ran already: it has no schedule left.
     const candidates = model.tasks.filter(
-      (task) => task.spec.id === this.id && (task.spec.delay ?? 0) > 0 && !task.cancelled && task.fate !== 'dropped',
+      (task) => task.spec.id === this.id && (task.spec.delay ?? 0) > 0 && !task.cancelled && !task.settled && task.fate !== 'dropped',
     )
-    const delayed = candidates.find((task) => task.fate === 'stored') ?? candidates.at(-1)
+    const delayed = candidates.filter((task) => task.fate === 'stored').at(-1) ?? candidates.at(-1)
     assert.ok(delayed, `cancel(${this.id}) found a delayed task the model does not know`)
     delayed.cancelled = true
   }
   toString(): string {
     return `cancel(${this.id})${byName(this.via)}`
+  }
+}
+
+/**
+ * Enqueues a slow task with `id` (delayed or not), waits (up to 3 s) for its handler to start,
+ * then enqueues the id again: taken while it runs, also when it was a delayed task that fired.
+ */
+class ReuseWhileRunning implements Cmd {
+  constructor(
+    readonly id: string,
+    readonly delay: number,
+  ) {}
+  check(): boolean {
+    return true
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const slow: Spec = { behaviour: 'slow', id: this.id, maxRetries: 0, ...(this.delay > 0 ? { delay: this.delay } : {}) }
+    await new Enqueue([slow], false).run(model, real)
+    const key = model.tasks.at(-1)?.key ?? ''
+    const deadline = Date.now() + 3_000
+    while (real.startedAt(key) === undefined && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    if (real.startedAt(key) === undefined) return
+    await new Enqueue([{ behaviour: 'ok', id: this.id, maxRetries: 0 }], false).run(model, real)
+  }
+  toString(): string {
+    return `enqueue slow ${this.id}${this.delay > 0 ? ` (delay ${this.delay})` : ''}, again while it runs`
+  }
+}
+
+/** Lets time pass: delayed tasks fire, handlers run (while paused, nothing is delivered). */
+class Wait implements Cmd {
+  constructor(readonly ms: number) {}
+  check(): boolean {
+    return true
+  }
+  async run(): Promise<void> {
+    await new Promise((resolve) => setTimeout(resolve, this.ms))
+  }
+  toString(): string {
+    return `wait(${this.ms})`
   }
 }
 
@@ -490,6 +556,7 @@ class Crash implements Cmd {
   }
   async run(model: Model, real: Real): Promise<void> {
     for (const task of model.tasks) if (!task.settled) task.mayRepeat = true
+    model.crashedAt = Date.now()
     await real.crash()
   }
   toString(): string {
@@ -589,7 +656,7 @@ async function verify(model: Model, real: Real): Promise<void> {
       task.fate = 'dropped'
       continue
     }
-    if (task.spec.behaviour === 'ok') {
+    if (succeeds(task.spec.behaviour)) {
       const successes = ran.length
       assert.equal(letterCount, 0, `a task that succeeds was dead-lettered: ${where}`)
       if (successes === 0) {
@@ -615,6 +682,7 @@ async function verify(model: Model, real: Real): Promise<void> {
       assert.ok(ran.length <= attempts * (task.requeued + 1) + stalls, `ran more often than allowed: ${where}`)
     }
     task.settled = true
+    task.requeuedWhenSettled = task.requeued
   }
   assert.ok(missing <= model.purged, `${missing} tasks missing, ${model.purged} purged`)
   const stats = await real.queue.getStats()
@@ -625,7 +693,7 @@ async function verify(model: Model, real: Real): Promise<void> {
 function commands(priorities: boolean) {
   const spec: fc.Arbitrary<Spec> = fc.record(
     {
-      behaviour: fc.constantFrom<Behaviour>('ok', 'ok', 'fail', 'reject'),
+      behaviour: fc.constantFrom<Behaviour>('ok', 'ok', 'slow', 'fail', 'reject'),
       id: fc.constantFrom(...IDS),
       maxRetries: fc.constantFrom<0 | 1>(0, 1),
       delay: fc.integer({ min: 0, max: 1_500 }),
@@ -655,6 +723,8 @@ function commands(priorities: boolean) {
         via,
       )
       .map(([first, other, by]) => new Overlap([new Purge(first), other(by)])),
+    fc.integer({ min: 100, max: 1_500 }).map((ms) => new Wait(ms)),
+    fc.tuple(fc.constantFrom(...IDS), fc.constantFrom(0, 200)).map(([id, delay]) => new ReuseWhileRunning(id, delay)),
     fc.constant(new Crash()),
     fc.constant(new KillWorker()),
     fc.constant(new DeadLetterWorker()),

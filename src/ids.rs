@@ -177,8 +177,16 @@ pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Resu
         match write(connection, &subject, expected, pending).await? {
             Ok(marker) => return Ok(Claim::Ours { marker, nonce }),
             Err(Refused::NoStream) if !created => {
-                ensure_stream(connection).await?;
-                created = true;
+                match ensure_stream(connection).await? {
+                    Ensured::Ready => created = true,
+                    // A node of the cluster is down or not current yet: try again shortly.
+                    Ensured::NotYet(err) if Instant::now() + pause <= deadline => {
+                        tracing::debug!(%id, "the id index stream waits for its servers: {err}");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(PENDING_POLL.1);
+                    }
+                    Ensured::NotYet(err) => return Err(err),
+                }
                 continue;
             }
             // Just created: on a cluster it answers once its leader is elected.
@@ -497,19 +505,35 @@ async fn index_stream(connection: &Connection) -> Result<jetstream::stream::Stre
         .map_err(|e| Error::nats("opening the id index stream", e))
 }
 
+/// What creating the id index stream came to.
+enum Ensured {
+    Ready,
+    /// Not now: its replicas cannot be placed (a server of the cluster is down or not current:
+    /// a new R3 stream needs all three) or the cluster did not answer in time.
+    NotYet(Error),
+}
+
 /// Creates the id index stream if it is missing. Claims of one batch create it together: on a
 /// cluster all but one of those creates may fail while the first is under way, so a failed
 /// create is fine once the stream is there.
-async fn ensure_stream(connection: &Connection) -> Result<()> {
+async fn ensure_stream(connection: &Connection) -> Result<Ensured> {
+    use async_nats::jetstream::{context::CreateStreamErrorKind, ErrorCode};
     let config = stream_config(connection.config());
     let name = config.name.clone();
     let created = connection.jetstream.get_or_create_stream(config).await;
-    match created {
-        Ok(_) => Ok(()),
-        Err(err) => match connection.jetstream.get_stream(&name).await {
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::nats("creating the id index stream", err)),
-        },
+    let Err(err) = created else {
+        return Ok(Ensured::Ready);
+    };
+    if connection.jetstream.get_stream(&name).await.is_ok() {
+        return Ok(Ensured::Ready);
+    }
+    let no_peers = matches!(err.kind(), CreateStreamErrorKind::JetStream(server)
+        if server.error_code() == ErrorCode::CLUSTER_NO_PEERS);
+    let err = Error::nats("creating the id index stream", err);
+    if no_peers || matches!(err, Error::Timeout { .. }) {
+        Ok(Ensured::NotYet(err))
+    } else {
+        Err(err)
     }
 }
 

@@ -218,3 +218,41 @@ async fn a_worker_starting_while_its_consumers_leader_is_elected_waits_it_out() 
         .expect("the consumer opens while its leader is elected");
     starting.close().await;
 }
+
+/// Found by the lifecycle model on a cluster: the first enqueue with an own id creates the id
+/// index stream, and a new R3 stream cannot be placed while a node is down or not current yet;
+/// the enqueue failed at once (`no suitable peers`). It now tries again until `enqueueTimeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_own_id_enqueue_waits_for_a_node_that_comes_back() {
+    let mut cluster = NatsCluster::start(3).await;
+    let mut config = test_config();
+    config.replicas = 3;
+    let config = Arc::new(config);
+    let connection = Connection::open(config.clone(), &cluster.urls())
+        .await
+        .expect("connect to the cluster");
+    let down = cluster.nodes[2].name().to_owned();
+    cluster.node_mut(&down).kill();
+    let enqueued = tokio::spawn({
+        let connection = connection.clone();
+        async move {
+            lifecycle::enqueue(
+                &connection,
+                protoqueue::NewTask {
+                    id: Some("order-1".into()),
+                    ..task("{}")
+                },
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.node_mut(&down).restart().await;
+    let id = tokio::time::timeout(Duration::from_secs(60), enqueued)
+        .await
+        .expect("the enqueue settles")
+        .expect("the enqueue task does not panic")
+        .expect("the enqueue waits for the node and stores the task");
+    assert_eq!(id, "order-1");
+    connection.close().await;
+}
