@@ -514,6 +514,59 @@ async fn a_purge_of_a_paused_queue_holds_resume_off_and_keeps_the_pause() {
     queue.disconnect().await;
 }
 
+/// Found by the lifecycle model: a `resume()` landing between a purge's read of the user's pause
+/// and its own pause was undone when that purge gave back the pause it had read. Here the purge's
+/// steps are played by hand around a real `resume()`, as that purge would take them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_just_after_a_purge_read_the_pause_is_not_undone_by_it() {
+    let server = NatsServer::start().await;
+    let (queue, _) = failing_queue(&server).await;
+    queue.pause().await.expect("pause");
+    let js = jetstream(&server).await;
+    let stream = js
+        .get_stream(&queue.config().stream_name)
+        .await
+        .expect("stream");
+    let consumer = protoqueue::config::CONSUMER_NAME;
+    let read = stream.consumer_info(consumer).await.expect("info");
+    let found = read.config.pause_until.expect("paused");
+    let purge = tokio::spawn({
+        let stream = stream.clone();
+        async move {
+            // It read `found`; the resume lands now; then it holds its own pause, deletes, and
+            // gives back what it read.
+            loop {
+                let info = stream.consumer_info(consumer).await.expect("info");
+                if !info.paused {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            // A purge's mark: a millisecond of 2200-01-01.
+            let mark =
+                async_nats::datetime::from_nanos(7_258_118_400_042 * 1_000_000).expect("mark");
+            stream.pause_consumer(consumer, mark).await.expect("hold");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            stream
+                .pause_consumer(consumer, found)
+                .await
+                .expect("give back");
+        }
+    });
+    queue.resume().await.expect("resume");
+    purge.await.expect("the purge's steps");
+    eventually("the queue resumed", SOON, || async {
+        (!queue.stats().await.ok()?.paused).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !queue.stats().await.expect("stats").paused,
+        "the resume stays"
+    );
+    queue.disconnect().await;
+}
+
 /// Messages in the queue's id index (one marker per id held).
 async fn markers(server: &NatsServer, queue: &Queue) -> u64 {
     let js = jetstream(server).await;

@@ -69,25 +69,63 @@ pub async fn resume(connection: &Connection) -> Result<()> {
     // subject tree those of its parts.
     let consumers = task_consumers(connection, &stream).await?;
     let deadline = tokio::time::Instant::now() + PURGE_WAIT;
-    for consumer in &consumers {
-        while purge_holds(&stream, consumer).await? {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    consumer,
-                    "a purge still holds the queue paused; resuming anyway"
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    // The pause each consumer had when it was resumed.
+    let mut cleared = Vec::new();
     for consumer in consumers {
+        let until = wait_for_purges(&stream, &consumer, deadline).await?;
         stream
             .resume_consumer(&consumer)
             .await
             .map_err(|err| pause_error("resuming the queue", err))?;
+        cleared.push((consumer, until));
+    }
+    // A purge of the paused queue that read the pause just before it was resumed holds the
+    // consumer under its own pause a moment later, and gives back the pause it read when it is
+    // done, undoing this resume: look again once such a purge would have begun, and resume what
+    // it gave back. (The server offers no compare-and-set; the window left is a purge whose
+    // read and write of the pause lie further apart than `LATE_PURGE`.)
+    tokio::time::sleep(LATE_PURGE).await;
+    for (consumer, until) in cleared {
+        let Some(until) = until else { continue };
+        let now = wait_for_purges(&stream, &consumer, deadline).await?;
+        if now == Some(until) {
+            stream
+                .resume_consumer(&consumer)
+                .await
+                .map_err(|err| pause_error("resuming the queue", err))?;
+        }
     }
     Ok(())
+}
+
+/// How long after a resume a purge that read the pause before it may still pause the consumer.
+const LATE_PURGE: Duration = Duration::from_millis(250);
+
+/// Waits (until `deadline`) while a purge holds `consumer` paused; the pause it has then.
+async fn wait_for_purges(
+    stream: &Stream,
+    consumer: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Option<async_nats::datetime::DateTime>> {
+    loop {
+        let until = match stream.consumer_info(consumer).await {
+            Ok(info) if info.paused => info.config.pause_until,
+            Ok(_) => None,
+            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => None,
+            Err(err) => return Err(Error::nats("reading the queue's consumer", err)),
+        };
+        if !until.is_some_and(is_purge_mark) {
+            return Ok(until);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                consumer,
+                "a purge still holds the queue paused; resuming anyway"
+            );
+            return Ok(until);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Whether a purge holds `consumer` paused ([`PURGE_MARK`]).
