@@ -1,5 +1,5 @@
-//! Reading dead letters against a real nats-server, at a cost that does not grow with what is
-//! stored: the JetStream API requests a call makes (and the bytes of the replies)
+//! Reading dead letters and statistics against a real nats-server, at a cost that does not grow
+//! with what is stored: the JetStream API requests a call makes (and the bytes of the replies)
 //! are counted by a second client of the same server ([`ApiTraffic`]).
 
 mod common;
@@ -13,7 +13,7 @@ use prost::Message as _;
 use protoqueue::{
     dead_letters::stored::{self as dead_letters, Filter},
     envelope::{DeadLetter, DeadLetterReason, Task},
-    Config, Queue,
+    Config, NewTask, Queue,
 };
 
 /// Letters stored for the tests that count requests: far more than the few requests a read
@@ -294,5 +294,119 @@ async fn letters_on_a_stream_made_by_another_tool_are_read_among_its_other_messa
         .await
         .unwrap();
     assert!(queue.dead_letters(100).await.expect("empty").is_empty());
+    queue.disconnect().await;
+}
+
+/// Enqueues one task on each of `n` distinct subjects of `config`'s tree (with `priority`, if
+/// any) and waits until they are stored.
+async fn fill_tree(queue: &Queue, config: &Config, n: usize, priority: Option<u8>) {
+    let tasks: Vec<NewTask> = (0..n)
+        .map(|i| NewTask {
+            subject: Some(format!("{}.part{i}", config.subject)),
+            priority,
+            ..task("{}")
+        })
+        .collect();
+    for chunk in tasks.chunks(500) {
+        queue.enqueue_batch(chunk.to_vec()).await.expect("enqueue");
+    }
+}
+
+/// Reads the stats of `queue` while watching: its traffic, after a first read (warm).
+async fn stats_traffic(queue: &Queue, server: &NatsServer) -> (protoqueue::Stats, Traffic) {
+    queue.stats().await.expect("stats");
+    let mut traffic = ApiTraffic::watch(server).await;
+    let stats = queue.stats().await.expect("stats");
+    (stats, traffic.take().await)
+}
+
+/// A subject-tree queue with `options` on: stats of a tree with few subjects and one with many
+/// cost the same requests and (about) the same reply bytes.
+async fn tree_stats_do_not_grow_with_subjects(schedules: bool, priorities: bool) {
+    let server = NatsServer::start().await;
+    let mut costs = Vec::new();
+    for subjects in [5, 1_500] {
+        let (stream, subject) = unique_names();
+        let mut config = Config::new(stream, format!("{subject}.>")).expect("config");
+        config.schedules = schedules;
+        config.priorities = priorities;
+        let queue = queue(&server, config.clone()).await;
+        fill_tree(&queue, &config, subjects, None).await;
+        if priorities {
+            fill_tree(&queue, &config, subjects, Some(2)).await;
+        }
+        let (stats, seen) = stats_traffic(&queue, &server).await;
+        let levels = if priorities { 2 } else { 1 };
+        assert_eq!(stats.messages, (subjects * levels) as u64, "{stats:?}");
+        assert_eq!(stats.pending, (subjects * levels) as u64, "{stats:?}");
+        assert_eq!(stats.delayed, 0);
+        if priorities {
+            assert_eq!(stats.pending_by_priority[1], subjects as u64);
+            assert_eq!(stats.pending_by_priority[4], subjects as u64);
+        }
+        costs.push(seen);
+        queue.disconnect().await;
+    }
+    let (few, many) = (&costs[0], &costs[1]);
+    assert_eq!(
+        few.requests.len(),
+        many.requests.len(),
+        "requests: {:?} then {:?}",
+        few.requests,
+        many.requests
+    );
+    // Listing the subjects costs ~25 bytes per subject: ~37 KB more for the larger tree.
+    assert!(
+        many.reply_bytes < few.reply_bytes + 2_000,
+        "stats of a tree of 5 subjects: {} reply bytes; of 1,500: {}",
+        few.reply_bytes,
+        many.reply_bytes
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_of_a_tree_with_schedules_do_not_grow_with_its_subjects() {
+    tree_stats_do_not_grow_with_subjects(true, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_of_a_tree_with_priorities_do_not_grow_with_its_subjects() {
+    tree_stats_do_not_grow_with_subjects(false, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_of_a_tree_whose_stream_has_no_direct_gets_still_count_right() {
+    // A task stream made before streams allowed direct gets (or by another tool): counting
+    // falls back to listing the subjects, with the same numbers.
+    let server = NatsServer::start().await;
+    let (stream, subject) = unique_names();
+    let mut config = Config::new(stream, format!("{subject}.>")).expect("config");
+    config.schedules = true;
+    config.priorities = true;
+    let mut made = protoqueue::nats::topology::task_stream_config(&config);
+    made.allow_direct = false;
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    jetstream::new(client)
+        .create_stream(made)
+        .await
+        .expect("create");
+    let queue = queue(&server, config.clone()).await;
+    fill_tree(&queue, &config, 30, None).await;
+    fill_tree(&queue, &config, 20, Some(1)).await;
+    queue
+        .enqueue(NewTask {
+            run_at: Some(protoqueue::envelope::now_ms() + 3_600_000),
+            ..task("{}")
+        })
+        .await
+        .expect("a delayed task");
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!(
+        (stats.messages, stats.pending, stats.delayed),
+        (50, 50, 1),
+        "{stats:?}"
+    );
+    assert_eq!(stats.pending_by_priority[0], 20);
+    assert_eq!(stats.pending_by_priority[4], 30);
     queue.disconnect().await;
 }
