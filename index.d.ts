@@ -613,7 +613,10 @@ export interface DeadLetter<T = unknown> {
   sequence: number
 }
 
-/** Which dead letters `requeueDeadLetters` and `purgeDeadLetters` act on: all when empty. */
+/**
+ * Which dead letters `requeueDeadLetters` and `purgeDeadLetters` act on, and `getDeadLetters`
+ * reads: all when empty.
+ */
 export interface DeadLetterFilter {
   /**
    * Only the letters stored at these sequences (`DeadLetter.sequence`): one letter each, read
@@ -869,8 +872,15 @@ export declare class Protoqueue<T = unknown> {
   /**
    * Reads (without removing) up to `limit` dead letters (default 100, an integer from 1 to
    * 10,000,000, else `ERR_PQ_INVALID_CONFIG`), oldest first.
+   *
+   * With `filter`, only the letters it picks: `{ ids: [taskId] }` finds the letters of a task
+   * (one per time it was dead-lettered), `{ reason }` those of one reason, `{ sequences }` reads
+   * the named letters directly. The filter's `limit` is not taken here (`ERR_PQ_INVALID_CONFIG`):
+   * `limit` is. Letters are read in one pass over the dead-letter stream (a few requests per
+   * thousand letters), keeping only those returned; finding a task id reads every stored letter
+   * once.
    */
-  getDeadLetters(limit?: number): Promise<Array<DeadLetter<T>>>
+  getDeadLetters(limit?: number, filter?: Omit<DeadLetterFilter, 'limit'>): Promise<Array<DeadLetter<T>>>
   /**
    * Reads (without removing) the dead letter whose `sequence` is given (an integer >= 1, else
    * `ERR_PQ_INVALID_CONFIG`); resolves to `undefined` when there is none (removed or never stored).

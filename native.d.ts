@@ -79,8 +79,11 @@ export declare class NativeQueue {
   complete(run: number, succeeded: Uint32Array, failed: Array<NativeFailure>, started?: Uint32Array | undefined | null): void
   /** Reads queue statistics from the server. */
   stats(): Promise<NativeStats>
-  /** Reads (without removing) up to `limit` dead letters, oldest first. */
-  deadLetters(limit: number): Promise<Array<NativeDeadLetter>>
+  /**
+   * Reads (without removing) up to `limit` dead letters, oldest first; with `filter`
+   * (checked by the shim, without its own limit), only those it picks.
+   */
+  deadLetters(limit: number, filter?: NativeLetterFilter | undefined | null): Promise<Array<NativeDeadLetter>>
   /**
    * Reads (without removing) the dead letter at `sequence` (an integer >= 1, checked by the
    * shim), if there is one.

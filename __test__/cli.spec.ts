@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 
+import { connect as natsConnect } from '@nats-io/transport-node'
 import { Protoqueue } from 'protoqueue'
 
 import { freePort, NatsServer, uniqueQueue } from './helpers/nats'
@@ -375,6 +376,45 @@ describe('commands', () => {
     expectExit(byId, 0)
     assert.match(byId.stdout, /"n": 2/)
     expectExit(await cli(['dlq', 'show', '999999', ...flags]), 1)
+    await queue.disconnect()
+  })
+
+  test('dlq show <task id> among many letters: a few requests more than by sequence, not one per letter', async () => {
+    const count = 300
+    const { names, flags } = queueFlags()
+    const queue = new Protoqueue<{ n: number }>({ ...names, options: { batchSize: 32 } })
+    await queue.connect(server.url)
+    await queue.process(async () => ({ success: false, error: 'down', retry: false }))
+    await queue.enqueueBatch(Array.from({ length: count }, (_, n) => ({ data: { n } })))
+    await eventually('every task dead-lettered', async () => (await queue.getStats()).deadLettered === count, 60_000)
+    const letters = await queue.getDeadLetters(count)
+    const oldest = letters[0]
+    const newest = letters[count - 1]
+    // Every JetStream API request the CLI makes, seen by another client of the server.
+    const watcher = await natsConnect({ servers: server.url })
+    const seen: string[] = []
+    const watching = watcher.subscribe('$JS.API.>', { callback: (_err, msg) => void seen.push(msg.subject) })
+    await watcher.flush()
+    const requestsOf = async (args: string[]) => {
+      const before = seen.length
+      const run = await cli([...args, '--json', ...flags])
+      await watcher.flush()
+      return { run, requests: seen.slice(before) }
+    }
+    const bySequence = await requestsOf(['dlq', 'show', String(newest.sequence)])
+    expectExit(bySequence.run, 0)
+    for (const wanted of [oldest, newest]) {
+      const byId = await requestsOf(['dlq', 'show', wanted.task!.id])
+      expectExit(byId.run, 0)
+      assert.equal(JSON.parse(byId.run.stdout).sequence, wanted.sequence)
+      // Reading every letter one by one took `count` requests more.
+      assert.ok(byId.requests.length <= bySequence.requests.length + 10, `by id: ${byId.requests.length} requests (${byId.requests.join(' ')}); by sequence: ${bySequence.requests.length}`)
+    }
+    const missing = await requestsOf(['dlq', 'show', 'no-such-task'])
+    expectExit(missing.run, 1)
+    assert.ok(missing.requests.length <= bySequence.requests.length + 10, `${missing.requests.length} requests`)
+    watching.unsubscribe()
+    await watcher.close()
     await queue.disconnect()
   })
 

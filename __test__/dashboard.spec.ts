@@ -317,6 +317,57 @@ describe('the HTTP API', () => {
     }
   })
 
+  test('sampling a queue over a large subject tree costs what sampling a small one does: no listing of its subjects every second', async () => {
+    // A server of its own: the dashboard samples every queue on it.
+    const own = await NatsServer.start()
+    const names = uniqueQueue('tree')
+    const queue = new Protoqueue({ url: own.url, streamName: names.streamName, subject: `${names.subject}.>`, options: { schedules: true } })
+    await queue.connect()
+    const routed = (from: number, n: number) => Array.from({ length: n }, (_, i) => ({ data: {}, subject: `${names.subject}.part${from + i}` }))
+    await queue.enqueueBatch(routed(0, 5))
+    const watcher = await natsConnect({ servers: own.url })
+    let samples = 0
+    let replyBytes = 0
+    const dlqInfo = `$JS.API.STREAM.INFO.${names.streamName}_DLQ`
+    // One dead-letter stream info per sample of the queue (getStats).
+    watcher.subscribe('$JS.API.>', {
+      callback: (_err, msg) => {
+        if (msg.subject === dlqInfo) samples++
+      },
+    })
+    watcher.subscribe('_INBOX.>', {
+      callback: (_err, msg) => {
+        replyBytes += msg.data.length
+      },
+    })
+    await watcher.flush()
+    const board = await dashboard({ connection: { url: own.url }, port: 0, interval: 100 })
+    /** Reply bytes per sample over the next `n` samples. */
+    const perSample = async (n: number) => {
+      await watcher.flush()
+      const [fromSamples, fromBytes] = [samples, replyBytes]
+      await eventually(`${n} samples`, () => samples - fromSamples >= n, 30_000)
+      await watcher.flush()
+      return (replyBytes - fromBytes) / (samples - fromSamples)
+    }
+    try {
+      const small = await perSample(10)
+      for (let from = 5; from < 1_505; from += 500) await queue.enqueueBatch(routed(from, 500))
+      await eventually('the dashboard counts the tasks', async () => {
+        const overview = await (await fetch(`${board.url}api/overview`)).json()
+        return overview.queues[0]?.stats?.messages === 1_505
+      })
+      const large = await perSample(10)
+      // Listing 1,500 subjects adds ~30 KB to every sample.
+      assert.ok(large < small * 1.5 + 2_000, `${Math.round(small)} reply bytes per sample with 5 subjects, ${Math.round(large)} with 1,505`)
+    } finally {
+      await board.close()
+      await watcher.close()
+      await queue.disconnect()
+      await own.stop()
+    }
+  })
+
   test('credentials in the URL are never shown', async () => {
     const secured = await NatsServer.startWithConfig('authorization { user: dash, password: "pa55-w0rd-secret" }\njetstream {}')
     try {

@@ -240,6 +240,28 @@ describe('the other methods', () => {
       }))
   }
 
+  for (const [name, filter] of [
+    ['a filter with its own limit (the limit is the first argument)', { limit: 2 }],
+    ['a filter with an unknown key', { id: 'x' }],
+    ['a filter with ids that are not an array', { ids: 'x' }],
+    ['a filter with a key set to undefined', { ids: undefined }],
+    ['a filter with an unknown reason', { reason: 'bored' }],
+    ['a filter with sequence 0', { sequences: [0] }],
+    ['a string filter', 'x'],
+    ['a Proxy filter that throws', throwingProxy()],
+  ] as Array<[string, unknown]>) {
+    test(`getDeadLetters(10, ${name}) rejects with ERR_PQ_INVALID_CONFIG`, () =>
+      withQueue(async (queue) => {
+        await rejects(`getDeadLetters(10, ${name})`, () => queue.getDeadLetters(10, filter as object), 'ERR_PQ_INVALID_CONFIG')
+      }))
+  }
+
+  test('requeueDeadLetters and purgeDeadLetters of a Proxy filter that throws reject with ERR_PQ_INVALID_CONFIG', () =>
+    withQueue(async (queue) => {
+      await rejects('requeueDeadLetters(Proxy)', () => queue.requeueDeadLetters(throwingProxy()), 'ERR_PQ_INVALID_CONFIG')
+      await rejects('purgeDeadLetters(Proxy)', () => queue.purgeDeadLetters(throwingProxy()), 'ERR_PQ_INVALID_CONFIG')
+    }))
+
   test('valid frozen tasks, and data with toJSON or undefined values, are accepted', () =>
     withQueue(async (queue) => {
       const ids = await queue.enqueueBatch([

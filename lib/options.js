@@ -162,7 +162,13 @@ function letterFilter(filter, method) {
   // A key set to undefined is a variable that was not set, not "every letter": refused, so a bug
   // never widens a purge to the whole dead-letter stream.
   if (typeof filter === 'object') {
-    for (const [key, value] of Object.entries(filter)) {
+    let entries
+    try {
+      entries = Object.entries(filter)
+    } catch (err) {
+      fail(`filter could not be read: ${messageOf(err)}`)
+    }
+    for (const [key, value] of entries) {
       if (value === undefined || value === null) fail(`filter.${key} is ${value}; leave the key out to not filter by it`)
     }
   }

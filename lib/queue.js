@@ -285,15 +285,21 @@ class Protoqueue {
   }
 
   /**
-   * Reads (without removing) up to `limit` dead letters, oldest first. A letter whose content is
-   * not JSON carries it raw; it never fails the call.
+   * Reads (without removing) up to `limit` dead letters, oldest first; with `filter`, only those
+   * it picks (one pass over the stored letters, keeping only the matches). A letter whose
+   * content is not JSON carries it raw; it never fails the call.
    * @param {unknown} [limit]
+   * @param {unknown} [filter]
    */
-  async getDeadLetters(limit = 100) {
+  async getDeadLetters(limit = 100, filter = undefined) {
     if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_DEAD_LETTERS) {
       throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `getDeadLetters(limit) takes an integer from 1 to ${MAX_DEAD_LETTERS}, got ${describe(limit)}`)
     }
-    const letters = await native(() => this.#native.deadLetters(limit))
+    const checked = filter === undefined ? undefined : letterFilter(filter, 'getDeadLetters')
+    if (checked?.limit !== undefined) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', 'getDeadLetters(limit, filter): filter.limit is not taken here; give the limit as the first argument')
+    }
+    const letters = await native(() => this.#native.deadLetters(limit, checked))
     return letters.map((letter) => decodeDeadLetter(letter, this.#codec))
   }
 

@@ -342,6 +342,16 @@ impl Queue {
         dead_letters::list(&self.connection().await?, limit).await
     }
 
+    /// Reads (without removing) up to `limit` of the dead letters `filter` picks, oldest first,
+    /// in one pass over the dead-letter stream that keeps only those.
+    pub async fn find_dead_letters(
+        &self,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<StoredDeadLetter>> {
+        dead_letters::find(&self.connection().await?, filter, limit).await
+    }
+
     /// Reads (without removing) the dead letter at `sequence` of the dead-letter stream, if any.
     pub async fn dead_letter(&self, sequence: u64) -> Result<Option<StoredDeadLetter>> {
         dead_letters::get(&self.connection().await?, sequence).await

@@ -5,7 +5,6 @@
 const { createInterface } = require('node:readline')
 
 const { messageOf } = require('../describe.js')
-const { MAX_DEAD_LETTERS } = require('../options.js')
 const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
 const { escapeControl, json, letterDetails, letterTable, statsText } = require('./format.js')
 const { progressReporter } = require('./progress.js')
@@ -60,10 +59,9 @@ async function dlqShow(context) {
     const sequence = Number(wanted)
     letter = Number.isSafeInteger(sequence) && sequence >= 1 ? await context.queue.getDeadLetter(sequence) : undefined
   } else {
-    // Letters are stored by sequence only: finding a task id reads them all.
-    const stored = (await context.queue.getStats()).deadLettered
-    const letters = stored === 0 ? [] : await context.queue.getDeadLetters(Math.min(stored, MAX_DEAD_LETTERS))
-    letter = letters.find((letter) => letter.task?.id === wanted)
+    // Letters are stored by sequence only: the core walks them once and keeps the first of
+    // this task's (the oldest), not every letter.
+    letter = (await context.queue.getDeadLetters(1, { ids: [wanted] }))[0]
   }
   if (!letter) throw new CliError(EXIT.FAILED, `no dead letter with ${bySequence ? 'sequence' : 'task id'} ${wanted}`)
   print(context, letter, () => letterDetails(letter))

@@ -403,41 +403,45 @@ pub(crate) struct Counts {
 }
 
 /// Counts the schedules of the task stream. Delayed tasks are counted as what is neither a task
-/// nor a recurring schedule: one request whatever their number (listing their subjects would cost
-/// one entry per task). The stream's message count is read from the same answer as the count of
-/// tasks on the queue's first subject, so a task acknowledged between two requests is never
-/// counted as delayed. On a stream shared with other subjects (a wildcard stream made by another
-/// tool), their messages count as delayed. `stream` is the queue's task stream.
-pub(crate) async fn counts(config: &crate::config::Config, stream: &Stream) -> Result<Counts> {
-    // The stream's message count when the server answered, and the messages under `filter`.
-    let count = |filter: String| async move {
-        let subjects = stream
-            .info_with_subjects(filter)
-            .await
-            .map_err(|err| Error::request("counting the schedules", err))?;
-        let messages = subjects.info.state.messages;
-        let sum = subjects
-            .try_fold(0u64, |sum, (_, n)| async move { Ok(sum + n as u64) })
-            .await
-            .map_err(|err| Error::nats("counting the schedules", err))?;
-        Ok::<_, Error>((messages, sum))
-    };
+/// nor a recurring schedule: listing their subjects would cost one entry per task. The stream's
+/// message count is read from the same answer as the count of tasks on the queue's subject, so a
+/// task acknowledged between two requests is never counted as delayed. The other subjects (a
+/// tree's, the priority levels') are counted at a cost that does not grow with how many
+/// distinct subjects they hold ([`crate::nats::stored_on`]). On a stream shared with other
+/// subjects (a wildcard stream made by another tool), their messages count as delayed. `stream`
+/// is the queue's task stream.
+pub(crate) async fn counts(
+    js: &jetstream::Context,
+    config: &crate::config::Config,
+    stream: &Stream,
+) -> Result<Counts> {
+    const COUNTING: &str = "counting the schedules";
     // Recurring schedules first: they change only when a user adds or removes one.
-    let (_, recurring) = count(schedules::recurring_subjects(config)).await?;
-    let mut filters = crate::layout::queue_filters(config);
+    let recurring =
+        crate::nats::stored_on(js, stream, &schedules::recurring_subjects(config), COUNTING)
+            .await?;
+    // The queue's own subject (a literal: one entry), with the stream's count in the same answer.
+    let subjects = stream
+        .info_with_subjects(config.subject.clone())
+        .await
+        .map_err(|err| Error::request(COUNTING, err))?;
+    let messages = subjects.info.state.messages;
+    let mut tasks = subjects
+        .try_fold(0u64, |sum, (_, n)| async move { Ok(sum + n as u64) })
+        .await
+        .map_err(|err| Error::nats(COUNTING, err))?;
+    let mut others: Vec<String> = crate::layout::queue_filters(config)
+        .into_iter()
+        .filter(|filter| *filter != config.subject)
+        .collect();
     if config.priorities {
-        filters.push(crate::layout::all_priority_subjects(config));
+        others.push(crate::layout::all_priority_subjects(config));
     }
-    let (mut messages, mut tasks) = (None, 0);
-    for filter in filters {
-        let (now, n) = count(filter).await?;
-        messages.get_or_insert(now);
-        tasks += n;
+    for filter in others {
+        tasks += crate::nats::stored_on(js, stream, &filter, COUNTING).await?;
     }
     Ok(Counts {
-        delayed: messages
-            .unwrap_or_default()
-            .saturating_sub(tasks + recurring),
+        delayed: messages.saturating_sub(tasks + recurring),
         recurring,
         tasks,
     })

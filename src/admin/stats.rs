@@ -62,6 +62,7 @@ impl Stats {
 /// is either waiting or delivered and not yet acked (WorkQueue retention), so what waits is what
 /// is stored less what the queue's consumers have in flight, whichever consumers exist.
 async fn tree(
+    js: &async_nats::jetstream::Context,
     stream: &async_nats::jetstream::stream::Stream,
     config: &crate::config::Config,
     stats: &mut Stats,
@@ -84,7 +85,7 @@ async fn tree(
         for lane in layout::task_lanes(config) {
             let mut stored = 0;
             for filter in &lane.filters {
-                stored += stored_under(stream, filter).await?;
+                stored += stored_under(js, stream, filter).await?;
             }
             let level = usize::from(layout::consumer_level(&lane.consumer)) - 1;
             stats
@@ -95,21 +96,20 @@ async fn tree(
     Ok(())
 }
 
-/// How many messages the stream holds on subjects matching `filter`.
-async fn stored_under(stream: &async_nats::jetstream::stream::Stream, filter: &str) -> Result<u64> {
-    let info = stream
-        .info_with_subjects(filter)
-        .await
-        .map_err(|e| Error::request("reading the task stream", e))?;
-    let counts: std::collections::HashMap<String, usize> = futures::TryStreamExt::try_collect(info)
-        .await
-        .map_err(|e| Error::request("reading the task stream", e))?;
-    Ok(counts.values().map(|&n| n as u64).sum())
+/// How many messages the stream holds on subjects matching `filter`: a cost that does not grow
+/// with the subjects under it on a stream with direct gets ([`crate::nats::stored_on`]).
+async fn stored_under(
+    js: &async_nats::jetstream::Context,
+    stream: &async_nats::jetstream::stream::Stream,
+    filter: &str,
+) -> Result<u64> {
+    crate::nats::stored_on(js, stream, filter, "reading the task stream").await
 }
 
 /// Adds up the consumers of the priority levels; a level whose consumer does not exist yet
 /// counts its stored tasks as pending.
 async fn levels(
+    js: &async_nats::jetstream::Context,
     stream: &async_nats::jetstream::stream::Stream,
     config: &crate::config::Config,
     stats: &mut Stats,
@@ -126,7 +126,7 @@ async fn levels(
             }
             Err(_) => {
                 let subject = lane.filters.first().cloned().unwrap_or_default();
-                stored_under(stream, &subject).await?
+                stored_under(js, stream, &subject).await?
             }
         };
         stats.pending += pending;
@@ -155,16 +155,16 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
     };
     // A stream with schedules also stores them; only then is counting per subject needed.
     if info.config.allow_message_schedules {
-        let counts = schedules::counts(config, &stream).await?;
+        let counts = schedules::counts(js, config, &stream).await?;
         stats.messages = counts.tasks;
         stats.delayed = counts.delayed;
         stats.recurring = counts.recurring;
     }
     // The consumer exists once a worker has started; before that everything is pending.
     if config.tree {
-        tree(&stream, config, &mut stats).await?;
+        tree(js, &stream, config, &mut stats).await?;
     } else if config.priorities {
-        levels(&stream, config, &mut stats).await?;
+        levels(js, &stream, config, &mut stats).await?;
     } else {
         match stream.consumer_info(CONSUMER_NAME).await {
             Ok(consumer) => {

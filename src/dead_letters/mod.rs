@@ -4,7 +4,8 @@
 //!
 //! - [`write`]: storing a letter (confirmed before the delivery is terminated), by the worker's
 //!   executor and by tools;
-//! - [`stored`]: reading the stored letters, one or many, and removing one;
+//! - [`stored`]: reading the stored letters (one, many, or those a [`stored::Filter`] picks, in one
+//!   pass over the stream) and removing one;
 //! - [`redrive`]: requeueing the tasks of the letters a filter picks, or removing them.
 //!
 //! The dead-letter worker (`processDLQ()`) is a worker over the dead-letter stream's consumer:

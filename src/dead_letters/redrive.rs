@@ -15,56 +15,23 @@
 
 use std::{collections::HashSet, future::Future};
 
-use async_nats::jetstream::{consumer::pull::OrderedConfig, stream::Stream};
+use async_nats::jetstream::stream::Stream;
 use futures::{stream::FuturesUnordered, StreamExt};
-use prost::Message as _;
 
+pub use crate::dead_letters::stored::Filter;
 use crate::{
-    dead_letters::{stored as dead_letters, write as dead_letter},
-    envelope::{DeadLetter, DeadLetterReason},
+    dead_letters::{
+        stored::{self as dead_letters, Walk, READ_BATCH},
+        write as dead_letter,
+    },
+    envelope::DeadLetter,
     error::{Error, Result},
-    nats::{self, connection::Connection},
+    nats::connection::Connection,
     producer::{Outgoing, Publisher},
 };
 
 /// Letters acted on at once.
 pub const WINDOW: usize = 256;
-
-/// How long the reader waits for the next letter before it asks the stream whether one is left
-/// to come (letters removed by someone else while it walks are never delivered).
-const IDLE: std::time::Duration = std::time::Duration::from_millis(500);
-
-/// Which dead letters an operation applies to: all when empty.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filter {
-    /// Only the letters stored at these sequences of the dead-letter stream (one letter each,
-    /// read directly: no walk over the others).
-    pub sequences: Option<HashSet<u64>>,
-    /// Only the letters of these task ids.
-    pub ids: Option<HashSet<String>>,
-    /// Only the letters with this reason.
-    pub reason: Option<DeadLetterReason>,
-    /// At most this many letters, oldest first.
-    pub limit: Option<u64>,
-}
-
-impl Filter {
-    fn matches(&self, sequence: u64, letter: &DeadLetter) -> bool {
-        let id = letter.task.as_ref().map(|task| task.id.as_str());
-        self.sequences
-            .as_ref()
-            .map_or(true, |sequences| sequences.contains(&sequence))
-            && self.reason.map_or(true, |reason| letter.reason() == reason)
-            && self
-                .ids
-                .as_ref()
-                .map_or(true, |ids| id.is_some_and(|id| ids.contains(id)))
-    }
-
-    fn is_everything(&self) -> bool {
-        *self == Filter::default()
-    }
-}
 
 /// How far a long operation is: letters looked at so far, of how many were stored when it began.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,51 +159,29 @@ where
     if let Some(sequences) = direct {
         return for_each_named(connection, sequences, wanted, limit, progress, act).await;
     }
-    let state = letters.cached_info().state.clone();
+    let mut walk = Walk::start(connection, letters, READ_BATCH).await?;
     let mut status = Progress {
         seen: 0,
-        total: state.messages,
+        total: walk.total,
         done: 0,
     };
-    if state.messages == 0 {
-        progress(status);
-        return Ok(0);
-    }
-    let reader = letters
-        .create_consumer(OrderedConfig {
-            filter_subject: connection.config().dead_letter_subject(),
-            ..Default::default()
-        })
-        .await
-        .map_err(|err| Error::nats("reading the dead-letter stream", err))?;
-    let mut stored = reader
-        .messages()
-        .await
-        .map_err(|err| Error::nats("reading the dead-letter stream", err))?;
     let mut acting = FuturesUnordered::new();
     let mut taken = 0;
     let mut reading = true;
-    let mut last_seen = 0;
     while reading || !acting.is_empty() {
         tokio::select! {
-            message = stored.next(), if reading && acting.len() < WINDOW => {
-                let Some(message) = message else {
+            read = walk.next(connection, letters), if reading && acting.len() < WINDOW => {
+                let Some((sequence, letter)) = read? else {
                     reading = false;
                     continue;
                 };
-                let message = message.map_err(|err| Error::nats("reading the dead-letter stream", err))?;
-                let info = message.info().map_err(|err| Error::nats("reading a dead letter", err))?;
-                let (sequence, left) = (info.stream_sequence, info.pending);
-                last_seen = sequence;
                 status.seen += 1;
-                reading = sequence < state.last_sequence && left > 0;
-                match DeadLetter::decode(message.payload.clone()) {
-                    Ok(letter) if wanted(sequence, &letter) && limit.map_or(true, |limit| taken < limit) => {
+                match letter {
+                    Some(letter) if wanted(sequence, &letter) && limit.map_or(true, |limit| taken < limit) => {
                         taken += 1;
                         acting.push(act(sequence, letter));
                     }
-                    Ok(_) => {}
-                    Err(err) => tracing::warn!(seq = sequence, "skipping an undecodable dead letter: {err}"),
+                    _ => {}
                 }
                 if limit.is_some_and(|limit| taken >= limit) {
                     reading = false;
@@ -248,11 +193,9 @@ where
                 }
                 progress(status);
             }
-            () = tokio::time::sleep(IDLE), if reading => {
-                reading = letter_left(connection, letters, last_seen, state.last_sequence).await?;
-            }
         }
     }
+    walk.finish(letters).await;
     progress(status);
     Ok(status.done)
 }
@@ -292,28 +235,10 @@ where
     Ok(status.done)
 }
 
-/// Whether a letter stored after `last_seen`, up to `last_sequence`, is still in the stream.
-async fn letter_left(
-    connection: &Connection,
-    letters: &Stream,
-    last_seen: u64,
-    last_sequence: u64,
-) -> Result<bool> {
-    let subject = connection.config().dead_letter_subject();
-    let next = nats::next_on_subject(
-        letters,
-        &subject,
-        last_seen + 1,
-        "reading the dead-letter stream",
-    )
-    .await?;
-    Ok(next.is_some_and(|message| message.sequence <= last_sequence))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::Task;
+    use crate::envelope::{DeadLetterReason, Task};
 
     fn letter(id: &str, reason: DeadLetterReason) -> DeadLetter {
         DeadLetter {

@@ -301,12 +301,21 @@ impl NativeQueue {
         Ok(stats.into())
     }
 
-    /// Reads (without removing) up to `limit` dead letters, oldest first.
+    /// Reads (without removing) up to `limit` dead letters, oldest first; with `filter`
+    /// (checked by the shim, without its own limit), only those it picks.
     #[napi(catch_unwind)]
-    pub async fn dead_letters(&self, limit: u32) -> napi::Result<Vec<NativeDeadLetter>> {
+    pub async fn dead_letters(
+        &self,
+        limit: u32,
+        filter: Option<NativeLetterFilter>,
+    ) -> napi::Result<Vec<NativeDeadLetter>> {
+        let filter = match filter {
+            Some(filter) => letter_filter(filter).map_err(to_js)?,
+            None => Default::default(),
+        };
         let stored = self
             .queue
-            .dead_letters(limit as usize)
+            .find_dead_letters(&filter, limit as usize)
             .await
             .map_err(to_js)?;
         Ok(stored.into_iter().map(native_dead_letter).collect())

@@ -13,6 +13,87 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+/// How many messages `stream` holds on subjects matching `filter` (which may hold wildcards),
+/// at a cost that does not grow with the number of distinct subjects under it:
+///
+/// - a literal subject: the stream's info for that one subject (one entry);
+/// - a wildcard on a stream that allows direct gets (`allow_direct`, as Protoqueue creates task
+///   streams): one batched direct get of one message (ADR-31, nats-server 2.11+), whose
+///   `Nats-Num-Pending` header counts the matching messages after it;
+/// - otherwise (a stream made without `allow_direct`, an older server): the stream's subjects
+///   under `filter` are listed, one entry per distinct subject (paged by the server).
+///
+/// `what` names the reading in errors.
+pub(crate) async fn stored_on(
+    js: &jetstream::Context,
+    stream: &jetstream::stream::Stream,
+    filter: &str,
+    what: &'static str,
+) -> Result<u64> {
+    let wildcard = filter.split('.').any(|token| token == "*" || token == ">");
+    if wildcard && stream.cached_info().config.allow_direct {
+        if let Some(count) = direct_count(js, &stream.cached_info().config.name, filter).await? {
+            return Ok(count);
+        }
+    }
+    let subjects = stream
+        .info_with_subjects(filter)
+        .await
+        .map_err(|err| Error::request(what, err))?;
+    futures::TryStreamExt::try_fold(
+        subjects,
+        0u64,
+        |sum, (_, n)| async move { Ok(sum + n as u64) },
+    )
+    .await
+    .map_err(|err| Error::nats(what, err))
+}
+
+/// The header of a batched direct get's message counting the matching messages after it.
+const NUM_PENDING: &str = "Nats-Num-Pending";
+
+/// [`stored_on`] with one batched direct get; `None` when the server cannot answer it that way
+/// (no direct gets on the stream, a server without batches).
+async fn direct_count(js: &jetstream::Context, stream: &str, filter: &str) -> Result<Option<u64>> {
+    use async_nats::StatusCode;
+    let client = js.client();
+    let inbox = client.new_inbox();
+    let mut replies = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|err| Error::nats("counting the stream's messages", err))?;
+    let body = serde_json::json!({ "seq": 1, "next_by_subj": filter, "batch": 1 });
+    let request = async_nats::Request::new()
+        .inbox(inbox)
+        .payload(body.to_string().into());
+    js.send_request(format!("DIRECT.GET.{stream}"), request)
+        .await
+        .map_err(|err| Error::nats("counting the stream's messages", err))?;
+    let reply = tokio::time::timeout(
+        crate::error::API_TIMEOUT,
+        futures::StreamExt::next(&mut replies),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        operation: "counting the stream's messages".into(),
+        after: crate::error::API_TIMEOUT,
+        hint: "; is the NATS server reachable?",
+    })?;
+    let Some(reply) = reply else {
+        return Ok(None);
+    };
+    match reply.status {
+        Some(StatusCode::NOT_FOUND) => Ok(Some(0)),
+        Some(_) => Ok(None),
+        None => Ok(reply
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(NUM_PENDING))
+            .and_then(|pending| pending.as_str().parse::<u64>().ok())
+            .map(|pending| pending + 1)),
+    }
+}
+
 /// The first message on `subject` stored in `stream` at or after sequence `from`; `None` when
 /// there is none. `what` names the reading in the error.
 pub(crate) async fn next_on_subject(

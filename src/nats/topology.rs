@@ -54,6 +54,9 @@ pub fn task_stream_config(config: &Config) -> stream::Config {
         subjects,
         allow_message_schedules: config.schedules,
         allow_rollup: config.schedules,
+        // Statistics count the tasks under a subject tree or a priority level with one direct
+        // get, whatever the number of subjects (`crate::nats::stored_on`).
+        allow_direct: true,
         retention: RetentionPolicy::WorkQueue,
         storage: StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,

@@ -648,3 +648,86 @@ pub async fn settled_with_dead_letters(
     );
     letters
 }
+
+/// What a call asked of JetStream, seen by a second client of the same server: every API
+/// request (`$JS.API.>`: stream and consumer requests, message and direct gets, consumer pulls)
+/// and the bytes of every reply sent to an inbox (`_INBOX.>`).
+pub struct ApiTraffic {
+    client: async_nats::Client,
+    requests: async_nats::Subscriber,
+    replies: async_nats::Subscriber,
+    echo: async_nats::Subscriber,
+    echo_subject: String,
+}
+
+/// [`ApiTraffic`] of one call.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// The subjects of the API requests, in order.
+    pub requests: Vec<String>,
+    /// Their payloads, in the same order.
+    pub payloads: Vec<bytes::Bytes>,
+    /// Bytes (headers and payload) of the replies.
+    pub reply_bytes: usize,
+}
+
+impl ApiTraffic {
+    /// Starts watching `server`'s JetStream API.
+    pub async fn watch(server: &NatsServer) -> Self {
+        let client = async_nats::connect(server.url())
+            .await
+            .expect("connect the watching client");
+        let requests = client.subscribe("$JS.API.>").await.expect("watch the API");
+        let replies = client.subscribe("_INBOX.>").await.expect("watch replies");
+        let echo_subject = unique("pqtest.echo");
+        let echo = client.subscribe(echo_subject.clone()).await.expect("echo");
+        let mut traffic = ApiTraffic {
+            client,
+            requests,
+            replies,
+            echo,
+            echo_subject,
+        };
+        traffic.round_trip().await;
+        traffic
+    }
+
+    /// A message to itself and back: the server handled everything this client sent before
+    /// (its subscriptions), and sent it everything it routed to it before.
+    async fn round_trip(&mut self) {
+        self.client
+            .publish(self.echo_subject.clone(), "".into())
+            .await
+            .expect("echo");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut self.echo),
+        )
+        .await
+        .expect("the echo comes back")
+        .expect("echo subscription");
+    }
+
+    /// What was seen since the last call (or since [`ApiTraffic::watch`]). The server routes a
+    /// request to this client as it takes it in: once the watched call returned, a round trip
+    /// sees all of it.
+    pub async fn take(&mut self) -> Traffic {
+        use futures::FutureExt as _;
+        self.round_trip().await;
+        let mut traffic = Traffic::default();
+        // Unconstrained: tokio's cooperative budget would answer "pending" after 128 messages.
+        let ready = |subscriber: &mut async_nats::Subscriber| {
+            tokio::task::unconstrained(futures::StreamExt::next(subscriber))
+                .now_or_never()
+                .flatten()
+        };
+        while let Some(request) = ready(&mut self.requests) {
+            traffic.requests.push(request.subject.to_string());
+            traffic.payloads.push(request.payload);
+        }
+        while let Some(reply) = ready(&mut self.replies) {
+            traffic.reply_bytes += reply.length;
+        }
+        traffic
+    }
+}
