@@ -796,7 +796,7 @@ for (const priorities of shapes) {
           await fc.asyncModelRun(() => ({ model, real }), [...cmds, new Settle()])
           tally.sequences += 1
           for (const cmd of cmds) {
-            const name = String(cmd).replace(/\(.*$/s, '')
+            const name = cmd.constructor.name
             tally.commands.set(name, (tally.commands.get(name) ?? 0) + 1)
           }
           tally.tasks += model.tasks.length
