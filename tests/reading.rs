@@ -297,6 +297,48 @@ async fn letters_on_a_stream_made_by_another_tool_are_read_among_its_other_messa
     queue.disconnect().await;
 }
 
+/// A dead-letter stream that takes no new consumer (made by another tool with `max_consumers`
+/// reached; a client without the permission is refused the same way): letters are still read,
+/// one request each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_are_read_where_the_stream_takes_no_new_consumer() {
+    let server = NatsServer::start().await;
+    let config = test_config();
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = jetstream::new(client);
+    let mut made = protoqueue::nats::topology::dead_letter_stream_config(&config);
+    made.max_consumers = 1;
+    let made = js.create_stream(made).await.expect("create the stream");
+    made.create_consumer(async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some("another-tools-reader".into()),
+        ..Default::default()
+    })
+    .await
+    .expect("the one consumer it takes");
+    let queue = queue(&server, config.clone()).await;
+    let letters = (0..30)
+        .map(|i| letter(&format!("t{i}"), DeadLetterReason::Rejected))
+        .collect();
+    store(&server, &config, letters).await;
+    let read = queue.dead_letters(100).await.expect("read");
+    assert_eq!(
+        ids(&read),
+        (0..30).map(|i| format!("t{i}")).collect::<Vec<_>>()
+    );
+    let found = queue
+        .find_dead_letters(
+            &Filter {
+                ids: Some(HashSet::from(["t7".to_owned()])),
+                ..Filter::default()
+            },
+            100,
+        )
+        .await
+        .expect("find");
+    assert_eq!(ids(&found), ["t7"]);
+    queue.disconnect().await;
+}
+
 /// Enqueues one task on each of `n` distinct subjects of `config`'s tree (with `priority`, if
 /// any) and waits until they are stored.
 async fn fill_tree(queue: &Queue, config: &Config, n: usize, priority: Option<u8>) {

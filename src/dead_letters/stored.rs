@@ -4,14 +4,15 @@
 //! The stream is read with an ordered consumer (the dead-letter stream has Limits retention, so
 //! a reading consumer beside the dead-letter workers' is allowed): the server sends the letters
 //! in batches, so reading ten thousand letters takes a few dozen requests, not ten thousand, and
-//! what is held at once is one batch plus the letters kept. Letters are stored by sequence only,
+//! what is held at once is one batch plus the letters kept (where the server refuses a new
+//! consumer, they are read one request each). Letters are stored by sequence only,
 //! so finding the letters of a task id reads every letter once; only the matches are kept.
 
 use std::collections::HashSet;
 
 use async_nats::jetstream::{
     consumer::pull::{Ordered, OrderedConfig},
-    stream::{RawMessageErrorKind, Stream},
+    stream::{ConsumerErrorKind, RawMessageErrorKind, Stream},
 };
 use futures::StreamExt;
 use prost::Message as _;
@@ -75,7 +76,7 @@ const IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 /// One pass over the letters stored when it began, oldest first.
 pub(crate) struct Walk {
     /// `None` once nothing is left to read.
-    messages: Option<Ordered>,
+    messages: Option<Reader>,
     /// The reading consumer's name, removed by [`Walk::finish`].
     consumer: Option<String>,
     /// The last sequence of the stream when the walk began: later letters are not read.
@@ -83,6 +84,14 @@ pub(crate) struct Walk {
     last_seen: u64,
     /// How many messages the stream held when the walk began.
     pub(crate) total: u64,
+}
+
+/// How a walk reads: through an ordered consumer (one pass, no request per letter), or — where
+/// the stream takes no new consumer (a client without the permission, a stream made by another
+/// tool with `max_consumers` reached) — one message request per letter.
+enum Reader {
+    Consumer(Box<Ordered>),
+    OneByOne { next: u64 },
 }
 
 /// A message of the walk: its sequence and its letter (`None`: it does not decode as one).
@@ -107,21 +116,29 @@ impl Walk {
         if state.messages == 0 {
             return Ok(walk);
         }
-        let reader = letters
+        let created = letters
             .create_consumer(OrderedConfig {
                 filter_subject: connection.config().dead_letter_subject(),
                 max_batch: batch.clamp(1, READ_BATCH) as i64,
                 ..Default::default()
             })
+            .await;
+        let reader = match created {
+            Ok(reader) => reader,
+            // Refused by the server (not an outage): read one letter at a time instead.
+            Err(err) if matches!(err.kind(), ConsumerErrorKind::JetStream(_)) => {
+                tracing::debug!("reading dead letters one by one: {err}");
+                walk.messages = Some(Reader::OneByOne { next: 1 });
+                return Ok(walk);
+            }
+            Err(err) => return Err(Error::nats("reading the dead-letter stream", err)),
+        };
+        walk.consumer = Some(reader.cached_info().name.clone());
+        let messages = reader
+            .messages()
             .await
             .map_err(|err| Error::nats("reading the dead-letter stream", err))?;
-        walk.consumer = Some(reader.cached_info().name.clone());
-        walk.messages = Some(
-            reader
-                .messages()
-                .await
-                .map_err(|err| Error::nats("reading the dead-letter stream", err))?,
-        );
+        walk.messages = Some(Reader::Consumer(Box::new(messages)));
         Ok(walk)
     }
 
@@ -133,8 +150,23 @@ impl Walk {
         letters: &Stream,
     ) -> Result<Option<Read>> {
         loop {
-            let Some(messages) = self.messages.as_mut() else {
-                return Ok(None);
+            let messages = match self.messages.as_mut() {
+                None => return Ok(None),
+                Some(Reader::OneByOne { next }) => {
+                    let subject = connection.config().dead_letter_subject();
+                    let what = "reading the dead-letter stream";
+                    let found = nats::next_on_subject(letters, &subject, *next, what).await?;
+                    let Some(message) = found.filter(|m| m.sequence <= self.last_sequence) else {
+                        self.messages = None;
+                        return Ok(None);
+                    };
+                    *next = message.sequence + 1;
+                    return Ok(Some((
+                        message.sequence,
+                        decoded(message.sequence, message.payload),
+                    )));
+                }
+                Some(Reader::Consumer(messages)) => messages,
             };
             let message = match tokio::time::timeout(IDLE, messages.next()).await {
                 Ok(Some(message)) => {
@@ -165,14 +197,7 @@ impl Walk {
             if sequence >= self.last_sequence || left == 0 {
                 self.messages = None;
             }
-            let letter = match DeadLetter::decode(message.payload.clone()) {
-                Ok(letter) => Some(letter),
-                Err(err) => {
-                    tracing::warn!(seq = sequence, "skipping an undecodable dead letter: {err}");
-                    None
-                }
-            };
-            return Ok(Some((sequence, letter)));
+            return Ok(Some((sequence, decoded(sequence, message.payload.clone()))));
         }
     }
 }
@@ -186,6 +211,17 @@ impl Walk {
             if let Err(err) = letters.delete_consumer(&name).await {
                 tracing::debug!(consumer = %name, "removing a dead-letter reader: {err}");
             }
+        }
+    }
+}
+
+/// The letter a stored message holds; `None` (with a warning) when it does not decode as one.
+fn decoded(sequence: u64, payload: bytes::Bytes) -> Option<DeadLetter> {
+    match DeadLetter::decode(payload) {
+        Ok(letter) => Some(letter),
+        Err(err) => {
+            tracing::warn!(seq = sequence, "skipping an undecodable dead letter: {err}");
+            None
         }
     }
 }
