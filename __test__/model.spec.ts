@@ -121,7 +121,8 @@ class Model {
     // A slow handler seen starting moments ago still runs (or, its worker killed, its task
     // waits out ackWait): stored, so it holds the id — also when it was a delayed task that fired.
     const started = startedAt(holder.key)
-    if (holder.fate === 'stored' && holder.spec.behaviour === 'slow' && started !== undefined && Date.now() - started < SLOW_RUNNING_MS) return 'dropped'
+    // (Not a run again after a kill -9 lost its ack: its id was released after the first.)
+    if (holder.fate === 'stored' && holder.spec.behaviour === 'slow' && !holder.mayRepeat && started !== undefined && Date.now() - started < SLOW_RUNNING_MS) return 'dropped'
     // A delayed task not yet due holds its id for sure (unless purged, which needs it due).
     if (holder.fate === 'stored' && holder.dueAt > Date.now() + 2_000) return 'dropped'
     // Enqueued behind a pause that still holds (no resume since), nothing purged since: waiting, so held.
@@ -479,13 +480,21 @@ class Cancel implements Cmd {
   }
   async run(model: Model, real: Real): Promise<void> {
     await real.steady()
+    const began = Date.now()
     const cancelled = await real.by(this.via).cancel(this.id)
     if (!cancelled) return
     // Only a task stored with a delay has a schedule to remove: the one holding the id if the
     // model knows it stored, else one whose enqueue may have been stored.
-    // A settled one ran already: it has no schedule left.
+    // A settled one ran already, and one due before the cancel began has fired (the server
+    // fires within milliseconds): neither has a schedule left.
     const candidates = model.tasks.filter(
-      (task) => task.spec.id === this.id && (task.spec.delay ?? 0) > 0 && !task.cancelled && !task.settled && task.fate !== 'dropped',
+      (task) =>
+        task.spec.id === this.id &&
+        (task.spec.delay ?? 0) > 0 &&
+        task.dueAt > began - 100 &&
+        !task.cancelled &&
+        !task.settled &&
+        task.fate !== 'dropped',
     )
     const delayed = candidates.filter((task) => task.fate === 'stored').at(-1) ?? candidates.at(-1)
     assert.ok(delayed, `cancel(${this.id}) found a delayed task the model does not know`)
@@ -519,6 +528,30 @@ class ReuseWhileRunning implements Cmd {
   }
   toString(): string {
     return `enqueue slow ${this.id}${this.delay > 0 ? ` (delay ${this.delay})` : ''}, again while it runs`
+  }
+}
+
+/**
+ * Enqueues a delayed task with `id`, then cancels it within `early` ms of its due time (the
+ * server may be firing it): a cancel that answers `true` must mean it never runs.
+ */
+class CancelAtDue implements Cmd {
+  constructor(
+    readonly id: string,
+    readonly early: number,
+  ) {}
+  check(): boolean {
+    return true
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    const delay = 300
+    await new Enqueue([{ behaviour: 'ok', id: this.id, maxRetries: 0, delay }], false).run(model, real)
+    const due = model.tasks.at(-1)?.dueAt ?? Date.now()
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - this.early - Date.now())))
+    await new Cancel(this.id, 'queue').run(model, real)
+  }
+  toString(): string {
+    return `enqueue ${this.id} (delay 300), cancel ${this.early} ms before due`
   }
 }
 
@@ -632,11 +665,13 @@ async function verify(model: Model, real: Real): Promise<void> {
   const runs = new Map<string, Handled[]>()
   for (const record of real.handled) runs.set(record.key, [...(runs.get(record.key) ?? []), record])
 
+  // Read before the tasks are looked at, for the messages: what the servers count.
+  const counted = await real.queue.getStats()
   let missing = 0
   for (const task of model.tasks) {
     const ran = runs.get(task.key) ?? []
     const letterCount = lettered.get(task.key) ?? 0
-    const where = `${task.key} ${JSON.stringify(task.spec)} fate=${task.fate} ran=${ran.length} letters=${letterCount}`
+    const where = `${task.key} ${JSON.stringify(task.spec)} fate=${task.fate} ran=${ran.length} letters=${letterCount} (of ${letters.length} read, ${counted.deadLettered} counted)`
     if (task.fate === 'dropped') {
       assert.equal(ran.length + letterCount, 0, `its id was taken, yet it was stored: ${where}`)
       continue
@@ -724,6 +759,7 @@ function commands(priorities: boolean) {
       )
       .map(([first, other, by]) => new Overlap([new Purge(first), other(by)])),
     fc.integer({ min: 100, max: 1_500 }).map((ms) => new Wait(ms)),
+    fc.tuple(fc.constantFrom(...IDS), fc.integer({ min: -5, max: 30 })).map(([id, early]) => new CancelAtDue(id, early)),
     fc.tuple(fc.constantFrom(...IDS), fc.constantFrom(0, 200)).map(([id, delay]) => new ReuseWhileRunning(id, delay)),
     fc.constant(new Crash()),
     fc.constant(new KillWorker()),
@@ -796,7 +832,9 @@ for (const priorities of shapes) {
           await fc.asyncModelRun(() => ({ model, real }), [...cmds, new Settle()])
           tally.sequences += 1
           for (const cmd of cmds) {
-            const name = cmd.constructor.name
+            // (fast-check hands the commands wrapped.)
+            const inner = (cmd as unknown as { cmd?: object }).cmd ?? cmd
+            const name = inner.constructor.name
             tally.commands.set(name, (tally.commands.get(name) ?? 0) + 1)
           }
           tally.tasks += model.tasks.length
