@@ -256,3 +256,95 @@ async fn the_first_own_id_enqueue_waits_for_a_node_that_comes_back() {
     assert_eq!(id, "order-1");
     connection.close().await;
 }
+
+/// The lifecycle model on a cluster once saw a task that failed for good while a node was
+/// killed end on neither stream. Here tasks fail for good while the node leading the
+/// dead-letter stream (or the task stream) is killed: every one must end as exactly one letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_failing_while_the_dead_letter_leader_is_killed_all_become_letters() {
+    letters_survive_a_killed_leader(|config| config.dead_letter_stream()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_failing_while_the_task_stream_leader_is_killed_all_become_letters() {
+    letters_survive_a_killed_leader(|config| config.stream_name.clone()).await;
+}
+
+async fn letters_survive_a_killed_leader(led: fn(&protoqueue::Config) -> String) {
+    const N: usize = 400;
+    let mut cluster = NatsCluster::start(3).await;
+    let mut config = test_config();
+    config.replicas = 3;
+    config.max_retries = 0;
+    config.ack_wait = Duration::from_secs(2);
+    let config = Arc::new(config);
+    let queue = protoqueue::Queue::new((*config).clone());
+    queue
+        .connect(Some(&cluster.urls()))
+        .await
+        .expect("connect to the cluster");
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
+    queue
+        .process(handler(move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {
+                protoqueue::Outcome::Failure(protoqueue::Failure {
+                    retry: false,
+                    ..protoqueue::Failure::new("down")
+                })
+            }
+        }))
+        .await
+        .expect("process");
+    let observer = async_nats::jetstream::new(
+        async_nats::connect(
+            cluster
+                .nodes
+                .iter()
+                .map(|node| node.url().parse().expect("a server URL"))
+                .collect::<Vec<async_nats::ServerAddr>>(),
+        )
+        .await
+        .expect("connect the observer"),
+    );
+    let leader = stream_info(&observer, &led(&config))
+        .await
+        .cluster
+        .and_then(|cluster| cluster.leader)
+        .expect("the stream has a leader");
+    let enqueuing = {
+        let queue = &queue;
+        async move {
+            for _ in 0..N / 50 {
+                queue
+                    .enqueue_batch(numbered_tasks(50))
+                    .await
+                    .expect("enqueue");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let killing = async {
+        while calls.load(std::sync::atomic::Ordering::SeqCst) < N / 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        cluster.node_mut(&leader).kill();
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        cluster.node_mut(&leader).restart().await;
+    };
+    tokio::join!(enqueuing, killing);
+    eventually("every task a letter", Duration::from_secs(120), || async {
+        let stats = queue.stats().await.ok()?;
+        (stats.messages == 0 && stats.dead_lettered as usize >= N).then_some(stats)
+    })
+    .await;
+    let letters = queue.dead_letters(10_000).await.expect("letters");
+    let ids: std::collections::HashSet<String> = letters
+        .iter()
+        .filter_map(|stored| stored.letter.task.as_ref().map(|task| task.id.clone()))
+        .collect();
+    assert_eq!(ids.len(), N, "one letter per task");
+    assert_eq!(letters.len(), N, "no task lettered twice");
+    queue.disconnect().await;
+}
