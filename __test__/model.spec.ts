@@ -758,6 +758,8 @@ function commands(priorities: boolean) {
         via,
       )
       .map(([first, other, by]) => new Overlap([new Purge(first), other(by)])),
+    // A worker starting (it rewrites the consumer's configuration) while the queue is paused or resumed.
+    fc.tuple(fc.constantFrom<(by: Via) => Cmd>((by) => new Pause(by), (by) => new Resume(by)), via).map(([toggle, by]) => new Overlap([new KillWorker(), toggle(by)])),
     fc.integer({ min: 100, max: 1_500 }).map((ms) => new Wait(ms)),
     fc.tuple(fc.constantFrom(...IDS), fc.integer({ min: -5, max: 30 })).map(([id, early]) => new CancelAtDue(id, early)),
     fc.tuple(fc.constantFrom(...IDS), fc.constantFrom(0, 200)).map(([id, delay]) => new ReuseWhileRunning(id, delay)),
