@@ -441,6 +441,9 @@ async fn write(
         Ok(Err(err)) if err.kind() == PublishErrorKind::WrongLastSequence => {
             Ok(Err(Refused::Taken))
         }
+        // The same refusal as a clustered stream words it (10164), or its "not ready" (10163:
+        // another write of the subject is under way): either way the marker is read again.
+        Ok(Err(err)) if refused_by_cluster(&err) => Ok(Err(Refused::Taken)),
         Ok(Err(err)) if err.kind() == PublishErrorKind::StreamNotFound => {
             Ok(Err(Refused::NoStream))
         }
@@ -451,6 +454,21 @@ async fn write(
             hint: " writing the marker of a task id; is the NATS server reachable?",
         }),
     }
+}
+
+/// Whether a cluster refused a marker write for its expected last sequence: async-nats 0.51
+/// names only the single server's code (10071) `WrongLastSequence`.
+fn refused_by_cluster(err: &jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|server| {
+            [
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
+                ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY,
+            ]
+            .contains(&server.error_code())
+        })
 }
 
 /// The marker on `subject` (its sequence, and what it says if Protoqueue wrote it).

@@ -348,3 +348,54 @@ async fn letters_survive_a_killed_leader(led: fn(&protoqueue::Config) -> String)
     assert_eq!(letters.len(), N, "no task lettered twice");
     queue.disconnect().await;
 }
+
+/// Found by the lifecycle model on a cluster: an own id enqueued again while its task was
+/// stored rejected with `ERR_PQ_NATS` ("wrong last sequence", code 10164): a clustered stream
+/// refuses the marker write with another code than one server (10071), which async-nats does
+/// not name. The id is taken: the enqueue resolves with it and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_id_enqueued_again_on_a_cluster_is_taken_not_an_error() {
+    let cluster = NatsCluster::start(3).await;
+    let mut config = test_config();
+    config.replicas = 3;
+    let connection = Connection::open(Arc::new(config), &cluster.urls())
+        .await
+        .expect("connect to the cluster");
+    let again = || protoqueue::NewTask {
+        id: Some("order-1".into()),
+        ..task("{}")
+    };
+    for _ in 0..3 {
+        let id = lifecycle::enqueue(&connection, again())
+            .await
+            .expect("taken, not an error");
+        assert_eq!(id, "order-1");
+    }
+    let ids = lifecycle::enqueue_batch(&connection, vec![again(), again()])
+        .await
+        .expect("a batch of a taken id");
+    assert_eq!(ids, ["order-1", "order-1"]);
+    // Producers writing the id's marker at the same moment (the model's case: a worker pointed
+    // the marker of a fired delayed task while a producer claimed its id): a cluster refuses
+    // all but one write with its own code.
+    for round in 0..10 {
+        let id = format!("race-{round}");
+        let calls = (0..12).map(|_| {
+            lifecycle::enqueue(
+                &connection,
+                protoqueue::NewTask {
+                    id: Some(id.clone()),
+                    ..task("{}")
+                },
+            )
+        });
+        for result in futures::future::join_all(calls).await {
+            assert_eq!(result.expect("taken or stored, not an error"), id);
+        }
+    }
+    let stats = protoqueue::admin::stats::snapshot(&connection)
+        .await
+        .expect("stats");
+    assert_eq!(stats.messages, 11, "each id stored once");
+    connection.close().await;
+}
