@@ -671,6 +671,20 @@ pub struct Traffic {
     pub reply_bytes: usize,
 }
 
+impl Traffic {
+    /// The requests up to the removal of a reading consumer: pulls a consumer's client task
+    /// still had under way once the call removed its consumer fetch nothing, and how many there
+    /// are depends on the machine's load.
+    pub fn until_consumer_deleted(&self) -> &[String] {
+        let end = self
+            .requests
+            .iter()
+            .position(|subject| subject.starts_with("$JS.API.CONSUMER.DELETE."))
+            .map_or(self.requests.len(), |at| at + 1);
+        &self.requests[..end]
+    }
+}
+
 impl ApiTraffic {
     /// Starts watching `server`'s JetStream API.
     pub async fn watch(server: &NatsServer) -> Self {
