@@ -171,7 +171,7 @@ pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Resu
     let mut nonce = fresh_nonce();
     let mut created = false;
     let mut rounds = 0;
-    let mut pause = PENDING_POLL.0;
+    let mut patience = Patience::until(deadline);
     while rounds < MAX_ROUNDS {
         let pending = Marker::Pending(envelope::now_ms(), Some(nonce));
         match write(connection, &subject, expected, pending).await? {
@@ -180,21 +180,17 @@ pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Resu
                 match ensure_stream(connection).await? {
                     Ensured::Ready => created = true,
                     // A node of the cluster is down or not current yet: try again shortly.
-                    Ensured::NotYet(err) if Instant::now() + pause <= deadline => {
+                    Ensured::NotYet(err) => {
                         tracing::debug!(%id, "the id index stream waits for its servers: {err}");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(PENDING_POLL.1);
+                        if !patience.wait().await {
+                            return Err(err);
+                        }
                     }
-                    Ensured::NotYet(err) => return Err(err),
                 }
                 continue;
             }
             // Just created: on a cluster it answers once its leader is elected.
-            Err(Refused::NoStream) if Instant::now() + pause <= deadline => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(PENDING_POLL.1);
-                continue;
-            }
+            Err(Refused::NoStream) if patience.wait().await => continue,
             Err(Refused::NoStream) => {
                 return Err(Error::Nats(format!(
                     "the id index stream {:?} is missing",
@@ -214,7 +210,7 @@ pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Resu
             match marker {
                 Some(Marker::Pending(since, _)) if is_fresh(config, since) => {
                     // Another producer is storing it: wait until it says how that went.
-                    if Instant::now() + pause > deadline {
+                    if !patience.wait().await {
                         return Err(Error::Timeout {
                             operation: "publish".into(),
                             after: config.enqueue_timeout,
@@ -222,8 +218,6 @@ pub async fn claim(connection: &Connection, id: &str, deadline: Instant) -> Resu
                                    the same id to be confirmed",
                         });
                     }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(PENDING_POLL.1);
                     continue;
                 }
                 // Its producer died, or its publish was not confirmed: it may be stored under
@@ -355,6 +349,32 @@ pub async fn abandon(connection: &Connection, id: &str, marker: u64, nonce: u64,
     };
     if let Err(err) = result {
         tracing::debug!(%id, "the marker of an unconfirmed task was not settled ({err}); it goes stale after enqueueTimeout");
+    }
+}
+
+/// Growing pauses between two looks of a claim ([`PENDING_POLL`]), none ending past its deadline.
+struct Patience {
+    pause: Duration,
+    deadline: Instant,
+}
+
+impl Patience {
+    fn until(deadline: Instant) -> Self {
+        Patience {
+            pause: PENDING_POLL.0,
+            deadline,
+        }
+    }
+
+    /// Sleeps the next pause and lengthens the one after; `false`, without sleeping, when the
+    /// pause would end past the deadline.
+    async fn wait(&mut self) -> bool {
+        if Instant::now() + self.pause > self.deadline {
+            return false;
+        }
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(PENDING_POLL.1);
+        true
     }
 }
 
