@@ -108,12 +108,7 @@ async fn wait_for_purges(
     deadline: tokio::time::Instant,
 ) -> Result<Option<async_nats::datetime::DateTime>> {
     loop {
-        let until = match stream.consumer_info(consumer).await {
-            Ok(info) if info.paused => info.config.pause_until,
-            Ok(_) => None,
-            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => None,
-            Err(err) => return Err(Error::nats("reading the queue's consumer", err)),
-        };
+        let until = pause_of(stream, consumer).await?;
         if !until.is_some_and(is_purge_mark) {
             return Ok(until);
         }
@@ -130,9 +125,18 @@ async fn wait_for_purges(
 
 /// Whether a purge holds `consumer` paused ([`PURGE_MARK`]).
 async fn purge_holds(stream: &Stream, consumer: &str) -> Result<bool> {
+    Ok(pause_of(stream, consumer).await?.is_some_and(is_purge_mark))
+}
+
+/// Until when `consumer` is paused; `None` when it is not (or does not exist).
+async fn pause_of(
+    stream: &Stream,
+    consumer: &str,
+) -> Result<Option<async_nats::datetime::DateTime>> {
     match stream.consumer_info(consumer).await {
-        Ok(info) => Ok(info.paused && info.config.pause_until.is_some_and(is_purge_mark)),
-        Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => Ok(false),
+        Ok(info) if info.paused => Ok(info.config.pause_until),
+        Ok(_) => Ok(None),
+        Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => Ok(None),
         Err(err) => Err(Error::nats("reading the queue's consumer", err)),
     }
 }
