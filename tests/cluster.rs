@@ -36,17 +36,7 @@ async fn an_r3_queue_loses_nothing_when_the_stream_leader_is_killed() {
     let producing = open().await;
     let working = open().await;
     // A plain client that watches the streams' cluster state.
-    let observer = async_nats::jetstream::new(
-        async_nats::connect(
-            cluster
-                .nodes
-                .iter()
-                .map(|node| node.url().parse().expect("a server URL"))
-                .collect::<Vec<async_nats::ServerAddr>>(),
-        )
-        .await
-        .expect("connect the observer"),
-    );
+    let observer = plain_jetstream(cluster.nodes.iter().map(|node| node.url())).await;
 
     let info = stream_info(&observer, &config.stream_name).await;
     assert_eq!(info.config.num_replicas, 3, "the stream is R3");
@@ -138,6 +128,19 @@ async fn an_r3_queue_loses_nothing_when_the_stream_leader_is_killed() {
     working.close().await;
 }
 
+/// A plain JetStream client (no Protoqueue) of the servers at `urls`.
+async fn plain_jetstream(urls: impl IntoIterator<Item = String>) -> Context {
+    let addresses: Vec<async_nats::ServerAddr> = urls
+        .into_iter()
+        .map(|url| url.parse().expect("a server URL"))
+        .collect();
+    async_nats::jetstream::new(
+        async_nats::connect(addresses)
+            .await
+            .expect("connect a plain client"),
+    )
+}
+
 async fn stream_info(observer: &Context, name: &str) -> stream::Info {
     try_stream_info(observer, name)
         .await
@@ -187,15 +190,8 @@ async fn a_worker_starting_while_its_consumers_leader_is_elected_waits_it_out() 
     let first = Connection::open(config.clone(), &cluster.urls())
         .await
         .expect("connect to the cluster");
-    let plain = |urls: Vec<String>| async move {
-        let addresses: Vec<async_nats::ServerAddr> = urls
-            .iter()
-            .map(|url| url.parse().expect("a server URL"))
-            .collect();
-        async_nats::jetstream::new(async_nats::connect(addresses).await.expect("connect"))
-    };
-    let all = cluster.nodes.iter().map(|node| node.url()).collect();
-    let info = protoqueue::nats::topology::ensure_consumer(&plain(all).await, &config)
+    let all = plain_jetstream(cluster.nodes.iter().map(|node| node.url())).await;
+    let info = protoqueue::nats::topology::ensure_consumer(&all, &config)
         .await
         .expect("the workers' consumer");
     let leader = info
@@ -213,7 +209,7 @@ async fn a_worker_starting_while_its_consumers_leader_is_elected_waits_it_out() 
     let starting = Connection::open(config.clone(), &others.join(","))
         .await
         .expect("the queue opens while a leader is elected");
-    protoqueue::nats::topology::ensure_consumer(&plain(others).await, &config)
+    protoqueue::nats::topology::ensure_consumer(&plain_jetstream(others).await, &config)
         .await
         .expect("the consumer opens while its leader is elected");
     starting.close().await;
@@ -297,17 +293,7 @@ async fn letters_survive_a_killed_leader(led: fn(&protoqueue::Config) -> String)
         }))
         .await
         .expect("process");
-    let observer = async_nats::jetstream::new(
-        async_nats::connect(
-            cluster
-                .nodes
-                .iter()
-                .map(|node| node.url().parse().expect("a server URL"))
-                .collect::<Vec<async_nats::ServerAddr>>(),
-        )
-        .await
-        .expect("connect the observer"),
-    );
+    let observer = plain_jetstream(cluster.nodes.iter().map(|node| node.url())).await;
     let leader = stream_info(&observer, &led(&config))
         .await
         .cluster
