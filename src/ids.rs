@@ -313,19 +313,23 @@ pub async fn unscheduled(connection: &Connection, id: &str) {
 pub async fn moved(connection: &Connection, id: &str, from: u64, to: u64) {
     let subject = subject(connection.config(), id);
     let result = async {
-        match read(connection, &subject).await? {
-            // A stored marker of this task, or the scheduled marker of the delayed task this is.
-            Some((marker, Some(Marker::Stored(stored)))) if stored == from => {
-                write(connection, &subject, marker, Marker::Stored(to))
-                    .await?
-                    .ok();
+        // A fired delayed task's first attempt can fail before [`fired`] pointed its marker at
+        // it: when that pointing lands between the read and the write here, read again and move
+        // the marker it wrote (else the marker would keep naming `from`, left behind once the
+        // retry is done — found by the lifecycle model).
+        for _ in 0..3 {
+            let marker = match read(connection, &subject).await? {
+                // A stored marker of this task, or the scheduled marker of the delayed task this is.
+                Some((marker, Some(Marker::Stored(stored)))) if stored == from => marker,
+                Some((marker, Some(Marker::Scheduled(_)))) => marker,
+                _ => return Ok(()),
+            };
+            if write(connection, &subject, marker, Marker::Stored(to))
+                .await?
+                .is_ok()
+            {
+                return Ok(());
             }
-            Some((marker, Some(Marker::Scheduled(_)))) => {
-                write(connection, &subject, marker, Marker::Stored(to))
-                    .await?
-                    .ok();
-            }
-            _ => {}
         }
         Ok::<_, Error>(())
     }
@@ -532,6 +536,24 @@ pub async fn release(connection: &Connection, id: &str, sequence: u64, fired: bo
     .await;
     if let Err(err) = result {
         tracing::debug!(%id, "id marker not removed ({err}); it is stale and will be replaced");
+    }
+}
+
+/// Whether any id is held: the queue's id index stores a marker (or a task with an own id was
+/// never enqueued, and the index does not exist).
+pub async fn any_held(connection: &Connection) -> Result<bool> {
+    use async_nats::jetstream::{context::GetStreamErrorKind, ErrorCode};
+    let name = connection.config().id_index_stream();
+    match connection.jetstream.get_stream(&name).await {
+        Ok(stream) => Ok(stream.cached_info().state.messages > 0),
+        Err(err) => match err.kind() {
+            GetStreamErrorKind::JetStream(server)
+                if server.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(false)
+            }
+            _ => Err(Error::nats("reading the id index stream", err)),
+        },
     }
 }
 

@@ -576,6 +576,37 @@ async fn markers(server: &NatsServer, queue: &Queue) -> u64 {
     }
 }
 
+/// Found by the lifecycle model: a purge of a paused queue whose consumer never delivered a task
+/// removed the waiting tasks by subject, leaving the markers of their own ids behind (stale, so the
+/// ids were free, but the index kept one marker per such id). Tasks with own ids are removed one
+/// by one, their markers with them; without own ids the purge by subject stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_of_a_paused_queue_frees_the_markers_of_the_tasks_it_removes() {
+    let server = NatsServer::start().await;
+    let queue = Queue::new(test_config());
+    queue.connect(Some(&server.url())).await.expect("connect");
+    queue.pause().await.expect("pause");
+    queue
+        .enqueue_batch(vec![with_id("invoice-1"), task("{}"), with_id("invoice-2")])
+        .await
+        .expect("enqueue");
+    assert_eq!(markers(&server, &queue).await, 2);
+    assert_eq!(queue.purge().await.expect("purge"), 3);
+    assert_eq!(
+        markers(&server, &queue).await,
+        0,
+        "the purged tasks' ids are freed"
+    );
+    queue
+        .enqueue_batch(numbered_tasks(50))
+        .await
+        .expect("enqueue");
+    assert_eq!(queue.purge().await.expect("purge"), 50);
+    let stats = queue.stats().await.expect("stats");
+    assert_eq!((stats.messages, stats.pending), (0, 0));
+    queue.disconnect().await;
+}
+
 /// Issue 23 A11 and B1: a delayed task's own id stays taken after its schedule fired, while the
 /// fired task runs; once it is done the id is free and its marker gone; a cancelled delayed
 /// task frees its id at once.
@@ -639,6 +670,48 @@ async fn a_delayed_tasks_own_id_is_held_until_its_fired_task_is_done_then_freed(
     wait_calls(&calls, 2).await;
     release.notify_one();
     wait_queue_stats(&queue, 0, 0).await;
+    queue.disconnect().await;
+}
+
+/// Found by the lifecycle model: a fired delayed task whose first attempt failed at once was
+/// retried while the worker was still pointing its marker at the fired task; the retry's move of
+/// the marker lost that race, so the marker kept naming the fired task and was left behind once
+/// the retry was done. Many such tasks at once, each retried once: no marker is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fired_delayed_task_retried_at_once_leaves_no_marker_behind() {
+    const N: usize = 40;
+    let server = NatsServer::start().await;
+    let mut config = test_config();
+    config.schedules = true;
+    config.retry_delay = Duration::from_millis(20);
+    let queue = Arc::new(Queue::new(config));
+    queue.connect(Some(&server.url())).await.expect("connect");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    queue
+        .process(handler(move |attempt| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if attempt.number == 1 {
+                    Outcome::Failure(Failure::new("first attempt fails"))
+                } else {
+                    Outcome::Success
+                }
+            }
+        }))
+        .await
+        .expect("process");
+    let due = protoqueue::envelope::now_ms() + 500;
+    let tasks = (0..N)
+        .map(|i| with_id(&format!("report-{i}")).at(due))
+        .collect();
+    queue.enqueue_batch(tasks).await.expect("enqueue");
+    wait_calls(&calls, 2 * N).await;
+    wait_queue_stats(&queue, 0, 0).await;
+    eventually("every marker released", SOON, || async {
+        (markers(&server, &queue).await == 0).then_some(())
+    })
+    .await;
     queue.disconnect().await;
 }
 

@@ -452,9 +452,16 @@ async fn delete_undelivered(connection: &Connection, stream: &Stream, lane: &Lan
     if !consumer.paused {
         return Ok(0);
     }
-    if consumer.num_ack_pending == 0 && consumer.delivered.stream_sequence == 0 {
+    if consumer.num_ack_pending == 0
+        && consumer.delivered.stream_sequence == 0
+        && !crate::ids::any_held(connection).await?
+    {
         // Nothing was ever delivered, and nothing is while paused: every message on the subject
-        // waits. Only the queue's subject: delayed tasks and recurring schedules stay.
+        // waits. Only the queue's subject: delayed tasks and recurring schedules stay. Not when
+        // an id is held: a task with its own id is removed one by one below, freeing its marker
+        // (a purge by subject would leave the marker behind — stale, so the id is free, but the
+        // index would keep one marker per such id). An own-id enqueue racing this check can
+        // still leave one: stale, and replaced on the id's next use.
         let purged = stream
             .purge()
             .filter(subject)

@@ -196,13 +196,7 @@ async fn with_own_ids(
     }
     // Step 3: record the markers.
     while settling.next().await.is_some() {}
-    for (index, first, id) in same_as {
-        results[index] = Some(match &results[first] {
-            Some(Ok(_)) => Ok(id),
-            Some(Err(err)) => Err(err.clone()),
-            None => Err(Error::Nats("enqueue lost its result".into())),
-        });
-    }
+    resolve_repeats(&mut results, same_as);
     if together == Together::Batch {
         // The batch fails with its first failure (not with a task it then left unsent).
         if let Some(err) = results
@@ -222,6 +216,21 @@ async fn with_own_ids(
         .into_iter()
         .map(|result| result.unwrap_or_else(unsent))
         .collect()
+}
+
+/// A task repeating an id of the call (`(index, first, id)`) resolves as the task at `first`
+/// did; when that one was left unsent (the batch failed before it), so is the repeat — the batch
+/// then fails with its first real error, not with one made up for the repeat (found by the
+/// lifecycle model: a claim that timed out after a kill -9 was reported as "enqueue lost its
+/// result").
+fn resolve_repeats(results: &mut [Option<Result<String>>], same_as: Vec<(usize, usize, String)>) {
+    for (index, first, id) in same_as {
+        results[index] = match &results[first] {
+            Some(Ok(_)) => Some(Ok(id)),
+            Some(Err(err)) => Some(Err(err.clone())),
+            None => None,
+        };
+    }
 }
 
 /// Step 1: claims the id of every task that has one, [`PUBLISH_WINDOW`] at once.
@@ -295,4 +304,37 @@ fn settle(
             None => ids::abandon(connection, &id, marker, nonce, false).await,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_id_resolves_as_its_first_task_and_stays_unsent_with_it() {
+        let timeout = Error::Nats("claiming the id timed out".into());
+        // [a, a again, b (its claim failed), c, c again]: a was left unsent when b failed.
+        let mut results = vec![
+            None,
+            None,
+            Some(Err(timeout.clone())),
+            Some(Ok("c".to_owned())),
+            None,
+        ];
+        resolve_repeats(
+            &mut results,
+            vec![(1, 0, "a".to_owned()), (4, 3, "c".to_owned())],
+        );
+        assert!(results[1].is_none(), "unsent like its first");
+        assert!(matches!(&results[4], Some(Ok(id)) if id == "c"));
+        let first_error = results
+            .iter()
+            .flatten()
+            .find_map(|result| result.as_ref().err());
+        assert_eq!(
+            first_error.map(ToString::to_string),
+            Some(timeout.to_string()),
+            "the batch fails with the real error"
+        );
+    }
 }
