@@ -607,6 +607,67 @@ async fn a_purge_of_a_paused_queue_frees_the_markers_of_the_tasks_it_removes() {
     queue.disconnect().await;
 }
 
+/// Issue 23 B4, shown not to happen: a starting worker writes the shared consumer's whole
+/// configuration (its `ackWait`, `globalConcurrency`), read a moment — or, when lowering
+/// `ackWait`, seconds — before; a `pause()` or `resume()` in between is not undone, because the
+/// server keeps a consumer's pause through a configuration update, whatever `pause_until` the
+/// update carries. (Checked against the server: if a release changed this, this test says so.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_update_never_changes_its_pause() {
+    use async_nats::jetstream::{consumer::pull, stream};
+    let server = NatsServer::start().await;
+    let js = jetstream(&server).await;
+    let stream = js
+        .create_stream(stream::Config {
+            name: "B4".into(),
+            subjects: vec!["b4".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some("workers".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let config = |stream: stream::Stream| async move {
+        let info = stream.consumer_info("workers").await.expect("info");
+        (info.paused, info.config.clone())
+    };
+    let (_, read_unpaused) = config(stream.clone()).await;
+    let until = async_nats::datetime::add_std_duration(
+        async_nats::datetime::now(),
+        Duration::from_secs(3_600),
+    )
+    .expect("time");
+    stream
+        .pause_consumer("workers", until)
+        .await
+        .expect("pause");
+    let (_, read_paused) = config(stream.clone()).await;
+    // Written after the pause, from a read before it: still paused.
+    let mut stale = read_unpaused;
+    stale.ack_wait = Duration::from_secs(7);
+    js.update_consumer_on_stream(stale, "B4")
+        .await
+        .expect("update");
+    let (paused, now) = config(stream.clone()).await;
+    assert!(paused, "a stale update did not undo the pause");
+    assert_eq!(now.ack_wait, Duration::from_secs(7));
+    // Written after a resume, from a read while paused: still resumed.
+    stream.resume_consumer("workers").await.expect("resume");
+    let mut stale = read_paused;
+    stale.ack_wait = Duration::from_secs(8);
+    js.update_consumer_on_stream(stale, "B4")
+        .await
+        .expect("update");
+    let (paused, now) = config(stream).await;
+    assert!(!paused, "a stale update did not undo the resume");
+    assert_eq!(now.ack_wait, Duration::from_secs(8));
+}
+
 /// Issue 23 A11 and B1: a delayed task's own id stays taken after its schedule fired, while the
 /// fired task runs; once it is done the id is free and its marker gone; a cancelled delayed
 /// task frees its id at once.

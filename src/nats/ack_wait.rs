@@ -175,13 +175,11 @@ async fn read(connection: &Connection, lane: &Lane) -> Result<consumer::Info> {
         .map_err(|e| Error::request("reading the consumer", e))
 }
 
-/// Writes `wanted` (read a while ago and changed) as the consumer's configuration, keeping the
-/// pause the consumer has *now*: a consumer update writes the whole configuration, `pause_until`
-/// included, so a `pause()` or `resume()` made since `wanted` was read would otherwise be undone
-/// (issue 23 B4). The server offers no compare-and-set: the window left is the one request
-/// between this read and the write.
-async fn update(connection: &Connection, lane: &Lane, mut wanted: consumer::Config) -> Result<()> {
-    wanted.pause_until = read(connection, lane).await?.config.pause_until;
+/// Writes `wanted` (read a while ago and changed) as the consumer's configuration. A `pause()` or
+/// `resume()` made since it was read stays: the server keeps a consumer's pause through an
+/// update, whatever `pause_until` it carries (`tests/lifecycle.rs`
+/// a_consumer_update_never_changes_its_pause, issue 23 B4).
+async fn update(connection: &Connection, lane: &Lane, wanted: consumer::Config) -> Result<()> {
     connection
         .jetstream
         .update_consumer_on_stream(wanted, &lane.stream)
