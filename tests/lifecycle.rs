@@ -607,6 +607,36 @@ async fn a_purge_of_a_paused_queue_frees_the_markers_of_the_tasks_it_removes() {
     queue.disconnect().await;
 }
 
+/// Found by the lifecycle model (soak, priorities): on a paused queue a delayed task with an own id
+/// fired (its fired task waits, undelivered); the id enqueued again is taken, and that enqueue
+/// points the marker at the fired task; a purge then removed the fired task but freed only a
+/// marker still naming the schedule, leaving this one behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_frees_the_marker_of_a_fired_delayed_task_that_an_enqueue_of_its_id_pointed_at_it()
+{
+    let server = NatsServer::start().await;
+    let mut config = test_config();
+    config.schedules = true;
+    config.priorities = true;
+    let queue = Queue::new(config);
+    queue.connect(Some(&server.url())).await.expect("connect");
+    queue.pause().await.expect("pause");
+    let soon = protoqueue::envelope::now_ms() + 1;
+    queue
+        .enqueue(with_id("order-1").at(soon))
+        .await
+        .expect("enqueue delayed");
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    queue.enqueue(with_id("order-1")).await.expect("again");
+    assert_eq!(queue.purge().await.expect("purge"), 1);
+    assert_eq!(
+        markers(&server, &queue).await,
+        0,
+        "the purged task's id is freed"
+    );
+    queue.disconnect().await;
+}
+
 /// Issue 23 B4, shown not to happen: a starting worker writes the shared consumer's whole
 /// configuration (its `ackWait`, `globalConcurrency`), read a moment — or, when lowering
 /// `ackWait`, seconds — before; a `pause()` or `resume()` in between is not undone, because the

@@ -369,12 +369,13 @@ fn own_id(
         .map(|task| (task.id, fired))
 }
 
-/// Frees the own id of a task a purge removed from `sequence` (its marker, [`crate::ids`]).
+/// Frees the own id of a task a purge removed from `sequence` (its marker, [`crate::ids`]). A
+/// task fired from a delayed task's schedule has a marker that still names the schedule, or
+/// already this task (pointed at it by a worker, or by an enqueue of the id that found the
+/// schedule gone — found by the lifecycle model): either is removed.
 async fn release_own_id(connection: &Connection, own: Option<(String, bool)>, sequence: u64) {
-    match own {
-        Some((id, true)) => crate::ids::unscheduled(connection, &id).await,
-        Some((id, false)) => crate::ids::release(connection, &id, sequence, false).await,
-        None => {}
+    if let Some((id, fired)) = own {
+        crate::ids::release(connection, &id, sequence, fired).await;
     }
 }
 
