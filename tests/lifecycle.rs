@@ -768,47 +768,10 @@ async fn a_delayed_tasks_own_id_is_held_until_its_fired_task_is_done_then_freed(
     queue.disconnect().await;
 }
 
-/// Issue 23 B1: the marker of a delayed task with an own id named its schedule and was never
-/// released (the id index grew by one per such task). Delayed tasks with ids, each handled once:
-/// no marker is left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delayed_tasks_marker_is_released_once_its_fired_task_is_done() {
-    const N: usize = 20;
-    let server = NatsServer::start().await;
-    let mut config = test_config();
-    config.schedules = true;
-    let queue = Arc::new(Queue::new(config));
-    queue.connect(Some(&server.url())).await.expect("connect");
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
-    queue
-        .process(handler(move |_| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            async { Outcome::Success }
-        }))
-        .await
-        .expect("process");
-    let due = protoqueue::envelope::now_ms() + 300;
-    let tasks = (0..N)
-        .map(|i| with_id(&format!("invoice-{i}")).at(due))
-        .collect();
-    queue.enqueue_batch(tasks).await.expect("enqueue");
-    wait_calls(&calls, N).await;
-    wait_queue_stats(&queue, 0, 0).await;
-    eventually("every marker released", SOON, || async {
-        (markers(&server, &queue).await == 0).then_some(())
-    })
-    .await;
-    queue.disconnect().await;
-}
-
-/// Found by the lifecycle model: a fired delayed task whose first attempt failed at once was
-/// retried while the worker was still pointing its marker at the fired task; the retry's move of
-/// the marker lost that race, so the marker kept naming the fired task and was left behind once
-/// the retry was done. Many such tasks at once, each retried once: no marker is left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fired_delayed_task_retried_at_once_leaves_no_marker_behind() {
-    const N: usize = 40;
+/// Enqueues `n` delayed tasks with ids of their own, due together; each is handled once (or, with
+/// `fail_first`, fails its first attempt at once and succeeds on its retry). Once all are done,
+/// no id marker may be left.
+async fn delayed_tasks_with_ids_leave_no_marker(n: usize, fail_first: bool) {
     let server = NatsServer::start().await;
     let mut config = test_config();
     config.schedules = true;
@@ -821,7 +784,7 @@ async fn a_fired_delayed_task_retried_at_once_leaves_no_marker_behind() {
         .process(handler(move |attempt| {
             counted.fetch_add(1, Ordering::SeqCst);
             async move {
-                if attempt.number == 1 {
+                if fail_first && attempt.number == 1 {
                     Outcome::Failure(Failure::new("first attempt fails"))
                 } else {
                     Outcome::Success
@@ -831,17 +794,33 @@ async fn a_fired_delayed_task_retried_at_once_leaves_no_marker_behind() {
         .await
         .expect("process");
     let due = protoqueue::envelope::now_ms() + 500;
-    let tasks = (0..N)
+    let tasks = (0..n)
         .map(|i| with_id(&format!("report-{i}")).at(due))
         .collect();
     queue.enqueue_batch(tasks).await.expect("enqueue");
-    wait_calls(&calls, 2 * N).await;
+    wait_calls(&calls, if fail_first { 2 * n } else { n }).await;
     wait_queue_stats(&queue, 0, 0).await;
     eventually("every marker released", SOON, || async {
         (markers(&server, &queue).await == 0).then_some(())
     })
     .await;
     queue.disconnect().await;
+}
+
+/// Issue 23 B1: the marker of a delayed task with an own id named its schedule and was never
+/// released (the id index grew by one per such task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_tasks_marker_is_released_once_its_fired_task_is_done() {
+    delayed_tasks_with_ids_leave_no_marker(20, false).await;
+}
+
+/// Found by the lifecycle model: a fired delayed task whose first attempt failed at once was
+/// retried while the worker was still pointing its marker at the fired task; the retry's move of
+/// the marker lost that race, so the marker kept naming the fired task and was left behind once
+/// the retry was done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fired_delayed_task_retried_at_once_leaves_no_marker_behind() {
+    delayed_tasks_with_ids_leave_no_marker(40, true).await;
 }
 
 /// A scheduled marker left behind by a lost write (a server killed before it flushed the
