@@ -291,8 +291,7 @@ pub async fn fired(connection: &Connection, id: &str, sequence: u64) {
     }
 }
 
-/// Removes the marker of a delayed task with `id` whose schedule, or fired task, `cancel()` or
-/// `purge()` removed.
+/// Removes the marker of a delayed task with `id` whose schedule `cancel()` removed.
 pub async fn unscheduled(connection: &Connection, id: &str) {
     let subject = subject(connection.config(), id);
     let result = async {
@@ -539,8 +538,8 @@ pub async fn release(connection: &Connection, id: &str, sequence: u64, fired: bo
     }
 }
 
-/// Whether any id is held: the queue's id index stores a marker (or a task with an own id was
-/// never enqueued, and the index does not exist).
+/// Whether the queue's id index holds any marker (`false` too when no task with an own id was
+/// ever enqueued: then the index does not exist).
 pub async fn any_held(connection: &Connection) -> Result<bool> {
     use async_nats::jetstream::{context::GetStreamErrorKind, ErrorCode};
     let name = connection.config().id_index_stream();
