@@ -109,6 +109,27 @@ describe('deploy/: Docker Compose', () => {
     assert.equal(compose.services['worker-2'].command[1], 'worker.mjs')
   })
 
+  test("the Rust it builds with is at least every locked crate's minimum, which Cargo.toml states", () => {
+    // Each package of Cargo.lock (this project's and its dependencies', every platform) says the
+    // oldest Rust it builds with; the newest of those is the project's real minimum.
+    const metadata = spawnSync('cargo', ['metadata', '--format-version', '1', '--locked'], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
+    assert.equal(metadata.status, 0, metadata.stderr)
+    const version = (text: string) => text.split('.').map(Number).concat(0, 0).slice(0, 3)
+    const atLeast = (a: string, b: string) => {
+      const [x, y] = [version(a), version(b)]
+      const differs = x.findIndex((part, i) => part !== y[i])
+      return differs === -1 || x[differs] > y[differs]
+    }
+    const packages: Array<{ name: string; version: string; rust_version: string | null }> = JSON.parse(metadata.stdout).packages
+    const stated = /^rust-version = "([^"]+)"$/m.exec(readFileSync(join(ROOT, 'Cargo.toml'), 'utf8'))![1]
+    const pinned = /^ARG RUST_VERSION=(\S+)$/m.exec(dockerfile)![1]
+    for (const pkg of packages) {
+      if (pkg.rust_version) assert.ok(atLeast(stated, pkg.rust_version), `${pkg.name} ${pkg.version} needs Rust ${pkg.rust_version}; Cargo.toml says ${stated}`)
+    }
+    assert.ok(atLeast(pinned, stated), `deploy/Dockerfile builds with Rust ${pinned}, below Cargo.toml's ${stated}`)
+    assert.match(dockerfile, new RegExp(`MSRV ${stated.replace('.', '\\.')}\\b`), 'the Dockerfile names the minimum it meets')
+  })
+
   test('workers get a stop grace period that covers the drain', () => {
     for (const name of ['worker-1', 'worker-2']) {
       const service = compose.services[name]
