@@ -14,6 +14,7 @@ import { describe, test } from 'node:test'
 import yaml from 'js-yaml'
 import { Protoqueue } from 'protoqueue'
 
+import { atLeast as versionsAtLeast, versionOf } from '../scripts/prerequisites.mjs'
 import { NatsServer, uniqueQueue } from './helpers/nats'
 import { eventually, within } from './helpers/wait'
 
@@ -114,12 +115,7 @@ describe('deploy/: Docker Compose', () => {
     // oldest Rust it builds with; the newest of those is the project's real minimum.
     const metadata = spawnSync('cargo', ['metadata', '--format-version', '1', '--locked'], { cwd: ROOT, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 })
     assert.equal(metadata.status, 0, metadata.stderr)
-    const version = (text: string) => text.split('.').map(Number).concat(0, 0).slice(0, 3)
-    const atLeast = (a: string, b: string) => {
-      const [x, y] = [version(a), version(b)]
-      const differs = x.findIndex((part, i) => part !== y[i])
-      return differs === -1 || x[differs] > y[differs]
-    }
+    const atLeast = (a: string, b: string) => versionsAtLeast(versionOf(a) ?? [], versionOf(b) ?? [])
     const packages: Array<{ name: string; version: string; rust_version: string | null }> = JSON.parse(metadata.stdout).packages
     const stated = /^rust-version = "([^"]+)"$/m.exec(readFileSync(join(ROOT, 'Cargo.toml'), 'utf8'))![1]
     const pinned = /^ARG RUST_VERSION=(\S+)$/m.exec(dockerfile)![1]
