@@ -177,7 +177,7 @@ where
                 };
                 status.seen += 1;
                 match letter {
-                    Some(letter) if wanted(sequence, &letter) && limit.map_or(true, |limit| taken < limit) => {
+                    Some(letter) if wanted(sequence, &letter) && limit.is_none_or(|limit| taken < limit) => {
                         taken += 1;
                         acting.push(act(sequence, letter));
                     }
@@ -223,7 +223,7 @@ where
     for sequence in sorted {
         status.seen += 1;
         if let Some(stored) = dead_letters::get(connection, sequence).await? {
-            if wanted(sequence, &stored.letter) && limit.map_or(true, |limit| taken < limit) {
+            if wanted(sequence, &stored.letter) && limit.is_none_or(|limit| taken < limit) {
                 taken += 1;
                 if act(sequence, stored.letter).await? {
                     status.done += 1;

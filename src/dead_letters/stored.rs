@@ -52,12 +52,12 @@ impl Filter {
         let id = letter.task.as_ref().map(|task| task.id.as_str());
         self.sequences
             .as_ref()
-            .map_or(true, |sequences| sequences.contains(&sequence))
-            && self.reason.map_or(true, |reason| letter.reason() == reason)
+            .is_none_or(|sequences| sequences.contains(&sequence))
+            && self.reason.is_none_or(|reason| letter.reason() == reason)
             && self
                 .ids
                 .as_ref()
-                .map_or(true, |ids| id.is_some_and(|id| ids.contains(id)))
+                .is_none_or(|ids| id.is_some_and(|id| ids.contains(id)))
     }
 
     /// Whether it picks every letter.
