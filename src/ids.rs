@@ -279,9 +279,7 @@ pub async fn fired(connection: &Connection, id: &str, sequence: u64) {
     let subject = subject(connection.config(), id);
     let result = async {
         if let Some((marker, Some(Marker::Scheduled(_)))) = read(connection, &subject).await? {
-            write(connection, &subject, marker, Marker::Stored(sequence))
-                .await?
-                .ok();
+            point(connection, id, &subject, marker, sequence).await?;
         }
         Ok::<_, Error>(())
     }
@@ -323,10 +321,7 @@ pub async fn moved(connection: &Connection, id: &str, from: u64, to: u64) {
                 Some((marker, Some(Marker::Scheduled(_)))) => marker,
                 _ => return Ok(()),
             };
-            if write(connection, &subject, marker, Marker::Stored(to))
-                .await?
-                .is_ok()
-            {
+            if point(connection, id, &subject, marker, to).await? {
                 return Ok(());
             }
         }
@@ -336,6 +331,32 @@ pub async fn moved(connection: &Connection, id: &str, from: u64, to: u64) {
     if let Err(err) = result {
         tracing::debug!(%id, "id marker not moved to the task's retry ({err})");
     }
+}
+
+/// Points the marker of `id` (now stored at `marker`) at the task stored at `sequence`; whether it
+/// was written. The pointing runs beside the task's handler ([`fired`]) or after its retry was
+/// stored ([`moved`]): that task may be done, and its release past, before the pointing lands —
+/// the release found the marker still naming the schedule or the failed attempt and left it. So
+/// a pointing that landed looks again: a task already done takes its marker with it. (Seen by the
+/// lifecycle model: a retry due 20 ms later done before its marker followed it; on an R3 cluster,
+/// a pointing proposed while the release's delete was in flight stored after it.)
+async fn point(
+    connection: &Connection,
+    id: &str,
+    subject: &str,
+    marker: u64,
+    sequence: u64,
+) -> Result<bool> {
+    if write(connection, subject, marker, Marker::Stored(sequence))
+        .await?
+        .is_err()
+    {
+        return Ok(false);
+    }
+    if !is_stored(connection, sequence).await? {
+        release(connection, id, sequence, false).await;
+    }
+    Ok(true)
 }
 
 /// Gives up a claim whose task was not confirmed: `sent` says whether it may be stored (the
