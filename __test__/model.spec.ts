@@ -364,8 +364,9 @@ class Real {
 
   /** When a handler call of the task `key` was last (or first) seen starting. */
   startedAt(key: string, which: 'last' | 'first' = 'last'): number | undefined {
-    const calls = this.handled.filter((record) => record.key === key)
-    return (which === 'last' ? calls.at(-1) : calls.at(0))?.at
+    if (which === 'first') return this.handled.find((record) => record.key === key)?.at
+    for (let i = this.handled.length - 1; i >= 0; i--) if (this.handled[i].key === key) return this.handled[i].at
+    return undefined
   }
 
   /** The object an operation goes through. */
