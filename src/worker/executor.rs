@@ -190,6 +190,8 @@ struct Handed {
     /// It has its own id and was fired from a delayed task's schedule: its marker names the
     /// schedule ([`crate::ids::fired`]).
     fired: bool,
+    /// The pointing of that marker at this task, running beside the handler.
+    pointing: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Why a delivery is dead-lettered without reaching the handler.
@@ -271,15 +273,15 @@ impl Executor {
         match self.start_handler(&message, &mut origin) {
             // The future of the common path is `finish`'s alone (an async block around it would
             // hold its arguments twice): it is copied into the heap once for every task.
-            Ok(handed) => {
+            Ok(mut handed) => {
                 if handed.fired {
                     // A delayed task's marker names its schedule: point it at this task (off the
                     // handler's path; until then the id counts as taken anyway).
                     let connection = self.connection.clone();
                     let (id, sequence) = (handed.id.clone(), origin.stream_sequence);
-                    tokio::spawn(
-                        async move { crate::ids::fired(&connection, &id, sequence).await },
-                    );
+                    handed.pointing = Some(tokio::spawn(async move {
+                        crate::ids::fired(&connection, &id, sequence).await
+                    }));
                 }
                 Box::pin(self.finish(message, origin, handed, slot))
             }
@@ -333,6 +335,7 @@ impl Executor {
             at,
             enqueued_at_ms,
             fired: policy.custom_id && schedules::fired_from_schedule(message.headers.as_ref()),
+            pointing: None,
         })
     }
 
@@ -393,6 +396,7 @@ impl Executor {
             at,
             enqueued_at_ms,
             fired,
+            pointing,
         } = handed;
         let mut started = None;
         let handled = async {
@@ -402,6 +406,13 @@ impl Executor {
         };
         let outcome = self.run_with_heartbeats(&message, handled).await;
         drop(slot);
+        if let Some(pointing) = pointing {
+            // Settle once the marker names this task, so the release (or a retry's move) reads
+            // the pointed marker: on an R3 cluster, a pointing still in flight while the release
+            // removed the scheduled marker was stored after that removal, and its look again
+            // found the task still stored (the ack was still queued) — a marker left behind.
+            pointing.await.ok();
+        }
         let clock = Clock {
             enqueued_at_ms,
             started: started.unwrap_or(at),
