@@ -23,8 +23,10 @@
 //!   fired task no worker pointed it at yet is checked by looking for that task (a claim points
 //!   it at the task, or finds it stale: a write lost when a server was killed).
 //!
-//! Workers remove the marker of a task they acked or dead-lettered when it still names that
-//! task; correctness never depends on it (a stale marker is recognised by its sequence), it only
+//! Workers remove the marker of a task they acked or dead-lettered when it may still name that
+//! task ([`Stamp`]: a stored marker naming it, the scheduled one of a fired task, or the pending
+//! one its producer has not recorded yet — the worker records it first, then removes it);
+//! correctness never depends on it (a stale marker is recognised by its sequence), it only
 //! keeps the index small. Tasks without an id never touch the index; its stream is created on
 //! the first enqueue with an id.
 
@@ -161,6 +163,44 @@ pub fn message_id(id: &str, nonce: u64) -> String {
     format!("{id}:{nonce:x}")
 }
 
+/// What a stored task with its own id says of the marker that may name it, read from its
+/// headers by the worker or purge that settles it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stamp {
+    /// Fired from a delayed task's schedule: its marker may still name the schedule.
+    pub fired: bool,
+    /// The nonce its producer published it under (its `Nats-Msg-Id`, [`message_id`]): until that
+    /// producer records where the task was stored, the marker is pending with this nonce. `None`
+    /// for a retry or a requeued task (published under ids of their own).
+    pub nonce: Option<u64>,
+}
+
+impl Stamp {
+    /// The stamp of a delivered or stored task with `id` from the message's headers.
+    pub fn of(id: &str, headers: Option<&HeaderMap>) -> Self {
+        let nonce = headers
+            .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+            .and_then(|message_id| message_id.as_str().strip_prefix(id)?.strip_prefix(':'))
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+        Stamp {
+            fired: schedules::fired_from_schedule(headers),
+            nonce,
+        }
+    }
+
+    /// Whether `marker` may name the task with this stamp stored at `sequence`.
+    fn names(self, marker: Marker, sequence: u64) -> bool {
+        match marker {
+            Marker::Stored(stored) => stored == sequence,
+            Marker::Scheduled(_) => self.fired,
+            Marker::Pending(_, Some(nonce)) | Marker::Unconfirmed(nonce) => {
+                self.nonce == Some(nonce)
+            }
+            Marker::Pending(_, None) => false,
+        }
+    }
+}
+
 /// Claims `id` for a new task, by `deadline`: writes a pending marker unless a task with the id
 /// is stored. While another producer's pending marker is fresh, waits for it to be settled (its
 /// task stored: taken; not confirmed or removed: ours to store).
@@ -263,9 +303,10 @@ pub async fn stored(connection: &Connection, id: &str, marker: u64, sequence: u6
     };
     match write(connection, &subject, marker, stored).await {
         Ok(Ok(_)) => {}
-        // Only a producer that judged our pending marker stale replaces it; it then owns the id.
+        // A worker that settled the task first recorded it in our place (and released it), or
+        // a producer that judged our pending marker stale replaced it: it then owns the id.
         Ok(Err(_)) => {
-            tracing::warn!(%id, "the id's marker was replaced while its task was being stored")
+            tracing::debug!(%id, "the id's marker was settled or replaced before it was recorded")
         }
         Err(err) => {
             tracing::warn!(%id, "the id's marker was not updated ({err}); it counts as stale after enqueueTimeout")
@@ -304,21 +345,19 @@ pub async fn unscheduled(connection: &Connection, id: &str) {
     }
 }
 
-/// Records that the task with `id` stored at `from` was stored again at `to` (a retry): its
-/// marker follows it when it still names `from`. Best effort: a marker left behind is stale, and
-/// the id is free while the retry waits.
-pub async fn moved(connection: &Connection, id: &str, from: u64, to: u64) {
+/// Records that the task with `id` stored at `from` (with `stamp`) was stored again at `to` (a
+/// retry): its marker follows it when it may still name `from` ([`Stamp`]). Best effort: a
+/// marker left behind is stale, and the id is free while the retry waits.
+pub async fn moved(connection: &Connection, id: &str, from: u64, stamp: Stamp, to: u64) {
     let subject = subject(connection.config(), id);
     let result = async {
-        // A fired delayed task's first attempt can fail before [`fired`] pointed its marker at
-        // it: when that pointing lands between the read and the write here, read again and move
-        // the marker it wrote (else the marker would keep naming `from`, left behind once the
-        // retry is done — found by the lifecycle model).
+        // The marker may be replaced between the read and the write (by the producer recording
+        // it, or a fired task's pointing): then read again and move the marker it wrote (else it
+        // would keep naming `from`, left behind once the retry is done — found by the lifecycle
+        // model).
         for _ in 0..3 {
             let marker = match read(connection, &subject).await? {
-                // A stored marker of this task, or the scheduled marker of the delayed task this is.
-                Some((marker, Some(Marker::Stored(stored)))) if stored == from => marker,
-                Some((marker, Some(Marker::Scheduled(_)))) => marker,
+                Some((marker, Some(says))) if stamp.names(says, from) => marker,
                 _ => return Ok(()),
             };
             if point(connection, id, &subject, marker, to).await? {
@@ -354,7 +393,7 @@ async fn point(
         return Ok(false);
     }
     if !is_stored(connection, sequence).await? {
-        release(connection, id, sequence, false).await;
+        release(connection, id, sequence, Stamp::default()).await;
     }
     Ok(true)
 }
@@ -532,19 +571,32 @@ async fn delete(connection: &Connection, sequence: u64) -> Result<bool> {
     crate::nats::delete_message(&connection.jetstream, &stream, sequence).await
 }
 
-/// Removes the marker of the task with `id` that was stored at `sequence` and is now acked or
-/// dead-lettered, if the marker still names it — or, for the task a delayed task's schedule
-/// `fired`, if the marker is still the scheduled one ([`fired`] may not have pointed it at the
-/// task yet). Best effort: a stored marker left behind is stale.
-pub async fn release(connection: &Connection, id: &str, sequence: u64, fired: bool) {
+/// Removes the marker of the task with `id` (with `stamp`) that was stored at `sequence` and is
+/// now acked, dead-lettered or purged, if the marker may still name it ([`Stamp`]): a stored
+/// marker naming it; for a fired task, the scheduled one ([`fired`] may not have pointed it at
+/// the task yet); or the pending one of its producer, which has not recorded where the task was
+/// stored (a batch records its markers once all its tasks are stored — found by the lifecycle
+/// model). Best effort: a stored marker left behind is stale.
+pub async fn release(connection: &Connection, id: &str, sequence: u64, stamp: Stamp) {
     let subject = subject(connection.config(), id);
     let result = async {
-        // The first worker's pointing of a fired task's marker ([`fired`]) may replace the
-        // marker between the read and the removal: then the new one is read and removed.
+        // A write may replace the marker between the read and the removal (a pointing, the
+        // producer recording it): then the new one is read and removed.
         for _ in 0..3 {
             let marker = match read(connection, &subject).await? {
-                Some((marker, Some(Marker::Stored(stored)))) if stored == sequence => marker,
-                Some((marker, Some(Marker::Scheduled(_)))) if fired => marker,
+                Some((marker, Some(says))) if stamp.names(says, sequence) => {
+                    if let Marker::Pending(..) | Marker::Unconfirmed(_) = says {
+                        // Record it in the producer's place first: a removal is not ordered
+                        // with writes that expect the marker (on a cluster, the producer's
+                        // write could be stored after it), a write is.
+                        match write(connection, &subject, marker, Marker::Stored(sequence)).await? {
+                            Ok(recorded) => recorded,
+                            Err(_) => continue,
+                        }
+                    } else {
+                        marker
+                    }
+                }
                 _ => return Ok(()),
             };
             if delete(connection, marker).await? {
@@ -635,6 +687,37 @@ mod tests {
         for junk in [&b""[..], b"x", b"p", b"sx", b"\xff", b"s-1", b"p1:zz", b"u"] {
             assert_eq!(Marker::parse(junk), None);
         }
+    }
+
+    #[test]
+    fn a_stamp_names_its_producers_pending_marker_and_not_anothers() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            message_id("order:1", 0xbeef).as_str(),
+        );
+        let stamp = Stamp::of("order:1", Some(&headers));
+        assert_eq!(
+            stamp,
+            Stamp {
+                fired: false,
+                nonce: Some(0xbeef)
+            }
+        );
+        assert!(stamp.names(Marker::Pending(1, Some(0xbeef)), 7));
+        assert!(stamp.names(Marker::Unconfirmed(0xbeef), 7));
+        assert!(stamp.names(Marker::Stored(7), 7));
+        assert!(!stamp.names(Marker::Pending(1, Some(0xbee)), 7));
+        assert!(!stamp.names(Marker::Pending(1, None), 7));
+        assert!(!stamp.names(Marker::Stored(8), 7));
+        assert!(!stamp.names(Marker::Scheduled(7), 7), "not fired");
+        // A retry's or another id's message id carries no nonce of this id.
+        for other in ["retry:S:7", "order:2:beef", "order:1:zz", "order:1"] {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, other);
+            assert_eq!(Stamp::of("order:1", Some(&headers)).nonce, None, "{other}");
+        }
+        assert_eq!(Stamp::of("order:1", None), Stamp::default());
     }
 
     #[test]

@@ -768,14 +768,27 @@ async fn a_delayed_tasks_own_id_is_held_until_its_fired_task_is_done_then_freed(
     queue.disconnect().await;
 }
 
-/// Enqueues `n` delayed tasks with ids of their own, due together; each is handled once (or, with
-/// `fail_first`, fails its first attempt at once and succeeds on its retry). Once all are done,
-/// no id marker may be left.
-async fn delayed_tasks_with_ids_leave_no_marker(n: usize, fail_first: bool) {
+/// How each task of [`tasks_with_ids_leave_no_marker`] ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Succeeds,
+    /// Fails its first attempt at once and succeeds on its retry.
+    FailsFirst,
+    /// Fails for good at once: dead-lettered.
+    FailsForGood,
+}
+
+/// Enqueues `n` tasks with ids of their own in one batch (`delayed`: due together) to a worker
+/// that is already running, each ending as `ending` says. Once all are done, no id marker may be
+/// left.
+async fn tasks_with_ids_leave_no_marker(n: usize, delayed: bool, ending: Ending) {
     let server = NatsServer::start().await;
     let mut config = test_config();
     config.schedules = true;
     config.retry_delay = Duration::from_millis(20);
+    if ending == Ending::FailsForGood {
+        config.max_retries = 0;
+    }
     let queue = Arc::new(Queue::new(config));
     queue.connect(Some(&server.url())).await.expect("connect");
     let calls = Arc::new(AtomicUsize::new(0));
@@ -784,10 +797,12 @@ async fn delayed_tasks_with_ids_leave_no_marker(n: usize, fail_first: bool) {
         .process(handler(move |attempt| {
             counted.fetch_add(1, Ordering::SeqCst);
             async move {
-                if fail_first && attempt.number == 1 {
-                    Outcome::Failure(Failure::new("first attempt fails"))
-                } else {
-                    Outcome::Success
+                match ending {
+                    Ending::FailsFirst if attempt.number == 1 => {
+                        Outcome::Failure(Failure::new("first attempt fails"))
+                    }
+                    Ending::FailsForGood => Outcome::Failure(Failure::new("downstream is down")),
+                    _ => Outcome::Success,
                 }
             }
         }))
@@ -795,11 +810,27 @@ async fn delayed_tasks_with_ids_leave_no_marker(n: usize, fail_first: bool) {
         .expect("process");
     let due = protoqueue::envelope::now_ms() + 500;
     let tasks = (0..n)
-        .map(|i| with_id(&format!("report-{i}")).at(due))
+        .map(|i| {
+            let task = with_id(&format!("report-{i}"));
+            if delayed {
+                task.at(due)
+            } else {
+                task
+            }
+        })
         .collect();
     queue.enqueue_batch(tasks).await.expect("enqueue");
-    wait_calls(&calls, if fail_first { 2 * n } else { n }).await;
-    wait_queue_stats(&queue, 0, 0).await;
+    wait_calls(
+        &calls,
+        if ending == Ending::FailsFirst {
+            2 * n
+        } else {
+            n
+        },
+    )
+    .await;
+    let letters = if ending == Ending::FailsForGood { n } else { 0 };
+    wait_queue_stats(&queue, 0, letters as u64).await;
     eventually("every marker released", SOON, || async {
         (markers(&server, &queue).await == 0).then_some(())
     })
@@ -811,7 +842,7 @@ async fn delayed_tasks_with_ids_leave_no_marker(n: usize, fail_first: bool) {
 /// released (the id index grew by one per such task).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delayed_tasks_marker_is_released_once_its_fired_task_is_done() {
-    delayed_tasks_with_ids_leave_no_marker(20, false).await;
+    tasks_with_ids_leave_no_marker(20, true, Ending::Succeeds).await;
 }
 
 /// Found by the lifecycle model: a fired delayed task whose first attempt failed at once was
@@ -820,7 +851,17 @@ async fn a_delayed_tasks_marker_is_released_once_its_fired_task_is_done() {
 /// the retry was done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fired_delayed_task_retried_at_once_leaves_no_marker_behind() {
-    delayed_tasks_with_ids_leave_no_marker(40, true).await;
+    tasks_with_ids_leave_no_marker(40, true, Ending::FailsFirst).await;
+}
+
+/// Found by the lifecycle model: a batch records its markers once every task of it is stored,
+/// so a worker can finish a task (and find its marker still pending) before its marker names it;
+/// the marker recorded after that was left behind. Tasks done at once, whichever way they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_done_before_their_batch_recorded_their_markers_leave_none_behind() {
+    for ending in [Ending::Succeeds, Ending::FailsFirst, Ending::FailsForGood] {
+        tasks_with_ids_leave_no_marker(300, false, ending).await;
+    }
 }
 
 /// A scheduled marker left behind by a lost write (a server killed before it flushed the

@@ -29,6 +29,7 @@ use futures::{stream::FuturesUnordered, StreamExt};
 use crate::{
     config::CONSUMER_NAME,
     error::{Error, Result},
+    ids::Stamp,
     layout::{self, Lane},
     nats::{self, connection::Connection, topology},
 };
@@ -359,23 +360,24 @@ async fn take_waiting(connection: &Connection, stream: &Stream, lane: &Lane) -> 
     }
 }
 
-/// A task's own id, if it has one, and whether it was fired from a delayed task's schedule.
+/// A task's own id, if it has one, and what its headers say of its marker.
 fn own_id(
     task: Option<crate::envelope::Task>,
     headers: Option<&async_nats::HeaderMap>,
-) -> Option<(String, bool)> {
-    let fired = crate::schedules::fired_from_schedule(headers);
-    task.filter(|task| task.custom_id)
-        .map(|task| (task.id, fired))
+) -> Option<(String, Stamp)> {
+    task.filter(|task| task.custom_id).map(|task| {
+        let stamp = Stamp::of(&task.id, headers);
+        (task.id, stamp)
+    })
 }
 
 /// Frees the own id of a task a purge removed from `sequence` (its marker, [`crate::ids`]). A
 /// task fired from a delayed task's schedule has a marker that still names the schedule, or
 /// already this task (pointed at it by a worker, or by an enqueue of the id that found the
 /// schedule gone — found by the lifecycle model): either is removed.
-async fn release_own_id(connection: &Connection, own: Option<(String, bool)>, sequence: u64) {
-    if let Some((id, fired)) = own {
-        crate::ids::release(connection, &id, sequence, fired).await;
+async fn release_own_id(connection: &Connection, own: Option<(String, Stamp)>, sequence: u64) {
+    if let Some((id, stamp)) = own {
+        crate::ids::release(connection, &id, sequence, stamp).await;
     }
 }
 
@@ -529,7 +531,7 @@ async fn next_task(
     stream: &Stream,
     subject: &str,
     from: u64,
-) -> Result<Option<(u64, bool, Option<(String, bool)>)>> {
+) -> Result<Option<(u64, bool, Option<(String, Stamp)>)>> {
     let found = nats::next_on_subject(stream, subject, from, "reading the queue").await?;
     Ok(found.map(|message| {
         let task = crate::envelope::Task::decode_checked(&message.payload).ok();

@@ -187,9 +187,9 @@ struct Handed {
     /// When it was handed over.
     at: Instant,
     enqueued_at_ms: i64,
-    /// It has its own id and was fired from a delayed task's schedule: its marker names the
-    /// schedule ([`crate::ids::fired`]).
-    fired: bool,
+    /// What its headers say of its id's marker, if it has its own id (`fired`: its marker names
+    /// a delayed task's schedule, [`crate::ids::fired`]).
+    stamp: Option<crate::ids::Stamp>,
     /// The pointing of that marker at this task, running beside the handler.
     pointing: Option<tokio::task::JoinHandle<()>>,
 }
@@ -274,7 +274,7 @@ impl Executor {
             // The future of the common path is `finish`'s alone (an async block around it would
             // hold its arguments twice): it is copied into the heap once for every task.
             Ok(mut handed) => {
-                if handed.fired {
+                if handed.stamp.is_some_and(|stamp| stamp.fired) {
                     // A delayed task's marker names its schedule: point it at this task (off the
                     // handler's path; until then the id counts as taken anyway).
                     let connection = self.connection.clone();
@@ -319,6 +319,9 @@ impl Executor {
         }
         let id = task.id.clone();
         let enqueued_at_ms = task.enqueued_at_ms;
+        let stamp = policy
+            .custom_id
+            .then(|| crate::ids::Stamp::of(&id, message.headers.as_ref()));
         tracing::debug!(%id, attempt = origin.attempts, "handling task");
         let at = Instant::now();
         let handled = self.handler.handle_timed(Attempt {
@@ -334,7 +337,7 @@ impl Executor {
             handled,
             at,
             enqueued_at_ms,
-            fired: policy.custom_id && schedules::fired_from_schedule(message.headers.as_ref()),
+            stamp,
             pointing: None,
         })
     }
@@ -395,7 +398,7 @@ impl Executor {
             handled,
             at,
             enqueued_at_ms,
-            fired,
+            stamp,
             pointing,
         } = handed;
         let mut started = None;
@@ -430,8 +433,10 @@ impl Executor {
                 Box::pin(self.settle_outcome(message, origin, &id, policy, outcome, &clock)).await
             }
         };
-        if policy.custom_id && matches!(settled, Settlement::Acked | Settlement::DeadLettered) {
-            Box::pin(crate::ids::release(&self.connection, &id, sequence, fired)).await;
+        if let Some(stamp) = stamp {
+            if matches!(settled, Settlement::Acked | Settlement::DeadLettered) {
+                Box::pin(crate::ids::release(&self.connection, &id, sequence, stamp)).await;
+            }
         }
     }
 
@@ -536,8 +541,15 @@ impl Executor {
         match Box::pin(stored).await {
             Ok(ack) => {
                 if custom_id {
-                    crate::ids::moved(&self.connection, id, origin.stream_sequence, ack.sequence)
-                        .await;
+                    let stamp = crate::ids::Stamp::of(id, message.headers.as_ref());
+                    crate::ids::moved(
+                        &self.connection,
+                        id,
+                        origin.stream_sequence,
+                        stamp,
+                        ack.sequence,
+                    )
+                    .await;
                 }
                 self.settle(message, AckKind::Ack, Settlement::Retried)
                     .await
