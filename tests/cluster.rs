@@ -435,3 +435,63 @@ async fn fired_delayed_tasks_with_own_ids_leave_no_marker_on_a_cluster() {
     .await;
     queue.disconnect().await;
 }
+
+/// Found by the lifecycle model on an R3 cluster: dead letters are read through a consumer the
+/// server places on any replica of the dead-letter stream; on one still catching up (here a
+/// server restarted after letters were stored without it) the consumer counted nothing left
+/// before the walk reached the stream's last letter, and the listing stopped short. Listed
+/// again and again while the server catches up: every letter, every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_all_listed_while_a_restarted_server_catches_up() {
+    const LETTERS: usize = 3_000;
+    let mut cluster = NatsCluster::start(3).await;
+    let mut config = test_config();
+    config.replicas = 3;
+    let config = Arc::new(config);
+    let connection = Connection::open(config.clone(), &cluster.urls())
+        .await
+        .expect("connect to the cluster");
+    let observer = plain_jetstream(cluster.urls().split(',').map(str::to_owned)).await;
+    let letters = config.dead_letter_stream();
+    let leader = eventually(
+        "a dead-letter stream leader",
+        Duration::from_secs(15),
+        || async { try_stream_info(&observer, &letters).await?.cluster?.leader },
+    )
+    .await;
+    let followers: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| node.name().to_owned())
+        .filter(|name| *name != leader)
+        .collect();
+    let letter = protoqueue::envelope::DeadLetter {
+        error: "downstream is down".into(),
+        ..Default::default()
+    }
+    .to_bytes();
+    // Each follower in turn misses letters, then catches up while they are listed.
+    for (round, follower) in followers.iter().enumerate() {
+        cluster.node_mut(follower).kill();
+        let mut stored = Vec::with_capacity(LETTERS);
+        for _ in 0..LETTERS {
+            let sent = observer
+                .publish(config.dead_letter_subject(), letter.clone())
+                .await
+                .expect("publish a letter");
+            stored.push(sent);
+        }
+        for sent in stored {
+            sent.await.expect("letter stored");
+        }
+        cluster.node_mut(follower).restart().await;
+        for listing in 0..30 {
+            let listed = protoqueue::dead_letters::stored::list(&connection, 10_000)
+                .await
+                .expect("list the dead letters");
+            let expected = (round + 1) * LETTERS;
+            assert_eq!(listed.len(), expected, "round {round}, listing {listing}");
+        }
+    }
+    connection.close().await;
+}

@@ -82,6 +82,9 @@ pub(crate) struct Walk {
     /// The last sequence of the stream when the walk began: later letters are not read.
     last_sequence: u64,
     last_seen: u64,
+    /// The consumer said nothing is left after `last_seen`, before `last_sequence`: the
+    /// stream's leader is asked before the next read ([`Walk::next`]).
+    ask_leader: bool,
     /// How many messages the stream held when the walk began.
     pub(crate) total: u64,
 }
@@ -111,6 +114,7 @@ impl Walk {
             consumer: None,
             last_sequence: state.last_sequence,
             last_seen: 0,
+            ask_leader: false,
             total: state.messages,
         };
         if state.messages == 0 {
@@ -166,6 +170,15 @@ impl Walk {
                         decoded(message.sequence, message.payload),
                     )));
                 }
+                Some(Reader::Consumer(_)) if self.ask_leader => {
+                    let (after, until) = (self.last_seen, self.last_sequence);
+                    if !letter_left(connection, letters, after, until).await? {
+                        self.messages = None;
+                        return Ok(None);
+                    }
+                    self.ask_leader = false;
+                    continue;
+                }
                 Some(Reader::Consumer(messages)) => messages,
             };
             let message = match tokio::time::timeout(IDLE, messages.next()).await {
@@ -194,8 +207,14 @@ impl Walk {
                 return Ok(None);
             }
             self.last_seen = sequence;
-            if sequence >= self.last_sequence || left == 0 {
+            if sequence >= self.last_sequence {
                 self.messages = None;
+            } else if left == 0 {
+                // The letters after it were removed meanwhile — or, on a cluster, the consumer
+                // reads a replica that is still catching up (a restarted server, a new leader):
+                // its count is its own. (Found by the lifecycle model on an R3 cluster: a letter
+                // the stream held was not listed.)
+                self.ask_leader = true;
             }
             return Ok(Some((sequence, decoded(sequence, message.payload.clone()))));
         }
