@@ -24,17 +24,11 @@ const KILL_AFTER_BATCHES: usize = 10;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_r3_queue_loses_nothing_when_the_stream_leader_is_killed() {
     let mut cluster = NatsCluster::start(3).await;
-    let mut config = test_config();
-    config.replicas = 3;
+    let mut config = r3_config();
     config.ack_wait = Duration::from_secs(2);
     let config = Arc::new(config);
-    let open = || async {
-        Connection::open(config.clone(), &cluster.urls())
-            .await
-            .expect("connect to the cluster")
-    };
-    let producing = open().await;
-    let working = open().await;
+    let producing = open(&cluster, &config).await;
+    let working = open(&cluster, &config).await;
     // A plain client that watches the streams' cluster state.
     let observer = plain_jetstream(cluster.nodes.iter().map(|node| node.url())).await;
 
@@ -128,6 +122,21 @@ async fn an_r3_queue_loses_nothing_when_the_stream_leader_is_killed() {
     working.close().await;
 }
 
+/// The test configuration of an R3 queue.
+fn r3_config() -> protoqueue::config::Config {
+    protoqueue::config::Config {
+        replicas: 3,
+        ..test_config()
+    }
+}
+
+/// Opens the queue of `config` on every node of `cluster`.
+async fn open(cluster: &NatsCluster, config: &Arc<protoqueue::config::Config>) -> Connection {
+    Connection::open(config.clone(), &cluster.urls())
+        .await
+        .expect("connect to the cluster")
+}
+
 /// A plain JetStream client (no Protoqueue) of the servers at `urls`.
 async fn plain_jetstream(urls: impl IntoIterator<Item = String>) -> Context {
     let addresses: Vec<async_nats::ServerAddr> = urls
@@ -159,11 +168,7 @@ async fn try_stream_info(observer: &Context, name: &str) -> Option<stream::Info>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_batch_with_own_ids_on_a_new_r3_queue_is_stored() {
     let cluster = NatsCluster::start(3).await;
-    let mut config = test_config();
-    config.replicas = 3;
-    let connection = Connection::open(Arc::new(config), &cluster.urls())
-        .await
-        .expect("connect to the cluster");
+    let connection = open(&cluster, &Arc::new(r3_config())).await;
     let tasks: Vec<_> = (0..8)
         .map(|i| protoqueue::NewTask {
             id: Some(format!("order-{i}")),
@@ -184,12 +189,8 @@ async fn the_first_batch_with_own_ids_on_a_new_r3_queue_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_starting_while_its_consumers_leader_is_elected_waits_it_out() {
     let mut cluster = NatsCluster::start(3).await;
-    let mut config = test_config();
-    config.replicas = 3;
-    let config = Arc::new(config);
-    let first = Connection::open(config.clone(), &cluster.urls())
-        .await
-        .expect("connect to the cluster");
+    let config = Arc::new(r3_config());
+    let first = open(&cluster, &config).await;
     let all = plain_jetstream(cluster.nodes.iter().map(|node| node.url())).await;
     let info = protoqueue::nats::topology::ensure_consumer(&all, &config)
         .await
@@ -221,12 +222,8 @@ async fn a_worker_starting_while_its_consumers_leader_is_elected_waits_it_out() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_own_id_enqueue_waits_for_a_node_that_comes_back() {
     let mut cluster = NatsCluster::start(3).await;
-    let mut config = test_config();
-    config.replicas = 3;
-    let config = Arc::new(config);
-    let connection = Connection::open(config.clone(), &cluster.urls())
-        .await
-        .expect("connect to the cluster");
+    let config = Arc::new(r3_config());
+    let connection = open(&cluster, &config).await;
     let down = cluster.nodes[2].name().to_owned();
     cluster.node_mut(&down).kill();
     let enqueued = tokio::spawn({
@@ -269,8 +266,7 @@ async fn tasks_failing_while_the_task_stream_leader_is_killed_all_become_letters
 async fn letters_survive_a_killed_leader(led: fn(&protoqueue::Config) -> String) {
     const N: usize = 400;
     let mut cluster = NatsCluster::start(3).await;
-    let mut config = test_config();
-    config.replicas = 3;
+    let mut config = r3_config();
     config.max_retries = 0;
     config.ack_wait = Duration::from_secs(2);
     let config = Arc::new(config);
@@ -342,11 +338,7 @@ async fn letters_survive_a_killed_leader(led: fn(&protoqueue::Config) -> String)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_own_id_enqueued_again_on_a_cluster_is_taken_not_an_error() {
     let cluster = NatsCluster::start(3).await;
-    let mut config = test_config();
-    config.replicas = 3;
-    let connection = Connection::open(Arc::new(config), &cluster.urls())
-        .await
-        .expect("connect to the cluster");
+    let connection = open(&cluster, &Arc::new(r3_config())).await;
     let again = || protoqueue::NewTask {
         id: Some("order-1".into()),
         ..task("{}")
@@ -394,8 +386,7 @@ async fn an_own_id_enqueued_again_on_a_cluster_is_taken_not_an_error() {
 async fn fired_delayed_tasks_with_own_ids_leave_no_marker_on_a_cluster() {
     const N: usize = 60;
     let cluster = NatsCluster::start(3).await;
-    let mut config = test_config();
-    config.replicas = 3;
+    let mut config = r3_config();
     config.schedules = true;
     let queue = Arc::new(protoqueue::Queue::new(config));
     queue
@@ -445,12 +436,8 @@ async fn fired_delayed_tasks_with_own_ids_leave_no_marker_on_a_cluster() {
 async fn dead_letters_are_all_listed_while_a_restarted_server_catches_up() {
     const LETTERS: usize = 3_000;
     let mut cluster = NatsCluster::start(3).await;
-    let mut config = test_config();
-    config.replicas = 3;
-    let config = Arc::new(config);
-    let connection = Connection::open(config.clone(), &cluster.urls())
-        .await
-        .expect("connect to the cluster");
+    let config = Arc::new(r3_config());
+    let connection = open(&cluster, &config).await;
     let observer = plain_jetstream(cluster.urls().split(',').map(str::to_owned)).await;
     let letters = config.dead_letter_stream();
     let leader = eventually(
