@@ -1,4 +1,6 @@
-//! Logging: `tracing` events written to stderr. Quiet by default (warnings only); `verbose: true`
+//! Logging: `tracing` events written to stderr. Quiet by default: warnings only, and only about
+//! trouble — what events and metrics report (a task dead-lettered, retried) is logged at `info`
+//! and below. `verbose: true`
 //! on any queue, or the `PROTOQUEUE_LOG` environment variable (an `EnvFilter` such as `debug` or
 //! `protoqueue=trace`), turns on more. Secrets never reach a log line: URLs are redacted and
 //! credentials are not logged.
@@ -9,7 +11,8 @@ use tracing_subscriber::{filter::EnvFilter, fmt, prelude::*, reload, Registry};
 
 /// The environment variable holding a log filter.
 pub const LOG_ENV: &str = "PROTOQUEUE_LOG";
-const QUIET: &str = "protoqueue=warn";
+/// The filter unless `PROTOQUEUE_LOG` or `verbose` says otherwise.
+pub const QUIET: &str = "protoqueue=warn";
 const VERBOSE: &str = "protoqueue=debug";
 
 /// The most bytes of user- or handler-provided text (error messages) one log line shows.

@@ -1,5 +1,6 @@
 //! Log lines stay bounded whatever a handler says: a huge handler error is shortened in the log
-//! (the dead letter keeps its own, larger, bounded copy).
+//! (the dead letter keeps its own, larger, bounded copy). And the default log is quiet about what
+//! events and metrics report.
 
 mod common;
 
@@ -27,23 +28,21 @@ impl Write for Captured {
     }
 }
 
-// One thread: the worker's tasks run where the thread-local subscriber below is installed.
-#[tokio::test(flavor = "current_thread")]
-async fn a_huge_handler_error_is_shortened_in_the_log() {
+/// Under `filter`, dead-letters `tasks` tasks whose handler fails for good with `error`, and
+/// more that are not tasks at all; what was logged.
+async fn log_of_dead_letters(filter: &str, tasks: usize, error: String) -> String {
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
-        .with_env_filter("protoqueue=debug")
+        .with_env_filter(filter)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let server = NatsServer::start().await;
     let config = test_config();
     let connection = connect(&config, &server).await;
-    let huge = "e".repeat(2 * 1024 * 1024);
-    let error = huge.clone();
     let worker = start_worker(
         &connection,
         handler(move |_| {
@@ -58,13 +57,29 @@ async fn a_huge_handler_error_is_shortened_in_the_log() {
         }),
     )
     .await;
-    lifecycle::enqueue(&connection, task(b"{}".to_vec()))
+    for _ in 0..tasks {
+        lifecycle::enqueue(&connection, task(b"{}".to_vec()))
+            .await
+            .expect("enqueue");
+    }
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let js = async_nats::jetstream::new(client);
+    js.publish(config.subject.clone(), "not a task".into())
         .await
-        .expect("enqueue");
-    settled_with_dead_letters(&connection, 1).await;
+        .expect("publish")
+        .await
+        .expect("stored");
+    settled_with_dead_letters(&connection, tasks as u64 + 1).await;
     worker.stop().await;
+    let log = captured.0.lock().expect("log buffer").clone();
+    String::from_utf8(log).expect("utf-8")
+}
 
-    let log = String::from_utf8(captured.0.lock().expect("log buffer").clone()).expect("utf-8");
+// One thread: the worker's tasks run where the thread-local subscriber below is installed.
+#[tokio::test(flavor = "current_thread")]
+async fn a_huge_handler_error_is_shortened_in_the_log() {
+    let huge = "e".repeat(2 * 1024 * 1024);
+    let log = log_of_dead_letters("protoqueue=debug", 1, huge).await;
     let line = log
         .lines()
         .find(|line| line.contains("dead-lettering"))
@@ -75,4 +90,12 @@ async fn a_huge_handler_error_is_shortened_in_the_log() {
         longest < MAX_LOGGED_TEXT + 512,
         "a log line of {longest} bytes"
     );
+}
+
+/// Issue 25: the library wrote a warning per dead letter to stderr by itself. A dead letter is an
+/// event (and a metric), not trouble: the default log says nothing of it.
+#[tokio::test(flavor = "current_thread")]
+async fn dead_letters_are_not_logged_by_default() {
+    let log = log_of_dead_letters(protoqueue::logging::QUIET, 20, "downstream".into()).await;
+    assert_eq!(log, "", "nothing logged");
 }

@@ -351,7 +351,7 @@ impl Executor {
     ) -> Settlement {
         match refused {
             Refused::InvalidEnvelope(err) => {
-                tracing::warn!(
+                tracing::info!(
                     seq = origin.stream_sequence,
                     "dead-lettering a message that is not a task: {err}"
                 );
@@ -462,7 +462,7 @@ impl Executor {
                     .await
             }
             Outcome::InvalidData(failure) => {
-                tracing::warn!(%id, "task cannot be handled, dead-lettering: {}", failure.error);
+                tracing::info!(%id, "task cannot be handled, dead-lettering: {}", failure.error);
                 let task = match decode(&message) {
                     Ok(task) => Failed::Task(task),
                     Err(_) => Failed::Raw(message.payload.clone()),
@@ -488,7 +488,7 @@ impl Executor {
                 } else {
                     DeadLetterReason::Rejected
                 };
-                tracing::warn!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", shorten(&failure.error));
+                tracing::info!(%id, attempts = origin.attempts, "task failed for good, dead-lettering: {}", shorten(&failure.error));
                 let ended = Ended::Failed {
                     error: &failure.error,
                     retry_delay: None,
