@@ -216,7 +216,10 @@ export interface ProtoqueueConfig<T = unknown> {
   subject: string
   /** Retry, concurrency and timeout settings. */
   options?: QueueOptions
-  /** Log what the queue does to stderr (debug level). `PROTOQUEUE_LOG` sets a filter instead. */
+  /**
+   * Log what the queue does to stderr, or to the `setLogger()` logger (debug level).
+   * `PROTOQUEUE_LOG` sets a filter instead.
+   */
   verbose?: boolean
   /**
    * `connect()` creates the queue's streams when missing (default `true`). `false` only opens the
@@ -781,6 +784,32 @@ export declare function registerMetrics(
   registry: MetricRegistry,
   queues: Protoqueue<any> | Array<Protoqueue<any>>,
 ): () => void
+
+/** A log method: `console`'s, winston's, or any taking a message and an object of fields. */
+export type LogMethod = (message: string, fields?: Record<string, unknown>) => unknown
+
+/**
+ * Where `setLogger()` sends the core's log lines: any of these methods, called as
+ * `method(message, fields)` (`fields`: the line's `id`, `seq`, `url`, …). `console` is one; a
+ * pino logger takes its fields first: `{ warn: (message, fields) => pino.warn(fields, message), … }`.
+ */
+export interface Logger {
+  error?: LogMethod
+  warn?: LogMethod
+  info?: LogMethod
+  debug?: LogMethod
+  /** Falls back to `debug` when missing. */
+  trace?: LogMethod
+}
+
+/**
+ * Sends the log lines of Protoqueue's native core — of every queue in the process — to `logger`
+ * instead of stderr; `setLogger()` sends them to stderr again. The same lines as stderr would get:
+ * warnings about trouble by default (a lost connection, an ack not sent; never one per dead
+ * letter: those are events), debug lines too with `options.verbose` or `PROTOQUEUE_LOG`. A logger
+ * that throws is ignored. Throws `ERR_PQ_INVALID_CONFIG` for an object without any of the methods.
+ */
+export declare function setLogger(logger?: Logger | null): void
 
 /** An error raised by Protoqueue: `code` is stable, `message` says what to do. */
 export declare class ProtoqueueError extends Error {

@@ -224,6 +224,15 @@ export interface NativeLetterFilter {
   limit?: number
 }
 
+/** One log line as the shim's logger function takes it. */
+export interface NativeLogLine {
+  /** `error`, `warn`, `info`, `debug` or `trace`. */
+  level: string
+  message: string
+  /** The line's other fields (`id`, `seq`, `url`, …). */
+  fields: any
+}
+
 /** A handler's result as the shim normalised it. */
 export interface NativeOutcome {
   success: boolean
@@ -376,3 +385,9 @@ export interface NativeTaskInput {
   /** The subject the task is routed to, in the queue's subject tree. */
   subject?: string
 }
+
+/**
+ * Sends the core's later log lines to `forward` (on the event loop) instead of stderr; without
+ * it, to stderr again.
+ */
+export declare function setLogger(forward?: ((line: NativeLogLine) => void) | undefined | null): void

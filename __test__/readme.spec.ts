@@ -115,3 +115,11 @@ test('README pause, resume, purge: prints the pause and the purge', () =>
     assert.equal((await queue.getStats()).paused, false)
     await queue.disconnect()
   }))
+
+test('README logger: takes console, then stderr again', () =>
+  withServer(async (server) => {
+    const child = await runSnippet('logger', standalone('logger') + "console.log('logged');\nawait queue.disconnect();\n", server)
+    const { code } = await within('the snippet to exit', child.exited, 30_000)
+    assert.equal(code, 0, child.stderr)
+    assert.deepStrictEqual(child.lines, ['logged'])
+  }))

@@ -13,7 +13,7 @@ import { eventually } from './wait'
 const readme = readFileSync(join(__dirname, '..', '..', 'README.md'), 'utf8')
 
 /** The snippets marked in the README, in the order a user meets them. */
-export const SNIPPET_NAMES = ['quick-start', 'simple-worker', 'task-producer', 'error-handling', 'monitoring', 'dead-letters', 'control'] as const
+export const SNIPPET_NAMES = ['quick-start', 'simple-worker', 'task-producer', 'error-handling', 'monitoring', 'dead-letters', 'control', 'logger'] as const
 
 /** The TypeScript of the README snippet `name`. */
 export function snippet(name: (typeof SNIPPET_NAMES)[number]): string {

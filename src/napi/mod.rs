@@ -10,11 +10,12 @@
 //!   enqueues are answered;
 //! - [`worker`]: handing tasks to the shim's dispatcher and reading the outcomes it reports;
 //! - [`dead_letters`], [`schedules`], [`stats`]: what those calls take and give, converted;
-//! - [`queues`]: the `listQueues()` function.
+//! - [`queues`]: the `listQueues()` function; [`logger`]: the `setLogger()` function.
 
 mod dead_letters;
 mod enqueue;
 mod errors;
+mod logger;
 mod queue;
 mod queues;
 mod schedules;
