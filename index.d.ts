@@ -412,10 +412,11 @@ export interface ProcessOptions {
 /**
  * When a recurring task runs: `{ cron }`, 6 fields with seconds first as nats-server takes them
  * (`'0 30 9 * * MON-FRI'`, or `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly`), or
- * `{ every }` in ms (at least 1000); `timeZone` is an IANA name (`'Europe/Paris'`), UTC by
- * default. Mistakes, also those only the server finds, reject with `ERR_PQ_INVALID_CONFIG`.
+ * `{ every }` in ms (at least 1000); a cron's `timeZone` is an IANA name (`'Europe/Paris'`), UTC
+ * by default (`every` takes none: it runs at a fixed interval). Mistakes, also those only the
+ * server finds, reject with `ERR_PQ_INVALID_CONFIG`.
  */
-export type ScheduleSpec = { cron: string; timeZone?: string } | { every: number; timeZone?: string }
+export type ScheduleSpec = { cron: string; timeZone?: string } | { every: number }
 
 /** A recurring task as `getSchedules()` lists it. */
 export interface ScheduledTask<T = unknown> {
@@ -501,7 +502,9 @@ export interface QueueStats {
   firstSequence: number
   /** Sequence number of the newest task ever stored. */
   lastSequence: number
-  /** Consumers on the stream (all workers of a queue share one). */
+  /** Consumers on the stream (all workers of a queue share one; one per priority level). */
+  consumers: number
+  /** @deprecated The same as `consumers` (the original API's snake_case name, kept working). */
   consumer_count: number
   /** Tasks not yet delivered to a worker. */
   pending: number
@@ -778,7 +781,9 @@ export interface MetricRegistry {
  * collection (`registry.metrics()`) reads each queue once; objects of the same queue (a producer
  * and a worker) give one set of series, their counts added. Returns a function that unregisters
  * them. A collection rejects with `ERR_PQ_NOT_CONNECTED` for a queue that is not connected, and
- * with `ERR_PQ_TIMEOUT` (within 5 s) when the server does not answer.
+ * with `ERR_PQ_TIMEOUT` (within 5 s) when the server does not answer. Called again with the same
+ * registry, it adds its queues to the same metrics; each call's function unregisters its queues
+ * (the metrics go once no queue is left).
  */
 export declare function registerMetrics(
   registry: MetricRegistry,

@@ -141,7 +141,8 @@ describe('enqueue and process', () => {
     assert.ok(stats.bytes > 0)
     assert.equal(stats.firstSequence, 1)
     assert.equal(stats.lastSequence, 3)
-    assert.equal(stats.consumer_count, 0, 'no worker yet')
+    assert.equal(stats.consumers, 0, 'no worker yet')
+    assert.equal(stats.consumer_count, 0, 'the original name still works')
     assert.equal(stats.pending, 3)
     assert.equal(stats.deadLettered, 0)
     const all = deferred()
@@ -155,6 +156,7 @@ describe('enqueue and process', () => {
       const s = await queue.getStats()
       return s.messages === 0 ? s : undefined
     })
+    assert.equal(later.consumers, 1)
     assert.equal(later.consumer_count, 1)
     assert.equal(later.lastSequence, 3)
     assert.equal(later.inFlight, 0)

@@ -319,6 +319,9 @@ describe('commands', () => {
     const table = await cli(['stats', ...flags])
     expectExit(table, 0)
     assert.match(table.stdout, new RegExp(names.streamName))
+    for (const row of ['delayed', 'recurring', 'dead letters', 'consumers']) {
+      assert.match(table.stdout, new RegExp(`^${row} +\\d+$`, 'm'), `the ${row} row`)
+    }
     expectExit(await cli(['pause', ...flags]), 0)
     assert.equal(JSON.parse((await cli(['stats', '--json', ...flags])).stdout).paused, true)
     assert.deepStrictEqual(JSON.parse((await cli(['resume', '--json', ...flags])).stdout), { paused: false })

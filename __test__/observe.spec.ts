@@ -288,6 +288,41 @@ describe('metrics', () => {
     await first.disconnect()
   })
 
+  test('registerMetrics called again for one registry adds its queues to the same metrics (prom-client threw "already registered")', async () => {
+    const a = uniqueQueue()
+    const b = uniqueQueue()
+    const first = await connected(a)
+    const second = await connected(b)
+    await first.enqueue({ data: { n: 1 } })
+    await second.enqueueBatch([{ data: { n: 2 } }, { data: { n: 3 } }])
+    const registry = new Registry()
+    const pending = async () => {
+      const families = parsePrometheus(await registry.metrics())
+      return [a, b].map((names) => {
+        try {
+          return sampleValue(families, 'protoqueue_tasks_pending', { queue: names.streamName })
+        } catch {
+          return undefined
+        }
+      })
+    }
+    const unregisterFirst = registerMetrics(registry, first)
+    const unregisterSecond = registerMetrics(registry, second)
+    assert.deepEqual(await pending(), [1, 2])
+    unregisterFirst()
+    unregisterFirst()
+    assert.deepEqual(await pending(), [undefined, 2], 'the second call still serves its queue')
+    unregisterSecond()
+    assert.equal(registry.getSingleMetric('protoqueue_tasks_pending'), undefined)
+    // A registry cleared by the application takes them again.
+    registerMetrics(registry, first)
+    registry.clear()
+    registerMetrics(registry, second)
+    assert.deepEqual(await pending(), [undefined, 2])
+    await first.disconnect()
+    await second.disconnect()
+  })
+
   test('two objects of one queue (producer and worker) are one set of series in a registry: counters add up', async () => {
     const names = uniqueQueue()
     const producer = await connected(names)

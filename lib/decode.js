@@ -14,9 +14,13 @@ const serializers = require('./serializers.js')
  * @returns {import('../index').ScheduledTask}
  */
 function decodeSchedule(native, codec) {
+  // A cron's time zone; an interval has none (one that another tool stored with a zone runs at
+  // its interval all the same).
   /** @type {import('../index').ScheduleSpec} */
-  const spec = native.cron !== undefined && native.cron !== null ? { cron: native.cron } : { every: /** @type {number} */ (native.every) }
-  if (native.timeZone) spec.timeZone = native.timeZone
+  const spec =
+    native.cron !== undefined && native.cron !== null
+      ? { cron: native.cron, ...(native.timeZone ? { timeZone: native.timeZone } : {}) }
+      : { every: /** @type {number} */ (native.every) }
   const metadata = parseJson(native.metadata)
   /** @type {import('../index').ScheduledTask} */
   const schedule = {

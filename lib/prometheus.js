@@ -25,8 +25,15 @@
 
 /**
  * What this needs of a prom-client `Registry`.
- * @typedef {{ registerMetric(metric: any): void, removeSingleMetric?(name: string): void }} Registry
+ * @typedef {{ registerMetric(metric: any): void, removeSingleMetric?(name: string): void, getSingleMetric?(name: string): unknown }} Registry
  */
+
+/**
+ * The queues whose metrics each registry serves (how many registrations named each): a registry
+ * holds a metric name once, so later calls add their queues to the first call's metrics.
+ * @type {WeakMap<Registry, Map<MetricSource, number>>}
+ */
+const served = new WeakMap()
 
 /**
  * The family names every queue has (from `getMetricFamilies()`); fixed, so registering needs no
@@ -49,9 +56,12 @@ const FAMILIES = /** @type {const} */ ([
 
 /**
  * Registers the metrics of `queues` (one queue or several; each series has its own `queue`
- * label; objects of the same queue add up) in a prom-client `registry`. A collection reads each queue once; when a queue's gauges
- * cannot be read (not connected: `ERR_PQ_NOT_CONNECTED`; server unreachable: `ERR_PQ_TIMEOUT`
- * within 5 s) the collection rejects with that error. Returns a function that unregisters them.
+ * label; objects of the same queue add up) in a prom-client `registry`. A collection reads each
+ * queue once; when a queue's gauges cannot be read (not connected: `ERR_PQ_NOT_CONNECTED`; server
+ * unreachable: `ERR_PQ_TIMEOUT` within 5 s) the collection rejects with that error. Called again
+ * for the same registry (another part of the application, other queues), it adds its queues to
+ * the same metrics. Returns a function that unregisters the queues of this call (the metrics
+ * themselves once no queue is left).
  * @param {Registry} registry
  * @param {MetricSource | MetricSource[]} queues
  * @returns {() => void}
@@ -66,40 +76,47 @@ function registerMetrics(registry, queues) {
       throw new TypeError('registerMetrics(registry, queues): queues must be Protoqueue objects')
     }
   }
+  let counts = served.get(registry)
+  // Registered already — unless the registry was cleared since (`registry.clear()`).
+  const present = counts !== undefined && (typeof registry.getSingleMetric !== 'function' || registry.getSingleMetric(FAMILIES[0][0]) !== undefined)
+  if (!counts || !present) {
+    counts = new Map()
+    served.set(registry, counts)
+    register(registry, counts)
+  }
+  const live = counts
+  for (const source of sources) live.set(source, (live.get(source) ?? 0) + 1)
+  let done = false
+  return () => {
+    if (done) return
+    done = true
+    for (const source of sources) {
+      const left = (live.get(source) ?? 1) - 1
+      if (left > 0) live.set(source, left)
+      else live.delete(source)
+    }
+    if (live.size === 0 && served.get(registry) === live) {
+      served.delete(registry)
+      for (const [name] of FAMILIES) registry.removeSingleMetric?.(name)
+    }
+  }
+}
+
+/**
+ * Registers Protoqueue's families in `registry`, each collection reading the queues `counts`
+ * holds then.
+ * @param {Registry} registry
+ * @param {Map<MetricSource, number>} counts
+ */
+function register(registry, counts) {
   /** @type {Promise<Map<string, Family>> | undefined} */
   let reading
   // All of a collection's `get()` calls start in one turn: they share one read.
   const read = () => {
-    reading ??= Promise.all(sources.map((source) => source.getMetricFamilies())).then(
+    reading ??= Promise.all([...counts.keys()].map((source) => source.getMetricFamilies())).then(
       (perQueue) => {
         reading = undefined
-        /** @type {Map<string, Family>} */
-        const merged = new Map()
-        /** @type {Map<string, Family['values'][number]>} */
-        const series = new Map()
-        for (const families of perQueue) {
-          for (const family of families) {
-            let known = merged.get(family.name)
-            if (!known) {
-              known = { ...family, values: [] }
-              merged.set(family.name, known)
-            }
-            for (const sample of family.values) {
-              // Two objects of one queue (a producer and a worker) give the same series: a
-              // registry may hold each once, so counts add up and gauges (the server's) are one.
-              const key = `${sample.metricName}\0${JSON.stringify(sample.labels)}`
-              const same = series.get(key)
-              if (same === undefined) {
-                const copy = { ...sample }
-                series.set(key, copy)
-                known.values.push(copy)
-              } else if (family.type !== 'gauge') {
-                same.value += sample.value
-              }
-            }
-          }
-        }
-        return merged
+        return merge(perQueue)
       },
       (err) => {
         reading = undefined
@@ -121,9 +138,41 @@ function registerMetrics(registry, queues) {
       reset() {},
     })
   }
-  return () => {
-    for (const [name] of FAMILIES) registry.removeSingleMetric?.(name)
+}
+
+/**
+ * The families of several queues as one registry holds them.
+ * @param {Family[][]} perQueue
+ * @returns {Map<string, Family>}
+ */
+function merge(perQueue) {
+  /** @type {Map<string, Family>} */
+  const merged = new Map()
+  /** @type {Map<string, Family['values'][number]>} */
+  const series = new Map()
+  for (const families of perQueue) {
+    for (const family of families) {
+      let known = merged.get(family.name)
+      if (!known) {
+        known = { ...family, values: [] }
+        merged.set(family.name, known)
+      }
+      for (const sample of family.values) {
+        // Two objects of one queue (a producer and a worker) give the same series: a
+        // registry may hold each once, so counts add up and gauges (the server's) are one.
+        const key = `${sample.metricName}\0${JSON.stringify(sample.labels)}`
+        const same = series.get(key)
+        if (same === undefined) {
+          const copy = { ...sample }
+          series.set(key, copy)
+          known.values.push(copy)
+        } else if (family.type !== 'gauge') {
+          same.value += sample.value
+        }
+      }
+    }
   }
+  return merged
 }
 
 module.exports = { registerMetrics, FAMILIES }

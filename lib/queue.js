@@ -232,6 +232,7 @@ class Protoqueue {
       bytes: s.bytes,
       firstSequence: s.firstSequence,
       lastSequence: s.lastSequence,
+      consumers: s.consumerCount,
       consumer_count: s.consumerCount,
       pending: s.pending,
       inFlight: s.inFlight,
@@ -255,8 +256,8 @@ class Protoqueue {
   }
 
   /**
-   * Creates or replaces the recurring task `name`: `spec` is `{ cron }` (6 fields, seconds first)
-   * or `{ every }` (ms), with an optional `timeZone`. One task per tick, however many processes
+   * Creates or replaces the recurring task `name`: `spec` is `{ cron }` (6 fields, seconds first,
+   * with an optional `timeZone`) or `{ every }` (ms). One task per tick, however many processes
    * schedule the same name.
    * @param {unknown} name
    * @param {unknown} spec

@@ -107,6 +107,12 @@ impl Recurring {
                         "spec.timeZone {zone:?} is not a time zone name (e.g. \"Europe/Paris\")"
                     )));
                 }
+                if let Spec::Every(_) = spec {
+                    return Err(invalid(format!(
+                        "spec.timeZone {zone:?} applies to cron only: every runs at a fixed \
+                         interval, whatever the time zone"
+                    )));
+                }
                 Some(zone.to_owned())
             }
         };
@@ -491,6 +497,7 @@ mod tests {
             json!({"every": 1000, "timezone": "UTC"}),
             json!({"every": 1000, "timeZone": "Europe/ Paris"}),
             json!({"every": 1000, "timeZone": ""}),
+            json!({"every": 1000, "timeZone": "Europe/Paris"}),
             json!({"every": 1000, "extra": 1}),
         ] {
             assert_eq!(

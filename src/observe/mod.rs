@@ -54,8 +54,11 @@ impl Clock {
     }
 }
 
+/// `duration` in milliseconds, to the microsecond: `8.539`, not `8.539000000000001` (a whole
+/// number of microseconds divided by 1000 is the double nearest that decimal, which JavaScript
+/// prints as written).
 fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
+    duration.as_micros() as f64 / 1000.0
 }
 
 /// How an attempt whose handler ran ended.
@@ -138,5 +141,25 @@ impl Observer {
             code,
             message: message(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn milliseconds_print_to_the_microsecond_without_float_noise() {
+        for (nanos, shown) in [
+            (8_539_000, "8.539"),
+            (8_539_999, "8.539"),
+            (100_000, "0.1"),
+            (300_000, "0.3"),
+            (1_234_567_000, "1234.567"),
+            (0, "0.0"),
+        ] {
+            let text = serde_json::to_string(&ms(Duration::from_nanos(nanos))).expect("json");
+            assert_eq!(text, shown, "{nanos} ns");
+        }
     }
 }
