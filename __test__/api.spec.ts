@@ -296,4 +296,18 @@ describe('errors carry stable codes', () => {
     assert.match(err.message, /conflict\.two/)
     await first.disconnect()
   })
+
+  test("a subject another stream stores is ERR_PQ_STREAM_CONFLICT naming that stream (another streamName cannot help)", async () => {
+    const owner = uniqueQueue()
+    const first = new Protoqueue(owner)
+    await first.connect(server.url)
+    for (const subject of [owner.subject, `${owner.subject.split('.')[0]}.>`]) {
+      const other = new Protoqueue({ streamName: uniqueQueue().streamName, subject })
+      const err = await rejectsWithCode(other.connect(server.url), 'ERR_PQ_STREAM_CONFLICT')
+      assert.ok(err.message.includes(`is stored by stream "${owner.streamName}"`), err.message)
+      assert.match(err.message, /give streamName/)
+      assert.doesNotMatch(err.message, /Use another streamName/)
+    }
+    await first.disconnect()
+  })
 })

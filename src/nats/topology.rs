@@ -553,41 +553,74 @@ const CONFLICT_CODES: [ErrorCode; 3] = [
 
 /// Gets or creates a stream; an existing stream must capture the wanted subject.
 async fn ensure_stream(js: &jetstream::Context, wanted: stream::Config) -> Result<stream::Config> {
+    use jetstream::context::CreateStreamErrorKind;
     let subjects: Vec<String> = wanted.subjects[..queue_subjects(&wanted)].to_vec();
     let name = wanted.name.clone();
-    let stream = js
-        .get_or_create_stream(wanted)
-        .await
-        .map_err(|err| match err.kind() {
-            jetstream::context::CreateStreamErrorKind::JetStreamUnavailable => {
-                Error::Nats(format!(
+    let stream = match js.get_or_create_stream(wanted.clone()).await {
+        Ok(stream) => stream,
+        Err(err) => {
+            return Err(match err.kind() {
+                CreateStreamErrorKind::JetStreamUnavailable => Error::Nats(format!(
                     "JetStream is not enabled on the server (start nats-server with -js): {err}"
-                ))
-            }
-            jetstream::context::CreateStreamErrorKind::JetStream(server)
-                if CONFLICT_CODES.contains(&server.error_code()) =>
-            {
-                Error::StreamConflict(format!(
-                    "cannot create stream {name:?}: {server}. Use another streamName"
-                ))
-            }
-            jetstream::context::CreateStreamErrorKind::JetStream(server) => Error::Nats(format!(
-                "the server refused to create stream {name:?}: {server}"
-            )),
-            jetstream::context::CreateStreamErrorKind::TimedOut => Error::Timeout {
-                operation: "creating or opening the stream".into(),
-                after: API_TIMEOUT,
-                hint: "; is the NATS server reachable?",
-            },
-            // No answer, a closed connection: not something another streamName would fix.
-            _ => Error::nats(&format!("creating or opening stream {name:?}"), err),
-        })?;
+                )),
+                CreateStreamErrorKind::JetStream(server)
+                    if server.error_code() == ErrorCode::STREAM_SUBJECT_OVERLAP =>
+                {
+                    subjects_taken(js, &wanted, &server).await
+                }
+                CreateStreamErrorKind::JetStream(server)
+                    if CONFLICT_CODES.contains(&server.error_code()) =>
+                {
+                    Error::StreamConflict(format!(
+                        "cannot create stream {name:?}: {server}. Use another streamName"
+                    ))
+                }
+                CreateStreamErrorKind::JetStream(server) => Error::Nats(format!(
+                    "the server refused to create stream {name:?}: {server}"
+                )),
+                CreateStreamErrorKind::TimedOut => Error::Timeout {
+                    operation: "creating or opening the stream".into(),
+                    after: API_TIMEOUT,
+                    hint: "; is the NATS server reachable?",
+                },
+                // No answer, a closed connection: not something another streamName would fix.
+                _ => Error::nats(&format!("creating or opening stream {name:?}"), err),
+            });
+        }
+    };
     // The get-or-create answer already carries the stream's configuration.
     let existing = stream.cached_info().config.clone();
     for subject in &subjects {
         captures_subject(&existing, subject)?;
     }
     Ok(existing)
+}
+
+/// The error for a stream the server would not create because another stream stores some of its
+/// subjects: names that stream and the subject (a subject is stored by one stream, so another
+/// `streamName` cannot help: either that stream's name or a subject of its own).
+async fn subjects_taken(
+    js: &jetstream::Context,
+    wanted: &stream::Config,
+    server: &jetstream::Error,
+) -> Error {
+    for subject in &wanted.subjects {
+        if let Ok(owner) = js.stream_by_subject(subject.as_str()).await {
+            if owner != wanted.name {
+                return Error::StreamConflict(format!(
+                    "cannot create stream {:?}: subject {subject:?} is stored by stream \
+                     {owner:?} (a subject belongs to one stream). To use that queue, give \
+                     streamName {owner:?}; for a queue of its own, give a subject no stream has",
+                    wanted.name
+                ));
+            }
+        }
+    }
+    Error::StreamConflict(format!(
+        "cannot create stream {:?}: {server}. Another stream stores some of its subjects {:?}: \
+         give that stream's name as streamName, or subjects no stream has",
+        wanted.name, wanted.subjects
+    ))
 }
 
 /// Creates the shared durable consumer if it is missing, and returns its info. An existing one
