@@ -686,6 +686,8 @@ export type ProtoqueueErrorCode =
   | 'ERR_PQ_STREAM_CONFLICT'
   | 'ERR_PQ_SCHEDULES_OFF'
   | 'ERR_PQ_SERVER_TOO_OLD'
+  /** `destroy()` of a queue whose workers still run (without `force`). */
+  | 'ERR_PQ_QUEUE_IN_USE'
   | 'ERR_PQ_NATS'
   /** `dashboard()` (protoqueue/dashboard) could not listen on its address (the port is taken). */
   | 'ERR_PQ_LISTEN'
@@ -949,6 +951,17 @@ export declare class Protoqueue<T = unknown> {
   pause(): Promise<void>
   /** Resumes a paused queue's workers. */
   resume(): Promise<void>
+  /**
+   * Deletes the queue — its waiting, delayed and recurring tasks, dead letters and own-id index
+   * (its streams: `streamName`, `<streamName>_DLQ`, `<streamName>_IDS`) — then disconnects this
+   * object; resolves to the names of the streams deleted (none when it was gone already).
+   * `connect()` again makes the queue anew, empty. While this object processes tasks or a worker
+   * of any process uses the queue, rejects with `ERR_PQ_QUEUE_IN_USE` and deletes nothing, unless
+   * `force: true`: then this object's worker stops first, and workers of other processes lose what
+   * they hold — those still running make the queue again, empty, when they next pull (stop them
+   * to have it gone). BullMQ's `obliterate()`.
+   */
+  destroy(options?: { force?: boolean }): Promise<string[]>
   /**
    * Cancels a delayed task that is not yet due; resolves to `true` when it was removed, `false`
    * when there is none (it ran already, was cancelled, or was never delayed). An id that cannot

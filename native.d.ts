@@ -104,6 +104,11 @@ export declare class NativeQueue {
    * `requeueDeadLetters`.
    */
   purgeDeadLetters(filter: NativeLetterFilter, progress?: ((progress: NativeProgress) => void) | undefined | null): Promise<number>
+  /**
+   * Deletes the queue's streams (unless `force`, not while workers use it), then
+   * disconnects; resolves to the names of the streams deleted.
+   */
+  destroy(force: boolean): Promise<Array<string>>
   /** Removes the tasks waiting in the queue; resolves to how many. */
   purge(): Promise<number>
   /** Pauses every worker of the queue. */

@@ -298,10 +298,12 @@ describe('errors carry stable codes', () => {
   })
 
   test("a subject another stream stores is ERR_PQ_STREAM_CONFLICT naming that stream (another streamName cannot help)", async () => {
-    const owner = uniqueQueue()
+    const { streamName } = uniqueQueue()
+    const root = streamName.toLowerCase()
+    const owner = { streamName, subject: `${root}.jobs` }
     const first = new Protoqueue(owner)
     await first.connect(server.url)
-    for (const subject of [owner.subject, `${owner.subject.split('.')[0]}.>`]) {
+    for (const subject of [owner.subject, `${root}.>`]) {
       const other = new Protoqueue({ streamName: uniqueQueue().streamName, subject })
       const err = await rejectsWithCode(other.connect(server.url), 'ERR_PQ_STREAM_CONFLICT')
       assert.ok(err.message.includes(`is stored by stream "${owner.streamName}"`), err.message)

@@ -9,12 +9,12 @@ import { test } from 'node:test'
 
 import { PassThrough } from 'node:stream'
 
-import { confirmed, describeFilter, taskOf } from '../lib/cli/commands.js'
+import { confirmed, describeFilter, flagFields, taskOf } from '../lib/cli/commands.js'
 import { queueConfig, withSubjectFromServer } from '../lib/cli/config.js'
 import { CliError, EXIT, fromLibrary } from '../lib/cli/exit.js'
-import { letterTable, table, truncate } from '../lib/cli/format.js'
+import { letterTable, queueTable, scheduleTable, table, truncate } from '../lib/cli/format.js'
 import { progressReporter } from '../lib/cli/progress.js'
-import { parseCommandLine } from '../lib/cli/program.js'
+import { epochMs, parseCommandLine } from '../lib/cli/program.js'
 
 function parse(argv: string[]) {
   let out = ''
@@ -97,6 +97,95 @@ test('task lines: data alone, or { data, metadata } with --envelope; anything el
   for (const [text, envelope] of [['{oops', false], ['[1]', true], ['{"payload":1}', true], ['{"data":1,"extra":2}', true], ['null', true]] as const) {
     assert.throws(() => taskOf(text, envelope, 'line 7'), (err: CliError) => err.exitCode === EXIT.USAGE && err.message.includes('line 7'), text)
   }
+})
+
+test('enqueue\'s task flags parse into the fields of every task; bad values, and --delay with --run-at, are usage errors', () => {
+  const parsed = parse(['enqueue', '-', '--id', 'a1', '--name', 'refund', '--priority', '3', '--delay', '0', '--task-subject', 'tasks.eu']).parsed
+  assert.ok('run' in parsed)
+  assert.deepStrictEqual(flagFields(parsed.run.options), { id: 'a1', name: 'refund', priority: 3, delay: 0, subject: 'tasks.eu' })
+  const at = parse(['enqueue', '1', '--run-at', '2030-01-01T09:00:00+02:00']).parsed
+  assert.ok('run' in at)
+  assert.deepStrictEqual(flagFields(at.run.options), { runAt: Date.UTC(2030, 0, 1, 7) })
+  const ms = parse(['enqueue', '1', '--run-at', '1893456000000', '--priority', '10']).parsed
+  assert.ok('run' in ms)
+  assert.deepStrictEqual(flagFields(ms.run.options), { runAt: 1893456000000, priority: 10 })
+  assert.deepStrictEqual(flagFields({ json: true, quiet: true, batchSize: 500, subject: 'queue.subject' }), {}, 'only the task flags')
+  const bad = [
+    ['--priority', '0'],
+    ['--priority', '11'],
+    ['--priority', 'x'],
+    ['--priority', '-1'],
+    ['--delay', '-1'],
+    ['--delay', '1e3'],
+    ['--delay', '99999999999999999999'],
+    ['--run-at', 'yesterday'],
+    ['--run-at', ''],
+    ['--delay', '1', '--run-at', '2030-01-01'],
+    ['--run-at', '2030-01-01', '--delay', '1'],
+  ]
+  for (const flags of bad) {
+    const { parsed, err } = parse(['enqueue', '1', ...flags])
+    assert.deepStrictEqual(parsed, { exit: EXIT.USAGE }, flags.join(' '))
+    assert.ok(err.length > 0, `${flags.join(' ')} says why`)
+  }
+  for (const command of [['queues'], ['schedules'], ['unschedule', 'n'], ['cancel', 'i']]) {
+    const selected = parse([...command, '--json']).parsed
+    assert.ok('run' in selected && selected.run.command === command[0] && selected.run.args.join() === command.slice(1).join(), command.join(' '))
+  }
+})
+
+test('times: ISO 8601 (a date, a time to the minute or finer, an offset) or ms since the epoch; nothing else', () => {
+  assert.equal(epochMs('2030-01-01T00:00:00Z'), Date.UTC(2030, 0, 1))
+  assert.equal(epochMs('2030-01-01T00:00:00.250Z'), Date.UTC(2030, 0, 1) + 250)
+  assert.equal(epochMs('2030-01-01'), Date.UTC(2030, 0, 1))
+  assert.equal(epochMs('2030-06-15T12:30-04:00'), Date.UTC(2030, 5, 15, 16, 30))
+  assert.equal(epochMs('2030-06-15T12:30'), new Date(2030, 5, 15, 12, 30).getTime(), 'no offset: local time')
+  assert.equal(epochMs('2024-02-29'), Date.UTC(2024, 1, 29))
+  assert.equal(epochMs('0'), 0)
+  assert.equal(epochMs('1893456000000'), 1893456000000)
+  for (const text of ['yesterday', 'now', '', ' 2030-01-01', '2030-02-30', '2023-02-29', '2030-13-01', '2030-00-10', '2030-01-01T25:00Z', 'Jan 1 2030', '2030/01/01', '-5', '1.5', '1e12', '99999999999999999999', '+020000-01-01']) {
+    assert.equal(epochMs(text), undefined, JSON.stringify(text))
+  }
+})
+
+test('task lines with --envelope: any field JSON can hold, runAt also as ISO text, the line\'s own fields over the flags\'', () => {
+  const flags = { name: 'flag', priority: 9, delay: 1000 }
+  assert.deepStrictEqual(taskOf('{"x":1}', false, 'line 1', flags), { ...flags, data: { x: 1 } })
+  const all = { data: 1, metadata: { m: 1 }, id: 'i', name: 'n', priority: 2, delay: 5, subject: 't.a', maxRetries: 0, backoff: { type: 'fixed', delay: 10 } }
+  assert.deepStrictEqual(taskOf(JSON.stringify(all), true, 'line 1', flags), all)
+  assert.deepStrictEqual(taskOf('{"data":1,"runAt":"2030-01-01T00:00:00Z"}', true, 'line 1', flags), { data: 1, name: 'flag', priority: 9, runAt: Date.UTC(2030, 0, 1) }, 'its own time replaces the flags\'')
+  assert.deepStrictEqual(taskOf('{"data":1,"runAt":1893456000000}', true, 'line 1', { runAt: 5 }), { data: 1, runAt: 1893456000000 })
+  assert.deepStrictEqual(taskOf('{"data":1,"delay":null}', true, 'line 1', { runAt: 5 }), { data: 1, delay: null }, 'null: no time, as the library reads it')
+  assert.deepStrictEqual(taskOf('{"data":1}', true, 'line 1', flags), { ...flags, data: 1 })
+  // Values are the library's to check (its ERR_PQ_INVALID_TASK names them).
+  assert.deepStrictEqual(taskOf('{"data":1,"priority":"high","runAt":true}', true, 'line 1'), { data: 1, priority: 'high', runAt: true })
+  for (const [text, why] of [
+    ['{"data":1,"priorty":1}', /line 4: priorty is not a task field \(a task is \{ "data", "metadata"\?, "id"\?/],
+    ['{"data":1,"runAt":"tomorrow"}', /line 4: runAt "tomorrow" is not an ISO 8601 time/],
+    ['{"metadata":{}}', /line 4: with --envelope each task is an object with "data"/],
+  ] as const) {
+    assert.throws(() => taskOf(text, true, 'line 4', flags), (err: CliError) => err.exitCode === EXIT.USAGE && why.test(err.message), text)
+  }
+})
+
+test('the queues and schedules tables', () => {
+  const queues = [
+    { streamName: 'A', subject: 'a.>', deadLetterStream: 'A_DLQ', schedules: true, priorities: false, tree: true, foundBy: 'marker' as const },
+    { streamName: 'OLD', subject: 'old', schedules: false, priorities: true, tree: false, foundBy: 'deadLetterStream' as const },
+  ]
+  assert.deepStrictEqual(queueTable(queues).split('\n'), [
+    'STREAM  SUBJECT  DEAD LETTERS  SCHEDULES  PRIORITIES',
+    'A       a.>      A_DLQ         yes        no',
+    'OLD     old      -             no         yes',
+  ])
+  const lines = scheduleTable([
+    { name: 'n', spec: { cron: '@daily' }, data: { a: 1 } },
+    { name: 'z', spec: { cron: '0 0 * * * *', timeZone: 'Asia/Tokyo' }, data: new Uint8Array(3), nextRun: Date.UTC(2030, 0, 1) },
+    { name: 'e', spec: { every: 5000 }, data: undefined },
+  ]).split('\n')
+  assert.match(lines[1], /^n\s+cron @daily\s+UTC\s+-\s+\{"a":1\}$/)
+  assert.match(lines[2], /^z\s+cron 0 0 \* \* \* \*\s+Asia\/Tokyo\s+2030-01-01T00:00:00.000Z\s+\(3 bytes\)$/)
+  assert.match(lines[3], /^e\s+every 5000 ms\s+-\s+-\s+-$/)
 })
 
 test('library errors map to exit codes: bad configuration 2, no connection 3, other failures 1', () => {

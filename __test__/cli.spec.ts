@@ -1,7 +1,9 @@
 // The command line (`bin/protoqueue.js`) as a user runs it: a child process against a real
 // nats-server. Every command, --json output parsed, exit codes (0 done, 1 failed with its code,
-// 2 usage, 3 connection), stdin enqueue of many lines, a requeue's progress on
-// a non-terminal (no bar), and secrets never printed.
+// 2 usage, 3 connection), stdin enqueue of many lines, enqueue's task flags (delay, run-at,
+// priority, id, name, task subject) on queues the library made for them, the server's queues,
+// recurring tasks, cancel, a requeue's progress on a non-terminal (no bar), and secrets never
+// printed.
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -12,7 +14,7 @@ import { after, before, describe, test } from 'node:test'
 import { connect as natsConnect } from '@nats-io/transport-node'
 import { Protoqueue } from 'protoqueue'
 
-import { freePort, NatsServer, uniqueQueue } from './helpers/nats'
+import { freePort, NatsServer, uniqueQueue, withServer } from './helpers/nats'
 import { parsePrometheus, sampleValue } from './helpers/prometheus'
 import { eventually } from './helpers/wait'
 
@@ -89,13 +91,19 @@ async function deadLetters(n: number) {
 
 describe('usage', () => {
   test('--help works for the program and every command, with exit code 0', async () => {
-    const commands = [[], ['stats'], ['dlq'], ['dlq', 'list'], ['dlq', 'show'], ['dlq', 'requeue'], ['dlq', 'purge'], ['pause'], ['resume'], ['purge'], ['enqueue']]
+    const commands = [[], ['stats'], ['dlq'], ['dlq', 'list'], ['dlq', 'show'], ['dlq', 'requeue'], ['dlq', 'purge'], ['pause'], ['resume'], ['purge'], ['enqueue'], ['queues'], ['schedules'], ['unschedule'], ['cancel']]
     const runs = await Promise.all([...commands.map((command) => cli([...command, '--help'])), cli(['help', 'dlq']), cli(['--version'])])
     for (const run of runs) {
       expectExit(run, 0)
       assert.ok(run.stdout.length > 0, 'help on stdout')
     }
     assert.match(runs[0].stdout, /Exit codes/)
+    for (const command of ['queues', 'schedules', 'unschedule <name>', 'cancel <id>']) {
+      assert.match(runs[0].stdout, new RegExp(`^  ${command} +\\S`, 'm'), `${command} in the program's help, with its description`)
+    }
+    for (const flag of ['--id <id>', '--name <name>', '--priority <1-10>', '--delay <ms>', '--run-at <time>', '--task-subject <subject>']) {
+      assert.ok(runs[commands.findIndex((command) => command[0] === 'enqueue')].stdout.includes(flag), `${flag} in enqueue --help`)
+    }
   })
 
   test('unknown commands and flags, bad values, a missing queue and no command exit with 2', async () => {
@@ -314,6 +322,34 @@ describe('commands', () => {
     await owner.disconnect()
   })
 
+  test('delete: asks, needs --yes off a terminal, is refused while a worker runs unless --force, and leaves nothing', async () => {
+    const { names, flags } = await existingQueue()
+    const owner = new Protoqueue(names)
+    await owner.connect(server.url)
+    await owner.enqueueBatch([{ data: 1 }, { data: 2 }])
+    expectExit(await cli(['delete', ...flags]), 2)
+    await owner.process(async () => ({ success: true }))
+    const refused = await cli(['delete', '--yes', '--json', ...flags])
+    expectExit(refused, 1)
+    assert.equal(JSON.parse(refused.stderr).error.code, 'ERR_PQ_QUEUE_IN_USE')
+    await owner.disconnect()
+    const deleted = await cli(['delete', '--yes', '--json', ...flags])
+    expectExit(deleted, 0)
+    assert.deepStrictEqual(JSON.parse(deleted.stdout), { deleted: [names.streamName, `${names.streamName}_DLQ`] })
+    const gone = await cli(['stats', '--json', ...flags])
+    expectExit(gone, 2)
+    assert.match(gone.stderr, /no queue with stream|does not exist/)
+
+    const other = await existingQueue()
+    const worker = new Protoqueue(other.names)
+    await worker.connect(server.url)
+    await worker.process(async () => ({ success: true }))
+    const forced = await cli(['delete', '--yes', '--force', ...other.flags])
+    expectExit(forced, 0)
+    assert.match(forced.stdout, new RegExp(`^Deleted queue ${other.names.streamName} \\(streams ${other.names.streamName}, ${other.names.streamName}_DLQ\\)\\.$`, 'm'))
+    await worker.disconnect()
+  })
+
   test('stats, pause and resume, as tables and as JSON', async () => {
     const { flags, names } = await existingQueue()
     const table = await cli(['stats', ...flags])
@@ -485,6 +521,242 @@ describe('commands', () => {
   })
 })
 
+/** A fresh queue the library made with `options` (the CLI never creates or changes a stream), and the flags naming it. */
+async function queueWith(options: { schedules?: boolean; priorities?: boolean }, names = uniqueQueue('cli')) {
+  const owner = new Protoqueue({ ...names, options })
+  await owner.connect(server.url)
+  return { owner, names, flags: ['--server', server.url, '--stream', names.streamName, '--subject', names.subject] }
+}
+
+describe('looking things up: queues, delayed, prioritised and recurring tasks', () => {
+  test('queues: an empty server says so; a priorities queue is listed (stream, subject, dead letters, schedules, priorities) as a table and as JSON, with no --stream', () =>
+    withServer(async (own) => {
+      const empty = await cli(['queues', '--server', own.url])
+      expectExit(empty, 0)
+      assert.equal(empty.stdout, `No Protoqueue queues on ${own.url}.\n`)
+      assert.deepStrictEqual(JSON.parse((await cli(['queues', '--json', '--server', own.url])).stdout), { server: own.url, queues: [] })
+
+      const names = uniqueQueue('cli')
+      const owner = new Protoqueue({ ...names, options: { priorities: true } })
+      await owner.connect(own.url)
+      await owner.disconnect()
+      const table = await cli(['queues', '--server', own.url], { env: { PROTOQUEUE_STREAM: 'ignored' } })
+      expectExit(table, 0)
+      const rows = table.stdout.trim().split('\n')
+      assert.equal(rows.length, 2, table.stdout)
+      assert.match(rows[0], /^STREAM\s+SUBJECT\s+DEAD LETTERS\s+SCHEDULES\s+PRIORITIES$/)
+      assert.deepStrictEqual(rows[1].split(/\s+/), [names.streamName, names.subject, `${names.streamName}_DLQ`, 'no', 'yes'])
+      const listing = JSON.parse((await cli(['--json', 'queues'], { env: { NATS_URL: own.url } })).stdout)
+      assert.equal(listing.server, own.url)
+      assert.equal(listing.queues.length, 1)
+      const [queue] = listing.queues
+      assert.deepStrictEqual(
+        [queue.streamName, queue.subject, queue.deadLetterStream, queue.schedules, queue.priorities],
+        [names.streamName, names.subject, `${names.streamName}_DLQ`, false, true],
+      )
+    }))
+
+  test('queues: no server exits 3 with ERR_PQ_CONNECT; a --server URL with a token is refused (exit 2)', async () => {
+    const url = `nats://127.0.0.1:${await freePort()}`
+    const none = await cli(['queues', '--json', '--server', url, '--connect-timeout', '500'])
+    expectExit(none, 3)
+    assert.equal(JSON.parse(none.stderr).error.code, 'ERR_PQ_CONNECT')
+    expectExit(await cli(['queues', '--server', `nats://${TOKEN}@127.0.0.1:${tokens.port}`]), 2)
+  })
+
+  test('enqueue --delay and --run-at (ISO 8601 or ms): counted as delayed; cancel removes one, then exits 1 for it and for an unknown id', async () => {
+    const { owner, flags } = await queueWith({ schedules: true })
+    const later = new Date(Date.now() + 3_600_000)
+    const runs = await Promise.all([
+      cli(['enqueue', '{"n":1}', '--delay', '600000', ...flags]),
+      cli(['enqueue', '{"n":2}', '--run-at', later.toISOString(), ...flags]),
+      cli(['enqueue', '{"n":3}', '--run-at', String(later.getTime()), ...flags]),
+      cli(['enqueue', '-', '--delay', '600000', '--json', ...flags], { input: '4\n5\n' }),
+    ])
+    runs.forEach((run) => expectExit(run, 0))
+    const stats = await owner.getStats()
+    assert.deepStrictEqual([stats.delayed, stats.pending], [5, 0], 'every task waits for its time')
+
+    const id = runs[0].stdout.trim()
+    const cancelled = await cli(['cancel', id, '--json', ...flags])
+    expectExit(cancelled, 0)
+    assert.deepStrictEqual(JSON.parse(cancelled.stdout), { id, cancelled: true })
+    assert.equal((await owner.getStats()).delayed, 4)
+    const again = await cli(['cancel', id, ...flags])
+    expectExit(again, 1)
+    assert.match(again.stderr, /ran already, was cancelled, or was never delayed/)
+    const unknown = await cli(['cancel', 'no-such-task', '--json', ...flags])
+    expectExit(unknown, 1)
+    assert.match(JSON.parse(unknown.stderr).error.message, /no delayed task no-such-task/)
+    const human = await cli(['cancel', runs[1].stdout.trim(), ...flags])
+    expectExit(human, 0)
+    assert.equal(human.stdout, `Cancelled delayed task ${runs[1].stdout.trim()}.\n`)
+    assert.equal((await owner.getStats()).delayed, 3)
+    await owner.disconnect()
+  })
+
+  test('enqueue --priority, --id and --name: the task lands at its level with its id and name', async () => {
+    const { owner, flags } = await queueWith({ priorities: true })
+    const run = await cli(['enqueue', '{"urgent":true}', '--priority', '1', '--id', 'order-1', '--name', 'refund', ...flags])
+    expectExit(run, 0)
+    assert.equal(run.stdout, 'order-1\n')
+    expectExit(await cli(['enqueue', '-', '--priority', '10', '--quiet', ...flags], { input: '1\n2\n' }), 0)
+    const stats = await owner.getStats()
+    assert.equal(stats.pending, 3)
+    assert.deepStrictEqual(stats.pendingByPriority, [1, 0, 0, 0, 0, 0, 0, 0, 0, 2])
+    const seen: Array<{ id: string; name?: string; data: unknown }> = []
+    await owner.process(async (task) => {
+      seen.push({ id: task.id, name: task.name, data: task.data })
+      return { success: true }
+    })
+    await eventually('the three tasks', () => seen.length === 3)
+    assert.deepStrictEqual(seen[0], { id: 'order-1', name: 'refund', data: { urgent: true } }, 'the most urgent first')
+    await owner.disconnect()
+  })
+
+  test('enqueue --task-subject routes the task within a subject tree', async () => {
+    const root = uniqueQueue('cli').subject
+    const { owner, flags } = await queueWith({}, { streamName: uniqueQueue('cli').streamName, subject: `${root}.>` })
+    expectExit(await cli(['enqueue', '"eu"', '--task-subject', `${root}.eu`, ...flags]), 0)
+    expectExit(await cli(['enqueue', '"root"', ...flags]), 0)
+    const seen: Array<{ data: unknown; subject?: string }> = []
+    await owner.process(async (task) => {
+      seen.push({ data: task.data, subject: task.subject })
+      return { success: true }
+    })
+    await eventually('both tasks', () => seen.length === 2)
+    assert.deepStrictEqual(
+      seen.sort((a, b) => String(a.data).localeCompare(String(b.data))),
+      [
+        { data: 'eu', subject: `${root}.eu` },
+        { data: 'root', subject: root },
+      ],
+    )
+    await owner.disconnect()
+  })
+
+  test('enqueue --envelope takes the task fields (runAt as an ISO time), its own winning over the flags', async () => {
+    const { owner, flags } = await queueWith({ schedules: true, priorities: true })
+    const runAt = new Date(Date.now() + 3_600_000).toISOString()
+    const lines = [
+      { data: { n: 1 }, id: 'own-id', priority: 2, name: 'own', metadata: { m: 1 }, maxRetries: 0 },
+      { data: { n: 2 }, runAt },
+      { data: { n: 3 }, delay: null },
+      { data: { n: 4 } },
+    ]
+    const run = await cli(['enqueue', '-', '--envelope', '--json', '--name', 'flag', '--priority', '9', '--delay', '600000', ...flags], {
+      input: lines.map((line) => JSON.stringify(line)).join('\n'),
+    })
+    expectExit(run, 0)
+    const { ids } = JSON.parse(run.stdout)
+    assert.equal(ids[0], 'own-id')
+    const stats = await owner.getStats()
+    // n 1: its own priority, no time of its own: the flag's delay; n 2: its own runAt;
+    // n 3: its own delay (none) wins over the flag's: pending at priority 9; n 4: the flags'.
+    assert.deepStrictEqual([stats.delayed, stats.pending], [3, 1])
+    assert.deepStrictEqual(stats.pendingByPriority, [0, 0, 0, 0, 0, 0, 0, 0, 1, 0])
+    assert.equal(await owner.cancel('own-id'), true, 'the first line was delayed, under its own id')
+    await owner.disconnect()
+  })
+
+  test('enqueue refuses bad flags and envelopes with exit 2 (nothing sent), and the library\'s errors exit 1 with its code', async () => {
+    const { owner, flags } = await queueWith({ schedules: true, priorities: true })
+    const { flags: plain } = await existingQueue()
+    const usageErrors: Array<[string[], string?, RegExp?]> = [
+      [['--priority', '0']],
+      [['--priority', '11']],
+      [['--priority', 'x']],
+      [['--priority', '2.5']],
+      [['--delay', '-1']],
+      [['--delay', '1.5']],
+      [['--delay', 'soon']],
+      [['--run-at', 'yesterday']],
+      [['--run-at', '2030-02-30']],
+      [['--run-at', 'Jan 1 2030']],
+      [['--delay', '5', '--run-at', '2030-01-01T00:00:00Z'], undefined, /cannot be used with/],
+      [['--envelope'], '{"data":1,"priorty":2}', /priorty is not a task field/],
+      [['--envelope'], '{"data":1,"runAt":"tomorrow"}', /runAt "tomorrow" is not an ISO 8601 time/],
+      [['--envelope'], '{"priority":1}', /"data"/],
+    ]
+    const runs = await Promise.all(usageErrors.map(([args, input]) => cli(['enqueue', ...(input === undefined ? ['1'] : ['-']), ...args, ...flags], { input })))
+    runs.forEach((run, i) => {
+      assert.equal(run.code, 2, `${JSON.stringify(usageErrors[i])}: exit ${run.code}\n${run.stderr}`)
+      assert.equal(run.stdout, '')
+      const why = usageErrors[i][2]
+      if (why) assert.match(run.stderr, why)
+    })
+    assert.match(runs[11].stderr, /line 1/, 'the envelope error names the line')
+
+    const failures: Array<[string[], string, string?]> = [
+      [['enqueue', '1', '--priority', '3', ...plain], 'ERR_PQ_INVALID_TASK'],
+      [['enqueue', '1', '--delay', '1000', ...plain], 'ERR_PQ_SCHEDULES_OFF'],
+      [['enqueue', '1', '--delay', String(11 * 366 * 86_400_000), ...flags], 'ERR_PQ_INVALID_TASK'],
+      [['enqueue', '-', '--envelope', ...flags], 'ERR_PQ_INVALID_TASK', '{"data":1,"priority":11}'],
+      [['enqueue', '-', '--envelope', ...flags], 'ERR_PQ_INVALID_TASK', '{"data":1,"delay":5,"runAt":0}'],
+      [['enqueue', '1', '--task-subject', 'elsewhere.x', ...flags], 'ERR_PQ_INVALID_TASK'],
+    ]
+    const failed = await Promise.all(failures.map(([args, , input]) => cli(['--json', ...args], { input })))
+    failed.forEach((run, i) => {
+      assert.equal(run.code, 1, `${JSON.stringify(failures[i])}: exit ${run.code}\n${run.stderr}`)
+      assert.equal(JSON.parse(run.stderr).error.code, failures[i][1], run.stderr)
+    })
+    assert.equal((await owner.getStats()).messages, 0, 'nothing was enqueued')
+    assert.equal(JSON.parse((await cli(['stats', '--json', ...plain])).stdout).messages, 0)
+    await owner.disconnect()
+  })
+
+  test('schedules lists recurring tasks (cron with its time zone, interval) as a table and JSON; unschedule removes one, an unknown name exits 1', async () => {
+    const { owner, flags } = await queueWith({ schedules: true })
+    const none = await cli(['schedules', ...flags])
+    expectExit(none, 0)
+    assert.equal(none.stdout, 'No recurring tasks.\n')
+    assert.deepStrictEqual(JSON.parse((await cli(['schedules', '--json', ...flags])).stdout), [])
+
+    await owner.schedule('nightly', { cron: '0 0 3 * * *', timeZone: 'Europe/Paris' }, { data: { report: 'sales', note: 'x'.repeat(200) }, name: 'report' })
+    await owner.schedule('tick', { every: 60_000 }, { data: 'ping' })
+    const table = await cli(['schedules', ...flags])
+    expectExit(table, 0)
+    const rows = table.stdout.trim().split('\n')
+    assert.equal(rows.length, 3, table.stdout)
+    assert.match(rows[0], /^NAME\s+SCHEDULE\s+TIME ZONE\s+NEXT RUN\s+DATA$/)
+    assert.match(rows[1], /^nightly\s+cron 0 0 3 \* \* \*\s+Europe\/Paris\s+\S+\s+\{"report":"sales","note":"x+…$/)
+    assert.ok(rows[1].length < 160, 'long data is cut')
+    assert.match(rows[2], /^tick\s+every 60000 ms\s+-\s+\S+\s+"ping"$/)
+    const listed = JSON.parse((await cli(['schedules', '--json', ...flags])).stdout)
+    assert.deepStrictEqual(
+      listed.map((schedule: { name: string; spec: unknown; data: unknown; taskName?: string }) => [schedule.name, schedule.spec, schedule.taskName]),
+      [
+        ['nightly', { cron: '0 0 3 * * *', timeZone: 'Europe/Paris' }, 'report'],
+        ['tick', { every: 60_000 }, undefined],
+      ],
+    )
+    assert.equal(listed[1].data, 'ping')
+
+    const removed = await cli(['unschedule', 'tick', '--json', ...flags])
+    expectExit(removed, 0)
+    assert.deepStrictEqual(JSON.parse(removed.stdout), { name: 'tick', unscheduled: true })
+    assert.deepStrictEqual((await owner.getSchedules()).map((schedule) => schedule.name), ['nightly'])
+    const again = await cli(['unschedule', 'tick', ...flags])
+    expectExit(again, 1)
+    assert.match(again.stderr, /no recurring task named tick/)
+    const human = await cli(['unschedule', 'nightly', ...flags])
+    expectExit(human, 0)
+    assert.equal(human.stdout, 'Removed recurring task nightly.\n')
+    assert.equal((await owner.getStats()).recurring, 0)
+    await owner.disconnect()
+  })
+
+  test('schedules, unschedule and cancel on a queue without schedules exit 1 with ERR_PQ_SCHEDULES_OFF; a missing name or id is a usage error', async () => {
+    const { flags } = await existingQueue()
+    const runs = await Promise.all([['schedules'], ['unschedule', 'x'], ['cancel', 'x']].map((args) => cli([...args, '--json', ...flags])))
+    for (const run of runs) {
+      expectExit(run, 1)
+      assert.equal(JSON.parse(run.stderr).error.code, 'ERR_PQ_SCHEDULES_OFF')
+    }
+    for (const args of [['unschedule'], ['cancel'], ['schedules', 'extra'], ['queues', 'extra']]) expectExit(await cli([...args, ...flags]), 2)
+  })
+})
+
 describe('hostile text', () => {
   // What a handler's error (or a producer's id, data, metadata) holds reaches the operator's
   // terminal only escaped: an OSC 52 clipboard write, a screen clear, an 8-bit CSI, DEL, a
@@ -535,5 +807,31 @@ describe('hostile text', () => {
     expectExit(missingJson, 1)
     assert.ok(JSON.parse(missingJson.stderr).error.message.includes('nope-\x1b[2J'))
     await queue.disconnect()
+  })
+
+  test('schedules print the data of recurring tasks escaped; cancel and unschedule of a hostile name say so escaped', async () => {
+    const { owner, flags } = await queueWith({ schedules: true })
+    await owner.schedule('hostile', { every: 60_000 }, { data: { note: HOSTILE } })
+    const listed = await cli(['schedules', ...flags])
+    expectExit(listed, 0)
+    assert.ok(!RAW.test(listed.stdout), `raw control characters in ${JSON.stringify(listed.stdout)}`)
+    assert.ok(listed.stdout.includes('\\u001b'), listed.stdout)
+    assert.equal(JSON.parse((await cli(['schedules', '--json', ...flags])).stdout)[0].data.note, HOSTILE)
+    // A right-to-left override is a valid id and name: not found (exit 1), said escaped. With an
+    // escape code the library refuses them (a task id: ERR_PQ_INVALID_TASK, exit 1; a name:
+    // ERR_PQ_INVALID_CONFIG, a usage error).
+    const cases: Array<[string[], number, string]> = [
+      [['cancel', 'id-\u202e-x'], 1, 'id-\\u202e-x'],
+      [['unschedule', 'n-\u202e-x'], 1, 'n-\\u202e-x'],
+      [['cancel', 'id-\x1b[2J'], 1, 'ERR_PQ_INVALID_TASK'],
+      [['unschedule', 'n-\x1b[2J'], 2, 'ERR_PQ_INVALID_CONFIG'],
+    ]
+    for (const [args, code, said] of cases) {
+      const run = await cli([...args, ...flags])
+      expectExit(run, code)
+      assert.ok(run.stderr.includes(said), run.stderr)
+      assert.ok(!RAW.test(run.stderr), `raw control characters in ${JSON.stringify(run.stderr)}`)
+    }
+    await owner.disconnect()
   })
 })

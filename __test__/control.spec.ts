@@ -262,3 +262,52 @@ describe('pause and resume', () => {
     await operator.disconnect()
   })
 })
+
+describe('destroy', () => {
+  test('destroy() deletes every stream of the queue and disconnects; connect() makes it anew, empty', async () => {
+    const { queue, names } = await withDeadLetters(1)
+    await queue.enqueue({ data: { n: 1 }, id: 'invoice-1' })
+    const deleted = await queue.destroy()
+    assert.deepEqual(deleted, [names.streamName, `${names.streamName}_DLQ`, `${names.streamName}_IDS`])
+    await assert.rejects(queue.getStats(), (err: { code?: string }) => err.code === 'ERR_PQ_NOT_CONNECTED')
+    await queue.connect(server.url)
+    const stats = await queue.getStats()
+    assert.deepEqual([stats.messages, stats.deadLettered], [0, 0])
+    assert.deepEqual(await queue.destroy(), [names.streamName, `${names.streamName}_DLQ`])
+  })
+
+  test('a queue a worker uses (here or in another process) is refused unless forced', async () => {
+    const names = uniqueQueue()
+    const worker = controlWorker(names)
+    await worker.waitForLines(/^ready$/)
+    const operator = new Protoqueue(names)
+    await operator.connect(server.url)
+    const refused = await eventually('the worker seen', async () => {
+      try {
+        await operator.destroy()
+        return undefined
+      } catch (err) {
+        return err as { code?: string; message: string }
+      }
+    })
+    assert.equal(refused.code, 'ERR_PQ_QUEUE_IN_USE')
+    assert.match(refused.message, /pull requests waiting/)
+    assert.equal((await operator.getStats()).messages, 0, 'still connected, nothing deleted')
+    await worker.kill('SIGTERM')
+    const own = new Protoqueue(names)
+    await own.connect(server.url)
+    await own.process(async () => ({ success: true }))
+    await assert.rejects(own.destroy(), (err: { code?: string; message: string }) => err.code === 'ERR_PQ_QUEUE_IN_USE' && /disconnect\(\) it first/.test(err.message))
+    assert.equal((await own.destroy({ force: true })).length, 2)
+    await operator.disconnect()
+  })
+
+  test('destroy() refuses options that are not { force?: boolean }', async () => {
+    const queue = new Protoqueue(uniqueQueue())
+    await queue.connect(server.url)
+    for (const bad of [true, 'force', { force: 1 }, { forced: true }, []]) {
+      await assert.rejects(queue.destroy(bad as never), (err: { code?: string }) => err.code === 'ERR_PQ_INVALID_CONFIG', String(bad))
+    }
+    await queue.destroy({ force: false })
+  })
+})

@@ -222,4 +222,23 @@ function progressOption(options, method) {
   }
 }
 
-module.exports = { backoffFunction, codecConfig, plainConfig, processSubjects, letterFilter, progressOption, MAX_DEAD_LETTERS }
+/**
+ * Whether `destroy(options)` is forced: `options` is nothing or `{ force?: boolean }`.
+ * @param {unknown} options
+ * @returns {boolean}
+ */
+function forceOption(options) {
+  if (options === undefined || options === null) return false
+  if (!isPlainObject(options)) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `destroy(options): options must be an object like { force? }, got ${describe(options)}`)
+  }
+  for (const key of Object.keys(options)) {
+    if (key !== 'force') throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `destroy(options): unknown key ${JSON.stringify(key)} (known: force)`)
+  }
+  if (options.force !== undefined && typeof options.force !== 'boolean') {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `destroy(options): options.force must be a boolean, got ${describe(options.force)}`)
+  }
+  return options.force === true
+}
+
+module.exports = { backoffFunction, codecConfig, plainConfig, processSubjects, letterFilter, progressOption, forceOption, MAX_DEAD_LETTERS }

@@ -14,7 +14,7 @@ const { describe, messageOf } = require('./describe.js')
 const { dispatcher, runHandler } = require('./dispatcher.js')
 const { ProtoqueueError, native, withCode } = require('./errors.js')
 const { addEventMethods, attachEvents } = require('./events.js')
-const { MAX_DEAD_LETTERS, backoffFunction, codecConfig, letterFilter, plainConfig, processSubjects, progressOption } = require('./options.js')
+const { MAX_DEAD_LETTERS, backoffFunction, codecConfig, forceOption, letterFilter, plainConfig, processSubjects, progressOption } = require('./options.js')
 const serializers = require('./serializers.js')
 const { compactInput, encodeTask, enqueueAnswers, enqueueError, namesOf } = require('./tasks.js')
 const tracing = require('./tracing.js')
@@ -366,6 +366,22 @@ class Protoqueue {
   /** Resumes the queue's workers. */
   async resume() {
     await native(() => this.#native.resume())
+  }
+
+  /**
+   * Deletes the queue (tasks, delayed and recurring tasks, dead letters, own-id index), then
+   * disconnects; resolves to the names of the streams deleted. Unless `{ force: true }`, rejects
+   * with `ERR_PQ_QUEUE_IN_USE` (nothing deleted) while this object or any process runs a worker.
+   * @param {unknown} [options]
+   * @returns {Promise<string[]>}
+   */
+  async destroy(options) {
+    const force = forceOption(options)
+    const deleted = await native(() => this.#native.destroy(force))
+    // The native side disconnected: what the dispatcher held is settled.
+    this.#dispatcher?.close()
+    this.#dispatcher = undefined
+    return deleted
   }
 }
 

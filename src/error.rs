@@ -108,6 +108,10 @@ pub enum Error {
     )]
     SchedulesOff(&'static str),
 
+    /// `destroy()` of a queue that workers use (without `force`). Nothing was deleted.
+    #[error("the queue is in use: {0}")]
+    QueueInUse(String),
+
     /// The server is too old for what was asked.
     #[error("{feature} needs nats-server {needed} or newer; the server is {found}")]
     ServerTooOld {
@@ -141,6 +145,7 @@ impl Error {
             Error::StreamConflict(_) => "ERR_PQ_STREAM_CONFLICT",
             Error::SchedulesOff(_) => "ERR_PQ_SCHEDULES_OFF",
             Error::ServerTooOld { .. } => "ERR_PQ_SERVER_TOO_OLD",
+            Error::QueueInUse(_) => "ERR_PQ_QUEUE_IN_USE",
             Error::Nats(_) => "ERR_PQ_NATS",
         }
     }
@@ -242,6 +247,7 @@ mod tests {
                 needed: "2.12",
                 found: "2.10.0".into(),
             },
+            Error::QueueInUse("x".into()),
             Error::Nats("x".into()),
         ];
         let mut codes: std::collections::HashSet<_> = errors.iter().map(Error::code).collect();

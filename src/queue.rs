@@ -19,7 +19,7 @@ use tokio::{sync::Notify, time::Instant};
 
 use crate::{
     admin::{
-        control,
+        control, destroy,
         schedules::{self, Recurring, StoredSchedule},
         stats::{self, Stats},
     },
@@ -355,6 +355,35 @@ impl Queue {
     /// Reads (without removing) the dead letter at `sequence` of the dead-letter stream, if any.
     pub async fn dead_letter(&self, sequence: u64) -> Result<Option<StoredDeadLetter>> {
         dead_letters::get(&self.connection().await?, sequence).await
+    }
+
+    /// Deletes the queue — its tasks, delayed and recurring tasks, dead letters and id index —
+    /// then disconnects; the names of the streams deleted. Unless `force`, refused with
+    /// `ERR_PQ_QUEUE_IN_USE` (nothing deleted) while this object processes tasks or a worker of
+    /// any process uses the queue. `connect()` again creates the queue anew.
+    pub async fn destroy(&self, force: bool) -> Result<Vec<String>> {
+        let connection = {
+            let state = self.state.lock().await;
+            let connected = state.as_ref().ok_or(Error::NotConnected)?;
+            let own: Vec<&Worker> = (connected.worker.iter().map(|(_, worker)| worker))
+                .chain(&connected.letters)
+                .collect();
+            if !own.is_empty() && !force {
+                return Err(Error::QueueInUse(
+                    "this queue object processes tasks: disconnect() it first, or destroy the \
+                     queue anyway with force"
+                        .into(),
+                ));
+            }
+            // A stopping worker pulls no more, so it does not make the streams again when its
+            // pulls fail (what it runs finishes; its acks then find nothing).
+            own.iter().for_each(|worker| worker.request_stop());
+            connected.connection.clone()
+        };
+        let deleted = destroy::destroy(&connection, force).await?;
+        drop(connection);
+        self.disconnect().await;
+        Ok(deleted)
     }
 
     /// Stops the worker (what it holds is run first, within `shutdownTimeout`), waits for

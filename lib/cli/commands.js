@@ -6,7 +6,8 @@ const { createInterface } = require('node:readline')
 
 const { messageOf } = require('../describe.js')
 const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
-const { escapeControl, json, letterDetails, letterTable, statsText } = require('./format.js')
+const { escapeControl, json, letterDetails, letterTable, queueTable, scheduleTable, statsText } = require('./format.js')
+const { epochMs } = require('./program.js')
 const { progressReporter } = require('./progress.js')
 
 /**
@@ -30,7 +31,7 @@ const { progressReporter } = require('./progress.js')
 /**
  * Prints `human` for people or `value` as JSON (with `--json`). `human` escapes what it takes
  * from the queue or the command line (format.js `escapeControl`).
- * @param {Context} context
+ * @param {{ options: Record<string, any>, io: Io }} context
  * @param {unknown} value
  * @param {() => string} human
  */
@@ -175,34 +176,74 @@ async function purge(context) {
   print(context, { purged: count }, () => `Removed ${count} waiting tasks.`)
 }
 
+/** The fields of a task that JSON can hold, as `--envelope` takes them: `data` first. */
+const ENVELOPE_FIELDS = ['data', 'metadata', 'id', 'name', 'priority', 'delay', 'runAt', 'subject', 'maxRetries', 'backoff']
+
 /**
- * The task one JSON text describes: its data, or with `--envelope` a `{ data, metadata? }`.
- * Bad input is a usage error naming `where`.
+ * The task fields `enqueue`'s flags set (`--id`, `--name`, `--priority`, `--delay`, `--run-at`,
+ * `--task-subject`), for every task it enqueues.
+ * @param {Record<string, any>} options
+ * @returns {Omit<import('protoqueue').EnqueueTask, 'data'>}
+ */
+function flagFields(options) {
+  /** @type {Omit<import('protoqueue').EnqueueTask, 'data'>} */
+  const fields = {}
+  if (options.id !== undefined) fields.id = options.id
+  if (options.name !== undefined) fields.name = options.name
+  if (options.priority !== undefined) fields.priority = options.priority
+  if (options.delay !== undefined) fields.delay = options.delay
+  if (options.runAt !== undefined) fields.runAt = options.runAt
+  if (options.taskSubject !== undefined) fields.subject = options.taskSubject
+  return fields
+}
+
+/**
+ * The task one JSON text describes: its data, or with `--envelope` a task object (the fields of
+ * `ENVELOPE_FIELDS`, `runAt` also as an ISO 8601 time), with `fields` (the flags') under it: its
+ * own fields win, and its own `delay` or `runAt` replaces both of the flags'. Bad input (not JSON,
+ * no `data`, an unknown key, a `runAt` text that is no time) is a usage error naming `where`; bad
+ * values are left to the library, which says which (`ERR_PQ_INVALID_TASK`).
  * @param {string} text
  * @param {boolean} envelope
  * @param {string} where
+ * @param {Omit<import('protoqueue').EnqueueTask, 'data'>} [fields]
  * @returns {import('protoqueue').EnqueueTask}
  */
-function taskOf(text, envelope, where) {
+function taskOf(text, envelope, where, fields = {}) {
   let value
   try {
     value = JSON.parse(text)
   } catch (err) {
     throw usage(`${where} is not JSON (${messageOf(err)})`)
   }
-  if (!envelope) return { data: value }
+  if (!envelope) return { ...fields, data: value }
+  const shape = `{ ${ENVELOPE_FIELDS.map((field, i) => (i === 0 ? '"data"' : `"${field}"?`)).join(', ')} }`
   if (typeof value !== 'object' || value === null || Array.isArray(value) || !('data' in value)) {
-    throw usage(`${where}: with --envelope each task is { "data": ..., "metadata"?: {...} }`)
+    throw usage(`${where}: with --envelope each task is an object with "data": ${shape}`)
   }
-  const unknown = Object.keys(value).filter((key) => key !== 'data' && key !== 'metadata')
-  if (unknown.length > 0) throw usage(`${where}: ${unknown[0]} is not a task field (a task is { "data", "metadata"? })`)
-  return value
+  const unknown = Object.keys(value).filter((key) => !ENVELOPE_FIELDS.includes(key))
+  if (unknown.length > 0) throw usage(`${where}: ${unknown[0]} is not a task field (a task is ${shape})`)
+  /** @type {Record<string, any>} */
+  const own = { ...value }
+  if (typeof own.runAt === 'string') {
+    const ms = epochMs(own.runAt)
+    if (ms === undefined) throw usage(`${where}: runAt ${JSON.stringify(own.runAt)} is not an ISO 8601 time or ms since the epoch`)
+    own.runAt = ms
+  }
+  const task = { ...fields, ...own }
+  // One time per task: the task's own, else the flags'.
+  if ('delay' in own || 'runAt' in own) {
+    if (!('delay' in own)) delete task.delay
+    if (!('runAt' in own)) delete task.runAt
+  }
+  return /** @type {import('protoqueue').EnqueueTask} */ (task)
 }
 
 /** @param {Context} context */
 async function enqueue(context) {
   const [source] = context.args
   const { envelope = false, quiet = false, batchSize } = context.options
+  const fields = flagFields(context.options)
   const { stdout } = context.io
   /** @type {string[]} */
   const ids = []
@@ -219,7 +260,7 @@ async function enqueue(context) {
     if (!quiet && !context.options.json) stdout.write(`${stored.map(escapeControl).join('\n')}\n`)
   }
   if (source !== '-') {
-    await sent([taskOf(source, envelope, 'the argument')], 1)
+    await sent([taskOf(source, envelope, 'the argument', fields)], 1)
   } else {
     if (context.io.stdin.isTTY) throw usage('enqueue -: reads tasks from stdin, one JSON value a line; stdin is a terminal')
     /** @type {import('protoqueue').EnqueueTask[]} */
@@ -233,7 +274,7 @@ async function enqueue(context) {
         if (line.trim() === '') continue
         try {
           if (batch.length === 0) firstLine = lineNumber
-          batch.push(taskOf(line, envelope, `line ${lineNumber}`))
+          batch.push(taskOf(line, envelope, `line ${lineNumber}`, fields))
         } catch (err) {
           if (!(err instanceof CliError) || ids.length === 0) throw err
           throw new CliError(err.exitCode, `${err.message} (${ids.length} tasks before it were enqueued)`)
@@ -252,6 +293,54 @@ async function enqueue(context) {
   else if (quiet) stdout.write(`${ids.length}\n`)
 }
 
+/** @param {Context} context */
+async function schedules(context) {
+  const listed = await context.queue.getSchedules()
+  print(context, listed, () => (listed.length === 0 ? 'No recurring tasks.' : scheduleTable(listed)))
+}
+
+/** @param {Context} context */
+async function unschedule(context) {
+  const [name] = context.args
+  if (!(await context.queue.unschedule(name))) {
+    throw new CliError(EXIT.FAILED, `no recurring task named ${name} on queue ${context.names.streamName}`)
+  }
+  print(context, { name, unscheduled: true }, () => `Removed recurring task ${escapeControl(name)}.`)
+}
+
+/** @param {Context} context */
+async function cancel(context) {
+  const [id] = context.args
+  if (!(await context.queue.cancel(id))) {
+    throw new CliError(EXIT.FAILED, `no delayed task ${id} to cancel on queue ${context.names.streamName}: it ran already, was cancelled, or was never delayed`)
+  }
+  print(context, { id, cancelled: true }, () => `Cancelled delayed task ${escapeControl(id)}.`)
+}
+
+/**
+ * `queues`: every Protoqueue queue on the server, as `listQueues()` found them (main.js lists
+ * them: the command has no queue of its own to connect).
+ * @param {{ options: Record<string, any>, io: Io }} context
+ * @param {{ server: string, queues: import('protoqueue').QueueInfo[] }} listing
+ */
+function queues(context, listing) {
+  print(context, listing, () => (listing.queues.length === 0 ? `No Protoqueue queues on ${escapeControl(listing.server)}.` : queueTable(listing.queues)))
+}
+
+/**
+ * `delete`: the queue and everything it holds, after a confirmation that says what goes.
+ * @param {Context} context
+ */
+async function destroy(context) {
+  const stats = await context.queue.getStats()
+  const holds = `${stats.messages} tasks, ${stats.delayed} delayed, ${stats.recurring} recurring, ${stats.deadLettered} dead letters`
+  if (!(await confirmed(context, `Delete queue ${context.names.streamName} and everything it holds (${holds})?`))) {
+    throw new CliError(EXIT.FAILED, 'declined: nothing done')
+  }
+  const deleted = await context.queue.destroy({ force: context.options.force === true })
+  print(context, { deleted }, () => `Deleted queue ${escapeControl(context.names.streamName)} (streams ${deleted.map(escapeControl).join(', ')}).`)
+}
+
 /** The commands that work on a connected queue, by name. */
 const COMMANDS = {
   stats,
@@ -264,6 +353,10 @@ const COMMANDS = {
   purge,
   enqueue,
   metrics,
+  schedules,
+  unschedule,
+  cancel,
+  delete: destroy,
 }
 
-module.exports = { COMMANDS, taskOf, letterFilter, describeFilter, confirmed }
+module.exports = { COMMANDS, queues, taskOf, flagFields, letterFilter, describeFilter, confirmed }

@@ -102,7 +102,7 @@ async function withSubjectFromServer(config, listQueues) {
   const { queues } = await listQueues(connection)
   const found = queues.find((queue) => queue.streamName === streamName)
   if (!found) {
-    throw usage(`no queue with stream ${JSON.stringify(streamName)} on the server (see protoqueue dashboard, or give --subject)`)
+    throw usage(`no queue with stream ${JSON.stringify(streamName)} on the server (see protoqueue queues, or give --subject)`)
   }
   return { ...config, subject: found.subject }
 }

@@ -144,6 +144,49 @@ function letterDetails(letter) {
 }
 
 /**
+ * The `queues` table: every Protoqueue queue on the server.
+ * @param {import('protoqueue').QueueInfo[]} queues
+ */
+function queueTable(queues) {
+  const yesNo = (/** @type {boolean} */ on) => (on ? 'yes' : 'no')
+  const rows = queues.map((queue) => [
+    escapeControl(queue.streamName),
+    escapeControl(queue.subject),
+    escapeControl(queue.deadLetterStream ?? '-'),
+    yesNo(queue.schedules),
+    yesNo(queue.priorities),
+  ])
+  return table(['STREAM', 'SUBJECT', 'DEAD LETTERS', 'SCHEDULES', 'PRIORITIES'], rows)
+}
+
+/**
+ * A value of a task's data on one line for a table: JSON, or the length of bytes; `-` when it
+ * could not be read.
+ * @param {unknown} data
+ * @param {number} max
+ */
+function dataSummary(data, max) {
+  if (data instanceof Uint8Array) return `(${data.length} bytes)`
+  const text = data === undefined ? undefined : JSON.stringify(data)
+  return text === undefined ? '-' : truncate(text, max)
+}
+
+/**
+ * The `schedules` table: a recurring task's name, its cron (with its time zone, UTC unless
+ * given) or interval, its next run when the server says, and its data.
+ * @param {import('protoqueue').ScheduledTask[]} schedules
+ */
+function scheduleTable(schedules) {
+  const rows = schedules.map((schedule) => {
+    const { spec } = schedule
+    const when = 'cron' in spec ? `cron ${spec.cron}` : `every ${spec.every} ms`
+    const zone = 'cron' in spec ? (spec.timeZone ?? 'UTC') : '-'
+    return [escapeControl(schedule.name), escapeControl(when), escapeControl(zone), isoTime(schedule.nextRun ?? 0), dataSummary(schedule.data, 60)]
+  })
+  return table(['NAME', 'SCHEDULE', 'TIME ZONE', 'NEXT RUN', 'DATA'], rows)
+}
+
+/**
  * `protoqueue stats` for people.
  * @param {import('protoqueue').QueueStats} stats
  * @param {{ streamName: string, subject: string }} names
@@ -167,4 +210,4 @@ function statsText(stats, names) {
   ])
 }
 
-module.exports = { escapeControl, escapeLines, table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, statsText }
+module.exports = { escapeControl, escapeLines, table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, queueTable, scheduleTable, statsText }

@@ -6,9 +6,9 @@
 
 const { Protoqueue, listQueues } = require('protoqueue')
 
-const { COMMANDS } = require('./commands.js')
+const { COMMANDS, queues } = require('./commands.js')
 const { runDashboard } = require('./dashboard.js')
-const { queueConfig, withSubjectFromServer } = require('./config.js')
+const { connectionConfig, queueConfig, withSubjectFromServer } = require('./config.js')
 const { CliError, EXIT, fromLibrary } = require('./exit.js')
 const { escapeControl } = require('./format.js')
 const { parseCommandLine } = require('./program.js')
@@ -34,6 +34,15 @@ async function main(argv, io, version) {
       await runDashboard({ options, io }).catch((err) => {
         throw fromLibrary(err, { connecting: true })
       })
+      return EXIT.OK
+    }
+    if (command === 'queues') {
+      // Every queue of the server, as the dashboard lists them: no queue of its own either.
+      const connection = connectionConfig(options, io.env)
+      const listing = await listQueues(connection).catch((err) => {
+        throw fromLibrary(err, { connecting: true })
+      })
+      queues({ options, io }, listing)
       return EXIT.OK
     }
     const run = COMMANDS[/** @type {keyof typeof COMMANDS} */ (command)]

@@ -45,6 +45,61 @@ function interval(value) {
   return n
 }
 
+/** @param {string} value */
+function priority(value) {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || n < 1 || n > 10) throw new InvalidArgumentError('must be an integer from 1 (most urgent) to 10')
+  return n
+}
+
+/** @param {string} value */
+function milliseconds(value) {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('must be a whole number of milliseconds >= 0')
+  return n
+}
+
+/** An ISO 8601 date, or date and time (to the minute or finer) with an optional offset. */
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?$/
+
+/**
+ * `text` as ms since the epoch: digits are ms already; else an ISO 8601 time
+ * (`2030-01-01T09:00:00Z`; without an offset, local time as ISO 8601 says; a date alone is UTC
+ * midnight, as JavaScript reads it). `undefined` for anything else: `yesterday`, `Jan 1 2030`
+ * (which `Date.parse` takes), 30 February (which it rolls over to March).
+ * @param {string} text
+ * @returns {number | undefined}
+ */
+function epochMs(text) {
+  if (/^\d+$/.test(text)) {
+    const n = Number(text)
+    return Number.isSafeInteger(n) ? n : undefined
+  }
+  const match = ISO_TIME.exec(text)
+  if (!match) return undefined
+  const [year, month, day] = match.slice(1, 4).map(Number)
+  // `Date.parse` rolls 2030-02-30 over to 2 March: the day must be one of its month.
+  if (month < 1 || month > 12 || new Date(Date.UTC(year, month - 1, day)).getUTCDate() !== day) return undefined
+  const ms = Date.parse(text)
+  return Number.isFinite(ms) ? ms : undefined
+}
+
+/** @param {string} value */
+function time(value) {
+  const ms = epochMs(value)
+  if (ms === undefined) throw new InvalidArgumentError('must be an ISO 8601 time (2030-01-01T09:00:00Z) or ms since the epoch')
+  return ms
+}
+
+const ENQUEUE_HELP = `
+--id, --name, --priority, --delay, --run-at and --task-subject apply to every task enqueued. With
+--envelope each value is a task object:
+  { "data": ..., "metadata"?: {...}, "id"?, "name"?, "priority"?, "delay"?, "runAt"?, "subject"?,
+    "maxRetries"?, "backoff"? }
+("runAt": ms since the epoch or an ISO 8601 time); its own fields win over the flags. Priorities,
+delays and task subjects need a queue made for them (options.priorities, options.schedules, a
+subject tree): the command line never changes a queue.`
+
 const DASHBOARD_HELP = `
 The page lists every Protoqueue queue on the server: no --stream needed. It binds to 127.0.0.1
 unless --host says otherwise; bound to any other address it needs a token (at least 16
@@ -66,7 +121,8 @@ Environment:
 
 Exit codes:
   0  done
-  1  the operation failed (its ERR_PQ_* code is printed), or a confirmation was declined
+  1  the operation failed (its ERR_PQ_* code is printed), what it names was not found (a dead
+     letter, a delayed task to cancel, a recurring task to unschedule), or a confirmation was declined
   2  usage error: unknown command or flag, bad or missing value, --yes needed
   3  could not connect: no server, credentials refused, TLS failed`
 
@@ -79,7 +135,7 @@ Exit codes:
 function buildProgram(select, output, version) {
   const program = new Command('protoqueue')
   program
-    .description('Operate a Protoqueue queue: statistics, dead letters, pause/resume, purge, enqueue.')
+    .description('Operate Protoqueue queues: list them; a queue\'s statistics, dead letters, pause/resume, purge, enqueue, delayed and recurring tasks, delete.')
     .version(version, '-V, --version')
     .exitOverride()
     // Errors quote the arguments (an id pasted from elsewhere): shown escaped, as all output.
@@ -117,6 +173,7 @@ function buildProgram(select, output, version) {
       select({ command: name, args, options: self.optsWithGlobals() })
     })
 
+  runs(program.command('queues').description('list every Protoqueue queue on the server (no --stream needed)'), 'queues')
   runs(program.command('stats').description('show the queue\'s statistics'), 'stats')
 
   const dlq = program.command('dlq').description('dead letters: list, show, requeue, purge')
@@ -155,13 +212,43 @@ function buildProgram(select, output, version) {
   )
   runs(
     program
+      .command('delete')
+      .description('delete the queue and everything it holds: tasks, delayed and recurring tasks, dead letters (refused while workers run)')
+      .option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)')
+      .option('--force', 'delete it even while workers run (those still running make it again, empty)'),
+    'delete',
+  )
+  runs(
+    program
       .command('enqueue')
       .description('enqueue tasks: one JSON value as the argument, or "-" to read one task per line from stdin')
       .argument('<json>', 'the task\'s data as JSON, or "-" for stdin')
-      .option('--envelope', 'each value is { "data": ..., "metadata"?: {...} } rather than the data alone')
+      .option('--envelope', 'each value is a task object, { "data": ..., "metadata"?: {...}, ... }, rather than the data alone')
+      .option('--id <id>', 'the task\'s own id instead of a new one (every task read from stdin gets it: stored once)')
+      .option('--name <name>', 'the task\'s name (task.name)')
+      .addOption(new Option('--priority <1-10>', 'the task\'s priority, 1 most urgent (a queue with priorities)').argParser(priority))
+      .addOption(new Option('--delay <ms>', 'hand the task to workers this many ms from now (a queue with schedules)').argParser(milliseconds).conflicts('runAt'))
+      .addOption(new Option('--run-at <time>', 'hand the task to workers at this time: ISO 8601 or ms since the epoch (a queue with schedules)').argParser(time))
+      .option('--task-subject <subject>', 'the task\'s subject in a queue over a subject tree, e.g. tasks.email.eu (--subject names the queue)')
       .option('-q, --quiet', 'print how many were enqueued, not their ids')
-      .addOption(new Option('--batch-size <n>', 'tasks sent per batch when reading stdin').argParser(positiveInteger).default(500)),
+      .addOption(new Option('--batch-size <n>', 'tasks sent per batch when reading stdin').argParser(positiveInteger).default(500))
+      .addHelpText('after', ENQUEUE_HELP),
     'enqueue',
+  )
+  runs(program.command('schedules').description('list the queue\'s recurring tasks'), 'schedules')
+  runs(
+    program
+      .command('unschedule')
+      .description('remove the recurring task <name> (exit 1 when there is none)')
+      .argument('<name>', 'the recurring task\'s name'),
+    'unschedule',
+  )
+  runs(
+    program
+      .command('cancel')
+      .description('cancel a delayed task not yet due (exit 1 when there is none)')
+      .argument('<id>', 'the task\'s id, as enqueue printed it'),
+    'cancel',
   )
   runs(
     program
@@ -213,4 +300,4 @@ function parseCommandLine(argv, output, version) {
   return { run: selected }
 }
 
-module.exports = { parseCommandLine, REASONS }
+module.exports = { parseCommandLine, epochMs, REASONS }

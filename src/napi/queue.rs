@@ -402,6 +402,13 @@ impl NativeQueue {
         Ok(count as f64)
     }
 
+    /// Deletes the queue's streams (unless `force`, not while workers use it), then
+    /// disconnects; resolves to the names of the streams deleted.
+    #[napi(catch_unwind)]
+    pub async fn destroy(&self, force: bool) -> napi::Result<Vec<String>> {
+        self.queue.destroy(force).await.map_err(to_js)
+    }
+
     /// Removes the tasks waiting in the queue; resolves to how many.
     #[napi(catch_unwind)]
     pub async fn purge(&self) -> napi::Result<f64> {
