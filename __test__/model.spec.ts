@@ -133,6 +133,18 @@ class Model {
     return `k${this.counter}`
   }
 
+  /** The queue was deleted and made anew (every task before was verified): it holds nothing. */
+  destroyed(): void {
+    this.tasks.length = 0
+    this.paused = false
+    this.purged = 0
+    this.vanished = 0
+    this.fillers = 0
+    this.twins = []
+    // The id index went with it: no marker a kill left behind is there any more.
+    this.kills = 0
+  }
+
   /** The last task enqueued with `id` that may still hold it. */
   holderOf(id: string): Known | undefined {
     return [...this.tasks].reverse().find((task) => task.spec.id === id && task.fate !== 'dropped')
@@ -346,6 +358,23 @@ class Real {
         60_000,
       )
     })
+  }
+
+  /** Whether a worker has pull requests waiting on one of the queue's consumers (the server sees it). */
+  async workerSeen(): Promise<boolean> {
+    return this.tool(async (jsm) => {
+      for await (const consumer of jsm.consumers.list(this.names.streamName)) if (consumer.num_waiting > 0) return true
+      return false
+    })
+  }
+
+  /** After a `destroy()`: both objects connected to the queue made anew, a worker running, the records of before forgotten. */
+  async reopen(): Promise<void> {
+    await this.operator.disconnect()
+    await this.queue.disconnect()
+    this.handled.length = 0
+    this.rescued.clear()
+    await this.open()
   }
 
   /** Waits until every node is up again (operators act on a whole cluster). */
@@ -841,6 +870,42 @@ class KillWorker implements Cmd {
   }
 }
 
+/**
+ * `destroy()` while the worker runs is refused and deletes nothing; then, every task verified and
+ * the worker killed, `destroy({ force: true })` deletes the queue, made anew empty (no pause, no
+ * id held, no letter; the other tool's settings applied again), and the sequence goes on with it.
+ */
+class Destroy implements Cmd {
+  constructor(readonly via: Via) {}
+  check(): boolean {
+    return true
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    await real.steady()
+    await eventually('the worker seen by the server', () => real.workerSeen(), 20_000)
+    const refused = await real
+      .by(this.via)
+      .destroy()
+      .then(
+        () => undefined,
+        (err: ProtoqueueError) => err,
+      )
+    assert.equal(refused?.code, 'ERR_PQ_QUEUE_IN_USE', `destroy() while the worker runs: ${refused?.message ?? 'it deleted the queue'}`)
+    await new Settle().run(model, real)
+    await real.killWorker()
+    const deleted = await real.by(this.via).destroy({ force: true })
+    assert.deepEqual(deleted.slice(0, 2), [real.names.streamName, `${real.names.streamName}_DLQ`])
+    await real.reopen()
+    model.destroyed()
+    const stats = await real.queue.getStats()
+    assert.deepEqual([stats.messages, stats.deadLettered, stats.delayed, stats.paused], [0, 0, 0, false], 'made anew, empty')
+    assert.equal(await real.markers(), 0, 'no id held')
+  }
+  toString(): string {
+    return `destroy${byName(this.via)} (refused, then forced)`
+  }
+}
+
 /** Starts a dead-letter worker (`processDLQ`) beside the queue's worker, or stops the one running. */
 class DeadLetterWorker implements Cmd {
   check(): boolean {
@@ -1072,6 +1137,7 @@ function commands(priorities: boolean) {
     fc.constant(new Crash()),
     fc.constant(new KillWorker()),
     fc.constant(new DeadLetterWorker()),
+    via.map((by) => new Destroy(by)),
   ]
 }
 
