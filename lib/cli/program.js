@@ -173,6 +173,12 @@ function buildProgram(select, output, version) {
       select({ command: name, args, options: self.optsWithGlobals() })
     })
 
+  /**
+   * A command that asks before it changes a queue, unless `--yes`.
+   * @param {Command} command
+   */
+  const confirms = (command) => command.option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)')
+
   runs(program.command('queues').description('list every Protoqueue queue on the server (no --stream needed)'), 'queues')
   runs(program.command('stats').description('show the queue\'s statistics'), 'stats')
 
@@ -193,29 +199,25 @@ function buildProgram(select, output, version) {
   )
   /** @param {Command} command */
   const filters = (command) =>
-    command
+    confirms(command)
       .addOption(new Option('--id <task-id>', 'only this task\'s letter (repeatable)').argParser(collect))
       .addOption(new Option('--reason <reason>', 'only letters with this reason').choices(REASONS))
       .addOption(new Option('--limit <n>', 'at most this many letters, oldest first').argParser(positiveInteger))
-      .option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)')
   runs(filters(dlq.command('requeue').description('put the tasks of dead letters back on the queue (all, or those the filters pick)')), 'dlq requeue')
   runs(filters(dlq.command('purge').description('remove dead letters (all, or those the filters pick)')), 'dlq purge')
 
   runs(program.command('pause').description('pause every worker of the queue, in every process, until resume'), 'pause')
   runs(program.command('resume').description('resume the queue\'s workers'), 'resume')
   runs(
-    program
-      .command('purge')
-      .description('remove the tasks waiting in the queue (not those in flight)')
-      .option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)'),
+    confirms(program.command('purge').description('remove the tasks waiting in the queue (not those in flight)')),
     'purge',
   )
   runs(
-    program
-      .command('delete')
-      .description('delete the queue and everything it holds: tasks, delayed and recurring tasks, dead letters (refused while workers run)')
-      .option('-y, --yes', 'do not ask for confirmation (required when not on a terminal)')
-      .option('--force', 'delete it even while workers run (those still running make it again, empty)'),
+    confirms(
+      program
+        .command('delete')
+        .description('delete the queue and everything it holds: tasks, delayed and recurring tasks, dead letters (refused while workers run)'),
+    ).option('--force', 'delete it even while workers run (those still running make it again, empty)'),
     'delete',
   )
   runs(
