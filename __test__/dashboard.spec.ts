@@ -1,7 +1,8 @@
 // The web dashboard (`protoqueue/dashboard`, `protoqueue dashboard`) against a real nats-server:
 // in a real headless Chromium (Debian's `chromium` via playwright-core) the page shows the
 // numbers `getStats()` gives, they change while a worker runs, and its requeue and pause/resume
-// buttons act on the server; over plain HTTP, the token, CSRF and bad-request rules; from the
+// buttons act on the server; it stays usable 420 px wide, has an icon, chart legends with values,
+// says which letters a requeue would dead-letter again, and lists a queue's recurring tasks; over plain HTTP, the token, CSRF and bad-request rules; from the
 // command line, its usage errors and a clean stop.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
@@ -13,7 +14,7 @@ import { after, before, describe, test } from 'node:test'
 
 import { jetstreamManager, RetentionPolicy } from '@nats-io/jetstream'
 import { connect as natsConnect } from '@nats-io/transport-node'
-import type { Browser } from 'playwright-core'
+import type { Browser, Locator, Page } from 'playwright-core'
 import { listQueues, Protoqueue } from 'protoqueue'
 import { dashboard, type Dashboard } from 'protoqueue/dashboard'
 
@@ -139,6 +140,262 @@ describe('the page in Chromium', () => {
     assert.deepEqual(errors, [])
     await page.close()
     await queue.disconnect()
+  })
+})
+
+describe('the page in Chromium: narrow screens, icon, legends, undecodable letters, recurring tasks', () => {
+  let browser: Browser
+  before(async () => {
+    browser = await launchBrowser()
+  })
+  after(async () => {
+    await browser?.close()
+  })
+
+  /** A dashboard and a page of it (`viewport` as given), closed after `body`; fails on any script error. */
+  async function withPage(viewport: { width: number; height: number } | undefined, body: (page: Page, board: Dashboard) => Promise<void>, interval = 200) {
+    const board = await dashboard({ connection: { url: server.url }, port: 0, interval })
+    const page = await browser.newPage(viewport ? { viewport } : {})
+    const errors: string[] = []
+    page.on('pageerror', (err) => errors.push(err.message))
+    try {
+      await page.goto(board.url)
+      await body(page, board)
+      assert.deepEqual(errors, [])
+    } finally {
+      await page.close()
+      await board.close()
+    }
+  }
+
+  /** Whether `locator`, scrolled into view, lies inside the viewport. */
+  async function reachable(page: Page, locator: Locator) {
+    await locator.scrollIntoViewIfNeeded()
+    const box = await locator.boundingBox()
+    const viewport = page.viewportSize()!
+    assert.ok(box, 'it has a box')
+    return box.x >= 0 && box.y >= 0 && box.x + box.width <= viewport.width && box.y + box.height <= viewport.height
+  }
+
+  test('420 px wide: the page does not scroll sideways, the tables scroll inside their section, State and the actions are reachable', async () => {
+    const { queue, names } = await queueWith(2, 1)
+    try {
+      await withPage({ width: 420, height: 800 }, async (page) => {
+        const row = `tr[data-queue="${names.streamName}"]`
+        await page.waitForSelector(row)
+        await eventually('the pending count', async () => (await page.locator(`${row} td[data-field="pending"]`).innerText()) === '2', 30_000)
+        await page.waitForSelector('#letters tbody tr[data-sequence]')
+        await page.waitForSelector('.chart canvas')
+        const widths = await page.evaluate(() => ({ page: document.documentElement.scrollWidth, viewport: window.innerWidth }))
+        assert.ok(widths.page <= widths.viewport, `the page is ${widths.page} px wide in a ${widths.viewport} px viewport`)
+        const state = page.locator(`${row} td[data-field="state"]`)
+        assert.ok(await reachable(page, state), 'the State cell scrolls into view')
+        assert.equal(await state.innerText(), 'running')
+        const pause = page.locator(`${row} button[data-action="pause"]`)
+        assert.ok(await reachable(page, pause), 'the Pause button scrolls into view')
+        await pause.click({ trial: true })
+        const requeue = page.locator('#letters tbody tr button[data-action="requeue"]').first()
+        assert.ok(await reachable(page, requeue), 'a letter\'s Requeue button scrolls into view')
+        await requeue.click({ trial: true })
+        for (const chart of await page.locator('.chart').all()) {
+          const box = (await chart.boundingBox())!
+          assert.ok(box.x >= 0 && box.x + box.width <= 420, `a chart fits: ${JSON.stringify(box)}`)
+        }
+      })
+    } finally {
+      await queue.disconnect()
+    }
+  })
+
+  test('an icon: /favicon.svg, linked from the page, and /favicon.ico answer with it (never a 404)', async () => {
+    await withPage(undefined, async (page, board) => {
+      const base = board.url.replace(/\/$/, '')
+      for (const path of ['/favicon.svg', '/favicon.ico']) {
+        const response = await fetch(`${base}${path}`)
+        assert.equal(response.status, 200, path)
+        assert.equal(response.headers.get('content-type'), 'image/svg+xml', path)
+        assert.match(await response.text(), /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^]*<\/svg>$/, path)
+        assert.equal((await fetch(`${base}${path}`, { method: 'HEAD' })).status, 200, path)
+      }
+      assert.equal(await page.locator('link[rel="icon"]').getAttribute('href'), '/favicon.svg')
+      const failed: string[] = []
+      page.on('response', (response) => {
+        if (response.status() >= 400) failed.push(`${response.status()} ${response.url()}`)
+      })
+      await page.reload()
+      await page.waitForSelector('#status[data-updated-at]')
+      const icon = await page.evaluate(async () => (await fetch('/favicon.ico')).status)
+      assert.equal(icon, 200)
+      assert.deepEqual(failed, [])
+    })
+  })
+
+  test('every chart legend names its series and shows their latest rates, also after the cursor leaves the chart', async () => {
+    const { queue, names } = await queueWith(3, 0)
+    try {
+      // A sample a second (the last argument): the page's first overview has none yet, so its charts begin empty.
+      await withPage(undefined, async (page) => {
+        const chart = `.chart[data-queue="${names.streamName}"]`
+        await page.waitForSelector(`${chart} canvas`)
+        const legends = () =>
+          page.evaluate(() =>
+            [...document.querySelectorAll('.chart')].map((card) => ({
+              queue: (card as HTMLElement).dataset.queue,
+              legends: card.querySelectorAll('.u-legend').length,
+              labels: [...card.querySelectorAll('.u-legend .u-series .u-label')].map((node) => node.textContent?.trim()),
+              values: [...card.querySelectorAll('.u-legend .u-series .u-value')].map((node) => node.textContent?.trim()),
+            })),
+          )
+        const shown = (all: Awaited<ReturnType<typeof legends>>) =>
+          all.length > 0 && all.every((one) => one.legends === 1 && one.values.length === 4 && one.values.every((value) => value !== undefined && /\d/.test(value)))
+        const all = await eventually('every legend with its values', async () => {
+          const read = await legends()
+          return shown(read) ? read : undefined
+        }, 30_000)
+        assert.ok(all.some((one) => one.queue === names.streamName))
+        for (const one of all) assert.deepEqual(one.labels, ['time', 'enqueued/s', 'completed/s', 'dead-lettered/s'], one.queue)
+        // The cursor on the chart shows the values under it; leaving it, the latest again.
+        const over = page.locator(`${chart} .u-over`)
+        const box = (await over.boundingBox())!
+        await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2)
+        await page.mouse.move(box.x + box.width + 200, box.y - 100)
+        await new Promise((resolve) => setTimeout(resolve, 2_500))
+        assert.ok(shown(await legends()), JSON.stringify(await legends()))
+      }, 1000)
+    } finally {
+      await queue.disconnect()
+    }
+  })
+
+  test('an invalidData letter: requeueing it asks, saying it is dead-lettered again (and it is); "Requeue all" says how many would fail again; an invalidEnvelope letter offers no requeue', async () => {
+    const names = uniqueQueue('undecodable')
+    const queue = new Protoqueue({ url: server.url, ...names })
+    await queue.connect()
+    // A producer of another content type: a JSON worker cannot decode its data (invalidData).
+    const foreign = new Protoqueue({ url: server.url, ...names, serializer: { contentType: 'application/x-other', encode: () => Uint8Array.of(1, 2, 3), decode: () => '' } })
+    await foreign.connect()
+    const worker = new Protoqueue({ url: server.url, ...names })
+    await worker.connect()
+    await worker.process(async () => ({ success: false, retry: false, error: 'refused' }))
+    const nc = await natsConnect({ servers: server.url })
+    try {
+      await queue.enqueue({ data: { fine: true }, id: 'decodes' })
+      await eventually('letter 1', async () => (await queue.getStats()).deadLettered === 1)
+      await foreign.enqueue({ data: 'anything', id: 'undecodable' })
+      await eventually('letter 2', async () => (await queue.getStats()).deadLettered === 2)
+      // Not a task envelope at all (invalidEnvelope).
+      nc.publish(names.subject, new TextEncoder().encode('not a protoqueue task'))
+      await eventually('letter 3', async () => (await queue.getStats()).deadLettered === 3)
+      const reasons = (await queue.getDeadLetters(10)).map((letter) => letter.reason)
+      assert.deepEqual(reasons, ['rejected', 'invalidData', 'invalidEnvelope'])
+
+      await withPage(undefined, async (page) => {
+        await page.locator(`tr[data-queue="${names.streamName}"] td[data-field="name"]`).click()
+        await eventually('the letters of the queue', async () => (await page.locator('#letters-queue').innerText()) === names.streamName && (await page.locator('#letters tbody tr').count()) === 3, 30_000)
+        const rows = page.locator('#letters tbody tr')
+        const dialogs: string[] = []
+        let answer = false
+        page.on('dialog', async (dialog) => {
+          dialogs.push(dialog.message())
+          await (answer ? dialog.accept() : dialog.dismiss())
+        })
+
+        // The letter whose data does not decode says so, and its requeue asks first.
+        const undecodable = page.locator('#letters tbody tr[data-task-id="undecodable"]')
+        assert.match(await undecodable.locator('td').nth(2).innerText(), /invalidData[^]*does not decode: requeueing dead-letters it again/)
+        const requeue = undecodable.locator('button[data-action="requeue"]')
+        assert.match((await requeue.getAttribute('title')) ?? '', /does not decode: requeueing dead-letters it again/)
+        await requeue.click()
+        await eventually('the question', () => dialogs.length === 1)
+        assert.match(dialogs[0], /task undecodable[^]*invalidData: its data does not decode: requeueing dead-letters it again/)
+        assert.equal((await queue.getStats()).deadLettered, 3, 'declined: nothing requeued')
+
+        // The letter that is no task: purge only.
+        const envelope = rows.filter({ hasText: 'invalidEnvelope' })
+        assert.equal(await envelope.locator('button[data-action="requeue"]').count(), 0)
+        assert.equal(await envelope.locator('button[data-action="purge"]').count(), 1)
+        // An ordinary letter: no question, and no note.
+        assert.equal(await page.locator('#letters tbody tr[data-task-id="decodes"] .reason-note').count(), 0)
+
+        // "Requeue all" says, before and when asked, how many of the letters shown would not come back as they are.
+        const note = page.locator('#letters-note')
+        assert.ok(await note.isVisible())
+        assert.match(await note.innerText(), /^Of the 3 letters shown, 1 would fail again: its data does not decode \(invalidData\), requeueing dead-letters it again; 1 is not a task or lost its data: requeue leaves it alone\.$/)
+        await page.locator('#requeue-all').click()
+        await eventually('the question', () => dialogs.length === 2)
+        assert.match(dialogs[1], /^Requeue every dead letter of \S+\?\n\nOf the 3 letters shown, 1 would fail again/)
+        assert.equal((await queue.getStats()).deadLettered, 3, 'declined: nothing requeued')
+
+        // Requeued anyway: the worker cannot decode it, and it is a dead letter again.
+        const [before] = await queue.getDeadLetters(10, { ids: ['undecodable'] })
+        answer = true
+        await requeue.click()
+        await eventually('dead-lettered again', async () => {
+          const [again] = await queue.getDeadLetters(10, { ids: ['undecodable'] })
+          return again !== undefined && again.sequence > before.sequence && again.reason === 'invalidData'
+        }, 30_000)
+        assert.equal(dialogs.length, 3)
+        await eventually('the page shows the new letter', async () => {
+          const sequence = await page.locator('#letters tbody tr[data-task-id="undecodable"]').getAttribute('data-sequence').catch(() => null)
+          return sequence !== null && Number(sequence) > before.sequence
+        }, 30_000)
+
+        // The letter that is no task can be purged (asked first).
+        await envelope.locator('button[data-action="purge"]').click()
+        await eventually('the invalidEnvelope letter purged', async () => !(await queue.getDeadLetters(10)).some((letter) => letter.reason === 'invalidEnvelope'), 30_000)
+        assert.match(dialogs[3], /^Remove this dead letter at sequence \d+ \(not a task\)\?$/)
+        assert.equal((await queue.getStats()).deadLettered, 2)
+      })
+    } finally {
+      await nc.close()
+      await worker.disconnect()
+      await foreign.disconnect()
+      await queue.disconnect()
+    }
+  })
+
+  test('a queue\'s delayed tasks and recurring tasks: counted in the table, listed with their name, interval or cron and time zone', async () => {
+    const names = uniqueQueue('recurring')
+    const queue = new Protoqueue({ url: server.url, ...names, options: { schedules: true } })
+    await queue.connect()
+    const plain = await queueWith(0, 0)
+    try {
+      await queue.schedule('hourly', { every: 3_600_000 }, { data: { report: 'hourly' } })
+      await queue.schedule('weekdays', { cron: '0 30 9 * * MON-FRI', timeZone: 'Europe/Paris' }, { data: { report: 'morning' }, name: 'morning-report' })
+      await queue.enqueue({ data: { later: true }, delay: 600_000 })
+      const stats = await queue.getStats()
+      assert.equal(stats.delayed, 1)
+      assert.equal(stats.recurring, 2)
+
+      await withPage(undefined, async (page, board) => {
+        const base = board.url.replace(/\/$/, '')
+        const listed = await (await fetch(`${base}/api/queues/${names.streamName}/schedules`)).json()
+        assert.deepEqual(listed.schedules.map((s: { name: string; every?: number; cron?: string; timeZone?: string }) => [s.name, s.every, s.cron, s.timeZone]), [
+          ['hourly', 3_600_000, undefined, undefined],
+          ['weekdays', undefined, '0 30 9 * * MON-FRI', 'Europe/Paris'],
+        ])
+        assert.deepEqual(await (await fetch(`${base}/api/queues/${plain.names.streamName}/schedules`)).json(), { queue: plain.names.streamName, enabled: false, schedules: [] })
+
+        const row = `tr[data-queue="${names.streamName}"]`
+        const cell = (field: string) => page.locator(`${row} td[data-field="${field}"]`).innerText()
+        await page.waitForSelector(row)
+        await eventually('the counts', async () => (await cell('delayed')) === '1' && (await cell('recurring')) === '2', 30_000)
+        await page.locator(`${row} td[data-field="name"]`).click()
+        await page.waitForSelector('#schedules tbody tr[data-schedule="weekdays"]')
+        assert.ok(await page.locator('#schedules-section').isVisible())
+        assert.equal(await page.locator('#schedules-queue').innerText(), names.streamName)
+        const cells = (name: string) => page.locator(`#schedules tbody tr[data-schedule="${name}"] td`).allInnerTexts()
+        assert.deepEqual(await cells('hourly'), ['hourly', 'every 1 h', '–', '–', '–', '{"report":"hourly"}'])
+        assert.deepEqual(await cells('weekdays'), ['weekdays', 'cron 0 30 9 * * MON-FRI', 'Europe/Paris', '–', 'morning-report', '{"report":"morning"}'])
+
+        // A queue without options.schedules: no such section.
+        await page.locator(`tr[data-queue="${plain.names.streamName}"] td[data-field="name"]`).click()
+        await eventually('the section hidden', async () => (await page.locator('#letters-queue').innerText()) === plain.names.streamName && !(await page.locator('#schedules-section').isVisible()), 30_000)
+      })
+    } finally {
+      await queue.disconnect()
+      await plain.queue.disconnect()
+    }
   })
 })
 

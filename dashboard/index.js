@@ -3,7 +3,7 @@
 // The web dashboard: an HTTP server (node:http, no framework) that serves the page in public/ and
 // a small JSON API over the library's own operations: `listQueues`, `getStats` (sampled by
 // sampler.js, which derives the throughput), `getDeadLetters`, `requeueDeadLetters`,
-// `purgeDeadLetters`, `pause` and `resume`.
+// `purgeDeadLetters`, `pause`, `resume` and `getSchedules`.
 //
 // Safety:
 // - Binds to 127.0.0.1 by default. Bound to any other address it refuses to start without a
@@ -43,6 +43,12 @@ const PREVIEW = 400
 const STREAM_NAME = /^[^\s.*>/\\]{1,255}$/
 
 const PUBLIC = join(__dirname, 'public')
+
+/** The page's icon (browsers ask for one with every page): served at /favicon.svg and /favicon.ico. */
+const FAVICON =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" fill="#111827"/>' +
+  '<rect x="6" y="7" width="20" height="4.5" rx="1.5" fill="#60a5fa"/><rect x="6" y="13.75" width="15" height="4.5" rx="1.5" fill="#93c5fd"/>' +
+  '<rect x="6" y="20.5" width="10" height="4.5" rx="1.5" fill="#dbeafe"/></svg>'
 
 /**
  * The charting library (uPlot, an optional dependency): its script and stylesheet, or
@@ -177,7 +183,17 @@ function statusOf(code) {
 }
 
 /**
- * A dead letter as the page shows it: no raw bytes, data as a short JSON preview.
+ * At most `PREVIEW` characters of `text`.
+ * @param {string | undefined} text
+ */
+const shortened = (text) => (text !== undefined && text.length > PREVIEW ? `${text.slice(0, PREVIEW)}…` : text)
+
+/**
+ * A dead letter as the page shows it: no raw bytes, data as a short JSON preview, and what a
+ * requeue does with it: `ok`; `failsAgain` for an `invalidData` letter (its data or metadata does
+ * not decode: its task is dead-lettered again on its first delivery, unless its workers now take
+ * it); `leftAlone` for a letter that is no task (`invalidEnvelope`) or whose data was dropped
+ * (`requeueDeadLetters` skips them).
  * @param {import('protoqueue').DeadLetter} letter
  */
 function letterView(letter) {
@@ -187,7 +203,7 @@ function letterView(letter) {
   else if (task?.dataFormat === 'raw') preview = `(${task.data.length} bytes, not JSON)`
   else if (task?.dataFormat === 'dropped') preview = '(data dropped: too large to keep)'
   else preview = '(not a Protoqueue task)'
-  if (preview !== undefined && preview.length > PREVIEW) preview = `${preview.slice(0, PREVIEW)}…`
+  const requeue = task === undefined || task.dataFormat === 'dropped' ? 'leftAlone' : letter.reason === 'invalidData' ? 'failsAgain' : 'ok'
   return {
     sequence: letter.sequence,
     taskId: task?.id,
@@ -195,7 +211,26 @@ function letterView(letter) {
     error: letter.error,
     attempts: letter.attempts,
     failedAt: letter.failedAt,
-    data: preview,
+    data: shortened(preview),
+    requeue,
+  }
+}
+
+/**
+ * A recurring task as the page shows it: when it runs (`every` ms, or `cron` and `timeZone`), its
+ * next run when the server says, and a short preview of its data.
+ * @param {import('protoqueue').ScheduledTask} schedule
+ */
+function scheduleView(schedule) {
+  const { spec, data } = schedule
+  return {
+    name: schedule.name,
+    every: 'every' in spec ? spec.every : undefined,
+    cron: 'cron' in spec ? spec.cron : undefined,
+    timeZone: 'cron' in spec ? (spec.timeZone ?? 'UTC') : undefined,
+    nextRun: schedule.nextRun,
+    taskName: schedule.taskName,
+    data: shortened(Buffer.isBuffer(data) ? `(${data.length} bytes, not JSON)` : JSON.stringify(data)),
   }
 }
 
@@ -242,6 +277,7 @@ async function dashboard(options = {}) {
       subject: followed.info.subject,
       foundBy: followed.info.foundBy,
       deadLetterStream: followed.info.deadLetterStream,
+      schedules: followed.info.schedules,
       stats: followed.stats,
       error: followed.error,
       samples: followed.samples,
@@ -346,6 +382,7 @@ async function dashboard(options = {}) {
     const method = req.method ?? 'GET'
     if (method === 'GET' || method === 'HEAD') {
       if (path === '/' || path === '/index.html') return send(res, 200, 'text/html; charset=utf-8', pageFor())
+      if (path === '/favicon.svg' || path === '/favicon.ico') return send(res, 200, 'image/svg+xml', FAVICON, 'public, max-age=86400')
       const asset = assets[path]
       if (asset) return send(res, 200, asset.type, readFileSync(asset.file), 'public, max-age=300')
       if (path === '/api/overview') return sendJson(res, 200, overview())
@@ -358,6 +395,15 @@ async function dashboard(options = {}) {
         const queue = await sampler.queueOf(followed)
         const read = await queue.getDeadLetters(limit)
         return sendJson(res, 200, { queue: followed.info.streamName, total: followed.stats?.deadLettered, letters: read.map(letterView) })
+      }
+      const schedules = /^\/api\/queues\/([^/]+)\/schedules$/.exec(path)
+      if (schedules) {
+        const followed = await queueNamed(schedules[1])
+        // Without options.schedules a queue has none (and getSchedules() would refuse).
+        if (!followed.info.schedules) return sendJson(res, 200, { queue: followed.info.streamName, enabled: false, schedules: [] })
+        const queue = await sampler.queueOf(followed)
+        const read = await queue.getSchedules()
+        return sendJson(res, 200, { queue: followed.info.streamName, enabled: true, schedules: read.map(scheduleView) })
       }
       const one = /^\/api\/queues\/([^/]+)$/.exec(path)
       if (one) {

@@ -5,7 +5,7 @@
   const config = JSON.parse(document.getElementById('pq-config').textContent)
   const $ = (id) => document.getElementById(id)
   const TOKEN_KEY = 'protoqueue-dashboard-token'
-  const state = { selected: undefined, lettersOf: undefined, lettersSeen: undefined, charts: new Map(), busy: false }
+  const state = { selected: undefined, lettersSeen: undefined, requeueAllNote: undefined, schedulesSeen: undefined, schedulesAt: 0, charts: new Map(), busy: false }
 
   if (!config.token) {
     $('token-form').hidden = false
@@ -29,6 +29,23 @@
     node.dataset.action = action
     return node
   }
+  /** `ms` as `1 h 30 min`. */
+  const duration = (ms) => {
+    const parts = []
+    let left = ms
+    for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['min', 60_000], ['s', 1000], ['ms', 1]]) {
+      if (left >= size) {
+        const n = Math.floor(left / size)
+        parts.push(`${n} ${unit}`)
+        left -= n * size
+      }
+    }
+    return parts.join(' ') || '0 ms'
+  }
+  /** Letters a requeue would not put back as they are, and why (see the reason's note). */
+  const FAILS_AGAIN = 'its data does not decode: requeueing dead-letters it again (unless its workers now take this data)'
+  const LEFT_ALONE = 'not a task, or its data was dropped: requeue leaves it alone'
+  const requeueNote = (letter) => (letter.requeue === 'failsAgain' ? FAILS_AGAIN : letter.requeue === 'leftAlone' ? LEFT_ALONE : undefined)
 
   function notice(text, isError) {
     const node = $(isError ? 'error' : 'notice')
@@ -79,7 +96,7 @@
       if (!row) {
         row = document.createElement('tr')
         row.dataset.queue = queue.name
-        for (const field of ['name', 'subject', 'pending', 'inFlight', 'delayed', 'deadLettered', 'consumers', 'enqueued', 'completed', 'state', 'actions']) {
+        for (const field of ['name', 'subject', 'pending', 'inFlight', 'delayed', 'recurring', 'deadLettered', 'consumers', 'enqueued', 'completed', 'state', 'actions']) {
           const cell = el('td')
           cell.dataset.field = field
           if (!['name', 'subject', 'state', 'actions'].includes(field)) cell.className = 'num'
@@ -102,6 +119,7 @@
       cell('pending').textContent = stats ? number.format(stats.pending) : '–'
       cell('inFlight').textContent = stats ? number.format(stats.inFlight) : '–'
       cell('delayed').textContent = stats ? number.format(stats.delayed) : '–'
+      cell('recurring').textContent = stats ? number.format(stats.recurring) : '–'
       cell('deadLettered').textContent = stats ? number.format(stats.deadLettered) : '–'
       cell('consumers').textContent = stats ? number.format(stats.consumer_count) : '–'
       cell('enqueued').textContent = rate(last?.enqueued)
@@ -121,6 +139,25 @@
     }
     for (const row of rows.values()) row.remove()
   }
+
+  /** A chart's width: its card's, however narrow the screen. */
+  const chartWidth = (card) => Math.max(160, card.clientWidth - 16)
+  /**
+   * Without the cursor on a chart (uPlot then shows `--` for every value), its legend shows the
+   * latest sample: every series with its name and current rate. Called after uPlot sets the legend
+   * (new data, the cursor moved or left); `false`: no hook again.
+   */
+  const showLatest = (plot) => {
+    const last = plot.data[0].length - 1
+    if (plot.cursor.idx == null && last >= 0) plot.setLegend({ idx: last }, false)
+  }
+  let resizing
+  window.addEventListener('resize', () => {
+    clearTimeout(resizing)
+    resizing = setTimeout(() => {
+      for (const chart of state.charts.values()) chart.plot.setSize({ width: chartWidth(chart.card), height: 200 })
+    }, 100)
+  })
 
   function renderCharts(overview) {
     $('no-charts').hidden = overview.charts
@@ -149,19 +186,19 @@
         const target = el('div')
         card.append(target)
         container.append(card)
-        const width = Math.max(380, card.clientWidth - 16)
         const plot = new window.uPlot(
           {
-            width,
+            width: chartWidth(card),
             height: 200,
             scales: { y: { range: (_, min, max) => [0, Math.max(1, max * 1.1)] } },
             axes: [{}, { label: 'tasks/s', size: 60 }],
             series: [
-              {},
-              { label: 'enqueued/s', stroke: '#2563eb', width: 2 },
-              { label: 'completed/s', stroke: '#16a34a', width: 2 },
-              { label: 'dead-lettered/s', stroke: '#dc2626', width: 1.5 },
+              { label: 'time' },
+              { label: 'enqueued/s', stroke: '#2563eb', width: 2, value: (_, v) => rate(v ?? undefined) },
+              { label: 'completed/s', stroke: '#16a34a', width: 2, value: (_, v) => rate(v ?? undefined) },
+              { label: 'dead-lettered/s', stroke: '#dc2626', width: 1.5, value: (_, v) => rate(v ?? undefined) },
             ],
+            hooks: { setLegend: [showLatest], setCursor: [showLatest] },
           },
           data,
           target,
@@ -174,11 +211,16 @@
     }
   }
 
-  async function renderLetters(overview) {
+  /** The queue whose dead letters and recurring tasks are shown: the one clicked, else the first. */
+  function selectedQueue(overview) {
     const queue = overview.queues.find((q) => q.name === state.selected) ?? overview.queues[0]
+    state.selected = queue?.name
+    return queue
+  }
+
+  async function renderLetters(queue) {
     $('letters-section').hidden = !queue
     if (!queue) return
-    state.selected = queue.name
     const count = queue.stats?.deadLettered
     // Read again only when the queue or its count changed.
     const key = `${queue.name}:${count}`
@@ -190,38 +232,103 @@
     $('no-letters').hidden = read.letters.length > 0
     $('requeue-all').disabled = read.letters.length === 0
     $('purge-all').disabled = read.letters.length === 0
+    // What "Requeue all" would not put back as it is, among the letters shown.
+    const failsAgain = read.letters.filter((letter) => letter.requeue === 'failsAgain').length
+    const leftAlone = read.letters.filter((letter) => letter.requeue === 'leftAlone').length
+    const said = []
+    if (failsAgain > 0) said.push(`${number.format(failsAgain)} would fail again: ${failsAgain === 1 ? 'its data does' : 'their data do'} not decode (invalidData), requeueing dead-letters ${failsAgain === 1 ? 'it' : 'them'} again`)
+    if (leftAlone > 0) said.push(`${number.format(leftAlone)} ${leftAlone === 1 ? 'is' : 'are'} not a task or lost ${leftAlone === 1 ? 'its' : 'their'} data: requeue leaves ${leftAlone === 1 ? 'it' : 'them'} alone`)
+    state.requeueAllNote = said.length === 0 ? undefined : `Of the ${number.format(read.letters.length)} letters shown, ${said.join('; ')}.`
+    $('letters-note').hidden = state.requeueAllNote === undefined
+    $('letters-note').textContent = state.requeueAllNote ?? ''
     const body = $('letters').tBodies[0]
     body.replaceChildren(
       ...read.letters.map((letter) => {
         const row = el('tr')
         row.dataset.sequence = String(letter.sequence)
         if (letter.taskId) row.dataset.taskId = letter.taskId
+        const note = requeueNote(letter)
+        const reason = el('td', letter.reason)
+        if (note) reason.append(el('span', note, 'reason-note'))
         row.append(
           el('td', letter.sequence, 'num'),
           el('td', letter.taskId ?? '–'),
-          el('td', letter.reason),
+          reason,
           el('td', letter.attempts, 'num'),
           el('td', letter.failedAt ? new Date(letter.failedAt).toLocaleString() : '–'),
           el('td', letter.error, 'error-text'),
           el('td', letter.data ?? '', 'data'),
         )
         const actions = el('td')
-        if (letter.taskId) {
-          const wrap = el('div', undefined, 'actions')
-          const requeue = button('Requeue', 'requeue')
-          requeue.addEventListener('click', () => act(queue.name, 'dead-letters/requeue', { sequences: [letter.sequence] }))
-          const purge = button('Purge', 'purge', 'danger')
-          purge.addEventListener('click', () => act(queue.name, 'dead-letters/purge', { sequences: [letter.sequence] }, `Remove this dead letter of task ${letter.taskId}?`))
-          wrap.append(requeue, purge)
-          actions.append(wrap)
+        const wrap = el('div', undefined, 'actions')
+        const what = letter.taskId ? `of task ${letter.taskId}` : `at sequence ${letter.sequence} (not a task)`
+        if (letter.requeue !== 'leftAlone') {
+          const failsAgain = letter.requeue === 'failsAgain'
+          const requeue = button('Requeue', 'requeue', failsAgain ? 'fails-again' : undefined)
+          if (failsAgain) requeue.title = `${letter.reason}: ${FAILS_AGAIN}`
+          requeue.addEventListener('click', () =>
+            act(queue.name, 'dead-letters/requeue', { sequences: [letter.sequence] }, failsAgain ? `Requeue the dead letter ${what}? ${letter.reason}: ${FAILS_AGAIN}.` : undefined),
+          )
+          wrap.append(requeue)
         }
+        const purge = button('Purge', 'purge', 'danger')
+        purge.addEventListener('click', () => act(queue.name, 'dead-letters/purge', { sequences: [letter.sequence] }, `Remove this dead letter ${what}?`))
+        wrap.append(purge)
+        actions.append(wrap)
         row.append(actions)
         return row
       }),
     )
   }
 
-  $('requeue-all').addEventListener('click', () => state.selected && act(state.selected, 'dead-letters/requeue', { all: true }, `Requeue every dead letter of ${state.selected}?`))
+  async function renderSchedules(queue) {
+    // Only a queue with options.schedules can have recurring tasks.
+    $('schedules-section').hidden = !queue?.schedules
+    if (!queue?.schedules) return
+    // Read again when the queue or its count changed, and every 15 s (a schedule replaced, its next run).
+    const key = `${queue.name}:${queue.stats?.recurring}`
+    if (state.schedulesSeen === key && Date.now() - state.schedulesAt < 15_000) return
+    state.schedulesSeen = key
+    state.schedulesAt = Date.now()
+    $('schedules-queue').textContent = queue.name
+    let read
+    try {
+      read = await api(`/api/queues/${encodeURIComponent(queue.name)}/schedules`)
+    } catch (err) {
+      $('schedules').tBodies[0].replaceChildren()
+      $('schedules-count').textContent = ''
+      $('no-schedules').textContent = `Cannot read the recurring tasks: ${err.message}`
+      $('no-schedules').hidden = false
+      return
+    }
+    $('schedules-count').textContent = `(${number.format(read.schedules.length)})`
+    $('no-schedules').textContent = 'No recurring tasks.'
+    $('no-schedules').hidden = read.schedules.length > 0
+    $('schedules').tBodies[0].replaceChildren(
+      ...read.schedules.map((schedule) => {
+        const row = el('tr')
+        row.dataset.schedule = schedule.name
+        const every = typeof schedule.every === 'number'
+        const runs = el('td', every ? `every ${duration(schedule.every)}` : `cron ${schedule.cron}`, 'spec')
+        if (every) runs.title = `${number.format(schedule.every)} ms`
+        row.append(
+          el('td', schedule.name),
+          runs,
+          el('td', every ? '–' : schedule.timeZone ?? 'UTC'),
+          el('td', typeof schedule.nextRun === 'number' ? new Date(schedule.nextRun).toLocaleString() : '–'),
+          el('td', schedule.taskName ?? '–'),
+          el('td', schedule.data ?? '', 'data'),
+        )
+        return row
+      }),
+    )
+  }
+
+  $('requeue-all').addEventListener('click', () => {
+    if (!state.selected) return
+    const note = state.requeueAllNote ? `\n\n${state.requeueAllNote}` : ''
+    act(state.selected, 'dead-letters/requeue', { all: true }, `Requeue every dead letter of ${state.selected}?${note}`)
+  })
   $('purge-all').addEventListener('click', () => state.selected && act(state.selected, 'dead-letters/purge', { all: true }, `Remove every dead letter of ${state.selected}?`))
 
   async function refresh() {
@@ -231,9 +338,11 @@
       $('status').textContent = `updated ${new Date().toLocaleTimeString()}`
       $('status').dataset.updatedAt = String(Date.now())
       if (overview.error) notice(`Cannot read the queues: ${overview.error}`, true)
+      const selected = selectedQueue(overview)
       renderQueues(overview)
       renderCharts(overview)
-      await renderLetters(overview)
+      await renderLetters(selected)
+      await renderSchedules(selected)
     } catch (err) {
       $('status').textContent = `not updated: ${err.message}`
     }
