@@ -108,6 +108,14 @@ pub enum Error {
     )]
     SchedulesOff(&'static str),
 
+    /// The cluster answered that JetStream is temporarily unavailable (code 10008: a stream or
+    /// consumer has no leader while one is elected). The same code as a timeout: try again.
+    #[error("{operation}: the NATS cluster is temporarily unavailable (a leader is being elected); try again")]
+    Unavailable {
+        /// What was refused.
+        operation: String,
+    },
+
     /// `destroy()` of a queue that workers use (without `force`). Nothing was deleted.
     #[error("the queue is in use: {0}")]
     QueueInUse(String),
@@ -141,7 +149,7 @@ impl Error {
             Error::Connect { .. } => "ERR_PQ_CONNECT",
             Error::Auth { .. } => "ERR_PQ_AUTH",
             Error::Tls { .. } => "ERR_PQ_TLS",
-            Error::Timeout { .. } => "ERR_PQ_TIMEOUT",
+            Error::Timeout { .. } | Error::Unavailable { .. } => "ERR_PQ_TIMEOUT",
             Error::StreamConflict(_) => "ERR_PQ_STREAM_CONFLICT",
             Error::SchedulesOff(_) => "ERR_PQ_SCHEDULES_OFF",
             Error::ServerTooOld { .. } => "ERR_PQ_SERVER_TOO_OLD",
@@ -158,6 +166,10 @@ impl Error {
         let text = err.to_string();
         if says_timed_out(&text) {
             Error::server_silent(context.to_owned())
+        } else if text.contains("error code 10008") {
+            Error::Unavailable {
+                operation: context.to_owned(),
+            }
         } else {
             Error::Nats(format!("{context}: {text}"))
         }
@@ -186,6 +198,7 @@ impl Error {
 /// out", "jetstream request timed out", "timed out: didn't receive ack in time").
 fn says_timed_out(text: &str) -> bool {
     text.starts_with("timed out")
+        || text.starts_with("request error: timed out")
         || text.starts_with("request timed out")
         || text.starts_with("jetstream request timed out")
 }
@@ -253,8 +266,25 @@ mod tests {
         let mut codes: std::collections::HashSet<_> = errors.iter().map(Error::code).collect();
         // Refused by the server rather than by the client's own check: the same code.
         assert!(!codes.insert(Error::PayloadRefused("x".into()).code()));
+        // Refused while a leader is elected: as good as no answer.
+        let unavailable = Error::Unavailable {
+            operation: "x".into(),
+        };
+        assert!(!codes.insert(unavailable.code()));
         assert_eq!(codes.len(), errors.len(), "every variant has its own code");
         assert!(codes.iter().all(|c| c.starts_with("ERR_PQ_")));
+    }
+
+    #[test]
+    fn a_cluster_without_a_leader_yet_is_unavailable_with_the_timeout_code() {
+        let refused = "JetStream error: JetStream system temporarily unavailable (code 503, error code 10008)";
+        let err = Error::nats("reading a delayed task", refused);
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+        assert_eq!(err.code(), "ERR_PQ_TIMEOUT");
+        assert!(
+            err.to_string().starts_with("reading a delayed task: "),
+            "{err}"
+        );
     }
 
     #[test]
@@ -269,6 +299,12 @@ mod tests {
             Error::nats("publishing", PublishError::new(PublishErrorKind::TimedOut)),
             Error::nats("a request", RequestError::new(RequestErrorKind::TimedOut)),
             Error::request("stats", RequestError::new(RequestErrorKind::TimedOut)),
+            // Opening a stream (`GetStreamError` of a timed-out request), as a worker starting
+            // during an election saw it.
+            Error::nats(
+                "opening stream",
+                "request error: timed out: request timed out: deadline has elapsed",
+            ),
         ];
         for err in silent {
             assert_eq!(err.code(), "ERR_PQ_TIMEOUT", "{err}");

@@ -13,7 +13,7 @@ use std::{
 
 use async_nats::jetstream::{stream, Context};
 use common::*;
-use protoqueue::Connection;
+use protoqueue::{Connection, Worker};
 use tokio::sync::watch;
 
 const BATCHES: usize = 60;
@@ -213,6 +213,48 @@ async fn a_worker_starting_while_its_consumers_leader_is_elected_waits_it_out() 
     protoqueue::nats::topology::ensure_consumer(&plain_jetstream(others).await, &config)
         .await
         .expect("the consumer opens while its leader is elected");
+    starting.close().await;
+}
+
+/// Found by the lifecycle model on a cluster: a worker whose `ackWait` differs from the
+/// consumer's writes the consumer's configuration as it starts; started just after the node
+/// leading the consumer was killed, that write timed out ("updating consumer … timed out") and the
+/// worker failed to start. It now waits the election out like the rest of opening a queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_another_ack_wait_starting_during_an_election_starts() {
+    let mut cluster = NatsCluster::start(3).await;
+    let config = Arc::new(r3_config());
+    let all = plain_jetstream(cluster.nodes.iter().map(|node| node.url())).await;
+    let first = open(&cluster, &config).await;
+    let info = protoqueue::nats::topology::ensure_consumer(&all, &config)
+        .await
+        .expect("the workers' consumer");
+    first.close().await;
+    let leader = info
+        .cluster
+        .and_then(|cluster| cluster.leader)
+        .expect("the consumer has a leader");
+    let others: Vec<String> = cluster
+        .nodes
+        .iter()
+        .filter(|node| node.name() != leader)
+        .map(|node| node.url())
+        .collect();
+    let mut longer = r3_config();
+    longer.stream_name = config.stream_name.clone();
+    longer.subject = config.subject.clone();
+    longer.ack_wait = config.ack_wait * 2;
+    let starting = Connection::open(Arc::new(longer), &others.join(","))
+        .await
+        .expect("the queue opens");
+    cluster.node_mut(&leader).kill();
+    let worker = Worker::start(
+        starting.clone(),
+        handler(|_| async { protoqueue::Outcome::Success }),
+    )
+    .await
+    .expect("the worker starts while its consumer's leader is elected");
+    worker.stop().await;
     starting.close().await;
 }
 

@@ -217,6 +217,13 @@ pub async fn cancel(connection: &Connection, id: &str) -> Result<bool> {
     let config = connection.config();
     crate::producer::validate_task_id(id)?;
     require_enabled(config, "cancel()")?;
+    // A request refused while a leader is elected did nothing: ask again (found by the lifecycle
+    // model on a cluster: a cancel just after a node was killed was refused with code 10008).
+    crate::nats::elections::while_unavailable("cancel()", || cancel_once(connection, id)).await
+}
+
+async fn cancel_once(connection: &Connection, id: &str) -> Result<bool> {
+    let config = connection.config();
     let subject = schedules::delayed_subject(config, id);
     let stream = connection.task_stream().await?;
     let due = match stream.get_last_raw_message_by_subject(&subject).await {

@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer;
 use tokio::sync::watch;
 
+use super::elections::through_elections;
 use crate::{
     error::{Error, Result},
     layout::Lane,
@@ -179,12 +180,20 @@ async fn read(connection: &Connection, lane: &Lane) -> Result<consumer::Info> {
 /// `resume()` made since it was read stays: the server keeps a consumer's pause through an
 /// update, whatever `pause_until` it carries (`tests/lifecycle.rs`
 /// a_consumer_update_never_changes_its_pause, issue 23 B4).
+///
+/// Rides through a leader election (the same configuration written again is no change): a
+/// worker starting just after the node leading its consumer failed waits the election out (found
+/// by the lifecycle model on a cluster).
 async fn update(connection: &Connection, lane: &Lane, wanted: consumer::Config) -> Result<()> {
-    connection
-        .jetstream
-        .update_consumer_on_stream(wanted, &lane.stream)
-        .await
-        .map_err(|e| Error::nats(&format!("updating consumer {:?}", lane.consumer), e))?;
+    let what = format!("updating consumer {:?}", lane.consumer);
+    through_elections(&what, || async {
+        connection
+            .jetstream
+            .update_consumer_on_stream(wanted.clone(), &lane.stream)
+            .await
+            .map_err(|e| Error::nats(&what, e))
+    })
+    .await?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use async_nats::jetstream::{
     ErrorCode,
 };
 
+use super::elections::through_elections;
 use crate::{
     config::{Config, DUPLICATE_WINDOW},
     error::{Error, Result, API_TIMEOUT},
@@ -140,37 +141,12 @@ pub fn max_ack_pending(config: &Config, lane: &Lane) -> i64 {
 /// [`Error::InvalidConfig`]: a tool named a queue that is not there), and the dead-letter
 /// stream's retention is taken as it is rather than compared with the options.
 ///
-/// Rides through a leader election ([`through_elections`]).
+/// Rides through a leader election ([`through_elections`](super::elections::through_elections)).
 pub async fn ensure_streams(js: &jetstream::Context, config: &Config) -> Result<Config> {
     through_elections("opening the queue's streams", || {
         ensure_streams_once(js, config)
     })
     .await
-}
-
-/// How often a setup call that timed out is sent again. On a cluster, requests time out while
-/// a stream or consumer has no leader (seconds after the node that led it failed); the next try
-/// reaches the new leader.
-const ELECTION_RETRIES: usize = 2;
-
-/// Runs `call` (idempotent: it creates what is missing, checks what is there) again when it
-/// times out, up to [`ELECTION_RETRIES`] times: a worker or producer starting while a node of
-/// its cluster fails waits the election out instead of failing.
-async fn through_elections<T, F, Fut>(what: &str, mut call: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let mut left = ELECTION_RETRIES;
-    loop {
-        match call().await {
-            Err(err @ Error::Timeout { .. }) if left > 0 => {
-                left -= 1;
-                tracing::debug!("{what}: {err}; trying again (a cluster may be electing a leader)");
-            }
-            other => return other,
-        }
-    }
 }
 
 async fn ensure_streams_once(js: &jetstream::Context, config: &Config) -> Result<Config> {
@@ -632,7 +608,7 @@ pub async fn ensure_consumer(js: &jetstream::Context, config: &Config) -> Result
 }
 
 /// Creates (or checks) the durable consumer of `lane`, as [`ensure_consumer`] does; rides
-/// through a leader election ([`through_elections`]).
+/// through a leader election ([`through_elections`](super::elections::through_elections)).
 pub async fn ensure_lane(
     js: &jetstream::Context,
     config: &Config,
