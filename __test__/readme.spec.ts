@@ -1,7 +1,7 @@
-// Runs the README's snippets (marked `<!-- snippet: NAME -->`) as they are written, each in its own
-// process against its own nats-server. The only edit: the quick start's hard-coded
-// `nats://localhost:4222` points at the test server. Snippets that use an existing `queue` get
-// a prelude that creates one.
+// Runs the snippets of the README and the docs (marked `<!-- snippet: NAME -->`) as they are
+// written, each in its own process against its own nats-server (NATS_URL points at it). Snippets
+// that use an existing `queue` get a prelude that creates one. (docs.spec.ts type-checks every
+// TypeScript block and checks the links; dashboard.spec.ts runs the `dashboard` snippet.)
 import assert from 'node:assert/strict'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -11,7 +11,7 @@ import { Protoqueue } from 'protoqueue'
 
 import { Child } from './helpers/child'
 import { type NatsServer, withServer } from './helpers/nats'
-import { expectQuickStartWorks, quickStart, snippet, standalone } from './helpers/readme'
+import { expectQuickStartWorks, QUICK_START_QUEUE, quickStart, snippet, standalone } from './helpers/readme'
 import { eventually, within } from './helpers/wait'
 
 const scratch = join(__dirname, '.snippets')
@@ -29,9 +29,26 @@ async function queueOn(server: NatsServer, streamName: string, subject: string) 
   return queue
 }
 
-test('README quick start: enqueues a task and processes it', () =>
+/**
+ * Makes `count` tasks of the snippets' prelude queue fail for good (dead letters of reason
+ * `retriesExhausted`); resolves to their task ids once the queue holds `count + others` letters.
+ */
+async function deadLetters(server: NatsServer, count: number, others = 0): Promise<string[]> {
+  const queue = new Protoqueue({ streamName: 'snippets', subject: 'snippets.tasks', options: { maxRetries: 0 } })
+  await queue.connect(server.url)
+  try {
+    const ids = await queue.enqueueBatch(Array.from({ length: count }, (_, i) => ({ data: i })))
+    await queue.process(async () => ({ success: false, error: 'smtp down' }))
+    await eventually(`${count + others} dead letters`, async () => (await queue.getStats()).deadLettered === count + others)
+    return ids
+  } finally {
+    await queue.disconnect()
+  }
+}
+
+test('quick start (README), as written: NATS_URL chooses the server; it enqueues a task and processes it', () =>
   withServer(async (server) => {
-    const child = await runSnippet('quick-start', quickStart(server), server)
+    const child = await runSnippet('quick-start', snippet('quick-start'), server)
     try {
       await expectQuickStartWorks(child, server)
     } finally {
@@ -39,17 +56,25 @@ test('README quick start: enqueues a task and processes it', () =>
     }
   }))
 
-test('README simple worker and task producer: ten tasks produced, all processed', () =>
+test('quickStart() points the quick start at the given server whatever NATS_URL says (for the package tests)', () => {
+  const code = quickStart({ url: 'nats://127.0.0.1:4999' } as NatsServer)
+  assert.ok(code.includes("queue.connect('nats://127.0.0.1:4999')"), code)
+  assert.ok(!code.includes('localhost:4222') && !code.includes('process.env'), code)
+})
+
+test('getting started: the producer enqueues ten tasks and exits, the worker processes them all', () =>
   withServer(async (server) => {
     const producer = await runSnippet('task-producer', snippet('task-producer'), server)
     const { code } = await within('the producer to exit by itself', producer.exited, 30_000)
     assert.equal(code, 0, producer.stderr)
-    const queue = await queueOn(server, 'tasks', 'tasks.email')
+    assert.deepStrictEqual(producer.lines, ['enqueued 10 tasks'])
+    const queue = await queueOn(server, QUICK_START_QUEUE.streamName, QUICK_START_QUEUE.subject)
     assert.equal((await queue.getStats()).messages, 10)
 
     const worker = await runSnippet('simple-worker', snippet('simple-worker'), server)
     try {
       await eventually('the worker to process all ten', async () => (await queue.getStats()).messages === 0, 30_000)
+      assert.equal((await queue.getStats()).deadLettered, 0)
       assert.equal(worker.process.exitCode, null, 'the worker keeps running')
     } finally {
       await worker.kill()
@@ -57,7 +82,7 @@ test('README simple worker and task producer: ten tasks produced, all processed'
     }
   }))
 
-test('README error handling: the handler acks tasks', () =>
+test('retries guide, error handling: the handler acks tasks', () =>
   withServer(async (server) => {
     const child = await runSnippet('error-handling', standalone('error-handling') + "console.log('ready');\n", server)
     try {
@@ -65,13 +90,14 @@ test('README error handling: the handler acks tasks', () =>
       const queue = await queueOn(server, 'snippets', 'snippets.tasks')
       await queue.enqueueBatch([{ data: 1 }, { data: 2 }])
       await eventually('both acked', async () => (await queue.getStats()).messages === 0)
+      assert.equal((await queue.getStats()).deadLettered, 0)
       await queue.disconnect()
     } finally {
       await child.kill()
     }
   }))
 
-test('README monitoring: prints the stats', () =>
+test('metrics guide, statistics: prints the stats', () =>
   withServer(async (server) => {
     const queue = await queueOn(server, 'snippets', 'snippets.tasks')
     await queue.enqueueBatch([{ data: 1 }, { data: 2 }, { data: 3 }])
@@ -82,29 +108,54 @@ test('README monitoring: prints the stats', () =>
     await queue.disconnect()
   }))
 
-test('README dead letters: a dead-letter worker, a requeue and a purge', () =>
+test('dead-letters guide, a dead-letter worker: handles and removes every letter', () =>
   withServer(async (server) => {
-    // Three tasks of the snippets' queue fail for good first.
-    const queue = new Protoqueue({ streamName: 'snippets', subject: 'snippets.tasks', options: { maxRetries: 0 } })
-    await queue.connect(server.url)
-    await queue.enqueueBatch([{ data: 1 }, { data: 2 }, { data: 3 }])
-    await queue.process(async () => ({ success: false, error: 'smtp down' }))
-    await eventually('three dead letters', async () => (await queue.getStats()).deadLettered === 3)
-    await queue.disconnect()
+    const ids = await deadLetters(server, 3)
     const child = await runSnippet('dead-letters', standalone('dead-letters') + "console.log('ready');\n", server)
     try {
       await child.waitForLines(/^ready$/)
       const watcher = await queueOn(server, 'snippets', 'snippets.tasks')
-      await eventually('every letter handled or requeued', async () => (await watcher.getStats()).deadLettered === 0)
-      assert.ok(child.lines.some((l) => /^task .+ failed 1 times: smtp down$/.test(l)), child.lines.join('\n'))
-      assert.ok(child.lines.some((l) => /requeued: \d, removed: 0/.test(l)), child.lines.join('\n'))
+      await eventually('every letter handled', async () => (await watcher.getStats()).deadLettered === 0)
+      const handled = child.lines.filter((l) => l !== 'ready')
+      assert.deepStrictEqual(handled.sort(), ids.map((id) => `task ${id} failed 1 times: smtp down`).sort())
+      assert.equal((await watcher.getStats()).messages, 0, 'nothing requeued')
       await watcher.disconnect()
     } finally {
       await child.kill()
     }
   }))
 
-test('README pause, resume, purge: prints the pause and the purge', () =>
+test('dead-letters guide, requeue or remove: requeues the exhausted tasks and removes the letter that does not decode', () =>
+  withServer(async (server) => {
+    // A task in bytes on the JSON queue does not decode: the worker dead-letters it as invalidData.
+    const raw = new Protoqueue({ streamName: 'snippets', subject: 'snippets.tasks', serializer: 'raw' })
+    await raw.connect(server.url)
+    await raw.enqueue({ data: Buffer.from('not json') })
+    await raw.disconnect()
+    const ids = await deadLetters(server, 3, 1)
+    const watcher = await queueOn(server, 'snippets', 'snippets.tasks')
+    const letters = await watcher.getDeadLetters(10)
+    assert.deepStrictEqual(letters.map((letter) => letter.reason).sort(), ['invalidData', 'retriesExhausted', 'retriesExhausted', 'retriesExhausted'])
+
+    const child = await runSnippet('dead-letters-requeue', standalone('dead-letters-requeue') + 'await queue.disconnect();\n', server)
+    const { code } = await within('the snippet to exit', child.exited, 30_000)
+    assert.equal(code, 0, child.stderr)
+    assert.deepStrictEqual(child.lines, ['requeued 3, removed 1'])
+    const stats = await watcher.getStats()
+    assert.equal(stats.deadLettered, 0)
+    assert.equal(stats.messages, 3, 'the requeued tasks wait for a worker')
+    // Requeued with their ids: a worker gets the three tasks back.
+    const seen: string[] = []
+    await watcher.process(async (task) => {
+      seen.push(task.id)
+      return { success: true }
+    })
+    await eventually('the requeued tasks handled', () => seen.length === 3)
+    assert.deepStrictEqual(seen.sort(), [...ids].sort())
+    await watcher.disconnect()
+  }))
+
+test('queue-control guide, pause, resume, purge: prints the pause and the purge', () =>
   withServer(async (server) => {
     const queue = await queueOn(server, 'snippets', 'snippets.tasks')
     await queue.enqueueBatch([{ data: 1 }, { data: 2 }])
@@ -116,7 +167,7 @@ test('README pause, resume, purge: prints the pause and the purge', () =>
     await queue.disconnect()
   }))
 
-test('README logger: takes console, then stderr again', () =>
+test('logging guide: takes console, then stderr again', () =>
   withServer(async (server) => {
     const child = await runSnippet('logger', standalone('logger') + "console.log('logged');\nawait queue.disconnect();\n", server)
     const { code } = await within('the snippet to exit', child.exited, 30_000)
