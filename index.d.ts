@@ -110,8 +110,8 @@ export interface QueueOptions {
    * Task priorities (`enqueue({ data, priority })`, 1 most urgent to 10, default 5): each level
    * other than 5 is stored on `protoqueue.prio.<streamName>.<level>.<subject>` and taken by its
    * own consumer (`protoqueue-workers-p<level>`); level 5 stays on the queue's subject. An
-   * existing stream gets those subjects added on `connect()`. Priority is strict: see the README
-   * ("Priorities"). Not with `globalConcurrency`. Default: false.
+   * existing stream gets those subjects added on `connect()`. Priority is strict: see
+   * docs/guides/priorities.md. Not with `globalConcurrency`. Default: false.
    */
   priorities?: boolean
 }
@@ -229,7 +229,7 @@ export interface ProtoqueueConfig<T = unknown> {
    */
   createStreams?: boolean
   /**
-   * How task data is encoded (see the README, "Task data: serializers and Protobuf"): `'json'`
+   * How task data is encoded (see docs/guides/task-data.md): `'json'`
    * (the default), `'raw'` (bytes: enqueue a `Buffer`/`Uint8Array`, the handler gets a `Buffer`),
    * `'msgpack'` (needs the package `msgpackr`) or your own `{ contentType, encode, decode }`.
    * Workers decode each task by the content type it carries: JSON and this serializer's; any
@@ -358,8 +358,8 @@ export interface EnqueueTask<T = unknown> {
   /**
    * Your own task id (1–256 bytes, no whitespace, control characters or lone UTF-16 surrogates);
    * `enqueue` resolves to it. While a task with this id is stored (waiting, running, waiting for a
-   * retry), enqueueing the id again stores nothing and resolves with the id; see the README ("Your
-   * own task ids") for the exact guarantee. Default: a new UUIDv7.
+   * retry), enqueueing the id again stores nothing and resolves with the id; see
+   * docs/guides/enqueueing.md ("Your own task ids") for the exact guarantee. Default: a new UUIDv7.
    */
   id?: string
   /** This task's own `maxRetries`, overriding the workers' option (0 to 4294967295). */
@@ -384,8 +384,8 @@ export interface EnqueueTask<T = unknown> {
   runAt?: Date | number
   /**
    * The task's priority: an integer from 1 (most urgent) to 10; default 5. Needs
-   * `options.priorities`. Workers start the most urgent task they can get; see the README
-   * ("Priorities") for the exact bound and the starvation rule.
+   * `options.priorities`. Workers start the most urgent task they can get; see
+   * docs/guides/priorities.md for the exact bound and the starvation rule.
    */
   priority?: number
   /**
@@ -857,7 +857,7 @@ export declare class Protoqueue<T = unknown> {
   disconnect(): Promise<void>
   /**
    * Enqueues a task; resolves to its id once JetStream has stored it (in a PRODUCER span when
-   * `@opentelemetry/api` is installed: README "Tracing"). Bad input rejects before
+   * `@opentelemetry/api` is installed: docs/guides/tracing.md). Bad input rejects before
    * anything is sent: `ERR_PQ_INVALID_TASK` (not `{ data, metadata? }`, unknown keys, metadata
    * that is not a JSON object) or `ERR_PQ_SERIALIZE` (not JSON-serializable, or what the
    * queue's serializer or schema cannot encode).

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // @ts-check
 'use strict'
-// `npx protoqueue --help`: the command line over a queue. See lib/cli/ and README.md "Command line".
+// `npx protoqueue --help`: the command line over a queue. See lib/cli/ and docs/operating.md "Command line".
 
 const { escapeLines } = require('../lib/cli/format.js')
 const { main } = require('../lib/cli/main.js')

@@ -26,7 +26,7 @@ const tracing = require('./tracing.js')
 const handlerOf = new AsyncLocalStorage()
 
 /**
- * A task queue on NATS JetStream. See README.md for the guide and index.d.ts for the types.
+ * A task queue on NATS JetStream. See docs/ for the guides and index.d.ts for the types.
  */
 class Protoqueue {
   /** @type {NativeQueue} */

@@ -104,7 +104,7 @@ pub enum Error {
     /// `options.schedules: true`. Nothing was sent.
     #[error(
         "delayed and recurring tasks are off for this queue: {0} (set options.schedules: true; \
-         see the README, \"Delayed and recurring tasks\")"
+         see docs/guides/delayed-and-recurring.md)"
     )]
     SchedulesOff(&'static str),
 
