@@ -200,6 +200,15 @@ test('library errors map to exit codes: bad configuration 2, no connection 3, ot
   assert.equal(fromLibrary(new Error('plain')).exitCode, EXIT.FAILED)
 })
 
+test('every failure has a code for --json: the library\'s, else the command line\'s own; a missing stream in the command line\'s words', () => {
+  assert.equal(new CliError(EXIT.USAGE, 'no --stream').reportedCode, 'ERR_PQ_CLI_USAGE')
+  assert.equal(new CliError(EXIT.FAILED, 'declined').reportedCode, 'ERR_PQ_CLI_FAILED')
+  assert.equal(new CliError(EXIT.FAILED, 'm', 'ERR_PQ_NATS').reportedCode, 'ERR_PQ_NATS')
+  const missing = Object.assign(new Error('invalid configuration: stream "ORDERS" does not exist (createStreams: false opens existing streams only)'), { code: 'ERR_PQ_INVALID_CONFIG' })
+  const failure = fromLibrary(missing)
+  assert.deepStrictEqual([failure.exitCode, failure.code, failure.message], [EXIT.USAGE, 'ERR_PQ_INVALID_CONFIG', 'no queue with stream "ORDERS" on the server (protoqueue queues lists them)'])
+})
+
 test('progress: a bar redrawn in place on a terminal, plain lines at most every interval elsewhere', () => {
   let tty = ''
   const bar = progressReporter({ isTTY: true, write: (text) => (tty += text) }, 'requeued')

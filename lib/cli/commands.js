@@ -29,6 +29,13 @@ const { progressReporter } = require('./progress.js')
  */
 
 /**
+ * `count` and `noun`, plural unless one: "1 dead letter", "3 dead letters".
+ * @param {number} count
+ * @param {string} noun
+ */
+const counted = (count, noun) => `${count} ${noun}${count === 1 ? '' : 's'}`
+
+/**
  * Prints `human` for people or `value` as JSON (with `--json`). `human` escapes what it takes
  * from the queue or the command line (format.js `escapeControl`).
  * @param {{ options: Record<string, any>, io: Io }} context
@@ -138,7 +145,7 @@ async function dlqAct(context, action) {
   } finally {
     progress.finish()
   }
-  print(context, { [done]: count }, () => (action === 'requeue' ? `Requeued ${count} tasks.` : `Removed ${count} dead letters.`))
+  print(context, { [done]: count }, () => (action === 'requeue' ? `Requeued ${counted(count, 'task')}.` : `Removed ${counted(count, 'dead letter')}.`))
 }
 
 /**
@@ -173,7 +180,7 @@ async function purge(context) {
     throw new CliError(EXIT.FAILED, 'declined: nothing done')
   }
   const count = await context.queue.purge()
-  print(context, { purged: count }, () => `Removed ${count} waiting tasks.`)
+  print(context, { purged: count }, () => `Removed ${counted(count, 'waiting task')}.`)
 }
 
 /** The fields of a task that JSON can hold, as `--envelope` takes them: `data` first. */

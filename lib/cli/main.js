@@ -80,7 +80,7 @@ async function main(argv, io, version) {
  */
 function report(io, failure, asJson) {
   if (asJson) {
-    const error = { code: failure.code, message: failure.message, exitCode: failure.exitCode }
+    const error = { code: failure.reportedCode, message: failure.message, exitCode: failure.exitCode }
     io.stderr.write(`${JSON.stringify({ error })}\n`)
   } else {
     io.stderr.write(`protoqueue: ${escapeControl(`${failure.code ? `${failure.code}: ` : ''}${failure.message}`)}\n`)
