@@ -4,6 +4,9 @@
 // and requeue of such tasks, named tasks, and the bad input that must be refused with nothing sent.
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
+import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { inspect } from 'node:util'
 
@@ -376,6 +379,20 @@ describe('Protobuf task data from a protobuf-es schema', () => {
     assert.match(out, /order o-1 for ada@example\.com: 2 units, 800 cents \(application\/x-protobuf; messageType=shop\.v1\.Order\)/)
     assert.match(out, /order o-2 for alan@example\.com: 1 units, 0 cents/)
     assert.match(out, /refused: ERR_PQ_SERIALIZE/)
+  })
+
+  test("the example's generated code, copied into an ES-module app, loads there (it shipped as CommonJS, which such an app cannot load)", () => {
+    const app = mkdtempSync(join(tmpdir(), 'protoqueue-esm-app-'))
+    try {
+      writeFileSync(join(app, 'package.json'), '{ "type": "module" }\n')
+      cpSync(join(repoRoot, 'examples', 'protobuf', 'gen'), join(app, 'gen'), { recursive: true })
+      symlinkSync(join(repoRoot, 'node_modules'), join(app, 'node_modules'), 'dir')
+      writeFileSync(join(app, 'main.js'), "import { OrderSchema } from './gen/shop/v1/order_pb.js'\nconsole.log(OrderSchema.typeName)\n")
+      const out = execFileSync(process.execPath, ['main.js'], { cwd: app, encoding: 'utf8', timeout: 30_000 })
+      assert.equal(out.trim(), 'shop.v1.Order')
+    } finally {
+      rmSync(app, { recursive: true, force: true })
+    }
   })
 
   test('a schema that is not a protobuf-es message schema is ERR_PQ_INVALID_CONFIG', () => {

@@ -1,4 +1,4 @@
-// The Protobuf example (README, "Task data: Protobuf, serializers, named tasks"): a worker and a
+// The Protobuf example (docs/guides/task-data.md): a worker and a
 // producer of `shop.v1.Order` tasks, whose schema is proto/shop/v1/order.proto and whose code
 // protoc-gen-es generated into gen/ (`npx buf generate` here regenerates it).
 //
