@@ -15,7 +15,7 @@ echo "== tsc (the tests type-check under --strict)"
 npx tsc -p __test__
 
 echo "== node --test"
-node --import tsx --test --test-concurrency=2 --test-timeout=600000 __test__/*.spec.ts
+node --import tsx --test --test-reporter=spec --test-concurrency=2 --test-timeout=600000 __test__/*.spec.ts
 
 echo "== bun"
 npx bun run __test__/bun/smoke.ts
@@ -24,4 +24,4 @@ echo "== package (release build, tarballs in dist/)"
 node scripts/package.mjs
 
 echo "== package tests"
-node --import tsx --test --test-concurrency=2 --test-timeout=600000 __test__/package/*.spec.ts
+node --import tsx --test --test-reporter=spec --test-concurrency=2 --test-timeout=600000 __test__/package/*.spec.ts
