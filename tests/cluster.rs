@@ -122,6 +122,16 @@ async fn an_r3_queue_loses_nothing_when_the_stream_leader_is_killed() {
     working.close().await;
 }
 
+/// The client URLs of every node of `cluster` but `name`.
+fn urls_but(cluster: &NatsCluster, name: &str) -> Vec<String> {
+    cluster
+        .nodes
+        .iter()
+        .filter(|node| node.name() != name)
+        .map(|node| node.url())
+        .collect()
+}
+
 /// The test configuration of an R3 queue.
 fn r3_config() -> protoqueue::config::Config {
     protoqueue::config::Config {
@@ -201,12 +211,7 @@ async fn a_worker_starting_while_its_consumers_leader_is_elected_waits_it_out() 
         .expect("the consumer has a leader");
     first.close().await;
     cluster.node_mut(&leader).kill();
-    let others: Vec<String> = cluster
-        .nodes
-        .iter()
-        .filter(|node| node.name() != leader)
-        .map(|node| node.url())
-        .collect();
+    let others = urls_but(&cluster, &leader);
     let starting = Connection::open(config.clone(), &others.join(","))
         .await
         .expect("the queue opens while a leader is elected");
@@ -234,12 +239,7 @@ async fn a_worker_with_another_ack_wait_starting_during_an_election_starts() {
         .cluster
         .and_then(|cluster| cluster.leader)
         .expect("the consumer has a leader");
-    let others: Vec<String> = cluster
-        .nodes
-        .iter()
-        .filter(|node| node.name() != leader)
-        .map(|node| node.url())
-        .collect();
+    let others = urls_but(&cluster, &leader);
     let mut longer = r3_config();
     longer.stream_name = config.stream_name.clone();
     longer.subject = config.subject.clone();
