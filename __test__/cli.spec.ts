@@ -270,6 +270,16 @@ describe('commands', () => {
     expectExit(run, 2)
     assert.match(run.stderr, /line 3/)
     assert.equal(run.stdout.trim().split('\n').length, 2, 'the two tasks before it were enqueued and printed')
+    // Within one batch (the default 500) too: the lines before the bad one go out, nothing after it.
+    const within = await existingQueue()
+    const inBatch = await cli(['enqueue', '-', ...within.flags], { input: '1\n2\n3\n{oops\n5\n' })
+    expectExit(inBatch, 2)
+    assert.match(inBatch.stderr, /line 4.*\(3 tasks before it were enqueued\)/)
+    assert.equal(inBatch.stdout.trim().split('\n').length, 3, 'the three tasks before it were enqueued and printed')
+    const queue = new Protoqueue(within.names)
+    await queue.connect(server.url)
+    assert.equal((await queue.getStats()).messages, 3)
+    await queue.disconnect()
   })
 
   test('an operation that fails exits 1 with its ERR_PQ code: a task above max_payload, a stream made for another subject', async () => {

@@ -283,8 +283,11 @@ async function enqueue(context) {
           if (batch.length === 0) firstLine = lineNumber
           batch.push(taskOf(line, envelope, `line ${lineNumber}`, fields))
         } catch (err) {
-          if (!(err instanceof CliError) || ids.length === 0) throw err
-          throw new CliError(err.exitCode, `${err.message} (${ids.length} tasks before it were enqueued)`)
+          if (!(err instanceof CliError)) throw err
+          // The lines before it go out first, as the docs promise: a bad line stops what follows it only.
+          if (batch.length > 0) await sent(batch, firstLine)
+          if (ids.length === 0) throw err
+          throw new CliError(err.exitCode, `${err.message} (${counted(ids.length, 'task')} before it ${ids.length === 1 ? 'was' : 'were'} enqueued)`)
         }
         if (batch.length >= batchSize) {
           await sent(batch, firstLine)
