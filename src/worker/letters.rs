@@ -77,10 +77,22 @@ impl LetterExecutor {
             Outcome::Success => match dead_letters::remove(&self.connection, sequence).await {
                 Ok(_) => AckKind::Ack,
                 Err(err) => {
-                    tracing::warn!(
-                        seq = sequence,
-                        "dead letter handled but not removed ({err}); offering it again"
-                    );
+                    // Offered again every `retryDelay` while it cannot be removed (a stream that
+                    // denies deletes): said at the 1st, 10th, 100th… delivery, not every time.
+                    let delivered = message.info().map_or(1, |info| info.delivered);
+                    if is_power_of_ten(delivered) {
+                        tracing::warn!(
+                            seq = sequence,
+                            delivered,
+                            "dead letter handled but not removed ({err}); offering it again"
+                        );
+                    } else {
+                        tracing::debug!(
+                            seq = sequence,
+                            delivered,
+                            "dead letter not removed ({err})"
+                        );
+                    }
                     retry_later
                 }
             },
@@ -138,5 +150,25 @@ impl Deliveries for LetterExecutor {
 
     fn release_unstarted(&self) -> BoxFuture<()> {
         Box::pin(async {})
+    }
+}
+
+/// 1, 10, 100, …: when a repeated warning is said again.
+fn is_power_of_ten(n: i64) -> bool {
+    let mut n = n;
+    while n >= 10 && n % 10 == 0 {
+        n /= 10;
+    }
+    n == 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_warning_is_said_at_powers_of_ten() {
+        let said: Vec<i64> = (0..=1000).filter(|&n| is_power_of_ten(n)).collect();
+        assert_eq!(said, vec![1, 10, 100, 1000]);
     }
 }
