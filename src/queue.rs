@@ -63,6 +63,13 @@ struct Connected {
     letters: Option<Worker>,
 }
 
+impl Connected {
+    /// This object's workers: the task worker and the dead-letter worker, those running.
+    fn workers(&self) -> impl Iterator<Item = &Worker> {
+        (self.worker.iter().map(|(_, worker)| worker)).chain(&self.letters)
+    }
+}
+
 type Runs = Arc<Mutex<Vec<(u32, Arc<PendingOutcomes>)>>>;
 
 /// A disconnect under way: the worker has been asked to stop and new calls fail with
@@ -365,10 +372,7 @@ impl Queue {
         let connection = {
             let state = self.state.lock().await;
             let connected = state.as_ref().ok_or(Error::NotConnected)?;
-            let own: Vec<&Worker> = (connected.worker.iter().map(|(_, worker)| worker))
-                .chain(&connected.letters)
-                .collect();
-            if !own.is_empty() && !force {
+            if connected.workers().next().is_some() && !force {
                 return Err(Error::QueueInUse(
                     "this queue object processes tasks: disconnect() it first, or destroy the \
                      queue anyway with force"
@@ -377,7 +381,7 @@ impl Queue {
             }
             // A stopping worker pulls no more, so it does not make the streams again when its
             // pulls fail (what it runs finishes; its acks then find nothing).
-            own.iter().for_each(|worker| worker.request_stop());
+            connected.workers().for_each(Worker::request_stop);
             connected.connection.clone()
         };
         let deleted = destroy::destroy(&connection, force).await?;
@@ -400,10 +404,7 @@ impl Queue {
         let connected = self.state.lock().await.take();
         // The deadline counts from the request: `stop_by` below keeps the first one.
         if let Some(connected) = &connected {
-            let workers = connected.worker.iter().map(|(_, worker)| worker);
-            for worker in workers.chain(&connected.letters) {
-                worker.request_stop();
-            }
+            connected.workers().for_each(Worker::request_stop);
         }
         Shutdown {
             connected,
