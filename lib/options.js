@@ -199,14 +199,9 @@ function letterFilter(filter, method) {
  * @returns {((progress: import('../native').NativeProgress) => void) | undefined}
  */
 function progressOption(options, method) {
-  if (options === undefined || options === null) return undefined
-  if (!isPlainObject(options)) {
-    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${method}(filter, options): options must be an object like { onProgress? }, got ${describe(options)}`)
-  }
-  for (const key of Object.keys(options)) {
-    if (key !== 'onProgress') throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${method}(filter, options): unknown key ${JSON.stringify(key)} (known: onProgress)`)
-  }
-  const { onProgress } = options
+  const checked = optionsOf(options, `${method}(filter, options)`, ['onProgress'])
+  if (checked === undefined) return undefined
+  const { onProgress } = checked
   if (onProgress === undefined) return undefined
   if (typeof onProgress !== 'function') {
     throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${method}(filter, options): options.onProgress must be a function, got ${describe(onProgress)}`)
@@ -228,17 +223,31 @@ function progressOption(options, method) {
  * @returns {boolean}
  */
 function forceOption(options) {
-  if (options === undefined || options === null) return false
+  const checked = optionsOf(options, 'destroy(options)', ['force'])
+  if (checked === undefined) return false
+  if (checked.force !== undefined && typeof checked.force !== 'boolean') {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `destroy(options): options.force must be a boolean, got ${describe(checked.force)}`)
+  }
+  return checked.force === true
+}
+
+/**
+ * The options object a call takes: `undefined` for nothing (`undefined` or `null`), else an object
+ * with no key but `known` (`ERR_PQ_INVALID_CONFIG` naming `call` otherwise).
+ * @param {unknown} options
+ * @param {string} call e.g. `destroy(options)`
+ * @param {string[]} known
+ * @returns {Record<string, any> | undefined}
+ */
+function optionsOf(options, call, known) {
+  if (options === undefined || options === null) return undefined
   if (!isPlainObject(options)) {
-    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `destroy(options): options must be an object like { force? }, got ${describe(options)}`)
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${call}: options must be an object like { ${known.map((key) => `${key}?`).join(', ')} }, got ${describe(options)}`)
   }
   for (const key of Object.keys(options)) {
-    if (key !== 'force') throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `destroy(options): unknown key ${JSON.stringify(key)} (known: force)`)
+    if (!known.includes(key)) throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${call}: unknown key ${JSON.stringify(key)} (known: ${known.join(', ')})`)
   }
-  if (options.force !== undefined && typeof options.force !== 'boolean') {
-    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `destroy(options): options.force must be a boolean, got ${describe(options.force)}`)
-  }
-  return options.force === true
+  return options
 }
 
 module.exports = { backoffFunction, codecConfig, plainConfig, processSubjects, letterFilter, progressOption, forceOption, MAX_DEAD_LETTERS }
