@@ -7,6 +7,7 @@ import { setLogger } from 'protoqueue'
 
 import { forwardTo } from '../lib/logger.js'
 import { Child, fixture, fixtureEnv } from './helpers/child'
+import { coreLogger } from './helpers/logs'
 import { NatsServer, uniqueQueue } from './helpers/nats'
 
 let server: NatsServer
@@ -97,4 +98,5 @@ test('setLogger refuses what is not a logger, and takes console or nothing', () 
   setLogger(console)
   setLogger(null)
   setLogger()
+  setLogger(coreLogger) // the tests' own: kept, shown if a test fails
 })

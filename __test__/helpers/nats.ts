@@ -5,6 +5,8 @@ import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
+import { install as keepLogs, keepLog } from './logs'
+
 const root = join(__dirname, '..', '..')
 
 export function natsServerBin(): string {
@@ -61,11 +63,14 @@ export class NatsServer {
   /** Starts it again on the same port and store, after `kill()`. */
   async launch(): Promise<void> {
     const args = ['-js', '-a', '127.0.0.1', '-p', String(this.port), '-sd', this.storeDir, ...this.extraArgs]
+    const source = `nats-server :${this.port}`
+    keepLogs()
     for (let attempt = 1; ; attempt++) {
       const child = spawn(natsServerBin(), args, { stdio: ['ignore', 'ignore', 'pipe'] })
       this.process = child
       try {
-        await waitForReady(child)
+        await waitForReady(child, source)
+        child.stderr?.on('data', (chunk: Buffer) => keepLog(source, chunk.toString()))
         return
       } catch (err) {
         child.kill('SIGKILL')
@@ -96,7 +101,8 @@ export class NatsServer {
   }
 }
 
-function waitForReady(child: ChildProcess): Promise<void> {
+/** Resolves once the server says it is ready; what it said so far is kept as `source`'s log. */
+function waitForReady(child: ChildProcess, source: string): Promise<void> {
   return new Promise((resolve, reject) => {
     let log = ''
     const timer = setTimeout(() => done(new Error(`nats-server not ready within 15 s:\n${log}`)), 15_000)
@@ -104,12 +110,14 @@ function waitForReady(child: ChildProcess): Promise<void> {
       clearTimeout(timer)
       child.stderr?.removeListener('data', onData)
       child.removeListener('exit', onExit)
-      child.stderr?.resume() // keep draining so the server never blocks on a full pipe
       err ? reject(err) : resolve()
     }
     const onData = (chunk: Buffer) => {
       log += chunk.toString()
-      if (log.includes('Server is ready')) done()
+      if (log.includes('Server is ready')) {
+        keepLog(source, `ready (pid ${child.pid}; its start-up banner left out)`)
+        done()
+      }
     }
     const onExit = (code: number | null) => done(new Error(`nats-server exited (${code}):\n${log}`))
     child.stderr?.on('data', onData)
