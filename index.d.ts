@@ -98,12 +98,16 @@ export interface QueueOptions {
    */
   deadLetterMaxCount?: number
   /**
-   * Delayed and recurring tasks (`delay`, `runAt`, `cancel`, `schedule`): needs nats-server 2.12
-   * or newer (recurring: 2.14), else `connect()` rejects with `ERR_PQ_SERVER_TOO_OLD`. The task
-   * stream then also holds the subjects `protoqueue.sched.<streamName>.>` and allows message
-   * schedules; an existing stream is changed to that on `connect()` (which the server cannot
-   * undo). Without it, delayed and recurring calls reject with `ERR_PQ_SCHEDULES_OFF`.
-   * Default: false.
+   * Delayed and recurring tasks (`delay`, `runAt`, `cancel`, `schedule`), which need a task
+   * stream that allows message schedules (nats-server 2.12 or newer; recurring: 2.14).
+   *
+   * - Unset (the default): a task stream this queue creates on a server that supports them
+   *   allows them, so `delay` just works; an existing stream is taken as it is.
+   * - `true`: also an existing stream is changed to allow them on `connect()` (which the server
+   *   never undoes); an older server rejects `connect()` with `ERR_PQ_SERVER_TOO_OLD`.
+   * - `false`: a stream this queue creates does not allow them.
+   *
+   * On a stream without them, delayed and recurring calls reject with `ERR_PQ_SCHEDULES_OFF`.
    */
   schedules?: boolean
   /**
@@ -374,12 +378,12 @@ export interface EnqueueTask<T = unknown> {
   /**
    * Milliseconds from now before workers get the task (a whole number, up to ten years): the
    * task is stored at once and handed to a worker at its time, never before
-   * (`options.schedules`). Not with `runAt`.
+   * (a stream with schedules: `options.schedules`). Not with `runAt`.
    */
   delay?: number
   /**
    * When workers get the task: a `Date` or ms since the epoch (up to ten years ahead; a time in
-   * the past runs at once). Needs `options.schedules`. Not with `delay`.
+   * the past runs at once). Needs a stream with schedules (`options.schedules`). Not with `delay`.
    */
   runAt?: Date | number
   /**
@@ -525,6 +529,44 @@ export interface QueueStats {
    * first (ten numbers adding up to `pending`). Absent without priorities.
    */
   pendingByPriority?: number[]
+  /**
+   * Workers running now, in any process (see `getWorkers()`). Unlike `consumers`, which counts
+   * the durable consumers that outlive their workers, a stopped worker leaves at once and a
+   * killed one within 20 s.
+   */
+  workers: number
+}
+
+/**
+ * A worker running now, as `getWorkers()` lists it. Each running worker writes this record on the
+ * server every 5 s; one that stops removes it, and the record of one that was killed expires
+ * 20 s after its last write.
+ */
+export interface WorkerInfo {
+  /** The worker's id: random, one per `process()` (or `processDLQ()`) call. */
+  id: string
+  /** The host it runs on. */
+  host: string
+  /** Its process id on that host. */
+  pid: number
+  /** What it handles: tasks (`process()`), or dead letters (`processDLQ()`). */
+  kind: 'tasks' | 'deadLetters'
+  /** The subjects it takes tasks of, when it works on part of a subject tree. */
+  subjects?: string[]
+  /** When it started, ms since the epoch (its host's clock). */
+  startedAt: number
+  /** When it last wrote its record, ms since the epoch (its host's clock): at most 5 s ago, give or take. */
+  seenAt: number
+  /** How many handlers it runs at once (`batchSize`). */
+  batchSize: number
+  /** Tasks its handlers were running when it wrote its record. */
+  inFlight: number
+  /** Attempts its queue object completed since it connected. */
+  completed: number
+  /** Attempts its queue object saw fail since it connected (retried or dead-lettered). */
+  failed: number
+  /** The Protoqueue version it runs. */
+  version: string
 }
 
 /**
@@ -965,20 +1007,25 @@ export declare class Protoqueue<T = unknown> {
   /**
    * Cancels a delayed task that is not yet due; resolves to `true` when it was removed, `false`
    * when there is none (it ran already, was cancelled, or was never delayed). An id that cannot
-   * be one rejects with `ERR_PQ_INVALID_TASK`; without `options.schedules`, `ERR_PQ_SCHEDULES_OFF`.
+   * be one rejects with `ERR_PQ_INVALID_TASK`; on a stream without schedules, `ERR_PQ_SCHEDULES_OFF`.
    */
   cancel(id: string): Promise<boolean>
   /**
    * Creates the recurring task `name` (letters, digits, `-`, `_`…: no whitespace, `.`, `*`, `>`
    * or `:`), or replaces it: one task per tick, however many processes schedule the same name.
    * Each tick's task gets its own id, `<name>:<sequence>`. Needs nats-server 2.14
-   * (`ERR_PQ_SERVER_TOO_OLD`) and `options.schedules`.
+   * (`ERR_PQ_SERVER_TOO_OLD`) and a stream with schedules (`options.schedules`).
    */
   schedule(name: string, spec: ScheduleSpec, task: OmitEach<EnqueueTaskOf<T>, 'delay' | 'runAt'>): Promise<void>
   /** Removes the recurring task `name`; resolves to whether it existed. */
   unschedule(name: string): Promise<boolean>
   /** The recurring tasks of the queue, by name. */
   getSchedules(): Promise<Array<ScheduledTask<T>>>
+  /**
+   * The workers running now, in any process, oldest first: where each runs, since when, and what
+   * it holds. `getStats().workers` counts them.
+   */
+  getWorkers(): Promise<WorkerInfo[]>
 }
 
 /** A queue on the server, as `listQueues()` finds it. */
@@ -989,7 +1036,7 @@ export interface QueueInfo {
   subject: string
   /** The dead-letter stream, when it exists. */
   deadLetterStream?: string
-  /** Whether the task stream allows delayed and recurring tasks (`options.schedules`). */
+  /** Whether the task stream allows delayed and recurring tasks (message schedules). */
   schedules: boolean
   /** Whether the task stream has priority levels (`options.priorities`). */
   priorities: boolean

@@ -56,6 +56,8 @@ export declare class NativeQueue {
   schedule(name: string, spec: any, task: NativeTaskInput, taskName?: string | undefined | null): Promise<void>
   /** Removes the recurring task `name`; resolves to whether it existed. */
   unschedule(name: string): Promise<boolean>
+  /** The workers running now, in any process, oldest first. */
+  workers(): Promise<Array<NativeWorker>>
   /** The recurring tasks of the queue. */
   schedules(): Promise<Array<NativeSchedule>>
   /** A new run id for `process()`: outcomes are reported with it. */
@@ -328,6 +330,8 @@ export interface NativeStats {
   recurring: number
   /** Tasks not yet delivered per priority level, 1 first (`options.priorities`); else empty. */
   pendingByPriority: Array<number>
+  /** Workers running now, in any process. */
+  workers: number
 }
 
 /**
@@ -389,6 +393,22 @@ export interface NativeTaskInput {
   priority?: number
   /** The subject the task is routed to, in the queue's subject tree. */
   subject?: string
+}
+
+/** A live worker, as `getWorkers()` returns it. */
+export interface NativeWorker {
+  id: string
+  host: string
+  pid: number
+  kind: string
+  subjects?: Array<string>
+  startedAt: number
+  seenAt: number
+  batchSize: number
+  inFlight: number
+  completed: number
+  failed: number
+  version: string
 }
 
 /**

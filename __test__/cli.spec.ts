@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 
 import { connect as natsConnect } from '@nats-io/transport-node'
-import { Protoqueue } from 'protoqueue'
+import { Protoqueue, type ProtoqueueConfig } from 'protoqueue'
 
 import { freePort, NatsServer, uniqueQueue, withServer } from './helpers/nats'
 import { parsePrometheus, sampleValue } from './helpers/prometheus'
@@ -59,9 +59,9 @@ function queueFlags(names = uniqueQueue('cli')) {
 }
 
 /** The flags naming a fresh queue whose streams exist (the CLI never creates them). */
-async function existingQueue() {
+async function existingQueue(options?: ProtoqueueConfig['options']) {
   const { names, flags } = queueFlags()
-  const queue = new Protoqueue(names)
+  const queue = new Protoqueue({ ...names, options })
   await queue.connect(server.url)
   await queue.disconnect()
   return { names, flags }
@@ -559,14 +559,15 @@ describe('looking things up: queues, delayed, prioritised and recurring tasks', 
       const rows = table.stdout.trim().split('\n')
       assert.equal(rows.length, 2, table.stdout)
       assert.match(rows[0], /^STREAM\s+SUBJECT\s+DEAD LETTERS\s+SCHEDULES\s+PRIORITIES$/)
-      assert.deepStrictEqual(rows[1].split(/\s+/), [names.streamName, names.subject, `${names.streamName}_DLQ`, 'no', 'yes'])
+      // Schedules: on by default for a stream the queue made.
+      assert.deepStrictEqual(rows[1].split(/\s+/), [names.streamName, names.subject, `${names.streamName}_DLQ`, 'yes', 'yes'])
       const listing = JSON.parse((await cli(['--json', 'queues'], { env: { NATS_URL: own.url } })).stdout)
       assert.equal(listing.server, own.url)
       assert.equal(listing.queues.length, 1)
       const [queue] = listing.queues
       assert.deepStrictEqual(
         [queue.streamName, queue.subject, queue.deadLetterStream, queue.schedules, queue.priorities],
-        [names.streamName, names.subject, `${names.streamName}_DLQ`, false, true],
+        [names.streamName, names.subject, `${names.streamName}_DLQ`, true, true],
       )
     }))
 
@@ -675,7 +676,7 @@ describe('looking things up: queues, delayed, prioritised and recurring tasks', 
 
   test('enqueue refuses bad flags and envelopes with exit 2 (nothing sent), and the library\'s errors exit 1 with its code', async () => {
     const { owner, flags } = await queueWith({ schedules: true, priorities: true })
-    const { flags: plain } = await existingQueue()
+    const { flags: plain } = await existingQueue({ schedules: false })
     const usageErrors: Array<[string[], string?, RegExp?]> = [
       [['--priority', '0']],
       [['--priority', '11']],
@@ -761,7 +762,7 @@ describe('looking things up: queues, delayed, prioritised and recurring tasks', 
   })
 
   test('schedules, unschedule and cancel on a queue without schedules exit 1 with ERR_PQ_SCHEDULES_OFF; a missing name or id is a usage error', async () => {
-    const { flags } = await existingQueue()
+    const { flags } = await existingQueue({ schedules: false })
     const runs = await Promise.all([['schedules'], ['unschedule', 'x'], ['cancel', 'x']].map((args) => cli([...args, '--json', ...flags])))
     for (const run of runs) {
       expectExit(run, 1)

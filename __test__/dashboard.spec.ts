@@ -15,7 +15,7 @@ import { after, before, describe, test } from 'node:test'
 import { jetstreamManager, RetentionPolicy } from '@nats-io/jetstream'
 import { connect as natsConnect } from '@nats-io/transport-node'
 import type { Browser, Locator, Page } from 'playwright-core'
-import { listQueues, Protoqueue } from 'protoqueue'
+import { listQueues, Protoqueue, type ProtoqueueConfig } from 'protoqueue'
 import { dashboard, type Dashboard } from 'protoqueue/dashboard'
 
 import { launchBrowser } from './helpers/browser'
@@ -37,9 +37,9 @@ after(async () => {
 })
 
 /** A queue with `n` waiting tasks and `letters` dead letters (tasks rejected by a worker). */
-async function queueWith(n: number, letters: number) {
+async function queueWith(n: number, letters: number, options: ProtoqueueConfig['options'] = {}) {
   const names = uniqueQueue('dash')
-  const queue = new Protoqueue({ url: server.url, ...names, options: { batchSize: 1 } })
+  const queue = new Protoqueue({ url: server.url, ...names, options: { batchSize: 1, ...options } })
   await queue.connect()
   if (letters > 0) {
     const rejects = new Protoqueue({ url: server.url, ...names })
@@ -358,7 +358,7 @@ describe('the page in Chromium: narrow screens, icon, legends, undecodable lette
     const names = uniqueQueue('recurring')
     const queue = new Protoqueue({ url: server.url, ...names, options: { schedules: true } })
     await queue.connect()
-    const plain = await queueWith(0, 0)
+    const plain = await queueWith(0, 0, { schedules: false })
     try {
       await queue.schedule('hourly', { every: 3_600_000 }, { data: { report: 'hourly' } })
       await queue.schedule('weekdays', { cron: '0 30 9 * * MON-FRI', timeZone: 'Europe/Paris' }, { data: { report: 'morning' }, name: 'morning-report' })

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 
-import { Protoqueue, type TaskData } from 'protoqueue'
+import { Protoqueue, listQueues, type TaskData } from 'protoqueue'
 
 import { NatsServer, uniqueQueue } from './helpers/nats'
 import { eventually, rejectsWithCode } from './helpers/wait'
@@ -151,6 +151,65 @@ describe('recurring tasks', () => {
   })
 })
 
+/** Whether the queue's task stream allows message schedules, as `listQueues()` reads it. */
+async function schedulesOf(streamName: string): Promise<boolean | undefined> {
+  const { queues } = await listQueues({ url: server.url })
+  return queues.find((queue) => queue.streamName === streamName)?.schedules
+}
+
+describe('without options.schedules', () => {
+  test('a queue that makes its stream takes delay, runAt and schedules with no option (nats-server ≥ 2.12)', async () => {
+    const names = uniqueQueue()
+    const queue = new Protoqueue<string>({ ...names })
+    await queue.connect(server.url)
+    const now = Date.now()
+    const later = await queue.enqueue({ data: 'later', delay: 60_000 })
+    await queue.enqueueBatch([{ data: 'soon', runAt: new Date(now + 300) }, { data: 'now' }])
+    await queue.schedule('tick', { every: 1000 }, { data: 'tick' })
+    assert.deepEqual((await queue.getSchedules()).map((s) => s.name), ['tick'])
+    assert.ok((await queue.getStats()).delayed >= 2)
+    assert.equal(await queue.cancel(later), true)
+    const seen: string[] = []
+    await queue.process(async (task) => {
+      if (task.data !== 'tick') seen.push(task.data)
+      return { success: true }
+    })
+    await eventually('the plain and the delayed task ran', () => seen.length === 2)
+    assert.deepEqual(seen, ['now', 'soon'])
+    await queue.unschedule('tick')
+    await queue.disconnect()
+    assert.equal(await schedulesOf(names.streamName), true)
+  })
+
+  test('a stream made without schedules (an earlier version, schedules: false) is left so: delays are refused, saying how to turn them on', async () => {
+    const names = uniqueQueue()
+    const earlier = new Protoqueue({ ...names, options: { schedules: false } })
+    await earlier.connect(server.url)
+    await earlier.enqueue({ data: 'waiting' })
+    await earlier.disconnect()
+
+    const queue = new Protoqueue({ ...names })
+    await queue.connect(server.url)
+    await assert.rejects(queue.enqueue({ data: 1, delay: 1000 }), (err: { code?: string; message: string }) => {
+      assert.equal(err.code, 'ERR_PQ_SCHEDULES_OFF')
+      assert.match(err.message, /options\.schedules: true/)
+      return true
+    })
+    assert.equal(await schedulesOf(names.streamName), false, 'the stream was not changed')
+    const stats = await queue.getStats()
+    assert.deepEqual([stats.messages, stats.lastSequence], [1, 1], 'nothing sent, nothing lost')
+    await queue.disconnect()
+
+    // Asked for, the stream is changed (for good) and the same delay works.
+    const asking = new Protoqueue({ ...names, options: { schedules: true } })
+    await asking.connect(server.url)
+    await asking.enqueue({ data: 1, delay: 60_000 })
+    assert.equal((await asking.getStats()).delayed, 1)
+    await asking.disconnect()
+    assert.equal(await schedulesOf(names.streamName), true)
+  })
+})
+
 describe('refused with codes, nothing sent', () => {
   test('bad delays, times, ids, names and specs', async () => {
     const queue = await scheduledQueue()
@@ -201,8 +260,9 @@ describe('refused with codes, nothing sent', () => {
     await queue.disconnect()
   })
 
-  test('a queue without options.schedules refuses delays and schedules with ERR_PQ_SCHEDULES_OFF', async () => {
-    const queue = new Protoqueue({ ...uniqueQueue() })
+  test('a queue with options.schedules: false refuses delays and schedules with ERR_PQ_SCHEDULES_OFF', async () => {
+    const names = uniqueQueue()
+    const queue = new Protoqueue({ ...names, options: { schedules: false } })
     await queue.connect(server.url)
     await rejectsWithCode(queue.enqueue({ data: 1, delay: 1000 }), 'ERR_PQ_SCHEDULES_OFF')
     await rejectsWithCode(queue.enqueueBatch([{ data: 1 }, { data: 2, runAt: new Date() }]), 'ERR_PQ_SCHEDULES_OFF')
@@ -212,8 +272,8 @@ describe('refused with codes, nothing sent', () => {
     await rejectsWithCode(queue.getSchedules(), 'ERR_PQ_SCHEDULES_OFF')
     assert.equal((await queue.getStats()).lastSequence, 0)
     await queue.disconnect()
+    assert.equal(await schedulesOf(names.streamName), false, 'made without message schedules')
   })
-
   test('options.schedules must be a boolean', () => {
     assert.throws(() => new Protoqueue({ ...uniqueQueue(), options: { schedules: 'yes' as never } }), { code: 'ERR_PQ_INVALID_CONFIG' })
   })

@@ -242,7 +242,14 @@ class Protoqueue {
       delayed: s.delayed,
       recurring: s.recurring,
       ...(s.pendingByPriority.length > 0 ? { pendingByPriority: s.pendingByPriority } : {}),
+      workers: s.workers,
     }
+  }
+
+  /** The workers running now, in any process, oldest first. */
+  async getWorkers() {
+    const workers = await native(() => this.#native.workers())
+    return workers.map(({ subjects, ...worker }) => ({ ...worker, ...(subjects ? { subjects } : {}) }))
   }
 
   /**

@@ -100,11 +100,14 @@ pub enum Error {
     #[error("stream conflict: {0}")]
     StreamConflict(String),
 
-    /// A delayed task, `cancel` or a recurring schedule on a queue created without
-    /// `options.schedules: true`. Nothing was sent.
+    /// A delayed task, `cancel` or a recurring schedule on a queue whose task stream does not
+    /// allow message schedules (made with `schedules: false`, by an earlier version, or on a
+    /// server older than 2.12). Nothing was sent.
     #[error(
-        "delayed and recurring tasks are off for this queue: {0} (set options.schedules: true; \
-         see docs/guides/delayed-and-recurring.md)"
+        "delayed and recurring tasks are off for this queue: {0} needs a task stream that allows \
+         message schedules, and this one was made without them (options.schedules: true turns \
+         them on for good, with nats-server 2.12 or newer; see \
+         docs/guides/delayed-and-recurring.md)"
     )]
     SchedulesOff(&'static str),
 

@@ -75,6 +75,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod nats;
 pub mod observe;
+pub mod presence;
 pub mod producer;
 pub mod queue;
 pub mod schedules;

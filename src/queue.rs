@@ -319,6 +319,11 @@ impl Queue {
         stats::snapshot(&self.connection().await?).await
     }
 
+    /// The workers running now, in any process, oldest first.
+    pub async fn workers(&self) -> Result<Vec<crate::presence::WorkerRecord>> {
+        crate::presence::list(&self.connection().await?).await
+    }
+
     /// The queue's metric families: this object's counters and histograms, and the server's
     /// gauges read now. Bounded: a server that does not answer within [`API_TIMEOUT`] fails it
     /// with `ERR_PQ_TIMEOUT`.

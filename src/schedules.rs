@@ -113,14 +113,18 @@ pub fn require_enabled(config: &Config, what: &'static str) -> Result<()> {
     }
 }
 
-/// Refuses a server older than `since` for `feature`.
-pub fn require_server(version: &str, since: (u64, u64), feature: &'static str) -> Result<()> {
+/// Whether a server of `version` (e.g. `2.12.1`, `v2.14.0-RC.1`) is `since` or newer.
+pub fn server_supports(version: &str, since: (u64, u64)) -> bool {
     let mut parts = version
         .trim_start_matches('v')
         .split(['.', '-'])
         .map(|part| part.parse::<u64>().unwrap_or(0));
-    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if found >= since {
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= since
+}
+
+/// Refuses a server older than `since` for `feature`.
+pub fn require_server(version: &str, since: (u64, u64), feature: &'static str) -> Result<()> {
+    if server_supports(version, since) {
         return Ok(());
     }
     Err(Error::ServerTooOld {

@@ -210,11 +210,11 @@ async fn retrying_a_batch_that_failed_part_way_stores_every_task_once() {
     let config = test_config();
     let connection = connect(&config, &server).await;
     // Another tool lowered the stream's largest message below the server's max_payload.
-    let mut stream_config = protoqueue::nats::topology::task_stream_config(&config);
+    let js = jetstream(&server).await;
+    let mut stream = js.get_stream(&config.stream_name).await.expect("stream");
+    let mut stream_config = stream.info().await.expect("info").config.clone();
     stream_config.max_message_size = 1_024;
-    jetstream(&server)
-        .await
-        .update_stream(stream_config)
+    js.update_stream(stream_config)
         .await
         .expect("lower max_msg_size");
     let own = |i: usize| NewTask {

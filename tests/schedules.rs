@@ -299,10 +299,58 @@ async fn a_task_due_already_is_stored_as_a_task_at_once() {
     }
 }
 
+/// Whether the task stream of `config` allows message schedules, as the server says.
+async fn stream_allows_schedules(server: &NatsServer, config: &Config) -> bool {
+    let client = async_nats::connect(server.url()).await.expect("connect");
+    let mut stream = async_nats::jetstream::new(client)
+        .get_stream(&config.stream_name)
+        .await
+        .expect("stream");
+    stream
+        .info()
+        .await
+        .expect("info")
+        .config
+        .allow_message_schedules
+}
+
+#[tokio::test]
+async fn a_queue_that_creates_its_stream_has_schedules_unless_it_says_no_and_changes_no_stream() {
+    let server = NatsServer::start().await;
+    // Unset: the new stream allows them, and a delayed task is taken.
+    let config = test_config();
+    let connection = connect(&config, &server).await;
+    assert!(connection.config().schedules);
+    assert!(stream_allows_schedules(&server, &config).await);
+    lifecycle::enqueue(&connection, task("{}").at(envelope::now_ms() + 60_000))
+        .await
+        .expect("a delay with no option");
+    assert_eq!(stats_of(&connection).await.delayed, 1);
+
+    // A stream made without them (an earlier version, or `schedules: false`) stays so when a
+    // queue leaves the option unset.
+    let earlier = Config {
+        schedules_option: Some(false),
+        ..test_config()
+    };
+    drop(connect(&earlier, &server).await);
+    assert!(!stream_allows_schedules(&server, &earlier).await);
+    let unset = Config {
+        schedules_option: None,
+        ..earlier.clone()
+    };
+    let connection = connect(&unset, &server).await;
+    assert!(!connection.config().schedules);
+    assert!(!stream_allows_schedules(&server, &earlier).await);
+}
+
 #[tokio::test]
 async fn a_queue_without_schedules_refuses_them_and_sends_nothing() {
     let server = NatsServer::start().await;
-    let config = test_config();
+    let config = Config {
+        schedules_option: Some(false),
+        ..test_config()
+    };
     let connection = connect(&config, &server).await;
     let delayed = task("{}").at(envelope::now_ms() + 1_000);
     assert_eq!(
@@ -381,10 +429,14 @@ async fn opting_in_fails_with_a_code_when_another_stream_holds_the_schedule_subj
         .await
         .expect_err("subjects taken");
     assert_eq!(err.code(), "ERR_PQ_STREAM_CONFLICT");
-    // An existing stream is not changed.
-    let mut plain = config.clone();
-    plain.schedules = false;
-    connect(&plain, &server).await;
+    // Without the option, the queue is made without schedules instead of failing…
+    let unset = Config {
+        schedules: false,
+        schedules_option: None,
+        ..config.clone()
+    };
+    assert!(!connect(&unset, &server).await.config().schedules);
+    // …and asking for them on that existing stream fails the same way, changing nothing.
     let err = Connection::open(Arc::new(config), &server.url())
         .await
         .expect_err("subjects taken");

@@ -1,5 +1,6 @@
 //! Deleting a queue (`destroy()`, the command line's `delete`): its task stream (with its
-//! consumers, delayed tasks and recurring schedules), its dead-letter stream and its id index.
+//! consumers, delayed tasks and recurring schedules), its dead-letter stream, its id index and
+//! its workers' records.
 //!
 //! A queue some worker still uses is refused unless forced: a running worker keeps pull requests
 //! waiting on its consumer, and a task it handles is pending acknowledgement there, so either on
@@ -16,13 +17,14 @@ use crate::{
 };
 
 /// The queue's streams, in the order they are deleted: the tasks first (no worker gets one once
-/// deletion started), then the dead letters, then the id index.
-fn streams(connection: &Connection) -> [String; 3] {
+/// deletion started), then the dead letters, the id index and the worker records.
+fn streams(connection: &Connection) -> [String; 4] {
     let config = connection.config();
     [
         config.stream_name.clone(),
         config.dead_letter_stream(),
         config.id_index_stream(),
+        config.workers_stream(),
     ]
 }
 

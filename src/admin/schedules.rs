@@ -343,9 +343,7 @@ fn schedule_error(err: jetstream::context::PublishError) -> Error {
         Some(PATTERN_INVALID | TIME_ZONE_INVALID) => Error::InvalidConfig(format!(
             "the server refused the schedule's cron expression, interval or time zone: {err}"
         )),
-        Some(SCHEDULES_DISABLED) => {
-            Error::SchedulesOff("the task stream does not allow message schedules")
-        }
+        Some(SCHEDULES_DISABLED) => Error::SchedulesOff("schedule()"),
         _ if err.kind() == PublishErrorKind::MaxPayloadExceeded => {
             Error::PayloadRefused(err.to_string())
         }

@@ -43,6 +43,9 @@ pub struct Stats {
     /// With `options.priorities`: the tasks not yet delivered at each level, 1 first (they add
     /// up to `pending`). Empty without.
     pub pending_by_priority: Vec<u64>,
+    /// Workers running now, in any process ([`crate::presence`]); unlike `consumer_count`,
+    /// which counts the durable consumers that outlive their workers.
+    pub workers: u64,
 }
 
 impl Stats {
@@ -181,5 +184,6 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
         .await
         .map_err(|e| Error::request("reading the dead-letter stream", e))?;
     stats.dead_lettered = dead_letters.cached_info().state.messages;
+    stats.workers = crate::presence::count(connection).await?;
     Ok(stats)
 }

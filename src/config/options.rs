@@ -154,6 +154,7 @@ impl Config {
                     kind(schedules)
                 ))
             })?;
+            self.schedules_option = Some(self.schedules);
         }
         if let Some(backoff) = present(options, "backoff") {
             if present(options, "retryDelay").is_some() {

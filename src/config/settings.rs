@@ -84,10 +84,15 @@ pub struct Config {
     /// Dead-letter retention, applied when the dead-letter stream is created: beyond this many
     /// letters the oldest are removed. `None`: no limit.
     pub dead_letter_max_count: Option<u64>,
-    /// Delayed and recurring tasks (`options.schedules`): the task stream also holds the
-    /// schedule subjects and allows message schedules (nats-server ≥ 2.12). Off by default: an
-    /// existing stream is changed only when a queue asks for this.
+    /// Delayed and recurring tasks: the task stream also holds the schedule subjects and allows
+    /// message schedules (nats-server ≥ 2.12). Before `connect()`, whether the queue asked for
+    /// them (`options.schedules: true`, which also changes an existing stream: the server never
+    /// turns message schedules off again); once connected, whether its stream has them.
     pub schedules: bool,
+    /// `options.schedules` as given. Unset (`None`), a task stream this queue creates on a
+    /// server that supports message schedules allows them (nothing existing is changed);
+    /// `Some(false)` creates it without.
+    pub schedules_option: Option<bool>,
     /// `options.priorities`: tasks carry a priority from 1 (most urgent) to 10, one subject and
     /// one consumer per level ([`crate::layout`]). Off by default: an existing stream is changed
     /// only when a queue asks for this.
@@ -127,6 +132,7 @@ impl Config {
             dead_letter_max_age: None,
             dead_letter_max_count: None,
             schedules: false,
+            schedules_option: None,
             priorities: false,
         };
         validate_stream_name(&config.stream_name)?;
@@ -191,6 +197,16 @@ impl Config {
         format!("{}_IDS", self.stream_name)
     }
 
+    /// The stream of this queue's live workers ([`crate::presence`]).
+    pub fn workers_stream(&self) -> String {
+        format!("{}_WORKERS", self.stream_name)
+    }
+
+    /// The subjects of this queue's worker records: one token per worker follows this prefix.
+    pub fn workers_prefix(&self) -> String {
+        format!("protoqueue.workers.{}.", self.stream_name)
+    }
+
     /// The subjects of this queue's id index: one token per id follows this prefix.
     pub fn id_index_prefix(&self) -> String {
         format!("protoqueue.ids.{}.", self.stream_name)
@@ -246,6 +262,7 @@ impl fmt::Debug for Config {
             .field("dead_letter_max_age", &self.dead_letter_max_age)
             .field("dead_letter_max_count", &self.dead_letter_max_count)
             .field("schedules", &self.schedules)
+            .field("schedules_option", &self.schedules_option)
             .field("priorities", &self.priorities)
             .finish()
     }

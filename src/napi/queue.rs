@@ -19,7 +19,7 @@ use super::{
     errors::to_js,
     schedules::{native_schedule, NativeSchedule},
     settle::{NativeEnqueued, Settler},
-    stats::NativeStats,
+    stats::{NativeStats, NativeWorker},
     worker::{outcome_of, JsDispatch, NativeFailure, NativeOutcome},
 };
 use crate::{
@@ -220,6 +220,13 @@ impl NativeQueue {
     #[napi(catch_unwind)]
     pub async fn unschedule(&self, name: String) -> napi::Result<bool> {
         self.queue.unschedule(&name).await.map_err(to_js)
+    }
+
+    /// The workers running now, in any process, oldest first.
+    #[napi(catch_unwind)]
+    pub async fn workers(&self) -> napi::Result<Vec<NativeWorker>> {
+        let workers = self.queue.workers().await.map_err(to_js)?;
+        Ok(workers.into_iter().map(NativeWorker::from).collect())
     }
 
     /// The recurring tasks of the queue.

@@ -2,7 +2,7 @@
 
 use napi_derive::napi;
 
-use crate::admin::stats::Stats;
+use crate::{admin::stats::Stats, presence::WorkerRecord};
 
 /// Queue statistics.
 #[napi(object)]
@@ -21,6 +21,44 @@ pub struct NativeStats {
     pub recurring: i64,
     /// Tasks not yet delivered per priority level, 1 first (`options.priorities`); else empty.
     pub pending_by_priority: Vec<i64>,
+    /// Workers running now, in any process.
+    pub workers: i64,
+}
+
+/// A live worker, as `getWorkers()` returns it.
+#[napi(object)]
+pub struct NativeWorker {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub kind: String,
+    pub subjects: Option<Vec<String>>,
+    pub started_at: i64,
+    pub seen_at: i64,
+    pub batch_size: u32,
+    pub in_flight: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub version: String,
+}
+
+impl From<WorkerRecord> for NativeWorker {
+    fn from(w: WorkerRecord) -> Self {
+        NativeWorker {
+            id: w.id,
+            host: w.host,
+            pid: w.pid,
+            kind: w.kind,
+            subjects: w.subjects,
+            started_at: w.started_at,
+            seen_at: w.seen_at,
+            batch_size: w.batch_size,
+            in_flight: w.in_flight as i64,
+            completed: w.completed as i64,
+            failed: w.failed as i64,
+            version: w.version,
+        }
+    }
 }
 
 impl From<Stats> for NativeStats {
@@ -40,6 +78,7 @@ impl From<Stats> for NativeStats {
             delayed: n(s.delayed),
             recurring: n(s.recurring),
             pending_by_priority: s.pending_by_priority.iter().map(|&v| n(v)).collect(),
+            workers: n(s.workers),
         }
     }
 }

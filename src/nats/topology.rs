@@ -3,7 +3,7 @@
 //! configuration Protoqueue cannot use (one that could drop a stored task, a dead letter, or stall
 //! the workers) is reported as [`Error::StreamConflict`], never rewritten.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use async_nats::jetstream::{
     self,
@@ -39,7 +39,7 @@ fn marker(part: &str, config: &Config) -> std::collections::HashMap<String, Stri
 /// The task stream: WorkQueue retention (an acked task is removed), file storage, a duplicate
 /// window so a re-sent publish is stored once.
 ///
-/// With `options.schedules`, it also holds the queue's schedule subjects and allows message
+/// With [`Config::schedules`], it also holds the queue's schedule subjects and allows message
 /// schedules (see [`crate::schedules`]).
 pub fn task_stream_config(config: &Config) -> stream::Config {
     // The queue's subject, or its tree's root and everything under it, always come first.
@@ -163,7 +163,22 @@ async fn ensure_streams_once(js: &jetstream::Context, config: &Config) -> Result
             existing_stream(js, wanted).await
         }
     };
-    let mut tasks = open(task_stream_config(config)).await?;
+    let creating = if !config.schedules && creates_with_schedules(config, &server.version) {
+        Cow::Owned(Config {
+            schedules: true,
+            ..config.clone()
+        })
+    } else {
+        Cow::Borrowed(config)
+    };
+    let mut tasks = match open(task_stream_config(&creating)).await {
+        // Another stream holds the schedule subjects: a queue that did not ask for schedules
+        // goes without them rather than fail.
+        Err(Error::StreamConflict(_)) if matches!(creating, Cow::Owned(_)) => {
+            open(task_stream_config(config)).await?
+        }
+        opened => opened?,
+    };
     if config.schedules {
         tasks = widen(js, tasks, schedules_widening(config)).await?;
     }
@@ -195,6 +210,15 @@ async fn ensure_streams_once(js: &jetstream::Context, config: &Config) -> Result
         tracing::warn!(stream = %letters.name, "{warning}");
     }
     Ok(shaped)
+}
+
+/// Whether a task stream `config`'s queue creates on a server of `version` allows message
+/// schedules: when the queue asks for them, and, unless it says otherwise, where the server
+/// supports them (a new stream, so nothing existing changes: `delay` just works).
+pub fn creates_with_schedules(config: &Config, version: &str) -> bool {
+    config.schedules
+        || (config.schedules_option.is_none()
+            && schedules::server_supports(version, schedules::SCHEDULES_SINCE))
 }
 
 /// Opens a stream that must exist; it must capture the wanted subject.
@@ -742,4 +766,37 @@ fn same_filters(existing: &[&str], wanted: &[String]) -> bool {
     existing.sort_unstable();
     wanted.sort_unstable();
     existing == wanted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_stream_allows_schedules_unless_the_queue_says_no_or_the_server_cannot() {
+        let unset = Config::new("S", "s").expect("config");
+        let asked = |on: bool| Config {
+            schedules: on,
+            schedules_option: Some(on),
+            ..unset.clone()
+        };
+        for (config, version, expected) in [
+            (&unset, "2.12.0", true),
+            (&unset, "2.15.1", true),
+            (&unset, "v3.0.0-beta", true),
+            (&unset, "2.11.9", false),
+            (&unset, "", false),
+            (&asked(false), "2.15.1", false),
+            (&asked(true), "2.15.1", true),
+            // Asked on an older server: refused by the version check, not silently dropped.
+            (&asked(true), "2.11.9", true),
+        ] {
+            assert_eq!(
+                creates_with_schedules(config, version),
+                expected,
+                "{:?} on {version:?}",
+                config.schedules_option
+            );
+        }
+    }
 }

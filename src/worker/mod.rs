@@ -44,6 +44,7 @@ use crate::{
     nats::ack_wait::{self, HeartbeatPace},
     nats::connection::Connection,
     nats::topology,
+    presence::{Beacon, Identity},
     worker::acks::AckSender,
     worker::deliveries::Deliveries,
     worker::executor::{settle_confirmed, Executor, Handler},
@@ -75,6 +76,8 @@ pub struct Worker {
     /// The success-ack sender; it ends once every delivery is done with it.
     acks_sent: tokio::task::JoinHandle<()>,
     shutdown_timeout: Duration,
+    /// Keeps this worker's record on the server while it runs ([`presence`]).
+    beacon: Beacon,
 }
 
 /// How a worker's shutdown went.
@@ -110,9 +113,15 @@ impl Worker {
         };
         let queues_attempts = handler.queues_attempts();
         let prefetch = connection.config().effective_prefetch();
+        let identity = Identity {
+            kind: "tasks",
+            subjects: subjects.map(<[String]>::to_vec),
+            batch_size: config.batch_size,
+        };
         Self::start_lane(
             connection,
             lanes,
+            identity,
             prefetch,
             queues_attempts,
             |connection, acks, pace| Arc::new(Executor::new(connection, handler, acks, pace)),
@@ -127,9 +136,19 @@ impl Worker {
         handler: Arc<dyn LetterHandler>,
     ) -> Result<Self> {
         let lane = Lane::dead_letters(connection.config());
-        Self::start_lane(connection, vec![lane], 0, false, |connection, _, pace| {
-            Arc::new(LetterExecutor::new(connection, handler, pace))
-        })
+        let identity = Identity {
+            kind: "deadLetters",
+            subjects: None,
+            batch_size: connection.config().batch_size,
+        };
+        Self::start_lane(
+            connection,
+            vec![lane],
+            identity,
+            0,
+            false,
+            |connection, _, pace| Arc::new(LetterExecutor::new(connection, handler, pace)),
+        )
         .await
     }
 
@@ -138,6 +157,7 @@ impl Worker {
     async fn start_lane(
         connection: Connection,
         lanes: Vec<Lane>,
+        identity: Identity,
         prefetch: u32,
         queues_attempts: bool,
         deliveries: impl FnOnce(Connection, AckSender, HeartbeatPace) -> Arc<dyn Deliveries>,
@@ -175,13 +195,15 @@ impl Worker {
             .then_some(config.rate_limit)
             .flatten()
             .map(RateWindow::new);
+        let slot_permits = Arc::new(Semaphore::new(slots));
+        let beacon = Beacon::start(connection.clone(), identity, slot_permits.clone(), slots).await;
         let pull_loop = PullLoop {
             rate,
             executor: deliveries(connection.clone(), acks, pace.clone()),
             pace,
             room: Arc::new(Semaphore::new(room)),
             room_size: room,
-            slots: Arc::new(Semaphore::new(slots)),
+            slots: slot_permits,
             batch_size,
             prefetch,
             waiting: VecDeque::new(),
@@ -197,6 +219,7 @@ impl Worker {
             run,
             acks_sent,
             shutdown_timeout,
+            beacon,
         })
     }
 
@@ -247,6 +270,7 @@ impl Worker {
         {
             tracing::warn!("queued acks not sent in time; the server will redeliver those tasks");
         }
+        self.beacon.stop().await;
         report
     }
 }
