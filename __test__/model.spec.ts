@@ -9,7 +9,8 @@
 // dead-letter stream that denies deletes). After each quiescent point every acknowledged enqueue
 // must be in exactly one place the model allows — handled, dead-lettered (or handled by the
 // dead-letter worker), cancelled, purged, or never stored because its id was taken — tasks of one
-// batch must have started in call order, no id marker may be left, and `getStats()` must agree.
+// batch must have started in call order, no id marker may be left, `getStats()` must agree, and
+// `getWorkers()` must list the running workers (a killed one until its record expires).
 //
 // fast-check (`fc.commands`, `fc.asyncModelRun`) generates and shrinks the sequences: a failure
 // prints its seed and the shortest sequence that shows it. `PQ_MODEL_RUNS` sets how many
@@ -190,6 +191,8 @@ class Real {
   operator!: Protoqueue<Data>
   private worker?: Child
   private workers = 0
+  /** Worker processes killed, and when: their records may stay listed until they expire. */
+  readonly killed = new Map<number, number>()
   /** The dead-letter worker, while one runs. */
   letters?: Protoqueue<Data>
   /** On a cluster: a killed node that is not back yet. */
@@ -305,8 +308,16 @@ class Real {
   }
 
   async killWorker(): Promise<void> {
+    const pid = this.worker?.process.pid
     await this.worker?.kill('SIGKILL')
+    if (pid !== undefined) this.killed.set(pid, Date.now())
     this.worker = undefined
+  }
+
+  /** The workers running now, as `getWorkers()` must list them: the worker process, and the dead-letter worker. */
+  running(): Array<{ pid: number; kind: 'tasks' | 'deadLetters' }> {
+    const pid = this.worker?.process.pid
+    return [...(pid === undefined ? [] : [{ pid, kind: 'tasks' as const }]), ...(this.letters ? [{ pid: process.pid, kind: 'deadLetters' as const }] : [])]
   }
 
   /** Starts a dead-letter worker: letters of tasks that `fail` are handled (removed), of tasks that `reject` kept. */
@@ -1027,6 +1038,7 @@ async function verify(model: Model, real: Real): Promise<void> {
   assert.ok(model.purged <= missing + unknown, `purges counted ${model.purged} tasks and letters removed, but only ${missing} are missing (and ${unknown} may have been removed: ${model.vanished} that may never have been stored, ${rescuedOrPurged} handled as letters, ${fillersNotRun} fillers not run)`)
   verifyTwins(model, runs, lettered, real)
   verifyOrder(model, real)
+  await verifyWorkers(real)
   const stats = await real.queue.getStats()
   assert.equal(stats.deadLettered, letters.length, 'getStats().deadLettered agrees with the letters')
   assert.equal(stats.paused, false)
@@ -1038,6 +1050,27 @@ async function verify(model: Model, real: Real): Promise<void> {
       assert.fail(`${left} id marker(s) left once every task is done: ${(await real.markerList()).join('; ')}`)
     })
   }
+}
+
+/**
+ * `getWorkers()` lists the running workers and no other: a stopped one is gone, a killed one
+ * only stays until its record expires (20 s after its last write, 5 s apart). A destroy or a
+ * server outage may leave a running worker unlisted for a beat or two.
+ */
+async function verifyWorkers(real: Real): Promise<void> {
+  const running = real.running()
+  let listed: Array<{ pid: number; kind: string }> = []
+  const exact = async () => {
+    listed = (await real.operator.getWorkers()).map(({ pid, kind }) => ({ pid, kind }))
+    const lingering = (pid: number) => Date.now() - (real.killed.get(pid) ?? -Infinity) < 30_000
+    return (
+      running.every((worker) => listed.some((w) => w.pid === worker.pid && w.kind === worker.kind)) &&
+      listed.every((w) => running.some((worker) => worker.pid === w.pid && worker.kind === w.kind) || lingering(w.pid))
+    )
+  }
+  await eventually('getWorkers() to list the running workers', exact, 30_000).catch(() =>
+    assert.fail(`getWorkers() listed ${JSON.stringify(listed)}; running: ${JSON.stringify(running)}; killed: ${JSON.stringify([...real.killed])}`),
+  )
 }
 
 /** A task with an own id of a batch that failed part-way is stored by the first call or its retry. */

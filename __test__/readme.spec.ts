@@ -3,6 +3,7 @@
 // that use an existing `queue` get a prelude that creates one. (docs.spec.ts type-checks every
 // TypeScript block and checks the links; dashboard.spec.ts runs the `dashboard` snippet.)
 import assert from 'node:assert/strict'
+import { hostname } from 'node:os'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { test } from 'node:test'
@@ -105,6 +106,18 @@ test('metrics guide, statistics: prints the stats', () =>
     const { code } = await within('the snippet to exit', child.exited, 30_000)
     assert.equal(code, 0, child.stderr)
     assert.deepStrictEqual(child.lines, ['Messages: 3, Consumers: 0'])
+    await queue.disconnect()
+  }))
+
+test('metrics guide, live workers: lists the worker running in another process', () =>
+  withServer(async (server) => {
+    const queue = await queueOn(server, 'snippets', 'snippets.tasks')
+    await queue.process(async () => ({ success: true }))
+    const child = await runSnippet('workers', standalone('workers') + 'await queue.disconnect();\n', server)
+    const { code } = await within('the snippet to exit', child.exited, 30_000)
+    assert.equal(code, 0, child.stderr)
+    assert.equal(child.lines.length, 1, child.lines.join('\n'))
+    assert.match(child.lines[0], new RegExp(`^${hostname()} pid ${process.pid}: since \\d{4}-\\d\\d-\\d\\dT[\\d:.]+Z, 0/10 running, 0 completed$`))
     await queue.disconnect()
   }))
 
