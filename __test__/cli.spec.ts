@@ -2,17 +2,18 @@
 // nats-server. Every command, --json output parsed, exit codes (0 done, 1 failed with its code,
 // 2 usage, 3 connection), stdin enqueue of many lines, enqueue's task flags (delay, run-at,
 // priority, id, name, task subject) on queues the library made for them, the server's queues,
-// recurring tasks, cancel, a requeue's progress on a non-terminal (no bar), and secrets never
-// printed.
+// recurring tasks, cancel, live workers (and worker records with hostile text), a requeue's
+// progress on a non-terminal (no bar), and secrets never printed.
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 
+import { jetstream } from '@nats-io/jetstream'
 import { connect as natsConnect } from '@nats-io/transport-node'
-import { Protoqueue, type ProtoqueueConfig } from 'protoqueue'
+import { Protoqueue, type ProtoqueueConfig, type WorkerInfo } from 'protoqueue'
 
 import { freePort, NatsServer, uniqueQueue, withServer } from './helpers/nats'
 import { parsePrometheus, sampleValue } from './helpers/prometheus'
@@ -91,14 +92,14 @@ async function deadLetters(n: number) {
 
 describe('usage', () => {
   test('--help works for the program and every command, with exit code 0', async () => {
-    const commands = [[], ['stats'], ['dlq'], ['dlq', 'list'], ['dlq', 'show'], ['dlq', 'requeue'], ['dlq', 'purge'], ['pause'], ['resume'], ['purge'], ['enqueue'], ['queues'], ['schedules'], ['unschedule'], ['cancel']]
+    const commands = [[], ['stats'], ['dlq'], ['dlq', 'list'], ['dlq', 'show'], ['dlq', 'requeue'], ['dlq', 'purge'], ['pause'], ['resume'], ['purge'], ['enqueue'], ['queues'], ['schedules'], ['unschedule'], ['cancel'], ['workers']]
     const runs = await Promise.all([...commands.map((command) => cli([...command, '--help'])), cli(['help', 'dlq']), cli(['--version'])])
     for (const run of runs) {
       expectExit(run, 0)
       assert.ok(run.stdout.length > 0, 'help on stdout')
     }
     assert.match(runs[0].stdout, /Exit codes/)
-    for (const command of ['queues', 'schedules', 'unschedule <name>', 'cancel <id>']) {
+    for (const command of ['queues', 'schedules', 'unschedule <name>', 'cancel <id>', 'workers']) {
       assert.match(runs[0].stdout, new RegExp(`^  ${command} +\\S`, 'm'), `${command} in the program's help, with its description`)
     }
     for (const flag of ['--id <id>', '--name <name>', '--priority <1-10>', '--delay <ms>', '--run-at <time>', '--task-subject <subject>']) {
@@ -121,6 +122,8 @@ describe('usage', () => {
       ['stats', '--server', server.url],
       ['stats', '--server', server.url, '--stream', 'x'],
       ['stats', '--server', server.url, '--stream', 'bad.name', '--subject', 'x'],
+      ['workers', '--server', server.url],
+      ['workers', 'extra', ...flags],
       ['enqueue', '{not json', ...flags],
       ['enqueue', '--envelope', '{"payload":1}', ...flags],
       ['stats', '--token-file', join(dir, 'missing'), ...flags],
@@ -349,7 +352,8 @@ describe('commands', () => {
     await owner.disconnect()
     const deleted = await cli(['delete', '--yes', '--json', ...flags])
     expectExit(deleted, 0)
-    assert.deepStrictEqual(JSON.parse(deleted.stdout), { deleted: [names.streamName, `${names.streamName}_DLQ`] })
+    // A worker ran: its workers stream goes with the queue.
+    assert.deepStrictEqual(JSON.parse(deleted.stdout), { deleted: [names.streamName, `${names.streamName}_DLQ`, `${names.streamName}_WORKERS`] })
     const gone = await cli(['stats', '--json', ...flags])
     expectExit(gone, 2)
     assert.match(gone.stderr, /no queue with stream|does not exist/)
@@ -360,7 +364,8 @@ describe('commands', () => {
     await worker.process(async () => ({ success: true }))
     const forced = await cli(['delete', '--yes', '--force', ...other.flags])
     expectExit(forced, 0)
-    assert.match(forced.stdout, new RegExp(`^Deleted queue ${other.names.streamName} \\(streams ${other.names.streamName}, ${other.names.streamName}_DLQ\\)\\.$`, 'm'))
+    const { streamName } = other.names
+    assert.match(forced.stdout, new RegExp(`^Deleted queue ${streamName} \\(streams ${streamName}, ${streamName}_DLQ, ${streamName}_WORKERS\\)\\.$`, 'm'))
     await worker.disconnect()
   })
 
@@ -369,13 +374,81 @@ describe('commands', () => {
     const table = await cli(['stats', ...flags])
     expectExit(table, 0)
     assert.match(table.stdout, new RegExp(names.streamName))
-    for (const row of ['delayed', 'recurring', 'dead letters', 'consumers']) {
+    for (const row of ['delayed', 'recurring', 'dead letters', 'consumers', 'workers']) {
       assert.match(table.stdout, new RegExp(`^${row} +\\d+$`, 'm'), `the ${row} row`)
     }
     expectExit(await cli(['pause', ...flags]), 0)
     assert.equal(JSON.parse((await cli(['stats', '--json', ...flags])).stdout).paused, true)
     assert.deepStrictEqual(JSON.parse((await cli(['resume', '--json', ...flags])).stdout), { paused: false })
     assert.equal(JSON.parse((await cli([...flags, '--json', 'stats'])).stdout).paused, false, 'global flags before the command too')
+  })
+
+  test('workers: none on a queue no worker runs; one of this process listed (table and JSON) with its tasks in flight, counted by stats beside its consumer; gone once it stops', async () => {
+    const { names, flags } = await existingQueue()
+    const none = await cli(['workers', ...flags])
+    expectExit(none, 0)
+    assert.equal(none.stdout, `No workers running on queue ${names.streamName}.\n`)
+    assert.deepStrictEqual(JSON.parse((await cli(['workers', '--json', ...flags])).stdout), [])
+    assert.match((await cli(['stats', ...flags])).stdout, /^workers +0$/m)
+
+    const worker = new Protoqueue<{ n: number }>({ ...names, options: { batchSize: 3 } })
+    await worker.connect(server.url)
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    const started = Date.now()
+    await worker.process(async () => {
+      await gate
+      return { success: true }
+    })
+    try {
+      await worker.enqueueBatch([{ data: { n: 1 } }, { data: { n: 2 } }])
+      // Its record says what its handlers run as of its next beat (every 5 s).
+      await eventually('a record with 2 tasks in flight', async () => (await worker.getWorkers())[0]?.inFlight === 2, 15_000)
+      const listed = await cli(['workers', '--json', ...flags])
+      expectExit(listed, 0)
+      const workers: WorkerInfo[] = JSON.parse(listed.stdout)
+      assert.equal(workers.length, 1, listed.stdout)
+      const [info] = workers
+      assert.match(info.id, /^[0-9a-f]{12}$/)
+      assert.deepStrictEqual(
+        [info.host, info.pid, info.kind, info.batchSize, info.inFlight, info.completed, info.failed, info.subjects],
+        [hostname(), process.pid, 'tasks', 3, 2, 0, 0, undefined],
+      )
+      assert.ok(info.startedAt >= started - 1000 && info.seenAt >= info.startedAt, `startedAt ${info.startedAt}, seenAt ${info.seenAt}`)
+      // As getWorkers() gives it: the same fields, no others.
+      const [own] = await worker.getWorkers()
+      assert.deepStrictEqual({ ...info, seenAt: 0 }, { ...own, seenAt: 0 })
+
+      const table = await cli(['workers', ...flags])
+      expectExit(table, 0)
+      const rows = table.stdout.trim().split('\n')
+      assert.equal(rows.length, 2, table.stdout)
+      assert.match(rows[0], /^ID\s+HOST\s+PID\s+KIND\s+SINCE\s+IN FLIGHT\s+BATCH\s+COMPLETED\s+FAILED\s+LAST SEEN\s+SUBJECTS$/)
+      const cells = rows[1].split(/\s+/)
+      assert.match(cells[9], /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/, 'last seen: an ISO time')
+      assert.deepStrictEqual(
+        [...cells.slice(0, 9), cells[10]],
+        [info.id, hostname(), String(process.pid), 'tasks', new Date(info.startedAt).toISOString(), '2', '3', '0', '0', '-'],
+      )
+
+      // Counted by stats, beside the consumer.
+      const stats = JSON.parse((await cli(['stats', '--json', ...flags])).stdout)
+      assert.deepStrictEqual([stats.workers, stats.consumers], [1, 1])
+      assert.match((await cli(['stats', ...flags])).stdout, /^workers +1$/m)
+    } finally {
+      release()
+      await worker.disconnect()
+    }
+    // Stopped: gone at once. Its durable consumer stays, and counts no worker.
+    const gone = await cli(['workers', ...flags])
+    expectExit(gone, 0)
+    assert.equal(gone.stdout, `No workers running on queue ${names.streamName}.\n`)
+    assert.deepStrictEqual(JSON.parse((await cli(['workers', '--json', ...flags])).stdout), [])
+    const after = JSON.parse((await cli(['stats', '--json', ...flags])).stdout)
+    assert.deepStrictEqual([after.workers, after.consumers], [0, 1])
+    const table = (await cli(['stats', ...flags])).stdout
+    assert.match(table, /^consumers +1$/m)
+    assert.match(table, /^workers +0$/m)
   })
 
   test('metrics: the Prometheus text (parsed by Prometheus\' parser) and --json; the server\'s gauges, this process\'s counters at 0', async () => {
@@ -822,6 +895,46 @@ describe('hostile text', () => {
     expectExit(missingJson, 1)
     assert.ok(JSON.parse(missingJson.stderr).error.message.includes('nope-\x1b[2J'))
     await queue.disconnect()
+  })
+
+  test('workers print what a worker record says (id, host, kind, subjects) escaped, one line each; --json keeps it exact', async () => {
+    const { names, flags } = await existingQueue()
+    // A worker makes the queue's workers stream; any client allowed to write there can add a record.
+    const worker = new Protoqueue(names)
+    await worker.connect(server.url)
+    await worker.process(async () => ({ success: true }))
+    const nc = await natsConnect({ servers: server.url })
+    try {
+      const record: WorkerInfo = {
+        id: 'fake-\u202e-id',
+        host: `host\nsecond line ${HOSTILE}`,
+        pid: 4242,
+        kind: `tasks ${HOSTILE}` as WorkerInfo['kind'],
+        subjects: [`${names.subject}.${HOSTILE}`],
+        startedAt: Date.now(),
+        seenAt: Date.now(),
+        batchSize: 1,
+        inFlight: 0,
+        completed: 0,
+        failed: 0,
+        version: `9.9.9 ${HOSTILE}`,
+      }
+      await jetstream(nc).publish(`protoqueue.workers.${names.streamName}.0123456789ab`, JSON.stringify(record))
+
+      const listed = await cli(['workers', ...flags])
+      expectExit(listed, 0)
+      assert.ok(!RAW.test(listed.stdout), `raw control characters in ${JSON.stringify(listed.stdout)}`)
+      assert.equal(listed.stdout.trim().split('\n').length, 3, `a header, the worker and the record:\n${listed.stdout}`)
+      for (const escaped of ['host\\nsecond line', '\\u001b]52;c;aGVsbG8=\\u0007', '\\u001b[2J', '\\u009b31m', '\\u007f', '\\u202egnp.exe', 'fake-\\u202e-id']) {
+        assert.ok(listed.stdout.includes(escaped), `${escaped} in\n${listed.stdout}`)
+      }
+      const exact: WorkerInfo[] = JSON.parse((await cli(['workers', '--json', ...flags])).stdout)
+      assert.deepStrictEqual(exact.find((w) => w.pid === 4242), record)
+      assert.ok(exact.some((w) => w.pid === process.pid))
+    } finally {
+      await nc.close()
+      await worker.disconnect()
+    }
   })
 
   test('schedules print the data of recurring tasks escaped; cancel and unschedule of a hostile name say so escaped', async () => {

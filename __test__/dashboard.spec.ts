@@ -2,20 +2,21 @@
 // in a real headless Chromium (Debian's `chromium` via playwright-core) the page shows the
 // numbers `getStats()` gives, they change while a worker runs, and its requeue and pause/resume
 // buttons act on the server; it stays usable 420 px wide, has an icon, chart legends with values,
-// says which letters a requeue would dead-letter again, and lists a queue's recurring tasks; over plain HTTP, the token, CSRF and bad-request rules; from the
+// says which letters a requeue would dead-letter again, and lists a queue's recurring tasks and live workers
+// (their records' text as text); over plain HTTP, the token, CSRF and bad-request rules; from the
 // command line, its usage errors and a clean stop.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { request } from 'node:http'
-import { tmpdir } from 'node:os'
+import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 
-import { jetstreamManager, RetentionPolicy } from '@nats-io/jetstream'
+import { jetstream, jetstreamManager, RetentionPolicy } from '@nats-io/jetstream'
 import { connect as natsConnect } from '@nats-io/transport-node'
 import type { Browser, Locator, Page } from 'playwright-core'
-import { listQueues, Protoqueue, type ProtoqueueConfig } from 'protoqueue'
+import { listQueues, Protoqueue, type ProtoqueueConfig, type WorkerInfo } from 'protoqueue'
 import { dashboard, type Dashboard } from 'protoqueue/dashboard'
 
 import { launchBrowser } from './helpers/browser'
@@ -143,7 +144,7 @@ describe('the page in Chromium', () => {
   })
 })
 
-describe('the page in Chromium: narrow screens, icon, legends, undecodable letters, recurring tasks', () => {
+describe('the page in Chromium: narrow screens, icon, legends, undecodable letters, recurring tasks, live workers', () => {
   let browser: Browser
   before(async () => {
     browser = await launchBrowser()
@@ -397,6 +398,101 @@ describe('the page in Chromium: narrow screens, icon, legends, undecodable lette
       await plain.queue.disconnect()
     }
   })
+  test('a queue\'s live workers: counted in the table, listed (API and page) with host, pid, kind, since, in flight of batch size, completed, failed, last seen, also 420 px wide; a record\'s text shown as text; a stopped worker leaves at once', async () => {
+    const { queue, names } = await queueWith(0, 0)
+    const worker = new Protoqueue<{ n: number }>({ url: server.url, ...names, options: { batchSize: 4 } })
+    await worker.connect()
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    await worker.process(async () => {
+      await gate
+      return { success: true }
+    })
+    const nc = await natsConnect({ servers: server.url })
+    try {
+      await worker.enqueueBatch([1, 2, 3].map((n) => ({ data: { n } })))
+      // Its record says what its handlers run as of its next beat (every 5 s).
+      await eventually('a record with 3 tasks in flight', async () => (await worker.getWorkers())[0]?.inFlight === 3, 15_000)
+      const [info] = await worker.getWorkers()
+      // A record another client wrote: markup in its text must stay text.
+      const hostile: WorkerInfo = {
+        id: 'b0b0b0b0b0b0',
+        host: '<img src=x onerror="window.pwned=1">',
+        pid: 4242,
+        kind: 'deadLetters',
+        subjects: [`${names.subject}.<b>eu</b>`],
+        startedAt: Date.now(),
+        seenAt: Date.now(),
+        batchSize: 2,
+        inFlight: 1,
+        completed: 5,
+        failed: 1,
+        version: '<i>9.9.9</i>',
+      }
+      await jetstream(nc).publish(`protoqueue.workers.${names.streamName}.${hostile.id}`, JSON.stringify(hostile))
+
+      await withPage(undefined, async (page, board) => {
+        const base = board.url.replace(/\/$/, '')
+        const listed = await (await fetch(`${base}/api/queues/${names.streamName}/workers`)).json()
+        assert.equal(listed.queue, names.streamName)
+        assert.deepEqual(listed.workers.map((w: WorkerInfo) => w.pid), [process.pid, 4242], 'oldest first')
+        // As getWorkers() gives them (seenAt moves with every beat).
+        assert.deepEqual({ ...listed.workers[0], seenAt: 0 }, { ...info, seenAt: 0 })
+        assert.deepEqual(listed.workers[1], hostile)
+
+        const row = `tr[data-queue="${names.streamName}"]`
+        await page.waitForSelector(row)
+        await eventually('2 workers counted', async () => (await page.locator(`${row} td[data-field="workers"]`).innerText()) === '2', 30_000)
+        assert.equal(await page.locator(`${row} td[data-field="consumers"]`).innerText(), '1')
+        await page.locator(`${row} td[data-field="name"]`).click()
+        const mine = `#workers tbody tr[data-worker="${info.id}"]`
+        await page.waitForSelector(mine)
+        assert.ok(await page.locator('#workers-section').isVisible())
+        assert.equal(await page.locator('#workers-queue').innerText(), names.streamName)
+        assert.equal(await page.locator('#workers-count').innerText(), '(2 running)')
+        const cells = (id: string) => page.locator(`#workers tbody tr[data-worker="${id}"] td`).allInnerTexts()
+        const localTime = (ms: number) => page.evaluate((t) => new Date(t).toLocaleString(), ms)
+        const shown = await cells(info.id)
+        assert.deepEqual(shown.slice(0, 8), [info.id, hostname(), String(process.pid), 'tasks', await localTime(info.startedAt), '3 / 4', '0', '0'])
+        assert.notEqual(shown[8], '–', 'last seen')
+        assert.equal(shown[9], info.version)
+
+        // The record's text, as text: no element made of it, no script run.
+        const other = await cells(hostile.id)
+        assert.deepEqual(other, [hostile.id, hostile.host, '4242', `dead letters\n${hostile.subjects![0]}`, await localTime(hostile.startedAt), '1 / 2', '5', '1', await localTime(hostile.seenAt), hostile.version])
+        assert.equal(await page.locator('#workers img, #workers b, #workers i').count(), 0)
+        assert.equal(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned), undefined)
+
+        // Stopped: gone from the list at once, and from the count.
+        release()
+        await worker.disconnect()
+        await eventually('the stopped worker gone from the page', async () => (await page.locator(mine).count()) === 0 && (await page.locator(`${row} td[data-field="workers"]`).innerText()) === '1', 30_000)
+        assert.equal(await page.locator(`#workers tbody tr[data-worker="${hostile.id}"]`).count(), 1, 'the other record stays until it expires')
+      })
+
+      // 420 px wide: the page does not scroll sideways; the workers table scrolls inside its section.
+      await withPage({ width: 420, height: 800 }, async (page) => {
+        const row = `tr[data-queue="${names.streamName}"]`
+        await page.waitForSelector(row)
+        await page.locator(`${row} td[data-field="name"]`).click()
+        const record = `#workers tbody tr[data-worker="${hostile.id}"]`
+        await page.waitForSelector(record)
+        const widths = await page.evaluate(() => ({ page: document.documentElement.scrollWidth, viewport: window.innerWidth }))
+        assert.ok(widths.page <= widths.viewport, `the page is ${widths.page} px wide in a ${widths.viewport} px viewport`)
+        for (const field of ['host', 'inFlight', 'seen', 'version']) {
+          assert.ok(await reachable(page, page.locator(`${record} td[data-field="${field}"]`)), `the ${field} cell scrolls into view`)
+        }
+        const workers = page.locator(`${row} td[data-field="workers"]`)
+        assert.ok(await reachable(page, workers), 'the Workers cell of the queue scrolls into view')
+        assert.equal(await workers.innerText(), '1')
+      })
+    } finally {
+      release()
+      await nc.close()
+      await worker.disconnect()
+      await queue.disconnect()
+    }
+  })
 })
 
 describe('the HTTP API', () => {
@@ -478,7 +574,7 @@ describe('the HTTP API', () => {
       const foreign = `FOREIGN_${process.pid}`
       await jsm.streams.add({ name: foreign, subjects: [`foreign.${process.pid}`] })
       await nc.close()
-      for (const path of [`/api/queues/${foreign}`, `/api/queues/${foreign}/dead-letters`, '/api/queues/NO_SUCH_STREAM']) {
+      for (const path of [`/api/queues/${foreign}`, `/api/queues/${foreign}/dead-letters`, `/api/queues/${foreign}/workers`, '/api/queues/NO_SUCH_STREAM', '/api/queues/NO_SUCH_STREAM/workers']) {
         const response = await fetch(`${base}${path}`)
         assert.equal(response.status, 404, path)
         assert.equal((await response.json()).error.code, 'ERR_PQ_NOT_A_QUEUE')

@@ -36,10 +36,10 @@ export interface Dashboard {
 
 /**
  * Serves the web dashboard: every Protoqueue queue on the server with its counts, live
- * throughput, dead letters (requeue, purge) and pause/resume. Resolves once it listens and has
- * read the queues once; rejects with `ERR_PQ_INVALID_CONFIG` for bad options, `ERR_PQ_LISTEN`
- * when the address cannot be listened on (port taken), and with the connection's error
- * (`ERR_PQ_CONNECT`, `ERR_PQ_AUTH`, ...) when the server cannot be reached.
+ * throughput, live workers, dead letters (requeue, purge) and pause/resume. Resolves once it
+ * listens and has read the queues once; rejects with `ERR_PQ_INVALID_CONFIG` for bad options,
+ * `ERR_PQ_LISTEN` when the address cannot be listened on (port taken), and with the connection's
+ * error (`ERR_PQ_CONNECT`, `ERR_PQ_AUTH`, ...) when the server cannot be reached.
  */
 export declare function dashboard(options?: DashboardOptions): Promise<Dashboard>
 

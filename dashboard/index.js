@@ -3,7 +3,7 @@
 // The web dashboard: an HTTP server (node:http, no framework) that serves the page in public/ and
 // a small JSON API over the library's own operations: `listQueues`, `getStats` (sampled by
 // sampler.js, which derives the throughput), `getDeadLetters`, `requeueDeadLetters`,
-// `purgeDeadLetters`, `pause`, `resume` and `getSchedules`.
+// `purgeDeadLetters`, `pause`, `resume`, `getSchedules` and `getWorkers`.
 //
 // Safety:
 // - Binds to 127.0.0.1 by default. Bound to any other address it refuses to start without a
@@ -404,6 +404,13 @@ async function dashboard(options = {}) {
         const queue = await sampler.queueOf(followed)
         const read = await queue.getSchedules()
         return sendJson(res, 200, { queue: followed.info.streamName, enabled: true, schedules: read.map(scheduleView) })
+      }
+      const workers = /^\/api\/queues\/([^/]+)\/workers$/.exec(path)
+      if (workers) {
+        const followed = await queueNamed(workers[1])
+        const queue = await sampler.queueOf(followed)
+        // As getWorkers() lists them: the workers that wrote their record in the last 20 s.
+        return sendJson(res, 200, { queue: followed.info.streamName, workers: await queue.getWorkers() })
       }
       const one = /^\/api\/queues\/([^/]+)$/.exec(path)
       if (one) {

@@ -1,11 +1,11 @@
 // The dashboard page: polls the server's JSON API and renders it. Text from the server (queue
-// names, errors, task data) only ever goes into `textContent`, never into HTML.
+// names, errors, task data, worker records) only ever goes into `textContent`, never into HTML.
 'use strict'
 ;(() => {
   const config = JSON.parse(document.getElementById('pq-config').textContent)
   const $ = (id) => document.getElementById(id)
   const TOKEN_KEY = 'protoqueue-dashboard-token'
-  const state = { selected: undefined, lettersSeen: undefined, requeueAllNote: undefined, schedulesSeen: undefined, schedulesAt: 0, charts: new Map(), busy: false }
+  const state = { selected: undefined, lettersSeen: undefined, requeueAllNote: undefined, schedulesSeen: undefined, schedulesAt: 0, workersSeen: undefined, workersAt: 0, charts: new Map(), busy: false }
 
   if (!config.token) {
     $('token-form').hidden = false
@@ -42,6 +42,8 @@
     }
     return parts.join(' ') || '0 ms'
   }
+  /** `ms` since the epoch as a local date and time; `–` for what no date can be (any client may write a worker record). */
+  const localTime = (ms) => (typeof ms === 'number' && ms > 0 && !Number.isNaN(new Date(ms).getTime()) ? new Date(ms).toLocaleString() : '–')
   /** Letters a requeue would not put back as they are, and why (see the reason's note). */
   const FAILS_AGAIN = 'its data does not decode: requeueing dead-letters it again (unless its workers now take this data)'
   const LEFT_ALONE = 'not a task, or its data was dropped: requeue leaves it alone'
@@ -96,7 +98,7 @@
       if (!row) {
         row = document.createElement('tr')
         row.dataset.queue = queue.name
-        for (const field of ['name', 'subject', 'pending', 'inFlight', 'delayed', 'recurring', 'deadLettered', 'consumers', 'enqueued', 'completed', 'state', 'actions']) {
+        for (const field of ['name', 'subject', 'pending', 'inFlight', 'delayed', 'recurring', 'deadLettered', 'consumers', 'workers', 'enqueued', 'completed', 'state', 'actions']) {
           const cell = el('td')
           cell.dataset.field = field
           if (!['name', 'subject', 'state', 'actions'].includes(field)) cell.className = 'num'
@@ -122,6 +124,8 @@
       cell('recurring').textContent = stats ? number.format(stats.recurring) : '–'
       cell('deadLettered').textContent = stats ? number.format(stats.deadLettered) : '–'
       cell('consumers').textContent = stats ? number.format(stats.consumer_count) : '–'
+      // Workers running now (their consumers outlive them: a queue no worker runs still has one).
+      cell('workers').textContent = typeof stats?.workers === 'number' ? number.format(stats.workers) : '–'
       cell('enqueued').textContent = rate(last?.enqueued)
       cell('completed').textContent = rate(last?.completed)
       const paused = stats?.paused === true
@@ -211,7 +215,7 @@
     }
   }
 
-  /** The queue whose dead letters and recurring tasks are shown: the one clicked, else the first. */
+  /** The queue whose workers, dead letters and recurring tasks are shown: the one clicked, else the first. */
   function selectedQueue(overview) {
     const queue = overview.queues.find((q) => q.name === state.selected) ?? overview.queues[0]
     state.selected = queue?.name
@@ -324,6 +328,58 @@
     )
   }
 
+  async function renderWorkers(queue) {
+    $('workers-section').hidden = !queue
+    if (!queue) return
+    // A worker writes its record every 5 s: read again when the queue or its count changed, and every 5 s.
+    const key = `${queue.name}:${queue.stats?.workers}`
+    if (state.workersSeen === key && Date.now() - state.workersAt < 5_000) return
+    state.workersSeen = key
+    state.workersAt = Date.now()
+    $('workers-queue').textContent = queue.name
+    let read
+    try {
+      read = await api(`/api/queues/${encodeURIComponent(queue.name)}/workers`)
+    } catch (err) {
+      $('workers').tBodies[0].replaceChildren()
+      $('workers-count').textContent = ''
+      $('no-workers').textContent = `Cannot read the workers: ${err.message}`
+      $('no-workers').hidden = false
+      return
+    }
+    $('workers-count').textContent = `(${number.format(read.workers.length)} running)`
+    $('no-workers').textContent = 'No workers running.'
+    $('no-workers').hidden = read.workers.length > 0
+    $('workers').tBodies[0].replaceChildren(
+      ...read.workers.map((worker) => {
+        const row = el('tr')
+        row.dataset.worker = String(worker.id)
+        const cell = (field, text, className) => {
+          const node = el('td', text, className)
+          node.dataset.field = field
+          return node
+        }
+        const kind = cell('kind', worker.kind === 'deadLetters' ? 'dead letters' : worker.kind)
+        if (Array.isArray(worker.subjects)) kind.append(el('span', worker.subjects.join(', '), 'subjects'))
+        const inFlight = cell('inFlight', `${number.format(worker.inFlight)} / ${number.format(worker.batchSize)}`, 'num')
+        inFlight.title = 'tasks its handlers run / handlers it runs at once (batchSize)'
+        row.append(
+          cell('id', worker.id, 'mono'),
+          cell('host', worker.host),
+          cell('pid', worker.pid, 'num'),
+          kind,
+          cell('since', localTime(worker.startedAt)),
+          inFlight,
+          cell('completed', number.format(worker.completed), 'num'),
+          cell('failed', number.format(worker.failed), 'num'),
+          cell('seen', localTime(worker.seenAt)),
+          cell('version', worker.version),
+        )
+        return row
+      }),
+    )
+  }
+
   $('requeue-all').addEventListener('click', () => {
     if (!state.selected) return
     const note = state.requeueAllNote ? `\n\n${state.requeueAllNote}` : ''
@@ -341,6 +397,7 @@
       const selected = selectedQueue(overview)
       renderQueues(overview)
       renderCharts(overview)
+      await renderWorkers(selected)
       await renderLetters(selected)
       await renderSchedules(selected)
     } catch (err) {

@@ -6,7 +6,7 @@ const { createInterface } = require('node:readline')
 
 const { messageOf } = require('../describe.js')
 const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
-const { escapeControl, json, letterDetails, letterTable, queueTable, scheduleTable, statsText } = require('./format.js')
+const { escapeControl, json, letterDetails, letterTable, queueTable, scheduleTable, statsText, workerTable } = require('./format.js')
 const { epochMs } = require('./program.js')
 const { progressReporter } = require('./progress.js')
 
@@ -50,6 +50,16 @@ function print(context, value, human) {
 async function stats(context) {
   const result = await context.queue.getStats()
   print(context, result, () => statsText(result, context.names))
+}
+
+/**
+ * The workers running now, in any process: those that wrote their record within the last 20 s
+ * (`getWorkers()`), unlike `consumers`, which outlive their workers.
+ * @param {Context} context
+ */
+async function workers(context) {
+  const listed = await context.queue.getWorkers()
+  print(context, listed, () => (listed.length === 0 ? `No workers running on queue ${escapeControl(context.names.streamName)}.` : workerTable(listed)))
 }
 
 /** @param {Context} context */
@@ -354,6 +364,7 @@ async function destroy(context) {
 /** The commands that work on a connected queue, by name. */
 const COMMANDS = {
   stats,
+  workers,
   'dlq list': dlqList,
   'dlq show': dlqShow,
   'dlq requeue': (/** @type {Context} */ context) => dlqAct(context, 'requeue'),

@@ -65,8 +65,15 @@ function truncate(text, max) {
   return escapeControl(oneLine.length <= max ? oneLine : `${oneLine.slice(0, max - 1)}…`)
 }
 
-/** @param {number} ms */
-const isoTime = (ms) => (Number.isFinite(ms) && ms > 0 ? new Date(ms).toISOString() : '-')
+/**
+ * `ms` since the epoch as an ISO 8601 time; `-` for none (0) and for what no date can be (a
+ * record another client wrote may hold any number).
+ * @param {number} ms
+ */
+const isoTime = (ms) => {
+  const date = new Date(ms)
+  return Number.isFinite(ms) && ms > 0 && !Number.isNaN(date.getTime()) ? date.toISOString() : '-'
+}
 
 /**
  * A copy of `value` that JSON can hold as it should read: bytes become `{ base64 }`.
@@ -187,6 +194,28 @@ function scheduleTable(schedules) {
 }
 
 /**
+ * The `workers` table: the live workers, oldest first, as `getWorkers()` lists them. Their
+ * records come from the server (any client that may write there): every text is escaped.
+ * @param {import('protoqueue').WorkerInfo[]} workers
+ */
+function workerTable(workers) {
+  const rows = workers.map((worker) => [
+    escapeControl(worker.id),
+    escapeControl(worker.host),
+    String(worker.pid),
+    escapeControl(worker.kind),
+    isoTime(worker.startedAt),
+    String(worker.inFlight),
+    String(worker.batchSize),
+    String(worker.completed),
+    String(worker.failed),
+    isoTime(worker.seenAt),
+    worker.subjects ? truncate(worker.subjects.join(', '), 60) : '-',
+  ])
+  return table(['ID', 'HOST', 'PID', 'KIND', 'SINCE', 'IN FLIGHT', 'BATCH', 'COMPLETED', 'FAILED', 'LAST SEEN', 'SUBJECTS'], rows)
+}
+
+/**
  * `protoqueue stats` for people.
  * @param {import('protoqueue').QueueStats} stats
  * @param {{ streamName: string, subject: string }} names
@@ -204,10 +233,11 @@ function statsText(stats, names) {
     ['recurring', String(stats.recurring)],
     ['dead letters', String(stats.deadLettered)],
     ['consumers', String(stats.consumers)],
+    ['workers', String(stats.workers)],
     ['bytes', String(stats.bytes)],
     ['first sequence', String(stats.firstSequence)],
     ['last sequence', String(stats.lastSequence)],
   ])
 }
 
-module.exports = { escapeControl, escapeLines, table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, queueTable, scheduleTable, statsText }
+module.exports = { escapeControl, escapeLines, table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, queueTable, scheduleTable, workerTable, statsText }

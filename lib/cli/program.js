@@ -100,6 +100,13 @@ const ENQUEUE_HELP = `
 delays and task subjects need a queue made for them (options.priorities, options.schedules, a
 subject tree): the command line never changes a queue.`
 
+const WORKERS_HELP = `
+A running worker (process() or processDLQ(), in any process) writes its record every 5 s: it is
+listed while it runs, gone at once when it stops, and 20 s after its last record when it was
+killed. "consumers" in stats counts the durable consumers, which stay when their workers stop;
+"workers" counts the workers listed here. Times are the workers' hosts' clocks. --json prints
+the list as getWorkers() gives it.`
+
 const DASHBOARD_HELP = `
 The page lists every Protoqueue queue on the server: no --stream needed. It binds to 127.0.0.1
 unless --host says otherwise; bound to any other address it needs a token (at least 16
@@ -135,7 +142,7 @@ Exit codes:
 function buildProgram(select, output, version) {
   const program = new Command('protoqueue')
   program
-    .description('Operate Protoqueue queues: list them; a queue\'s statistics, dead letters, pause/resume, purge, enqueue, delayed and recurring tasks, delete.')
+    .description('Operate Protoqueue queues: list them; a queue\'s statistics, live workers, dead letters, pause/resume, purge, enqueue, delayed and recurring tasks, delete.')
     .version(version, '-V, --version')
     .exitOverride()
     // Errors quote the arguments (an id pasted from elsewhere): shown escaped, as all output.
@@ -181,6 +188,13 @@ function buildProgram(select, output, version) {
 
   runs(program.command('queues').description('list every Protoqueue queue on the server (no --stream needed)'), 'queues')
   runs(program.command('stats').description('show the queue\'s statistics'), 'stats')
+  runs(
+    program
+      .command('workers')
+      .description('list the queue\'s live workers, in any process: host, pid, since when, tasks in flight, last seen')
+      .addHelpText('after', WORKERS_HELP),
+    'workers',
+  )
 
   const dlq = program.command('dlq').description('dead letters: list, show, requeue, purge')
   runs(
