@@ -111,6 +111,15 @@ export interface QueueOptions {
    */
   schedules?: boolean
   /**
+   * Keep how each task ended — its handler's `result`, or why it failed for good — for `ttl` ms
+   * (1 s to a year), so any process can `waitFor` a task or look it up with `getTask`. Workers
+   * write one record per finished task before they acknowledge it (one more write per task),
+   * in the stream `<streamName>_HISTORY`; needs nats-server 2.11 or newer (per-message TTLs),
+   * else `connect()` rejects with `ERR_PQ_SERVER_TOO_OLD`. Give the workers' queue objects this
+   * option: they are the ones that record. Default: off.
+   */
+  results?: { ttl: number }
+  /**
    * Task priorities (`enqueue({ data, priority })`, 1 most urgent to 10, default 5): each level
    * other than 5 is stored on `protoqueue.prio.<streamName>.<level>.<subject>` and taken by its
    * own consumer (`protoqueue-workers-p<level>`); level 5 stays on the queue's subject. An
@@ -484,10 +493,57 @@ export interface TaskResult<D extends Record<string, any> = Record<string, any>>
   success: boolean
   /** Why it failed; stored with the dead letter. */
   error?: string
-  /** Extra failure information (any JSON object), stored with the dead letter. */
+  /**
+   * Extra failure information (any JSON object), stored with the dead letter. On a success with
+   * no `result`, kept as the result (the original API's way to return one).
+   */
   details?: D
   /** `false` dead-letters a failed task at once, without further attempts. */
   retry?: boolean
+  /**
+   * What a success returns (any JSON value): kept in the task's record on a queue with
+   * `options.results`, where `waitFor`, `enqueueAndWait` and `getTask` give it back. A value with
+   * no JSON form is left out (`resultError` says why); the task completes all the same.
+   */
+  result?: unknown
+}
+
+/**
+ * Where a task is in its life, as `getTask` sees it:
+ * - `delayed`: a delayed task not yet due (`delay`, `runAt`).
+ * - `completed`: its handler succeeded (known with `options.results`, for its `ttl`).
+ * - `deadLettered`: it failed for good; its letter is on the dead-letter stream.
+ */
+export type TaskState = 'delayed' | 'completed' | 'deadLettered'
+
+/** A task as `getTask` finds it. */
+export interface TaskInfo {
+  id: string
+  state: TaskState
+  /** Attempts made (0 for a delayed task). */
+  attempts: number
+  /** When it was enqueued, ms since the epoch (the producer's clock). */
+  enqueuedAt?: number
+  /** When its last attempt started, ms since the epoch (the worker's clock). */
+  startedAt?: number
+  /** When it completed or failed for good, ms since the epoch. */
+  finishedAt?: number
+  /** When a delayed task is due, ms since the epoch. */
+  runAt?: number
+  /** A completed task's result (`options.results`). */
+  result?: unknown
+  /** Why a completed task has no `result` although its handler returned one (not JSON, or over the server's `max_payload`). */
+  resultError?: string
+  /** A dead-lettered task's last error. */
+  error?: string
+  /** Why it was dead-lettered. */
+  reason?: DeadLetterReason
+}
+
+/** `waitFor` and `enqueueAndWait` options. */
+export interface WaitOptions {
+  /** How long to wait, in ms (default 30,000); then `ERR_PQ_TIMEOUT`. */
+  timeout?: number
 }
 
 /** A task handler. It may be async or return a result directly; a throw or rejection is a failure. */
@@ -994,8 +1050,9 @@ export declare class Protoqueue<T = unknown> {
   /** Resumes a paused queue's workers. */
   resume(): Promise<void>
   /**
-   * Deletes the queue — its waiting, delayed and recurring tasks, dead letters and own-id index
-   * (its streams: `streamName`, `<streamName>_DLQ`, `<streamName>_IDS`) — then disconnects this
+   * Deletes the queue — its waiting, delayed and recurring tasks, dead letters, own-id index, live
+   * workers' records and task history (its streams: `streamName`, `<streamName>_DLQ`,
+   * `<streamName>_IDS`, `<streamName>_WORKERS`, `<streamName>_HISTORY`) — then disconnects this
    * object; resolves to the names of the streams deleted (none when it was gone already).
    * `connect()` again makes the queue anew, empty. While this object processes tasks or a worker
    * of any process uses the queue, rejects with `ERR_PQ_QUEUE_IN_USE` and deletes nothing, unless
@@ -1026,6 +1083,25 @@ export declare class Protoqueue<T = unknown> {
    * it holds. `getStats().workers` counts them.
    */
   getWorkers(): Promise<WorkerInfo[]>
+  /**
+   * Task `id` as the server knows it, from any process: its record (completed or dead-lettered,
+   * with `options.results`), its schedule (delayed), or its letter (dead-lettered). `undefined`
+   * when none has it: tasks waiting or running are not found yet, nor completed ones without
+   * `options.results` or after its `ttl`. An id that cannot be one rejects with
+   * `ERR_PQ_INVALID_TASK`.
+   */
+  getTask(id: string): Promise<TaskInfo | undefined>
+  /**
+   * Waits for task `id` to end, from any process (`options.results`): resolves with its
+   * handler's `result` (`undefined` when it returned none); rejects with `ERR_PQ_TASK_FAILED`
+   * when it failed for good (the error carries `reason`, `error`, `attempts` and `task`), or
+   * `ERR_PQ_TIMEOUT`. A task that already ended answers at once, for its record's `ttl`. Without
+   * `options.results` on this object, rejects with `ERR_PQ_INVALID_CONFIG`. However many calls
+   * wait, the object holds one subscription, and only while some do.
+   */
+  waitFor<R = unknown>(id: string, options?: WaitOptions): Promise<R>
+  /** `enqueue(task)`, then `waitFor` its id; the timeout counts from the call. */
+  enqueueAndWait<R = unknown>(task: EnqueueTaskOf<T>, options?: WaitOptions): Promise<R>
 }
 
 /** A queue on the server, as `listQueues()` finds it. */

@@ -56,6 +56,10 @@ export declare class NativeQueue {
   schedule(name: string, spec: any, task: NativeTaskInput, taskName?: string | undefined | null): Promise<void>
   /** Removes the recurring task `name`; resolves to whether it existed. */
   unschedule(name: string): Promise<boolean>
+  /** Task `id` as the server knows it; `null` when nothing has it. */
+  task(id: string): Promise<NativeTask | null>
+  /** Waits up to `timeout_ms` for task `id` to end (completed or dead-lettered). */
+  waitFor(id: string, timeoutMs: number): Promise<NativeTask>
   /** The workers running now, in any process, oldest first. */
   workers(): Promise<Array<NativeWorker>>
   /** The recurring tasks of the queue. */
@@ -78,7 +82,7 @@ export declare class NativeQueue {
    * of runs that ended, and outcomes for attempts that already timed out or were given back,
    * are ignored.
    */
-  complete(run: number, succeeded: Uint32Array, failed: Array<NativeFailure>, started?: Uint32Array | undefined | null): void
+  complete(run: number, succeeded: Uint32Array, failed: Array<NativeFailure>, started?: Uint32Array | undefined | null, returned?: Array<NativeReturned> | undefined | null): void
   /** Reads queue statistics from the server. */
   stats(): Promise<NativeStats>
   /**
@@ -290,6 +294,19 @@ export interface NativeQueueListing {
   queues: Array<NativeQueueInfo>
 }
 
+/**
+ * A success that returned a result, as the shim reports it (only on a queue that keeps
+ * results).
+ */
+export interface NativeReturned {
+  /** The token of the attempt (from the batch it came in). */
+  token: number
+  /** The handler's `result` (or `details`) as JSON text. */
+  result?: string
+  /** Why the handler's value has no JSON text (a cycle, a BigInt…). */
+  resultError?: string
+}
+
 /** A recurring schedule as `getSchedules()` returns it before the shim decodes the JSON. */
 export interface NativeSchedule {
   /** Its name. */
@@ -361,6 +378,21 @@ export interface NativeTask {
   attempt: number
   /** The most deliveries the task gets. */
   maxAttempts: number
+}
+
+/** A task as `getTask()` and `waitFor()` describe it; `result` is JSON text. */
+export interface NativeTask {
+  id: string
+  state: string
+  attempts: number
+  enqueuedAt?: number
+  startedAt?: number
+  finishedAt?: number
+  runAt?: number
+  result?: string
+  resultError?: string
+  error?: string
+  reason?: string
 }
 
 /**

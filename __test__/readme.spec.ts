@@ -121,6 +121,14 @@ test('metrics guide, live workers: lists the worker running in another process',
     await queue.disconnect()
   }))
 
+test('results guide: enqueueAndWait, waitFor and getTask print what the guide says', () =>
+  withServer(async (server) => {
+    const child = await runSnippet('results', "import { Protoqueue } from 'protoqueue';\n" + snippet('results'), server)
+    const { code } = await within('the snippet to exit', child.exited, 30_000)
+    assert.equal(code, 0, child.stderr)
+    assert.deepStrictEqual(child.lines, ['{ sum: 5 }', '{ sum: 2 }', 'completed'])
+  }))
+
 test('dead-letters guide, a dead-letter worker: handles and removes every letter', () =>
   withServer(async (server) => {
     const ids = await deadLetters(server, 3)

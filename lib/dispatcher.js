@@ -33,6 +33,16 @@ const { describe, textOf } = require('./describe.js')
  * @property {(task: any) => void} [decode] decodes a task's data in place before its handler
  *   starts (the queue's serializer); a throw dead-letters the task at once as `invalidData`, with
  *   the thrown message, without calling the handler
+ * @property {boolean} [keepResults] the queue keeps results (`options.results`): a success's
+ *   `result` (or the original API's `details`) goes back as JSON text
+ */
+
+/**
+ * A success that returned a result, as the native side takes it.
+ * @typedef {object} NativeReturned
+ * @property {number} token the attempt's token
+ * @property {string} [result] the result as JSON text
+ * @property {string} [resultError] why the result has no JSON text
  */
 
 /** The longest delay the native side takes, in ms. */
@@ -65,9 +75,10 @@ function askBackoff(backoff, attempt, error, warn) {
 /**
  * The native side of a worker run: all the dispatcher ever calls.
  * @typedef {object} NativeSide
- * @property {(succeeded: Uint32Array, failed: NativeFailure[], started: Uint32Array) => void} complete
- *   reports the attempts that succeeded, those that failed, and those whose handler started
- *   since the last report (an attempt may start and settle in the same report)
+ * @property {(succeeded: Uint32Array, failed: NativeFailure[], started: Uint32Array, returned?: NativeReturned[]) => void} complete
+ *   reports the attempts that succeeded, those that failed, those whose handler started since
+ *   the last report (an attempt may start and settle in the same report), and the successes
+ *   that returned a result (on a queue that keeps results; absent when none did)
  */
 
 /**
@@ -77,7 +88,7 @@ function askBackoff(backoff, attempt, error, warn) {
 
 /**
  * A normalized outcome, before its token is added.
- * @typedef {{ success: true } | { success: false, error: string, details?: string, retry?: boolean }} Outcome
+ * @typedef {{ success: true, value?: unknown } | { success: false, error: string, details?: string, retry?: boolean }} Outcome
  */
 
 /** Said of a thrown value (or an `error`) that cannot be turned into text. */
@@ -111,6 +122,27 @@ function detailsJson(value) {
   } catch (err) {
     const message = err instanceof Error ? textOf(read(err, 'message')) : textOf(err)
     return JSON.stringify({ unserializable: message ?? 'details could not be serialized' })
+  }
+}
+
+/**
+ * What a success returned, as JSON text: its `result`, else (the original API's) `details`;
+ * `undefined` when it returned neither. A value with no JSON text (a cycle, a BigInt, a
+ * function) gives the reason instead: the task completes without a result.
+ * @param {unknown} value the handler's `{ success: true, ... }`
+ * @returns {{ result: string } | { resultError: string } | undefined}
+ */
+function resultOf(value) {
+  let kept = read(value, 'result')
+  if (kept === undefined) kept = read(value, 'details')
+  if (kept === undefined) return undefined
+  try {
+    const result = JSON.stringify(kept)
+    if (typeof result === 'string') return { result }
+    return { resultError: `the handler's result (${describe(kept)}) has no JSON form, so it was not kept` }
+  } catch (err) {
+    const why = err instanceof Error ? textOf(read(err, 'message')) : textOf(err)
+    return { resultError: `the handler's result cannot be written as JSON (${why ?? 'no reason given'}), so it was not kept` }
   }
 }
 
@@ -162,7 +194,7 @@ function normalizeResult(result) {
   if (typeof success !== 'boolean') {
     return failure(`handler returned ${describe(result)}; expected { success: boolean, error?, details? }`)
   }
-  if (success) return { success: true }
+  if (success) return { success: true, value: result }
   const error = read(result, 'error')
   /** @type {Outcome} */
   const outcome = {
@@ -290,7 +322,7 @@ class Waiting {
  * @param {DispatcherOptions} [options]
  */
 function dispatcher(handler, native, options = {}) {
-  const { backoff, decode } = options
+  const { backoff, decode, keepResults } = options
   const warn = options.warn ?? ((message) => console.warn(message))
   let limit = 1
   let running = 0
@@ -302,20 +334,24 @@ function dispatcher(handler, native, options = {}) {
   let failed = []
   /** @type {number[]} */
   let started = []
+  /** @type {NativeReturned[]} */
+  let returned = []
   let reportQueued = false
   let startsQueued = false
 
   const report = () => {
     reportQueued = false
-    if (succeeded.length === 0 && failed.length === 0 && started.length === 0) return
+    if (succeeded.length === 0 && failed.length === 0 && started.length === 0 && returned.length === 0) return
     const tokens = new Uint32Array(succeeded)
     const failures = failed
     const starts = new Uint32Array(started)
+    const results = returned.length > 0 ? returned : undefined
     succeeded = []
     failed = []
     started = []
+    if (results) returned = []
     try {
-      native.complete(tokens, failures, starts)
+      native.complete(tokens, failures, starts, results)
     } catch {
       // The native side is gone (its worker stopped): nobody waits for these outcomes.
     }
@@ -349,7 +385,9 @@ function dispatcher(handler, native, options = {}) {
   const settle = (token, outcome, task) => {
     queueReport()
     if (outcome.success) {
-      succeeded.push(token)
+      const kept = keepResults ? resultOf(outcome.value) : undefined
+      if (kept) returned.push({ token, ...kept })
+      else succeeded.push(token)
     } else {
       /** @type {NativeFailure} */
       const reported = /** @type {any} */ (outcome)

@@ -250,4 +250,4 @@ function optionsOf(options, call, known) {
   return options
 }
 
-module.exports = { backoffFunction, codecConfig, plainConfig, processSubjects, letterFilter, progressOption, forceOption, MAX_DEAD_LETTERS }
+module.exports = { backoffFunction, codecConfig, plainConfig, processSubjects, letterFilter, progressOption, forceOption, optionsOf, MAX_DEAD_LETTERS }

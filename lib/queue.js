@@ -16,6 +16,7 @@ const { ProtoqueueError, native, withCode } = require('./errors.js')
 const { addEventMethods, attachEvents } = require('./events.js')
 const { MAX_DEAD_LETTERS, backoffFunction, codecConfig, forceOption, letterFilter, plainConfig, processSubjects, progressOption } = require('./options.js')
 const serializers = require('./serializers.js')
+const { outcomeOf, taskInfo, waitTimeout } = require('./task-info.js')
 const { compactInput, encodeTask, enqueueAnswers, enqueueError, namesOf } = require('./tasks.js')
 const tracing = require('./tracing.js')
 
@@ -54,6 +55,9 @@ class Protoqueue {
    */
   #codec
 
+  /** `options.results` is set: the worker hands its handlers' results to the native side. */
+  #keepsResults = false
+
   /**
    * @param {unknown} config
    */
@@ -77,6 +81,7 @@ class Protoqueue {
       throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
     this.#destination = { subject: plain.subject, stream: plain.streamName, consumer: 'protoqueue-workers' }
+    this.#keepsResults = plain.options?.results !== undefined && plain.options?.results !== null
     attachEvents(this, this.#native, { makeError: (code, message) => new ProtoqueueError(code, message) })
   }
 
@@ -204,8 +209,8 @@ class Protoqueue {
     const run = nativeQueue.reserveRun()
     const traced = tracing.traceProcessing(this.#destination, (task) => handlerOf.run(this, /** @type {(task: any) => unknown} */ (handler), task))
     const tasks = dispatcher(traced, {
-      complete: (succeeded, failed, started) => nativeQueue.complete(run, succeeded, failed, started),
-    }, { backoff: this.#backoff, decode: this.#decode })
+      complete: (succeeded, failed, started, returned) => nativeQueue.complete(run, succeeded, failed, started, returned),
+    }, { backoff: this.#backoff, decode: this.#decode, keepResults: this.#keepsResults })
     await native(() => nativeQueue.process(run, tasks.dispatch, subjects))
     this.#dispatcher = tasks
     return this
@@ -244,6 +249,41 @@ class Protoqueue {
       ...(s.pendingByPriority.length > 0 ? { pendingByPriority: s.pendingByPriority } : {}),
       workers: s.workers,
     }
+  }
+
+  /**
+   * Task `id` as the server knows it, from any process; `undefined` when nothing has it.
+   * @param {unknown} id
+   */
+  async getTask(id) {
+    const checked = checkedString(id, 'getTask(id)', 'ERR_PQ_INVALID_TASK')
+    const task = await native(() => this.#native.task(checked))
+    return task === null || task === undefined ? undefined : taskInfo(task)
+  }
+
+  /**
+   * Waits for task `id` to end (`options.results`): resolves with its result, rejects with
+   * `ERR_PQ_TASK_FAILED` (it failed for good) or `ERR_PQ_TIMEOUT`.
+   * @param {unknown} id
+   * @param {unknown} [options] `{ timeout }` in ms (default 30 s)
+   */
+  async waitFor(id, options) {
+    const checked = checkedString(id, 'waitFor(id)', 'ERR_PQ_INVALID_TASK')
+    const timeout = waitTimeout(options, 'waitFor(id, options)')
+    const task = await native(() => this.#native.waitFor(checked, timeout))
+    return outcomeOf(taskInfo(task))
+  }
+
+  /**
+   * Enqueues `task` and waits for it to end, as `waitFor` does.
+   * @param {unknown} task
+   * @param {unknown} [options] `{ timeout }` in ms (default 30 s), counted from the enqueue
+   */
+  async enqueueAndWait(task, options) {
+    const timeout = waitTimeout(options, 'enqueueAndWait(task, options)')
+    const started = Date.now()
+    const id = await this.enqueue(task)
+    return this.waitFor(id, { timeout: Math.max(0, timeout - (Date.now() - started)) })
   }
 
   /** The workers running now, in any process, oldest first. */

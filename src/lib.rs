@@ -68,6 +68,7 @@ pub mod content_type;
 pub mod dead_letters;
 pub mod envelope;
 pub mod error;
+pub mod history;
 pub mod hops;
 pub mod ids;
 pub mod layout;

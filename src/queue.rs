@@ -29,6 +29,7 @@ use crate::{
         stored::{self as dead_letters, StoredDeadLetter},
     },
     error::{Error, Result, API_TIMEOUT},
+    history::{lookup::TaskInfo, waiters::Waiters, Record},
     lifecycle,
     nats::connection::Connection,
     observe::{metrics, Observer},
@@ -58,6 +59,8 @@ pub struct Queue {
 
 struct Connected {
     connection: Connection,
+    /// This object's `waitFor` calls, under one subscription.
+    waiters: Waiters,
     worker: Option<(u32, Worker)>,
     /// The dead-letter worker (`processDLQ()`), beside the task worker or alone.
     letters: Option<Worker>,
@@ -115,6 +118,7 @@ impl Queue {
         let connection =
             Connection::open_observed(self.config.clone(), &url, self.observer.clone()).await?;
         *state = Some(Connected {
+            waiters: Waiters::new(connection.clone()),
             connection,
             worker: None,
             letters: None,
@@ -317,6 +321,30 @@ impl Queue {
     /// Reads queue statistics from the server.
     pub async fn stats(&self) -> Result<Stats> {
         stats::snapshot(&self.connection().await?).await
+    }
+
+    /// Task `id` as the server knows it (see [`crate::history::lookup`]).
+    pub async fn task(&self, id: &str) -> Result<Option<TaskInfo>> {
+        crate::history::lookup::get(&self.connection().await?, id).await
+    }
+
+    /// Waits up to `timeout` for task `id` to end: its record, with its result or why it
+    /// failed. Needs `options.results` (workers write the records).
+    pub async fn wait_for(&self, id: &str, timeout: std::time::Duration) -> Result<Record> {
+        crate::producer::validate_task_id(id)?;
+        let waiters = {
+            let state = self.state.lock().await;
+            let connected = state.as_ref().ok_or(Error::NotConnected)?;
+            if connected.connection.config().results_ttl.is_none() {
+                return Err(Error::InvalidConfig(
+                    "waitFor needs options.results ({ ttl }): without it no worker records how \
+                     tasks end"
+                        .into(),
+                ));
+            }
+            connected.waiters.clone()
+        };
+        waiters.wait(id, timeout).await
     }
 
     /// The workers running now, in any process, oldest first.

@@ -131,6 +131,7 @@ pub fn require_server(version: &str, since: (u64, u64), feature: &'static str) -
         feature,
         needed: match since {
             RECURRING_SINCE => "2.14",
+            crate::history::RESULTS_SINCE => "2.11",
             _ => "2.12",
         },
         found: version.to_owned(),

@@ -75,10 +75,12 @@ async fn destroy_deletes_every_stream_of_the_queue_and_connect_makes_it_anew() {
     let server = NatsServer::start().await;
     let config = config();
     a_full_queue(&server, &config).await;
+    // A worker ran: its record's stream is the queue's too.
     let streams = vec![
         config.stream_name.clone(),
         config.dead_letter_stream(),
         config.id_index_stream(),
+        config.workers_stream(),
     ];
     let mut sorted = streams.clone();
     sorted.sort();
@@ -153,8 +155,8 @@ async fn a_queue_whose_workers_run_is_refused_unless_forced() {
     assert!(err.to_string().contains("pull requests waiting"), "{err}");
     assert_eq!(
         stream_names(&server).await.len(),
-        2,
-        "nothing deleted (tasks and dead letters)"
+        3,
+        "nothing deleted (tasks, dead letters, worker records)"
     );
 
     // Its workers stopped, it goes.
@@ -165,7 +167,7 @@ async fn a_queue_whose_workers_run_is_refused_unless_forced() {
         || async { operator.destroy(false).await.ok() },
     )
     .await;
-    assert_eq!(deleted.len(), 2);
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
     assert!(stream_names(&server).await.is_empty());
 }
 
@@ -186,7 +188,7 @@ async fn forced_it_goes_with_what_it_held_while_workers_run() {
         .await
         .expect("enqueue");
     let deleted = own.destroy(true).await.expect("forced");
-    assert_eq!(deleted.len(), 2);
+    assert_eq!(deleted.len(), 3, "{deleted:?}");
     assert!(
         stream_names(&server).await.is_empty(),
         "its own stopped worker made nothing again"

@@ -1,6 +1,6 @@
 //! Deleting a queue (`destroy()`, the command line's `delete`): its task stream (with its
-//! consumers, delayed tasks and recurring schedules), its dead-letter stream, its id index and
-//! its workers' records.
+//! consumers, delayed tasks and recurring schedules), its dead-letter stream, its id index, its
+//! workers' records and its task history.
 //!
 //! A queue some worker still uses is refused unless forced: a running worker keeps pull requests
 //! waiting on its consumer, and a task it handles is pending acknowledgement there, so either on
@@ -17,14 +17,15 @@ use crate::{
 };
 
 /// The queue's streams, in the order they are deleted: the tasks first (no worker gets one once
-/// deletion started), then the dead letters, the id index and the worker records.
-fn streams(connection: &Connection) -> [String; 4] {
+/// deletion started), then the dead letters, the id index, the worker records and the history.
+fn streams(connection: &Connection) -> [String; 5] {
     let config = connection.config();
     [
         config.stream_name.clone(),
         config.dead_letter_stream(),
         config.id_index_stream(),
         config.workers_stream(),
+        config.history_stream(),
     ]
 }
 

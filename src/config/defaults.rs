@@ -41,6 +41,10 @@ pub const MAX_DURATION_MS: u64 = (1 << 31) - 1;
 pub const MAX_DEAD_LETTER_AGE_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 /// The most letters `options.deadLetterMaxCount` may keep (JavaScript's largest safe integer).
 pub const MAX_DEAD_LETTER_COUNT: u64 = (1 << 53) - 1;
+/// The shortest `options.results.ttl`: a result must outlive the round trip of its waiter.
+pub const MIN_RESULT_TTL_MS: u64 = 1_000;
+/// The longest `options.results.ttl` (a year).
+pub const MAX_RESULT_TTL_MS: u64 = 366 * 24 * 3600 * 1000;
 /// The largest `options.batchSize` (and `processDLQ`'s `batchSize`).
 pub(crate) const MAX_BATCH_SIZE: u64 = 10_000;
 /// The largest `options.prefetch`.

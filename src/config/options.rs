@@ -106,6 +106,7 @@ impl Config {
                 "globalConcurrency",
                 "rateLimit",
                 "priorities",
+                "results",
             ],
         )?;
         let u32_max = u64::from(u32::MAX);
@@ -171,6 +172,9 @@ impl Config {
         self.global_concurrency =
             integer_option(options, "globalConcurrency", 1, MAX_GLOBAL_CONCURRENCY)?
                 .map(|n| n as u32);
+        if let Some(results) = present(options, "results") {
+            self.results_ttl = Some(results_ttl(results)?);
+        }
         if let Some(limit) = present(options, "rateLimit") {
             self.rate_limit = Some(rate_limit(limit)?);
         }
@@ -234,6 +238,22 @@ impl LetterOptions {
         config.task_timeout = self.task_timeout.unwrap_or(config.task_timeout);
         config
     }
+}
+
+/// Reads `options.results`: `{ ttl }` (ms).
+fn results_ttl(value: &Value) -> Result<Duration> {
+    let object = value.as_object().ok_or_else(|| {
+        invalid(format!(
+            "options.results must be an object like {{ ttl: 3600000 }} (ms to keep each result), got {}",
+            kind(value)
+        ))
+    })?;
+    reject_unknown_keys("options.results", object, &["ttl"])?;
+    let ttl =
+        integer_option(object, "ttl", MIN_RESULT_TTL_MS, MAX_RESULT_TTL_MS)?.ok_or_else(|| {
+            invalid("options.results.ttl is required (ms to keep each result)".into())
+        })?;
+    Ok(Duration::from_millis(ttl))
 }
 
 /// Reads `options.rateLimit`: `{ max, duration }`.

@@ -68,6 +68,9 @@ pub struct Config {
     pub global_concurrency: Option<u32>,
     /// `options.rateLimit`: the most tasks one worker takes per window. `None`: no limit.
     pub rate_limit: Option<RateLimit>,
+    /// `options.results.ttl`: workers record each finished task — its result, or why it
+    /// failed — for this long ([`crate::history`]), for `waitFor` and `getTask`. `None`: off.
+    pub results_ttl: Option<Duration>,
     /// How long an enqueue may wait for the server's acknowledgement.
     pub enqueue_timeout: Duration,
     /// How long `connect()` may take.
@@ -124,6 +127,7 @@ impl Config {
             backoff: None,
             global_concurrency: None,
             rate_limit: None,
+            results_ttl: None,
             enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             task_timeout: DEFAULT_TASK_TIMEOUT,
@@ -207,6 +211,17 @@ impl Config {
         format!("protoqueue.workers.{}.", self.stream_name)
     }
 
+    /// The stream of this queue's task history: what became of each finished task
+    /// ([`crate::history`]).
+    pub fn history_stream(&self) -> String {
+        format!("{}_HISTORY", self.stream_name)
+    }
+
+    /// The subjects of this queue's task history: one token per task id follows this prefix.
+    pub fn history_prefix(&self) -> String {
+        format!("protoqueue.history.{}.", self.stream_name)
+    }
+
     /// The subjects of this queue's id index: one token per id follows this prefix.
     pub fn id_index_prefix(&self) -> String {
         format!("protoqueue.ids.{}.", self.stream_name)
@@ -261,6 +276,7 @@ impl fmt::Debug for Config {
             .field("replicas", &self.replicas)
             .field("dead_letter_max_age", &self.dead_letter_max_age)
             .field("dead_letter_max_count", &self.dead_letter_max_count)
+            .field("results_ttl", &self.results_ttl)
             .field("schedules", &self.schedules)
             .field("schedules_option", &self.schedules_option)
             .field("priorities", &self.priorities)

@@ -55,6 +55,7 @@ pub async fn requeue(
 ) -> Result<u64> {
     let letters = dead_letters::stream(connection).await?;
     refuse_if_deletes_denied(&letters, "requeue")?;
+    let history = crate::history::stream_of(connection).await?;
     let max_payload = connection.max_payload();
     let config = connection.config();
     let requeueable =
@@ -77,10 +78,15 @@ pub async fn requeue(
             } else {
                 config.subject.clone()
             };
+            let history = history.clone();
             async move {
                 let Some(mut task) = letter.task else {
                     return Ok(false);
                 };
+                // Its record said dead-lettered; its outcome is to come again.
+                if let Some(history) = &history {
+                    crate::history::forget(history, config, &task.id).await?;
+                }
                 // A fresh attempt budget, at once.
                 task.attempts_made = 0;
                 task.not_before_ms = 0;

@@ -19,8 +19,8 @@ use super::{
     errors::to_js,
     schedules::{native_schedule, NativeSchedule},
     settle::{NativeEnqueued, Settler},
-    stats::{NativeStats, NativeWorker},
-    worker::{outcome_of, JsDispatch, NativeFailure, NativeOutcome},
+    stats::{NativeStats, NativeTask, NativeWorker},
+    worker::{outcome_of, JsDispatch, NativeFailure, NativeOutcome, NativeReturned},
 };
 use crate::{
     admin::schedules::Recurring,
@@ -222,6 +222,21 @@ impl NativeQueue {
         self.queue.unschedule(&name).await.map_err(to_js)
     }
 
+    /// Task `id` as the server knows it; `null` when nothing has it.
+    #[napi(catch_unwind)]
+    pub async fn task(&self, id: String) -> napi::Result<Option<NativeTask>> {
+        let task = self.queue.task(&id).await.map_err(to_js)?;
+        Ok(task.map(NativeTask::from))
+    }
+
+    /// Waits up to `timeout_ms` for task `id` to end (completed or dead-lettered).
+    #[napi(catch_unwind)]
+    pub async fn wait_for(&self, id: String, timeout_ms: f64) -> napi::Result<NativeTask> {
+        let timeout = std::time::Duration::from_millis(timeout_ms.max(0.0) as u64);
+        let record = self.queue.wait_for(&id, timeout).await.map_err(to_js)?;
+        Ok(crate::history::lookup::TaskInfo::from(record).into())
+    }
+
     /// The workers running now, in any process, oldest first.
     #[napi(catch_unwind)]
     pub async fn workers(&self) -> napi::Result<Vec<NativeWorker>> {
@@ -286,6 +301,7 @@ impl NativeQueue {
         succeeded: Uint32Array,
         failed: Vec<NativeFailure>,
         started: Option<Uint32Array>,
+        returned: Option<Vec<NativeReturned>>,
     ) {
         let Some(outcomes) = self.queue.outcomes(run) else {
             return;
@@ -295,6 +311,15 @@ impl NativeQueue {
         }
         for &token in succeeded.iter() {
             outcomes.complete(token, Outcome::Success);
+        }
+        for returned in returned.into_iter().flatten() {
+            let result = match (returned.result, returned.result_error) {
+                (Some(json), _) => Ok(json),
+                (None, why) => {
+                    Err(why.unwrap_or_else(|| "the handler's result has no JSON form".into()))
+                }
+            };
+            outcomes.complete(returned.token, Outcome::Returned(result));
         }
         for failure in failed {
             outcomes.complete(failure.token, outcome_of(failure));

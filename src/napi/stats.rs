@@ -2,7 +2,7 @@
 
 use napi_derive::napi;
 
-use crate::{admin::stats::Stats, presence::WorkerRecord};
+use crate::{admin::stats::Stats, history::lookup::TaskInfo, presence::WorkerRecord};
 
 /// Queue statistics.
 #[napi(object)]
@@ -79,6 +79,40 @@ impl From<Stats> for NativeStats {
             recurring: n(s.recurring),
             pending_by_priority: s.pending_by_priority.iter().map(|&v| n(v)).collect(),
             workers: n(s.workers),
+        }
+    }
+}
+
+/// A task as `getTask()` and `waitFor()` describe it; `result` is JSON text.
+#[napi(object)]
+pub struct NativeTask {
+    pub id: String,
+    pub state: String,
+    pub attempts: i64,
+    pub enqueued_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub run_at: Option<i64>,
+    pub result: Option<String>,
+    pub result_error: Option<String>,
+    pub error: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl From<TaskInfo> for NativeTask {
+    fn from(t: TaskInfo) -> Self {
+        NativeTask {
+            id: t.id,
+            state: t.state.name().to_owned(),
+            attempts: t.attempts as i64,
+            enqueued_at: t.enqueued_at,
+            started_at: t.started_at,
+            finished_at: t.finished_at,
+            run_at: t.run_at,
+            result: t.result.map(|json| json.get().to_owned()),
+            result_error: t.result_error,
+            error: t.error,
+            reason: t.reason,
         }
     }
 }

@@ -20,6 +20,18 @@ use crate::{
     },
 };
 
+/// A success that returned a result, as the shim reports it (only on a queue that keeps
+/// results).
+#[napi(object)]
+pub struct NativeReturned {
+    /// The token of the attempt (from the batch it came in).
+    pub token: u32,
+    /// The handler's `result` (or `details`) as JSON text.
+    pub result: Option<String>,
+    /// Why the handler's value has no JSON text (a cycle, a BigInt…).
+    pub result_error: Option<String>,
+}
+
 /// A failed attempt as the shim reports it: the handler's result (normalised) or what it threw.
 #[napi(object)]
 pub struct NativeFailure {

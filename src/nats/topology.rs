@@ -155,6 +155,10 @@ async fn ensure_streams_once(js: &jetstream::Context, config: &Config) -> Result
         let feature = "options.schedules (delayed and recurring tasks)";
         schedules::require_server(&server.version, schedules::SCHEDULES_SINCE, feature)?;
     }
+    if config.results_ttl.is_some() {
+        let feature = "options.results (per-message TTLs)";
+        schedules::require_server(&server.version, crate::history::RESULTS_SINCE, feature)?;
+    }
     let max_payload = server.max_payload;
     let open = |wanted: stream::Config| async move {
         if config.create_streams {
@@ -208,6 +212,9 @@ async fn ensure_streams_once(js: &jetstream::Context, config: &Config) -> Result
     };
     for warning in check_dead_letter_stream(&letters, letters_config, max_payload)? {
         tracing::warn!(stream = %letters.name, "{warning}");
+    }
+    if config.results_ttl.is_some() && config.create_streams {
+        ensure_stream(js, crate::history::stream_config(config)).await?;
     }
     Ok(shaped)
 }

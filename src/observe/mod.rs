@@ -43,6 +43,12 @@ impl Clock {
         }
     }
 
+    /// When the handler started, ms since the epoch (this machine's clock).
+    pub fn started_ms(&self) -> i64 {
+        let ran = Instant::now().saturating_duration_since(self.started);
+        crate::envelope::now_ms() - i64::try_from(ran.as_millis()).unwrap_or(0)
+    }
+
     /// The handler's run time, the wait before it and the time since enqueue, ending now.
     fn durations(&self) -> (Duration, Duration, Duration) {
         let ran = Instant::now().saturating_duration_since(self.started);

@@ -32,11 +32,13 @@ use std::{
 
 use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use crate::{
     config::{backoff::Backoff, Config},
     dead_letters::write::{self as dead_letter, Failed, Origin},
     envelope::{DeadLetterReason, EnvelopeError, Task},
+    history::{self, Ending, Record},
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
     observe::{events::DEAD_LETTERED, AttemptInfo, Clock, Ended},
@@ -70,6 +72,10 @@ pub struct Attempt {
 pub enum Outcome {
     /// Done: the task is acked and removed.
     Success,
+    /// Done, returning a result — JSON text, or why the handler's value has none — which the
+    /// task's record keeps when the queue records results (`options.results`); otherwise as
+    /// [`Outcome::Success`].
+    Returned(std::result::Result<String, String>),
     /// Failed: retried while attempts remain and `retry` is true, else dead-lettered.
     Failure(Failure),
     /// The task can never be handled as it is (its data is not JSON, or its metadata is not a
@@ -78,6 +84,14 @@ pub enum Outcome {
     /// The handler gave the attempt back without starting it ([`Handler::release_unstarted`]):
     /// handed back to the server at once (a NAK without delay), so another worker gets it now.
     NotStarted,
+}
+
+/// Why a task is dead-lettered, and when its last attempt started (for its record; `None`
+/// when no handler ran it).
+struct Verdict {
+    reason: DeadLetterReason,
+    failure: Failure,
+    started_at: Option<i64>,
 }
 
 /// Why an attempt failed.
@@ -361,8 +375,18 @@ impl Executor {
                     ..Failure::default()
                 };
                 let reason = DeadLetterReason::InvalidEnvelope;
-                self.dead_letter(&message, raw, &origin, 0, reason, failure)
-                    .await
+                self.dead_letter(
+                    &message,
+                    raw,
+                    &origin,
+                    0,
+                    Verdict {
+                        reason,
+                        failure,
+                        started_at: None,
+                    },
+                )
+                .await
             }
             Refused::Early(wait) => {
                 self.settle(&message, AckKind::Nak(Some(wait)), Settlement::Retried)
@@ -378,8 +402,18 @@ impl Executor {
                     origin.attempts.saturating_sub(1),
                 ));
                 let reason = DeadLetterReason::DeliveriesExhausted;
-                self.dead_letter(&message, Failed::Task(*task), &origin, max, reason, failure)
-                    .await
+                self.dead_letter(
+                    &message,
+                    Failed::Task(*task),
+                    &origin,
+                    max,
+                    Verdict {
+                        reason,
+                        failure,
+                        started_at: None,
+                    },
+                )
+                .await
             }
         }
     }
@@ -424,8 +458,9 @@ impl Executor {
         // A success settles inline; the other outcomes, which may publish a dead letter or wait
         // for the server's confirmation, in a future of their own, so the future of every task
         // in flight is not sized for them.
+        let recording = self.connection.config().results_ttl.is_some();
         let settled = match outcome {
-            Outcome::Success => {
+            Outcome::Success | Outcome::Returned(_) if !recording => {
                 self.succeeded(&message, &origin, &id, policy.max, &clock)
                     .await
             }
@@ -455,7 +490,16 @@ impl Executor {
         let max = policy.max;
         let info = || attempt_info(&origin, id, max);
         match outcome {
-            Outcome::Success => self.succeeded(&message, &origin, id, max, clock).await,
+            Outcome::Success => {
+                self.record_completed(&message, &origin, id, clock, None)
+                    .await;
+                self.succeeded(&message, &origin, id, max, clock).await
+            }
+            Outcome::Returned(result) => {
+                self.record_completed(&message, &origin, id, clock, Some(result))
+                    .await;
+                self.succeeded(&message, &origin, id, max, clock).await
+            }
             Outcome::NotStarted => {
                 tracing::debug!(%id, "task handed back unstarted");
                 self.settle(&message, AckKind::Nak(None), Settlement::Retried)
@@ -468,8 +512,18 @@ impl Executor {
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
                 let reason = DeadLetterReason::InvalidData;
-                self.dead_letter(&message, task, &origin, max, reason, failure)
-                    .await
+                self.dead_letter(
+                    &message,
+                    task,
+                    &origin,
+                    max,
+                    Verdict {
+                        reason,
+                        failure,
+                        started_at: Some(clock.started_ms()),
+                    },
+                )
+                .await
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
@@ -500,8 +554,18 @@ impl Executor {
                     Ok(task) => Failed::Task(task),
                     Err(_) => Failed::Raw(message.payload.clone()),
                 };
-                self.dead_letter(&message, task, &origin, max, reason, failure)
-                    .await
+                self.dead_letter(
+                    &message,
+                    task,
+                    &origin,
+                    max,
+                    Verdict {
+                        reason,
+                        failure,
+                        started_at: Some(clock.started_ms()),
+                    },
+                )
+                .await
             }
         }
     }
@@ -582,6 +646,58 @@ impl Executor {
         settled
     }
 
+    /// Records a completed task in the task history (`options.results`), before its ack: a
+    /// waiter never misses it (a worker that dies in between runs the task again). A record that
+    /// cannot be written is logged; the task completes all the same.
+    async fn record_completed(
+        &self,
+        message: &jetstream::Message,
+        origin: &Origin,
+        id: &str,
+        clock: &Clock,
+        result: Option<std::result::Result<String, String>>,
+    ) {
+        let (result, result_error) = match result {
+            None => (None, None),
+            Some(Ok(json)) => match RawValue::from_string(json) {
+                Ok(json) => (Some(json), None),
+                Err(err) => (
+                    None,
+                    Some(format!(
+                        "the result is not JSON ({err}), so it was not kept"
+                    )),
+                ),
+            },
+            Some(Err(why)) => (None, Some(why)),
+        };
+        let record = Record {
+            id: id.to_owned(),
+            state: Ending::Completed,
+            attempts: origin.attempts,
+            enqueued_at: clock.enqueued_at_ms,
+            started_at: clock.started_ms(),
+            finished_at: crate::envelope::now_ms(),
+            result,
+            result_error,
+            error: None,
+            reason: None,
+        };
+        self.record(message, record).await;
+    }
+
+    /// Writes `record` (when the queue keeps results), logging a failure.
+    async fn record(&self, message: &jetstream::Message, record: Record) {
+        if self.connection.config().results_ttl.is_none() {
+            return;
+        }
+        if let Some(error) = &record.result_error {
+            tracing::warn!(id = %record.id, "{error}");
+        }
+        if let Err(err) = history::write(&self.connection, record).await {
+            tracing::warn!(subject = %message.subject, "the task's record was not written; waiters of it time out: {err}");
+        }
+    }
+
     /// Acks a success: confirmed once the worker is stopping, otherwise queued for the next burst.
     async fn ack(&self, message: &jetstream::Message, id: &str) -> Settlement {
         if self.confirm_acks.load(Ordering::SeqCst) {
@@ -619,10 +735,33 @@ impl Executor {
         failed: Failed,
         origin: &Origin,
         max: u64,
-        reason: DeadLetterReason,
-        failure: Failure,
+        verdict: Verdict,
     ) -> Settlement {
+        let Verdict {
+            reason,
+            failure,
+            started_at,
+        } = verdict;
         let observer = self.connection.observer();
+        // Its record (with `options.results`): waiters learn it failed, and why.
+        let record = match &failed {
+            Failed::Task(task) if self.connection.config().results_ttl.is_some() => {
+                let now = crate::envelope::now_ms();
+                Some(Record {
+                    id: task.id.clone(),
+                    state: Ending::DeadLettered,
+                    attempts: origin.attempts,
+                    enqueued_at: task.enqueued_at_ms,
+                    started_at: started_at.unwrap_or(now),
+                    finished_at: now,
+                    result: None,
+                    result_error: None,
+                    error: Some(failure.error.clone()),
+                    reason: Some(crate::observe::metrics::reason_name(reason).to_owned()),
+                })
+            }
+            _ => None,
+        };
         // Copied only for listeners: the letter takes the originals.
         let told = observer.events.wants(DEAD_LETTERED).then(|| {
             let id = match &failed {
@@ -642,6 +781,9 @@ impl Executor {
         .await;
         match stored {
             Ok(()) => {
+                if let Some(record) = record {
+                    self.record(message, record).await;
+                }
                 let (id, error) = told.unwrap_or_default();
                 let info = || AttemptInfo {
                     id,

@@ -74,28 +74,30 @@ impl LetterExecutor {
         let retry_later = AckKind::Nak(Some(config.retry_delay));
         let settle = match outcome {
             // Gone already (removed by an operator meanwhile) is just as good.
-            Outcome::Success => match dead_letters::remove(&self.connection, sequence).await {
-                Ok(_) => AckKind::Ack,
-                Err(err) => {
-                    // Offered again every `retryDelay` while it cannot be removed (a stream that
-                    // denies deletes): said at the 1st, 10th, 100th… delivery, not every time.
-                    let delivered = message.info().map_or(1, |info| info.delivered);
-                    if is_power_of_ten(delivered) {
-                        tracing::warn!(
-                            seq = sequence,
-                            delivered,
-                            "dead letter handled but not removed ({err}); offering it again"
-                        );
-                    } else {
-                        tracing::debug!(
-                            seq = sequence,
-                            delivered,
-                            "dead letter not removed ({err})"
-                        );
+            Outcome::Success | Outcome::Returned(_) => {
+                match dead_letters::remove(&self.connection, sequence).await {
+                    Ok(_) => AckKind::Ack,
+                    Err(err) => {
+                        // Offered again every `retryDelay` while it cannot be removed (a stream that
+                        // denies deletes): said at the 1st, 10th, 100th… delivery, not every time.
+                        let delivered = message.info().map_or(1, |info| info.delivered);
+                        if is_power_of_ten(delivered) {
+                            tracing::warn!(
+                                seq = sequence,
+                                delivered,
+                                "dead letter handled but not removed ({err}); offering it again"
+                            );
+                        } else {
+                            tracing::debug!(
+                                seq = sequence,
+                                delivered,
+                                "dead letter not removed ({err})"
+                            );
+                        }
+                        retry_later
                     }
-                    retry_later
                 }
-            },
+            }
             Outcome::Failure(failure) | Outcome::InvalidData(failure) => {
                 tracing::debug!(
                     seq = sequence,
