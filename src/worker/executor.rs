@@ -507,23 +507,9 @@ impl Executor {
             }
             Outcome::InvalidData(failure) => {
                 tracing::info!(%id, "task cannot be handled, dead-lettering: {}", failure.error);
-                let task = match decode(&message) {
-                    Ok(task) => Failed::Task(task),
-                    Err(_) => Failed::Raw(message.payload.clone()),
-                };
                 let reason = DeadLetterReason::InvalidData;
-                self.dead_letter(
-                    &message,
-                    task,
-                    &origin,
-                    max,
-                    Verdict {
-                        reason,
-                        failure,
-                        started_at: Some(clock.started_ms()),
-                    },
-                )
-                .await
+                self.dead_letter_handled(&message, &origin, max, reason, failure, clock)
+                    .await
             }
             Outcome::Failure(failure) if failure.retry && origin.attempts < max => {
                 tracing::debug!(%id, attempt = origin.attempts, "task failed, will retry: {}", shorten(&failure.error));
@@ -548,26 +534,33 @@ impl Executor {
                     retry_delay: None,
                 };
                 observer.attempt_ended(info, clock, ended);
-                // The handler took the task; decode it again (it decoded before) rather than
-                // copying every task for the few that fail for good.
-                let task = match decode(&message) {
-                    Ok(task) => Failed::Task(task),
-                    Err(_) => Failed::Raw(message.payload.clone()),
-                };
-                self.dead_letter(
-                    &message,
-                    task,
-                    &origin,
-                    max,
-                    Verdict {
-                        reason,
-                        failure,
-                        started_at: Some(clock.started_ms()),
-                    },
-                )
-                .await
+                self.dead_letter_handled(&message, &origin, max, reason, failure, clock)
+                    .await
             }
         }
+    }
+
+    /// Dead-letters a task its handler ran. The handler took the task; it is decoded again (it
+    /// was before) rather than every task copied for the few that fail for good.
+    async fn dead_letter_handled(
+        &self,
+        message: &jetstream::Message,
+        origin: &Origin,
+        max: u64,
+        reason: DeadLetterReason,
+        failure: Failure,
+        clock: &Clock,
+    ) -> Settlement {
+        let task = match decode(message) {
+            Ok(task) => Failed::Task(task),
+            Err(_) => Failed::Raw(message.payload.clone()),
+        };
+        let verdict = Verdict {
+            reason,
+            failure,
+            started_at: Some(clock.started_ms()),
+        };
+        self.dead_letter(message, task, origin, max, verdict).await
     }
 
     /// Stores the task again for its next attempt, counting the attempt just made and due after
