@@ -42,6 +42,9 @@ pub const BEAT: Duration = Duration::from_secs(5);
 pub const GONE_AFTER: Duration = Duration::from_secs(20);
 /// How long a stopping worker tries to remove its record.
 const REMOVE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a starting worker waits for its first record to be written (a server that is slow
+/// to answer, e.g. during a leader election, delays no worker longer: the next beat writes it).
+const FIRST_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// [`MARKER_KEY`]'s value on a workers stream.
 pub const MARK_WORKERS: &str = "workers";
 
@@ -146,7 +149,12 @@ impl Beacon {
             capacity,
             ensured: false,
         };
-        keeper.write().await;
+        if tokio::time::timeout(FIRST_WRITE_TIMEOUT, keeper.write())
+            .await
+            .is_err()
+        {
+            tracing::debug!(worker = %keeper.record.id, "first worker record not written in time");
+        }
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut beats = tokio::time::interval_at(tokio::time::Instant::now() + BEAT, BEAT);
