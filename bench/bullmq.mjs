@@ -2,20 +2,24 @@
 // (bench/lib/redis-server.mjs: AOF fsynced every second, noeviction). Written the way BullMQ's
 // guide shows each operation: `queue.add` for one job, `queue.addBulk` for many, a `Worker` whose
 // `concurrency` is the batch size and whose processor is an async function (a job completes when it
-// resolves). Jobs keep BullMQ's defaults (attempts 1, completed jobs kept), so the driver can count
-// them in Redis afterwards. `spec.url` is the Redis URL here.
+// resolves). `spec.variant` picks another way of writing it from bench/lib/variants.mjs
+// (bench/baselines.mjs times them). The driver counts the completed jobs a run
+// leaves in Redis (bench/lib/variants.mjs `bullmqCompletedKept` says how many are kept).
+// `spec.url` is the Redis URL here.
 import { Queue, Worker } from 'bullmq'
 import IORedis from 'ioredis'
 import { readSpec, runBenchmark } from './lib/runner.mjs'
+import { settingsOf } from './lib/variants.mjs'
 
 const spec = readSpec()
+const settings = settingsOf('bullmq', spec.variant)
 /** The job name; BullMQ routes on the queue, the name is only a label. */
 const JOB = 'task'
 
 function bullmqAdapter() {
   // BullMQ's guide: a Worker's connection needs `maxRetriesPerRequest: null` (its blocking
   // commands must not fail on retries). Under ESM BullMQ takes a client instance, not options.
-  const connection = new IORedis(spec.url, { maxRetriesPerRequest: null })
+  const connection = new IORedis(spec.url, { maxRetriesPerRequest: null, enableAutoPipelining: settings.autoPipelining })
   let queue, worker
   return {
     async connect() {
@@ -26,13 +30,21 @@ function bullmqAdapter() {
       await queue.add(JOB, data)
     },
     async enqueueMany(tasks) {
-      // addBulk in chunks of `window`, one after the other, as Protoqueue's enqueueBatch runs.
+      // addBulk in chunks of `window`, `bulkInFlight` of them at once (1: one after the other, as
+      // Protoqueue's enqueueBatch runs).
+      const chunks = []
       for (let i = 0; i < tasks.length; i += spec.window) {
-        await queue.addBulk(tasks.slice(i, i + spec.window).map((data) => ({ name: JOB, data })))
+        chunks.push(tasks.slice(i, i + spec.window).map((data) => ({ name: JOB, data })))
       }
+      let next = 0
+      const lane = async () => {
+        while (next < chunks.length) await queue.addBulk(chunks[next++])
+      }
+      await Promise.all(Array.from({ length: settings.bulkInFlight }, lane))
     },
     async process(handle) {
-      worker = new Worker(spec.stream, async (job) => handle(job.data), { connection, concurrency: spec.batchSize })
+      const retention = settings.removeOnComplete === undefined ? {} : { removeOnComplete: settings.removeOnComplete }
+      worker = new Worker(spec.stream, async (job) => handle(job.data), { connection, concurrency: spec.batchSize, ...retention })
       worker.on('failed', (job, err) => console.error(`job ${job?.id} failed: ${err.message}`))
       await worker.waitUntilReady()
     },

@@ -1,13 +1,15 @@
 // Benchmark runner for the alternative a Node user would write by hand: the official nats.js v3
 // client (@nats-io/jetstream + @nats-io/transport-node), a WorkQueue stream, a durable pull consumer
-// with explicit acks, JSON payloads. Written as the client's README recommends, with its fastest
-// settings: `noAsyncTraces` on connect, publishes pipelined, `consume()` with a concurrency limiter
-// (the README's "Iterators, Callbacks, and Concurrency" section).
+// with explicit acks, JSON payloads. By default written as the client's README recommends:
+// `noAsyncTraces`, publishes pipelined, `consume()` with a concurrency limiter; `spec.variant` picks
+// another way of writing it from bench/lib/variants.mjs (bench/baselines.mjs times them).
 import { AckPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { readSpec, runBenchmark } from './lib/runner.mjs'
+import { settingsOf } from './lib/variants.mjs'
 
 const spec = readSpec()
+const settings = settingsOf('natsjs', spec.variant)
 /** The durable consumer's name; any fixed name does, the stream is new for every run. */
 const CONSUMER = 'bench-workers'
 
@@ -38,11 +40,81 @@ class Slots {
   }
 }
 
+/** W2: publishes with at most `window` acks outstanding, settled by callback, half-window refills. */
+async function publishHalfWindow(js, payloads, window) {
+  // When the window is full the loop waits until half of it is free, then issues the next half at
+  // once, so those publishes share socket writes.
+  let inFlight = 0
+  let failure
+  let wake
+  const settled = () => {
+    inFlight--
+    wake?.()
+  }
+  const waitFor = async (limit) => {
+    while (inFlight > limit) await new Promise((resolve) => (wake = resolve))
+    wake = undefined
+  }
+  for (const payload of payloads) {
+    if (inFlight >= window) await waitFor(window >> 1)
+    if (failure) throw failure
+    inFlight++
+    js.publish(spec.subject, payload).then(settled, (err) => {
+      failure ??= err
+      settled()
+    })
+  }
+  await waitFor(0)
+  if (failure) throw failure
+}
+
+/** W2: a sliding window: before each publish beyond `window`, await the oldest outstanding one. */
+async function publishSliding(js, payloads, window) {
+  const pending = []
+  for (let i = 0; i < payloads.length; i++) {
+    if (i >= window) await pending[i - window]
+    pending.push(js.publish(spec.subject, payloads[i]))
+  }
+  await Promise.all(pending)
+}
+
+/** W2 as the jetstream README shows it: `window` publishes, await them all, the next `window`. */
+async function publishChunks(js, payloads, window) {
+  for (let i = 0; i < payloads.length; i += window) {
+    await Promise.all(payloads.slice(i, i + window).map((payload) => js.publish(spec.subject, payload)))
+  }
+}
+
+/**
+ * W2 as atomic batches of `window` tasks (at most 1,000, the server's limit), `batchesInFlight` of
+ * them at once: one ack per batch, checked to count every task.
+ */
+async function publishAtomic(js, payloads, window) {
+  const chunks = []
+  for (let i = 0; i < payloads.length; i += window) chunks.push(payloads.slice(i, i + window))
+  const send = async (chunk) => {
+    if (chunk.length === 1) return void (await js.publish(spec.subject, chunk[0]))
+    const batch = await js.startBatch(spec.subject, chunk[0])
+    for (let j = 1; j < chunk.length - 1; j++) batch.add(spec.subject, chunk[j])
+    const ack = await batch.commit(spec.subject, chunk.at(-1))
+    if (ack.count !== chunk.length) throw new Error(`atomic batch stored ${ack.count} of ${chunk.length}`)
+  }
+  let next = 0
+  const lane = async () => {
+    while (next < chunks.length) await send(chunks[next++])
+  }
+  await Promise.all(Array.from({ length: settings.batchesInFlight }, lane))
+}
+
+const PUBLISHERS = { half: publishHalfWindow, slide: publishSliding, chunks: publishChunks, atomic: publishAtomic }
+
 function natsjsAdapter() {
-  let nc, js, messages
+  let nc, js, consumer
+  /** Stops the worker's pulling (set by process()). */
+  let stopWorker = () => {}
   return {
     async connect() {
-      nc = await connect({ servers: spec.url, noAsyncTraces: true })
+      nc = await connect({ servers: spec.url, noAsyncTraces: settings.noAsyncTraces })
       js = jetstream(nc)
       const jsm = await jetstreamManager(nc)
       await jsm.streams.add({
@@ -50,61 +122,117 @@ function natsjsAdapter() {
         subjects: [spec.subject],
         retention: RetentionPolicy.Workqueue,
         storage: StorageType.File,
+        ...(settings.publish === 'atomic' ? { allow_atomic: true } : {}),
       })
-      await jsm.consumers.add(spec.stream, { durable_name: CONSUMER, ack_policy: AckPolicy.Explicit })
+      const limit = settings.limiter === 'server' ? { max_ack_pending: spec.batchSize } : {}
+      await jsm.consumers.add(spec.stream, { durable_name: CONSUMER, ack_policy: AckPolicy.Explicit, ...limit })
     },
     async enqueue(data) {
       await js.publish(spec.subject, JSON.stringify(data))
     },
     async enqueueMany(tasks) {
-      // Pipelined: up to `window` publishes awaiting their acks, settled by callback. When the
-      // window is full the loop waits until half of it is free, then issues the next half at once,
-      // so those publishes share socket writes (awaiting the oldest ack before each publish yields
-      // once per publish and measured about half as fast).
-      let inFlight = 0
-      let failure
-      let wake
-      const settled = () => {
-        inFlight--
-        wake?.()
-      }
-      const waitFor = async (limit) => {
-        while (inFlight > limit) await new Promise((resolve) => (wake = resolve))
-        wake = undefined
-      }
-      for (const data of tasks) {
-        if (inFlight >= spec.window) await waitFor(spec.window >> 1)
-        if (failure) throw failure
-        inFlight++
-        js.publish(spec.subject, JSON.stringify(data)).then(settled, (err) => {
-          failure ??= err
-          settled()
-        })
-      }
-      await waitFor(0)
-      if (failure) throw failure
+      await PUBLISHERS[settings.publish](js, tasks.map((data) => JSON.stringify(data)), spec.window)
     },
     async process(handle) {
-      const consumer = await js.consumers.get(spec.stream, CONSUMER)
-      messages = await consumer.consume({ max_messages: spec.batchSize })
+      consumer = await js.consumers.get(spec.stream, CONSUMER)
+      const acked = settings.ack === 'ackAck' ? (m) => m.ackAck() : (m) => m.ack()
       const slots = new Slots(spec.batchSize)
+      /** Runs one message's handler, acks it and frees its slot. */
       const run = async (m) => {
         try {
           await handle(m.json())
-          m.ack()
+          await acked(m)
         } finally {
           slots.release()
         }
       }
-      ;(async () => {
-        for await (const m of messages) {
-          if (!slots.tryAcquire()) await slots.acquire()
-          run(m)
+      const consumeOptions = () => {
+        const max_messages = settings.maxMessages(spec.batchSize)
+        const threshold_messages = settings.thresholdMessages(max_messages)
+        return threshold_messages === undefined ? { max_messages } : { max_messages, threshold_messages }
+      }
+      if (settings.consume === 'iterator') {
+        const messages = await consumer.consume(consumeOptions())
+        stopWorker = () => messages.stop()
+        ;(async () => {
+          for await (const m of messages) {
+            if (!slots.tryAcquire()) await slots.acquire()
+            run(m)
+          }
+        })()
+      } else if (settings.consume === 'callback') {
+        // The callback may not block: a message that finds no free slot waits in a FIFO, which the
+        // finishing handlers drain. With the server as the limiter every delivered message runs.
+        const waiting = []
+        let head = 0
+        const runNext = async (m) => {
+          try {
+            await handle(m.json())
+            await acked(m)
+          } finally {
+            if (head < waiting.length) {
+              const next = waiting[head]
+              waiting[head++] = undefined
+              if (head === waiting.length) waiting.length = head = 0
+              runNext(next)
+            } else {
+              slots.release()
+            }
+          }
         }
-      })()
+        const unlimited = settings.limiter === 'server'
+        const messages = await consumer.consume({
+          ...consumeOptions(),
+          callback: (m) => {
+            if (unlimited || slots.tryAcquire()) runNext(m)
+            else waiting.push(m)
+          },
+        })
+        stopWorker = () => messages.stop()
+      } else if (settings.consume === 'fetch') {
+        // One fetch of batchSize at a time; each message runs as it arrives (within the limiter),
+        // the next fetch goes out once this one has delivered all it will.
+        let stopped = false
+        let current
+        stopWorker = () => {
+          stopped = true
+          current?.stop()
+        }
+        ;(async () => {
+          while (!stopped) {
+            current = await consumer.fetch({ max_messages: spec.batchSize, expires: 5_000 })
+            for await (const m of current) {
+              if (!slots.tryAcquire()) await slots.acquire()
+              run(m)
+            }
+          }
+        })().catch((err) => {
+          if (!stopped) throw err
+        })
+      } else if (settings.consume === 'next') {
+        let stopped = false
+        stopWorker = () => {
+          stopped = true
+        }
+        for (let i = 0; i < spec.batchSize; i++) {
+          ;(async () => {
+            while (!stopped) {
+              const m = await consumer.next({ expires: 5_000 })
+              if (m) {
+                await handle(m.json())
+                await acked(m)
+              }
+            }
+          })().catch((err) => {
+            if (!stopped) throw err
+          })
+        }
+      } else {
+        throw new Error(`unknown consume setting ${settings.consume}`)
+      }
     },
     async close() {
-      messages?.stop()
+      stopWorker()
       await nc.drain()
     },
   }

@@ -1,0 +1,185 @@
+// What bench/run.mjs and bench/baselines.mjs share: the runs of a repetition, one child run through
+// the runner protocol (bench/lib/runner.mjs) with its CPU, memory and traffic, and the check on the
+// server that the run stored or acked every task exactly once.
+import { spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
+
+import { cpuBetween, peakRssKb, resetPeakRss, sample } from './proc.mjs'
+import { bullmqCompletedKept } from './variants.mjs'
+
+/** How long acks may take to reach the server after a worker closed. */
+const SETTLE_TIMEOUT_MS = 10_000
+
+/** The runs of one repetition: W3 once per batch size. */
+export function casesOf(options) {
+  const cases = []
+  for (const workload of options.workloads) {
+    if (workload === 'w1') cases.push({ id: 'w1', label: 'W1 sequential enqueue', workload, n: options.n, batchSize: 1 })
+    if (workload === 'w2') cases.push({ id: 'w2', label: `W2 batch enqueue (${options.window})`, workload, n: options.n, batchSize: 1 })
+    if (workload === 'w5') {
+      cases.push({ id: 'w5', label: `W5 ${options.producers} concurrent producers`, workload, n: options.n, batchSize: 1, producers: options.producers })
+    }
+    if (workload === 'w3') {
+      for (const batchSize of options.batchSizes) {
+        cases.push({ id: `w3-b${batchSize}`, label: `W3 process b=${batchSize}`, workload, n: options.n, batchSize })
+      }
+    }
+    if (workload === 'w4') {
+      const label = `W4 latency @${options.rate}/s`
+      cases.push({ id: 'w4', label, workload, n: options.latencyTasks, batchSize: options.latencyBatchSize })
+    }
+  }
+  return cases
+}
+
+/**
+ * Runs one child through the ready → go → done → finish protocol (bench/lib/runner.mjs) and
+ * returns its result with the CPU use and peak RSS measured over its timed part. `startProfile`,
+ * if given, starts a profiler on the child before "go" and resolves to its stop function.
+ */
+export function runChild({ command, args, env }, spec, server, timeoutMs, startProfile, cwd) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, [...args, JSON.stringify(spec)], { cwd, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } })
+    let stderr = ''
+    let before, trafficBefore, measured, stopRecording
+    const fail = (err) => {
+      child.kill('SIGKILL')
+      reject(new Error(`${err.message}${stderr ? `\n--- runner stderr ---\n${stderr.slice(-4000)}` : ''}`))
+    }
+    const timer = setTimeout(() => fail(new Error(`run did not finish within ${timeoutMs / 1000} s`)), timeoutMs)
+    child.stderr.on('data', (chunk) => {
+      stderr += chunk
+    })
+    child.on('error', fail)
+    const onLine = async (line) => {
+      let message
+      try {
+        message = JSON.parse(line)
+      } catch {
+        return fail(new Error(`runner printed something that is not a protocol line: ${line}`))
+      }
+      if (message.event === 'ready') {
+        stopRecording = await startProfile?.(child.pid)
+        trafficBefore = await server.traffic()
+        resetPeakRss(child.pid)
+        before = sample(child.pid, server.pid)
+        child.stdin.write('go\n')
+      } else if (message.event === 'done') {
+        const after = sample(child.pid, server.pid)
+        const { event, ...result } = message
+        const peak = peakRssKb(child.pid)
+        const traffic = trafficBetween(trafficBefore, await server.traffic(), result.count)
+        measured = { result, cpu: cpuBetween(before, after), peakRssKb: peak, traffic }
+        await stopRecording?.()
+        child.stdin.write('finish\n')
+      }
+    }
+    createInterface({ input: child.stdout }).on('line', (line) => onLine(line).catch(fail))
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer)
+      if (code !== 0) return fail(new Error(`runner exited with ${signal ?? `code ${code}`}`))
+      if (!measured) return fail(new Error('runner exited without a result'))
+      resolve(measured)
+    })
+  })
+}
+
+/** Messages and bytes per task that the server received from / sent to clients during the run. */
+export function trafficBetween(before, after, tasks) {
+  const perTask = (key) => (after[key] - before[key]) / tasks
+  return { inMsgsPerTask: perTask('inMsgs'), outMsgsPerTask: perTask('outMsgs'), inBytesPerTask: perTask('inBytes'), outBytesPerTask: perTask('outBytes') }
+}
+
+/**
+ * Checks on the server what the runner claims: every task handled exactly once, and stored
+ * (W1, W2) or acked and removed (W3, W4); no dead letters. Throws on any mismatch.
+ */
+export async function verify(jsm, c, spec, result) {
+  if (result.count !== c.n || result.distinct !== c.n || result.duplicates !== 0) {
+    throw new Error(`runner counted ${result.distinct} distinct tasks of ${c.n} (${result.duplicates} duplicates, reported count ${result.count})`)
+  }
+  if (spec.system === 'bullmq') return verifyBullmq(c, spec)
+  const expected = ['w1', 'w2', 'w5'].includes(c.workload) ? c.n : 0
+  const deadline = Date.now() + SETTLE_TIMEOUT_MS
+  for (;;) {
+    const streams = []
+    for await (const info of jsm.streams.list()) streams.push(info)
+    const main = streams.find((s) => s.config.name === spec.stream)
+    const strays = streams.filter((s) => s.config.name !== spec.stream && s.state.messages > 0)
+    if (strays.length > 0) throw new Error(`unexpected messages in ${strays.map((s) => `${s.config.name} (${s.state.messages})`).join(', ')}`)
+    const stored = main?.state.messages
+    if (stored === expected) return
+    if (Date.now() > deadline) throw new Error(`stream ${spec.stream} holds ${stored} messages, expected ${expected}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}
+
+/**
+ * The same check in Redis for a BullMQ run: W1, W2 and W5 left exactly N waiting jobs; W3 and W4
+ * left N completed jobs and nothing waiting, active, delayed or failed.
+ */
+async function verifyBullmq(c, spec) {
+  const { Queue } = await import('bullmq')
+  const { default: IORedis } = await import('ioredis')
+  const connection = new IORedis(spec.url, { maxRetriesPerRequest: null })
+  const queue = new Queue(spec.stream, { connection })
+  try {
+    const stored = ['w1', 'w2', 'w5'].includes(c.workload)
+    const completed = stored ? 0 : bullmqCompletedKept(spec.variant, c.n)
+    const expected = { wait: stored ? c.n : 0, completed, active: 0, delayed: 0, failed: 0, prioritized: 0, paused: 0 }
+    const deadline = Date.now() + SETTLE_TIMEOUT_MS
+    for (;;) {
+      const counts = await queue.getJobCounts(...Object.keys(expected))
+      const wrong = Object.entries(expected).filter(([state, n]) => counts[state] !== n)
+      if (wrong.length === 0) return
+      if (Date.now() > deadline) throw new Error(`queue ${spec.stream} holds ${wrong.map(([state]) => `${counts[state]} ${state}`).join(', ')}; expected ${wrong.map(([state, n]) => `${n} ${state}`).join(', ')}`)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+  } finally {
+    await queue.close()
+    await connection.quit()
+  }
+}
+
+/** Deletes every stream, so each run starts on an empty server store. */
+export async function deleteAllStreams(jsm) {
+  const names = []
+  for await (const info of jsm.streams.list()) names.push(info.config.name)
+  for (const name of names) await jsm.streams.delete(name)
+}
+
+/**
+ * One run of case `c` on `system` (variant `variant`, or its runner's default): a fresh stream or
+ * queue, the child, the check, the cleanup. Resolves to the run's record; `record.valid` says
+ * whether it passed (`record.error` says why not).
+ */
+export async function runCase({ c, system, variant, rep, options, launcher, jsm, server, redis, cwd, startProfile }) {
+  const stream = `bench_${c.id}_${system}_${rep}_${Date.now().toString(36)}`.replaceAll('-', '_')
+  // BullMQ runs against the driver's Redis: its pid and counters stand for "the server".
+  const target = system === 'bullmq' ? redis : server
+  const spec = {
+    system,
+    ...(variant ? { variant } : {}),
+    workload: c.workload,
+    n: c.n,
+    batchSize: c.batchSize,
+    window: options.window,
+    rate: options.rate,
+    producers: options.producers,
+    url: target.url,
+    stream,
+    subject: `bench.${stream}`,
+  }
+  const record = { type: 'run', case: c.id, workload: c.workload, system, ...(variant ? { variant } : {}), rep, spec }
+  try {
+    Object.assign(record, await runChild(launcher, spec, target, options.runTimeout * 1000, startProfile, cwd))
+    await verify(jsm, c, spec, record.result)
+    record.valid = true
+  } catch (err) {
+    record.valid = false
+    record.error = err.message
+  }
+  if (system === 'bullmq') await redis.flush()
+  else await deleteAllStreams(jsm)
+  return record
+}
