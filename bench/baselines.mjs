@@ -58,8 +58,8 @@ function printList(systems) {
   for (const system of systems) {
     console.log(`${system}:`)
     for (const [name, v] of Object.entries(variantsOf(system))) {
-      console.log(`  ${name.padEnd(16)} ${v.workloads.join(',').padEnd(15)} ${v.what}`)
-      for (const source of v.sources) console.log(`  ${''.padEnd(16)} ${''.padEnd(15)} ${source}`)
+      console.log(`  ${name.padEnd(22)} ${v.workloads.join(',').padEnd(15)} ${v.what}`)
+      for (const source of v.sources) console.log(`  ${''.padEnd(22)} ${''.padEnd(15)} ${source}`)
     }
   }
 }

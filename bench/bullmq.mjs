@@ -2,10 +2,11 @@
 // (bench/lib/redis-server.mjs: AOF fsynced every second, noeviction). Written the way BullMQ's
 // guide shows each operation: `queue.add` for one job, `queue.addBulk` for many, a `Worker` whose
 // `concurrency` is the batch size and whose processor is an async function (a job completes when it
-// resolves). `spec.variant` picks another way of writing it from bench/lib/variants.mjs
-// (bench/baselines.mjs times them). The driver counts the completed jobs a run
-// leaves in Redis (bench/lib/variants.mjs `bullmqCompletedKept` says how many are kept).
-// `spec.url` is the Redis URL here.
+// resolves), and which removes completed jobs (`removeOnComplete: { count: 0 }`). That default is the
+// fastest correct way of writing it that bench/baselines.mjs found (bench/lib/variants.mjs lists the
+// ways tried, bench/README.md "How strong the baselines are" has their numbers); `spec.variant` picks
+// another one. The driver checks in Redis what a run left (bench/lib/driver.mjs; variants.mjs
+// `bullmqCompletedKept` says how many completed jobs it keeps). `spec.url` is the Redis URL here.
 import { Queue, Worker } from 'bullmq'
 import IORedis from 'ioredis'
 import { readSpec, runBenchmark } from './lib/runner.mjs'
@@ -30,12 +31,11 @@ function bullmqAdapter() {
       await queue.add(JOB, data)
     },
     async enqueueMany(tasks) {
-      // addBulk in chunks of `window`, `bulkInFlight` of them at once (1: one after the other, as
-      // Protoqueue's enqueueBatch runs).
+      // addBulk in chunks of `window` (by default), `bulkInFlight` of them at once (by default one
+      // after the other, as Protoqueue's enqueueBatch runs).
+      const size = settings.bulkSize(spec.window)
       const chunks = []
-      for (let i = 0; i < tasks.length; i += spec.window) {
-        chunks.push(tasks.slice(i, i + spec.window).map((data) => ({ name: JOB, data })))
-      }
+      for (let i = 0; i < tasks.length; i += size) chunks.push(tasks.slice(i, i + size).map((data) => ({ name: JOB, data })))
       let next = 0
       const lane = async () => {
         while (next < chunks.length) await queue.addBulk(chunks[next++])

@@ -1,8 +1,10 @@
 // Benchmark runner for the alternative a Node user would write by hand: the official nats.js v3
 // client (@nats-io/jetstream + @nats-io/transport-node), a WorkQueue stream, a durable pull consumer
-// with explicit acks, JSON payloads. By default written as the client's README recommends:
-// `noAsyncTraces`, publishes pipelined, `consume()` with a concurrency limiter; `spec.variant` picks
-// another way of writing it from bench/lib/variants.mjs (bench/baselines.mjs times them).
+// with explicit acks, JSON payloads. By default: `noAsyncTraces`, W2 as atomic batches of the
+// window, a callback `consume({ max_messages: 1000 })` with `batchSize` handlers at once and
+// fire-and-forget `ack()`s: the fastest correct way of writing it that bench/baselines.mjs found among
+// the ways the client's docs show (bench/lib/variants.mjs lists them, bench/README.md "How strong
+// the baselines are" has their numbers); `spec.variant` picks another one.
 import { AckPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 import { readSpec, runBenchmark } from './lib/runner.mjs'
@@ -86,12 +88,13 @@ async function publishChunks(js, payloads, window) {
 }
 
 /**
- * W2 as atomic batches of `window` tasks (at most 1,000, the server's limit), `batchesInFlight` of
- * them at once: one ack per batch, checked to count every task.
+ * W2 as atomic batches (`atomicBatch(window)` tasks each, at most 1,000, the server's limit),
+ * `batchesInFlight` of them at once: one ack per batch, checked to count every task.
  */
 async function publishAtomic(js, payloads, window) {
+  const size = settings.atomicBatch(window)
   const chunks = []
-  for (let i = 0; i < payloads.length; i += window) chunks.push(payloads.slice(i, i + window))
+  for (let i = 0; i < payloads.length; i += size) chunks.push(payloads.slice(i, i + size))
   const send = async (chunk) => {
     if (chunk.length === 1) return void (await js.publish(spec.subject, chunk[0]))
     const batch = await js.startBatch(spec.subject, chunk[0])

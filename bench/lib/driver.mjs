@@ -116,7 +116,9 @@ export async function verify(jsm, c, spec, result) {
 
 /**
  * The same check in Redis for a BullMQ run: W1, W2 and W5 left exactly N waiting jobs; W3 and W4
- * left N completed jobs and nothing waiting, active, delayed or failed.
+ * left nothing waiting, active, delayed or failed, as many completed jobs as the runner's variant
+ * keeps (bench/lib/variants.mjs `bullmqCompletedKept`), and — since a removed completed job leaves
+ * nothing to count — N job ids handed out and no job left in Redis but the kept completed ones.
  */
 async function verifyBullmq(c, spec) {
   const { Queue } = await import('bullmq')
@@ -131,10 +133,24 @@ async function verifyBullmq(c, spec) {
     for (;;) {
       const counts = await queue.getJobCounts(...Object.keys(expected))
       const wrong = Object.entries(expected).filter(([state, n]) => counts[state] !== n)
-      if (wrong.length === 0) return
+      if (wrong.length === 0) break
       if (Date.now() > deadline) throw new Error(`queue ${spec.stream} holds ${wrong.map(([state]) => `${counts[state]} ${state}`).join(', ')}; expected ${wrong.map(([state, n]) => `${n} ${state}`).join(', ')}`)
       await new Promise((resolve) => setTimeout(resolve, 100))
     }
+    // Every job is a hash at <prefix>:<queue>:<id>; the ids come from the counter <prefix>:<queue>:id.
+    const base = queue.toKey('')
+    const ids = Number(await connection.get(`${base}id`))
+    if (ids !== c.n) throw new Error(`queue ${spec.stream} handed out ${ids} job ids, expected ${c.n}`)
+    let jobs = 0
+    const isJob = (key) => /^\d+$/.test(key.slice(base.length))
+    for (let cursor = '0'; ; ) {
+      const [next, keys] = await connection.scan(cursor, 'MATCH', `${base}*`, 'COUNT', 1000)
+      jobs += keys.filter(isJob).length
+      cursor = next
+      if (cursor === '0') break
+    }
+    const expectedJobs = stored ? c.n : completed
+    if (jobs !== expectedJobs) throw new Error(`queue ${spec.stream} holds ${jobs} jobs in Redis, expected ${expectedJobs}`)
   } finally {
     await queue.close()
     await connection.quit()

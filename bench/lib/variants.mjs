@@ -1,12 +1,13 @@
 // The ways of writing each baseline that bench/baselines.mjs times against each other, and which
 // one bench/natsjs.mjs and bench/bullmq.mjs run by default (the `default` entry: what run.mjs
-// measures). Every variant is the default (the settings objects below) with a few settings
-// changed. The runners read the settings
+// measures). Every variant is the runner as it was before the baselines were tuned (`before`, the
+// settings objects below) with a few settings changed; `default` is the combination chosen from
+// the measurements (bench/README.md "How strong the baselines are"). The runners read the settings
 // of `spec.variant` (a name from these tables) and nothing else. Each variant lists the workloads
 // its settings can change, so the harness does not time it where it cannot differ, and where its
 // settings come from.
 
-/** nats.js settings: the default. */
+/** nats.js settings, as the runner had them before (`before`). */
 const NATSJS_BASE = {
   /** `connect({ noAsyncTraces })`: false adds an Error (a stack) to every request, i.e. every publish. */
   noAsyncTraces: true,
@@ -22,6 +23,8 @@ const NATSJS_BASE = {
   publish: 'half',
   /** 'atomic': how many batches are in flight at once (the server allows 50 per stream). */
   batchesInFlight: 1,
+  /** 'atomic': tasks per batch for a window of `window` (the server takes at most 1,000). */
+  atomicBatch: (window) => window,
   /**
    * W3/W4: how messages are pulled.
    * 'iterator': `consume()` and `for await`, a limiter of `batchSize` (the README's "Iterators,
@@ -65,13 +68,19 @@ const PROCESSING = ['w3', 'w4']
 /** name → { settings, what, workloads, sources }. */
 export const NATSJS_VARIANTS = {
   default: {
-    what: 'iterator `consume({ max_messages: batchSize })`, a limiter of batchSize, `ack()`; publishes pipelined, half-window refills',
+    what: 'chosen: W2 as atomic batches of the window; callback `consume({ max_messages: 1000 })`, a FIFO beyond batchSize running, `ack()`',
+    workloads: THROUGHPUT_AND_LATENCY,
+    sources: [NATS_DOCS.noAsyncTraces, NATS_DOCS.batch, NATS_DOCS.callbacks, NATS_DOCS.consume],
+    settings: { publish: 'atomic', consume: 'callback', maxMessages: (batchSize) => Math.max(1000, batchSize) },
+  },
+  before: {
+    what: 'the runner before: iterator `consume({ max_messages: batchSize })`, a limiter of batchSize, `ack()`; publishes pipelined, half-window refills',
     workloads: THROUGHPUT_AND_LATENCY,
     sources: [NATS_DOCS.noAsyncTraces, NATS_DOCS.concurrency, NATS_DOCS.publish],
     settings: {},
   },
   'async-traces': {
-    what: 'the default without `noAsyncTraces` (the library\'s own default)',
+    what: '`before` without `noAsyncTraces` (the library\'s own default)',
     workloads: ['w1', 'w2', 'w5'],
     sources: [NATS_DOCS.noAsyncTraces],
     settings: { noAsyncTraces: false },
@@ -88,17 +97,17 @@ export const NATSJS_VARIANTS = {
     sources: [NATS_DOCS.publish],
     settings: { publish: 'chunks' },
   },
-  'publish-atomic': {
-    what: 'W2: an atomic batch (`js.startBatch` … `commit`) per window, one ack per batch',
-    workloads: ['w2'],
-    sources: [NATS_DOCS.batch],
-    settings: { publish: 'atomic' },
-  },
   'publish-atomic-2': {
-    what: 'W2: atomic batches of the window, two in flight at once',
+    what: 'W2: atomic batches of the window, two in flight at once (twice the window outstanding)',
     workloads: ['w2'],
     sources: [NATS_DOCS.batch],
     settings: { publish: 'atomic', batchesInFlight: 2 },
+  },
+  'publish-atomic-halves': {
+    what: 'W2: atomic batches of half the window, two in flight at once',
+    workloads: ['w2'],
+    sources: [NATS_DOCS.batch],
+    settings: { publish: 'atomic', batchesInFlight: 2, atomicBatch: (window) => Math.max(1, window >> 1) },
   },
   callback: {
     what: '`consume({ callback, max_messages: batchSize })`, a FIFO beyond batchSize running',
@@ -111,12 +120,6 @@ export const NATSJS_VARIANTS = {
     workloads: PROCESSING,
     sources: [NATS_DOCS.callbacks, NATS_DOCS.maxAckPending],
     settings: { consume: 'callback', limiter: 'server' },
-  },
-  'callback-1000': {
-    what: 'callback consume, `max_messages` 1,000, a FIFO beyond batchSize running',
-    workloads: PROCESSING,
-    sources: [NATS_DOCS.callbacks, NATS_DOCS.consume],
-    settings: { consume: 'callback', maxMessages: (batchSize) => Math.max(1000, batchSize) },
   },
   'buffer-100': {
     what: 'iterator, `max_messages` 100 (consume()\'s own default), limiter batchSize',
@@ -149,19 +152,21 @@ export const NATSJS_VARIANTS = {
     settings: { consume: 'next' },
   },
   'ack-ack': {
-    what: 'the default with `await m.ackAck()` (the server confirms each ack)',
+    what: '`before` with `await m.ackAck()` (the server confirms each ack)',
     workloads: PROCESSING,
     sources: [NATS_DOCS.readme],
     settings: { ack: 'ackAck' },
   },
 }
 
-/** BullMQ settings: the default. */
+/** BullMQ settings, as the runner had them before (`before`). */
 const BULLMQ_BASE = {
   /** ioredis `enableAutoPipelining`: commands issued in one event-loop turn go out as one pipeline. */
   autoPipelining: false,
-  /** W2: how many `addBulk` chunks of `--window` jobs are in flight at once. */
+  /** W2: how many `addBulk` chunks are in flight at once. */
   bulkInFlight: 1,
+  /** W2: jobs per `addBulk` chunk for a window of `window`. */
+  bulkSize: (window) => window,
   /** The Worker's `removeOnComplete` (undefined: BullMQ's default, keep every completed job). */
   removeOnComplete: undefined,
 }
@@ -178,9 +183,15 @@ const BULLMQ_DOCS = {
 /** name → { settings, what, workloads, sources, keepCompleted }. */
 export const BULLMQ_VARIANTS = {
   default: {
-    what: '`queue.add`; `addBulk` chunks one after the other; `Worker` with `concurrency` = batchSize; completed jobs kept',
+    what: 'chosen: `queue.add`; `addBulk` chunks one after the other; `Worker` with `concurrency` = batchSize and `removeOnComplete: { count: 0 }`',
     workloads: ['w1', 'w2', 'w3', 'w5'],
-    sources: [BULLMQ_DOCS.bulk, BULLMQ_DOCS.concurrency, BULLMQ_DOCS.production],
+    sources: [BULLMQ_DOCS.bulk, BULLMQ_DOCS.concurrency, BULLMQ_DOCS.autoRemoval, BULLMQ_DOCS.production],
+    settings: { removeOnComplete: { count: 0 } },
+  },
+  before: {
+    what: 'the runner before: the same with BullMQ\'s default retention (every completed job kept)',
+    workloads: ['w1', 'w2', 'w3', 'w5'],
+    sources: [BULLMQ_DOCS.bulk, BULLMQ_DOCS.concurrency],
     settings: {},
   },
   'keep-1000': {
@@ -189,29 +200,23 @@ export const BULLMQ_VARIANTS = {
     sources: [BULLMQ_DOCS.production, BULLMQ_DOCS.autoRemoval],
     settings: { removeOnComplete: { count: 1000 } },
   },
-  'remove-all': {
-    what: '`removeOnComplete: { count: 0 }`: no completed job kept (the docs\' "remove all finalized jobs")',
-    workloads: ['w3'],
-    sources: [BULLMQ_DOCS.autoRemoval],
-    settings: { removeOnComplete: { count: 0 } },
-  },
   'auto-pipelining': {
-    what: 'ioredis `enableAutoPipelining: true` on the shared connection',
+    what: '`before` with ioredis `enableAutoPipelining: true` on the shared connection',
     workloads: ['w1', 'w2', 'w3', 'w5'],
     sources: [BULLMQ_DOCS.autoPipelining],
     settings: { autoPipelining: true },
   },
+  'bulk-halves': {
+    what: 'W2: `addBulk` chunks of half the window, two in flight at once',
+    workloads: ['w2'],
+    sources: [BULLMQ_DOCS.bulk],
+    settings: { bulkInFlight: 2, bulkSize: (window) => Math.max(1, window >> 1) },
+  },
   'bulk-2': {
-    what: 'W2: two `addBulk` chunks in flight at once',
+    what: 'W2: two `addBulk` chunks of the window in flight at once (twice the window outstanding)',
     workloads: ['w2'],
     sources: [BULLMQ_DOCS.bulk],
     settings: { bulkInFlight: 2 },
-  },
-  'bulk-4': {
-    what: 'W2: four `addBulk` chunks in flight at once',
-    workloads: ['w2'],
-    sources: [BULLMQ_DOCS.bulk],
-    settings: { bulkInFlight: 4 },
   },
 }
 
@@ -235,7 +240,7 @@ export function settingsOf(system, name = 'default') {
 
 /**
  * How many completed jobs a BullMQ run of `n` tasks leaves in Redis with variant `name`: all of
- * them by default, `count` with `removeOnComplete: { count }`, none with `true`.
+ * them with BullMQ's default retention, `count` with `removeOnComplete: { count }`, none with `true`.
  */
 export function bullmqCompletedKept(name, n) {
   const { removeOnComplete } = settingsOf('bullmq', name)
