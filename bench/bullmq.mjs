@@ -1,6 +1,7 @@
 // Benchmark runner for BullMQ (the current major, on ioredis) against the driver's own Redis
 // (bench/lib/redis-server.mjs: AOF fsynced every second, noeviction). Written the way BullMQ's
-// guide shows each operation: `queue.add` for one job, `queue.addBulk` for many, a `Worker` whose
+// guide shows each operation: `queue.add` for one job, `queue.addBulk` for many (W2: chunks of half
+// the window, two in flight, so Redis runs one while the client sends the other), a `Worker` whose
 // `concurrency` is the batch size and whose processor is an async function (a job completes when it
 // resolves), and which removes completed jobs (`removeOnComplete: { count: 0 }`). That default is the
 // fastest correct way of writing it that bench/baselines.mjs found (bench/lib/variants.mjs lists the
@@ -31,8 +32,8 @@ function bullmqAdapter() {
       await queue.add(JOB, data)
     },
     async enqueueMany(tasks) {
-      // addBulk in chunks of `window` (by default), `bulkInFlight` of them at once (by default one
-      // after the other, as Protoqueue's enqueueBatch runs).
+      // addBulk in chunks of `bulkSize(window)`, `bulkInFlight` of them at once: at most `window`
+      // jobs unconfirmed, as for every system in W2.
       const size = settings.bulkSize(spec.window)
       const chunks = []
       for (let i = 0; i < tasks.length; i += size) chunks.push(tasks.slice(i, i + size).map((data) => ({ name: JOB, data })))

@@ -115,6 +115,9 @@ function natsjsAdapter() {
   let nc, js, consumer
   /** Stops the worker's pulling (set by process()). */
   let stopWorker = () => {}
+  /** ackAck()s awaiting the server's confirmation, and who waits for the last of them. */
+  let confirming = 0
+  let confirmed
   return {
     async connect() {
       nc = await connect({ servers: spec.url, noAsyncTraces: settings.noAsyncTraces })
@@ -138,7 +141,18 @@ function natsjsAdapter() {
     },
     async process(handle) {
       consumer = await js.consumers.get(spec.stream, CONSUMER)
-      const acked = settings.ack === 'ackAck' ? (m) => m.ackAck() : (m) => m.ack()
+      // ackAck resolves when the server confirms: close() waits for those still due (`confirming`).
+      const acked =
+        settings.ack === 'ackAck'
+          ? async (m) => {
+              confirming++
+              try {
+                await m.ackAck()
+              } finally {
+                if (--confirming === 0) confirmed?.()
+              }
+            }
+          : (m) => m.ack()
       const slots = new Slots(spec.batchSize)
       /** Runs one message's handler, acks it and frees its slot. */
       const run = async (m) => {
@@ -236,6 +250,7 @@ function natsjsAdapter() {
     },
     async close() {
       stopWorker()
+      if (confirming > 0) await new Promise((resolve) => (confirmed = resolve))
       await nc.drain()
     },
   }
