@@ -123,7 +123,7 @@ test('metrics guide, live workers: lists the worker running in another process',
 
 test('results guide: enqueueAndWait, waitFor and getTask print what the guide says', () =>
   withServer(async (server) => {
-    const child = await runSnippet('results', "import { Protoqueue } from 'protoqueue';\n" + snippet('results'), server)
+    const child = await runSnippet('results', snippet('results'), server)
     const { code } = await within('the snippet to exit', child.exited, 30_000)
     assert.equal(code, 0, child.stderr)
     assert.deepStrictEqual(child.lines, ['{ sum: 5 }', '{ sum: 2 }', 'completed'])

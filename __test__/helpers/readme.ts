@@ -86,7 +86,8 @@ await queue.connect();
 /** A snippet as a complete module: with the prelude where it uses an existing `queue`. */
 export function standalone(name: SnippetName): string {
   const code = snippet(name)
-  return code.includes('new Protoqueue(') ? code : PRELUDE + code
+  // A snippet that makes its own queue (`new Protoqueue(` or `new Protoqueue<T>(`) needs no prelude.
+  return /new Protoqueue[<(]/.test(code) ? code : PRELUDE + code
 }
 
 /**
