@@ -129,7 +129,7 @@ pub enum Error {
         /// What needs the newer server.
         feature: &'static str,
         /// The oldest version that has it.
-        needed: &'static str,
+        needed: String,
         /// The server's version.
         found: String,
     },
@@ -260,7 +260,7 @@ mod tests {
             Error::SchedulesOff("x"),
             Error::ServerTooOld {
                 feature: "x",
-                needed: "2.12",
+                needed: "2.12".into(),
                 found: "2.10.0".into(),
             },
             Error::QueueInUse("x".into()),

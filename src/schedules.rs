@@ -129,11 +129,7 @@ pub fn require_server(version: &str, since: (u64, u64), feature: &'static str) -
     }
     Err(Error::ServerTooOld {
         feature,
-        needed: match since {
-            RECURRING_SINCE => "2.14",
-            crate::history::RESULTS_SINCE => "2.11",
-            _ => "2.12",
-        },
+        needed: format!("{}.{}", since.0, since.1),
         found: version.to_owned(),
     })
 }

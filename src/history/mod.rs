@@ -10,8 +10,11 @@
 //! A record that cannot be written never holds a task back: the task completes, and the failure
 //! is logged.
 
+pub mod layout;
 pub mod lookup;
 pub mod waiters;
+
+pub use layout::{id_of, stream_config, subject, MARK_HISTORY, RESULTS_SINCE};
 
 use std::time::Duration;
 
@@ -19,7 +22,7 @@ use async_nats::{
     jetstream::{
         self,
         context::GetStreamErrorKind,
-        stream::{self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType},
+        stream::{self, LastRawMessageErrorKind},
         ErrorCode,
     },
     HeaderMap,
@@ -31,63 +34,12 @@ use crate::{
     config::Config,
     error::{Error, Result},
     nats::connection::Connection,
-    shape::{MARKER_KEY, QUEUE_KEY},
 };
 
-/// [`MARKER_KEY`]'s value on a history stream.
-pub const MARK_HISTORY: &str = "history";
-/// The first nats-server with per-message TTLs.
-pub const RESULTS_SINCE: (u64, u64) = (2, 11);
 /// The header giving a message its own time to live.
 const TTL_HEADER: &str = "Nats-TTL";
 /// What a record takes besides the result, at most (id, times, error text are bounded).
 const RECORD_OVERHEAD: usize = 16 * 1024;
-
-/// The history stream of `config`'s queue: one record per task subject, each with its own TTL.
-pub fn stream_config(config: &Config) -> stream::Config {
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert(MARKER_KEY.to_owned(), MARK_HISTORY.to_owned());
-    metadata.insert(QUEUE_KEY.to_owned(), config.stream_name.clone());
-    stream::Config {
-        name: config.history_stream(),
-        subjects: vec![format!("{}*", config.history_prefix())],
-        retention: RetentionPolicy::Limits,
-        max_messages_per_subject: 1,
-        discard: DiscardPolicy::Old,
-        storage: StorageType::File,
-        allow_message_ttl: true,
-        num_replicas: config.replicas,
-        description: Some(format!(
-            "Protoqueue task history of stream {}",
-            config.stream_name
-        )),
-        metadata,
-        ..Default::default()
-    }
-}
-
-/// The record subject of task `id`: its bytes as hex, so any id is one subject token.
-pub fn subject(config: &Config, id: &str) -> String {
-    let mut subject = config.history_prefix();
-    subject.reserve(id.len() * 2);
-    for byte in id.bytes() {
-        subject.push_str(&format!("{byte:02x}"));
-    }
-    subject
-}
-
-/// The task id of a record subject; `None` for a subject that is not one.
-pub fn id_of(config: &Config, subject: &str) -> Option<String> {
-    let hex = subject.strip_prefix(&config.history_prefix())?;
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
-}
 
 /// How a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

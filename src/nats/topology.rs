@@ -157,7 +157,11 @@ async fn ensure_streams_once(js: &jetstream::Context, config: &Config) -> Result
     }
     if config.results_ttl.is_some() {
         let feature = "options.results (per-message TTLs)";
-        schedules::require_server(&server.version, crate::history::RESULTS_SINCE, feature)?;
+        schedules::require_server(
+            &server.version,
+            crate::history::layout::RESULTS_SINCE,
+            feature,
+        )?;
     }
     let max_payload = server.max_payload;
     let open = |wanted: stream::Config| async move {
@@ -214,7 +218,7 @@ async fn ensure_streams_once(js: &jetstream::Context, config: &Config) -> Result
         tracing::warn!(stream = %letters.name, "{warning}");
     }
     if config.results_ttl.is_some() && config.create_streams {
-        ensure_stream(js, crate::history::stream_config(config)).await?;
+        ensure_stream(js, crate::history::layout::stream_config(config)).await?;
     }
     Ok(shaped)
 }

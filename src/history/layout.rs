@@ -1,0 +1,60 @@
+//! The layout of a queue's task history on the server: its stream and the subject of each
+//! task's record. Plain functions of the configuration (the streams' set-up reads them).
+
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+
+use crate::{
+    config::Config,
+    shape::{MARKER_KEY, QUEUE_KEY},
+};
+
+/// [`MARKER_KEY`]'s value on a history stream.
+pub const MARK_HISTORY: &str = "history";
+/// The first nats-server with per-message TTLs.
+pub const RESULTS_SINCE: (u64, u64) = (2, 11);
+
+/// The history stream of `config`'s queue: one record per task subject, each with its own TTL.
+pub fn stream_config(config: &Config) -> stream::Config {
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert(MARKER_KEY.to_owned(), MARK_HISTORY.to_owned());
+    metadata.insert(QUEUE_KEY.to_owned(), config.stream_name.clone());
+    stream::Config {
+        name: config.history_stream(),
+        subjects: vec![format!("{}*", config.history_prefix())],
+        retention: RetentionPolicy::Limits,
+        max_messages_per_subject: 1,
+        discard: DiscardPolicy::Old,
+        storage: StorageType::File,
+        allow_message_ttl: true,
+        num_replicas: config.replicas,
+        description: Some(format!(
+            "Protoqueue task history of stream {}",
+            config.stream_name
+        )),
+        metadata,
+        ..Default::default()
+    }
+}
+
+/// The record subject of task `id`: its bytes as hex, so any id is one subject token.
+pub fn subject(config: &Config, id: &str) -> String {
+    let mut subject = config.history_prefix();
+    subject.reserve(id.len() * 2);
+    for byte in id.bytes() {
+        subject.push_str(&format!("{byte:02x}"));
+    }
+    subject
+}
+
+/// The task id of a record subject; `None` for a subject that is not one.
+pub fn id_of(config: &Config, subject: &str) -> Option<String> {
+    let hex = subject.strip_prefix(&config.history_prefix())?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
