@@ -2,8 +2,9 @@
 // nats-server. Every command, --json output parsed, exit codes (0 done, 1 failed with its code,
 // 2 usage, 3 connection), stdin enqueue of many lines, enqueue's task flags (delay, run-at,
 // priority, id, name, task subject) on queues the library made for them, the server's queues,
-// recurring tasks, cancel, live workers (and worker records with hostile text), a requeue's
-// progress on a non-terminal (no bar), and secrets never printed.
+// recurring tasks, cancel, tasks looked up and waited for (task, wait), live workers (and worker
+// records with hostile text), a requeue's progress on a non-terminal (no bar), and secrets never
+// printed.
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -92,14 +93,14 @@ async function deadLetters(n: number) {
 
 describe('usage', () => {
   test('--help works for the program and every command, with exit code 0', async () => {
-    const commands = [[], ['stats'], ['dlq'], ['dlq', 'list'], ['dlq', 'show'], ['dlq', 'requeue'], ['dlq', 'purge'], ['pause'], ['resume'], ['purge'], ['enqueue'], ['queues'], ['schedules'], ['unschedule'], ['cancel'], ['workers']]
+    const commands = [[], ['stats'], ['dlq'], ['dlq', 'list'], ['dlq', 'show'], ['dlq', 'requeue'], ['dlq', 'purge'], ['pause'], ['resume'], ['purge'], ['enqueue'], ['queues'], ['schedules'], ['unschedule'], ['cancel'], ['workers'], ['task'], ['wait']]
     const runs = await Promise.all([...commands.map((command) => cli([...command, '--help'])), cli(['help', 'dlq']), cli(['--version'])])
     for (const run of runs) {
       expectExit(run, 0)
       assert.ok(run.stdout.length > 0, 'help on stdout')
     }
     assert.match(runs[0].stdout, /Exit codes/)
-    for (const command of ['queues', 'schedules', 'unschedule <name>', 'cancel <id>', 'workers']) {
+    for (const command of ['queues', 'schedules', 'unschedule <name>', 'cancel <id>', 'workers', 'task <id>', 'wait \\[options\\] <id>']) {
       assert.match(runs[0].stdout, new RegExp(`^  ${command} +\\S`, 'm'), `${command} in the program's help, with its description`)
     }
     for (const flag of ['--id <id>', '--name <name>', '--priority <1-10>', '--delay <ms>', '--run-at <time>', '--task-subject <subject>']) {
@@ -842,6 +843,126 @@ describe('looking things up: queues, delayed, prioritised and recurring tasks', 
       assert.equal(JSON.parse(run.stderr).error.code, 'ERR_PQ_SCHEDULES_OFF')
     }
     for (const args of [['unschedule'], ['cancel'], ['schedules', 'extra'], ['queues', 'extra']]) expectExit(await cli([...args, ...flags]), 2)
+  })
+})
+
+describe('task results: task and wait', () => {
+  /** A queue whose worker (in this process) keeps results: `{ n: 1 }` for a task, a rejection for `{ reject: true }`. */
+  async function resultsQueue() {
+    const { names, flags } = queueFlags()
+    const worker = new Protoqueue<{ reject?: boolean }>({ ...names, options: { results: { ttl: 60_000 } } })
+    await worker.connect(server.url)
+    await worker.process(async (task) => (task.data.reject ? { success: false, retry: false, error: 'declined' } : { success: true, result: { n: 1 } }))
+    return { worker, flags }
+  }
+
+  test('a completed task: task shows it with its result (--json as getTask gives it); wait prints the result', async () => {
+    const { worker, flags } = await resultsQueue()
+    try {
+      const id = await worker.enqueue({ data: {} })
+      const waited = await cli(['wait', id, ...flags])
+      expectExit(waited, 0)
+      assert.deepStrictEqual(JSON.parse(waited.stdout), { n: 1 })
+      const waitedJson = await cli(['wait', id, '--json', ...flags])
+      expectExit(waitedJson, 0)
+      assert.deepStrictEqual(JSON.parse(waitedJson.stdout), { id, result: { n: 1 } })
+
+      const shown = await cli(['task', id, ...flags])
+      expectExit(shown, 0)
+      const rows = Object.fromEntries(shown.stdout.trim().split('\n').map((line) => line.split(/ {2,}/) as [string, string]))
+      assert.equal(rows.id, id)
+      assert.equal(rows.state, 'completed')
+      assert.equal(rows.attempts, '1')
+      assert.equal(rows.result, '{"n":1}')
+      const info = (await worker.getTask(id))!
+      assert.equal(rows.finished, new Date(info.finishedAt!).toISOString())
+      for (const absent of ['run at', 'error', 'reason', 'result error']) assert.ok(!(absent in rows), `no ${absent} in\n${shown.stdout}`)
+
+      const exact = await cli(['task', id, '--json', ...flags])
+      expectExit(exact, 0)
+      assert.deepStrictEqual(JSON.parse(exact.stdout), info)
+    } finally {
+      await worker.disconnect()
+    }
+  })
+
+  test('a rejected task: wait exits 1 with ERR_PQ_TASK_FAILED and its error; task shows it dead-lettered', async () => {
+    const { worker, flags } = await resultsQueue()
+    try {
+      const id = await worker.enqueue({ data: { reject: true } })
+      const failed = await cli(['wait', id, '--json', ...flags])
+      expectExit(failed, 1)
+      assert.equal(failed.stdout, '')
+      const { error } = JSON.parse(failed.stderr)
+      assert.equal(error.code, 'ERR_PQ_TASK_FAILED')
+      assert.match(error.message, /rejected\): declined/)
+      const human = await cli(['wait', id, ...flags])
+      expectExit(human, 1)
+      assert.match(human.stderr, /^protoqueue: ERR_PQ_TASK_FAILED: .*declined\n$/)
+      const shown = await cli(['task', id, ...flags])
+      expectExit(shown, 0)
+      assert.match(shown.stdout, /^state +deadLettered$/m)
+      assert.match(shown.stdout, /^error +declined$/m)
+      assert.match(shown.stdout, /^reason +rejected$/m)
+    } finally {
+      await worker.disconnect()
+    }
+  })
+
+  test('wait on a task no worker runs times out (exit 1, ERR_PQ_TIMEOUT); task of an unknown id exits 1; a delayed task shows when it runs; a missing id is a usage error', async () => {
+    // The queue keeps results (its history stream exists) but no worker runs.
+    const { names, flags } = await existingQueue({ results: { ttl: 60_000 } })
+    const owner = new Protoqueue(names)
+    await owner.connect(server.url)
+    try {
+      const id = await owner.enqueue({ data: 1 })
+      const started = Date.now()
+      const timedOut = await cli(['wait', id, '--timeout', '300', '--json', ...flags])
+      expectExit(timedOut, 1)
+      assert.equal(JSON.parse(timedOut.stderr).error.code, 'ERR_PQ_TIMEOUT')
+      assert.ok(Date.now() - started >= 300)
+
+      const unknown = await cli(['task', 'no-such-task', '--json', ...flags])
+      expectExit(unknown, 1)
+      const { error } = JSON.parse(unknown.stderr)
+      assert.equal(error.code, 'ERR_PQ_CLI_FAILED')
+      assert.match(error.message, /no task no-such-task/)
+      const unknownHuman = await cli(['task', 'no-such-task', ...flags])
+      expectExit(unknownHuman, 1)
+      assert.equal(unknownHuman.stderr.trim().split('\n').length, 1, unknownHuman.stderr)
+
+      const runAt = Date.now() + 3_600_000
+      const delayed = await owner.enqueue({ data: 2, delay: 3_600_000 })
+      const shown = await cli(['task', delayed, ...flags])
+      expectExit(shown, 0)
+      assert.match(shown.stdout, /^state +delayed$/m)
+      assert.match(shown.stdout, /^attempts +0$/m)
+      const at = /^run at +(\S+)$/m.exec(shown.stdout)
+      assert.ok(at, shown.stdout)
+      assert.ok(Math.abs(Date.parse(at[1]) - runAt) < 60_000, at[1])
+      assert.equal(JSON.parse((await cli(['task', delayed, '--json', ...flags])).stdout).state, 'delayed')
+
+      for (const args of [['task'], ['wait'], ['wait', id, '--timeout', 'soon'], ['task', id, 'extra']]) expectExit(await cli([...args, ...flags]), 2)
+    } finally {
+      await owner.disconnect()
+    }
+  })
+
+  test('wait on a queue whose workers never kept results (no history stream) exits 1 saying so', async () => {
+    const { names, flags } = await existingQueue()
+    const owner = new Protoqueue(names)
+    await owner.connect(server.url)
+    try {
+      const id = await owner.enqueue({ data: 1 })
+      const run = await cli(['wait', id, '--timeout', '300', ...flags])
+      expectExit(run, 1)
+      assert.match(run.stderr, /keeps no task outcomes .*options\.results/)
+      const asJson = await cli(['wait', id, '--timeout', '300', '--json', ...flags])
+      expectExit(asJson, 1)
+      assert.equal(JSON.parse(asJson.stderr).error.code, 'ERR_PQ_CLI_FAILED')
+    } finally {
+      await owner.disconnect()
+    }
   })
 })
 

@@ -6,7 +6,7 @@ const { createInterface } = require('node:readline')
 
 const { messageOf } = require('../describe.js')
 const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
-const { escapeControl, json, letterDetails, letterTable, queueTable, scheduleTable, statsText, workerTable } = require('./format.js')
+const { escapeControl, escapeLines, json, letterDetails, letterTable, queueTable, scheduleTable, statsText, taskDetails, workerTable } = require('./format.js')
 const { epochMs } = require('./program.js')
 const { progressReporter } = require('./progress.js')
 
@@ -338,6 +338,52 @@ async function cancel(context) {
 }
 
 /**
+ * `task <id>`: the task as `getTask()` finds it (delayed, completed, dead-lettered).
+ * @param {Context} context
+ */
+async function task(context) {
+  const [id] = context.args
+  const info = await context.queue.getTask(id)
+  if (!info) {
+    throw new CliError(
+      EXIT.FAILED,
+      `no task ${id} on queue ${context.names.streamName}: not delayed, completed or dead-lettered (tasks waiting or running are not found, nor completed ones unless the workers have options.results)`,
+    )
+  }
+  print(context, info, () => taskDetails(info))
+}
+
+/**
+ * The library's words when `waitFor` finds no history stream: a queue whose workers never ran
+ * with `options.results` (the command line opens queues with `createStreams: false`).
+ */
+const NO_HISTORY = /listening for task records\b.*\bstream not found\b/
+
+/**
+ * `wait <id>`: the task's result once it ended (main.js opens the queue with `options.results`,
+ * which `waitFor` needs). A failure for good (`ERR_PQ_TASK_FAILED`) and a timeout
+ * (`ERR_PQ_TIMEOUT`) are the library's errors, exit 1.
+ * @param {Context} context
+ */
+async function wait(context) {
+  const [id] = context.args
+  let result
+  try {
+    result = await context.queue.waitFor(id, { timeout: context.options.timeout })
+  } catch (err) {
+    const code = typeof err === 'object' && err !== null && 'code' in err ? err.code : undefined
+    if (code === 'ERR_PQ_NATS' && NO_HISTORY.test(messageOf(err))) {
+      throw new CliError(
+        EXIT.FAILED,
+        `queue ${context.names.streamName} keeps no task outcomes (no ${context.names.streamName}_HISTORY stream): its workers need options.results`,
+      )
+    }
+    throw err
+  }
+  print(context, { id, result }, () => (result === undefined ? `Task ${escapeControl(id)} completed with no result.` : escapeLines(JSON.stringify(result, null, 2))))
+}
+
+/**
  * `queues`: every Protoqueue queue on the server, as `listQueues()` found them (main.js lists
  * them: the command has no queue of its own to connect).
  * @param {{ options: Record<string, any>, io: Io }} context
@@ -377,6 +423,8 @@ const COMMANDS = {
   schedules,
   unschedule,
   cancel,
+  task,
+  wait,
   delete: destroy,
 }
 

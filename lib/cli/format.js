@@ -151,6 +151,30 @@ function letterDetails(letter) {
 }
 
 /**
+ * One task as `getTask()` finds it, for `task <id>`: only the fields it has; the result as JSON
+ * on one line. Its texts (id, result, errors) come from producers and handlers: escaped.
+ * @param {import('protoqueue').TaskInfo} info
+ */
+function taskDetails(info) {
+  /** @type {Array<[string, string]>} */
+  const fields = [
+    ['id', escapeControl(info.id)],
+    ['state', escapeControl(info.state)],
+    ['attempts', String(info.attempts)],
+  ]
+  if (info.enqueuedAt !== undefined) fields.push(['enqueued', isoTime(info.enqueuedAt)])
+  if (info.startedAt !== undefined) fields.push(['started', isoTime(info.startedAt)])
+  if (info.finishedAt !== undefined) fields.push(['finished', isoTime(info.finishedAt)])
+  if (info.runAt !== undefined) fields.push(['run at', isoTime(info.runAt)])
+  const result = info.result === undefined ? undefined : JSON.stringify(info.result)
+  if (result !== undefined) fields.push(['result', escapeControl(result)])
+  if (info.resultError !== undefined) fields.push(['result error', escapeControl(info.resultError)])
+  if (info.error !== undefined) fields.push(['error', escapeControl(info.error)])
+  if (info.reason !== undefined) fields.push(['reason', escapeControl(info.reason)])
+  return pairs(fields)
+}
+
+/**
  * The `queues` table: every Protoqueue queue on the server.
  * @param {import('protoqueue').QueueInfo[]} queues
  */
@@ -240,4 +264,4 @@ function statsText(stats, names) {
   ])
 }
 
-module.exports = { escapeControl, escapeLines, table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, queueTable, scheduleTable, workerTable, statsText }
+module.exports = { escapeControl, escapeLines, table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, taskDetails, queueTable, scheduleTable, workerTable, statsText }

@@ -50,6 +50,9 @@ async function main(argv, io, version) {
     let queue
     try {
       config = await withSubjectFromServer(config, listQueues)
+      // `waitFor` reads task records only on an object with `options.results`; its ttl only
+      // governs writing them, which the command line never does.
+      if (command === 'wait') config = { ...config, options: { ...config.options, results: { ttl: 1000 } } }
       queue = new Protoqueue(config)
       await queue.connect()
     } catch (err) {

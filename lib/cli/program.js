@@ -107,6 +107,19 @@ killed. "consumers" in stats counts the durable consumers, which stay when their
 "workers" counts the workers listed here. Times are the workers' hosts' clocks. --json prints
 the list as getWorkers() gives it.`
 
+const TASK_HELP = `
+A task is found while it is delayed (its schedule), once it completed (with its result) and once
+it was dead-lettered: completed tasks only when the queue's workers run with options.results,
+within its ttl. Tasks waiting or running are not found yet. --json prints the task as getTask()
+gives it.`
+
+const WAIT_HELP = `
+Prints the task's result as JSON (--json: { "id", "result" }) once it completed; at once when it
+ended already. A task that failed for good exits 1 with ERR_PQ_TASK_FAILED (its reason, attempts
+and last error in the message); no outcome within --timeout exits 1 with ERR_PQ_TIMEOUT (also for
+an unknown id). Outcomes are recorded only by workers whose queue has options.results: on a
+queue whose workers never had it (no <stream>_HISTORY stream) it exits 1 at once.`
+
 const DASHBOARD_HELP = `
 The page lists every Protoqueue queue on the server: no --stream needed. It binds to 127.0.0.1
 unless --host says otherwise; bound to any other address it needs a token (at least 16
@@ -128,8 +141,9 @@ Environment:
 
 Exit codes:
   0  done
-  1  the operation failed (its ERR_PQ_* code is printed), what it names was not found (a dead
-     letter, a delayed task to cancel, a recurring task to unschedule), or a confirmation was declined
+  1  the operation failed (its ERR_PQ_* code is printed: a task waited for failed for good or
+     the wait timed out), what it names was not found (a dead letter, a task, a delayed task to
+     cancel, a recurring task to unschedule), or a confirmation was declined
   2  usage error: unknown command or flag, bad or missing value, --yes needed
   3  could not connect: no server, credentials refused, TLS failed`
 
@@ -142,7 +156,7 @@ Exit codes:
 function buildProgram(select, output, version) {
   const program = new Command('protoqueue')
   program
-    .description('Operate Protoqueue queues: list them; a queue\'s statistics, live workers, dead letters, pause/resume, purge, enqueue, delayed and recurring tasks, delete.')
+    .description('Operate Protoqueue queues: list them; a queue\'s statistics, live workers, dead letters, pause/resume, purge, enqueue, a task looked up or waited for, delayed and recurring tasks, delete.')
     .version(version, '-V, --version')
     .exitOverride()
     // Errors quote the arguments (an id pasted from elsewhere): shown escaped, as all output.
@@ -265,6 +279,23 @@ function buildProgram(select, output, version) {
       .description('cancel a delayed task not yet due (exit 1 when there is none)')
       .argument('<id>', 'the task\'s id, as enqueue printed it'),
     'cancel',
+  )
+  runs(
+    program
+      .command('task')
+      .description('show what the server knows of a task: delayed, completed (with its result) or dead-lettered (exit 1 when nothing has it)')
+      .argument('<id>', 'the task\'s id, as enqueue printed it')
+      .addHelpText('after', TASK_HELP),
+    'task',
+  )
+  runs(
+    program
+      .command('wait')
+      .description('wait for a task to end and print its result as JSON (exit 1 when it failed for good or the time ran out)')
+      .argument('<id>', 'the task\'s id, as enqueue printed it')
+      .addOption(new Option('--timeout <ms>', 'how long to wait').argParser(milliseconds).default(30_000))
+      .addHelpText('after', WAIT_HELP),
+    'wait',
   )
   runs(
     program
