@@ -783,6 +783,10 @@ export type ProtoqueueErrorCode =
   | 'ERR_PQ_TIMEOUT'
   | 'ERR_PQ_STREAM_CONFLICT'
   | 'ERR_PQ_SCHEDULES_OFF'
+  /** `waitFor` without `options.results`, or on a queue whose workers never kept results. */
+  | 'ERR_PQ_RESULTS_OFF'
+  /** `waitFor` of a task that failed for good; the error carries `reason`, `error`, `attempts`, `task`. */
+  | 'ERR_PQ_TASK_FAILED'
   | 'ERR_PQ_SERVER_TOO_OLD'
   /** `destroy()` of a queue whose workers still run (without `force`). */
   | 'ERR_PQ_QUEUE_IN_USE'
@@ -1096,7 +1100,8 @@ export declare class Protoqueue<T = unknown> {
    * handler's `result` (`undefined` when it returned none); rejects with `ERR_PQ_TASK_FAILED`
    * when it failed for good (the error carries `reason`, `error`, `attempts` and `task`), or
    * `ERR_PQ_TIMEOUT`. A task that already ended answers at once, for its record's `ttl`. Without
-   * `options.results` on this object, rejects with `ERR_PQ_INVALID_CONFIG`. However many calls
+   * `options.results` on this object, or on a queue whose workers never kept results (no history
+   * stream), rejects with `ERR_PQ_RESULTS_OFF`. However many calls
    * wait, the object holds one subscription, and only while some do.
    */
   waitFor<R = unknown>(id: string, options?: WaitOptions): Promise<R>

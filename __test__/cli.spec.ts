@@ -959,7 +959,7 @@ describe('task results: task and wait', () => {
       assert.match(run.stderr, /keeps no task outcomes .*options\.results/)
       const asJson = await cli(['wait', id, '--timeout', '300', '--json', ...flags])
       expectExit(asJson, 1)
-      assert.equal(JSON.parse(asJson.stderr).error.code, 'ERR_PQ_CLI_FAILED')
+      assert.equal(JSON.parse(asJson.stderr).error.code, 'ERR_PQ_RESULTS_OFF')
     } finally {
       await owner.disconnect()
     }

@@ -109,7 +109,7 @@ describe('results', () => {
     await rejectsWithCode(queue.waitFor(id), 'ERR_PQ_NOT_CONNECTED')
     const plain = new Protoqueue(names)
     await plain.connect(server.url)
-    await rejectsWithCode(plain.waitFor(id), 'ERR_PQ_INVALID_CONFIG')
+    await rejectsWithCode(plain.waitFor(id), 'ERR_PQ_RESULTS_OFF')
     await plain.disconnect()
   })
 

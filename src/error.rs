@@ -111,6 +111,11 @@ pub enum Error {
     )]
     SchedulesOff(&'static str),
 
+    /// `waitFor` where no task outcomes are kept: the waiting object has no `options.results`,
+    /// or the queue has no history stream (its workers never kept results). Nothing was sent.
+    #[error("task results are off for this queue: {0}")]
+    ResultsOff(String),
+
     /// The cluster answered that JetStream is temporarily unavailable (code 10008: a stream or
     /// consumer has no leader while one is elected). The same code as a timeout: try again.
     #[error("{operation}: the NATS cluster is temporarily unavailable (a leader is being elected); try again")]
@@ -155,6 +160,7 @@ impl Error {
             Error::Timeout { .. } | Error::Unavailable { .. } => "ERR_PQ_TIMEOUT",
             Error::StreamConflict(_) => "ERR_PQ_STREAM_CONFLICT",
             Error::SchedulesOff(_) => "ERR_PQ_SCHEDULES_OFF",
+            Error::ResultsOff(_) => "ERR_PQ_RESULTS_OFF",
             Error::ServerTooOld { .. } => "ERR_PQ_SERVER_TOO_OLD",
             Error::QueueInUse(_) => "ERR_PQ_QUEUE_IN_USE",
             Error::Nats(_) => "ERR_PQ_NATS",
@@ -258,6 +264,7 @@ mod tests {
             },
             Error::StreamConflict("x".into()),
             Error::SchedulesOff("x"),
+            Error::ResultsOff("x".into()),
             Error::ServerTooOld {
                 feature: "x",
                 needed: "2.12".into(),

@@ -336,9 +336,9 @@ impl Queue {
             let state = self.state.lock().await;
             let connected = state.as_ref().ok_or(Error::NotConnected)?;
             if connected.connection.config().results_ttl.is_none() {
-                return Err(Error::InvalidConfig(
-                    "waitFor needs options.results ({ ttl }): without it no worker records how \
-                     tasks end"
+                return Err(Error::ResultsOff(
+                    "waitFor needs options.results ({ ttl }) on this object, as on the workers: \
+                     without it no worker records how tasks end"
                         .into(),
                 ));
             }

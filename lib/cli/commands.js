@@ -354,12 +354,6 @@ async function task(context) {
 }
 
 /**
- * The library's words when `waitFor` finds no history stream: a queue whose workers never ran
- * with `options.results` (the command line opens queues with `createStreams: false`).
- */
-const NO_HISTORY = /listening for task records\b.*\bstream not found\b/
-
-/**
  * `wait <id>`: the task's result once it ended (main.js opens the queue with `options.results`,
  * which `waitFor` needs). A failure for good (`ERR_PQ_TASK_FAILED`) and a timeout
  * (`ERR_PQ_TIMEOUT`) are the library's errors, exit 1.
@@ -367,19 +361,8 @@ const NO_HISTORY = /listening for task records\b.*\bstream not found\b/
  */
 async function wait(context) {
   const [id] = context.args
-  let result
-  try {
-    result = await context.queue.waitFor(id, { timeout: context.options.timeout })
-  } catch (err) {
-    const code = typeof err === 'object' && err !== null && 'code' in err ? err.code : undefined
-    if (code === 'ERR_PQ_NATS' && NO_HISTORY.test(messageOf(err))) {
-      throw new CliError(
-        EXIT.FAILED,
-        `queue ${context.names.streamName} keeps no task outcomes (no ${context.names.streamName}_HISTORY stream): its workers need options.results`,
-      )
-    }
-    throw err
-  }
+  // A queue whose workers never kept results has no history: the library says so (ERR_PQ_INVALID_CONFIG).
+  const result = await context.queue.waitFor(id, { timeout: context.options.timeout })
   print(context, { id, result }, () => (result === undefined ? `Task ${escapeControl(id)} completed with no result.` : escapeLines(JSON.stringify(result, null, 2))))
 }
 

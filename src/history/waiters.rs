@@ -91,12 +91,18 @@ impl Waiters {
     async fn listen_from_now(&self) -> Result<async_nats::jetstream::consumer::pull::Ordered> {
         const LISTENING: &str = "listening for task records";
         let config = self.connection.config();
-        let stream = self
-            .connection
-            .jetstream
-            .get_stream(config.history_stream())
-            .await
-            .map_err(|err| Error::request(LISTENING, err))?;
+        let stream = match super::stream_of(&self.connection).await? {
+            Some(stream) => stream,
+            // Opened as it is (`createStreams: false`, the command line) or deleted since.
+            None => {
+                return Err(Error::ResultsOff(format!(
+                    "queue {:?} keeps no task outcomes (no {:?} stream): its workers need \
+                     options.results",
+                    config.stream_name,
+                    config.history_stream()
+                )))
+            }
+        };
         let last = stream.cached_info().state.last_sequence;
         let consumer = stream
             .create_consumer(OrderedConfig {
