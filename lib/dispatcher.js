@@ -109,6 +109,22 @@ function read(value, key) {
 }
 
 /**
+ * `JSON.stringify(value)` that never throws: `{ text }` (`text` undefined when the value has no
+ * JSON form: a function, a symbol, `undefined`), or `{ failed }` with why it could not be
+ * serialized (a cycle, a BigInt, a `toJSON` that throws; `undefined` when it gives no reason).
+ * @param {unknown} value
+ * @returns {{ text: string | undefined } | { failed: string | undefined }}
+ */
+function jsonOf(value) {
+  try {
+    const text = JSON.stringify(value)
+    return { text: typeof text === 'string' ? text : undefined }
+  } catch (err) {
+    return { failed: err instanceof Error ? textOf(read(err, 'message')) : textOf(err) }
+  }
+}
+
+/**
  * JSON text of `value`, or `undefined` when it has none (a function, a symbol, `undefined`).
  * A value that cannot be serialized (a cycle, a BigInt, a `toJSON` that throws) is described
  * instead, so the failure keeps a record of it.
@@ -116,13 +132,8 @@ function read(value, key) {
  * @returns {string | undefined}
  */
 function detailsJson(value) {
-  try {
-    const text = JSON.stringify(value)
-    return typeof text === 'string' ? text : undefined
-  } catch (err) {
-    const message = err instanceof Error ? textOf(read(err, 'message')) : textOf(err)
-    return JSON.stringify({ unserializable: message ?? 'details could not be serialized' })
-  }
+  const json = jsonOf(value)
+  return 'text' in json ? json.text : JSON.stringify({ unserializable: json.failed ?? 'details could not be serialized' })
 }
 
 /**
@@ -136,14 +147,10 @@ function resultOf(value) {
   let kept = read(value, 'result')
   if (kept === undefined) kept = read(value, 'details')
   if (kept === undefined) return undefined
-  try {
-    const result = JSON.stringify(kept)
-    if (typeof result === 'string') return { result }
-    return { resultError: `the handler's result (${describe(kept)}) has no JSON form, so it was not kept` }
-  } catch (err) {
-    const why = err instanceof Error ? textOf(read(err, 'message')) : textOf(err)
-    return { resultError: `the handler's result cannot be written as JSON (${why ?? 'no reason given'}), so it was not kept` }
-  }
+  const json = jsonOf(kept)
+  if (!('text' in json)) return { resultError: `the handler's result cannot be written as JSON (${json.failed ?? 'no reason given'}), so it was not kept` }
+  if (json.text === undefined) return { resultError: `the handler's result (${describe(kept)}) has no JSON form, so it was not kept` }
+  return { result: json.text }
 }
 
 /**

@@ -80,12 +80,7 @@ pub fn stream_config(config: &Config) -> stream::Config {
 
 /// The marker subject of `id`: its bytes as hex, so any id is one subject token.
 pub fn subject(config: &Config, id: &str) -> String {
-    let mut subject = config.id_index_prefix();
-    subject.reserve(id.len() * 2);
-    for byte in id.bytes() {
-        subject.push_str(&format!("{byte:02x}"));
-    }
-    subject
+    crate::config::names::id_subject(config.id_index_prefix(), id)
 }
 
 /// What a marker says.

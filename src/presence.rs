@@ -19,9 +19,7 @@ use std::{
 
 use async_nats::jetstream::{
     self,
-    context::GetStreamErrorKind,
     stream::{self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType},
-    ErrorCode,
 };
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -286,14 +284,8 @@ async fn ensure_stream(js: &jetstream::Context, config: &Config) -> Result<()> {
 pub async fn list(connection: &Connection) -> Result<Vec<WorkerRecord>> {
     const LISTING: &str = "listing the workers";
     let config = connection.config();
-    let stream = match connection
-        .jetstream
-        .get_stream(config.workers_stream())
-        .await
-    {
-        Ok(stream) => stream,
-        Err(err) if stream_missing(&err) => return Ok(Vec::new()),
-        Err(err) => return Err(Error::request(LISTING, err)),
+    let Some(stream) = stream_of(connection, LISTING).await? else {
+        return Ok(Vec::new());
     };
     let subjects: Vec<String> = stream
         .info_with_subjects(format!("{}*", config.workers_prefix()))
@@ -324,20 +316,17 @@ pub async fn list(connection: &Connection) -> Result<Vec<WorkerRecord>> {
 
 /// How many workers are live: the subjects of the workers stream (one request).
 pub async fn count(connection: &Connection) -> Result<u64> {
-    match connection
-        .jetstream
-        .get_stream(connection.config().workers_stream())
-        .await
-    {
-        Ok(stream) => Ok(stream.cached_info().state.subjects_count),
-        Err(err) if stream_missing(&err) => Ok(0),
-        Err(err) => Err(Error::request("counting the workers", err)),
-    }
+    let stream = stream_of(connection, "counting the workers").await?;
+    Ok(stream.map_or(0, |stream| stream.cached_info().state.subjects_count))
 }
 
-fn stream_missing(err: &jetstream::context::GetStreamError) -> bool {
-    matches!(err.kind(), GetStreamErrorKind::JetStream(server)
-        if server.error_code() == ErrorCode::STREAM_NOT_FOUND)
+/// The workers stream, when a worker of this version ever ran (its info read with it).
+async fn stream_of(
+    connection: &Connection,
+    what: &'static str,
+) -> Result<Option<jetstream::stream::Stream>> {
+    let name = connection.config().workers_stream();
+    crate::nats::stream_if_exists(&connection.jetstream, name, what).await
 }
 
 /// A random worker id: 12 hex digits (one subject token), the random end of a UUIDv7.

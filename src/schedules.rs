@@ -164,6 +164,31 @@ pub fn run_at(delay: Option<f64>, run_at: Option<f64>, now_ms: i64) -> Result<Op
 /// `cancel()` reads.
 pub const DUE_HEADER: &str = "Protoqueue-Due-Ms";
 
+/// The schedule of the delayed task `id` in the task stream `stream`, with when it is due (ms
+/// since the epoch, from [`DUE_HEADER`]); `None` when the task has no schedule (it ran, was
+/// cancelled, or never was delayed).
+pub(crate) async fn delayed_schedule(
+    stream: &async_nats::jetstream::stream::Stream,
+    config: &Config,
+    id: &str,
+) -> Result<Option<(async_nats::jetstream::message::StreamMessage, Option<i64>)>> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    match stream
+        .get_last_raw_message_by_subject(&delayed_subject(config, id))
+        .await
+    {
+        Ok(schedule) => {
+            let due = schedule
+                .headers
+                .get(DUE_HEADER)
+                .and_then(|due| due.as_str().parse::<i64>().ok());
+            Ok(Some((schedule, due)))
+        }
+        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(err) => Err(Error::request("reading a delayed task", err)),
+    }
+}
+
 /// How close to its time a delayed task can no longer be cancelled: the server may be firing it
 /// as the cancel arrives (its clock and ours differ a little), and a cancel must never answer
 /// `true` for a task that runs.

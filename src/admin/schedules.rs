@@ -224,24 +224,16 @@ pub async fn cancel(connection: &Connection, id: &str) -> Result<bool> {
 
 async fn cancel_once(connection: &Connection, id: &str) -> Result<bool> {
     let config = connection.config();
-    let subject = schedules::delayed_subject(config, id);
     let stream = connection.task_stream().await?;
-    let due = match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(schedule) => schedule
-            .headers
-            .get(schedules::DUE_HEADER)
-            .and_then(|due| due.as_str().parse::<i64>().ok()),
-        Err(err) if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-            return Ok(false)
-        }
-        Err(err) => return Err(Error::request("reading a delayed task", err)),
+    let Some((_, due)) = schedules::delayed_schedule(&stream, config, id).await? else {
+        return Ok(false);
     };
     let margin = i64::try_from(schedules::CANCEL_MARGIN.as_millis()).unwrap_or(i64::MAX);
     if due.is_some_and(|due| due <= envelope::now_ms() + margin) {
         // Due now, or about to be: it runs (the server may be firing it right now).
         return Ok(false);
     }
-    let removed = remove_subject(connection, &subject).await?;
+    let removed = remove_subject(connection, &schedules::delayed_subject(config, id)).await?;
     if removed {
         // Its id, when the producer chose it, is free again.
         crate::ids::unscheduled(connection, id).await;

@@ -21,6 +21,31 @@ pub(crate) const DEAD_LETTER_SUFFIX: &str = "_DLQ";
 pub(crate) const DEAD_LETTER_SUBJECT_PREFIX: &str = "protoqueue.dlq.";
 pub(crate) const SCHEDULE_SUBJECT_PREFIX: &str = "protoqueue.sched.";
 
+/// `prefix` followed by `id`'s bytes as hex: any task id as one subject token (the id index's
+/// markers, the task history's records).
+pub fn id_subject(prefix: String, id: &str) -> String {
+    let mut subject = prefix;
+    subject.reserve(id.len() * 2);
+    for byte in id.bytes() {
+        subject.push_str(&format!("{byte:02x}"));
+    }
+    subject
+}
+
+/// The task id [`id_subject`] made `subject` from, after `prefix`; `None` for a subject that is
+/// not one.
+pub fn id_in_subject(prefix: &str, subject: &str) -> Option<String> {
+    let hex = subject.strip_prefix(prefix)?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
 /// JetStream stream name rules: printable, no whitespace, no `.`, `*`, `>`, path separators.
 pub fn validate_stream_name(name: &str) -> Result<()> {
     if name.is_empty() {

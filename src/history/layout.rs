@@ -4,7 +4,10 @@
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 
 use crate::{
-    config::Config,
+    config::{
+        names::{id_in_subject, id_subject},
+        Config,
+    },
     shape::{MARKER_KEY, QUEUE_KEY},
 };
 
@@ -38,23 +41,10 @@ pub fn stream_config(config: &Config) -> stream::Config {
 
 /// The record subject of task `id`: its bytes as hex, so any id is one subject token.
 pub fn subject(config: &Config, id: &str) -> String {
-    let mut subject = config.history_prefix();
-    subject.reserve(id.len() * 2);
-    for byte in id.bytes() {
-        subject.push_str(&format!("{byte:02x}"));
-    }
-    subject
+    id_subject(config.history_prefix(), id)
 }
 
 /// The task id of a record subject; `None` for a subject that is not one.
 pub fn id_of(config: &Config, subject: &str) -> Option<String> {
-    let hex = subject.strip_prefix(&config.history_prefix())?;
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..hex.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
-        .collect();
-    String::from_utf8(bytes?).ok()
+    id_in_subject(&config.history_prefix(), subject)
 }

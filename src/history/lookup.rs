@@ -2,14 +2,13 @@
 //! (completed or dead-lettered, with `options.results`), its schedule (delayed), or its letter
 //! on the dead-letter stream (dead-lettered, with or without history).
 
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use serde_json::value::RawValue;
 
 use super::{Ending, Record};
 use crate::{
     dead_letters::stored::{self, Filter},
     envelope::DeadLetterReason,
-    error::{Error, Result},
+    error::Result,
     nats::connection::Connection,
     observe::metrics::reason_name,
     schedules,
@@ -98,16 +97,9 @@ async fn delayed(connection: &Connection, id: &str) -> Result<Option<TaskInfo>> 
         return Ok(None);
     }
     let stream = connection.task_stream().await?;
-    let subject = schedules::delayed_subject(config, id);
-    let schedule = match stream.get_last_raw_message_by_subject(&subject).await {
-        Ok(schedule) => schedule,
-        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-        Err(err) => return Err(Error::request("reading a delayed task", err)),
+    let Some((schedule, run_at)) = schedules::delayed_schedule(&stream, config, id).await? else {
+        return Ok(None);
     };
-    let run_at = schedule
-        .headers
-        .get(schedules::DUE_HEADER)
-        .and_then(|due| due.as_str().parse::<i64>().ok());
     let enqueued_at = crate::envelope::Task::decode_checked(&schedule.payload)
         .ok()
         .map(|task| task.enqueued_at_ms);

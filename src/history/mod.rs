@@ -19,12 +19,7 @@ pub use layout::{id_of, stream_config, subject, MARK_HISTORY, RESULTS_SINCE};
 use std::time::Duration;
 
 use async_nats::{
-    jetstream::{
-        self,
-        context::GetStreamErrorKind,
-        stream::{self, LastRawMessageErrorKind},
-        ErrorCode,
-    },
+    jetstream::stream::{self, LastRawMessageErrorKind},
     HeaderMap,
 };
 use serde::{Deserialize, Serialize};
@@ -153,15 +148,8 @@ pub async fn read(connection: &Connection, id: &str) -> Result<Option<Record>> {
 
 /// The queue's history stream, when it has one (a queue that ever kept results).
 pub async fn stream_of(connection: &Connection) -> Result<Option<stream::Stream>> {
-    match connection
-        .jetstream
-        .get_stream(connection.config().history_stream())
-        .await
-    {
-        Ok(stream) => Ok(Some(stream)),
-        Err(err) if stream_missing(&err) => Ok(None),
-        Err(err) => Err(Error::request("opening the task history", err)),
-    }
+    let name = connection.config().history_stream();
+    crate::nats::stream_if_exists(&connection.jetstream, name, "opening the task history").await
 }
 
 /// Removes task `id`'s record from `history` (its task was requeued: its outcome is to come
@@ -184,11 +172,6 @@ pub(crate) fn parse(payload: &[u8]) -> Option<Record> {
             None
         }
     }
-}
-
-fn stream_missing(err: &jetstream::context::GetStreamError) -> bool {
-    matches!(err.kind(), GetStreamErrorKind::JetStream(server)
-        if server.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }
 
 #[cfg(test)]

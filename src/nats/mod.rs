@@ -14,6 +14,26 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+/// Stream `name`, or `None` when the server has no such stream (a part of a queue made only
+/// once it is used: its workers' records, its task history). `what` names the reading in errors.
+pub(crate) async fn stream_if_exists(
+    js: &jetstream::Context,
+    name: String,
+    what: &'static str,
+) -> Result<Option<jetstream::stream::Stream>> {
+    match js.get_stream(name).await {
+        Ok(stream) => Ok(Some(stream)),
+        Err(err) => match err.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(server)
+                if server.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+            {
+                Ok(None)
+            }
+            _ => Err(Error::request(what, err)),
+        },
+    }
+}
+
 /// How many messages `stream` holds on subjects matching `filter` (which may hold wildcards),
 /// at a cost that does not grow with the number of distinct subjects under it:
 ///
