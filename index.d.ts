@@ -482,6 +482,20 @@ export interface TaskData<T = unknown> {
   subject?: string
   /** The task's priority (1 most urgent to 10), on a queue with `options.priorities`. */
   priority?: number
+  /**
+   * Aborted when the worker ends this attempt while the handler still runs; pass it on
+   * (`fetch(url, { signal: task.signal })`) or check it to stop early. Its `reason` is a
+   * `ProtoqueueError` whose `code` says why: `ERR_PQ_TIMEOUT` (the handler ran past `taskTimeout`;
+   * the attempt counts as failed), `ERR_PQ_TASK_CANCELLED` (`cancel(id)` was called for the task;
+   * it ends cancelled, not retried) or `ERR_PQ_SHUTDOWN` (`disconnect()`'s `shutdownTimeout` ran
+   * out; the task runs again). A JavaScript function cannot be stopped from outside: the handler
+   * keeps its slot of `batchSize` until it returns, and what it returns then is ignored.
+   *
+   * Created on first read (the same signal on every read) and not enumerable: the task's JSON,
+   * `Object.keys` and spread do not show it. An `abort` listener that throws is reported as any
+   * event listener's error is (an `uncaughtException` in Node), not as the handler's failure.
+   */
+  readonly signal: AbortSignal
 }
 
 /**
@@ -513,8 +527,10 @@ export interface TaskResult<D extends Record<string, any> = Record<string, any>>
  * - `delayed`: a delayed task not yet due (`delay`, `runAt`).
  * - `completed`: its handler succeeded (known with `options.results`, for its `ttl`).
  * - `deadLettered`: it failed for good; its letter is on the dead-letter stream.
+ * - `cancelled`: `cancel(id)` ended it while it waited, waited for a retry or ran (known with
+ *   `options.results`, for its `ttl`).
  */
-export type TaskState = 'delayed' | 'completed' | 'deadLettered'
+export type TaskState = 'delayed' | 'completed' | 'deadLettered' | 'cancelled'
 
 /** A task as `getTask` finds it. */
 export interface TaskInfo {
@@ -636,7 +652,7 @@ export interface WorkerInfo {
 export type DeadLetterReason = 'retriesExhausted' | 'rejected' | 'invalidEnvelope' | 'invalidData' | 'deliveriesExhausted' | 'unspecified'
 
 /** What every dead letter's task holds, whatever became of its data. */
-export interface DeadLetterTaskBase extends Omit<TaskData<unknown>, 'data' | 'metadata'> {
+export interface DeadLetterTaskBase extends Omit<TaskData<unknown>, 'data' | 'metadata' | 'signal'> {
   /**
    * The metadata as enqueued plus `timestamp` (as the handler sees it); only `{ timestamp }` when
    * the stored metadata is not a JSON object (see `rawMetadata`) or was dropped.
@@ -787,6 +803,10 @@ export type ProtoqueueErrorCode =
   | 'ERR_PQ_RESULTS_OFF'
   /** `waitFor` of a task that failed for good; the error carries `reason`, `error`, `attempts`, `task`. */
   | 'ERR_PQ_TASK_FAILED'
+  /** `waitFor` of a task that `cancel(id)` ended; the error carries `attempts` and `task`. Also a `task.signal`'s reason when `cancel(id)` stopped its handler. */
+  | 'ERR_PQ_TASK_CANCELLED'
+  /** A `task.signal`'s reason when the worker stopped (`disconnect()`'s `shutdownTimeout` ran out) while the handler ran. */
+  | 'ERR_PQ_SHUTDOWN'
   | 'ERR_PQ_SERVER_TOO_OLD'
   /** `destroy()` of a queue whose workers still run (without `force`). */
   | 'ERR_PQ_QUEUE_IN_USE'
@@ -1066,9 +1086,18 @@ export declare class Protoqueue<T = unknown> {
    */
   destroy(options?: { force?: boolean }): Promise<string[]>
   /**
-   * Cancels a delayed task that is not yet due; resolves to `true` when it was removed, `false`
-   * when there is none (it ran already, was cancelled, or was never delayed). An id that cannot
-   * be one rejects with `ERR_PQ_INVALID_TASK`; on a stream without schedules, `ERR_PQ_SCHEDULES_OFF`.
+   * Cancels task `id`, from any process, wherever it is: a delayed task not yet due is removed;
+   * a running task's handler has its `task.signal` aborted (reason `ERR_PQ_TASK_CANCELLED`) and
+   * the task ends `cancelled` at once, whatever the handler does next; a task waiting, or
+   * waiting for a retry, ends `cancelled` when a worker takes it, without running. A cancelled
+   * task is neither retried nor dead-lettered; with `options.results`, `waitFor` rejects with
+   * `ERR_PQ_TASK_CANCELLED` and `getTask` says `cancelled`.
+   *
+   * Resolves to `true` when the task will not complete: removed, stopped while running, or
+   * (own ids, which the queue indexes) marked while it waits. `false` when that cannot be said:
+   * it ended first (a cancel racing its completion ends in exactly one of the two), or nothing
+   * is known of it — a waiting task with a generated id is still cancelled when a worker takes
+   * it. An id that cannot be one rejects with `ERR_PQ_INVALID_TASK`.
    */
   cancel(id: string): Promise<boolean>
   /**
@@ -1098,8 +1127,8 @@ export declare class Protoqueue<T = unknown> {
   /**
    * Waits for task `id` to end, from any process (`options.results`): resolves with its
    * handler's `result` (`undefined` when it returned none); rejects with `ERR_PQ_TASK_FAILED`
-   * when it failed for good (the error carries `reason`, `error`, `attempts` and `task`), or
-   * `ERR_PQ_TIMEOUT`. A task that already ended answers at once, for its record's `ttl`. Without
+   * when it failed for good (the error carries `reason`, `error`, `attempts` and `task`),
+   * `ERR_PQ_TASK_CANCELLED` when `cancel(id)` ended it, or `ERR_PQ_TIMEOUT`. A task that already ended answers at once, for its record's `ttl`. Without
    * `options.results` on this object, or on a queue whose workers never kept results (no history
    * stream), rejects with `ERR_PQ_RESULTS_OFF`. However many calls
    * wait, the object holds one subscription, and only while some do.

@@ -673,13 +673,13 @@ describe('looking things up: queues, delayed, prioritised and recurring tasks', 
     assert.equal((await owner.getStats()).delayed, 4)
     const again = await cli(['cancel', id, ...flags])
     expectExit(again, 1)
-    assert.match(again.stderr, /ran already, was cancelled, or was never delayed/)
+    assert.match(again.stderr, /was not cancelled: it ended first, or nothing is known of it/)
     const unknown = await cli(['cancel', 'no-such-task', '--json', ...flags])
     expectExit(unknown, 1)
-    assert.match(JSON.parse(unknown.stderr).error.message, /no delayed task no-such-task/)
+    assert.match(JSON.parse(unknown.stderr).error.message, /task no-such-task of queue .* was not cancelled/)
     const human = await cli(['cancel', runs[1].stdout.trim(), ...flags])
     expectExit(human, 0)
-    assert.equal(human.stdout, `Cancelled delayed task ${runs[1].stdout.trim()}.\n`)
+    assert.equal(human.stdout, `Cancelled task ${runs[1].stdout.trim()}.\n`)
     assert.equal((await owner.getStats()).delayed, 3)
     await owner.disconnect()
   })
@@ -835,9 +835,12 @@ describe('looking things up: queues, delayed, prioritised and recurring tasks', 
     await owner.disconnect()
   })
 
-  test('schedules, unschedule and cancel on a queue without schedules exit 1 with ERR_PQ_SCHEDULES_OFF; a missing name or id is a usage error', async () => {
+  test('schedules and unschedule on a queue without schedules exit 1 with ERR_PQ_SCHEDULES_OFF, cancel of an unknown task exits 1; a missing name or id is a usage error', async () => {
     const { flags } = await existingQueue({ schedules: false })
-    const runs = await Promise.all([['schedules'], ['unschedule', 'x'], ['cancel', 'x']].map((args) => cli([...args, '--json', ...flags])))
+    const cancelled = await cli(['cancel', 'x', ...flags])
+    expectExit(cancelled, 1)
+    assert.match(cancelled.stderr, /was not cancelled: it ended first, or nothing is known of it/)
+    const runs = await Promise.all([['schedules'], ['unschedule', 'x']].map((args) => cli([...args, '--json', ...flags])))
     for (const run of runs) {
       expectExit(run, 1)
       assert.equal(JSON.parse(run.stderr).error.code, 'ERR_PQ_SCHEDULES_OFF')

@@ -6,7 +6,8 @@ import { afterEach, beforeEach, describe, test } from 'node:test'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 
-import { dispatcher, NO_STRING_FORM, type NativeFailure } from '../lib/dispatcher.js'
+import { ABORT_REASONS, dispatcher, NO_STRING_FORM, type NativeFailure } from '../lib/dispatcher.js'
+import { ProtoqueueError } from '../lib/errors.js'
 
 interface Report {
   succeeded: number[]
@@ -38,11 +39,32 @@ function batch(tokens: number[], limit = 2, data: (token: number) => unknown = (
 /** Lets every pending promise, microtask and immediate run. */
 const turn = () => new Promise((resolve) => setImmediate(resolve))
 
+/** A task as its handler gets it. */
+interface Task {
+  id: string
+  data: unknown
+  metadata: Record<string, unknown>
+  readonly signal: AbortSignal
+}
+
 /** A handler whose calls settle when the test says so. */
 function controlled() {
-  const calls: Array<{ data: unknown; resolve: (result: unknown) => void }> = []
-  const handler = (task: { data: unknown }) => new Promise((resolve) => calls.push({ data: task.data, resolve }))
+  const calls: Array<{ data: unknown; task: Task; resolve: (result: unknown) => void }> = []
+  const handler = (task: Task) => new Promise((resolve) => calls.push({ data: task.data, task, resolve }))
   return { calls, handler }
+}
+
+/** The native side ending attempts: `{"abort": [[token, reason], ...]}`. */
+const abort = (...pairs: Array<[number, string]>) => JSON.stringify({ abort: pairs })
+
+/** What an abort's reason must be: a ProtoqueueError with the reason's code and message. */
+function assertAbortedWith(signal: AbortSignal, reason: string) {
+  const [code, message] = ABORT_REASONS.get(reason)!
+  assert.equal(signal.aborted, true)
+  assert.ok(signal.reason instanceof ProtoqueueError, 'the reason is a ProtoqueueError')
+  assert.equal(signal.reason.code, code)
+  assert.equal(signal.reason.message, message)
+  assert.throws(() => signal.throwIfAborted(), (err) => err === signal.reason)
 }
 
 let unhandled: unknown[] = []
@@ -234,6 +256,282 @@ describe('odd handler behaviour is an ordinary failure', () => {
   })
 })
 
+describe('task.signal', () => {
+  test('every handler gets one: not enumerable, the same on every read, not aborted, and the task is otherwise unchanged', async () => {
+    const native = new FakeNative()
+    const seen: Task[] = []
+    const tasks = dispatcher((task: Task) => {
+      seen.push(task)
+      assert.ok(task.signal instanceof AbortSignal)
+      assert.equal(task.signal, task.signal, 'the same signal on every read')
+      assert.equal(task.signal.aborted, false)
+      return { success: true }
+    }, native)
+    tasks.dispatch(batch([1, 2]))
+    await turn()
+    assert.deepStrictEqual(native.succeeded, [1, 2])
+    for (const [i, task] of seen.entries()) {
+      const plain = { id: `t${i + 1}`, data: i + 1, metadata: {} }
+      assert.deepStrictEqual(task, plain)
+      assert.deepStrictEqual(Object.keys(task), ['id', 'data', 'metadata'])
+      assert.equal(JSON.stringify(task), JSON.stringify(plain))
+      assert.deepStrictEqual({ ...task }, plain)
+      assert.equal('signal' in task, true)
+      assert.equal(Object.getOwnPropertyDescriptor(task, 'signal')!.enumerable, false)
+      assert.equal(task.signal, task.signal, 'still the same after the handler settled')
+    }
+    // One getter for every task of every dispatcher: V8 keeps such tasks in one hidden class.
+    const other: Task[] = []
+    dispatcher((task: Task) => {
+      other.push(task)
+      return { success: true }
+    }, new FakeNative()).dispatch(batch([3]))
+    await turn()
+    const getters = [...seen, ...other].map((task) => Object.getOwnPropertyDescriptor(task, 'signal')!.get)
+    assert.equal(new Set(getters).size, 1)
+  })
+
+  for (const reason of ['timeout', 'cancelled', 'shutdown']) {
+    test(`an abort (${reason}) of a running handler aborts its signal once; its outcome is not reported and the next task starts when it settles`, async () => {
+      const native = new FakeNative()
+      const { calls, handler } = controlled()
+      const tasks = dispatcher(handler, native)
+      tasks.dispatch(batch([1, 2], 1))
+      await turn()
+      const { signal } = calls[0].task
+      let events = 0
+      signal.addEventListener('abort', () => events++)
+      tasks.dispatch(abort([1, reason]))
+      assertAbortedWith(signal, reason)
+      assert.equal(events, 1)
+      // A second abort of the same attempt changes nothing: the first reason stays.
+      tasks.dispatch(abort([1, reason === 'shutdown' ? 'timeout' : 'shutdown']))
+      assertAbortedWith(signal, reason)
+      assert.equal(events, 1)
+      assert.deepStrictEqual(tasks.stats, { running: 1, waiting: 1, capacity: 16, closed: false, slots: 1, live: 0, aborted: 1 })
+      calls[0].resolve({ success: true })
+      await turn()
+      assert.equal(calls.length, 2, 'the next task started')
+      await turn() // With no outcome to go with, its start is reported at the end of the turn.
+      assert.deepStrictEqual(native.succeeded, [], 'the aborted attempt is not reported')
+      assert.deepStrictEqual(native.failed, [])
+      assert.deepStrictEqual(native.started, [1, 2])
+      assert.equal(calls[1].task.signal.aborted, false, "the next task's signal is its own")
+      calls[1].resolve({ success: true })
+      await turn()
+      assert.deepStrictEqual(native.succeeded, [2])
+      assert.deepStrictEqual(tasks.stats, { running: 0, waiting: 0, capacity: 16, closed: false, slots: 1, live: 0, aborted: 0 })
+    })
+  }
+
+  test('a handler that rejects with its signal\'s reason: not reported either', async () => {
+    const native = new FakeNative()
+    const tasks = dispatcher(
+      (task: Task) => new Promise((_, reject) => task.signal.addEventListener('abort', () => reject(task.signal.reason))),
+      native,
+    )
+    tasks.dispatch(batch([1, 2], 2))
+    tasks.dispatch(abort([2, 'cancelled']))
+    await turn()
+    assert.deepStrictEqual(native.failed, [])
+    assert.deepStrictEqual(tasks.stats, { running: 1, waiting: 0, capacity: 16, closed: false, slots: 2, live: 1, aborted: 0 })
+  })
+
+  test('an abort before the signal was first read: the first read gives a signal already aborted with that reason', async () => {
+    const native = new FakeNative()
+    const { calls, handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1]))
+    tasks.dispatch(abort([1, 'timeout']))
+    const { task } = calls[0]
+    assertAbortedWith(task.signal, 'timeout')
+    assert.equal(task.signal, task.signal)
+    let events = 0
+    task.signal.addEventListener('abort', () => events++)
+    calls[0].resolve({ success: false, error: 'late' })
+    await turn()
+    assert.equal(events, 0, 'no event for an abort that happened before')
+    assert.deepStrictEqual(native.failed, [])
+    assert.deepStrictEqual(native.started, [1])
+  })
+
+  test('a handler that ignores its signal keeps its slot until it returns', async () => {
+    const native = new FakeNative()
+    const { calls, handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1, 2, 3], 1))
+    tasks.dispatch(abort([1, 'timeout']))
+    for (let i = 0; i < 5; i++) await turn()
+    assert.equal(calls.length, 1, 'nothing else started')
+    assert.equal(tasks.stats.running, 1)
+    assert.deepStrictEqual(native.started, [1])
+    calls[0].resolve({ success: false, error: 'finally done' })
+    await turn()
+    assert.equal(calls.length, 2)
+    await turn()
+    assert.deepStrictEqual(native.started, [1, 2])
+    assert.deepStrictEqual(native.failed, [])
+  })
+
+  test('an abort of a waiting task: it never starts and reports nothing, and the next one starts in its turn', async () => {
+    const native = new FakeNative()
+    const { calls, handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1, 2, 3], 1))
+    tasks.dispatch(abort([2, 'cancelled']))
+    assert.equal(tasks.stats.waiting, 2, 'it keeps its place (skipped when its turn comes)')
+    calls[0].resolve({ success: true })
+    await turn()
+    assert.deepStrictEqual(calls.map((call) => call.data), [1, 3])
+    calls[1].resolve({ success: true })
+    await turn()
+    assert.deepStrictEqual(native.started, [1, 3])
+    assert.deepStrictEqual(native.succeeded, [1, 3])
+    assert.deepStrictEqual(native.failed, [])
+    assert.deepStrictEqual(tasks.stats, { running: 0, waiting: 0, capacity: 16, closed: false, slots: 1, live: 0, aborted: 0 })
+  })
+
+  test('aborts of unknown or settled tokens are ignored', async () => {
+    const native = new FakeNative()
+    const { calls, handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1, 2], 1))
+    calls[0].resolve({ success: true })
+    await turn()
+    tasks.dispatch(abort([1, 'timeout'], [99, 'cancelled']))
+    assert.equal(calls[0].task.signal.aborted, false, 'a settled task stays as it was')
+    assert.equal(calls[1].task.signal.aborted, false)
+    calls[1].resolve({ success: true })
+    await turn()
+    assert.deepStrictEqual(native.succeeded, [1, 2])
+    assert.deepStrictEqual(tasks.stats, { running: 0, waiting: 0, capacity: 16, closed: false, slots: 1, live: 0, aborted: 0 })
+  })
+
+  test('after close(), aborts still reach running handlers (shutdown comes after close)', async () => {
+    const native = new FakeNative()
+    const { calls, handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1, 2, 3], 2))
+    tasks.dispatch('{"close":true}')
+    tasks.dispatch(abort([1, 'shutdown'], [3, 'shutdown']))
+    assertAbortedWith(calls[0].task.signal, 'shutdown')
+    assert.equal(calls[1].task.signal.aborted, false)
+    calls[0].resolve({ success: true })
+    calls[1].resolve({ success: true })
+    await turn()
+    assert.equal(calls.length, 2)
+    assert.deepStrictEqual(native.succeeded, [2])
+    assert.deepStrictEqual(tasks.stats, { running: 0, waiting: 0, capacity: 16, closed: true, slots: 2, live: 0, aborted: 0 })
+  })
+
+  test('malformed abort messages are ignored; an unknown reason ends the attempt as a cancel, with its own message', async () => {
+    const native = new FakeNative()
+    const { calls, handler } = controlled()
+    const tasks = dispatcher(handler, native)
+    tasks.dispatch(batch([1, 2, 3, 4], 4))
+    const malformed = [
+      '{"abort":null}',
+      '{"abort":1}',
+      '{"abort":"1"}',
+      '{"abort":{"0":[1,"timeout"],"length":1}}',
+      '{"abort":[1,2]}',
+      '{"abort":[[]]}',
+      '{"abort":[null]}',
+      '{"abort":[["1","timeout"]]}',
+      '{"abort":[[null,"timeout"]]}',
+      '{"abort":[[[1],"timeout"]]}',
+      '{"abort":[[1.5,"timeout"]]}',
+      '{"abort":[[-1,"timeout"]]}',
+    ]
+    for (const message of malformed) assert.doesNotThrow(() => tasks.dispatch(message), message)
+    assert.deepStrictEqual(calls.map((call) => call.task.signal.aborted), [false, false, false, false])
+    tasks.dispatch('{"abort":[[1],[2,{"why":"x"}],[3,"toString"],[4,"__proto__"]]}')
+    for (const { task } of calls) {
+      assert.equal(task.signal.aborted, true)
+      assert.ok(task.signal.reason instanceof ProtoqueueError)
+      assert.equal(task.signal.reason.code, 'ERR_PQ_TASK_CANCELLED')
+      assert.notEqual(task.signal.reason.message, ABORT_REASONS.get('cancelled')![1], 'not said to be a cancel()')
+    }
+    for (const call of calls) call.resolve({ success: true })
+    await turn()
+    assert.deepStrictEqual(native.succeeded, [])
+    assert.deepStrictEqual(native.started, [1, 2, 3, 4])
+    assert.equal(tasks.stats.running, 0)
+  })
+
+  test('an abort listener that throws: the other attempts in the message are still aborted, and the dispatcher stays consistent', async () => {
+    // Node does not let a listener's throw out of abort(): it is reported as an uncaught
+    // exception on the next tick. Catch it here so it does not end the test run.
+    const caught: unknown[] = []
+    process.setUncaughtExceptionCaptureCallback((err) => caught.push(err))
+    try {
+      const native = new FakeNative()
+      const { calls, handler } = controlled()
+      const tasks = dispatcher(handler, native)
+      tasks.dispatch(batch([1, 2, 3], 2))
+      const thrown = new Error('listener threw')
+      let later = 0
+      calls[0].task.signal.addEventListener('abort', () => {
+        throw thrown
+      })
+      calls[0].task.signal.addEventListener('abort', () => later++)
+      assert.doesNotThrow(() => tasks.dispatch(abort([1, 'timeout'], [2, 'cancelled'])))
+      assert.equal(later, 1, "the signal's other listeners ran")
+      assertAbortedWith(calls[0].task.signal, 'timeout')
+      assertAbortedWith(calls[1].task.signal, 'cancelled')
+      assert.deepStrictEqual(tasks.stats, { running: 2, waiting: 1, capacity: 16, closed: false, slots: 2, live: 0, aborted: 2 })
+      await turn()
+      assert.deepStrictEqual(caught, [thrown])
+      calls[0].resolve({ success: true })
+      await turn()
+      assert.equal(calls.length, 3, 'the next task started')
+      calls[1].resolve({ success: true })
+      calls[2].resolve({ success: true })
+      await turn()
+      assert.deepStrictEqual(native.succeeded, [3])
+      assert.deepStrictEqual(tasks.stats, { running: 0, waiting: 0, capacity: 16, closed: false, slots: 2, live: 0, aborted: 0 })
+    } finally {
+      process.setUncaughtExceptionCaptureCallback(null)
+    }
+  })
+
+  test('tasks leave nothing behind once settled, whether their signal was read, aborted or neither', async () => {
+    const TOTAL = 20_000
+    const LIMIT = 10
+    const native = new FakeNative()
+    const refs: Array<WeakRef<Task>> = []
+    const handler = (task: Task) => {
+      const n = task.data as number
+      if (n % 1000 === 0) refs.push(new WeakRef(task))
+      if (n % 3 === 0) task.signal.addEventListener('abort', () => {})
+      // Every seventh is aborted, running (its handler settles on the next turn) or waiting.
+      if (n % 7 === 0) return new Promise((resolve) => setImmediate(() => resolve({ success: true })))
+      return { success: true }
+    }
+    const tasks = dispatcher(handler, native)
+    for (let from = 0; from < TOTAL; from += 100) {
+      const tokens = Array.from({ length: 100 }, (_, i) => from + i)
+      tasks.dispatch(batch(tokens, LIMIT))
+      tasks.dispatch(abort(...tokens.filter((t) => t % 7 === 0).map((t): [number, string] => [t, 'timeout'])))
+      await turn()
+      await turn()
+    }
+    for (let i = 0; i < 5; i++) await turn()
+    const all = Array.from({ length: TOTAL }, (_, t) => t)
+    assert.deepStrictEqual(native.succeeded.sort((a, b) => a - b), all.filter((t) => t % 7 !== 0), 'aborted attempts are not reported')
+    assert.deepStrictEqual(native.failed, [])
+    assert.deepStrictEqual(tasks.stats, { running: 0, waiting: 0, capacity: 16, closed: false, slots: LIMIT, live: 0, aborted: 0 })
+    // Nothing the dispatcher keeps holds a settled task (nor, then, its signal).
+    setFlagsFromString('--expose-gc')
+    const gc: () => void = runInNewContext('gc')
+    gc()
+    await turn()
+    gc()
+    assert.ok(refs.length >= TOTAL / 1000 - 3, `${refs.length} tasks watched`)
+    assert.deepStrictEqual(refs.filter((ref) => ref.deref() !== undefined).length, 0, 'every task was collected')
+  })
+})
+
 describe('closing', () => {
   test('close() drops the waiting tasks and ignores later batches; running handlers still report', async () => {
     const native = new FakeNative()
@@ -247,7 +545,7 @@ describe('closing', () => {
     assert.equal(calls.length, 1, 'nothing started after close')
     assert.deepStrictEqual(native.succeeded, [1])
     assert.deepStrictEqual(native.started, [1])
-    assert.deepStrictEqual(tasks.stats, { running: 0, waiting: 0, capacity: 16, closed: true })
+    assert.deepStrictEqual(tasks.stats, { running: 0, waiting: 0, capacity: 16, closed: true, slots: 1, live: 0, aborted: 0 })
   })
 
   test('the native close message `{"close":true}` closes it the same way', async () => {

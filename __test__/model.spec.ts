@@ -76,6 +76,8 @@ interface Known {
   heldUntil?: number
   /** A `cancel()` of its id answered `true` while it or another task with that id may have been stored. */
   cancelPossible?: boolean
+  /** Cancelled while delayed and not yet due: its schedule was removed, so it never ran. */
+  cancelledBeforeDue?: boolean
   /** Its letter may have been removed by `purgeDeadLetters`. */
   letterPurgeable: boolean
   /** Which `enqueueBatch` call stored it, and where in its array (its tasks are stored in call order). */
@@ -741,23 +743,19 @@ class Cancel implements Cmd {
     const began = Date.now()
     const cancelled = await real.by(this.via).cancel(this.id)
     if (!cancelled) return
-    // Only a task stored with a delay has a schedule to remove: the one holding the id if the
-    // model knows it stored, else one whose enqueue may have been stored.
-    // A settled one ran already, and one due within a second of the cancel is an ordinary task
-    // (README: `false`, it runs). (`dueAt` is taken after the enqueue resolved, so the task is
-    // due at `dueAt` or before.)
-    const candidates = model.tasks.filter(
-      (task) =>
-        task.spec.id === this.id &&
-        (task.spec.delay ?? 0) > 0 &&
-        task.dueAt > began + CANCEL_MARGIN_MS &&
-        !task.cancelled &&
-        !task.settled &&
-        task.fate !== 'dropped',
-    )
-    assert.ok(candidates.length > 0, `cancel(${this.id}) found a delayed task the model does not know`)
+    // `true`: the task holding the id will not complete — delayed (its schedule removed before
+    // it was due: it never runs), waiting or waiting for a retry (refused when taken), or
+    // running (its handler stopped). The one holding the id if the model knows it stored, else
+    // one whose enqueue may have been stored; a settled one ended already.
+    const candidates = model.tasks.filter((task) => task.spec.id === this.id && !task.cancelled && !task.settled && task.fate !== 'dropped')
+    assert.ok(candidates.length > 0, `cancel(${this.id}) found a task the model does not know`)
     const stored = candidates.filter((task) => task.fate === 'stored').at(-1)
-    if (stored || candidates.length === 1) (stored ?? candidates[0]).cancelled = true
+    const mark = (task: Known) => {
+      task.cancelled = true
+      // (`dueAt` is taken after the enqueue resolved, so the task is due at `dueAt` or before.)
+      task.cancelledBeforeDue = (task.spec.delay ?? 0) > 0 && task.dueAt > began + CANCEL_MARGIN_MS
+    }
+    if (stored || candidates.length === 1) mark(stored ?? candidates[0])
     // Which of those that may have been stored it was, the model cannot tell.
     else for (const task of candidates) task.cancelPossible = true
   }
@@ -795,7 +793,7 @@ class ReuseWhileRunning implements Cmd {
 /**
  * Enqueues delayed tasks — the first with `id`, the others with ids of their own — then cancels
  * each within `early[i]` ms of its due time (the server may be firing it): a cancel that answers
- * `true` must mean it never runs. (Several at once: such a race is rare.)
+ * `true` must mean it never completes. (Several at once: such a race is rare.)
  */
 class CancelAtDue implements Cmd {
   constructor(
@@ -974,6 +972,7 @@ async function verify(model: Model, real: Real): Promise<void> {
   const counted = await real.queue.getStats()
   let missing = 0
   let rescuedOrPurged = 0
+  let cancelledPurgeable = 0
   for (const task of model.tasks) {
     const ran = runs.get(task.key) ?? []
     const letterCount = lettered.get(task.key) ?? 0
@@ -983,7 +982,13 @@ async function verify(model: Model, real: Real): Promise<void> {
       continue
     }
     if (task.cancelled) {
-      assert.equal(ran.length + letterCount, 0, `cancelled, yet it ran: ${where}`)
+      // Never dead-lettered; a handler may have started (a running task is stopped), but only
+      // within its attempts — and never for a delayed task cancelled before it was due.
+      assert.equal(letterCount, 0, `cancelled, yet dead-lettered: ${where}`)
+      if (task.cancelledBeforeDue) assert.equal(ran.length, 0, `cancelled before it was due, yet it ran: ${where}`)
+      else assert.ok(ran.length <= 1 + task.spec.maxRetries + (task.mayRepeat ? 1 : 0), `cancelled, yet it ran on: ${where}`)
+      // Until a worker takes (and refuses) it, it waits in the stream, where a purge counts it.
+      if (!task.cancelledBeforeDue && task.purgeable && ran.length === 0) cancelledPurgeable += 1
       continue
     }
     if (task.heldUntil !== undefined && ran.length > 0) {
@@ -1034,8 +1039,8 @@ async function verify(model: Model, real: Real): Promise<void> {
   // task a worker held would count it, and the task still ran).
   assert.ok(missing <= model.purged, `${missing} tasks missing, ${model.purged} purged`)
   const fillersNotRun = model.fillers - [...runs.keys()].filter((key) => key.startsWith(FILLER)).length
-  const unknown = model.vanished + rescuedOrPurged + fillersNotRun
-  assert.ok(model.purged <= missing + unknown, `purges counted ${model.purged} tasks and letters removed, but only ${missing} are missing (and ${unknown} may have been removed: ${model.vanished} that may never have been stored, ${rescuedOrPurged} handled as letters, ${fillersNotRun} fillers not run)`)
+  const unknown = model.vanished + rescuedOrPurged + fillersNotRun + cancelledPurgeable
+  assert.ok(model.purged <= missing + unknown, `purges counted ${model.purged} tasks and letters removed, but only ${missing} are missing (and ${unknown} may have been removed: ${model.vanished} that may never have been stored, ${rescuedOrPurged} handled as letters, ${fillersNotRun} fillers not run, ${cancelledPurgeable} cancelled while waiting)`)
   verifyTwins(model, runs, lettered, real)
   verifyOrder(model, real)
   await verifyWorkers(real)

@@ -9,8 +9,13 @@
 // Nothing a handler does may break it: a throw, a rejection or an odd result (values with no
 // string form, getters or Proxies that throw, thenables whose `then` throws) is an ordinary
 // failure, the handler's slot is freed, and the next task starts.
+//
+// Each handler's task has a `signal` (an `AbortSignal`), aborted when the native side ends the
+// attempt early (`taskTimeout`, `cancel(id)`, the worker's shutdown). Until it is read it is one
+// shared accessor on the task, nothing more: see `SIGNAL`.
 
 const { describe, textOf } = require('./describe.js')
+const { ProtoqueueError } = require('./errors.js')
 
 /**
  * A failed attempt as the native side takes it.
@@ -235,8 +240,89 @@ async function runHandler(handler, task) {
   return normalizeResult(result)
 }
 
+/**
+ * Why the native side ends an attempt early, by the reason it sends (`src/worker/abort.rs`):
+ * the `code` and message of the `ProtoqueueError` its handler's `task.signal` is aborted with.
+ * @type {Map<string, [code: string, message: string]>}
+ */
+const ABORT_REASONS = new Map([
+  ['timeout', ['ERR_PQ_TIMEOUT', 'the task ran past taskTimeout: this attempt counts as failed (retried while attempts remain), whatever the handler returns now']],
+  ['cancelled', ['ERR_PQ_TASK_CANCELLED', 'cancel() was called for this task: it ends cancelled, not retried, whatever the handler returns now']],
+  ['shutdown', ['ERR_PQ_SHUTDOWN', "the worker stopped (disconnect()'s shutdownTimeout ran out) while the handler ran: the task will be run again"]],
+])
+
+/**
+ * The error a handler's `task.signal` is aborted with for `reason`; a reason this version does
+ * not know ends the attempt as a cancel does.
+ * @param {unknown} reason
+ * @returns {ProtoqueueError}
+ */
+function abortError(reason) {
+  const known = typeof reason === 'string' ? ABORT_REASONS.get(reason) : undefined
+  if (known !== undefined) return new ProtoqueueError(known[0], known[1])
+  return new ProtoqueueError('ERR_PQ_TASK_CANCELLED', `the worker ended this attempt early (${describe(reason)}, a reason this version of protoqueue does not know): whatever the handler returns now is ignored`)
+}
+
+/**
+ * Each task's signal, once it has one: its `AbortController` after `task.signal` was first read,
+ * or, until then, the `ProtoqueueError` the attempt was aborted with (a controller with its signal
+ * costs microseconds, too much for every task). Weak: an entry lives as long as its task object,
+ * so code that reads `task.signal` after the handler settled still gets the same signal, and
+ * nothing is left once the task is gone. Tasks whose signal is never read nor aborted have none.
+ * @type {WeakMap<object, AbortController | ProtoqueueError>}
+ */
+const signals = new WeakMap()
+
+/**
+ * `task.signal`: the task's signal, created on first read (already aborted when the attempt
+ * ended before that).
+ * @this {object}
+ * @returns {AbortSignal}
+ */
+function signalOf() {
+  const state = signals.get(this)
+  if (state instanceof AbortController) return state.signal
+  const controller = new AbortController()
+  if (state !== undefined) controller.abort(state)
+  signals.set(this, controller)
+  return controller.signal
+}
+
+/**
+ * How every task gets its `signal`: one descriptor, so one getter function, for all tasks of all
+ * dispatchers. V8 then keeps tasks of one shape in one hidden class; a getter of its own per task
+ * (or per dispatcher) turns them into slow dictionary objects. Not enumerable: the task's JSON,
+ * keys, spread and deep equality stay as they were.
+ */
+const SIGNAL = Object.freeze({ configurable: true, enumerable: false, get: signalOf })
+
+/**
+ * Aborts a running task's signal with `error`, or keeps `error` for its first read. Listeners run
+ * now, synchronously; in Node one that throws does not throw here: its error becomes an
+ * `uncaughtException` on the next tick, as from any event listener (with a listener for that
+ * event the process goes on, though microtasks pending then, a queued report among them, run
+ * only after the next macrotask).
+ * @param {object} task
+ * @param {ProtoqueueError} error
+ */
+function abortSignal(task, error) {
+  const state = signals.get(task)
+  if (!(state instanceof AbortController)) {
+    signals.set(task, error)
+    return
+  }
+  try {
+    state.abort(error)
+  } catch {
+    // A runtime whose listeners' errors escape abort(): the dispatcher has done its part already.
+  }
+}
+
 /** The waiting list's smallest capacity (a power of two); it never shrinks below it. */
 const MIN_CAPACITY = 16
+
+/** Put in the waiting list instead of a task the native side ended before it started. */
+const DROPPED = Symbol('dropped')
 
 /**
  * Tasks waiting for a slot, in order: a ring buffer that grows by doubling when full and shrinks
@@ -278,6 +364,24 @@ class Waiting {
     return at
   }
 
+  /**
+   * Drops the first waiting task with `token` (not already dropped): it stays in its place as
+   * `DROPPED` and never starts. O(length), for the rare abort; the hot path only compares.
+   * @param {number} token
+   * @returns {boolean} whether there was one
+   */
+  drop(token) {
+    const mask = this.tokens.length - 1
+    for (let i = 0; i < this.length; i++) {
+      const at = (this.head + i) & mask
+      if (this.tokens[at] === token && this.tasks[at] !== DROPPED) {
+        this.tasks[at] = DROPPED
+        return true
+      }
+    }
+    return false
+  }
+
   clear() {
     this.tokens = new Array(MIN_CAPACITY).fill(0)
     this.tasks = new Array(MIN_CAPACITY).fill(undefined)
@@ -307,11 +411,89 @@ class Waiting {
   }
 }
 
+/** A free slot in `Slots`. */
+const FREE = Symbol('free')
+
+/** A slot whose attempt the native side ended while its handler still runs. */
+const ENDED = Symbol('ended')
+
+/**
+ * The running handlers, one slot each: the token and task of each, for aborts. There are as many
+ * slots as handlers ever ran at once (`limit`, at most); the hot path takes and frees one with a
+ * few array writes, and only an abort searches them.
+ */
+class Slots {
+  constructor() {
+    /** @type {number[]} */
+    this.tokens = []
+    /** @type {unknown[]} the task, `FREE` or `ENDED` */
+    this.tasks = []
+    /** @type {number[]} */
+    this.free = []
+  }
+
+  /**
+   * @param {number} token
+   * @param {unknown} task
+   * @returns {number} the slot, until `release`
+   */
+  take(token, task) {
+    const slot = this.free.length > 0 ? /** @type {number} */ (this.free.pop()) : this.tasks.length
+    this.tokens[slot] = token
+    this.tasks[slot] = task
+    return slot
+  }
+
+  /**
+   * Frees a slot when its handler settled.
+   * @param {number} slot
+   * @returns {boolean} whether its attempt was ended meanwhile (`end`)
+   */
+  release(slot) {
+    const ended = this.tasks[slot] === ENDED
+    this.tasks[slot] = FREE
+    this.free.push(slot)
+    return ended
+  }
+
+  /**
+   * Marks the attempt of the running task with `token` ended.
+   * @param {number} token
+   * @returns {{ task: unknown } | undefined} its task, or `undefined` when no running task
+   *   has that token (unknown, settled, waiting, or ended already)
+   */
+  end(token) {
+    for (let slot = 0; slot < this.tasks.length; slot++) {
+      const task = this.tasks[slot]
+      if (this.tokens[slot] === token && task !== FREE && task !== ENDED) {
+        this.tasks[slot] = ENDED
+        return { task }
+      }
+    }
+    return undefined
+  }
+
+  /**
+   * @returns {{ slots: number, live: number, aborted: number }} how many slots there are, how many
+   *   a handler holds, and how many of those were ended
+   */
+  get counts() {
+    let live = 0
+    let aborted = 0
+    for (const task of this.tasks) {
+      if (task === ENDED) aborted++
+      else if (task !== FREE) live++
+    }
+    return { slots: this.tasks.length, live, aborted }
+  }
+}
+
 /**
  * The function the native worker hands tasks to, in batches: one call into JavaScript per batch,
  * with the tasks as one JSON text already shaped like `TaskData` (one `JSON.parse` instead of
  * per-field native calls): `{"limit": number, "tokens": number[], "tasks": TaskData[]}`, or
- * `{"close": true}` when the worker takes back what has not started. At most `limit`
+ * `{"close": true}` when the worker takes back what has not started, or
+ * `{"abort": [[token, reason], ...]}` when it ends attempts early. At most `limit`
  * (`batchSize`) handlers run at once; the other tasks (prefetched by the worker) wait here, in
  * order, and the next starts as soon as a handler finishes, without a round trip through the
  * native side. What happened goes back in one native call per microtask turn: the tokens of the
@@ -321,8 +503,15 @@ class Waiting {
  * without waiting for another turn of the event loop; starts alone wait for the end of the turn
  * (or the close message, which reports them before it returns).
  *
+ * An abort ends an attempt on the native side: a running handler's `task.signal` is aborted (see
+ * `abortError`), its slot stays taken until the handler settles (a function cannot be stopped),
+ * and its outcome is not reported (the native side has settled the attempt); a waiting task
+ * never starts and reports nothing. Aborts of tokens that are neither running nor waiting, and
+ * malformed ones, are ignored.
+ *
  * A closed dispatcher drops the tasks still waiting, ignores later batches and never starts
- * another task; handlers already running still report.
+ * another task; handlers already running still report, and aborts still reach their signals
+ * (a worker's shutdown comes after its close).
  *
  * @param {Handler} handler
  * @param {NativeSide} native
@@ -335,6 +524,7 @@ function dispatcher(handler, native, options = {}) {
   let running = 0
   let closed = false
   const waiting = new Waiting()
+  const slots = new Slots()
   /** @type {number[]} */
   let succeeded = []
   /** @type {NativeFailure[]} */
@@ -426,23 +616,33 @@ function dispatcher(handler, native, options = {}) {
         return
       }
     }
+    if (typeof task === 'object' && task !== null) {
+      try {
+        Object.defineProperty(task, 'signal', SIGNAL)
+      } catch {
+        // A task that cannot take it (the queue's decode froze it): its handler has no signal.
+      }
+    }
     running++
+    const slot = slots.take(token, task)
     queueStarts()
     started.push(token)
     runHandler(handler, task).then(
-      (outcome) => finish(token, outcome, task),
+      (outcome) => finish(token, outcome, task, slot),
       // runHandler never rejects; should it, the slot is still freed.
-      (err) => finish(token, thrownFailure(err), task),
+      (err) => finish(token, thrownFailure(err), task, slot),
     )
   }
   /**
    * @param {number} token
    * @param {Outcome} outcome
    * @param {unknown} task
+   * @param {number} slot
    */
-  const finish = (token, outcome, task) => {
+  const finish = (token, outcome, task, slot) => {
     running--
-    settle(token, outcome, task)
+    // An aborted attempt's outcome is not reported: the native side settled the attempt already.
+    if (!slots.release(slot)) settle(token, outcome, task)
     startWaiting()
   }
   const startWaiting = () => {
@@ -451,9 +651,31 @@ function dispatcher(handler, native, options = {}) {
       const token = waiting.tokens[at]
       const task = waiting.tasks[at]
       waiting.tasks[at] = undefined
-      start(token, task)
+      if (task !== DROPPED) start(token, task)
     }
     waiting.compact()
+  }
+  /**
+   * Ends the attempts of `pairs` (`[token, reason]` each), as described above. Anything else in
+   * the message is ignored.
+   * @param {unknown} pairs
+   */
+  const abort = (pairs) => {
+    if (!Array.isArray(pairs)) return
+    for (let i = 0; i < pairs.length; i++) {
+      const pair = pairs[i]
+      if (!Array.isArray(pair) || typeof pair[0] !== 'number') continue
+      const token = pair[0]
+      // The bookkeeping comes first: the signal's listeners run inside abortSignal, and the
+      // dispatcher is consistent whatever they do.
+      const ended = slots.end(token)
+      if (ended !== undefined) {
+        const { task } = ended
+        if (typeof task === 'object' && task !== null) abortSignal(task, abortError(pair[1]))
+      } else if (!closed) {
+        waiting.drop(token)
+      }
+    }
   }
   const close = () => {
     closed = true
@@ -469,8 +691,12 @@ function dispatcher(handler, native, options = {}) {
      * @param {string} batch
      */
     dispatch(batch) {
-      if (closed) return
       const parsed = JSON.parse(batch)
+      if (typeof parsed === 'object' && parsed !== null && Object.hasOwn(parsed, 'abort')) {
+        abort(parsed.abort)
+        return
+      }
+      if (closed) return
       if (parsed.close === true) {
         close()
         return
@@ -482,11 +708,16 @@ function dispatcher(handler, native, options = {}) {
     },
     /** The worker stopped: tasks still waiting never start (the server redelivers them). */
     close,
-    /** For tests: how many tasks wait, and the waiting list's capacity. */
+    /**
+     * For tests: how many handlers run, how many tasks wait (dropped ones included until their
+     * turn), the waiting list's capacity, and the handlers' slots: how many there are (the most
+     * handlers that ran at once), `live` (a handler runs and its attempt goes on) and `aborted`
+     * (the native side ended the attempt; the handler has not settled yet).
+     */
     get stats() {
-      return { running, waiting: waiting.length, capacity: waiting.capacity, closed }
+      return { running, waiting: waiting.length, capacity: waiting.capacity, closed, ...slots.counts }
     },
   }
 }
 
-module.exports = { dispatcher, runHandler, NO_STRING_FORM }
+module.exports = { dispatcher, runHandler, NO_STRING_FORM, ABORT_REASONS }

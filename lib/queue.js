@@ -293,8 +293,8 @@ class Protoqueue {
   }
 
   /**
-   * Cancels a delayed task that is not yet due (`options.schedules`); resolves to `false` when
-   * there is none (it ran already, was cancelled, or was never delayed).
+   * Cancels task `id` wherever it is — delayed, waiting, waiting for a retry or running, from any
+   * process; `true` when it will not complete (index.d.ts says when `false` is said).
    * @param {unknown} id
    */
   async cancel(id) {

@@ -35,13 +35,19 @@ function taskInfo(task) {
 }
 
 /**
- * `waitFor`'s answer for a task that ended: its result when it completed; otherwise
- * `ERR_PQ_TASK_FAILED` carrying `reason`, `error`, `attempts` and the task.
+ * `waitFor`'s answer for a task that ended: its result when it completed; `ERR_PQ_TASK_CANCELLED`
+ * (carrying `attempts` and the task) when it was cancelled; otherwise `ERR_PQ_TASK_FAILED`
+ * carrying `reason`, `error`, `attempts` and the task.
  * @param {TaskInfo} task
  * @returns {unknown}
  */
 function outcomeOf(task) {
   if (task.state === 'completed') return task.result
+  if (task.state === 'cancelled') {
+    const error = new ProtoqueueError('ERR_PQ_TASK_CANCELLED', `task ${JSON.stringify(task.id)} was cancelled (cancel()) after ${task.attempts} attempt${task.attempts === 1 ? '' : 's'}`)
+    Object.assign(error, { attempts: task.attempts, task })
+    throw error
+  }
   const error = new ProtoqueueError('ERR_PQ_TASK_FAILED', `task ${JSON.stringify(task.id)} failed for good after ${task.attempts} attempt${task.attempts === 1 ? '' : 's'} (${task.reason ?? 'unknown reason'}): ${task.error ?? 'no error given'}`)
   Object.assign(error, { reason: task.reason, error: task.error, attempts: task.attempts, task })
   throw error

@@ -37,7 +37,10 @@ use async_nats::{
     jetstream::{
         self,
         context::PublishErrorKind,
-        stream::{self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType},
+        stream::{
+            self, DiscardPolicy, LastRawMessageErrorKind, RawMessageErrorKind, RetentionPolicy,
+            StorageType,
+        },
     },
     HeaderMap,
 };
@@ -340,6 +343,41 @@ pub async fn unscheduled(connection: &Connection, id: &str) {
     }
 }
 
+/// Frees `id` from the task a cancel made before `at` covers, while that task waits to be taken
+/// (and refused) by a worker: its marker is removed when it names a stored task (or the
+/// schedule of a delayed one that is firing) whose life began by then ([`crate::cancelling::life_began`]), so the id can be used again at once. A
+/// marker of a task enqueued after the cancel is left alone. Best effort: the worker that
+/// refuses the task releases the marker too.
+pub async fn cancelled(connection: &Connection, id: &str, at: i64) {
+    let subject = subject(connection.config(), id);
+    let result = async {
+        // A stored task, or a delayed one firing now (its schedule's envelope is the task's).
+        let (marker, sequence) = match read(connection, &subject).await? {
+            Some((marker, Some(Marker::Stored(sequence) | Marker::Scheduled(sequence)))) => {
+                (marker, sequence)
+            }
+            _ => return Ok(()),
+        };
+        let stream = connection.task_stream().await?;
+        let covered = match stream.get_raw_message(sequence).await {
+            Ok(message) => crate::envelope::Task::decode_checked(&message.payload)
+                .is_ok_and(|task| task.id == id && crate::cancelling::life_began(&task) <= at),
+            // A schedule gone has fired: its task (enqueued before the cancel) waits to be
+            // refused. A stored task gone has ended: its marker is stale anyway.
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => true,
+            Err(err) => return Err(Error::request("reading a cancelled task", err)),
+        };
+        if covered {
+            delete(connection, marker).await?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::debug!(%id, "the marker of a cancelled task was not removed yet ({err})");
+    }
+}
+
 /// Records that the task with `id` stored at `from` (with `stamp`) was stored again at `to` (a
 /// retry): its marker follows it when it may still name `from` ([`Stamp`]). Best effort: a
 /// marker left behind is stale, and the id is free while the retry waits.
@@ -603,6 +641,19 @@ pub async fn release(connection: &Connection, id: &str, sequence: u64, stamp: St
     .await;
     if let Err(err) = result {
         tracing::debug!(%id, "id marker not removed ({err}); it is stale and will be replaced");
+    }
+}
+
+/// Whether a task with the producer-chosen `id` is in the queue — waiting, retrying, running or
+/// delayed: its marker names a task still stored (or one being stored).
+pub async fn held(connection: &Connection, id: &str) -> Result<bool> {
+    if !any_held(connection).await? {
+        return Ok(false);
+    }
+    match read(connection, &subject(connection.config(), id)).await? {
+        Some((_, Some(Marker::Stored(sequence)))) => is_stored(connection, sequence).await,
+        Some((_, Some(_))) => Ok(true),
+        Some((_, None)) | None => Ok(false),
     }
 }
 

@@ -63,6 +63,7 @@
 //!   dashboard's list) by the metadata marker [`nats::topology`] puts on new streams.
 
 pub mod admin;
+pub mod cancelling;
 pub mod config;
 pub mod content_type;
 pub mod dead_letters;

@@ -19,7 +19,7 @@ use std::{
 
 use async_nats::jetstream::{
     self,
-    stream::{self, DiscardPolicy, LastRawMessageErrorKind, RetentionPolicy, StorageType},
+    stream::{self, LastRawMessageErrorKind},
 };
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ use crate::{
     envelope,
     error::{Error, Result},
     nats::connection::Connection,
-    shape::{MARKER_KEY, QUEUE_KEY},
+    shape::side_stream,
 };
 
 /// How often a running worker writes its record.
@@ -43,32 +43,23 @@ const REMOVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a starting worker waits for its first record to be written (a server that is slow
 /// to answer, e.g. during a leader election, delays no worker longer: the next beat writes it).
 const FIRST_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-/// [`MARKER_KEY`]'s value on a workers stream.
+/// [`crate::shape::MARKER_KEY`]'s value on a workers stream.
 pub const MARK_WORKERS: &str = "workers";
 
 /// The workers stream of `config`'s queue: one record per worker subject, gone after
 /// [`GONE_AFTER`] without a new one.
 pub fn stream_config(config: &Config) -> stream::Config {
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert(MARKER_KEY.to_owned(), MARK_WORKERS.to_owned());
-    metadata.insert(QUEUE_KEY.to_owned(), config.stream_name.clone());
     stream::Config {
-        name: config.workers_stream(),
-        subjects: vec![format!("{}*", config.workers_prefix())],
-        retention: RetentionPolicy::Limits,
-        max_messages_per_subject: 1,
         max_age: GONE_AFTER,
         // Records carry no message ids; the window may not exceed max_age.
         duplicate_window: GONE_AFTER,
-        discard: DiscardPolicy::Old,
-        storage: StorageType::File,
-        num_replicas: config.replicas,
-        description: Some(format!(
-            "Protoqueue live workers of stream {}",
-            config.stream_name
-        )),
-        metadata,
-        ..Default::default()
+        ..side_stream(
+            config,
+            config.workers_stream(),
+            config.workers_prefix(),
+            MARK_WORKERS,
+            "live workers",
+        )
     }
 }
 

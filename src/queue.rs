@@ -276,10 +276,10 @@ impl Queue {
         control::resume(&self.connection().await?).await
     }
 
-    /// Cancels the delayed task `id` that is not yet due; `false` when there is none (it ran,
-    /// was cancelled, or was never delayed).
+    /// Cancels task `id` — delayed, waiting, retrying or running, from any process
+    /// ([`crate::cancelling::cancel`]); `false` when it ended first or nothing is known of it.
     pub async fn cancel(&self, id: &str) -> Result<bool> {
-        schedules::cancel(&self.connection().await?, id).await
+        crate::cancelling::cancel(&self.connection().await?, id).await
     }
 
     /// Creates or replaces the recurring task `name` (one per name across every process); `task`

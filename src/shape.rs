@@ -24,6 +24,36 @@ pub const SUBJECT_KEY: &str = "protoqueue.subject";
 /// The metadata key naming the queue's task stream (on both of its streams).
 pub const QUEUE_KEY: &str = "protoqueue.stream";
 
+/// A stream beside a queue's task stream keeping one message per subject under `prefix` (a
+/// worker's record, a task's record, a task's cancel mark): marked `mark` as part of `config`'s
+/// queue, replicated like it, the oldest messages dropped first. Each caller adds its limits.
+pub fn side_stream(
+    config: &Config,
+    name: String,
+    prefix: String,
+    mark: &str,
+    holding: &str,
+) -> stream::Config {
+    let mut metadata = std::collections::HashMap::new();
+    metadata.insert(MARKER_KEY.to_owned(), mark.to_owned());
+    metadata.insert(QUEUE_KEY.to_owned(), config.stream_name.clone());
+    stream::Config {
+        name,
+        subjects: vec![format!("{prefix}*")],
+        retention: stream::RetentionPolicy::Limits,
+        max_messages_per_subject: 1,
+        discard: stream::DiscardPolicy::Old,
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        description: Some(format!(
+            "Protoqueue {holding} of stream {}",
+            config.stream_name
+        )),
+        metadata,
+        ..Default::default()
+    }
+}
+
 /// Where the subjects of the non-default priority levels start: `protoqueue.prio.<stream>`.
 const PRIORITY_SUBJECT_PREFIX: &str = "protoqueue.prio.";
 

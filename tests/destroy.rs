@@ -81,6 +81,7 @@ async fn destroy_deletes_every_stream_of_the_queue_and_connect_makes_it_anew() {
         config.dead_letter_stream(),
         config.id_index_stream(),
         config.workers_stream(),
+        config.cancels_stream(),
     ];
     let mut sorted = streams.clone();
     sorted.sort();
@@ -155,8 +156,8 @@ async fn a_queue_whose_workers_run_is_refused_unless_forced() {
     assert!(err.to_string().contains("pull requests waiting"), "{err}");
     assert_eq!(
         stream_names(&server).await.len(),
-        3,
-        "nothing deleted (tasks, dead letters, worker records)"
+        4,
+        "nothing deleted (tasks, dead letters, worker records, cancel marks)"
     );
 
     // Its workers stopped, it goes.
@@ -167,7 +168,7 @@ async fn a_queue_whose_workers_run_is_refused_unless_forced() {
         || async { operator.destroy(false).await.ok() },
     )
     .await;
-    assert_eq!(deleted.len(), 3, "{deleted:?}");
+    assert_eq!(deleted.len(), 4, "{deleted:?}");
     assert!(stream_names(&server).await.is_empty());
 }
 
@@ -188,7 +189,7 @@ async fn forced_it_goes_with_what_it_held_while_workers_run() {
         .await
         .expect("enqueue");
     let deleted = own.destroy(true).await.expect("forced");
-    assert_eq!(deleted.len(), 3, "{deleted:?}");
+    assert_eq!(deleted.len(), 4, "{deleted:?}");
     assert!(
         stream_names(&server).await.is_empty(),
         "its own stopped worker made nothing again"

@@ -332,9 +332,9 @@ async function unschedule(context) {
 async function cancel(context) {
   const [id] = context.args
   if (!(await context.queue.cancel(id))) {
-    throw new CliError(EXIT.FAILED, `no delayed task ${id} to cancel on queue ${context.names.streamName}: it ran already, was cancelled, or was never delayed`)
+    throw new CliError(EXIT.FAILED, `task ${id} of queue ${context.names.streamName} was not cancelled: it ended first, or nothing is known of it (a waiting task with a generated id is still cancelled when a worker takes it)`)
   }
-  print(context, { id, cancelled: true }, () => `Cancelled delayed task ${escapeControl(id)}.`)
+  print(context, { id, cancelled: true }, () => `Cancelled task ${escapeControl(id)}.`)
 }
 
 /**

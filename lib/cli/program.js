@@ -276,7 +276,7 @@ function buildProgram(select, output, version) {
   runs(
     program
       .command('cancel')
-      .description('cancel a delayed task not yet due (exit 1 when there is none)')
+      .description('cancel a task: delayed, waiting, waiting for a retry or running (its handler is stopped); exit 1 when it ended first or nothing is known of it')
       .argument('<id>', 'the task\'s id, as enqueue printed it'),
     'cancel',
   )

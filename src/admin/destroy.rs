@@ -1,6 +1,6 @@
 //! Deleting a queue (`destroy()`, the command line's `delete`): its task stream (with its
 //! consumers, delayed tasks and recurring schedules), its dead-letter stream, its id index, its
-//! workers' records and its task history.
+//! workers' records, its task history and its cancel marks.
 //!
 //! A queue some worker still uses is refused unless forced: a running worker keeps pull requests
 //! waiting on its consumer, and a task it handles is pending acknowledgement there, so either on
@@ -17,8 +17,9 @@ use crate::{
 };
 
 /// The queue's streams, in the order they are deleted: the tasks first (no worker gets one once
-/// deletion started), then the dead letters, the id index, the worker records and the history.
-fn streams(connection: &Connection) -> [String; 5] {
+/// deletion started), then the dead letters, the id index, the worker records, the history and
+/// the cancel marks.
+fn streams(connection: &Connection) -> [String; 6] {
     let config = connection.config();
     [
         config.stream_name.clone(),
@@ -26,6 +27,7 @@ fn streams(connection: &Connection) -> [String; 5] {
         config.id_index_stream(),
         config.workers_stream(),
         config.history_stream(),
+        config.cancels_stream(),
     ]
 }
 

@@ -211,34 +211,46 @@ pub struct StoredSchedule {
     pub next_run_ms: Option<i64>,
 }
 
-/// Cancels the delayed task `id` that is not yet due: `true` when its schedule was removed,
-/// `false` when there was none (it ran already, was cancelled, or never was delayed).
-pub async fn cancel(connection: &Connection, id: &str) -> Result<bool> {
-    let config = connection.config();
-    crate::producer::validate_task_id(id)?;
-    require_enabled(config, "cancel()")?;
+/// What cancelling a delayed task came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unscheduled {
+    /// Its schedule was removed before its time: it never runs.
+    Removed,
+    /// It is due now, or about to be (the server may be firing it as the cancel arrives): it
+    /// becomes an ordinary task.
+    Due,
+    /// No delayed task has this id (it ran already, was cancelled, or never was delayed).
+    None,
+}
+
+/// Removes the schedule of the delayed task `id` if it is not yet due. On a stream without
+/// schedules, there is none.
+pub async fn cancel_delayed(connection: &Connection, id: &str) -> Result<Unscheduled> {
+    if !connection.config().schedules {
+        return Ok(Unscheduled::None);
+    }
     // A request refused while a leader is elected did nothing: ask again (found by the lifecycle
     // model on a cluster: a cancel just after a node was killed was refused with code 10008).
     crate::nats::elections::while_unavailable("cancel()", || cancel_once(connection, id)).await
 }
 
-async fn cancel_once(connection: &Connection, id: &str) -> Result<bool> {
+async fn cancel_once(connection: &Connection, id: &str) -> Result<Unscheduled> {
     let config = connection.config();
     let stream = connection.task_stream().await?;
     let Some((_, due)) = schedules::delayed_schedule(&stream, config, id).await? else {
-        return Ok(false);
+        return Ok(Unscheduled::None);
     };
     let margin = i64::try_from(schedules::CANCEL_MARGIN.as_millis()).unwrap_or(i64::MAX);
     if due.is_some_and(|due| due <= envelope::now_ms() + margin) {
-        // Due now, or about to be: it runs (the server may be firing it right now).
-        return Ok(false);
+        return Ok(Unscheduled::Due);
     }
-    let removed = remove_subject(connection, &schedules::delayed_subject(config, id)).await?;
-    if removed {
-        // Its id, when the producer chose it, is free again.
-        crate::ids::unscheduled(connection, id).await;
+    if !remove_subject(connection, &schedules::delayed_subject(config, id)).await? {
+        // Fired between the look and the removal.
+        return Ok(Unscheduled::Due);
     }
-    Ok(removed)
+    // Its id, when the producer chose it, is free again.
+    crate::ids::unscheduled(connection, id).await;
+    Ok(Unscheduled::Removed)
 }
 
 /// Creates the recurring task `name`, or replaces it (one schedule per name, however many

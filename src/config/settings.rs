@@ -222,6 +222,16 @@ impl Config {
         format!("protoqueue.history.{}.", self.stream_name)
     }
 
+    /// The stream of this queue's cancel requests ([`crate::cancelling`]).
+    pub fn cancels_stream(&self) -> String {
+        format!("{}_CANCELS", self.stream_name)
+    }
+
+    /// The subjects of this queue's cancel requests: one token per task id follows this prefix.
+    pub fn cancels_prefix(&self) -> String {
+        format!("protoqueue.cancels.{}.", self.stream_name)
+    }
+
     /// The subjects of this queue's id index: one token per id follows this prefix.
     pub fn id_index_prefix(&self) -> String {
         format!("protoqueue.ids.{}.", self.stream_name)

@@ -87,9 +87,11 @@ pub async fn requeue(
                 if let Some(history) = &history {
                     crate::history::forget(history, config, &task.id).await?;
                 }
-                // A fresh attempt budget, at once.
+                // A fresh attempt budget, at once, and a new life: a cancel made before it no
+                // longer reaches the task.
                 task.attempts_made = 0;
                 task.not_before_ms = 0;
+                task.requeued_at_ms = crate::envelope::now_ms();
                 let message_id = format!("{}:requeue:{sequence}", task.id);
                 let message = Outgoing::checked(message_id, task.to_bytes(), max_payload)?;
                 Publisher::to(connection, subject).publish(message).await?;

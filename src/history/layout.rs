@@ -1,41 +1,32 @@
 //! The layout of a queue's task history on the server: its stream and the subject of each
 //! task's record. Plain functions of the configuration (the streams' set-up reads them).
 
-use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::stream;
 
 use crate::{
     config::{
         names::{id_in_subject, id_subject},
         Config,
     },
-    shape::{MARKER_KEY, QUEUE_KEY},
+    shape::side_stream,
 };
 
-/// [`MARKER_KEY`]'s value on a history stream.
+/// [`crate::shape::MARKER_KEY`]'s value on a history stream.
 pub const MARK_HISTORY: &str = "history";
 /// The first nats-server with per-message TTLs.
 pub const RESULTS_SINCE: (u64, u64) = (2, 11);
 
 /// The history stream of `config`'s queue: one record per task subject, each with its own TTL.
 pub fn stream_config(config: &Config) -> stream::Config {
-    let mut metadata = std::collections::HashMap::new();
-    metadata.insert(MARKER_KEY.to_owned(), MARK_HISTORY.to_owned());
-    metadata.insert(QUEUE_KEY.to_owned(), config.stream_name.clone());
     stream::Config {
-        name: config.history_stream(),
-        subjects: vec![format!("{}*", config.history_prefix())],
-        retention: RetentionPolicy::Limits,
-        max_messages_per_subject: 1,
-        discard: DiscardPolicy::Old,
-        storage: StorageType::File,
         allow_message_ttl: true,
-        num_replicas: config.replicas,
-        description: Some(format!(
-            "Protoqueue task history of stream {}",
-            config.stream_name
-        )),
-        metadata,
-        ..Default::default()
+        ..side_stream(
+            config,
+            config.history_stream(),
+            config.history_prefix(),
+            MARK_HISTORY,
+            "task history",
+        )
     }
 }
 

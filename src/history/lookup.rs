@@ -23,6 +23,8 @@ pub enum State {
     Completed,
     /// It failed for good; its letter is on the dead-letter stream.
     DeadLettered,
+    /// It was cancelled (`cancel(id)`).
+    Cancelled,
 }
 
 impl State {
@@ -32,6 +34,7 @@ impl State {
             State::Delayed => "delayed",
             State::Completed => "completed",
             State::DeadLettered => "deadLettered",
+            State::Cancelled => "cancelled",
         }
     }
 }
@@ -63,6 +66,7 @@ impl From<Record> for TaskInfo {
             state: match record.state {
                 Ending::Completed => State::Completed,
                 Ending::DeadLettered => State::DeadLettered,
+                Ending::Cancelled => State::Cancelled,
             },
             attempts: record.attempts,
             enqueued_at: Some(record.enqueued_at),

@@ -44,6 +44,8 @@ pub enum Ending {
     Completed,
     /// It failed for good and went to the dead-letter stream.
     DeadLettered,
+    /// It was cancelled (`cancel(id)`) while waiting, retrying or running.
+    Cancelled,
 }
 
 /// What became of a task, as its record says.

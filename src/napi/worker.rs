@@ -14,6 +14,7 @@ use crate::{
     config::MAX_DURATION_MS,
     content_type::Accepted,
     worker::{
+        abort::AbortReason,
         batching::{BatchSink, Taken},
         executor::{Attempt, BoxFuture, Failure, Outcome},
         handoff,
@@ -98,6 +99,17 @@ impl BatchSink for JsDispatch {
                 Ok(())
             },
         );
+    }
+
+    fn abort(&self, aborted: Vec<(u32, AbortReason)>) {
+        let call = self.function.call(
+            handoff::abort_json(&aborted),
+            ThreadsafeFunctionCallMode::NonBlocking,
+        );
+        if call != Status::Ok {
+            // Only when the environment is going away: no handler is left to stop.
+            tracing::debug!(?call, "an abort could not reach JavaScript");
+        }
     }
 
     fn close(&self) -> BoxFuture<Result<(), String>> {

@@ -79,6 +79,8 @@ pub enum Ended<'a> {
     },
     /// Succeeded or failed, but the worker could not settle it (the server redelivers it).
     Unsettled,
+    /// Cancelled (`cancel(id)`): ended without an outcome of its handler.
+    Cancelled,
 }
 
 impl Observer {
@@ -121,7 +123,7 @@ impl Observer {
                     retry_delay_ms: retry_delay.map(ms),
                 });
             }
-            Ended::Unsettled => {}
+            Ended::Unsettled | Ended::Cancelled => {}
         }
     }
 

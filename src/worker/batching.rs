@@ -31,7 +31,10 @@ use std::{
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::worker::executor::{Attempt, BoxFuture, Failure, Handler, Outcome};
+use crate::worker::{
+    abort::{AbortCell, AbortReason},
+    executor::{Attempt, BoxFuture, Failure, Handler, Outcome},
+};
 
 /// Where batches go: implemented by the JavaScript binding and by tests.
 pub trait BatchSink: Send + Sync + 'static {
@@ -54,6 +57,11 @@ pub trait BatchSink: Send + Sync + 'static {
     fn queues_attempts(&self) -> bool {
         false
     }
+
+    /// Tells the receiver that these attempts ended before it reported their outcomes, and why:
+    /// it stops their handlers (aborts their `task.signal`) and drops those not started. Their
+    /// outcomes are no longer awaited.
+    fn abort(&self, _aborted: Vec<(u32, AbortReason)>) {}
 
     /// Tells the receiver to drop the attempts it has not started and never start another.
     /// Resolves once the receiver has taken the message: the starts it reported by then are
@@ -130,8 +138,9 @@ impl PendingOutcomes {
         (started, receiver)
     }
 
-    fn forget(&self, token: u32) {
-        self.lock().remove(&token);
+    /// Forgets `token`; `true` when its outcome was still awaited.
+    fn forget(&self, token: u32) -> bool {
+        self.lock().remove(&token).is_some()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Waiter>> {
@@ -187,6 +196,8 @@ impl Drop for Taken {
 #[allow(clippy::large_enum_variant)]
 enum Message {
     Attempt(u32, Attempt),
+    /// An attempt ended before its outcome came, and why.
+    Abort(u32, AbortReason),
     Release(oneshot::Sender<()>),
 }
 
@@ -240,6 +251,7 @@ impl Handler for BatchedHandler {
     fn handle_timed(&self, attempt: Attempt) -> BoxFuture<(Outcome, Option<Instant>)> {
         // Tokens wrap after 2^32 attempts; only `batchSize` are ever outstanding.
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let abort = attempt.abort.clone();
         let (started, mut outcome) = self.outcomes.register(token);
         if !self.queues_attempts {
             // A receiver that does not queue starts each attempt as it takes it.
@@ -255,6 +267,8 @@ impl Handler for BatchedHandler {
         let registration = Registration {
             outcomes: self.outcomes.clone(),
             token,
+            abort,
+            queue: self.queue.clone(),
         };
         let task_timeout = self.task_timeout;
         Box::pin(async move {
@@ -277,10 +291,13 @@ impl Handler for BatchedHandler {
                 Some(outcome) => outcome,
                 None => match tokio::time::timeout(task_timeout, &mut outcome).await {
                     Ok(settled) => settled.unwrap_or_else(released),
-                    Err(_) => Outcome::Failure(Failure::new(format!(
-                        "handler did not settle within taskTimeout ({}ms)",
-                        task_timeout.as_millis()
-                    ))),
+                    Err(_) => {
+                        registration.abort.set(AbortReason::Timeout);
+                        Outcome::Failure(Failure::new(format!(
+                            "handler did not settle within taskTimeout ({}ms)",
+                            task_timeout.as_millis()
+                        )))
+                    }
                 },
             };
             drop(registration);
@@ -301,16 +318,22 @@ impl Handler for BatchedHandler {
     }
 }
 
-/// Unregisters a token when its attempt is dropped unfinished (e.g. at `taskTimeout`), so a late
-/// or missing outcome leaves nothing behind.
+/// Unregisters a token when its attempt is dropped unfinished (at `taskTimeout`, a cancel, a
+/// shutdown's deadline), so a late or missing outcome leaves nothing behind, and tells the
+/// receiver why its handler is no longer awaited (a shutdown when nobody said).
 struct Registration {
     outcomes: Arc<PendingOutcomes>,
     token: u32,
+    abort: AbortCell,
+    queue: mpsc::UnboundedSender<Message>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.outcomes.forget(self.token);
+        if self.outcomes.forget(self.token) {
+            let reason = self.abort.get().unwrap_or(AbortReason::Shutdown);
+            let _ = self.queue.send(Message::Abort(self.token, reason));
+        }
     }
 }
 
@@ -329,6 +352,7 @@ async fn dispatch<S: BatchSink>(
         idle.notified().await;
         let mut tokens = Vec::new();
         let mut items = Vec::new();
+        let mut aborted = Vec::new();
         let mut release = None;
         let mut next = Some(first);
         while let Some(message) = next.take().or_else(|| ready.try_recv().ok()) {
@@ -345,6 +369,7 @@ async fn dispatch<S: BatchSink>(
                         outcomes.complete(token, outcome);
                     }
                 },
+                Message::Abort(token, reason) => aborted.push((token, reason)),
                 Message::Release(done) => {
                     // The attempts before it go first; the receiver drops them unstarted.
                     release = Some(done);
@@ -360,6 +385,10 @@ async fn dispatch<S: BatchSink>(
                 idle: idle.clone(),
             };
             sink.send(items, taken);
+        }
+        if !aborted.is_empty() {
+            // After the batch that may hold them (the receiver takes calls in order).
+            sink.abort(aborted);
         }
         if let Some(done) = release {
             if !closed {
@@ -440,6 +469,7 @@ mod tests {
             number: 1,
             max: 1,
             route: None,
+            abort: Default::default(),
         }
     }
 

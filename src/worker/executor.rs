@@ -35,6 +35,7 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::{
+    cancelling::{self, watch::Cancels, Answer, Mark},
     config::{backoff::Backoff, Config},
     dead_letters::write::{self as dead_letter, Failed, Origin},
     envelope::{DeadLetterReason, EnvelopeError, Task},
@@ -44,7 +45,10 @@ use crate::{
     observe::{events::DEAD_LETTERED, AttemptInfo, Clock, Ended},
     producer::{Outgoing, Publisher},
     schedules,
-    worker::acks::AckSender,
+    worker::{
+        abort::{AbortCell, AbortReason},
+        acks::AckSender,
+    },
 };
 
 /// How long a worker waits for the server to confirm an ack, NAK or TERM.
@@ -65,6 +69,9 @@ pub struct Attempt {
     pub max: u64,
     /// Where the task was routed and its priority, on queues with a subject tree or priorities.
     pub route: Option<Box<crate::layout::Route>>,
+    /// Why the attempt was ended before its handler settled, once it was: the handler's
+    /// `task.signal` is aborted with it.
+    pub abort: AbortCell,
 }
 
 /// What a handler decided.
@@ -206,6 +213,10 @@ struct Handed {
     stamp: Option<crate::ids::Stamp>,
     /// The pointing of that marker at this task, running beside the handler.
     pointing: Option<tokio::task::JoinHandle<()>>,
+    /// Why the handler was stopped, once it was (shared with the handler).
+    abort: AbortCell,
+    /// Its registration with the worker's cancel marks: a mark for it arrives here.
+    entered: Option<cancelling::watch::Entered>,
 }
 
 /// Why a delivery is dead-lettered without reaching the handler.
@@ -217,6 +228,8 @@ enum Refused {
     DeliveriesExhausted(Box<Task>, u64),
     /// A retry delivered before its time: handed back for the time that is left, no attempt.
     Early(Duration),
+    /// The task was cancelled (`cancel(id)`) before this delivery.
+    Cancelled(Box<Task>, Mark),
 }
 
 /// How a delivery ended, from the worker's side.
@@ -228,6 +241,8 @@ pub enum Settlement {
     Retried,
     /// Stored on the dead-letter stream and removed from the queue.
     DeadLettered,
+    /// Cancelled (`cancel(id)`) and removed from the queue.
+    Cancelled,
     /// Not settled (the server did not confirm): the server redelivers it after `ackWait`.
     Unconfirmed,
 }
@@ -242,16 +257,19 @@ pub struct Executor {
     confirm_acks: AtomicBool,
     /// The heartbeat interval, following the consumer's `ack_wait`.
     pace: HeartbeatPace,
+    /// The queue's cancel marks, as this worker follows them.
+    cancels: Option<Arc<Cancels>>,
 }
 
 impl Executor {
     /// An executor for a connected queue; success acks go through `acks`, heartbeats follow
-    /// `pace`.
+    /// `pace`, cancel marks come from `cancels` (none: tasks are not cancelled).
     pub fn new(
         connection: Connection,
         handler: Arc<dyn Handler>,
         acks: AckSender,
         pace: HeartbeatPace,
+        cancels: Option<Arc<Cancels>>,
     ) -> Self {
         Executor {
             connection,
@@ -259,6 +277,7 @@ impl Executor {
             acks,
             confirm_acks: AtomicBool::new(false),
             pace,
+            cancels,
         }
     }
 
@@ -316,6 +335,17 @@ impl Executor {
         origin: &mut Origin,
     ) -> Result<Handed, Refused> {
         let task = decode(message).map_err(Refused::InvalidEnvelope)?;
+        // Registered with the cancel marks as it starts, unless one covers it.
+        let entered = match &self.cancels {
+            Some(cancels) => match cancels.enter(&task.id, cancelling::life_began(&task)) {
+                Ok(entered) => Some(entered),
+                Err(mark) => {
+                    origin.attempts = u64::from(task.attempts_made);
+                    return Err(Refused::Cancelled(Box::new(task), mark));
+                }
+            },
+            None => None,
+        };
         let policy = TaskPolicy::of(&task, self.connection.config());
         let max = policy.max;
         let wait = task.not_before_ms.saturating_sub(crate::envelope::now_ms());
@@ -337,6 +367,7 @@ impl Executor {
             .custom_id
             .then(|| crate::ids::Stamp::of(&id, message.headers.as_ref()));
         tracing::debug!(%id, attempt = origin.attempts, "handling task");
+        let abort = AbortCell::default();
         let at = Instant::now();
         let handled = self.handler.handle_timed(Attempt {
             task,
@@ -344,6 +375,7 @@ impl Executor {
             max,
             route: crate::layout::route_of(self.connection.config(), &message.subject)
                 .map(Box::new),
+            abort: abort.clone(),
         });
         Ok(Handed {
             id,
@@ -353,6 +385,8 @@ impl Executor {
             enqueued_at_ms,
             stamp,
             pointing: None,
+            abort,
+            entered,
         })
     }
 
@@ -391,6 +425,28 @@ impl Executor {
             Refused::Early(wait) => {
                 self.settle(&message, AckKind::Nak(Some(wait)), Settlement::Retried)
                     .await
+            }
+            Refused::Cancelled(task, mark) => {
+                let stamp = task
+                    .custom_id
+                    .then(|| crate::ids::Stamp::of(&task.id, message.headers.as_ref()));
+                let clock = Clock {
+                    enqueued_at_ms: task.enqueued_at_ms,
+                    started: Instant::now(),
+                };
+                let settled =
+                    Box::pin(self.cancelled(&message, &origin, &task.id, &clock, &mark)).await;
+                if let (Some(stamp), Settlement::Cancelled) = (stamp, settled) {
+                    let sequence = origin.stream_sequence;
+                    Box::pin(crate::ids::release(
+                        &self.connection,
+                        &task.id,
+                        sequence,
+                        stamp,
+                    ))
+                    .await;
+                }
+                settled
             }
             Refused::DeliveriesExhausted(task, max) => {
                 let failure = Failure::new(format!(
@@ -434,6 +490,8 @@ impl Executor {
             enqueued_at_ms,
             stamp,
             pointing,
+            abort,
+            mut entered,
         } = handed;
         let mut started = None;
         let handled = async {
@@ -441,7 +499,26 @@ impl Executor {
             started = at;
             outcome
         };
-        let outcome = self.run_with_heartbeats(&message, handled).await;
+        let run = self.run_with_heartbeats(&message, handled);
+        // A cancel mark for this task stops its handler, unless the handler settled first.
+        let ended = match entered.as_mut() {
+            Some(entered) => {
+                // The reason is set before the handler's future is dropped (which tells it).
+                let told = async {
+                    let mark = (&mut entered.told).await;
+                    if mark.is_ok() {
+                        abort.set(AbortReason::Cancelled);
+                    }
+                    mark
+                };
+                tokio::select! {
+                    biased;
+                    outcome = run => Ok(outcome),
+                    Ok(mark) = told => Err(mark),
+                }
+            }
+            None => Ok(run.await),
+        };
         drop(slot);
         if let Some(pointing) = pointing {
             // Settle once the marker names this task, so the release (or a retry's move) reads
@@ -459,20 +536,78 @@ impl Executor {
         // for the server's confirmation, in a future of their own, so the future of every task
         // in flight is not sized for them.
         let recording = self.connection.config().results_ttl.is_some();
-        let settled = match outcome {
-            Outcome::Success | Outcome::Returned(_) if !recording => {
+        let settled = match ended {
+            Ok(Outcome::Success | Outcome::Returned(_)) if !recording => {
                 self.succeeded(&message, &origin, &id, policy.max, &clock)
                     .await
             }
-            outcome => {
+            Ok(outcome) => {
                 Box::pin(self.settle_outcome(message, origin, &id, policy, outcome, &clock)).await
             }
+            Err(mark) => Box::pin(self.cancelled(&message, &origin, &id, &clock, &mark)).await,
         };
         if let Some(stamp) = stamp {
-            if matches!(settled, Settlement::Acked | Settlement::DeadLettered) {
+            if matches!(
+                settled,
+                Settlement::Acked | Settlement::DeadLettered | Settlement::Cancelled
+            ) {
                 Box::pin(crate::ids::release(&self.connection, &id, sequence, stamp)).await;
             }
         }
+        if let Some(mut entered) = entered {
+            if let Ok(mark) = entered.told.try_recv() {
+                // The mark came as the handler settled: the task ended first, unless it is to
+                // run again (its next delivery is refused as cancelled).
+                let answer = match settled {
+                    Settlement::Retried | Settlement::Unconfirmed | Settlement::Cancelled => {
+                        Answer::Cancelled
+                    }
+                    Settlement::Acked | Settlement::DeadLettered => Answer::Finished,
+                };
+                Box::pin(cancelling::answer(&self.connection, &mark, answer)).await;
+            }
+        }
+    }
+
+    /// Ends a cancelled task (`cancel(id)`): its record says so (`options.results`), the server
+    /// removes it (TERM: no retry, no dead letter), its canceller hears it and its mark goes.
+    async fn cancelled(
+        &self,
+        message: &jetstream::Message,
+        origin: &Origin,
+        id: &str,
+        clock: &Clock,
+        mark: &Mark,
+    ) -> Settlement {
+        tracing::info!(%id, attempts = origin.attempts, "task cancelled");
+        if self.connection.config().results_ttl.is_some() {
+            let record = Record {
+                id: id.to_owned(),
+                state: Ending::Cancelled,
+                attempts: origin.attempts,
+                enqueued_at: clock.enqueued_at_ms,
+                started_at: clock.started_ms(),
+                finished_at: crate::envelope::now_ms(),
+                result: None,
+                result_error: None,
+                error: Some("cancelled by cancel()".to_owned()),
+                reason: None,
+            };
+            self.record(message, record).await;
+        }
+        let settled = self
+            .settle(message, AckKind::Term, Settlement::Cancelled)
+            .await;
+        // Not confirmed: redelivered, and refused then as cancelled (the mark stays until then).
+        cancelling::answer(&self.connection, mark, Answer::Cancelled).await;
+        if settled == Settlement::Cancelled {
+            cancelling::forget(&self.connection, id).await;
+        }
+        let info = || attempt_info(origin, id, origin.attempts);
+        self.connection
+            .observer()
+            .attempt_ended(info, clock, Ended::Cancelled);
+        settled
     }
 
     /// Acks, retries or dead-letters a delivery after its handler's `outcome`.

@@ -148,6 +148,21 @@ fn has_numeric_timestamp(fields: &str) -> bool {
 /// starts no other.
 pub const CLOSE_JSON: &str = r#"{"close":true}"#;
 
+/// Attempts ended before their outcomes came, as one JSON text:
+/// `{"abort":[[token,"timeout"|"cancelled"|"shutdown"],…]}`.
+pub fn abort_json(aborted: &[(u32, crate::worker::abort::AbortReason)]) -> String {
+    let mut json = String::with_capacity(12 + aborted.len() * 20);
+    json.push_str("{\"abort\":[");
+    for (i, (token, reason)) in aborted.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        let _ = write!(json, "[{token},\"{}\"]", reason.name());
+    }
+    json.push_str("]}");
+    json
+}
+
 /// A batch as one JSON text: `{"limit":…,"tokens":[…],"tasks":[…]}`, the tokens in the order of
 /// the tasks; `limit` is how many tasks the receiver may run at once (`batchSize`).
 pub fn batch_json(limit: u32, batch: &[(u32, String)]) -> String {
@@ -185,6 +200,15 @@ mod tests {
     use super::*;
     use crate::envelope::Task;
 
+    #[test]
+    fn aborts_are_one_json_text() {
+        use crate::worker::abort::AbortReason;
+        let json = abort_json(&[(3, AbortReason::Cancelled), (9, AbortReason::Timeout)]);
+        assert_eq!(json, r#"{"abort":[[3,"cancelled"],[9,"timeout"]]}"#);
+        let parsed: serde_json::Value = serde_json::from_str(&json).expect("json");
+        assert_eq!(parsed["abort"][1][1], "timeout");
+    }
+
     fn attempt(data: &str, metadata: &str) -> Attempt {
         Attempt {
             task: Task {
@@ -197,6 +221,7 @@ mod tests {
             number: 2,
             max: 4,
             route: None,
+            abort: Default::default(),
         }
     }
 

@@ -18,6 +18,7 @@
 //! when `shutdownTimeout` runs out is handed back at once; tasks still with the handler are
 //! abandoned, and redelivered after `ackWait`.
 
+pub mod abort;
 pub mod acks;
 pub mod batching;
 pub mod deliveries;
@@ -39,6 +40,7 @@ use tokio::{
 };
 
 use crate::{
+    cancelling::watch::Cancels,
     error::{Error, Result},
     layout::Lane,
     nats::ack_wait::{self, HeartbeatPace},
@@ -118,13 +120,23 @@ impl Worker {
             subjects: subjects.map(<[String]>::to_vec),
             batch_size: config.batch_size,
         };
+        // Read the marks made so far before the first task arrives.
+        let cancels = Cancels::start(connection.clone()).await;
         Self::start_lane(
             connection,
             lanes,
             identity,
             prefetch,
             queues_attempts,
-            |connection, acks, pace| Arc::new(Executor::new(connection, handler, acks, pace)),
+            |connection, acks, pace| {
+                Arc::new(Executor::new(
+                    connection,
+                    handler,
+                    acks,
+                    pace,
+                    Some(cancels),
+                ))
+            },
         )
         .await
     }

@@ -1,0 +1,252 @@
+//! A worker's side of cancelling: it follows the queue's cancel marks (an ordered consumer of
+//! the cancels stream, the newest mark of each task first, then each new one) and keeps the
+//! tasks its handlers run, so a mark reaches the attempt it names.
+//!
+//! A task about to run registers itself ([`Cancels::enter`]), unless a mark covers it: then it
+//! is refused before its handler starts. A mark arriving for a registered attempt is handed to
+//! it, and the attempt decides between its handler's outcome and the cancel (whichever it sees
+//! first) and answers the canceller. A mark for a task this worker does not run is answered
+//! `notHere` once it is kept. The marks and the attempts share one lock, so a worker that
+//! answered `notHere` refuses the task whenever it takes it. A task that nobody cancels costs a
+//! map insert and removal while it runs.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+    time::Duration,
+};
+
+use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
+use futures::StreamExt;
+use tokio::sync::{oneshot, watch};
+
+use super::{Answer, Mark};
+use crate::nats::connection::Connection;
+
+/// How long a starting worker reads the marks made before it (a waiting task cancelled before
+/// any worker ran must not start); a slow server delays no worker longer.
+const CATCH_UP: Duration = Duration::from_secs(2);
+/// How long after its making a mark is answered (older ones are read at a worker's start: their
+/// canceller is gone).
+const ANSWERED_WITHIN: i64 = 30_000;
+/// How long a watcher waits before following the marks again after it could not.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// The marks a worker follows, and the attempts its handlers run.
+pub struct Cancels {
+    connection: Connection,
+    state: Mutex<State>,
+    next: AtomicU64,
+    /// Dropped with the last handle: the watcher stops.
+    _stop: watch::Sender<()>,
+}
+
+/// The marks kept, and the attempts running.
+#[derive(Default)]
+struct State {
+    marks: HashMap<String, Mark>,
+    running: HashMap<String, Vec<Running>>,
+}
+
+/// An attempt that runs, as the registry holds it.
+struct Running {
+    run: u64,
+    /// When its task's life began ([`super::life_began`]).
+    since: i64,
+    told: Option<oneshot::Sender<Mark>>,
+}
+
+/// A running attempt's registration: it hears a mark through `told`, and leaves the registry
+/// when dropped.
+pub struct Entered {
+    cancels: Arc<Cancels>,
+    id: String,
+    run: u64,
+    pub told: oneshot::Receiver<Mark>,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        let mut state = self.cancels.lock();
+        if let Some(runs) = state.running.get_mut(&self.id) {
+            runs.retain(|run| run.run != self.run);
+            if runs.is_empty() {
+                state.running.remove(&self.id);
+            }
+        }
+    }
+}
+
+impl Cancels {
+    /// Starts following the marks of the queue, having read those made so far (for at most
+    /// [`CATCH_UP`]). Never fails: a worker that cannot follow them (no stream and
+    /// `createStreams: false`, a server away) tries again every [`RETRY`] and runs meanwhile.
+    pub async fn start(connection: Connection) -> Arc<Self> {
+        let (stop, stopped) = watch::channel(());
+        let cancels = Arc::new(Cancels {
+            connection,
+            state: Mutex::default(),
+            next: AtomicU64::new(0),
+            _stop: stop,
+        });
+        let (caught_up, catching_up) = oneshot::channel();
+        tokio::spawn(follow(Arc::downgrade(&cancels), stopped, caught_up));
+        let _ = tokio::time::timeout(CATCH_UP, catching_up).await;
+        cancels
+    }
+
+    /// Registers an attempt at task `id` (whose life began at `since`) that starts now; the
+    /// mark that cancels it instead, if one does.
+    pub fn enter(self: &Arc<Self>, id: &str, since: i64) -> Result<Entered, Mark> {
+        let mut state = self.lock();
+        if let Some(mark) = state.marks.get(id).filter(|mark| mark.covers(since)) {
+            return Err(mark.clone());
+        }
+        let run = self.next.fetch_add(1, Ordering::Relaxed);
+        let (sender, told) = oneshot::channel();
+        state
+            .running
+            .entry(id.to_owned())
+            .or_default()
+            .push(Running {
+                run,
+                since,
+                told: Some(sender),
+            });
+        drop(state);
+        Ok(Entered {
+            cancels: self.clone(),
+            id: id.to_owned(),
+            run,
+            told,
+        })
+    }
+
+    /// Keeps `mark` and hands it to the attempts it cancels; answers `notHere` when none runs
+    /// here (a fresh mark only: an old one's canceller is gone).
+    async fn heard(&self, mark: Mark) {
+        let handed = {
+            let mut state = self.lock();
+            let mut handed = false;
+            for run in state.running.get_mut(&mark.id).into_iter().flatten() {
+                if mark.covers(run.since) {
+                    if let Some(told) = run.told.take() {
+                        handed |= told.send(mark.clone()).is_ok();
+                    }
+                }
+            }
+            state.marks.insert(mark.id.clone(), mark.clone());
+            handed
+        };
+        let fresh = crate::envelope::now_ms() - mark.at < ANSWERED_WITHIN;
+        if !handed && fresh {
+            super::answer(&self.connection, &mark, Answer::NotHere).await;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the maps inconsistent: keep using it.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Follows the marks until the last handle of `cancels` is dropped or the connection closes.
+/// `caught_up` is told once the marks stored at the start are read (or none could be).
+async fn follow(
+    cancels: std::sync::Weak<Cancels>,
+    mut stopped: watch::Receiver<()>,
+    caught_up: oneshot::Sender<()>,
+) {
+    let mut caught_up = Some(caught_up);
+    loop {
+        let Some(connection) = cancels.upgrade().map(|c| c.connection.clone()) else {
+            return;
+        };
+        match open(&connection).await {
+            Ok(Some((mut marks, empty))) => {
+                if empty {
+                    caught_up.take().map(|told| told.send(()));
+                }
+                loop {
+                    let message = tokio::select! {
+                        message = marks.next() => message,
+                        _ = stopped.changed() => return,
+                        () = connection.closed() => return,
+                    };
+                    let message = match message {
+                        Some(Ok(message)) => message,
+                        // The ordered consumer recreates itself where it left off.
+                        Some(Err(err)) => {
+                            tracing::debug!("following cancel marks: {err}");
+                            continue;
+                        }
+                        None => break,
+                    };
+                    let pending = message.info().map_or(0, |info| info.pending);
+                    let config = connection.config();
+                    let id = super::id_of(config, message.subject.as_str());
+                    match (id, serde_json::from_slice::<Mark>(&message.payload)) {
+                        (Some(id), Ok(mark)) if mark.id == id => match cancels.upgrade() {
+                            Some(cancels) => cancels.heard(mark).await,
+                            None => return,
+                        },
+                        _ => {
+                            tracing::debug!(subject = %message.subject, "skipping a message that is not a cancel mark")
+                        }
+                    }
+                    if pending == 0 {
+                        caught_up.take().map(|told| told.send(()));
+                    }
+                }
+            }
+            Ok(None) => {
+                caught_up.take().map(|told| told.send(()));
+            }
+            Err(err) => {
+                caught_up.take().map(|told| told.send(()));
+                tracing::debug!("cancel marks not followed yet: {err}");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            _ = stopped.changed() => return,
+            () = connection.closed() => return,
+        }
+    }
+}
+
+/// An ordered consumer of the newest mark of each task, then of every new one, and whether the
+/// stream held none when it started; `None` when the queue has no cancels stream and this worker
+/// does not create one.
+async fn open(
+    connection: &Connection,
+) -> crate::error::Result<Option<(async_nats::jetstream::consumer::pull::Ordered, bool)>> {
+    const FOLLOWING: &str = "following cancel marks";
+    let Some(stream) = super::ensure_stream(connection).await? else {
+        return Ok(None);
+    };
+    let mut stream = stream;
+    let empty = stream
+        .info()
+        .await
+        .map_err(|err| crate::error::Error::request(FOLLOWING, err))?
+        .state
+        .messages
+        == 0;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: format!("{}*", connection.config().cancels_prefix()),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| crate::error::Error::nats(FOLLOWING, err))?;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|err| crate::error::Error::nats(FOLLOWING, err))?;
+    Ok(Some((messages, empty)))
+}
