@@ -80,6 +80,8 @@ pub struct Worker {
     shutdown_timeout: Duration,
     /// Keeps this worker's record on the server while it runs ([`presence`]).
     beacon: Beacon,
+    /// The worker's slots, and how many there are: those taken are the deliveries it holds.
+    slots: (Arc<Semaphore>, usize),
 }
 
 /// How a worker's shutdown went.
@@ -209,6 +211,7 @@ impl Worker {
             .map(RateWindow::new);
         let slot_permits = Arc::new(Semaphore::new(slots));
         let beacon = Beacon::start(connection.clone(), identity, slot_permits.clone(), slots).await;
+        let held = (slot_permits.clone(), slots);
         let pull_loop = PullLoop {
             rate,
             executor: deliveries(connection.clone(), acks, pace.clone()),
@@ -232,6 +235,7 @@ impl Worker {
             acks_sent,
             shutdown_timeout,
             beacon,
+            slots: held,
         })
     }
 
@@ -272,7 +276,11 @@ impl Worker {
             Err(_) => {
                 tracing::warn!("the worker did not stop by shutdownTimeout (is the server reachable?); cutting it short");
                 self.run.abort();
-                StopReport::default()
+                // What it still held is abandoned (redelivered after `ackWait`).
+                let (slots, total) = &self.slots;
+                StopReport {
+                    abandoned: total.saturating_sub(slots.available_permits()),
+                }
             }
         };
         // Acks queued by the last deliveries go out before the connection may close.
