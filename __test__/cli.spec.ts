@@ -354,7 +354,7 @@ describe('commands', () => {
     const deleted = await cli(['delete', '--yes', '--json', ...flags])
     expectExit(deleted, 0)
     // A worker ran: its workers stream goes with the queue.
-    assert.deepStrictEqual(JSON.parse(deleted.stdout), { deleted: [names.streamName, `${names.streamName}_DLQ`, `${names.streamName}_WORKERS`] })
+    assert.deepStrictEqual(JSON.parse(deleted.stdout), { deleted: [names.streamName, `${names.streamName}_DLQ`, `${names.streamName}_WORKERS`, `${names.streamName}_CANCELS`] })
     const gone = await cli(['stats', '--json', ...flags])
     expectExit(gone, 2)
     assert.match(gone.stderr, /no queue with stream|does not exist/)
@@ -366,7 +366,7 @@ describe('commands', () => {
     const forced = await cli(['delete', '--yes', '--force', ...other.flags])
     expectExit(forced, 0)
     const { streamName } = other.names
-    assert.match(forced.stdout, new RegExp(`^Deleted queue ${streamName} \\(streams ${streamName}, ${streamName}_DLQ, ${streamName}_WORKERS\\)\\.$`, 'm'))
+    assert.match(forced.stdout, new RegExp(`^Deleted queue ${streamName} \\(streams ${streamName}, ${streamName}_DLQ, ${streamName}_WORKERS, ${streamName}_CANCELS\\)\\.$`, 'm'))
     await worker.disconnect()
   })
 

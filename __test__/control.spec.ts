@@ -269,7 +269,7 @@ describe('destroy', () => {
     await queue.enqueue({ data: { n: 1 }, id: 'invoice-1' })
     const deleted = await queue.destroy()
     // A worker ran (it made the letter): its records' stream goes too.
-    assert.deepEqual(deleted, [names.streamName, `${names.streamName}_DLQ`, `${names.streamName}_IDS`, `${names.streamName}_WORKERS`])
+    assert.deepEqual(deleted, [names.streamName, `${names.streamName}_DLQ`, `${names.streamName}_IDS`, `${names.streamName}_WORKERS`, `${names.streamName}_CANCELS`])
     await assert.rejects(queue.getStats(), (err: { code?: string }) => err.code === 'ERR_PQ_NOT_CONNECTED')
     await queue.connect(server.url)
     const stats = await queue.getStats()
@@ -299,7 +299,7 @@ describe('destroy', () => {
     await own.connect(server.url)
     await own.process(async () => ({ success: true }))
     await assert.rejects(own.destroy(), (err: { code?: string; message: string }) => err.code === 'ERR_PQ_QUEUE_IN_USE' && /disconnect\(\) it first/.test(err.message))
-    assert.deepEqual(await own.destroy({ force: true }), [names.streamName, `${names.streamName}_DLQ`, `${names.streamName}_WORKERS`])
+    assert.deepEqual(await own.destroy({ force: true }), [names.streamName, `${names.streamName}_DLQ`, `${names.streamName}_WORKERS`, `${names.streamName}_CANCELS`])
     await operator.disconnect()
   })
 

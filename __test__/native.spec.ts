@@ -31,6 +31,8 @@ test('a throwing dispatch, junk reports, unknown tokens and non-JSON data never 
   const run: number = queue.reserveRun()
   await queue.process(run, (json: string) => {
     const batch: Batch = JSON.parse(json)
+    // Not a batch: a close, or an abort of a task past its taskTimeout.
+    if (!Array.isArray(batch.tasks)) return
     // This dispatch starts every task it gets at once.
     queue.complete(run, new Uint32Array(), [], new Uint32Array(batch.tokens))
     batch.tasks.forEach(({ data }, i) => {
