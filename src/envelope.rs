@@ -32,6 +32,13 @@ pub enum EnvelopeError {
 }
 
 impl Task {
+    /// When its life began, as cancel marks see it ([`crate::cancelling`]): its enqueue, or its
+    /// last requeue from the dead-letter stream (a new life, which an earlier cancel does not
+    /// reach).
+    pub fn life_began(&self) -> i64 {
+        self.enqueued_at_ms.max(self.requeued_at_ms)
+    }
+
     /// A version-1 task.
     pub fn create(
         id: String,

@@ -345,9 +345,10 @@ pub async fn unscheduled(connection: &Connection, id: &str) {
 
 /// Frees `id` from the task a cancel made before `at` covers, while that task waits to be taken
 /// (and refused) by a worker: its marker is removed when it names a stored task (or the
-/// schedule of a delayed one that is firing) whose life began by then ([`crate::cancelling::life_began`]), so the id can be used again at once. A
-/// marker of a task enqueued after the cancel is left alone. Best effort: the worker that
-/// refuses the task releases the marker too.
+/// schedule of a delayed one that is firing) whose life began by then
+/// ([`crate::envelope::Task::life_began`]), so the id can be used again at once. A marker of a
+/// task enqueued after the cancel is left alone. Best effort: the worker that refuses the task
+/// releases the marker too.
 pub async fn cancelled(connection: &Connection, id: &str, at: i64) {
     let subject = subject(connection.config(), id);
     let result = async {
@@ -361,7 +362,7 @@ pub async fn cancelled(connection: &Connection, id: &str, at: i64) {
         let stream = connection.task_stream().await?;
         let covered = match stream.get_raw_message(sequence).await {
             Ok(message) => crate::envelope::Task::decode_checked(&message.payload)
-                .is_ok_and(|task| task.id == id && crate::cancelling::life_began(&task) <= at),
+                .is_ok_and(|task| task.id == id && task.life_began() <= at),
             // A schedule gone has fired: its task (enqueued before the cancel) waits to be
             // refused. A stored task gone has ended: its marker is stale anyway.
             Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => true,

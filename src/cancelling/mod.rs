@@ -11,9 +11,9 @@
 //! `options.results` its record says `cancelled`.
 //!
 //! Marks are kept [`MARK_KEPT`]: a task still waiting after that runs. A mark is compared with
-//! when the task's life began ([`life_began`]: its enqueue, the producer's clock, or its last
-//! requeue from the dead letters): a task enqueued again with the same own id after the cancel,
-//! or requeued after it, is a new task, not cancelled.
+//! when the task's life began ([`crate::envelope::Task::life_began`]: its enqueue, the
+//! producer's clock, or its last requeue from the dead letters): a task enqueued again with the
+//! same own id after the cancel, or requeued after it, is a new task, not cancelled.
 //!
 //! `cancel(id)` asks the live workers ([`crate::presence`]) through the mark: each answers once,
 //! on an inbox the mark names, whether it cancelled the task or does not hold it.
@@ -86,16 +86,11 @@ pub struct Mark {
 }
 
 impl Mark {
-    /// Whether it cancels a task of its id whose life began at `since` ([`life_began`]).
+    /// Whether it cancels a task of its id whose life began at `since`
+    /// ([`crate::envelope::Task::life_began`]).
     pub fn covers(&self, since: i64) -> bool {
         since <= self.at
     }
-}
-
-/// When `task`'s life began, as cancel marks see it: its enqueue, or its last requeue from the
-/// dead-letter stream (a new life, which an earlier cancel does not reach).
-pub fn life_began(task: &crate::envelope::Task) -> i64 {
-    task.enqueued_at_ms.max(task.requeued_at_ms)
 }
 
 /// A worker's answer to a mark.

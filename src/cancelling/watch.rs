@@ -54,7 +54,7 @@ struct State {
 /// An attempt that runs, as the registry holds it.
 struct Running {
     run: u64,
-    /// When its task's life began ([`super::life_began`]).
+    /// When its task's life began ([`crate::envelope::Task::life_began`]).
     since: i64,
     told: Option<oneshot::Sender<Mark>>,
 }

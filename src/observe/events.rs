@@ -410,7 +410,10 @@ mod tests {
         events.push_rows(br#"[[1,"a",1,1,7,0.5,0,0.5],[16,"b",{"n":1}],[8,"ERR_PQ_X","no"],[2,"c"],[3,"d"],["x"],7]"#);
         events.push_rows(b"not json");
         events.push_rows(b"{\"an\":\"object\"}");
-        assert_eq!(events.take_rows(), r#"[[1,"a",1,1,7,0.5,0,0.5],[16,"b",{"n":1}]]"#);
+        assert_eq!(
+            events.take_rows(),
+            r#"[[1,"a",1,1,7,0.5,0,0.5],[16,"b",{"n":1}]]"#
+        );
     }
 
     #[test]

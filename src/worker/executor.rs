@@ -337,7 +337,7 @@ impl Executor {
         let task = decode(message).map_err(Refused::InvalidEnvelope)?;
         // Registered with the cancel marks as it starts, unless one covers it.
         let entered = match &self.cancels {
-            Some(cancels) => match cancels.enter(&task.id, cancelling::life_began(&task)) {
+            Some(cancels) => match cancels.enter(&task.id, task.life_began()) {
                 Ok(entered) => Some(entered),
                 Err(mark) => {
                     origin.attempts = u64::from(task.attempts_made);
