@@ -12,10 +12,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex, PoisonError,
-    },
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
@@ -39,45 +36,93 @@ const RETRY: Duration = Duration::from_secs(5);
 pub struct Cancels {
     connection: Connection,
     state: Mutex<State>,
-    next: AtomicU64,
     /// Dropped with the last handle: the watcher stops.
     _stop: watch::Sender<()>,
 }
 
-/// The marks kept, and the attempts running.
+/// The marks kept, and the attempts running. The attempts sit in slots that are reused, each
+/// with its own [`Told`] made once: registering an attempt allocates nothing. A mark (rare)
+/// looks at every slot.
 #[derive(Default)]
 struct State {
     marks: HashMap<String, Mark>,
-    running: HashMap<String, Vec<Running>>,
+    slots: Vec<Slot>,
+    free: Vec<usize>,
+}
+
+/// One slot of the registry.
+struct Slot {
+    /// The attempt in it, if any.
+    running: Option<Running>,
+    told: Arc<Told>,
 }
 
 /// An attempt that runs, as the registry holds it.
 struct Running {
-    run: u64,
+    /// Its task id, hashed (the attempt checks the id of a mark handed to it).
+    id: u64,
     /// When its task's life began ([`crate::envelope::Task::life_began`]).
     since: i64,
-    told: Option<oneshot::Sender<Mark>>,
 }
 
-/// A running attempt's registration: it hears a mark through `told`, and leaves the registry
-/// when dropped.
+/// Where a slot's attempt hears a mark.
+#[derive(Default)]
+struct Told {
+    mark: Mutex<Option<Mark>>,
+    notify: tokio::sync::Notify,
+}
+
+/// A running attempt's registration: it hears a mark for its task ([`Entered::told`]), and
+/// leaves the registry when dropped.
 pub struct Entered {
     cancels: Arc<Cancels>,
-    id: String,
-    run: u64,
-    pub told: oneshot::Receiver<Mark>,
+    slot: usize,
+    told: Arc<Told>,
+}
+
+impl Entered {
+    /// Resolves with the mark that cancels this attempt, once one comes.
+    pub async fn told(&self) -> Mark {
+        loop {
+            let notified = self.told.notify.notified();
+            if let Some(mark) = self.try_told() {
+                return mark;
+            }
+            notified.await;
+        }
+    }
+
+    /// The mark handed to this attempt, if one was.
+    pub fn try_told(&self) -> Option<Mark> {
+        self.told
+            .mark
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
         let mut state = self.cancels.lock();
-        if let Some(runs) = state.running.get_mut(&self.id) {
-            runs.retain(|run| run.run != self.run);
-            if runs.is_empty() {
-                state.running.remove(&self.id);
-            }
+        if let Some(slot) = state.slots.get_mut(self.slot) {
+            slot.running = None;
+            // A mark handed too late is dropped with the attempt.
+            *slot
+                .told
+                .mark
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
         }
+        state.free.push(self.slot);
     }
+}
+
+/// A task id's hash, as the registry keeps it.
+fn hashed(id: &str) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    static STATE: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    STATE.get_or_init(RandomState::new).hash_one(id)
 }
 
 impl Cancels {
@@ -89,7 +134,6 @@ impl Cancels {
         let cancels = Arc::new(Cancels {
             connection,
             state: Mutex::default(),
-            next: AtomicU64::new(0),
             _stop: stop,
         });
         let (caught_up, catching_up) = oneshot::channel();
@@ -102,25 +146,32 @@ impl Cancels {
     /// mark that cancels it instead, if one does.
     pub fn enter(self: &Arc<Self>, id: &str, since: i64) -> Result<Entered, Mark> {
         let mut state = self.lock();
-        if let Some(mark) = state.marks.get(id).filter(|mark| mark.covers(since)) {
-            return Err(mark.clone());
+        if !state.marks.is_empty() {
+            if let Some(mark) = state.marks.get(id).filter(|mark| mark.covers(since)) {
+                return Err(mark.clone());
+            }
         }
-        let run = self.next.fetch_add(1, Ordering::Relaxed);
-        let (sender, told) = oneshot::channel();
-        state
-            .running
-            .entry(id.to_owned())
-            .or_default()
-            .push(Running {
-                run,
-                since,
-                told: Some(sender),
-            });
+        let running = Running {
+            id: hashed(id),
+            since,
+        };
+        let slot = match state.free.pop() {
+            Some(slot) => slot,
+            None => {
+                state.slots.push(Slot {
+                    running: None,
+                    told: Arc::default(),
+                });
+                state.slots.len() - 1
+            }
+        };
+        let entry = &mut state.slots[slot];
+        entry.running = Some(running);
+        let told = entry.told.clone();
         drop(state);
         Ok(Entered {
             cancels: self.clone(),
-            id: id.to_owned(),
-            run,
+            slot,
             told,
         })
     }
@@ -130,12 +181,20 @@ impl Cancels {
     async fn heard(&self, mark: Mark) {
         let handed = {
             let mut state = self.lock();
+            let id = hashed(&mark.id);
             let mut handed = false;
-            for run in state.running.get_mut(&mark.id).into_iter().flatten() {
-                if mark.covers(run.since) {
-                    if let Some(told) = run.told.take() {
-                        handed |= told.send(mark.clone()).is_ok();
-                    }
+            for slot in &state.slots {
+                let Some(running) = &slot.running else {
+                    continue;
+                };
+                if running.id == id && mark.covers(running.since) {
+                    *slot
+                        .told
+                        .mark
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(mark.clone());
+                    slot.told.notify.notify_one();
+                    handed = true;
                 }
             }
             state.marks.insert(mark.id.clone(), mark.clone());

@@ -491,7 +491,7 @@ impl Executor {
             stamp,
             pointing,
             abort,
-            mut entered,
+            entered,
         } = handed;
         let mut started = None;
         let handled = async {
@@ -501,20 +501,23 @@ impl Executor {
         };
         let run = self.run_with_heartbeats(&message, handled);
         // A cancel mark for this task stops its handler, unless the handler settled first.
-        let ended = match entered.as_mut() {
+        let ended = match entered.as_ref() {
             Some(entered) => {
-                // The reason is set before the handler's future is dropped (which tells it).
+                // The reason is set before the handler's future is dropped (which tells it). A
+                // mark for another id (its hash alike) is not this task's.
                 let told = async {
-                    let mark = (&mut entered.told).await;
-                    if mark.is_ok() {
-                        abort.set(AbortReason::Cancelled);
+                    loop {
+                        let mark = entered.told().await;
+                        if mark.id == id {
+                            abort.set(AbortReason::Cancelled);
+                            return mark;
+                        }
                     }
-                    mark
                 };
                 tokio::select! {
                     biased;
                     outcome = run => Ok(outcome),
-                    Ok(mark) = told => Err(mark),
+                    mark = told => Err(mark),
                 }
             }
             None => Ok(run.await),
@@ -554,8 +557,8 @@ impl Executor {
                 Box::pin(crate::ids::release(&self.connection, &id, sequence, stamp)).await;
             }
         }
-        if let Some(mut entered) = entered {
-            if let Ok(mark) = entered.told.try_recv() {
+        if let Some(entered) = entered {
+            if let Some(mark) = entered.try_told().filter(|mark| mark.id == id) {
                 // The mark came as the handler settled: the task ended first, unless it is to
                 // run again (its next delivery is refused as cancelled).
                 let answer = match settled {
