@@ -46,7 +46,6 @@ use crate::{
     nats::ack_wait::{self, HeartbeatPace},
     nats::connection::Connection,
     nats::topology,
-    observe::remote::Broadcast,
     presence::{Beacon, Identity},
     worker::acks::AckSender,
     worker::deliveries::Deliveries,
@@ -83,8 +82,6 @@ pub struct Worker {
     beacon: Beacon,
     /// The worker's slots, and how many there are: those taken are the deliveries it holds.
     slots: (Arc<Semaphore>, usize),
-    /// Sends its events to listeners in other processes while any listen.
-    broadcast: Option<Broadcast>,
 }
 
 /// How a worker's shutdown went.
@@ -125,11 +122,9 @@ impl Worker {
             subjects: subjects.map(<[String]>::to_vec),
             batch_size: config.batch_size,
         };
-        // Read the marks made so far before the first task arrives, and learn whether anyone
-        // listens to the queue's events.
+        // Read the marks made so far before the first task arrives.
         let cancels = Cancels::start(connection.clone()).await;
-        let broadcast = Broadcast::start(connection.clone()).await;
-        let mut worker = Self::start_lane(
+        Self::start_lane(
             connection,
             lanes,
             identity,
@@ -145,9 +140,7 @@ impl Worker {
                 ))
             },
         )
-        .await?;
-        worker.broadcast = Some(broadcast);
-        Ok(worker)
+        .await
     }
 
     /// Starts a dead-letter worker: the same pull loop over the dead-letter stream's shared
@@ -243,7 +236,6 @@ impl Worker {
             shutdown_timeout,
             beacon,
             slots: held,
-            broadcast: None,
         })
     }
 
