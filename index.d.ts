@@ -127,6 +127,18 @@ export interface QueueOptions {
    * docs/guides/priorities.md. Not with `globalConcurrency`. Default: false.
    */
   priorities?: boolean
+  /**
+   * Whose tasks this object's listeners hear about (`'object'` by default):
+   *
+   * - `'object'`: what this object's own worker decided (`completed`, `failed`, `deadLettered`,
+   *   `cancelled`) and what its handlers reported (`progress`).
+   * - `'queue'`: those events from every worker of the queue, in any process, carried by the
+   *   server: a process that only enqueues can follow its tasks.
+   *
+   * `error` is always this object's own connection trouble. Anything else rejects with
+   * `ERR_PQ_INVALID_CONFIG` when the queue is made.
+   */
+  events?: 'object' | 'queue'
 }
 
 /**
@@ -496,6 +508,19 @@ export interface TaskData<T = unknown> {
    * event listener's error is (an `uncaughtException` in Node), not as the handler's failure.
    */
   readonly signal: AbortSignal
+  /**
+   * Reports how far the handler got: a finite number (a percentage, a count) or an object or array
+   * whose JSON text is at most 64 KiB. Listeners of the `progress` event get it (`options.events`
+   * says whose). Anything else throws a `ProtoqueueError` with code `ERR_PQ_INVALID_PROGRESS`, as
+   * does a value `JSON.stringify` cannot write (a cycle, a BigInt, a `toJSON` that throws).
+   *
+   * Call it as often as you like: the first value is reported at once, later ones at most every
+   * 100 ms per task, only the newest of each interval; a value still waiting when the handler
+   * returns is reported before the task's outcome. Once the handler has settled, or its `signal`
+   * was aborted, values are ignored (no throw). The function needs no `this`
+   * (`const { progress } = task` works) and, like `signal`, is not enumerable.
+   */
+  progress(value: number | object): void
 }
 
 /**
@@ -652,7 +677,7 @@ export interface WorkerInfo {
 export type DeadLetterReason = 'retriesExhausted' | 'rejected' | 'invalidEnvelope' | 'invalidData' | 'deliveriesExhausted' | 'unspecified'
 
 /** What every dead letter's task holds, whatever became of its data. */
-export interface DeadLetterTaskBase extends Omit<TaskData<unknown>, 'data' | 'metadata' | 'signal'> {
+export interface DeadLetterTaskBase extends Omit<TaskData<unknown>, 'data' | 'metadata' | 'signal' | 'progress'> {
   /**
    * The metadata as enqueued plus `timestamp` (as the handler sees it); only `{ timestamp }` when
    * the stored metadata is not a JSON object (see `rawMetadata`) or was dropped.
@@ -810,6 +835,8 @@ export type ProtoqueueErrorCode =
   | 'ERR_PQ_SERVER_TOO_OLD'
   /** `destroy()` of a queue whose workers still run (without `force`). */
   | 'ERR_PQ_QUEUE_IN_USE'
+  /** `task.progress(value)` given anything but a finite number or an object or array whose JSON text is at most 64 KiB. */
+  | 'ERR_PQ_INVALID_PROGRESS'
   | 'ERR_PQ_NATS'
   /** `dashboard()` (protoqueue/dashboard) could not listen on its address (the port is taken). */
   | 'ERR_PQ_LISTEN'
@@ -868,11 +895,27 @@ export interface DeadLetteredEvent extends Omit<AttemptEvent, 'id'> {
   error: string
 }
 
+/** `progress`: a running handler reported how far it got (`task.progress(value)`). */
+export interface ProgressEvent {
+  type: 'progress'
+  /** The task id. */
+  id: string
+  /** The value as the handler gave it, after a JSON round trip: a number, an object or an array. */
+  progress: unknown
+}
+
+/** `cancelled`: `cancel(id)` ended a task that a worker held; it is not retried nor dead-lettered. */
+export interface CancelledEvent extends AttemptEvent {
+  type: 'cancelled'
+}
+
 /** The events of a queue object and what their listeners get. */
 export interface ProtoqueueEvents {
   completed: CompletedEvent
   failed: FailedEvent
   deadLettered: DeadLetteredEvent
+  progress: ProgressEvent
+  cancelled: CancelledEvent
   /** Connection trouble (never thrown; without a listener it is only logged). */
   error: ProtoqueueError
 }

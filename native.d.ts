@@ -135,9 +135,14 @@ export declare class NativeQueue {
   listen(wake: () => void): void
   /**
    * Which events are recorded: a mask of 1 `completed`, 2 `failed`, 4 `deadLettered`,
-   * 8 `error`.
+   * 8 `error`, 16 `progress`, 32 `cancelled`.
    */
   setEvents(mask: number): void
+  /**
+   * A handler's progress on task `id` (`task.progress(value)`), as JSON text; reported to the
+   * `progress` listeners (of every process, with `options.events: 'queue'`).
+   */
+  progress(id: string, json: string): void
   /** The events recorded since the last call, as a JSON array of rows (`Event::write_row`). */
   takeEvents(): string
   /**

@@ -189,8 +189,10 @@ class Real {
   /** Letters the dead-letter worker handled with success (removed), by model key. */
   readonly rescued = new Map<string, number>()
   queue!: Protoqueue<Data>
-  /** The queue opened by its names alone, as the command line and the dashboard open it. */
+  /** The queue opened by its names alone, as the command line and the dashboard open it; it hears every worker's events (`events: 'queue'`). */
   operator!: Protoqueue<Data>
+  /** The ids of the `completed` events the operator heard (from the worker process, through the server). */
+  readonly heardCompleted: string[] = []
   private worker?: Child
   private workers = 0
   /** Worker processes killed, and when: their records may stay listed until they expire. */
@@ -277,7 +279,8 @@ class Real {
       },
       60_000,
     )
-    this.operator = new Protoqueue<Data>({ ...this.names })
+    this.operator = new Protoqueue<Data>({ ...this.names, options: { events: 'queue' } })
+    this.operator.on('completed', (event) => this.heardCompleted.push(event.id))
     await this.operator.connect(this.servers.url)
     await this.tool(async (jsm) => {
       // Another tool lowered the largest task the stream takes (a batch can then fail part-way).
@@ -386,6 +389,7 @@ class Real {
     await this.operator.disconnect()
     await this.queue.disconnect()
     this.handled.length = 0
+    this.heardCompleted.length = 0
     this.rescued.clear()
     await this.open()
   }
@@ -1041,6 +1045,10 @@ async function verify(model: Model, real: Real): Promise<void> {
   const fillersNotRun = model.fillers - [...runs.keys()].filter((key) => key.startsWith(FILLER)).length
   const unknown = model.vanished + rescuedOrPurged + fillersNotRun + cancelledPurgeable
   assert.ok(model.purged <= missing + unknown, `purges counted ${model.purged} tasks and letters removed, but only ${missing} are missing (and ${unknown} may have been removed: ${model.vanished} that may never have been stored, ${rescuedOrPurged} handled as letters, ${fillersNotRun} fillers not run, ${cancelledPurgeable} cancelled while waiting)`)
+  // Events heard through the server are never made up: no more completions than handler runs,
+  // each naming a task (events may be missed: they are not stored).
+  for (const id of real.heardCompleted) assert.ok(typeof id === 'string' && id.length > 0, `a completed event without an id: ${id}`)
+  assert.ok(real.heardCompleted.length <= real.handled.length, `${real.heardCompleted.length} completed events heard, ${real.handled.length} handler runs`)
   verifyTwins(model, runs, lettered, real)
   verifyOrder(model, real)
   await verifyWorkers(real)

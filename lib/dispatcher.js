@@ -12,9 +12,11 @@
 //
 // Each handler's task has a `signal` (an `AbortSignal`), aborted when the native side ends the
 // attempt early (`taskTimeout`, `cancel(id)`, the worker's shutdown). Until it is read it is one
-// shared accessor on the task, nothing more: see `SIGNAL`.
+// shared accessor on the task, nothing more: see `SIGNAL`. It also has `progress(value)`, which
+// reports how far the handler got through the native side, at most once per `PROGRESS_INTERVAL`
+// ms per task (the newest value wins): see `Progress`.
 
-const { describe, textOf } = require('./describe.js')
+const { describe, messageOf, textOf } = require('./describe.js')
 const { ProtoqueueError } = require('./errors.js')
 
 /**
@@ -84,6 +86,9 @@ function askBackoff(backoff, attempt, error, warn) {
  *   reports the attempts that succeeded, those that failed, those whose handler started since
  *   the last report (an attempt may start and settle in the same report), and the successes
  *   that returned a result (on a queue that keeps results; absent when none did)
+ * @property {(id: string, json: string) => void} [progress] reports a running task's progress:
+ *   the task's `id` and the value as JSON text (a finite number, an object or an array). Without
+ *   it, `task.progress(value)` checks its value and reports nothing
  */
 
 /**
@@ -296,6 +301,189 @@ function signalOf() {
  */
 const SIGNAL = Object.freeze({ configurable: true, enumerable: false, get: signalOf })
 
+/** How often a task's progress is reported at most: once per this many ms, the newest value winning. */
+const PROGRESS_INTERVAL = 100
+
+/** The longest progress a handler may report: its JSON text, in bytes (UTF-8). */
+const MAX_PROGRESS_BYTES = 64 * 1024
+
+/**
+ * The `ERR_PQ_INVALID_PROGRESS` for a `task.progress(value)` given `what`.
+ * @param {string} what
+ * @returns {ProtoqueueError}
+ */
+function invalidProgress(what) {
+  return new ProtoqueueError('ERR_PQ_INVALID_PROGRESS', `task.progress(value) takes a finite number, or an object or array whose JSON text is at most ${MAX_PROGRESS_BYTES / 1024} KiB; got ${what}`)
+}
+
+/**
+ * The JSON text a progress value is reported as; `ERR_PQ_INVALID_PROGRESS` for anything but a
+ * finite number or a value whose JSON text is an object or array of at most `MAX_PROGRESS_BYTES`.
+ * @param {unknown} value
+ * @returns {string}
+ */
+function progressJson(value) {
+  if (typeof value === 'number') {
+    if (Number.isFinite(value)) return JSON.stringify(value)
+    throw invalidProgress(describe(value))
+  }
+  if (typeof value !== 'object' || value === null) throw invalidProgress(describe(value))
+  let text
+  try {
+    text = JSON.stringify(value)
+  } catch (err) {
+    throw invalidProgress(`${describe(value)} that cannot be written as JSON (${messageOf(err)})`)
+  }
+  if (typeof text !== 'string') throw invalidProgress(`${describe(value)} with no JSON form`)
+  if (text[0] !== '{' && text[0] !== '[') throw invalidProgress(`${describe(value)} whose JSON text is no object or array but ${describe(text)}`)
+  // Bytes are at least the UTF-16 length and at most three times it: most texts need no count.
+  if (text.length > MAX_PROGRESS_BYTES || (text.length * 3 > MAX_PROGRESS_BYTES && Buffer.byteLength(text) > MAX_PROGRESS_BYTES)) {
+    throw invalidProgress(`${describe(value)} whose JSON text is ${Buffer.byteLength(text)} bytes`)
+  }
+  return text
+}
+
+/**
+ * A running task's progress reports, from the first read of its `task.progress` to the end of
+ * its attempt: the first value goes to the native side at once; values given within
+ * `PROGRESS_INTERVAL` ms of the last report wait (only the newest is kept, with one timer) and go
+ * when the interval is up, or at once when the handler settles, before its outcome. Once the
+ * handler settled or the attempt was ended (its signal aborted), values are ignored.
+ */
+class Progress {
+  /**
+   * @param {NativeSide} native
+   * @param {unknown} id the task's `id`, read when its `task.progress` is first read
+   */
+  constructor(native, id) {
+    /** @type {NativeSide | undefined} `undefined` once the attempt ended */
+    this.native = native
+    /** The native side takes reports (else values are only checked). */
+    this.sends = typeof native.progress === 'function'
+    this.id = /** @type {string} */ (id)
+    /** When the last report went (`Date.now()`, which test clocks can mock). */
+    this.reported = -Infinity
+    /** @type {string | undefined} the newest value not reported yet, as JSON text */
+    this.pending = undefined
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    this.timer = undefined
+    /** `task.progress`: the same function on every read, and it needs no `this`. */
+    this.report = (/** @type {unknown} */ value) => this.take(value)
+  }
+
+  /** @param {unknown} value */
+  take(value) {
+    if (this.native === undefined) return
+    const json = progressJson(value)
+    if (!this.sends) return
+    if (this.timer === undefined) {
+      const now = Date.now()
+      const since = now - this.reported
+      // A clock that went back counts as a full interval.
+      if (since >= PROGRESS_INTERVAL || since < 0) {
+        this.reported = now
+        this.send(json)
+        return
+      }
+      this.timer = setTimeout(() => this.due(), PROGRESS_INTERVAL - since)
+      this.timer.unref?.()
+    }
+    this.pending = json
+  }
+
+  /** The interval is up: reports the value that waited. */
+  due() {
+    this.timer = undefined
+    const json = this.pending
+    if (json === undefined || this.native === undefined) return
+    this.pending = undefined
+    this.reported = Date.now()
+    this.send(json)
+  }
+
+  /** @param {string} json */
+  send(json) {
+    try {
+      this.native?.progress?.(this.id, json)
+    } catch {
+      // The native side is gone (its worker stopped): nobody waits for this report.
+    }
+  }
+
+  /**
+   * The attempt ended: later values are ignored.
+   * @param {boolean} flush report a value still waiting (the handler settled), or drop it (the
+   *   native side ended the attempt)
+   */
+  end(flush) {
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer)
+      this.timer = undefined
+    }
+    const json = this.pending
+    this.pending = undefined
+    if (flush && json !== undefined) this.send(json)
+    this.native = undefined
+  }
+}
+
+/**
+ * The running handlers of every dispatcher, held weakly (a dispatcher whose worker is gone is
+ * not kept): where a task's first `task.progress` read looks for it. Dead entries are dropped
+ * when a dispatcher is made.
+ * @type {Set<WeakRef<Slots>>}
+ */
+const everySlots = new Set()
+
+/**
+ * Adds `slots` to `everySlots`, dropping the entries of dispatchers collected since.
+ * @param {Slots} slots
+ */
+function register(slots) {
+  for (const ref of everySlots) {
+    if (ref.deref() === undefined) everySlots.delete(ref)
+  }
+  everySlots.add(new WeakRef(slots))
+}
+
+/**
+ * Each task's `Progress`, once `task.progress` was read while its handler ran. Weak, as `signals`.
+ * @type {WeakMap<object, Progress>}
+ */
+const progresses = new WeakMap()
+
+/** `task.progress` of a task that is not running (its handler settled, or its attempt ended). */
+const IGNORED = Object.freeze(function progress() {})
+
+/**
+ * `task.progress`: the task's progress function, made on first read while its handler runs
+ * (the search over the running slots happens once per task, and only for tasks that report
+ * progress); a function that ignores every value once the task no longer runs.
+ * @this {object}
+ * @returns {(value: unknown) => void}
+ */
+function progressOf() {
+  const known = progresses.get(this)
+  if (known !== undefined) return known.report
+  for (const ref of everySlots) {
+    const slots = ref.deref()
+    const slot = slots === undefined ? -1 : slots.tasks.indexOf(this)
+    if (slots === undefined || slot === -1) continue
+    const progress = new Progress(slots.native, read(this, 'id'))
+    slots.progress[slot] = progress
+    progresses.set(this, progress)
+    return progress.report
+  }
+  return IGNORED
+}
+
+/**
+ * How every task gets its `progress`: one accessor for all tasks, as `SIGNAL` (an accessor costs
+ * a task less than a data property holding the function, and what it returns survives
+ * `const { progress } = task`).
+ */
+const PROGRESS = Object.freeze({ configurable: true, enumerable: false, get: progressOf })
+
 /**
  * Aborts a running task's signal with `error`, or keeps `error` for its first read. Listeners run
  * now, synchronously; in Node one that throws does not throw here: its error becomes an
@@ -418,16 +606,21 @@ const FREE = Symbol('free')
 const ENDED = Symbol('ended')
 
 /**
- * The running handlers, one slot each: the token and task of each, for aborts. There are as many
- * slots as handlers ever ran at once (`limit`, at most); the hot path takes and frees one with a
- * few array writes, and only an abort searches them.
+ * The running handlers, one slot each: the token and task of each, for aborts, and the task's
+ * `Progress` once its handler read `task.progress`. There are as many slots as handlers ever ran
+ * at once (`limit`, at most); the hot path takes and frees one with a few array writes, and only
+ * an abort and a task's first `task.progress` read search them.
  */
 class Slots {
-  constructor() {
+  /** @param {NativeSide} native where the tasks' progress goes */
+  constructor(native) {
+    this.native = native
     /** @type {number[]} */
     this.tokens = []
     /** @type {unknown[]} the task, `FREE` or `ENDED` */
     this.tasks = []
+    /** @type {Array<Progress | undefined>} the task's progress, once its handler read it */
+    this.progress = []
     /** @type {number[]} */
     this.free = []
   }
@@ -438,10 +631,28 @@ class Slots {
    * @returns {number} the slot, until `release`
    */
   take(token, task) {
-    const slot = this.free.length > 0 ? /** @type {number} */ (this.free.pop()) : this.tasks.length
-    this.tokens[slot] = token
-    this.tasks[slot] = task
-    return slot
+    if (this.free.length > 0) {
+      const slot = /** @type {number} */ (this.free.pop())
+      this.tokens[slot] = token
+      this.tasks[slot] = task
+      return slot
+    }
+    this.tokens.push(token)
+    this.tasks.push(task)
+    this.progress.push(undefined)
+    return this.tasks.length - 1
+  }
+
+  /**
+   * Ends the progress of the task in `slot`, if its handler read `task.progress`.
+   * @param {number} slot
+   * @param {boolean} flush see `Progress.end`
+   */
+  endProgress(slot, flush) {
+    const progress = this.progress[slot]
+    if (progress === undefined) return
+    this.progress[slot] = undefined
+    progress.end(flush)
   }
 
   /**
@@ -467,6 +678,8 @@ class Slots {
       const task = this.tasks[slot]
       if (this.tokens[slot] === token && task !== FREE && task !== ENDED) {
         this.tasks[slot] = ENDED
+        // A value waiting is dropped: the native side settled the attempt.
+        this.endProgress(slot, false)
         return { task }
       }
     }
@@ -524,7 +737,8 @@ function dispatcher(handler, native, options = {}) {
   let running = 0
   let closed = false
   const waiting = new Waiting()
-  const slots = new Slots()
+  const slots = new Slots(native)
+  register(slots)
   /** @type {number[]} */
   let succeeded = []
   /** @type {NativeFailure[]} */
@@ -617,10 +831,12 @@ function dispatcher(handler, native, options = {}) {
       }
     }
     if (typeof task === 'object' && task !== null) {
+      // Two calls: one `Object.defineProperties(task, { signal, progress })` costs more than both.
       try {
         Object.defineProperty(task, 'signal', SIGNAL)
+        Object.defineProperty(task, 'progress', PROGRESS)
       } catch {
-        // A task that cannot take it (the queue's decode froze it): its handler has no signal.
+        // A task that cannot take them (the queue's decode froze it): its handler has neither.
       }
     }
     running++
@@ -641,6 +857,8 @@ function dispatcher(handler, native, options = {}) {
    */
   const finish = (token, outcome, task, slot) => {
     running--
+    // A progress value still waiting goes now, before the outcome (reported in a microtask).
+    if (slots.progress[slot] !== undefined) slots.endProgress(slot, true)
     // An aborted attempt's outcome is not reported: the native side settled the attempt already.
     if (!slots.release(slot)) settle(token, outcome, task)
     startWaiting()
@@ -720,4 +938,4 @@ function dispatcher(handler, native, options = {}) {
   }
 }
 
-module.exports = { dispatcher, runHandler, NO_STRING_FORM, ABORT_REASONS }
+module.exports = { dispatcher, runHandler, NO_STRING_FORM, ABORT_REASONS, PROGRESS_INTERVAL, MAX_PROGRESS_BYTES }

@@ -1,7 +1,9 @@
 // @ts-check
 'use strict'
-// Events of a `Protoqueue` object: `completed`, `failed`, `deadLettered` (what happened to each
-// attempt, decided by the native worker) and `error` (connection trouble).
+// Events of a `Protoqueue` object: `completed`, `failed`, `deadLettered`, `cancelled` (what
+// happened to each attempt, decided by the native worker), `progress` (what a running handler
+// reported with `task.progress(value)`) and `error` (connection trouble). With `options.events:
+// 'queue'` the native side records the first five from every worker of the queue, not only its own.
 //
 // The queue object has the listener methods of an EventEmitter (`on`, `once`, `off`, ...), kept
 // on an emitter of its own. After every change the native side is told which events have
@@ -20,10 +22,10 @@ const { EventEmitter } = require('node:events')
 const { messageOf } = require('./describe.js')
 
 /** The events the native side records, by their bit in its mask. */
-const EVENT_BITS = /** @type {const} */ ({ completed: 1, failed: 2, deadLettered: 4, error: 8 })
+const EVENT_BITS = /** @type {const} */ ({ completed: 1, failed: 2, deadLettered: 4, error: 8, progress: 16, cancelled: 32 })
 
 /** The event names by their bit, the first field of a row. */
-const NAMES = /** @type {Record<number, keyof typeof EVENT_BITS>} */ ({ 1: 'completed', 2: 'failed', 4: 'deadLettered', 8: 'error' })
+const NAMES = /** @type {Record<number, keyof typeof EVENT_BITS>} */ ({ 1: 'completed', 2: 'failed', 4: 'deadLettered', 8: 'error', 16: 'progress', 32: 'cancelled' })
 
 /**
  * The listener's object for one row (`Event::write_row` in src/observe/events.rs), or `undefined`
@@ -61,6 +63,11 @@ function fromRow(row, makeError) {
     }
     case 8:
       return makeError(row[1], row[2])
+    case 16:
+      // The progress is JSON inside the rows: parsed with them.
+      return { type: 'progress', id: row[1], progress: row[2] }
+    case 32:
+      return { type: 'cancelled', id: row[1], attempt: row[2], maxAttempts: row[3], sequence: row[4] }
     default:
       return undefined
   }

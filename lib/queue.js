@@ -210,6 +210,7 @@ class Protoqueue {
     const traced = tracing.traceProcessing(this.#destination, (task) => handlerOf.run(this, /** @type {(task: any) => unknown} */ (handler), task))
     const tasks = dispatcher(traced, {
       complete: (succeeded, failed, started, returned) => nativeQueue.complete(run, succeeded, failed, started, returned),
+      progress: (id, json) => nativeQueue.progress(id, json),
     }, { backoff: this.#backoff, decode: this.#decode, keepResults: this.#keepsResults })
     await native(() => nativeQueue.process(run, tasks.dispatch, subjects))
     this.#dispatcher = tasks

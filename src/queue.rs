@@ -55,6 +55,8 @@ pub struct Queue {
     enqueues: InFlight,
     /// Metrics and events, kept across reconnects.
     observer: Arc<Observer>,
+    /// Hears the queue's workers in every process (`options.events: 'queue'`) while connected.
+    listener: Mutex<Option<crate::observe::remote::Listener>>,
 }
 
 struct Connected {
@@ -87,14 +89,56 @@ pub struct Shutdown {
 impl Queue {
     /// A queue that is not connected yet.
     pub fn new(config: Config) -> Self {
+        let hears_queue = config.events_from_queue;
         Queue {
             config: Arc::new(config),
             state: tokio::sync::Mutex::new(None),
             runs: Runs::default(),
             next_run: AtomicU32::new(1),
             enqueues: InFlight::default(),
-            observer: Arc::default(),
+            observer: Arc::new(Observer {
+                hears_queue,
+                ..Observer::default()
+            }),
+            listener: Mutex::default(),
         }
+    }
+
+    /// Which events this object's listeners want (a mask of [`crate::observe::events`] kinds).
+    /// With `options.events: 'queue'`, it hears the queue's workers in every process while it
+    /// wants any of their kinds (and is connected).
+    pub async fn set_events(&self, mask: u32) {
+        self.observer.events.set_mask(mask);
+        if !self.config.events_from_queue {
+            return;
+        }
+        let connection = self
+            .state
+            .lock()
+            .await
+            .as_ref()
+            .map(|c| c.connection.clone());
+        self.sync_listener(connection).await;
+    }
+
+    /// Starts or stops hearing the queue's workers, as the listeners' mask says.
+    async fn sync_listener(&self, connection: Option<Connection>) {
+        let wanted = self.observer.events.mask() & crate::observe::events::QUEUE_KINDS != 0;
+        let running = self.lock_listener().is_some();
+        match (wanted, connection) {
+            (true, Some(connection)) if !running => {
+                match crate::observe::remote::Listener::start(connection).await {
+                    Ok(listener) => *self.lock_listener() = Some(listener),
+                    Err(err) => tracing::warn!("not hearing the queue's events: {err}"),
+                }
+            }
+            (false, _) | (_, None) => *self.lock_listener() = None,
+            _ => {}
+        }
+    }
+
+    fn lock_listener(&self) -> std::sync::MutexGuard<'_, Option<crate::observe::remote::Listener>> {
+        self.listener.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The queue object's metrics and events.
@@ -119,10 +163,14 @@ impl Queue {
             Connection::open_observed(self.config.clone(), &url, self.observer.clone()).await?;
         *state = Some(Connected {
             waiters: Waiters::new(connection.clone()),
-            connection,
+            connection: connection.clone(),
             worker: None,
             letters: None,
         });
+        drop(state);
+        if self.config.events_from_queue {
+            self.sync_listener(Some(connection)).await;
+        }
         Ok(())
     }
 
@@ -435,6 +483,7 @@ impl Queue {
     /// rest, which includes its own task: it finishes this in the background.
     pub async fn begin_disconnect(&self) -> Shutdown {
         let connected = self.state.lock().await.take();
+        *self.lock_listener() = None;
         // The deadline counts from the request: `stop_by` below keeps the first one.
         if let Some(connected) = &connected {
             connected.workers().for_each(Worker::request_stop);

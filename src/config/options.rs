@@ -107,6 +107,7 @@ impl Config {
                 "rateLimit",
                 "priorities",
                 "results",
+                "events",
             ],
         )?;
         let u32_max = u64::from(u32::MAX);
@@ -174,6 +175,19 @@ impl Config {
                 .map(|n| n as u32);
         if let Some(results) = present(options, "results") {
             self.results_ttl = Some(results_ttl(results)?);
+        }
+        if let Some(events) = present(options, "events") {
+            self.events_from_queue = match events.as_str() {
+                Some("queue") => true,
+                Some("object") => false,
+                _ => {
+                    return Err(invalid(format!(
+                        "config.options.events must be 'object' (this object's worker) or \
+                         'queue' (every worker of the queue), got {}",
+                        kind(events)
+                    )))
+                }
+            };
         }
         if let Some(limit) = present(options, "rateLimit") {
             self.rate_limit = Some(rate_limit(limit)?);

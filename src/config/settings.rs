@@ -96,6 +96,9 @@ pub struct Config {
     /// server that supports message schedules allows them (nothing existing is changed);
     /// `Some(false)` creates it without.
     pub schedules_option: Option<bool>,
+    /// Whether the object's listeners hear the events of every worker of the queue, in any
+    /// process (`options.events: 'queue'`), rather than its own worker's.
+    pub events_from_queue: bool,
     /// `options.priorities`: tasks carry a priority from 1 (most urgent) to 10, one subject and
     /// one consumer per level ([`crate::layout`]). Off by default: an existing stream is changed
     /// only when a queue asks for this.
@@ -137,6 +140,7 @@ impl Config {
             dead_letter_max_count: None,
             schedules: false,
             schedules_option: None,
+            events_from_queue: false,
             priorities: false,
         };
         validate_stream_name(&config.stream_name)?;
@@ -232,6 +236,17 @@ impl Config {
         format!("protoqueue.cancels.{}.", self.stream_name)
     }
 
+    /// The subject workers publish this queue's events on while anyone listens
+    /// ([`crate::observe::remote`]).
+    pub fn events_subject(&self) -> String {
+        format!("protoqueue.events.{}", self.stream_name)
+    }
+
+    /// The subject listeners of this queue's events say hello on.
+    pub fn listeners_subject(&self) -> String {
+        format!("protoqueue.listeners.{}", self.stream_name)
+    }
+
     /// The subjects of this queue's id index: one token per id follows this prefix.
     pub fn id_index_prefix(&self) -> String {
         format!("protoqueue.ids.{}.", self.stream_name)
@@ -289,6 +304,7 @@ impl fmt::Debug for Config {
             .field("results_ttl", &self.results_ttl)
             .field("schedules", &self.schedules)
             .field("schedules_option", &self.schedules_option)
+            .field("events_from_queue", &self.events_from_queue)
             .field("priorities", &self.priorities)
             .finish()
     }

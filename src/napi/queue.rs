@@ -485,10 +485,27 @@ impl NativeQueue {
     }
 
     /// Which events are recorded: a mask of 1 `completed`, 2 `failed`, 4 `deadLettered`,
-    /// 8 `error`.
+    /// 8 `error`, 16 `progress`, 32 `cancelled`.
     #[napi]
     pub fn set_events(&self, mask: u32) {
-        self.queue.observer().events.set_mask(mask);
+        let queue = self.queue.clone();
+        queue.observer().events.set_mask(mask);
+        if queue.config().events_from_queue {
+            napi::bindgen_prelude::spawn(async move { queue.set_events(mask).await });
+        }
+    }
+
+    /// A handler's progress on task `id` (`task.progress(value)`), as JSON text; reported to the
+    /// `progress` listeners (of every process, with `options.events: 'queue'`).
+    #[napi]
+    pub fn progress(&self, id: String, json: String) -> napi::Result<()> {
+        let progress = serde_json::value::RawValue::from_string(json).map_err(|err| {
+            to_js(Error::InvalidTask(format!(
+                "a task's progress must be JSON: {err}"
+            )))
+        })?;
+        self.queue.observer().progress(&id, &progress);
+        Ok(())
     }
 
     /// The events recorded since the last call, as a JSON array of rows (`Event::write_row`).

@@ -154,6 +154,11 @@ impl Connection {
         &self.observer
     }
 
+    /// The observer, shared (for tasks that outlive a call).
+    pub fn observer_arc(&self) -> Arc<Observer> {
+        self.observer.clone()
+    }
+
     /// Changes whenever the client (re)connects. State the server kept for the old connection,
     /// such as open pull requests, may be gone after a change.
     pub fn reconnections(&self) -> watch::Receiver<u64> {

@@ -22,6 +22,13 @@ pub const FAILED: u32 = 2;
 pub const DEAD_LETTERED: u32 = 4;
 /// `error` in the mask.
 pub const ERROR: u32 = 8;
+/// `progress` in the mask.
+pub const PROGRESS: u32 = 16;
+/// `cancelled` in the mask.
+pub const CANCELLED: u32 = 32;
+/// The kinds a worker's events may be heard by other processes in ([`super::remote`]): all but
+/// `error`, which is each object's own connection trouble.
+pub const QUEUE_KINDS: u32 = COMPLETED | FAILED | DEAD_LETTERED | PROGRESS | CANCELLED;
 
 /// How long after the first waiting event the sink is woken: the events of that time go together.
 pub const WAKE_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
@@ -63,6 +70,22 @@ pub enum Event {
         reason: &'static str,
         error: String,
     },
+    /// A handler reported its task's progress (`task.progress(value)`).
+    #[serde(rename = "progress", rename_all = "camelCase")]
+    Progress {
+        id: String,
+        /// The value, as JSON (a number, an object or an array).
+        progress: RawJson,
+    },
+    /// A task was cancelled (`cancel(id)`): refused when taken, or stopped while it ran.
+    #[serde(rename = "cancelled", rename_all = "camelCase")]
+    Cancelled {
+        #[serde(flatten)]
+        attempt: AttemptInfo,
+    },
+    /// An event another process's worker recorded, as the row it sent ([`Events::push_rows`]).
+    #[serde(skip)]
+    Heard(RawJson),
     /// Connection trouble; the client keeps reconnecting.
     #[serde(rename = "error", rename_all = "camelCase")]
     Error {
@@ -71,6 +94,17 @@ pub enum Event {
         code: &'static str,
         message: String,
     },
+}
+
+/// JSON text kept as it came (compared by its text).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct RawJson(pub Box<serde_json::value::RawValue>);
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// Which attempt an event is about.
@@ -106,6 +140,9 @@ impl Event {
     /// - `failed`: `[2, (the same seven), error, willRetry, retryDelayMs | null]`
     /// - `deadLettered`: `[4, id | null, attempt, maxAttempts, sequence, reason, error]`
     /// - `error`: `[8, code, message]`
+    /// - `progress`: `[16, id, progress]`
+    /// - `cancelled`: `[32, id, attempt, maxAttempts, sequence]`
+    /// - one heard from another process: its row as it came
     pub fn write_row(&self, out: &mut String) {
         use std::fmt::Write as _;
         let text = |value: &str| serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into());
@@ -160,6 +197,14 @@ impl Event {
             Event::Error { code, message } => {
                 let _ = write!(out, "[{ERROR},{},{}", text(code), text(message));
             }
+            Event::Progress { id, progress } => {
+                let _ = write!(out, "[{PROGRESS},{},{}", text(id), progress.0.get());
+            }
+            Event::Cancelled { attempt: info } => attempt(out, CANCELLED, info),
+            Event::Heard(row) => {
+                out.push_str(row.0.get());
+                return;
+            }
         }
         out.push(']');
     }
@@ -189,6 +234,11 @@ impl Events {
     #[inline]
     pub fn wants(&self, kind: u32) -> bool {
         self.mask.load(Ordering::Relaxed) & kind != 0
+    }
+
+    /// Which kinds are recorded now.
+    pub fn mask(&self) -> u32 {
+        self.mask.load(Ordering::Relaxed)
     }
 
     /// Which kinds are recorded from now on.
@@ -246,6 +296,24 @@ impl Events {
         }
     }
 
+    /// Records the rows another process's worker sent ([`Event::write_row`]'s form, one JSON
+    /// array of them), those of a wanted kind; a text that is not such rows is skipped.
+    pub fn push_rows(&self, rows: &[u8]) {
+        let rows: Vec<Box<serde_json::value::RawValue>> = match serde_json::from_slice(rows) {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::debug!("skipping event rows that are not rows: {err}");
+                return;
+            }
+        };
+        for row in rows {
+            let kind = row_kind(&row);
+            if kind.is_power_of_two() && kind & QUEUE_KINDS == kind {
+                self.push(kind, || Event::Heard(RawJson(row)));
+            }
+        }
+    }
+
     /// Everything buffered, oldest first.
     pub fn take(&self) -> Vec<Event> {
         let taken = std::mem::take(&mut *lock(&self.buffer));
@@ -270,6 +338,30 @@ impl Events {
         rows
     }
 
+    /// [`Events::take`] as JSON arrays of rows of at most about `limit` bytes each (a row larger
+    /// than that goes alone): what is sent to other processes in messages of bounded size.
+    pub fn take_row_chunks(&self, limit: usize) -> Vec<String> {
+        let mut chunks = Vec::new();
+        let mut chunk = String::from("[");
+        for event in self.take() {
+            let mut row = String::new();
+            event.write_row(&mut row);
+            if chunk.len() > 1 && chunk.len() + row.len() + 2 > limit {
+                chunk.push(']');
+                chunks.push(std::mem::replace(&mut chunk, String::from("[")));
+            }
+            if chunk.len() > 1 {
+                chunk.push(',');
+            }
+            chunk.push_str(&row);
+        }
+        if chunk.len() > 1 {
+            chunk.push(']');
+            chunks.push(chunk);
+        }
+        chunks
+    }
+
     /// [`Events::take`] as one JSON array of objects (`{"type": ..., ...}`).
     pub fn take_json(&self) -> String {
         let events = self.take();
@@ -278,6 +370,16 @@ impl Events {
             "[]".into()
         })
     }
+}
+
+/// The kind of a row (its first element); 0 for a row that is not one.
+fn row_kind(row: &serde_json::value::RawValue) -> u32 {
+    let text = row.get();
+    let Some(rest) = text.strip_prefix('[') else {
+        return 0;
+    };
+    let end = rest.find([',', ']']).unwrap_or(rest.len());
+    rest[..end].trim().parse().unwrap_or(0)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -298,6 +400,39 @@ mod tests {
             },
             timing: Timing::default(),
         }
+    }
+
+    #[test]
+    fn rows_heard_from_other_processes_keep_the_wanted_kinds_of_their_queue_only() {
+        let events = Events::default();
+        events.set_mask(COMPLETED | PROGRESS | ERROR);
+        // Completed, progress, an error (never another process's), failed (not wanted), junk.
+        events.push_rows(br#"[[1,"a",1,1,7,0.5,0,0.5],[16,"b",{"n":1}],[8,"ERR_PQ_X","no"],[2,"c"],[3,"d"],["x"],7]"#);
+        events.push_rows(b"not json");
+        events.push_rows(b"{\"an\":\"object\"}");
+        assert_eq!(
+            events.take_rows(),
+            r#"[[1,"a",1,1,7,0.5,0,0.5],[16,"b",{"n":1}]]"#
+        );
+    }
+
+    #[test]
+    fn rows_go_out_in_chunks_of_bounded_size() {
+        let events = Events::default();
+        events.set_mask(COMPLETED);
+        for n in 0..100 {
+            events.push(COMPLETED, || completed(n));
+        }
+        let chunks = events.take_row_chunks(1_000);
+        assert!(chunks.len() > 2, "{}", chunks.len());
+        let mut total = 0;
+        for chunk in &chunks {
+            assert!(chunk.len() <= 1_000, "{}", chunk.len());
+            let rows: Vec<serde_json::Value> = serde_json::from_str(chunk).expect("rows");
+            total += rows.len();
+        }
+        assert_eq!(total, 100);
+        assert!(events.take_row_chunks(1_000).is_empty());
     }
 
     #[test]

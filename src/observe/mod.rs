@@ -7,6 +7,7 @@
 
 pub mod events;
 pub mod metrics;
+pub mod remote;
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,14 @@ pub use metrics::Metrics;
 #[derive(Debug, Default)]
 pub struct Observer {
     pub metrics: Metrics,
+    /// What this object's listeners hear.
     pub events: Events,
+    /// What this object's worker tells listeners in other processes, while any listen
+    /// ([`remote`]).
+    pub remote: Events,
+    /// The object's listeners hear every worker of the queue (`options.events: 'queue'`): its
+    /// own worker's events reach them through the server too, not directly.
+    pub hears_queue: bool,
 }
 
 /// When an attempt was enqueued, handed over and started.
@@ -105,7 +113,7 @@ impl Observer {
         match ended {
             Ended::Completed => {
                 metrics.completed.fetch_add(1, Relaxed);
-                self.events.push(events::COMPLETED, || Event::Completed {
+                self.tell(events::COMPLETED, || Event::Completed {
                     attempt: attempt(),
                     timing,
                 });
@@ -115,7 +123,7 @@ impl Observer {
                 if retry_delay.is_some() {
                     metrics.retried.fetch_add(1, Relaxed);
                 }
-                self.events.push(events::FAILED, || Event::Failed {
+                self.tell(events::FAILED, || Event::Failed {
                     attempt: attempt(),
                     timing,
                     error: error.to_owned(),
@@ -123,7 +131,12 @@ impl Observer {
                     retry_delay_ms: retry_delay.map(ms),
                 });
             }
-            Ended::Unsettled | Ended::Cancelled => {}
+            Ended::Cancelled => {
+                self.tell(events::CANCELLED, || Event::Cancelled {
+                    attempt: attempt(),
+                });
+            }
+            Ended::Unsettled => {}
         }
     }
 
@@ -135,12 +148,41 @@ impl Observer {
         error: &str,
     ) {
         self.metrics.dead_lettered(reason);
-        self.events
-            .push(events::DEAD_LETTERED, || Event::DeadLettered {
-                attempt: attempt(),
-                reason: metrics::reason_name(reason),
-                error: error.to_owned(),
-            });
+        self.tell(events::DEAD_LETTERED, || Event::DeadLettered {
+            attempt: attempt(),
+            reason: metrics::reason_name(reason),
+            error: error.to_owned(),
+        });
+    }
+
+    /// Reports a handler's progress on task `id` (`task.progress(value)`; `progress` is JSON).
+    pub fn progress(&self, id: &str, progress: &serde_json::value::RawValue) {
+        self.tell(events::PROGRESS, || Event::Progress {
+            id: id.to_owned(),
+            progress: events::RawJson(progress.to_owned()),
+        });
+    }
+
+    /// Whether anyone — this object's listeners or another process's — wants events of `kind`.
+    pub fn wants(&self, kind: u32) -> bool {
+        (!self.hears_queue && self.events.wants(kind)) || self.remote.wants(kind)
+    }
+
+    /// Records an event of this object's worker for its own listeners (unless they hear the
+    /// queue's, which brings it back through the server) and for those of other processes.
+    fn tell(&self, kind: u32, event: impl FnOnce() -> Event) {
+        let local = !self.hears_queue && self.events.wants(kind);
+        let remote = self.remote.wants(kind);
+        match (local, remote) {
+            (true, true) => {
+                let event = event();
+                self.remote.push(kind, || event.clone());
+                self.events.push(kind, || event);
+            }
+            (true, false) => self.events.push(kind, event),
+            (false, true) => self.remote.push(kind, event),
+            (false, false) => {}
+        }
     }
 
     /// Reports connection trouble to the `error` listeners.

@@ -894,7 +894,7 @@ impl Executor {
             _ => None,
         };
         // Copied only for listeners: the letter takes the originals.
-        let told = observer.events.wants(DEAD_LETTERED).then(|| {
+        let told = observer.wants(DEAD_LETTERED).then(|| {
             let id = match &failed {
                 Failed::Task(task) => Some(task.id.clone()),
                 Failed::Raw(_) => None,

@@ -46,6 +46,7 @@ use crate::{
     nats::ack_wait::{self, HeartbeatPace},
     nats::connection::Connection,
     nats::topology,
+    observe::remote::Broadcast,
     presence::{Beacon, Identity},
     worker::acks::AckSender,
     worker::deliveries::Deliveries,
@@ -82,6 +83,8 @@ pub struct Worker {
     beacon: Beacon,
     /// The worker's slots, and how many there are: those taken are the deliveries it holds.
     slots: (Arc<Semaphore>, usize),
+    /// Sends its events to listeners in other processes while any listen.
+    broadcast: Option<Broadcast>,
 }
 
 /// How a worker's shutdown went.
@@ -122,9 +125,11 @@ impl Worker {
             subjects: subjects.map(<[String]>::to_vec),
             batch_size: config.batch_size,
         };
-        // Read the marks made so far before the first task arrives.
+        // Read the marks made so far before the first task arrives, and learn whether anyone
+        // listens to the queue's events.
         let cancels = Cancels::start(connection.clone()).await;
-        Self::start_lane(
+        let broadcast = Broadcast::start(connection.clone()).await;
+        let mut worker = Self::start_lane(
             connection,
             lanes,
             identity,
@@ -140,7 +145,9 @@ impl Worker {
                 ))
             },
         )
-        .await
+        .await?;
+        worker.broadcast = Some(broadcast);
+        Ok(worker)
     }
 
     /// Starts a dead-letter worker: the same pull loop over the dead-letter stream's shared
@@ -236,6 +243,7 @@ impl Worker {
             shutdown_timeout,
             beacon,
             slots: held,
+            broadcast: None,
         })
     }
 
