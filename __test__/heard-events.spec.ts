@@ -81,6 +81,7 @@ describe("options.events: 'queue'", () => {
       const second = await monitor.enqueue({ data: { n: 2 } })
       await eventually('its progress heard', () => monitored.some((e) => e.type === 'progress' && e.id === second))
       assert.equal(await monitor.cancel(second), true)
+      // Three listeners added at once (three mask changes racing to the native side): every kind is heard.
       await eventually('its cancel heard', () => [heard, monitored].every((events) => events.some((e) => e.type === 'cancelled' && e.id === second)))
       await new Promise((resolve) => setTimeout(resolve, 200))
       for (const events of [heard, monitored]) {
@@ -91,6 +92,8 @@ describe("options.events: 'queue'", () => {
         )
       }
       assert.deepEqual(monitored.find((e) => e.type === 'progress')?.progress, { step: 1, of: 2 })
+      const cancelled = monitored.find((e) => e.type === 'cancelled')!
+      assert.deepEqual([cancelled.attempt, cancelled.maxAttempts], [1, 4])
     } finally {
       release.resolve()
       await Promise.all([worker.disconnect(), monitor.disconnect()])

@@ -56,7 +56,7 @@ pub struct Queue {
     /// Metrics and events, kept across reconnects.
     observer: Arc<Observer>,
     /// Hears the queue's workers in every process (`options.events: 'queue'`) while connected.
-    listener: Mutex<Option<crate::observe::remote::Listener>>,
+    listener: tokio::sync::Mutex<Option<crate::observe::remote::Listener>>,
 }
 
 struct Connected {
@@ -100,7 +100,7 @@ impl Queue {
                 hears_queue,
                 ..Observer::default()
             }),
-            listener: Mutex::default(),
+            listener: tokio::sync::Mutex::default(),
         }
     }
 
@@ -109,6 +109,13 @@ impl Queue {
     /// wants any of their kinds (and is connected).
     pub async fn set_events(&self, mask: u32) {
         self.observer.events.set_mask(mask);
+        self.hear_as_wanted().await;
+    }
+
+    /// With `options.events: 'queue'`, starts or stops hearing the queue's workers as the
+    /// listeners' mask says now (not as it said when the call was made: calls may overtake one
+    /// another — a stale mask once dropped every kind but the first listener's).
+    pub async fn hear_as_wanted(&self) {
         if !self.config.events_from_queue {
             return;
         }
@@ -121,24 +128,21 @@ impl Queue {
         self.sync_listener(connection).await;
     }
 
-    /// Starts or stops hearing the queue's workers, as the listeners' mask says.
+    /// Starts or stops hearing the queue's workers, as the listeners' mask says; one call at a
+    /// time, so one listener at most.
     async fn sync_listener(&self, connection: Option<Connection>) {
+        let mut listener = self.listener.lock().await;
         let wanted = self.observer.events.mask() & crate::observe::events::QUEUE_KINDS != 0;
-        let running = self.lock_listener().is_some();
         match (wanted, connection) {
-            (true, Some(connection)) if !running => {
+            (true, Some(connection)) if listener.is_none() => {
                 match crate::observe::remote::Listener::start(connection).await {
-                    Ok(listener) => *self.lock_listener() = Some(listener),
+                    Ok(started) => *listener = Some(started),
                     Err(err) => tracing::warn!("not hearing the queue's events: {err}"),
                 }
             }
-            (false, _) | (_, None) => *self.lock_listener() = None,
+            (false, _) | (_, None) => *listener = None,
             _ => {}
         }
-    }
-
-    fn lock_listener(&self) -> std::sync::MutexGuard<'_, Option<crate::observe::remote::Listener>> {
-        self.listener.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The queue object's metrics and events.
@@ -483,7 +487,7 @@ impl Queue {
     /// rest, which includes its own task: it finishes this in the background.
     pub async fn begin_disconnect(&self) -> Shutdown {
         let connected = self.state.lock().await.take();
-        *self.lock_listener() = None;
+        *self.listener.lock().await = None;
         // The deadline counts from the request: `stop_by` below keeps the first one.
         if let Some(connected) = &connected {
             connected.workers().for_each(Worker::request_stop);

@@ -491,7 +491,7 @@ impl NativeQueue {
         let queue = self.queue.clone();
         queue.observer().events.set_mask(mask);
         if queue.config().events_from_queue {
-            napi::bindgen_prelude::spawn(async move { queue.set_events(mask).await });
+            napi::bindgen_prelude::spawn(async move { queue.hear_as_wanted().await });
         }
     }
 

@@ -434,8 +434,10 @@ impl Executor {
                     enqueued_at_ms: task.enqueued_at_ms,
                     started: Instant::now(),
                 };
+                let max = TaskPolicy::of(&task, self.connection.config()).max;
                 let settled =
-                    Box::pin(self.cancelled(&message, &origin, &task.id, &clock, &mark)).await;
+                    Box::pin(self.cancelled(&message, &origin, &task.id, &clock, (&mark, max)))
+                        .await;
                 if let (Some(stamp), Settlement::Cancelled) = (stamp, settled) {
                     let sequence = origin.stream_sequence;
                     Box::pin(crate::ids::release(
@@ -547,7 +549,10 @@ impl Executor {
             Ok(outcome) => {
                 Box::pin(self.settle_outcome(message, origin, &id, policy, outcome, &clock)).await
             }
-            Err(mark) => Box::pin(self.cancelled(&message, &origin, &id, &clock, &mark)).await,
+            Err(mark) => {
+                let cancel = (&mark, policy.max);
+                Box::pin(self.cancelled(&message, &origin, &id, &clock, cancel)).await
+            }
         };
         if let Some(stamp) = stamp {
             if matches!(
@@ -580,7 +585,7 @@ impl Executor {
         origin: &Origin,
         id: &str,
         clock: &Clock,
-        mark: &Mark,
+        (mark, max): (&Mark, u64),
     ) -> Settlement {
         tracing::info!(%id, attempts = origin.attempts, "task cancelled");
         if self.connection.config().results_ttl.is_some() {
@@ -606,7 +611,7 @@ impl Executor {
         if settled == Settlement::Cancelled {
             cancelling::forget(&self.connection, id).await;
         }
-        let info = || attempt_info(origin, id, origin.attempts);
+        let info = || attempt_info(origin, id, max);
         self.connection
             .observer()
             .attempt_ended(info, clock, Ended::Cancelled);
