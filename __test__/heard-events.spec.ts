@@ -103,15 +103,17 @@ describe("options.events: 'queue'", () => {
   test('a worker that started before the monitor is heard once the monitor listens', async () => {
     const names = uniqueQueue('heard')
     const worker = await connected(names)
+    // Running (process() resolves once its worker asked for listeners: there were none).
     await worker.process(async () => ({ success: true }))
-    await new Promise((resolve) => setTimeout(resolve, 300))
     const monitor = await connected(names, { events: 'queue' })
     const heard = record(monitor, ['completed'])
     try {
-      // Its hello reaches the worker before the next task's outcome.
-      await new Promise((resolve) => setTimeout(resolve, 200))
-      const id = await monitor.enqueue({ data: {} })
-      await eventually('heard', () => heard.some((e) => e.id === id))
+      // Once the monitor's hello reached the worker, the tasks enqueued from then on are heard.
+      const ids: string[] = []
+      await eventually('a task heard', async () => {
+        ids.push(await monitor.enqueue({ data: {} }))
+        return heard.some((e) => ids.includes(e.id!))
+      })
     } finally {
       await Promise.all([worker.disconnect(), monitor.disconnect()])
     }

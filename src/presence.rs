@@ -233,22 +233,14 @@ impl Keeper {
     /// Removes the record at once, so no tool shows a stopped worker as alive; gives up after
     /// [`REMOVE_TIMEOUT`] (the record then expires).
     async fn remove(&self) {
-        let removal = async {
-            let stream = self
-                .connection
-                .jetstream
-                .get_stream_no_info(self.connection.config().workers_stream())
-                .await
-                .map_err(|err| Error::nats("opening the workers stream", err))?;
-            stream
-                .purge()
-                .filter(&self.subject)
-                .await
-                .map_err(|err| Error::nats("removing the worker record", err))?;
-            Ok::<_, Error>(())
-        };
+        let removal = crate::nats::purge_subject(
+            &self.connection.jetstream,
+            self.connection.config().workers_stream(),
+            &self.subject,
+            "removing the worker record",
+        );
         match tokio::time::timeout(REMOVE_TIMEOUT, removal).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(err)) => {
                 tracing::debug!(worker = %self.record.id, "worker record not removed (it expires): {err}")
             }

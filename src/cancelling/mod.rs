@@ -234,20 +234,14 @@ pub async fn cancel(connection: &Connection, id: &str) -> Result<bool> {
 /// Removes the mark of task `id` once it was acted on (best effort: marks expire).
 pub async fn forget(connection: &Connection, id: &str) {
     let config = connection.config();
-    let removal = async {
-        let stream = connection
-            .jetstream
-            .get_stream_no_info(config.cancels_stream())
-            .await
-            .map_err(|err| Error::nats("opening the cancels stream", err))?;
-        stream
-            .purge()
-            .filter(subject(config, id))
-            .await
-            .map_err(|err| Error::nats("removing a cancel mark", err))?;
-        Ok::<_, Error>(())
-    };
-    if let Err(err) = removal.await {
+    let removal = crate::nats::purge_subject(
+        &connection.jetstream,
+        config.cancels_stream(),
+        &subject(config, id),
+        "removing a cancel mark",
+    )
+    .await;
+    if let Err(err) = removal {
         tracing::debug!(%id, "cancel mark not removed (it expires): {err}");
     }
 }

@@ -34,6 +34,26 @@ pub(crate) async fn stream_if_exists(
     }
 }
 
+/// Removes every message of stream `name` on `subject` (the one record or mark a subject holds
+/// in the streams beside a queue's tasks); how many. `what` names the removal in errors.
+pub(crate) async fn purge_subject(
+    js: &jetstream::Context,
+    name: String,
+    subject: &str,
+    what: &'static str,
+) -> Result<u64> {
+    let stream = js
+        .get_stream_no_info(name)
+        .await
+        .map_err(|err| Error::nats(what, err))?;
+    let purged = stream
+        .purge()
+        .filter(subject)
+        .await
+        .map_err(|err| Error::nats(what, err))?;
+    Ok(purged.purged)
+}
+
 /// How many messages `stream` holds on subjects matching `filter` (which may hold wildcards),
 /// at a cost that does not grow with the number of distinct subjects under it:
 ///
