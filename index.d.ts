@@ -120,6 +120,21 @@ export interface QueueOptions {
    */
   results?: { ttl: number }
   /**
+   * Keep a record of each completed task — its result, attempts and times — for `getTask`,
+   * `getTasks({ state: 'completed' })` and `getStats().completed` (BullMQ's `removeOnComplete`):
+   * `age` ms each (1 s to a year; default `results.ttl`, else no limit), and/or only the newest
+   * `count` (trimmed by the workers about once a second, so a second's records may exceed it
+   * briefly). `true` keeps every one. Give it to the workers' queue objects, like `results`.
+   * Needs nats-server 2.11+. Default: off (without `results`, no completed task is recorded).
+   */
+  keepCompleted?: true | { age?: number; count?: number }
+  /**
+   * The same as `keepCompleted` for tasks that end without completing: dead-lettered (listed as
+   * `'failed'`) and cancelled (BullMQ's `removeOnFail`). The dead letter itself is kept by the
+   * dead-letter stream's own limits (`deadLetterMaxAge`, `deadLetterMaxCount`).
+   */
+  keepFailed?: true | { age?: number; count?: number }
+  /**
    * Task priorities (`enqueue({ data, priority })`, 1 most urgent to 10, default 5): each level
    * other than 5 is stored on `protoqueue.prio.<streamName>.<level>.<subject>` and taken by its
    * own consumer (`protoqueue-workers-p<level>`); level 5 stays on the queue's subject. An
@@ -555,30 +570,60 @@ export interface TaskResult<D extends Record<string, any> = Record<string, any>>
  * - `cancelled`: `cancel(id)` ended it while it waited, waited for a retry or ran (known with
  *   `options.results`, for its `ttl`).
  */
-export type TaskState = 'delayed' | 'completed' | 'deadLettered' | 'cancelled'
+/**
+ * Where a task is in its life (`getTask`). `waiting`, `delayed`, `running` and `retrying` are found on
+ * the server for every queue; `completed` and `cancelled` need `options.results` (or `keepCompleted`) on
+ * the workers; `deadLettered` is found from the task's dead letter, or its record. `failed` is what
+ * `getTasks` lists for dead-lettered tasks kept by `keepFailed` (BullMQ's name); `getTask` says
+ * `deadLettered` for them.
+ */
+export type TaskState = 'waiting' | 'delayed' | 'running' | 'retrying' | 'completed' | 'failed' | 'deadLettered' | 'cancelled'
 
 /** A task as `getTask` finds it. */
 export interface TaskInfo {
   id: string
   state: TaskState
-  /** Attempts made (0 for a delayed task). */
+  /**
+   * Attempts made: 0 for a waiting or delayed task, those that failed for a retrying one, the
+   * running one included for a running task, all of them for a task that ended.
+   */
   attempts: number
   /** When it was enqueued, ms since the epoch (the producer's clock). */
   enqueuedAt?: number
-  /** When its last attempt started, ms since the epoch (the worker's clock). */
+  /** When its current (running) or last attempt started, ms since the epoch (the worker's clock). */
   startedAt?: number
   /** When it completed or failed for good, ms since the epoch. */
   finishedAt?: number
-  /** When a delayed task is due, ms since the epoch. */
+  /** When a delayed task is due, or when a retrying task's next attempt may start, ms since the epoch. */
   runAt?: number
+  /** Its priority level (1 most urgent … 10), on a queue with `options.priorities`; waiting, retrying and running tasks. */
+  priority?: number
+  /** A running task's latest `task.progress(value)`. */
+  progress?: unknown
   /** A completed task's result (`options.results`). */
   result?: unknown
   /** Why a completed task has no `result` although its handler returned one (not JSON, or over the server's `max_payload`). */
   resultError?: string
-  /** A dead-lettered task's last error. */
+  /** A dead-lettered task's last error, or a retrying task's last attempt's error. */
   error?: string
   /** Why it was dead-lettered. */
   reason?: DeadLetterReason
+}
+
+/** What `getTasks` lists. */
+export interface TaskQuery {
+  state: TaskState
+  /** Tasks per page, 1 to 1,000 (default 100). */
+  limit?: number
+  /** Where the page starts: the `cursor` of the previous page. */
+  cursor?: string
+}
+
+/** A page of `getTasks`. */
+export interface TaskPage {
+  tasks: TaskInfo[]
+  /** The next page's start; absent on the last page. */
+  cursor?: string
 }
 
 /** `waitFor` and `enqueueAndWait` options. */
@@ -632,6 +677,12 @@ export interface QueueStats {
    * killed one within 20 s.
    */
   workers: number
+  /** Completed tasks whose record the task history keeps (`keepCompleted`, `results`); 0 without. */
+  completed: number
+  /** Dead-lettered tasks whose record the task history keeps (`keepFailed`, `results`); 0 without. */
+  failed: number
+  /** Cancelled tasks whose record the task history keeps (`keepFailed`, `results`); 0 without. */
+  cancelled: number
 }
 
 /**
@@ -1160,13 +1211,23 @@ export declare class Protoqueue<T = unknown> {
    */
   getWorkers(): Promise<WorkerInfo[]>
   /**
-   * Task `id` as the server knows it, from any process: its record (completed or dead-lettered,
-   * with `options.results`), its schedule (delayed), or its letter (dead-lettered). `undefined`
-   * when none has it: tasks waiting or running are not found yet, nor completed ones without
-   * `options.results` or after its `ttl`. An id that cannot be one rejects with
-   * `ERR_PQ_INVALID_TASK`.
+   * Task `id` as the server knows it, from any process, with no option needed for the task
+   * stream's states: `waiting`, `retrying` (with the last attempt's `error` and `runAt`) and
+   * `running` (its `attempts`, `startedAt` and latest `progress`, asked of the live workers);
+   * `delayed` from its schedule; `completed`, `deadLettered` and `cancelled` from its record
+   * (`options.results`, `keepCompleted`, `keepFailed` on the workers), `deadLettered` also from
+   * its letter. `undefined` when none has it (never enqueued, or ended with no record kept). An id
+   * that cannot be one rejects with `ERR_PQ_INVALID_TASK`.
    */
   getTask(id: string): Promise<TaskInfo | undefined>
+  /**
+   * The tasks of one state, newest first, a page at a time: `{ tasks, cursor }`; pass `cursor`
+   * back for the next page (absent on the last). `completed`, `failed` (dead-lettered) and
+   * `cancelled` list the records the workers keep (`keepCompleted`, `keepFailed`,
+   * `results`); `waiting`, `retrying` and `delayed` read the task stream; `running` asks the live
+   * workers (one page). A query out of range rejects with `ERR_PQ_INVALID_CONFIG`.
+   */
+  getTasks(query: TaskQuery): Promise<TaskPage>
   /**
    * Waits for task `id` to end, from any process (`options.results`): resolves with its
    * handler's `result` (`undefined` when it returned none); rejects with `ERR_PQ_TASK_FAILED`

@@ -58,6 +58,8 @@ export declare class NativeQueue {
   unschedule(name: string): Promise<boolean>
   /** Task `id` as the server knows it; `null` when nothing has it. */
   task(id: string): Promise<NativeTask | null>
+  /** The tasks of `state`, newest first: at most `limit`, after `cursor` (a page's). */
+  tasks(state: string, limit: number, cursor?: string | undefined | null): Promise<NativeTaskPage>
   /** Waits up to `timeout_ms` for task `id` to end (completed or dead-lettered). */
   waitFor(id: string, timeoutMs: number): Promise<NativeTask>
   /** The workers running now, in any process, oldest first. */
@@ -354,6 +356,10 @@ export interface NativeStats {
   pendingByPriority: Array<number>
   /** Workers running now, in any process. */
   workers: number
+  /** Records kept in the task history: completed, dead-lettered and cancelled tasks. */
+  completed: number
+  failed: number
+  cancelled: number
 }
 
 /**
@@ -398,6 +404,9 @@ export interface NativeTask {
   resultError?: string
   error?: string
   reason?: string
+  /** A running task's latest progress, as JSON text. */
+  progress?: string
+  priority?: number
 }
 
 /**
@@ -430,6 +439,12 @@ export interface NativeTaskInput {
   priority?: number
   /** The subject the task is routed to, in the queue's subject tree. */
   subject?: string
+}
+
+/** A page of `getTasks()`: its tasks, and the cursor of the next (`None`: the last). */
+export interface NativeTaskPage {
+  tasks: Array<NativeTask>
+  cursor?: string
 }
 
 /** A live worker, as `getWorkers()` returns it. */

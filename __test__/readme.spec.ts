@@ -129,6 +129,14 @@ test('results guide: enqueueAndWait, waitFor and getTask print what the guide sa
     assert.deepStrictEqual(child.lines, ['{ sum: 5 }', '{ sum: 2 }', 'completed'])
   }))
 
+test('results guide, history: keepCompleted records the tasks; getTasks pages them newest first', () =>
+  withServer(async (server) => {
+    const child = await runSnippet('history', snippet('history'), server)
+    const { code } = await within('the snippet to exit', child.exited, 30_000)
+    assert.equal(code, 0, child.stderr)
+    assert.deepStrictEqual(child.lines, ["{ sentTo: 'b@example.com' }", "{ sentTo: 'a@example.com' }"])
+  }))
+
 test('dead-letters guide, a dead-letter worker: handles and removes every letter', () =>
   withServer(async (server) => {
     const ids = await deadLetters(server, 3)

@@ -223,4 +223,18 @@ describe('waiting', () => {
     await worker.disconnect()
     await producer.disconnect()
   })
+
+  test('2,000 enqueueAndWait one after the other share one consumer too (the server keeps a dropped one a while: one each piled up past its limit)', async () => {
+    const { names, producer, close } = await workerAndProducer<{ i: number }>((data) => ({ success: true, result: data.i }))
+    try {
+      for (let i = 0; i < 2_000; i++) assert.equal(await producer.enqueueAndWait({ data: { i } }, { timeout: 10_000 }), i)
+      const jsz = (await (await fetch(`http://127.0.0.1:${monitorPort}/jsz?streams=true&consumers=true`)).json()) as {
+        account_details?: Array<{ stream_detail?: Array<{ name: string; consumer_detail?: unknown[] }> }>
+      }
+      const history = jsz.account_details?.flatMap((a) => a.stream_detail ?? []).find((s) => s.name === `${names.streamName}_HISTORY`)
+      assert.ok((history?.consumer_detail?.length ?? 0) <= 2, `${history?.consumer_detail?.length} consumers of the history`)
+    } finally {
+      await close()
+    }
+  })
 })

@@ -16,7 +16,7 @@ const { ProtoqueueError, native, withCode } = require('./errors.js')
 const { addEventMethods, attachEvents } = require('./events.js')
 const { MAX_DEAD_LETTERS, backoffFunction, codecConfig, forceOption, letterFilter, plainConfig, processSubjects, progressOption } = require('./options.js')
 const serializers = require('./serializers.js')
-const { outcomeOf, taskInfo, waitTimeout } = require('./task-info.js')
+const { outcomeOf, taskInfo, taskQuery, waitTimeout } = require('./task-info.js')
 const { compactInput, encodeTask, enqueueAnswers, enqueueError, namesOf } = require('./tasks.js')
 const tracing = require('./tracing.js')
 
@@ -55,7 +55,7 @@ class Protoqueue {
    */
   #codec
 
-  /** `options.results` is set: the worker hands its handlers' results to the native side. */
+  /** `options.results` or `keepCompleted` is set: the worker hands its handlers' results to the native side. */
   #keepsResults = false
 
   /**
@@ -81,7 +81,7 @@ class Protoqueue {
       throw withCode(err, 'ERR_PQ_INVALID_CONFIG')
     }
     this.#destination = { subject: plain.subject, stream: plain.streamName, consumer: 'protoqueue-workers' }
-    this.#keepsResults = plain.options?.results !== undefined && plain.options?.results !== null
+    this.#keepsResults = [plain.options?.results, plain.options?.keepCompleted].some((kept) => kept !== undefined && kept !== null && kept !== false)
     attachEvents(this, this.#native, { makeError: (code, message) => new ProtoqueueError(code, message) })
   }
 
@@ -249,6 +249,9 @@ class Protoqueue {
       recurring: s.recurring,
       ...(s.pendingByPriority.length > 0 ? { pendingByPriority: s.pendingByPriority } : {}),
       workers: s.workers,
+      completed: s.completed,
+      failed: s.failed,
+      cancelled: s.cancelled,
     }
   }
 
@@ -260,6 +263,16 @@ class Protoqueue {
     const checked = checkedString(id, 'getTask(id)', 'ERR_PQ_INVALID_TASK')
     const task = await native(() => this.#native.task(checked))
     return task === null || task === undefined ? undefined : taskInfo(task)
+  }
+
+  /**
+   * The tasks of one state, newest first, a page at a time.
+   * @param {unknown} query `{ state, limit?, cursor? }`
+   */
+  async getTasks(query) {
+    const { state, limit, cursor } = taskQuery(query)
+    const page = await native(() => this.#native.tasks(state, limit, cursor))
+    return { tasks: page.tasks.map(taskInfo), ...(page.cursor ? { cursor: page.cursor } : {}) }
   }
 
   /**

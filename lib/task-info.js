@@ -26,11 +26,12 @@ const MAX_WAIT_TIMEOUT = 2 ** 31 - 1
 function taskInfo(task) {
   /** @type {Record<string, unknown>} */
   const info = { id: task.id, state: task.state, attempts: task.attempts }
-  for (const key of /** @type {const} */ (['enqueuedAt', 'startedAt', 'finishedAt', 'runAt', 'resultError', 'error', 'reason'])) {
+  for (const key of /** @type {const} */ (['enqueuedAt', 'startedAt', 'finishedAt', 'runAt', 'priority', 'resultError', 'error', 'reason'])) {
     const value = task[key]
     if (value !== undefined && value !== null) info[key] = value
   }
   if (typeof task.result === 'string') info.result = JSON.parse(task.result)
+  if (typeof task.progress === 'string') info.progress = JSON.parse(task.progress)
   return /** @type {TaskInfo} */ (/** @type {unknown} */ (info))
 }
 
@@ -68,4 +69,33 @@ function waitTimeout(options, call) {
   return timeout
 }
 
-module.exports = { DEFAULT_WAIT_TIMEOUT, outcomeOf, taskInfo, waitTimeout }
+/** The states `getTasks` lists. */
+const LISTED_STATES = ['waiting', 'delayed', 'running', 'retrying', 'completed', 'failed', 'deadLettered', 'cancelled']
+/** How many tasks a page holds when `getTasks` is not told, and at most. */
+const DEFAULT_PAGE = 100
+const MAX_PAGE = 1_000
+
+/**
+ * The `{ state, limit, cursor }` of `getTasks(query)`, checked.
+ * @param {unknown} query
+ * @returns {{ state: string, limit: number, cursor: string | undefined }}
+ */
+function taskQuery(query) {
+  const call = 'getTasks(query)'
+  const checked = optionsOf(query, call, ['state', 'limit', 'cursor'])
+  const state = checked?.state
+  if (typeof state !== 'string' || !LISTED_STATES.includes(state)) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${call}: query.state must be one of ${LISTED_STATES.map((s) => `'${s}'`).join(', ')}, got ${describe(state)}`)
+  }
+  const limit = checked?.limit ?? DEFAULT_PAGE
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${call}: query.limit must be a whole number from 1 to ${MAX_PAGE}, got ${describe(limit)}`)
+  }
+  const cursor = checked?.cursor ?? undefined
+  if (cursor !== undefined && (typeof cursor !== 'string' || cursor === '')) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `${call}: query.cursor must be the cursor of a page getTasks gave, got ${describe(cursor)}`)
+  }
+  return { state, limit, cursor }
+}
+
+module.exports = { DEFAULT_WAIT_TIMEOUT, outcomeOf, taskInfo, taskQuery, waitTimeout }

@@ -658,6 +658,18 @@ pub async fn held(connection: &Connection, id: &str) -> Result<bool> {
     }
 }
 
+/// Where the task with the producer-chosen `id` is stored in the task stream, as its marker
+/// says (it may be gone since); `None` when the marker names no stored task.
+pub async fn stored_at(connection: &Connection, id: &str) -> Result<Option<u64>> {
+    if !any_held(connection).await? {
+        return Ok(None);
+    }
+    match read(connection, &subject(connection.config(), id)).await? {
+        Some((_, Some(Marker::Stored(sequence)))) => Ok(Some(sequence)),
+        _ => Ok(None),
+    }
+}
+
 /// Whether the queue's id index holds any marker (`false` too when no task with an own id was
 /// ever enqueued: then the index does not exist).
 pub async fn any_held(connection: &Connection) -> Result<bool> {

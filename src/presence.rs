@@ -262,6 +262,15 @@ async fn ensure_stream(js: &jetstream::Context, config: &Config) -> Result<()> {
     Ok(())
 }
 
+/// How many task workers (`process()`) the queue has, in every process.
+pub async fn task_workers(connection: &Connection) -> Result<usize> {
+    let workers = list(connection).await?;
+    Ok(workers
+        .iter()
+        .filter(|worker| worker.kind == "tasks")
+        .count())
+}
+
 /// The live workers of the queue: those that wrote their record within [`GONE_AFTER`], oldest
 /// first. None for a queue no worker of this version ever ran.
 pub async fn list(connection: &Connection) -> Result<Vec<WorkerRecord>> {

@@ -113,6 +113,9 @@ pub fn validate_task_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The header naming the task a message holds, when `Nats-Msg-Id` does not.
+pub const ID_HEADER: &str = "Protoqueue-Id";
+
 /// One encoded message, ready to publish.
 pub(crate) struct Outgoing {
     pub(crate) id: String,
@@ -125,6 +128,8 @@ pub(crate) struct Outgoing {
     pub(crate) custom_id: bool,
     /// Where the task is stored, when not on the publisher's subject (a priority level).
     subject: Option<String>,
+    /// Whether it names its id in [`ID_HEADER`] (a delayed task always does).
+    pub(crate) id_header: bool,
 }
 
 /// Where and when a delayed task's schedule goes.
@@ -277,6 +282,14 @@ impl Outgoing {
         self.delayed.is_some()
     }
 
+    /// Stores it under `message_id` (not its id), naming its id in [`ID_HEADER`] when the
+    /// server's `max_payload` leaves room for it (a task stored again: a retry, a requeue).
+    pub(crate) fn stored_again_as(&mut self, message_id: String, max_payload: usize) {
+        let size = self.payload.len() + HEADER_OVERHEAD * 2 + message_id.len() + self.id.len();
+        self.id_header = size <= max_payload;
+        self.message_id = Some(message_id);
+    }
+
     /// A message with its id, refused when it would exceed the server's `max_payload`.
     pub(crate) fn checked(id: String, payload: Bytes, max_payload: usize) -> Result<Self> {
         let size = payload.len() + HEADER_OVERHEAD + id.len();
@@ -293,6 +306,7 @@ impl Outgoing {
             delayed: None,
             custom_id: false,
             subject: None,
+            id_header: false,
         })
     }
 
@@ -307,8 +321,8 @@ impl Outgoing {
         let subject = schedules::delayed_subject(config, &self.id);
         let schedule = format!("@at {}", schedules::rfc3339(at));
         let size = self.payload.len()
-            + HEADER_OVERHEAD * 3
-            + self.id.len()
+            + HEADER_OVERHEAD * 4
+            + self.id.len() * 2
             + subject.len()
             + schedule.len()
             + self.subject.as_ref().unwrap_or(&config.subject).len();
@@ -362,9 +376,14 @@ impl<'a> Publisher<'a> {
 
     /// Hands one publish to the client (it is buffered while the connection is down).
     pub(crate) async fn send(&self, message: &Outgoing) -> Result<PublishAckFuture> {
-        let publish = PublishMessage::build()
+        let mut publish = PublishMessage::build()
             .payload(message.payload.clone())
             .message_id(message.message_id.as_ref().unwrap_or(&message.id));
+        // A task fired by a schedule (which drops `Nats-Msg-Id`) or stored again for a retry
+        // names its id in a header of its own: `getTask` finds it in the stream.
+        if message.id_header || message.delayed.is_some() {
+            publish = publish.header(ID_HEADER, message.id.as_str());
+        }
         let target = message.subject.as_ref().unwrap_or(&self.subject);
         let (subject, publish) = match &message.delayed {
             None => (target.clone(), publish),

@@ -12,8 +12,10 @@
 
 use std::sync::{
     atomic::{AtomicU32, AtomicUsize, Ordering},
-    Arc, Mutex, PoisonError,
+    Arc, Mutex, PoisonError, Weak,
 };
+
+use serde_json::value::RawValue;
 
 use tokio::{sync::Notify, time::Instant};
 
@@ -23,6 +25,7 @@ use crate::{
         schedules::{self, Recurring, StoredSchedule},
         stats::{self, Stats},
     },
+    cancelling::watch::Cancels,
     config::{Config, LetterOptions},
     dead_letters::{
         redrive::{self, Filter, Progress},
@@ -57,6 +60,9 @@ pub struct Queue {
     observer: Arc<Observer>,
     /// Hears the queue's workers in every process (`options.events: 'queue'`) while connected.
     listener: tokio::sync::Mutex<Option<crate::observe::remote::Listener>>,
+    /// What this object's task worker runs, for the progress its handlers report (read on the
+    /// JavaScript thread, which must not wait for `state`).
+    running: Mutex<Weak<Cancels>>,
 }
 
 struct Connected {
@@ -101,6 +107,7 @@ impl Queue {
                 ..Observer::default()
             }),
             listener: tokio::sync::Mutex::default(),
+            running: Mutex::new(Weak::new()),
         }
     }
 
@@ -143,6 +150,20 @@ impl Queue {
             (false, _) | (_, None) => *listener = None,
             _ => {}
         }
+    }
+
+    /// A handler's progress on task `id` (`task.progress(value)`): kept with the running task
+    /// (`getTask`) and told to the `progress` listeners.
+    pub fn progress(&self, id: &str, progress: &RawValue) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade();
+        if let Some(running) = running {
+            running.progressed(id, progress);
+        }
+        self.observer.progress(id, progress);
     }
 
     /// The queue object's metrics and events.
@@ -259,6 +280,8 @@ impl Queue {
             subjects.as_deref(),
         )
         .await?;
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) =
+            worker.running().map_or_else(Weak::new, Arc::downgrade);
         connected.worker = Some((run, worker));
         lock(&self.runs).push((run, outcomes));
         Ok(())
@@ -378,6 +401,16 @@ impl Queue {
     /// Task `id` as the server knows it (see [`crate::history::lookup`]).
     pub async fn task(&self, id: &str) -> Result<Option<TaskInfo>> {
         crate::history::lookup::get(&self.connection().await?, id).await
+    }
+
+    /// The tasks of `state`, newest first, a page at a time ([`crate::history::listing`]).
+    pub async fn tasks(
+        &self,
+        state: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<crate::history::listing::Page> {
+        crate::history::listing::list(&self.connection().await?, state, limit, cursor).await
     }
 
     /// Waits up to `timeout` for task `id` to end: its record, with its result or why it

@@ -164,6 +164,13 @@ pub fn run_at(delay: Option<f64>, run_at: Option<f64>, now_ms: i64) -> Result<Op
 /// `cancel()` reads.
 pub const DUE_HEADER: &str = "Protoqueue-Due-Ms";
 
+/// When the delayed task whose schedule has `headers` is due, ms since the epoch.
+pub fn due_of(headers: &async_nats::HeaderMap) -> Option<i64> {
+    headers
+        .get(DUE_HEADER)
+        .and_then(|due| due.as_str().parse::<i64>().ok())
+}
+
 /// The schedule of the delayed task `id` in the task stream `stream`, with when it is due (ms
 /// since the epoch, from [`DUE_HEADER`]); `None` when the task has no schedule (it ran, was
 /// cancelled, or never was delayed).
@@ -178,10 +185,7 @@ pub(crate) async fn delayed_schedule(
         .await
     {
         Ok(schedule) => {
-            let due = schedule
-                .headers
-                .get(DUE_HEADER)
-                .and_then(|due| due.as_str().parse::<i64>().ok());
+            let due = due_of(&schedule.headers);
             Ok(Some((schedule, due)))
         }
         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),

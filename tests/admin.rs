@@ -47,7 +47,7 @@ async fn dead_letters_of(
             async move {
                 dead_letter::publish(
                     connection,
-                    Failed::Task(task),
+                    Failed::Task(Box::new(task)),
                     // Each letter of its own message: the letter's message id names it.
                     &Origin {
                         attempts: 4,

@@ -19,7 +19,7 @@ export const repoRoot = join(__dirname, '..', '..')
  * (package/consumer.spec.ts), in the order a user meets them. The `dashboard` snippet, in
  * README.md, is run by dashboard.spec.ts.
  */
-export const SNIPPET_NAMES = ['quick-start', 'simple-worker', 'task-producer', 'error-handling', 'monitoring', 'dead-letters', 'dead-letters-requeue', 'control', 'logger', 'workers', 'results'] as const
+export const SNIPPET_NAMES = ['quick-start', 'simple-worker', 'task-producer', 'error-handling', 'monitoring', 'dead-letters', 'dead-letters-requeue', 'control', 'logger', 'workers', 'results', 'history'] as const
 
 export type SnippetName = (typeof SNIPPET_NAMES)[number]
 

@@ -7,6 +7,7 @@ use crate::{
     admin::schedules,
     config::CONSUMER_NAME,
     error::{Error, Result},
+    history::Ending,
     layout,
     nats::connection::Connection,
     observe::metrics::Gauges,
@@ -46,6 +47,11 @@ pub struct Stats {
     /// Workers running now, in any process ([`crate::presence`]); unlike `consumer_count`,
     /// which counts the durable consumers that outlive their workers.
     pub workers: u64,
+    /// Records kept in the task history ([`crate::history`]): completed tasks, dead-lettered
+    /// ones (`failed`) and cancelled ones. 0 for a queue that keeps none.
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
 }
 
 impl Stats {
@@ -185,5 +191,15 @@ pub async fn snapshot(connection: &Connection) -> Result<Stats> {
         .map_err(|e| Error::request("reading the dead-letter stream", e))?;
     stats.dead_lettered = dead_letters.cached_info().state.messages;
     stats.workers = crate::presence::count(connection).await?;
+    if let Some(history) = crate::history::stream_of(connection).await? {
+        let history = &history;
+        let count = |ending| {
+            let filter = crate::history::ending_filter(config, ending);
+            async move { crate::nats::stored_on(js, history, &filter, "counting task records").await }
+        };
+        stats.completed = count(Ending::Completed).await?;
+        stats.failed = count(Ending::DeadLettered).await?;
+        stats.cancelled = count(Ending::Cancelled).await?;
+    }
     Ok(stats)
 }

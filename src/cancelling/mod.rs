@@ -159,11 +159,7 @@ pub async fn mark(connection: &Connection, id: &str) -> Result<(Asked, i64)> {
         // `createStreams: false` and no worker of this version ever ran: nothing to cancel.
         return Ok((Asked::NotHeld, crate::envelope::now_ms()));
     }
-    let workers = crate::presence::list(connection)
-        .await?
-        .into_iter()
-        .filter(|worker| worker.kind == "tasks")
-        .count();
+    let workers = crate::presence::task_workers(connection).await?;
     let inbox = connection.client.new_inbox();
     let mut answers = connection
         .client

@@ -18,6 +18,8 @@ use std::{
 
 use async_nats::jetstream::consumer::{pull::OrderedConfig, DeliverPolicy};
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokio::sync::{oneshot, watch};
 
 use super::{Answer, Mark};
@@ -63,6 +65,36 @@ struct Running {
     id: u64,
     /// When its task's life began ([`crate::envelope::Task::life_began`]).
     since: i64,
+    /// Its task id, for `getTask` and `getTasks` to find.
+    name: Box<str>,
+    /// When the attempt started, ms since the epoch.
+    started_at: i64,
+    /// Which attempt it is, the first being 1.
+    attempt: u64,
+    /// The handler's latest `task.progress(value)`, as JSON.
+    progress: Option<Box<RawValue>>,
+}
+
+/// A task one of this worker's handlers runs, as `getTask` and `getTasks` see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningTask {
+    pub id: String,
+    pub started_at: i64,
+    pub attempt: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Box<RawValue>>,
+}
+
+impl Running {
+    fn described(&self) -> RunningTask {
+        RunningTask {
+            id: self.name.to_string(),
+            started_at: self.started_at,
+            attempt: self.attempt,
+            progress: self.progress.clone(),
+        }
+    }
 }
 
 /// Where a slot's attempt hears a mark.
@@ -142,9 +174,9 @@ impl Cancels {
         cancels
     }
 
-    /// Registers an attempt at task `id` (whose life began at `since`) that starts now; the
-    /// mark that cancels it instead, if one does.
-    pub fn enter(self: &Arc<Self>, id: &str, since: i64) -> Result<Entered, Mark> {
+    /// Registers attempt `attempt` at task `id` (whose life began at `since`) that starts now;
+    /// the mark that cancels it instead, if one does.
+    pub fn enter(self: &Arc<Self>, id: &str, since: i64, attempt: u64) -> Result<Entered, Mark> {
         let mut state = self.lock();
         if !state.marks.is_empty() {
             if let Some(mark) = state.marks.get(id).filter(|mark| mark.covers(since)) {
@@ -154,6 +186,10 @@ impl Cancels {
         let running = Running {
             id: hashed(id),
             since,
+            name: id.into(),
+            started_at: crate::envelope::now_ms(),
+            attempt,
+            progress: None,
         };
         let slot = match state.free.pop() {
             Some(slot) => slot,
@@ -174,6 +210,42 @@ impl Cancels {
             slot,
             told,
         })
+    }
+
+    /// Changes (with an error) once this registry is dropped: its worker stopped.
+    pub fn stopped(&self) -> watch::Receiver<()> {
+        self._stop.subscribe()
+    }
+
+    /// Keeps `progress` as the latest of the running task `id` (`task.progress(value)`).
+    pub fn progressed(&self, id: &str, progress: &RawValue) {
+        let hash = hashed(id);
+        let mut state = self.lock();
+        for slot in &mut state.slots {
+            if let Some(running) = slot
+                .running
+                .as_mut()
+                .filter(|r| r.id == hash && &*r.name == id)
+            {
+                running.progress = Some(progress.to_owned());
+            }
+        }
+    }
+
+    /// The attempts running here at task `id`, or at any task (`None`), at most `limit`.
+    pub fn running(&self, id: Option<&str>, limit: usize) -> Vec<RunningTask> {
+        let hash = id.map(hashed);
+        let state = self.lock();
+        state
+            .slots
+            .iter()
+            .filter_map(|slot| slot.running.as_ref())
+            .filter(|running| {
+                hash.is_none_or(|hash| running.id == hash && Some(&*running.name) == id)
+            })
+            .take(limit)
+            .map(Running::described)
+            .collect()
     }
 
     /// Keeps `mark` and hands it to the attempts it cancels; answers `notHere` when none runs

@@ -45,6 +45,9 @@ pub const MAX_DEAD_LETTER_COUNT: u64 = (1 << 53) - 1;
 pub const MIN_RESULT_TTL_MS: u64 = 1_000;
 /// The longest `options.results.ttl` (a year).
 pub const MAX_RESULT_TTL_MS: u64 = 366 * 24 * 3600 * 1000;
+/// The most records `options.keepCompleted.count` / `keepFailed.count` may keep (JavaScript's
+/// largest safe integer).
+pub const MAX_KEPT_COUNT: u64 = (1 << 53) - 1;
 /// The largest `options.batchSize` (and `processDLQ`'s `batchSize`).
 pub(crate) const MAX_BATCH_SIZE: u64 = 10_000;
 /// The largest `options.prefetch`.

@@ -26,5 +26,5 @@ pub use names::{
     MAX_STREAM_NAME_LEN, MAX_SUBJECT_LEN,
 };
 pub use options::LetterOptions;
-pub use settings::{Config, RateLimit};
+pub use settings::{Config, Keep, RateLimit};
 pub use urls::validate_urls;

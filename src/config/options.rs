@@ -11,7 +11,7 @@ use crate::{
         backoff::Backoff,
         defaults::*,
         json::{integer_option, invalid, kind, present, reject_unknown_keys, required_string},
-        settings::{Config, RateLimit},
+        settings::{Config, Keep, RateLimit},
         tls::Tls,
         urls::validate_urls,
     },
@@ -107,6 +107,8 @@ impl Config {
                 "rateLimit",
                 "priorities",
                 "results",
+                "keepCompleted",
+                "keepFailed",
                 "events",
             ],
         )?;
@@ -175,6 +177,12 @@ impl Config {
                 .map(|n| n as u32);
         if let Some(results) = present(options, "results") {
             self.results_ttl = Some(results_ttl(results)?);
+        }
+        if let Some(keep) = present(options, "keepCompleted") {
+            self.keep_completed = Some(kept("keepCompleted", keep)?);
+        }
+        if let Some(keep) = present(options, "keepFailed") {
+            self.keep_failed = Some(kept("keepFailed", keep)?);
         }
         if let Some(events) = present(options, "events") {
             self.events_from_queue = match events.as_str() {
@@ -268,6 +276,28 @@ fn results_ttl(value: &Value) -> Result<Duration> {
             invalid("options.results.ttl is required (ms to keep each result)".into())
         })?;
     Ok(Duration::from_millis(ttl))
+}
+
+/// Reads `options.keepCompleted` / `options.keepFailed`: `{ age?, count? }` (BullMQ's
+/// `removeOnComplete` / `removeOnFail` meaning), or `true`: every record, for ever.
+fn kept(name: &str, value: &Value) -> Result<Keep> {
+    if value.as_bool() == Some(true) {
+        return Ok(Keep::default());
+    }
+    let object = value.as_object().ok_or_else(|| {
+        invalid(format!(
+            "options.{name} must be true or an object like {{ age: 86400000, count: 1000 }} \
+             (keep records up to that many ms and/or that many tasks), got {}",
+            kind(value)
+        ))
+    })?;
+    reject_unknown_keys(&format!("options.{name}"), object, &["age", "count"])?;
+    let age = integer_option(object, "age", MIN_RESULT_TTL_MS, MAX_RESULT_TTL_MS)?;
+    let count = integer_option(object, "count", 1, MAX_KEPT_COUNT)?;
+    Ok(Keep {
+        age: age.map(Duration::from_millis),
+        count,
+    })
 }
 
 /// Reads `options.rateLimit`: `{ max, duration }`.

@@ -26,6 +26,16 @@ pub struct RateLimit {
     pub duration: Duration,
 }
 
+/// How long and how many task records of one kind are kept (`options.keepCompleted`,
+/// `options.keepFailed`): BullMQ's `removeOnComplete` / `removeOnFail`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// Each record for this long; `None`: no age limit (`results.ttl`, when set, applies).
+    pub age: Option<Duration>,
+    /// The newest this many records; `None`: no count limit.
+    pub count: Option<u64>,
+}
+
 /// Everything a queue needs to know, validated. Its `Debug` output shows no secrets.
 #[derive(Clone, PartialEq)]
 pub struct Config {
@@ -71,6 +81,11 @@ pub struct Config {
     /// `options.results.ttl`: workers record each finished task — its result, or why it
     /// failed — for this long ([`crate::history`]), for `waitFor` and `getTask`. `None`: off.
     pub results_ttl: Option<Duration>,
+    /// `options.keepCompleted`: workers record each completed task, kept as it says. `None`:
+    /// only with `results_ttl`.
+    pub keep_completed: Option<Keep>,
+    /// `options.keepFailed`: the same for tasks dead-lettered or cancelled.
+    pub keep_failed: Option<Keep>,
     /// How long an enqueue may wait for the server's acknowledgement.
     pub enqueue_timeout: Duration,
     /// How long `connect()` may take.
@@ -131,6 +146,8 @@ impl Config {
             global_concurrency: None,
             rate_limit: None,
             results_ttl: None,
+            keep_completed: None,
+            keep_failed: None,
             enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             task_timeout: DEFAULT_TASK_TIMEOUT,
@@ -215,6 +232,12 @@ impl Config {
         format!("protoqueue.workers.{}.", self.stream_name)
     }
 
+    /// Whether this queue's workers record finished tasks: `options.results`,
+    /// `options.keepCompleted` or `options.keepFailed`.
+    pub fn keeps_history(&self) -> bool {
+        self.results_ttl.is_some() || self.keep_completed.is_some() || self.keep_failed.is_some()
+    }
+
     /// The stream of this queue's task history: what became of each finished task
     /// ([`crate::history`]).
     pub fn history_stream(&self) -> String {
@@ -240,6 +263,11 @@ impl Config {
     /// ([`crate::observe::remote`]).
     pub fn events_subject(&self) -> String {
         format!("protoqueue.events.{}", self.stream_name)
+    }
+
+    /// The subject this queue's task workers answer on what they run ([`crate::history::running`]).
+    pub fn running_subject(&self) -> String {
+        format!("protoqueue.running.{}", self.stream_name)
     }
 
     /// The subject listeners of this queue's events say hello on.
@@ -302,6 +330,8 @@ impl fmt::Debug for Config {
             .field("dead_letter_max_age", &self.dead_letter_max_age)
             .field("dead_letter_max_count", &self.dead_letter_max_count)
             .field("results_ttl", &self.results_ttl)
+            .field("keep_completed", &self.keep_completed)
+            .field("keep_failed", &self.keep_failed)
             .field("schedules", &self.schedules)
             .field("schedules_option", &self.schedules_option)
             .field("events_from_queue", &self.events_from_queue)

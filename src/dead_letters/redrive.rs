@@ -85,7 +85,7 @@ pub async fn requeue(
                 };
                 // Its record said dead-lettered; its outcome is to come again.
                 if let Some(history) = &history {
-                    crate::history::forget(history, config, &task.id).await?;
+                    crate::history::forget(connection, history, &task.id).await?;
                 }
                 // A fresh attempt budget, at once, and a new life: a cancel made before it no
                 // longer reaches the task.
@@ -93,7 +93,8 @@ pub async fn requeue(
                 task.not_before_ms = 0;
                 task.requeued_at_ms = crate::envelope::now_ms();
                 let message_id = format!("{}:requeue:{sequence}", task.id);
-                let message = Outgoing::checked(message_id, task.to_bytes(), max_payload)?;
+                let mut message = Outgoing::checked(task.id.clone(), task.to_bytes(), max_payload)?;
+                message.stored_again_as(message_id, max_payload);
                 Publisher::to(connection, subject).publish(message).await?;
                 dead_letters::remove(connection, sequence).await
             }

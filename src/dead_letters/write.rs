@@ -36,7 +36,7 @@ pub struct Origin {
 #[derive(Debug, Clone)]
 pub enum Failed {
     /// A task whose handling failed for good.
-    Task(Task),
+    Task(Box<Task>),
     /// A message that could not be decoded.
     Raw(Bytes),
 }
@@ -56,7 +56,8 @@ pub async fn publish(
         Failed::Task(mut task) => {
             task.attempts_made = 0;
             task.not_before_ms = 0;
-            (Some(task), Bytes::new())
+            task.last_error.clear();
+            (Some(*task), Bytes::new())
         }
         Failed::Raw(raw) => (None, raw),
     };
@@ -128,6 +129,13 @@ pub fn data_was_dropped(letter: &DeadLetter) -> bool {
         || letter.task.as_ref().is_some_and(|task| {
             task.data.is_empty() && task.metadata.is_empty() && letter.error.ends_with(DATA_DROPPED)
         })
+}
+
+/// `text`, shortened to at most `max` bytes without splitting a character.
+pub fn shortened(text: &str, max: usize) -> String {
+    let mut text = text.to_owned();
+    truncate_on_char_boundary(&mut text, max);
+    text
 }
 
 /// Shortens a string to at most `max` bytes without splitting a character.

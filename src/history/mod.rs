@@ -2,21 +2,34 @@
 //! the server for `options.results.ttl`, so any process can wait for a task (`waitFor`) or look
 //! it up (`getTask`).
 //!
-//! Beside the task stream, a stream `<streamName>_HISTORY` holds one record per task on the
-//! subject `protoqueue.history.<streamName>.<id as hex>` (the newest kept: a task that ran again
-//! after a requeue has one record). Each record carries its own time to live (`Nats-TTL`,
-//! nats-server ≥ 2.11). Workers write it before they acknowledge the task, so a waiter never
-//! misses an outcome: a worker that dies in between runs the task again and writes it again.
-//! A record that cannot be written never holds a task back: the task completes, and the failure
-//! is logged.
+//! Beside the task stream, a stream `<streamName>_HISTORY` holds one record per task and ending
+//! on the subject `protoqueue.history.<streamName>.<ending>.<id as hex>` (a task that ran again
+//! after a requeue has its old record removed). Which endings are recorded, and for how long:
+//! `options.results: { ttl }` records every ending; `options.keepCompleted` and
+//! `options.keepFailed` (`{ age?, count? }`) record completed, and dead-lettered or cancelled,
+//! tasks. Each record carries its own time to live (`Nats-TTL`, nats-server ≥ 2.11); a count is
+//! kept by purging all but the newest records of the ending (JetStream's purge with `keep`),
+//! by each worker at most once a second ([`Trim`]). Workers write a record before they
+//! acknowledge the task, so a waiter never misses an outcome: a worker that dies in between
+//! runs the task again and writes it again. A record that cannot be written never holds a task
+//! back: the task completes, and the failure is logged.
 
 pub mod layout;
+pub mod listing;
 pub mod lookup;
+pub mod queued;
+pub mod running;
 pub mod waiters;
 
-pub use layout::{id_of, stream_config, subject, MARK_HISTORY, RESULTS_SINCE};
+pub use layout::{
+    any_subject, ending_filter, id_of, stream_config, subject, MARK_HISTORY, RESULTS_SINCE,
+};
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, PoisonError},
+    time::Duration,
+};
 
 use async_nats::{
     jetstream::stream::{self, LastRawMessageErrorKind},
@@ -26,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{
-    config::Config,
+    config::{Config, Keep},
     error::{Error, Result},
     nats::connection::Connection,
 };
@@ -37,7 +50,7 @@ const TTL_HEADER: &str = "Nats-TTL";
 const RECORD_OVERHEAD: usize = 16 * 1024;
 
 /// How a task ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum Ending {
     /// Its handler succeeded.
@@ -46,6 +59,48 @@ pub enum Ending {
     DeadLettered,
     /// It was cancelled (`cancel(id)`) while waiting, retrying or running.
     Cancelled,
+    /// It was dead-lettered, then requeued: its outcome is to come. Written over its old
+    /// record when that cannot be removed (a history stream that denies purges); stands for no
+    /// record.
+    Requeued,
+}
+
+impl Ending {
+    /// The endings a record tells.
+    pub const ALL: [Ending; 3] = [Ending::Completed, Ending::DeadLettered, Ending::Cancelled];
+
+    /// Its token in record subjects.
+    pub fn token(self) -> &'static str {
+        match self {
+            Ending::Completed => "completed",
+            Ending::DeadLettered | Ending::Requeued => "deadLettered",
+            Ending::Cancelled => "cancelled",
+        }
+    }
+
+    /// The ending a subject token names.
+    pub fn of_token(token: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|ending| ending.token() == token)
+    }
+
+    /// How `config`'s workers keep records of this ending; `None`: they write none.
+    pub fn kept(self, config: &Config) -> Option<Keep> {
+        let keep = match self {
+            Ending::Completed => config.keep_completed,
+            Ending::DeadLettered | Ending::Cancelled | Ending::Requeued => config.keep_failed,
+        };
+        match (keep, config.results_ttl) {
+            (None, None) => None,
+            (None, ttl) => Some(Keep {
+                age: ttl,
+                count: None,
+            }),
+            (Some(keep), ttl) => Some(Keep {
+                age: keep.age.or(ttl),
+                count: keep.count,
+            }),
+        }
+    }
 }
 
 /// What became of a task, as its record says.
@@ -87,12 +142,13 @@ fn present<'de, D: serde::Deserializer<'de>>(
     Box::<RawValue>::deserialize(deserializer).map(Some)
 }
 
-/// Writes `record` before its task is acknowledged, kept for `options.results.ttl`. A result
-/// too large for the server is left out and said so (the task still completes). Errors are the
-/// caller's to log: a record never holds its task back.
-pub async fn write(connection: &Connection, mut record: Record) -> Result<()> {
+/// Writes `record` before its task is acknowledged, kept as the queue's options say for its
+/// ending (nothing when they keep none). A result too large for the server is left out and said
+/// so (the task still completes). Errors are the caller's to log: a record never holds its task
+/// back.
+pub async fn write(connection: &Connection, trim: &Trim, mut record: Record) -> Result<()> {
     let config = connection.config();
-    let Some(ttl) = config.results_ttl else {
+    let Some(kept) = record.state.kept(config) else {
         return Ok(());
     };
     let limit = connection.max_payload();
@@ -108,14 +164,97 @@ pub async fn write(connection: &Connection, mut record: Record) -> Result<()> {
     }
     let payload = serde_json::to_vec(&record).map_err(|err| Error::Nats(err.to_string()))?;
     let mut headers = HeaderMap::new();
-    headers.insert(TTL_HEADER, ttl_value(ttl).as_str());
+    if let Some(age) = kept.age {
+        headers.insert(TTL_HEADER, ttl_value(age).as_str());
+    }
     connection
         .jetstream
-        .publish_with_headers(subject(config, &record.id), headers, payload.into())
+        .publish_with_headers(
+            subject(config, record.state, &record.id),
+            headers,
+            payload.into(),
+        )
         .await
         .map_err(|err| Error::nats("writing the task's record", err))?
         .await
         .map_err(|err| Error::nats("writing the task's record", err))?;
+    if let Some(count) = kept.count {
+        trim.after_write(connection, record.state, count);
+    }
+    Ok(())
+}
+
+/// Keeps each ending's records to its count: a worker's purges of all but the newest `count`,
+/// at most one per ending every [`TRIM_EVERY`], the last one after the last write (so the count
+/// may be exceeded by a second's records, never for longer).
+#[derive(Default, Clone)]
+pub struct Trim {
+    state: Arc<std::sync::Mutex<HashMap<Ending, Trimming>>>,
+}
+
+/// When an ending was last trimmed, and whether a trim is due.
+#[derive(Clone, Copy)]
+struct Trimming {
+    at: tokio::time::Instant,
+    due: bool,
+}
+
+/// The least time between two trims of one ending by one worker.
+pub const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+impl Trim {
+    /// After writing a record of `ending`: trims now, or once [`TRIM_EVERY`] has passed since
+    /// the last trim.
+    fn after_write(&self, connection: &Connection, ending: Ending, count: u64) {
+        let now = tokio::time::Instant::now();
+        let wait = {
+            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            match state.get_mut(&ending) {
+                Some(trimming) if trimming.due => return,
+                Some(trimming) if now < trimming.at + TRIM_EVERY => {
+                    trimming.due = true;
+                    trimming.at + TRIM_EVERY - now
+                }
+                _ => {
+                    state.insert(ending, Trimming { at: now, due: true });
+                    Duration::ZERO
+                }
+            }
+        };
+        let (trim, connection) = (self.clone(), connection.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            trim.state
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    ending,
+                    Trimming {
+                        at: tokio::time::Instant::now(),
+                        due: false,
+                    },
+                );
+            if let Err(err) = keep_newest(&connection, ending, count).await {
+                tracing::debug!("task records of {ending:?} not trimmed to {count} yet: {err}");
+            }
+        });
+    }
+}
+
+/// Removes all but the newest `count` records of `ending`.
+async fn keep_newest(connection: &Connection, ending: Ending, count: u64) -> Result<()> {
+    const TRIMMING: &str = "trimming the task records";
+    let config = connection.config();
+    connection
+        .jetstream
+        .get_stream_no_info(config.history_stream())
+        .await
+        .map_err(|err| Error::nats(TRIMMING, err))?
+        .purge()
+        .filter(ending_filter(config, ending))
+        .keep(count)
+        .await
+        .map_err(|err| Error::nats(TRIMMING, err))?;
     Ok(())
 }
 
@@ -124,10 +263,16 @@ fn ttl_value(ttl: Duration) -> String {
     format!("{}s", ttl.as_millis().div_ceil(1000))
 }
 
-/// The record of task `id`; `None` when there is none (never finished, expired, or the queue
-/// keeps no history). Asks the stream's leader, which has every record stored so far (a waiter
-/// relies on that: see [`waiters`]).
+/// The newest record of task `id`; `None` when there is none (never finished, expired,
+/// requeued since, or the queue keeps no history). Asks the stream's leader, which has every
+/// record stored so far (a waiter relies on that: see [`waiters`]).
 pub async fn read(connection: &Connection, id: &str) -> Result<Option<Record>> {
+    Ok(read_stored(connection, id)
+        .await?
+        .filter(|record| record.state != Ending::Requeued))
+}
+
+async fn read_stored(connection: &Connection, id: &str) -> Result<Option<Record>> {
     let config = connection.config();
     let stream = connection
         .jetstream
@@ -135,10 +280,10 @@ pub async fn read(connection: &Connection, id: &str) -> Result<Option<Record>> {
         .await
         .map_err(|err| Error::request("reading the task's record", err))?;
     match stream
-        .get_last_raw_message_by_subject(&subject(config, id))
+        .get_last_raw_message_by_subject(&any_subject(config, id))
         .await
     {
-        Ok(message) => Ok(parse(&message.payload)),
+        Ok(message) => Ok(parse(&message.payload).filter(|record| record.id == id)),
         Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
         // No answer at all: the queue may keep no history (no stream), or the server is away.
         Err(err) => match stream_of(connection).await {
@@ -154,14 +299,36 @@ pub async fn stream_of(connection: &Connection) -> Result<Option<stream::Stream>
     crate::nats::stream_if_exists(&connection.jetstream, name, "opening the task history").await
 }
 
-/// Removes task `id`'s record from `history` (its task was requeued: its outcome is to come
-/// again, and a waiter must wait for that one).
-pub async fn forget(history: &stream::Stream, config: &Config, id: &str) -> Result<()> {
-    history
-        .purge()
-        .filter(subject(config, id))
+/// Removes task `id`'s records from `history` (its task was requeued: its outcome is to come
+/// again, and a waiter must wait for that one). A stream that denies purges (made so by another
+/// tool) gets a [`Ending::Requeued`] record written over the old one instead.
+pub async fn forget(connection: &Connection, history: &stream::Stream, id: &str) -> Result<()> {
+    const FORGETTING: &str = "removing the task's record";
+    let config = connection.config();
+    let Some(old) = read_stored(connection, id).await? else {
+        return Ok(());
+    };
+    if old.state == Ending::Requeued {
+        return Ok(());
+    }
+    let Err(err) = history.purge().filter(any_subject(config, id)).await else {
+        return Ok(());
+    };
+    tracing::debug!(%id, "the task's record cannot be removed ({err}); marking it requeued");
+    let requeued = Record {
+        state: Ending::Requeued,
+        result: None,
+        result_error: None,
+        ..old.clone()
+    };
+    let payload = serde_json::to_vec(&requeued).map_err(|err| Error::Nats(err.to_string()))?;
+    connection
+        .jetstream
+        .publish(subject(config, old.state, id), payload.into())
         .await
-        .map_err(|err| Error::nats("removing the task's record", err))?;
+        .map_err(|err| Error::nats(FORGETTING, err))?
+        .await
+        .map_err(|err| Error::nats(FORGETTING, err))?;
     Ok(())
 }
 
@@ -181,16 +348,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_round_trip_through_their_subject() {
+    fn ids_and_endings_round_trip_through_their_subject() {
         let config = Config::new("S", "s").expect("config");
-        for id in ["plain", "order-42", "a b.c*>", "ünïcödé", ""] {
-            let subject = subject(&config, id);
-            assert!(!subject[config.history_prefix().len()..].contains(['.', '*', '>', ' ']));
-            assert_eq!(id_of(&config, &subject).as_deref(), Some(id));
+        for ending in Ending::ALL {
+            for id in ["plain", "order-42", "a b.c*>", "ünïcödé", ""] {
+                let subject = subject(&config, ending, id);
+                let (_, hex) = subject[config.history_prefix().len()..]
+                    .split_once('.')
+                    .expect("an ending token");
+                assert!(!hex.contains(['.', '*', '>', ' ']));
+                assert_eq!(id_of(&config, &subject), Some((ending, id.to_owned())));
+                assert!(crate::layout::subject_matches(
+                    &any_subject(&config, id),
+                    &subject
+                ));
+                assert!(crate::layout::subject_matches(
+                    &ending_filter(&config, ending),
+                    &subject
+                ));
+            }
         }
-        assert_eq!(id_of(&config, "protoqueue.history.S.zz"), None);
-        assert_eq!(id_of(&config, "protoqueue.history.S.abc"), None);
+        assert_eq!(id_of(&config, "protoqueue.history.S.completed.zz"), None);
+        assert_eq!(id_of(&config, "protoqueue.history.S.running.6869"), None);
+        assert_eq!(id_of(&config, "protoqueue.history.S.6869"), None);
         assert_eq!(id_of(&config, "elsewhere.6869"), None);
+    }
+
+    #[test]
+    fn each_ending_is_kept_as_the_options_say() {
+        let mut config = Config::new("S", "s").expect("config");
+        assert_eq!(Ending::Completed.kept(&config), None);
+        config.keep_failed = Some(Keep {
+            age: None,
+            count: Some(10),
+        });
+        assert_eq!(
+            Ending::Completed.kept(&config),
+            None,
+            "keepFailed keeps no completed task"
+        );
+        assert_eq!(
+            Ending::Cancelled.kept(&config).and_then(|k| k.count),
+            Some(10)
+        );
+        config.results_ttl = Some(Duration::from_secs(60));
+        let kept = Ending::DeadLettered.kept(&config).expect("kept");
+        assert_eq!(
+            (kept.age, kept.count),
+            (Some(Duration::from_secs(60)), Some(10))
+        );
+        config.keep_completed = Some(Keep {
+            age: Some(Duration::from_secs(5)),
+            count: None,
+        });
+        let kept = Ending::Completed.kept(&config).expect("kept");
+        assert_eq!(
+            (kept.age, kept.count),
+            (Some(Duration::from_secs(5)), None),
+            "its own age wins"
+        );
     }
 
     #[test]

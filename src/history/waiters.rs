@@ -1,7 +1,7 @@
 //! Waiting for tasks to end (`waitFor`): however many waiters a queue object has, one ordered
 //! consumer of its history stream hears every record as workers write it, and hands each to
-//! the waiters of its task. The consumer exists only while someone waits (the server removes it
-//! 30 s after the last pull).
+//! the waiters of its task. The consumer exists only while someone waits, and [`LINGER`] after
+//! (the server removes it 30 s after the last pull).
 //!
 //! Why no record is missed: the consumer starts after the last record stored before the first
 //! waiter came, and a waiter reads its task's record (from the stream leader) after it joined.
@@ -22,6 +22,11 @@ use crate::{
     error::{Error, Result},
     nats::connection::Connection,
 };
+
+/// How long the consumer outlives its last waiter: one waiter after the other (a sequential
+/// `enqueueAndWait`) shares one consumer instead of making one each (the server keeps a
+/// dropped one a while: a thousand a second would pile up).
+const LINGER: Duration = Duration::from_secs(10);
 
 type Senders = HashMap<String, Vec<(u64, oneshot::Sender<Record>)>>;
 
@@ -106,7 +111,7 @@ impl Waiters {
         let last = stream.cached_info().state.last_sequence;
         let consumer = stream
             .create_consumer(OrderedConfig {
-                filter_subject: format!("{}*", config.history_prefix()),
+                filter_subject: super::layout::every_record(config),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: last + 1,
                 },
@@ -143,12 +148,15 @@ impl Waiters {
 async fn listen(waiters: Waiters, mut records: async_nats::jetstream::consumer::pull::Ordered) {
     let config = waiters.connection.config().clone();
     let mut idle = tokio::time::interval(Duration::from_secs(1));
+    let mut idle_since = None;
     loop {
         tokio::select! {
             message = records.next() => match message {
                 // The subject says whose record it is; a record naming another task is not one.
                 Some(Ok(message)) => match (super::id_of(&config, message.subject.as_str()), super::parse(&message.payload)) {
-                    (Some(id), Some(record)) if record.id == id => waiters.deliver(record).await,
+                    (Some((ending, id)), Some(record)) if record.id == id && record.state == ending => waiters.deliver(record).await,
+                    // A requeued task's old record, marked: its outcome is to come.
+                    (Some(_), Some(record)) if record.state == super::Ending::Requeued => {}
                     _ => tracing::debug!(subject = %message.subject, "skipping a message that is not a task record"),
                 },
                 // The ordered consumer recreates itself where it left off.
@@ -159,8 +167,14 @@ async fn listen(waiters: Waiters, mut records: async_nats::jetstream::consumer::
             () = waiters.connection.closed() => break,
         }
         let mut inner = waiters.inner.lock().await;
-        if inner.waiting.is_empty() {
-            // No one waits: no consumer (the next waiter starts one).
+        if !inner.waiting.is_empty() {
+            idle_since = None;
+        } else if idle_since
+            .get_or_insert_with(tokio::time::Instant::now)
+            .elapsed()
+            >= LINGER
+        {
+            // No one waited for a while: no consumer (the next waiter starts one).
             inner.listening = false;
             return;
         }

@@ -19,7 +19,7 @@ use super::{
     errors::to_js,
     schedules::{native_schedule, NativeSchedule},
     settle::{NativeEnqueued, Settler},
-    stats::{NativeStats, NativeTask, NativeWorker},
+    stats::{NativeStats, NativeTask, NativeTaskPage, NativeWorker},
     worker::{outcome_of, JsDispatch, NativeFailure, NativeOutcome, NativeReturned},
 };
 use crate::{
@@ -227,6 +227,22 @@ impl NativeQueue {
     pub async fn task(&self, id: String) -> napi::Result<Option<NativeTask>> {
         let task = self.queue.task(&id).await.map_err(to_js)?;
         Ok(task.map(NativeTask::from))
+    }
+
+    /// The tasks of `state`, newest first: at most `limit`, after `cursor` (a page's).
+    #[napi(catch_unwind)]
+    pub async fn tasks(
+        &self,
+        state: String,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> napi::Result<NativeTaskPage> {
+        let page = self
+            .queue
+            .tasks(&state, limit as usize, cursor.as_deref())
+            .await
+            .map_err(to_js)?;
+        Ok(page.into())
     }
 
     /// Waits up to `timeout_ms` for task `id` to end (completed or dead-lettered).
@@ -504,7 +520,7 @@ impl NativeQueue {
                 "a task's progress must be JSON: {err}"
             )))
         })?;
-        self.queue.observer().progress(&id, &progress);
+        self.queue.progress(&id, &progress);
         Ok(())
     }
 

@@ -23,6 +23,10 @@ pub struct NativeStats {
     pub pending_by_priority: Vec<i64>,
     /// Workers running now, in any process.
     pub workers: i64,
+    /// Records kept in the task history: completed, dead-lettered and cancelled tasks.
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
 }
 
 /// A live worker, as `getWorkers()` returns it.
@@ -79,6 +83,25 @@ impl From<Stats> for NativeStats {
             recurring: n(s.recurring),
             pending_by_priority: s.pending_by_priority.iter().map(|&v| n(v)).collect(),
             workers: n(s.workers),
+            completed: n(s.completed),
+            failed: n(s.failed),
+            cancelled: n(s.cancelled),
+        }
+    }
+}
+
+/// A page of `getTasks()`: its tasks, and the cursor of the next (`None`: the last).
+#[napi(object)]
+pub struct NativeTaskPage {
+    pub tasks: Vec<NativeTask>,
+    pub cursor: Option<String>,
+}
+
+impl From<crate::history::listing::Page> for NativeTaskPage {
+    fn from(page: crate::history::listing::Page) -> Self {
+        NativeTaskPage {
+            tasks: page.tasks.into_iter().map(NativeTask::from).collect(),
+            cursor: page.cursor,
         }
     }
 }
@@ -97,6 +120,9 @@ pub struct NativeTask {
     pub result_error: Option<String>,
     pub error: Option<String>,
     pub reason: Option<String>,
+    /// A running task's latest progress, as JSON text.
+    pub progress: Option<String>,
+    pub priority: Option<u32>,
 }
 
 impl From<TaskInfo> for NativeTask {
@@ -113,6 +139,8 @@ impl From<TaskInfo> for NativeTask {
             result_error: t.result_error,
             error: t.error,
             reason: t.reason,
+            progress: t.progress.map(|json| json.get().to_owned()),
+            priority: t.priority.map(u32::from),
         }
     }
 }

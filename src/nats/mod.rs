@@ -4,6 +4,7 @@
 pub mod ack_wait;
 pub mod connection;
 pub mod credentials;
+pub mod direct;
 pub(crate) mod elections;
 pub mod files;
 pub(crate) mod shared;

@@ -155,8 +155,8 @@ async fn ensure_streams_once(js: &jetstream::Context, config: &Config) -> Result
         let feature = "options.schedules (delayed and recurring tasks)";
         schedules::require_server(&server.version, schedules::SCHEDULES_SINCE, feature)?;
     }
-    if config.results_ttl.is_some() {
-        let feature = "options.results (per-message TTLs)";
+    if config.keeps_history() {
+        let feature = "options.results, keepCompleted and keepFailed (per-message TTLs)";
         schedules::require_server(
             &server.version,
             crate::history::layout::RESULTS_SINCE,
@@ -217,7 +217,7 @@ async fn ensure_streams_once(js: &jetstream::Context, config: &Config) -> Result
     for warning in check_dead_letter_stream(&letters, letters_config, max_payload)? {
         tracing::warn!(stream = %letters.name, "{warning}");
     }
-    if config.results_ttl.is_some() && config.create_streams {
+    if config.keeps_history() && config.create_streams {
         ensure_stream(js, crate::history::layout::stream_config(config)).await?;
     }
     Ok(shaped)

@@ -31,6 +31,7 @@ use std::{
 };
 
 use async_nats::jetstream::{self, AckKind};
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
@@ -53,6 +54,10 @@ use crate::{
 
 /// How long a worker waits for the server to confirm an ack, NAK or TERM.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest error a retried task carries to its next attempt (`getTask`'s `error`).
+const MAX_RETRY_ERROR: usize = 2_048;
+/// What a retry copy may add to the task besides its error (counts, times, headers).
+const RETRY_HEADROOM: usize = 512;
 /// Deliveries of one message that may end without an outcome (its worker died or lost its
 /// connection, a failover lost it, it was handed back unstarted) before it is dead-lettered as
 /// `deliveriesExhausted`.
@@ -259,6 +264,8 @@ pub struct Executor {
     pace: HeartbeatPace,
     /// The queue's cancel marks, as this worker follows them.
     cancels: Option<Arc<Cancels>>,
+    /// Keeps the task records this worker writes to their counts.
+    trim: history::Trim,
 }
 
 impl Executor {
@@ -278,6 +285,7 @@ impl Executor {
             confirm_acks: AtomicBool::new(false),
             pace,
             cancels,
+            trim: history::Trim::default(),
         }
     }
 
@@ -336,8 +344,9 @@ impl Executor {
     ) -> Result<Handed, Refused> {
         let task = decode(message).map_err(Refused::InvalidEnvelope)?;
         // Registered with the cancel marks as it starts, unless one covers it.
+        let attempt = u64::from(task.attempts_made) + 1;
         let entered = match &self.cancels {
-            Some(cancels) => match cancels.enter(&task.id, task.life_began()) {
+            Some(cancels) => match cancels.enter(&task.id, task.life_began(), attempt) {
                 Ok(entered) => Some(entered),
                 Err(mark) => {
                     origin.attempts = u64::from(task.attempts_made);
@@ -462,7 +471,7 @@ impl Executor {
                 let reason = DeadLetterReason::DeliveriesExhausted;
                 self.dead_letter(
                     &message,
-                    Failed::Task(*task),
+                    Failed::Task(task),
                     &origin,
                     max,
                     Verdict {
@@ -540,7 +549,7 @@ impl Executor {
         // A success settles inline; the other outcomes, which may publish a dead letter or wait
         // for the server's confirmation, in a future of their own, so the future of every task
         // in flight is not sized for them.
-        let recording = self.connection.config().results_ttl.is_some();
+        let recording = Ending::Completed.kept(self.connection.config()).is_some();
         let settled = match ended {
             Ok(Outcome::Success | Outcome::Returned(_)) if !recording => {
                 self.succeeded(&message, &origin, &id, policy.max, &clock)
@@ -588,7 +597,7 @@ impl Executor {
         (mark, max): (&Mark, u64),
     ) -> Settlement {
         tracing::info!(%id, attempts = origin.attempts, "task cancelled");
-        if self.connection.config().results_ttl.is_some() {
+        if Ending::Cancelled.kept(self.connection.config()).is_some() {
             let record = Record {
                 id: id.to_owned(),
                 state: Ending::Cancelled,
@@ -662,8 +671,14 @@ impl Executor {
                     retry_delay: Some(delay),
                 };
                 observer.attempt_ended(info, clock, ended);
-                self.retry(&message, &origin, id, policy.custom_id, delay)
-                    .await
+                self.retry(
+                    &message,
+                    &origin,
+                    (id, &failure.error),
+                    policy.custom_id,
+                    delay,
+                )
+                .await
             }
             Outcome::Failure(failure) => {
                 let reason = if failure.retry {
@@ -695,7 +710,7 @@ impl Executor {
         clock: &Clock,
     ) -> Settlement {
         let task = match decode(message) {
-            Ok(task) => Failed::Task(task),
+            Ok(task) => Failed::Task(Box::new(task)),
             Err(_) => Failed::Raw(message.payload.clone()),
         };
         let verdict = Verdict {
@@ -710,12 +725,14 @@ impl Executor {
     /// `delay`, then acknowledges the failed delivery. The copy's `Nats-Msg-Id` names this
     /// message (`retry:<stream>:<sequence>`): if the worker dies before the ack, the redelivered
     /// message's retry is stored once. When the copy cannot be stored, the delivery is handed
-    /// back with the delay instead (the attempt then counts as a stalled delivery).
+    /// back with the delay instead (the attempt then counts as a stalled delivery). The copy
+    /// carries the attempt's `error` (shortened, and left out when the task would not fit the
+    /// server's `max_payload` with it), for `getTask` to tell.
     async fn retry(
         &self,
         message: &jetstream::Message,
         origin: &Origin,
-        id: &str,
+        (id, error): (&str, &str),
         custom_id: bool,
         delay: Duration,
     ) -> Settlement {
@@ -725,15 +742,21 @@ impl Executor {
             task.attempts_made = u32::try_from(origin.attempts).unwrap_or(u32::MAX);
             let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             task.not_before_ms = crate::envelope::now_ms().saturating_add(delay_ms).max(1);
+            task.last_error = crate::dead_letters::write::shortened(error, MAX_RETRY_ERROR);
+            if message.payload.len() + task.last_error.len() + RETRY_HEADROOM
+                > self.connection.max_payload()
+            {
+                task.last_error.clear();
+            }
             let mut copy = Outgoing::checked(
                 task.id.clone(),
                 task.to_bytes(),
                 self.connection.max_payload(),
             )?;
-            copy.message_id = Some(format!(
-                "retry:{}:{}",
-                origin.stream, origin.stream_sequence
-            ));
+            copy.stored_again_as(
+                format!("retry:{}:{}", origin.stream, origin.stream_sequence),
+                self.connection.max_payload(),
+            );
             Publisher::to(&self.connection, message.subject.to_string())
                 .publish_ack(&copy)
                 .await
@@ -793,6 +816,9 @@ impl Executor {
         clock: &Clock,
         result: Option<std::result::Result<String, String>>,
     ) {
+        if Ending::Completed.kept(self.connection.config()).is_none() {
+            return;
+        }
         let (result, result_error) = match result {
             None => (None, None),
             Some(Ok(json)) => match RawValue::from_string(json) {
@@ -821,15 +847,15 @@ impl Executor {
         self.record(message, record).await;
     }
 
-    /// Writes `record` (when the queue keeps results), logging a failure.
+    /// Writes `record` (when the queue keeps records of its ending), logging a failure.
     async fn record(&self, message: &jetstream::Message, record: Record) {
-        if self.connection.config().results_ttl.is_none() {
+        if record.state.kept(self.connection.config()).is_none() {
             return;
         }
         if let Some(error) = &record.result_error {
             tracing::warn!(id = %record.id, "{error}");
         }
-        if let Err(err) = history::write(&self.connection, record).await {
+        if let Err(err) = history::write(&self.connection, &self.trim, record).await {
             tracing::warn!(subject = %message.subject, "the task's record was not written; waiters of it time out: {err}");
         }
     }
@@ -881,7 +907,11 @@ impl Executor {
         let observer = self.connection.observer();
         // Its record (with `options.results`): waiters learn it failed, and why.
         let record = match &failed {
-            Failed::Task(task) if self.connection.config().results_ttl.is_some() => {
+            Failed::Task(task)
+                if Ending::DeadLettered
+                    .kept(self.connection.config())
+                    .is_some() =>
+            {
                 let now = crate::envelope::now_ms();
                 Some(Record {
                     id: task.id.clone(),

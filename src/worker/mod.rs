@@ -85,6 +85,8 @@ pub struct Worker {
     slots: (Arc<Semaphore>, usize),
     /// Sends its events to listeners in other processes while any listen.
     broadcast: Option<Broadcast>,
+    /// The attempts its handlers run (a task worker's), with the cancel marks that reach them.
+    cancels: Option<Arc<Cancels>>,
 }
 
 /// How a worker's shutdown went.
@@ -96,6 +98,11 @@ pub struct StopReport {
 }
 
 impl Worker {
+    /// The attempts this task worker's handlers run; `None` for a dead-letter worker.
+    pub fn running(&self) -> Option<&Arc<Cancels>> {
+        self.cancels.as_ref()
+    }
+
     /// Creates the shared durable consumer (or checks it), makes its `ack_wait` this worker's
     /// `ackWait` ([`crate::nats::ack_wait`]) and starts pulling.
     pub async fn start(connection: Connection, handler: Arc<dyn Handler>) -> Result<Self> {
@@ -128,6 +135,7 @@ impl Worker {
         // Read the marks made so far before the first task arrives, and learn whether anyone
         // listens to the queue's events.
         let cancels = Cancels::start(connection.clone()).await;
+        crate::history::running::serve(connection.clone(), Arc::downgrade(&cancels)).await;
         let broadcast = Broadcast::start(connection.clone()).await;
         let mut worker = Self::start_lane(
             connection,
@@ -141,12 +149,13 @@ impl Worker {
                     handler,
                     acks,
                     pace,
-                    Some(cancels),
+                    Some(cancels.clone()),
                 ))
             },
         )
         .await?;
         worker.broadcast = Some(broadcast);
+        worker.cancels = Some(cancels);
         Ok(worker)
     }
 
@@ -244,6 +253,7 @@ impl Worker {
             beacon,
             slots: held,
             broadcast: None,
+            cancels: None,
         })
     }
 
