@@ -2,9 +2,9 @@
 // nats-server. Every command, --json output parsed, exit codes (0 done, 1 failed with its code,
 // 2 usage, 3 connection), stdin enqueue of many lines, enqueue's task flags (delay, run-at,
 // priority, id, name, task subject) on queues the library made for them, the server's queues,
-// recurring tasks, cancel, tasks looked up and waited for (task, wait), live workers (and worker
-// records with hostile text), a requeue's progress on a non-terminal (no bar), and secrets never
-// printed.
+// recurring tasks, cancel, tasks looked up, listed by state and waited for (task, tasks, wait),
+// live workers (and worker records with hostile text), a requeue's progress on a non-terminal
+// (no bar), and secrets never printed.
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
@@ -18,7 +18,7 @@ import { Protoqueue, type ProtoqueueConfig, type WorkerInfo } from 'protoqueue'
 
 import { freePort, NatsServer, uniqueQueue, withServer } from './helpers/nats'
 import { parsePrometheus, sampleValue } from './helpers/prometheus'
-import { eventually } from './helpers/wait'
+import { deferred, eventually } from './helpers/wait'
 
 const BIN = join(__dirname, '..', 'bin', 'protoqueue.js')
 const TOKEN = 'cli-s3cret-token-value'
@@ -93,14 +93,14 @@ async function deadLetters(n: number) {
 
 describe('usage', () => {
   test('--help works for the program and every command, with exit code 0', async () => {
-    const commands = [[], ['stats'], ['dlq'], ['dlq', 'list'], ['dlq', 'show'], ['dlq', 'requeue'], ['dlq', 'purge'], ['pause'], ['resume'], ['purge'], ['enqueue'], ['queues'], ['schedules'], ['unschedule'], ['cancel'], ['workers'], ['task'], ['wait']]
+    const commands = [[], ['stats'], ['dlq'], ['dlq', 'list'], ['dlq', 'show'], ['dlq', 'requeue'], ['dlq', 'purge'], ['pause'], ['resume'], ['purge'], ['enqueue'], ['queues'], ['schedules'], ['unschedule'], ['cancel'], ['workers'], ['task'], ['tasks'], ['wait']]
     const runs = await Promise.all([...commands.map((command) => cli([...command, '--help'])), cli(['help', 'dlq']), cli(['--version'])])
     for (const run of runs) {
       expectExit(run, 0)
       assert.ok(run.stdout.length > 0, 'help on stdout')
     }
     assert.match(runs[0].stdout, /Exit codes/)
-    for (const command of ['queues', 'schedules', 'unschedule <name>', 'cancel <id>', 'workers', 'task <id>', 'wait \\[options\\] <id>']) {
+    for (const command of ['queues', 'schedules', 'unschedule <name>', 'cancel <id>', 'workers', 'task <id>', 'tasks \\[options\\]', 'wait \\[options\\] <id>']) {
       assert.match(runs[0].stdout, new RegExp(`^  ${command} +\\S`, 'm'), `${command} in the program's help, with its description`)
     }
     for (const flag of ['--id <id>', '--name <name>', '--priority <1-10>', '--delay <ms>', '--run-at <time>', '--task-subject <subject>']) {
@@ -375,7 +375,7 @@ describe('commands', () => {
     const table = await cli(['stats', ...flags])
     expectExit(table, 0)
     assert.match(table.stdout, new RegExp(names.streamName))
-    for (const row of ['delayed', 'recurring', 'dead letters', 'consumers', 'workers']) {
+    for (const row of ['delayed', 'recurring', 'dead letters', 'completed \\(kept\\)', 'failed \\(kept\\)', 'cancelled \\(kept\\)', 'consumers', 'workers']) {
       assert.match(table.stdout, new RegExp(`^${row} +\\d+$`, 'm'), `the ${row} row`)
     }
     expectExit(await cli(['pause', ...flags]), 0)
@@ -951,6 +951,54 @@ describe('task results: task and wait', () => {
     }
   })
 
+  test('task <id> of a waiting task (with its priority) and of a running one (its attempt, start and latest progress, asked of the live worker)', async () => {
+    const { owner, flags } = await queueWith({ priorities: true })
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    try {
+      const waiting = await owner.enqueue({ data: { n: 1 }, priority: 2 })
+      const shown = await cli(['task', waiting, ...flags])
+      expectExit(shown, 0)
+      const rows = Object.fromEntries(shown.stdout.trim().split('\n').map((line) => line.split(/ {2,}/) as [string, string]))
+      const info = (await owner.getTask(waiting))!
+      assert.deepStrictEqual(rows, { id: waiting, state: 'waiting', attempts: '0', priority: '2', enqueued: new Date(info.enqueuedAt!).toISOString() })
+      assert.deepStrictEqual(JSON.parse((await cli(['task', waiting, '--json', ...flags])).stdout), info)
+
+      const started = deferred()
+      await owner.process(async (task) => {
+        await task.progress({ done: 3, of: 10 })
+        started.resolve()
+        await gate
+        return { success: true }
+      })
+      await started.promise
+      // Its progress reaches the worker's answer once the handler's call returned.
+      await eventually('the running task with its progress', async () => (await owner.getTask(waiting))?.progress !== undefined)
+      const running = await cli(['task', waiting, ...flags])
+      expectExit(running, 0)
+      const now = Object.fromEntries(running.stdout.trim().split('\n').map((line) => line.split(/ {2,}/) as [string, string]))
+      assert.equal(now.state, 'running')
+      assert.equal(now.attempts, '1')
+      assert.equal(now.priority, '2')
+      assert.equal(now.progress, '{"done":3,"of":10}')
+      assert.match(now.started, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/)
+      for (const absent of ['finished', 'run at', 'result', 'error']) assert.ok(!(absent in now), `no ${absent} in\n${running.stdout}`)
+      const exact = JSON.parse((await cli(['task', waiting, '--json', ...flags])).stdout)
+      assert.deepStrictEqual([exact.state, exact.attempts, exact.progress], ['running', 1, { done: 3, of: 10 }])
+
+      const listed = await cli(['tasks', '--state', 'running', ...flags])
+      expectExit(listed, 0)
+      const lines = listed.stdout.trim().split('\n')
+      assert.equal(lines.length, 2, listed.stdout)
+      assert.match(lines[0], /^ID\s+STATE\s+ATTEMPTS\s+(PRIORITY\s+)?ENQUEUED\s+STARTED\s+PROGRESS$/)
+      assert.ok(lines[1].startsWith(`${waiting}  running`), lines[1])
+      assert.ok(lines[1].endsWith(`${now.started}  {"done":3,"of":10}`), lines[1])
+    } finally {
+      release()
+      await owner.disconnect()
+    }
+  })
+
   test('wait on a queue whose workers never kept results (no history stream) exits 1 saying so', async () => {
     const { names, flags } = await existingQueue()
     const owner = new Protoqueue(names)
@@ -966,6 +1014,178 @@ describe('task results: task and wait', () => {
     } finally {
       await owner.disconnect()
     }
+  })
+})
+
+describe('listing tasks by state: tasks', () => {
+  /** The cells of a table's rows (header first), split at runs of two spaces or more. */
+  const cellsOf = (stdout: string) => stdout.trim().split('\n').map((line) => line.split(/ {2,}/))
+  /** The `--cursor` a page printed for the next one, if any. */
+  const nextCursor = (stdout: string) => /^More may follow: add --cursor (\S+) for the next page\.$/m.exec(stdout)?.[1]
+
+  test('waiting: a table newest first, a page at a time; each page\'s --cursor leads to the next and the pages join up; --json prints each page as getTasks gives it', async () => {
+    const { names, flags } = await existingQueue()
+    const owner = new Protoqueue(names)
+    await owner.connect(server.url)
+    try {
+      const none = await cli(['tasks', '--state', 'waiting', ...flags])
+      expectExit(none, 0)
+      assert.equal(none.stdout, `No waiting tasks on queue ${names.streamName}.\n`)
+      assert.deepStrictEqual(JSON.parse((await cli(['tasks', '--state', 'waiting', '--json', ...flags])).stdout), { tasks: [] })
+
+      // One at a time: each is stored after the one before, so newest first is their reverse.
+      const ids: string[] = []
+      for (let n = 0; n < 5; n++) ids.push(await owner.enqueue({ data: { n } }))
+      const seen: string[] = []
+      let cursor: string | undefined
+      for (let page = 0; ; page++) {
+        assert.ok(page < 5, 'at most 3 pages of 2, and an empty one')
+        const run = await cli(['tasks', '--state', 'waiting', '--limit', '2', ...(cursor === undefined ? [] : ['--cursor', cursor]), ...flags])
+        expectExit(run, 0)
+        cursor = nextCursor(run.stdout)
+        const lines = run.stdout.trim().split('\n')
+        if (lines[0] === 'No more waiting tasks.') {
+          assert.ok(page > 0, 'only after a page that said more may follow')
+        } else {
+          const rows = cellsOf(lines.slice(0, cursor === undefined ? undefined : -1).join('\n'))
+          assert.deepStrictEqual(rows[0], ['ID', 'STATE', 'ATTEMPTS', 'ENQUEUED'])
+          assert.ok(rows.length >= 2 && rows.length <= 3, run.stdout)
+          for (const [id, state, attempts, enqueued] of rows.slice(1)) {
+            assert.deepStrictEqual([state, attempts], ['waiting', '0'])
+            assert.match(enqueued, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/)
+            seen.push(id)
+          }
+        }
+        if (cursor === undefined) break
+      }
+      assert.deepStrictEqual(seen, [...ids].reverse())
+
+      // --json: the pages as the library gives them, cursors included, and they lead on the same way.
+      const pages: unknown[] = []
+      let jsonCursor: string | undefined
+      do {
+        const run = await cli(['tasks', '--state', 'waiting', '--limit', '2', '--json', ...(jsonCursor === undefined ? [] : ['--cursor', jsonCursor]), ...flags])
+        expectExit(run, 0)
+        const page = JSON.parse(run.stdout)
+        assert.deepStrictEqual(page, await owner.getTasks({ state: 'waiting', limit: 2, ...(jsonCursor === undefined ? {} : { cursor: jsonCursor }) }))
+        assert.deepStrictEqual(Object.keys(page).sort(), page.cursor === undefined ? ['tasks'] : ['cursor', 'tasks'])
+        pages.push(...page.tasks)
+        jsonCursor = page.cursor
+      } while (jsonCursor !== undefined)
+      assert.deepStrictEqual(pages, (await owner.getTasks({ state: 'waiting' })).tasks)
+      assert.deepStrictEqual(
+        pages.map((task) => (task as { id: string }).id),
+        [...ids].reverse(),
+      )
+    } finally {
+      await owner.disconnect()
+    }
+  })
+
+  test('delayed: when each is due (RUN AT); a priority column on a queue with priorities', async () => {
+    const { owner, flags } = await queueWith({ schedules: true, priorities: true })
+    try {
+      const runAt = Date.now() + 3_600_000
+      const delayed = await owner.enqueue({ data: 'later', delay: 3_600_000 })
+      const listed = await cli(['tasks', '--state', 'delayed', ...flags])
+      expectExit(listed, 0)
+      const rows = cellsOf(listed.stdout)
+      assert.deepStrictEqual(rows[0], ['ID', 'STATE', 'ATTEMPTS', 'ENQUEUED', 'RUN AT'])
+      assert.equal(rows.length, 2, listed.stdout)
+      assert.deepStrictEqual(rows[1].slice(0, 3), [delayed, 'delayed', '0'])
+      assert.ok(Math.abs(Date.parse(rows[1][4]) - runAt) < 60_000, rows[1][4])
+      assert.equal(nextCursor(listed.stdout), undefined)
+      assert.deepStrictEqual(JSON.parse((await cli(['tasks', '--state', 'delayed', '--json', ...flags])).stdout), await owner.getTasks({ state: 'delayed' }))
+
+      const urgent = await owner.enqueue({ data: 'now', priority: 1 })
+      const waiting = cellsOf((await cli(['tasks', '--state', 'waiting', ...flags])).stdout)
+      assert.deepStrictEqual(waiting[0], ['ID', 'STATE', 'ATTEMPTS', 'PRIORITY', 'ENQUEUED'])
+      assert.deepStrictEqual(waiting[1].slice(0, 4), [urgent, 'waiting', '0', '1'])
+    } finally {
+      await owner.disconnect()
+    }
+  })
+
+  test('completed and failed: the records a worker with keepCompleted and keepFailed keeps (results cut, errors on one line), counted by stats; none kept says why', async () => {
+    const { names, flags } = await existingQueue()
+    const worker = new Protoqueue<{ n: number; reject?: boolean }>({ ...names, options: { keepCompleted: true, keepFailed: true } })
+    await worker.connect(server.url)
+    try {
+      await worker.process(async (task) =>
+        task.data.reject ? { success: false, retry: false, error: 'declined\nsecond line' } : { success: true, result: { n: task.data.n, note: 'x'.repeat(200) } },
+      )
+      const ids = await worker.enqueueBatch([{ data: { n: 1 } }, { data: { n: 2 } }, { data: { n: 3, reject: true } }])
+      await eventually('2 completed and 1 failed, kept', async () => {
+        const stats = await worker.getStats()
+        return stats.completed === 2 && stats.failed === 1
+      })
+
+      const completed = await cli(['tasks', '--state', 'completed', ...flags])
+      expectExit(completed, 0)
+      const rows = cellsOf(completed.stdout)
+      assert.deepStrictEqual(rows[0], ['ID', 'STATE', 'ATTEMPTS', 'ENQUEUED', 'FINISHED', 'RESULT'])
+      const page = await worker.getTasks({ state: 'completed' })
+      assert.deepStrictEqual(
+        rows.slice(1).map((row) => row.slice(0, 5)),
+        page.tasks.map((task) => [task.id, 'completed', '1', new Date(task.enqueuedAt!).toISOString(), new Date(task.finishedAt!).toISOString()]),
+      )
+      assert.deepStrictEqual(page.tasks.map((task) => task.id).sort(), ids.slice(0, 2).sort())
+      for (const row of rows.slice(1)) {
+        assert.match(row[5], /^\{"n":[12],"note":"x+…$/)
+        assert.ok(row[5].length <= 60, row[5])
+      }
+      assert.deepStrictEqual(JSON.parse((await cli(['tasks', '--state', 'completed', '--json', ...flags])).stdout), page)
+
+      for (const state of ['failed', 'deadLettered']) {
+        const failed = await cli(['tasks', '--state', state, ...flags])
+        expectExit(failed, 0)
+        const cells = cellsOf(failed.stdout)
+        assert.deepStrictEqual(cells[0], ['ID', 'STATE', 'ATTEMPTS', 'ENQUEUED', 'FINISHED', 'REASON', 'ERROR'])
+        assert.equal(cells.length, 2, failed.stdout)
+        assert.deepStrictEqual([...cells[1].slice(0, 3), ...cells[1].slice(5)], [ids[2], 'deadLettered', '1', 'rejected', 'declined second line'])
+      }
+
+      const stats = (await cli(['stats', ...flags])).stdout
+      assert.match(stats, /^completed \(kept\) +2$/m)
+      assert.match(stats, /^failed \(kept\) +1$/m)
+      assert.match(stats, /^cancelled \(kept\) +0$/m)
+      const counted = JSON.parse((await cli(['stats', '--json', ...flags])).stdout)
+      assert.deepStrictEqual([counted.completed, counted.failed, counted.cancelled], [2, 1, 0])
+
+      const cancelled = await cli(['tasks', '--state', 'cancelled', ...flags])
+      expectExit(cancelled, 0)
+      assert.equal(cancelled.stdout, `No cancelled tasks kept on queue ${names.streamName} (its workers keep them with options.keepFailed or options.results).\n`)
+    } finally {
+      await worker.disconnect()
+    }
+  })
+
+  test('a bad or missing --state, a --limit out of 1..1000 or not a whole number, and a cursor no page gave exit 2', async () => {
+    const { flags } = await existingQueue()
+    const bad = [
+      ['tasks'],
+      ['tasks', '--state', 'bogus'],
+      ['tasks', '--state', 'Waiting'],
+      ['tasks', '--state'],
+      ['tasks', '--state', 'waiting', '--limit', '0'],
+      ['tasks', '--state', 'waiting', '--limit', '1001'],
+      ['tasks', '--state', 'waiting', '--limit', 'ten'],
+      ['tasks', '--state', 'waiting', '--limit', '2.5'],
+      ['tasks', '--state', 'waiting', '--limit', '-1'],
+      ['tasks', '--state', 'waiting', '--cursor', 'not-a-cursor'],
+      ['tasks', 'extra', '--state', 'waiting'],
+    ]
+    const runs = await Promise.all(bad.map((args) => cli([...args, ...flags])))
+    runs.forEach((run, i) => {
+      assert.equal(run.code, 2, `${JSON.stringify(bad[i])}: exit ${run.code}\n${run.stderr}`)
+      assert.equal(run.stdout, '')
+      assert.ok(run.stderr.length > 0, `${JSON.stringify(bad[i])} says why on stderr`)
+    })
+    assert.match(runs[1].stderr, /waiting, delayed, running, retrying, completed, failed, deadLettered, cancelled/, 'the choices are listed')
+    const cursor = await cli(['tasks', '--state', 'waiting', '--cursor', 'not-a-cursor', '--json', ...flags])
+    expectExit(cursor, 2)
+    assert.equal(JSON.parse(cursor.stderr).error.code, 'ERR_PQ_INVALID_CONFIG')
+    for (const limit of ['1', '1000']) expectExit(await cli(['tasks', '--state', 'waiting', '--limit', limit, ...flags]), 0)
   })
 })
 
@@ -1057,6 +1277,44 @@ describe('hostile text', () => {
       assert.ok(exact.some((w) => w.pid === process.pid))
     } finally {
       await nc.close()
+      await worker.disconnect()
+    }
+  })
+
+  test('tasks and task print a retrying task\'s error escaped, with when it may run again; --json keeps it exact', async () => {
+    const { names, flags } = await existingQueue()
+    // Its next attempt an hour away: it stays retrying while the test looks.
+    const worker = new Protoqueue({ ...names, options: { retryDelay: 3_600_000 } })
+    await worker.connect(server.url)
+    try {
+      await worker.process(async () => {
+        throw new Error(HOSTILE)
+      })
+      const id = await worker.enqueue({ data: 1 })
+      const info = await eventually('the task retrying', async () => {
+        const task = await worker.getTask(id)
+        return task?.state === 'retrying' ? task : undefined
+      })
+      const listed = await cli(['tasks', '--state', 'retrying', ...flags])
+      expectExit(listed, 0)
+      assert.ok(!RAW.test(listed.stdout), `raw control characters in ${JSON.stringify(listed.stdout)}`)
+      const rows = listed.stdout.trim().split('\n')
+      assert.equal(rows.length, 2, listed.stdout)
+      assert.match(rows[0], /^ID\s+STATE\s+ATTEMPTS\s+ENQUEUED\s+RUN AT\s+ERROR$/)
+      assert.ok(rows[1].startsWith(`${id}  retrying  1 `), rows[1])
+      assert.ok(rows[1].includes(`  ${new Date(info.runAt!).toISOString()}  `), rows[1])
+      assert.ok(rows[1].includes('\\u001b]52;c;aGVsbG8=\\u0007'), rows[1])
+
+      const shown = await cli(['task', id, ...flags])
+      expectExit(shown, 0)
+      assert.ok(!RAW.test(shown.stdout), `raw control characters in ${JSON.stringify(shown.stdout)}`)
+      assert.match(shown.stdout, /^state +retrying$/m)
+      assert.match(shown.stdout, new RegExp(`^run at +${new Date(info.runAt!).toISOString().replace(/\./g, '\\.')}$`, 'm'))
+      for (const escaped of ['\\u001b[2J', '\\u009b31m', '\\u007f', '\\u202egnp.exe']) assert.ok(shown.stdout.includes(escaped), `${escaped} in\n${shown.stdout}`)
+
+      const exact = JSON.parse((await cli(['tasks', '--state', 'retrying', '--json', ...flags])).stdout)
+      assert.ok(exact.tasks[0].error.includes(HOSTILE))
+    } finally {
       await worker.disconnect()
     }
   })

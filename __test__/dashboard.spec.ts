@@ -3,8 +3,9 @@
 // numbers `getStats()` gives, they change while a worker runs, and its requeue and pause/resume
 // buttons act on the server; it stays usable 420 px wide, has an icon, chart legends with values,
 // says which letters a requeue would dead-letter again, and lists a queue's recurring tasks and live workers
-// (their records' text as text); over plain HTTP, the token, CSRF and bad-request rules; from the
-// command line, its usage errors and a clean stop.
+// (their records' text as text); over plain HTTP, the token, CSRF and bad-request rules; the task
+// browser (tasks by state, paged; a task found by any id; its page; cancel behind the token), over
+// HTTP and in Chromium; from the command line, its usage errors and a clean stop.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -743,6 +744,332 @@ describe('the HTTP API', () => {
       assert.ok(!String(err.message).includes('pa55-w0rd-secret'))
     } finally {
       await secured.stop()
+    }
+  })
+})
+
+/** Task ids a URL must carry intact: a path's and a query's separators, dot segments, unicode, `+`, `%`, `#`. */
+const ODD_IDS = ['order/42', 'what?x=1&y=2', '../..', '.', 'ünï-ç😀', 'a+b', '100%', '#frag', 'semi;colon']
+
+/** A handler by `data.kind`: `ok` completes with `data.result`, `fail` is dead-lettered at once, `retry` fails (the next try far off), `block` reports its steps and runs until cancelled. */
+type Kind = { kind: 'ok'; result?: unknown } | { kind: 'fail' } | { kind: 'retry' } | { kind: 'block' }
+
+/** A queue whose workers keep completed, failed and cancelled tasks, and its worker; `step()` lets a running `block` task report its next step. */
+async function browsedQueue() {
+  const names = uniqueQueue('browse')
+  const queue = new Protoqueue<Kind>({ url: server.url, ...names, options: { batchSize: 4, keepCompleted: true, keepFailed: true, retryDelay: 600_000 } })
+  await queue.connect()
+  let steps = 0
+  let stepped = () => {}
+  const aborted: string[] = []
+  await queue.process(async (task) => {
+    const data = task.data
+    if (data.kind === 'fail') return { success: false, retry: false, error: `refused ${task.id}` }
+    if (data.kind === 'retry') return { success: false, error: `not yet: ${task.id}` }
+    if (data.kind === 'block') {
+      task.progress({ step: 1 })
+      const signal = task.signal
+      await new Promise<void>((resolve) => {
+        stepped = () => task.progress({ step: 2 })
+        if (steps > 0) stepped()
+        signal.addEventListener('abort', () => resolve(), { once: true })
+      })
+      aborted.push(task.id)
+      return { success: true }
+    }
+    return { success: true, result: data.result }
+  })
+  return {
+    queue,
+    names,
+    aborted,
+    step() {
+      steps++
+      stepped()
+    },
+  }
+}
+
+describe('the task browser: the HTTP API', () => {
+  test('lists every state (newest first, with getStats()\'s counts), finds a task by any id, 404 for an unknown one, cancels with the token only', async () => {
+    const { queue, names } = await browsedQueue()
+    const board = await dashboard({ connection: { url: server.url }, port: 0, token: TOKEN })
+    const base = board.url.replace(/\/$/, '')
+    const api = `${base}/api/queues/${encodeURIComponent(names.streamName)}`
+    try {
+      for (const [i, id] of ODD_IDS.entries()) await queue.enqueue({ id, data: { kind: 'ok', result: { i, id } } })
+      await queue.enqueue({ id: 'broken/1', data: { kind: 'fail' } })
+      await queue.enqueue({ id: 'again?1', data: { kind: 'retry' } })
+      await queue.enqueue({ id: 'busy/ü', data: { kind: 'block' } })
+      await queue.enqueue({ id: 'later/1', data: { kind: 'ok' }, delay: 600_000 })
+      await eventually('every task where it stays', async () => {
+        const stats = await queue.getStats()
+        return stats.completed === ODD_IDS.length && stats.failed === 1 && (await queue.getTask('again?1'))?.state === 'retrying' && (await queue.getTask('busy/ü'))?.state === 'running'
+      }, 30_000)
+
+      const list = async (state: string, extra = '') => {
+        const response = await fetch(`${api}/tasks?state=${state}${extra}`)
+        assert.equal(response.status, 200, state)
+        return response.json() as Promise<{ queue: string; state: string; total?: number; tasks: Array<Record<string, unknown>>; cursor?: string }>
+      }
+      const ids = (page: { tasks: Array<Record<string, unknown>> }) => page.tasks.map((task) => task.id)
+      // `total`: getStats()'s count as the dashboard last sampled it.
+      const completed = await eventually('the count sampled', async () => {
+        const page = await list('completed')
+        return page.total === ODD_IDS.length && page
+      }, 30_000)
+      assert.equal(completed.queue, names.streamName)
+      assert.deepEqual(ids(completed), (await queue.getTasks({ state: 'completed', limit: 50 })).tasks.map((task) => task.id), 'newest first, as getTasks lists them')
+      assert.deepEqual([...ids(completed)].sort(), [...ODD_IDS].sort())
+      // A row's result is the start of its JSON text.
+      const row = completed.tasks.find((task) => task.id === 'order/42')!
+      assert.equal(row.result, JSON.stringify({ i: 0, id: 'order/42' }))
+      assert.equal(row.attempts, 1)
+      assert.ok(typeof row.finishedAt === 'number' && typeof row.enqueuedAt === 'number')
+      const failed = await list('failed')
+      assert.equal(failed.total, 1)
+      assert.deepEqual(failed.tasks.map((task) => [task.id, task.state, task.reason, task.error]), [['broken/1', 'deadLettered', 'rejected', 'refused broken/1']])
+      const retrying = await list('retrying')
+      assert.deepEqual(retrying.tasks.map((task) => [task.id, task.error, typeof task.runAt]), [['again?1', 'not yet: again?1', 'number']])
+      assert.equal(retrying.total, undefined, 'getStats() does not count retrying tasks')
+      const running = await list('running')
+      assert.deepEqual(running.tasks.map((task) => [task.id, task.progress]), [['busy/ü', '{"step":1}']])
+      const delayed = await list('delayed')
+      assert.deepEqual(ids(delayed), ['later/1'])
+      assert.equal(delayed.total, 1)
+      assert.deepEqual(ids(await list('waiting')), [])
+      const cancelled = await list('cancelled')
+      assert.deepEqual([cancelled.total, ids(cancelled)], [0, []])
+
+      // Found by any id, percent-encoded in the query: the task as getTask gives it.
+      for (const [i, id] of ODD_IDS.entries()) {
+        const response = await fetch(`${api}/task?id=${encodeURIComponent(id)}`)
+        assert.equal(response.status, 200, id)
+        const found = await response.json()
+        assert.equal(found.queue, names.streamName)
+        assert.deepEqual(found.task, await queue.getTask(id), id)
+        assert.equal(found.task.state, 'completed')
+        assert.deepEqual(found.task.result, { i, id })
+        assert.equal(found.letter, undefined)
+      }
+      // A dead-lettered task comes with its newest letter: the task's data and metadata as enqueued.
+      const dead = await (await fetch(`${api}/task?id=${encodeURIComponent('broken/1')}`)).json()
+      assert.equal(dead.task.state, 'deadLettered')
+      assert.equal(dead.letters, 1)
+      assert.deepEqual(JSON.parse(dead.letter.task.data), { kind: 'fail' })
+      assert.equal(typeof JSON.parse(dead.letter.task.metadata).timestamp, 'number')
+      assert.deepEqual([dead.letter.reason, dead.letter.error, dead.letter.attempts], ['rejected', 'refused broken/1', 1])
+      const busy = await (await fetch(`${api}/task?id=${encodeURIComponent('busy/ü')}`)).json()
+      assert.deepEqual([busy.task.state, busy.task.progress], ['running', { step: 1 }])
+
+      // Unknown: 404. No id, an id that cannot be one, a state, limit or cursor out of range: 400.
+      for (const id of ['no-such-task', 'order/43', 'ünï']) {
+        const response = await fetch(`${api}/task?id=${encodeURIComponent(id)}`)
+        assert.equal(response.status, 404, id)
+        assert.equal((await response.json()).error.code, 'ERR_PQ_TASK_NOT_FOUND')
+      }
+      for (const [path, code] of [
+        ['/task', 'ERR_PQ_BAD_REQUEST'],
+        ['/task?id=', 'ERR_PQ_BAD_REQUEST'],
+        [`/task?id=${encodeURIComponent('two words')}`, 'ERR_PQ_INVALID_TASK'],
+        [`/task?id=${'x'.repeat(257)}`, 'ERR_PQ_INVALID_TASK'],
+        ['/tasks', 'ERR_PQ_BAD_REQUEST'],
+        ['/tasks?state=deadLettered', 'ERR_PQ_BAD_REQUEST'],
+        ['/tasks?state=done', 'ERR_PQ_BAD_REQUEST'],
+        ['/tasks?state=completed&limit=0', 'ERR_PQ_BAD_REQUEST'],
+        ['/tasks?state=completed&limit=1001', 'ERR_PQ_BAD_REQUEST'],
+        ['/tasks?state=completed&cursor=', 'ERR_PQ_BAD_REQUEST'],
+        ['/tasks?state=completed&cursor=not-a-cursor', 'ERR_PQ_INVALID_CONFIG'],
+        ['/dead-letters?cursor=1', 'ERR_PQ_BAD_REQUEST'],
+      ] as const) {
+        const response = await fetch(`${api}${path}`)
+        assert.equal(response.status, 400, path)
+        assert.equal((await response.json()).error.code, code, path)
+      }
+      const foreign = await fetch(`${base}/api/queues/NO_SUCH_STREAM/task?id=x`)
+      assert.equal(foreign.status, 404)
+      assert.equal((await foreign.json()).error.code, 'ERR_PQ_NOT_A_QUEUE')
+
+      // Cancel: a state change, so the token; then the task's record says cancelled.
+      const cancel = (headers: Record<string, string>, body: string) => fetch(`${api}/tasks/cancel`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body })
+      for (const headers of [{}, { 'x-protoqueue-token': 'wrong-token-wrong-token' }] as Record<string, string>[]) {
+        const refused = await cancel(headers, JSON.stringify({ id: 'busy/ü' }))
+        assert.equal(refused.status, 401)
+        assert.equal((await refused.json()).error.code, 'ERR_PQ_UNAUTHORIZED')
+      }
+      assert.equal((await queue.getTask('busy/ü'))?.state, 'running')
+      for (const body of ['{}', JSON.stringify({ id: '' }), JSON.stringify({ id: 7 })]) {
+        const vague = await cancel({ 'x-protoqueue-token': TOKEN }, body)
+        assert.equal(vague.status, 400, body)
+        assert.equal((await vague.json()).error.code, 'ERR_PQ_BAD_REQUEST')
+      }
+      const done = await cancel({ 'x-protoqueue-token': TOKEN }, JSON.stringify({ id: 'busy/ü' }))
+      assert.equal(done.status, 200)
+      assert.deepEqual(await done.json(), { cancelled: true })
+      await eventually('cancelled, and listed so', async () => ids(await list('cancelled')).includes('busy/ü'), 30_000)
+      assert.equal((await (await fetch(`${api}/task?id=${encodeURIComponent('busy/ü')}`)).json()).task.state, 'cancelled')
+      // A delayed task is removed: nothing is known of it afterwards.
+      assert.deepEqual(await (await cancel({ 'x-protoqueue-token': TOKEN }, JSON.stringify({ id: 'later/1' }))).json(), { cancelled: true })
+      assert.equal((await fetch(`${api}/task?id=${encodeURIComponent('later/1')}`)).status, 404)
+      assert.deepEqual(ids(await list('delayed')), [])
+    } finally {
+      await board.close()
+      await queue.disconnect()
+    }
+  })
+
+  test('paging joins up: every page from the cursor of the one before, nothing twice or left out, no cursor on the last; dead letters too, oldest first, also when a letter shown is removed', async () => {
+    const { queue, names } = await queueWith(0, 5)
+    const board = await dashboard({ connection: { url: server.url }, port: 0 })
+    const api = `${board.url.replace(/\/$/, '')}/api/queues/${encodeURIComponent(names.streamName)}`
+    try {
+      // One at a time: stored in this order, so listed newest first in the reverse one.
+      const waiting = Array.from({ length: 7 }, (_, i) => `page/${i}?ü`)
+      for (const id of waiting) await queue.enqueue({ id, data: { n: id } })
+      const seen: string[] = []
+      const cursors: string[] = []
+      let cursor: string | undefined
+      do {
+        const page = await (await fetch(`${api}/tasks?state=waiting&limit=3${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)).json()
+        assert.ok(page.tasks.length <= 3)
+        seen.push(...page.tasks.map((task: { id: string; state: string }) => (assert.equal(task.state, 'waiting'), task.id)))
+        cursor = page.cursor
+        if (cursor) cursors.push(cursor)
+      } while (cursor)
+      assert.deepEqual(seen, [...waiting].reverse())
+      assert.equal(cursors.length, 2)
+
+      // Dead letters: oldest first, 2 a page; a letter shown is purged before the next page is read.
+      const letters = async (after?: string) => (await fetch(`${api}/dead-letters?limit=2${after ? `&cursor=${encodeURIComponent(after)}` : ''}`)).json()
+      const first = await letters()
+      assert.equal(first.total, 5)
+      const taskIds = (page: { letters: Array<{ taskId: string }> }) => page.letters.map((letter) => letter.taskId)
+      const letterId = (i: number) => `letter-${names.streamName}-${i}`
+      assert.deepEqual(taskIds(first), [letterId(0), letterId(1)])
+      assert.equal(await queue.purgeDeadLetters({ ids: [letterId(0)] }), 1)
+      const second = await letters(first.cursor)
+      assert.deepEqual(taskIds(second), [letterId(2), letterId(3)])
+      const third = await letters(second.cursor)
+      assert.deepEqual(taskIds(third), [letterId(4)])
+      assert.equal(third.cursor, undefined)
+    } finally {
+      await board.close()
+      await queue.disconnect()
+    }
+  })
+})
+
+describe('the task browser in Chromium', () => {
+  let browser: Browser
+  before(async () => {
+    browser = await launchBrowser()
+  })
+  after(async () => {
+    await browser?.close()
+  })
+
+  test('a task\'s page from the list: its result (text, not markup) and timeline, a dead letter\'s data and metadata; search by id; a running task\'s progress read again; cancel needs the token the dashboard requires', async () => {
+    const { queue, names, aborted, step } = await browsedQueue()
+    // On loopback with a token of the user's: the page does not carry it, and asks for it.
+    const board = await dashboard({ connection: { url: server.url }, port: 0, token: TOKEN, interval: 200 })
+    const page = await browser.newPage()
+    const errors: string[] = []
+    page.on('pageerror', (err) => errors.push(err.message))
+    const dialogs: string[] = []
+    page.on('dialog', async (dialog) => {
+      dialogs.push(dialog.message())
+      await dialog.accept()
+    })
+    try {
+      const done = 'order/42?x=ü#1'
+      const hostile = '<img src=x onerror="window.pwned=1">'
+      await queue.enqueue({ id: done, data: { kind: 'ok', result: { total: 42, note: hostile } } })
+      await queue.enqueue({ id: 'refused/1', data: { kind: 'fail' }, metadata: { tenant: hostile } })
+      await eventually('completed and failed', async () => {
+        const stats = await queue.getStats()
+        return stats.completed === 1 && stats.failed === 1
+      }, 30_000)
+
+      await page.goto(board.url)
+      assert.ok(await page.locator('#token-form').isVisible(), 'the page asks for the token')
+      const row = `tr[data-queue="${names.streamName}"]`
+      await page.locator(`${row} td[data-field="name"]`).click()
+      await eventually('the tasks of the queue', async () => (await page.locator('#tasks-queue').innerText()) === names.streamName, 30_000)
+      const completedTab = page.locator('#task-tabs button[data-tab="completed"]')
+      await eventually('the completed count', async () => (await completedTab.locator('.count').innerText()) === '1', 30_000)
+      await completedTab.click()
+      const listed = page.locator(`#tasks tbody tr[data-task-id="${done}"]`)
+      await listed.waitFor()
+      assert.match(await listed.innerText(), /result \{"total":42,"note":"<img src=x onerror=\\"window.pwned=1\\">"\}/)
+
+      // Its page: from the row's link.
+      await listed.locator('a').click()
+      await page.locator('#task-page').waitFor()
+      assert.equal(new URL(page.url()).hash, `#/queues/${encodeURIComponent(names.streamName)}/tasks/${encodeURIComponent(done)}`)
+      assert.equal(await page.locator('#task-id').innerText(), done)
+      await eventually('its state', async () => (await page.locator('#task-state').innerText()) === 'completed', 30_000)
+      const result = await page.locator('#task-body [data-block="result"] pre').innerText()
+      assert.deepEqual(JSON.parse(result), { total: 42, note: hostile })
+      assert.equal(await page.locator('#task-body img').count(), 0)
+      assert.equal(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned), undefined)
+      assert.deepEqual(await page.locator('#task-timeline li').evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.step)), ['enqueued', 'started', 'finished'])
+      assert.equal(await page.locator('#task-cancel').isVisible(), false, 'a completed task cannot be cancelled')
+      assert.ok(!(await page.locator('#tasks-section').isVisible()), 'the page shows the task alone')
+
+      // Back: the list again. A dead letter's task: its data and metadata, from its letter.
+      await page.locator('#task-back').click()
+      await page.locator('#tasks-section').waitFor()
+      await page.locator('#task-tabs button[data-tab="letters"]').click()
+      await page.locator('#tasks tbody tr[data-task-id="refused/1"] a').click()
+      await eventually('its letter', async () => (await page.locator('#task-body [data-block="data"] pre').count()) === 1, 30_000)
+      assert.equal(await page.locator('#task-state').innerText(), 'deadLettered')
+      assert.deepEqual(JSON.parse(await page.locator('#task-body [data-block="data"] pre').innerText()), { kind: 'fail' })
+      assert.equal(JSON.parse(await page.locator('#task-body [data-block="metadata"] pre').innerText()).tenant, hostile)
+      assert.equal(await page.locator('#task-body dd[data-field="error"]').innerText(), 'refused refused/1')
+      assert.equal(await page.locator('#task-body img').count(), 0)
+      await page.goBack()
+      await page.locator('#tasks-section').waitFor()
+
+      // An unknown id searched: said so.
+      await page.locator('#task-search-id').fill('no/such?task')
+      await page.locator('#task-search button[type="submit"]').click()
+      await eventually('not found', async () => /^No task "no\/such\?task" in /.test(await page.locator('#task-search-said').innerText()), 30_000)
+
+      // A running task, found by its id: its progress read again while it runs.
+      const busy = 'busy/ü&#2'
+      await queue.enqueue({ id: busy, data: { kind: 'block' } })
+      await eventually('running', async () => (await queue.getTask(busy))?.state === 'running', 30_000)
+      await page.locator('#task-search-id').fill(busy)
+      await page.locator('#task-search button[type="submit"]').click()
+      await eventually('its page', async () => (await page.locator('#task-id').innerText()) === busy && (await page.locator('#task-state').innerText()) === 'running', 30_000)
+      const progress = () => page.locator('#task-body [data-block="progress"] pre').innerText().then(JSON.parse, () => undefined)
+      await eventually('step 1', async () => (await progress())?.step === 1, 30_000)
+      step()
+      await eventually('step 2, read again', async () => (await progress())?.step === 2, 30_000)
+
+      // Cancel: asked first; without the token, and with a wrong one, nothing is done.
+      const cancel = page.locator('#task-cancel')
+      assert.ok(await cancel.isVisible())
+      await cancel.click()
+      await eventually('asked for the token', async () => (await page.locator('#error').innerText()).includes('Enter the dashboard token'), 30_000)
+      assert.match(dialogs[0], /^Cancel task busy\/ü&#2 of /)
+      await page.locator('#token').fill('wrong-token-wrong-token')
+      await cancel.click()
+      await eventually('refused', async () => (await page.locator('#error').innerText()).includes('ERR_PQ_UNAUTHORIZED'), 30_000)
+      assert.equal((await queue.getTask(busy))?.state, 'running')
+      assert.deepEqual(aborted, [])
+      await page.locator('#token').fill(TOKEN)
+      await cancel.click()
+      await eventually('done', async () => /cancel done \(cancelled: true\)/.test(await page.locator('#notice').innerText()), 30_000)
+      await eventually('cancelled on the page', async () => (await page.locator('#task-state').innerText()) === 'cancelled', 30_000)
+      assert.equal(await cancel.isVisible(), false)
+      assert.deepEqual(aborted, [busy])
+      assert.equal(dialogs.length, 3)
+      assert.deepEqual(errors, [])
+    } finally {
+      await page.close()
+      await board.close()
+      await queue.disconnect()
     }
   })
 })

@@ -9,8 +9,10 @@
 // dead-letter stream that denies deletes). After each quiescent point every acknowledged enqueue
 // must be in exactly one place the model allows — handled, dead-lettered (or handled by the
 // dead-letter worker), cancelled, purged, or never stored because its id was taken — tasks of one
-// batch must have started in call order, no id marker may be left, `getStats()` must agree, and
-// `getWorkers()` must list the running workers (a killed one until its record expires).
+// batch must have started in call order, no id marker may be left, `getStats()` must agree,
+// `getWorkers()` must list the running workers (a killed one until its record expires), `getTask`
+// must tell each settled task's ending (every ending is kept: `keepCompleted`, `keepFailed`) and a
+// running one as running, and `getTasks` must page the kept records as `getStats()` counts them.
 //
 // fast-check (`fc.commands`, `fc.asyncModelRun`) generates and shrinks the sequences: a failure
 // prints its seed and the shortest sequence that shows it. `PQ_MODEL_RUNS` sets how many
@@ -24,7 +26,7 @@ import { after, before, describe, test } from 'node:test'
 import { jetstreamManager, type JetStreamManager } from '@nats-io/jetstream'
 import { connect as natsConnect } from '@nats-io/transport-node'
 import fc from 'fast-check'
-import { type DeadLetter, type DeadLetterFilter, Protoqueue, type ProtoqueueError } from 'protoqueue'
+import { type DeadLetter, type DeadLetterFilter, Protoqueue, type ProtoqueueError, type QueueStats } from 'protoqueue'
 
 import { Child, fixture } from './helpers/child'
 import { NatsCluster, NatsServer, uniqueQueue } from './helpers/nats'
@@ -55,6 +57,8 @@ interface Spec {
 interface Known {
   key: string
   spec: Spec
+  /** Its id as the enqueue resolved (a generated one, or its own); unknown when the enqueue gave up. */
+  id?: string
   /** `stored`: must end in its place; `dropped`: its id was taken, must never appear; `either`. */
   fate: 'stored' | 'dropped' | 'either'
   /** Due at (ms since the epoch). */
@@ -259,6 +263,9 @@ class Real {
       retryDelay: 50,
       batchSize: 4,
       ackWait: 5_000,
+      // Every ending recorded: getTask and getTasks are checked against the model.
+      keepCompleted: true as const,
+      keepFailed: true as const,
       ...(this.servers.cluster ? { replicas: 3 } : {}),
     }
   }
@@ -438,8 +445,9 @@ function taskOf(model: Model, spec: Spec, priorities: boolean, key = model.nextK
   return { key, task }
 }
 
-function remember(model: Model, key: string, spec: Spec, fate: Known['fate'], batch?: Known['batch']): void {
+function remember(model: Model, key: string, spec: Spec, fate: Known['fate'], batch?: Known['batch'], id?: string): void {
   model.tasks.push({
+    id,
     batch,
     letterPurgeable: false,
     key,
@@ -487,7 +495,7 @@ class Enqueue implements Cmd {
     }
     made.forEach(({ key, spec }, i) => {
       if (spec.id !== undefined) assert.equal(ids[i], spec.id, 'an own id resolves to itself')
-      remember(model, key, spec, fates[i], call === undefined ? undefined : { call, index: i })
+      remember(model, key, spec, fates[i], call === undefined ? undefined : { call, index: i }, ids[i])
     })
   }
   toString(): string {
@@ -564,7 +572,7 @@ class BatchFailsPartWay implements Cmd {
     const retried = Date.now()
     made.forEach(({ spec, fate, first, retry }, i) => {
       if (spec.id === undefined) {
-        remember(model, retry.key, spec, 'stored', { call, index: i })
+        remember(model, retry.key, spec, 'stored', { call, index: i }, ids[i])
         return
       }
       assert.equal(ids[i], spec.id, 'an own id resolves to itself')
@@ -795,6 +803,33 @@ class ReuseWhileRunning implements Cmd {
 }
 
 /**
+ * Enqueues a slow task, waits (up to 3 s) for its handler to start in the worker process, then
+ * looks it up from the operator: running, its first attempt, listed among the running tasks.
+ */
+class LookUpRunning implements Cmd {
+  check(): boolean {
+    return true
+  }
+  async run(model: Model, real: Real): Promise<void> {
+    await new Enqueue([{ behaviour: 'slow', maxRetries: 0 }], false).run(model, real)
+    const task = model.tasks.at(-1)
+    if (task?.id === undefined) return
+    const deadline = Date.now() + 3_000
+    while (real.startedAt(task.key) === undefined && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    const started = real.startedAt(task.key)
+    if (started === undefined || task.mayRepeat) return
+    const [info, running] = await Promise.all([real.operator.getTask(task.id), real.operator.getTasks({ state: 'running' })])
+    if (Date.now() - started >= SLOW_RUNNING_MS) return
+    assert.equal(info?.state, 'running', `getTask of a task whose handler runs: ${JSON.stringify(info)}`)
+    assert.equal(info.attempts, 1)
+    assert.ok(running.tasks.some((listed) => listed.id === task.id), `getTasks({ state: 'running' }) misses ${task.id}: ${JSON.stringify(running)}`)
+  }
+  toString(): string {
+    return 'enqueue slow, look it up while it runs'
+  }
+}
+
+/**
  * Enqueues delayed tasks — the first with `id`, the others with ids of their own — then cancels
  * each within `early[i]` ms of its due time (the server may be firing it): a cancel that answers
  * `true` must mean it never completes. (Several at once: such a race is rare.)
@@ -977,6 +1012,12 @@ async function verify(model: Model, real: Real): Promise<void> {
   let missing = 0
   let rescuedOrPurged = 0
   let cancelledPurgeable = 0
+  /** What `getTask` must say of the tasks with generated ids settled now (their ids are theirs alone). */
+  const lookups: Array<{ id: string; states: Array<string | undefined>; where: string }> = []
+  const lookUp = (task: Known, where: string, ...states: Array<string | undefined>) => {
+    // A kill -9 may lose a record the server confirmed (as it may lose an ack).
+    if (task.id !== undefined && task.spec.id === undefined && !task.settled) lookups.push({ id: task.id, states: task.mayRepeat ? [...states, undefined] : states, where })
+  }
   for (const task of model.tasks) {
     const ran = runs.get(task.key) ?? []
     const letterCount = lettered.get(task.key) ?? 0
@@ -1013,9 +1054,11 @@ async function verify(model: Model, real: Real): Promise<void> {
       if (successes === 0) {
         assert.ok(task.purgeable, `never handled and not purged: ${where}`)
         missing += 1
+        lookUp(task, where, undefined)
       } else {
         // At least once: a kill -9 can lose the ack of a task handled just before.
         if (!task.mayRepeat) assert.equal(successes, 1, `handled successfully more than once: ${where}`)
+        lookUp(task, where, 'completed')
       }
     } else {
       // Each run of it (first, then one per requeue) ends in a letter; only the last one stays,
@@ -1025,6 +1068,8 @@ async function verify(model: Model, real: Real): Promise<void> {
         assert.ok(task.purgeable || task.letterPurgeable, `failed for good but on neither stream nor handled as a letter: ${where}`)
         missing += 1
       } else {
+        // Its record stays when the dead-letter worker handled its letter, or a purge removed it.
+        lookUp(task, where, 'deadLettered')
         // A letter the dead-letter worker handled may have been removed by a purge meanwhile.
         if (letterCount === 0 && task.letterPurgeable) rescuedOrPurged += 1
         assert.ok(letterCount <= 1, `dead-lettered more than once: ${where}`)
@@ -1049,6 +1094,11 @@ async function verify(model: Model, real: Real): Promise<void> {
   // each naming a task (events may be missed: they are not stored).
   for (const id of real.heardCompleted) assert.ok(typeof id === 'string' && id.length > 0, `a completed event without an id: ${id}`)
   assert.ok(real.heardCompleted.length <= real.handled.length, `${real.heardCompleted.length} completed events heard, ${real.handled.length} handler runs`)
+  for (const { id, states, where } of lookups) {
+    const info = await real.operator.getTask(id)
+    assert.ok(states.includes(info?.state), `getTask(${id}) said ${JSON.stringify(info)}, not ${states.map(String).join(' or ')}: ${where}`)
+  }
+  await verifyHistory(model, real, counted)
   verifyTwins(model, runs, lettered, real)
   verifyOrder(model, real)
   await verifyWorkers(real)
@@ -1063,6 +1113,32 @@ async function verify(model: Model, real: Real): Promise<void> {
       assert.fail(`${left} id marker(s) left once every task is done: ${(await real.markerList()).join('; ')}`)
     })
   }
+}
+
+/**
+ * Every task is done: `getTasks` finds none waiting, retrying or running, and pages of the kept
+ * records join up, newest first, each once, as many as `getStats()` counts.
+ */
+async function verifyHistory(model: Model, real: Real, counted: QueueStats): Promise<void> {
+  for (const state of ['waiting', 'retrying', 'running'] as const) {
+    const { tasks } = await real.operator.getTasks({ state })
+    assert.deepEqual(tasks, [], `getTasks({ state: '${state}' }) once every task is done`)
+  }
+  for (const [state, count] of [['completed', counted.completed], ['failed', counted.failed]] as const) {
+    const ids: string[] = []
+    let cursor: string | undefined
+    do {
+      const page = await real.operator.getTasks({ state, limit: 7, cursor })
+      ids.push(...page.tasks.map((task) => task.id))
+      for (const task of page.tasks) assert.equal(task.state, state === 'failed' ? 'deadLettered' : state)
+      cursor = page.cursor
+    } while (cursor)
+    // Own ids reused: one record per id and ending is kept (the newest).
+    assert.equal(new Set(ids).size, ids.length, `getTasks({ state: '${state}' }) listed a task twice`)
+    assert.equal(ids.length, count, `getTasks({ state: '${state}' }) listed ${ids.length}, getStats() counted ${count}`)
+  }
+  const completed = new Set(model.tasks.filter((task) => task.settled && task.spec.id === undefined && succeeds(task.spec.behaviour) && !task.mayRepeat && task.id).map((task) => task.id))
+  assert.ok(counted.completed >= completed.size, `${counted.completed} completed records, ${completed.size} generated-id tasks completed`)
 }
 
 /**
@@ -1180,6 +1256,7 @@ function commands(priorities: boolean) {
     fc.integer({ min: 100, max: 1_500 }).map((ms) => new Wait(ms)),
     fc.tuple(fc.constantFrom(...IDS), fc.array(fc.integer({ min: -5, max: 30 }), { minLength: 1, maxLength: 10 })).map(([id, early]) => new CancelAtDue(id, early)),
     fc.tuple(fc.constantFrom(...IDS), fc.constantFrom(0, 200)).map(([id, delay]) => new ReuseWhileRunning(id, delay)),
+    fc.constant(new LookUpRunning()),
     fc.constant(new Crash()),
     fc.constant(new KillWorker()),
     fc.constant(new DeadLetterWorker()),

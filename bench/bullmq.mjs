@@ -8,13 +8,17 @@
 // ways tried, bench/README.md "How strong the baselines are" has their numbers); `spec.variant` picks
 // another one. The driver checks in Redis what a run left (bench/lib/driver.mjs; variants.mjs
 // `bullmqCompletedKept` says how many completed jobs it keeps). `spec.url` is the Redis URL here.
-import { Queue, Worker } from 'bullmq'
+// W6/W7 wait for each job's result as BullMQ's docs show: `job.waitUntilFinished(queueEvents)`,
+// on one `QueueEvents` made when the runner connects (it reads the queue's event stream with a
+// blocking XREAD, so it has a connection of its own); the processor's return value is the result.
+// Their worker keeps the last 1,000 completed jobs, which waitUntilFinished needs (variants.mjs `variantFor`).
+import { Queue, QueueEvents, Worker } from 'bullmq'
 import IORedis from 'ioredis'
-import { readSpec, runBenchmark } from './lib/runner.mjs'
-import { settingsOf } from './lib/variants.mjs'
+import { ROUND_TRIP_TIMEOUT_MS, ROUND_TRIP_WORKLOADS, readSpec, runBenchmark } from './lib/runner.mjs'
+import { settingsOf, variantFor } from './lib/variants.mjs'
 
 const spec = readSpec()
-const settings = settingsOf('bullmq', spec.variant)
+const settings = settingsOf('bullmq', variantFor('bullmq', spec.workload, spec.variant))
 /** The job name; BullMQ routes on the queue, the name is only a label. */
 const JOB = 'task'
 
@@ -22,11 +26,20 @@ function bullmqAdapter() {
   // BullMQ's guide: a Worker's connection needs `maxRetriesPerRequest: null` (its blocking
   // commands must not fail on retries). Under ESM BullMQ takes a client instance, not options.
   const connection = new IORedis(spec.url, { maxRetriesPerRequest: null, enableAutoPipelining: settings.autoPipelining })
-  let queue, worker
+  let queue, worker, queueEvents, eventsConnection
   return {
     async connect() {
       queue = new Queue(spec.stream, { connection })
       await queue.waitUntilReady()
+      if (spec.role !== 'worker' && ROUND_TRIP_WORKLOADS.includes(spec.workload)) {
+        eventsConnection = new IORedis(spec.url, { maxRetriesPerRequest: null })
+        queueEvents = new QueueEvents(spec.stream, { connection: eventsConnection })
+        await queueEvents.waitUntilReady()
+      }
+    },
+    async request(data) {
+      const job = await queue.add(JOB, data)
+      return job.waitUntilFinished(queueEvents, ROUND_TRIP_TIMEOUT_MS)
     },
     async enqueue(data) {
       await queue.add(JOB, data)
@@ -51,6 +64,8 @@ function bullmqAdapter() {
     },
     async close() {
       await worker?.close()
+      await queueEvents?.close()
+      await eventsConnection?.quit()
       await queue.close()
       await connection.quit()
     },

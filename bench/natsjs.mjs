@@ -5,15 +5,70 @@
 // fire-and-forget `ack()`s: the fastest correct way of writing it that bench/baselines.mjs found among
 // the ways the client's docs show (bench/lib/variants.mjs lists them, bench/README.md "How strong
 // the baselines are" has their numbers); `spec.variant` picks another one.
+//
+// W6/W7 (enqueue a task and wait for its result) by hand: the caller publishes the task to the
+// WorkQueue stream with `js.publish` (awaiting the stream's ack, as every enqueue here does) and
+// a reply subject in a header — the message's own reply subject is taken by JetStream's PubAck —
+// and waits for the answer on one subscription for all its calls, `<inbox>.*` with one token per
+// call, as nats.js's own `request()` multiplexes its replies. The worker (the same consumer as
+// W3/W4) publishes the handler's result to that subject, then acks: a core NATS message, not
+// stored, heard only by a caller that is listening.
 import { AckPolicy, RetentionPolicy, StorageType, jetstream, jetstreamManager } from '@nats-io/jetstream'
-import { connect } from '@nats-io/transport-node'
-import { readSpec, runBenchmark } from './lib/runner.mjs'
+import { connect, createInbox, headers } from '@nats-io/transport-node'
+import { ROUND_TRIP_TIMEOUT_MS, ROUND_TRIP_WORKLOADS, readSpec, runBenchmark } from './lib/runner.mjs'
 import { settingsOf } from './lib/variants.mjs'
 
 const spec = readSpec()
 const settings = settingsOf('natsjs', spec.variant)
 /** The durable consumer's name; any fixed name does, the stream is new for every run. */
 const CONSUMER = 'bench-workers'
+/** The header that carries a task's reply subject (W6, W7). */
+const REPLY_TO = 'Bench-Reply-To'
+
+/**
+ * The caller's side of W6/W7: one subscription to `<inbox>.*` for every call's answer; `call`
+ * publishes a task with its reply subject `<inbox>.<token>` and resolves to the answer.
+ */
+function replyInbox(nc, js) {
+  const prefix = createInbox()
+  /** token → { resolve, timer } of the calls still waiting. */
+  const waiting = new Map()
+  let last = 0
+  nc.subscribe(`${prefix}.*`, {
+    callback: (err, m) => {
+      if (err) return
+      const token = m.subject.slice(prefix.length + 1)
+      const call = waiting.get(token)
+      // No one waits (a second answer to a call, or one after its timeout): the driver's counts
+      // of the worker's runs catch a task run twice.
+      if (!call) return
+      waiting.delete(token)
+      clearTimeout(call.timer)
+      call.resolve(m.json())
+    },
+  })
+  return async function call(payload) {
+    const token = String(++last)
+    // Waiting before the publish: the answer may come before the publish's ack is read.
+    const answered = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiting.delete(token)
+        reject(new Error(`no result within ${ROUND_TRIP_TIMEOUT_MS} ms`))
+      }, ROUND_TRIP_TIMEOUT_MS)
+      waiting.set(token, { resolve, timer })
+    })
+    const h = headers()
+    h.set(REPLY_TO, `${prefix}.${token}`)
+    try {
+      await js.publish(spec.subject, payload, { headers: h })
+    } catch (err) {
+      clearTimeout(waiting.get(token)?.timer)
+      waiting.delete(token)
+      throw err
+    }
+    return answered
+  }
+}
 
 /** Limits how many handlers run at once: `acquire()` waits for a free slot. */
 class Slots {
@@ -112,7 +167,7 @@ async function publishAtomic(js, payloads, window) {
 const PUBLISHERS = { half: publishHalfWindow, slide: publishSliding, chunks: publishChunks, atomic: publishAtomic }
 
 function natsjsAdapter() {
-  let nc, js, consumer
+  let nc, js, consumer, call
   /** Stops the worker's pulling (set by process()). */
   let stopWorker = () => {}
   /** ackAck()s awaiting the server's confirmation, and who waits for the last of them. */
@@ -132,6 +187,10 @@ function natsjsAdapter() {
       })
       const limit = settings.limiter === 'server' ? { max_ack_pending: spec.batchSize } : {}
       await jsm.consumers.add(spec.stream, { durable_name: CONSUMER, ack_policy: AckPolicy.Explicit, ...limit })
+      if (spec.role !== 'worker' && ROUND_TRIP_WORKLOADS.includes(spec.workload)) call = replyInbox(nc, js)
+    },
+    async request(data) {
+      return call(JSON.stringify(data))
     },
     async enqueue(data) {
       await js.publish(spec.subject, JSON.stringify(data))
@@ -153,12 +212,22 @@ function natsjsAdapter() {
               }
             }
           : (m) => m.ack()
+      /**
+       * Answers the caller (W6, W7: a task with a result and a reply subject), then acks. Not async:
+       * W3/W4 await what `acked` returns, as before there were answers (no promise more per task).
+       */
+      const settle = (m, result) => {
+        if (result !== undefined) {
+          const replyTo = m.headers?.get(REPLY_TO)
+          if (replyTo) nc.publish(replyTo, JSON.stringify(result))
+        }
+        return acked(m)
+      }
       const slots = new Slots(spec.batchSize)
       /** Runs one message's handler, acks it and frees its slot. */
       const run = async (m) => {
         try {
-          await handle(m.json())
-          await acked(m)
+          await settle(m, await handle(m.json()))
         } finally {
           slots.release()
         }
@@ -184,8 +253,7 @@ function natsjsAdapter() {
         let head = 0
         const runNext = async (m) => {
           try {
-            await handle(m.json())
-            await acked(m)
+            await settle(m, await handle(m.json()))
           } finally {
             if (head < waiting.length) {
               const next = waiting[head]
@@ -236,8 +304,7 @@ function natsjsAdapter() {
             while (!stopped) {
               const m = await consumer.next({ expires: 5_000 })
               if (m) {
-                await handle(m.json())
-                await acked(m)
+                await settle(m, await handle(m.json()))
               }
             }
           })().catch((err) => {

@@ -1,7 +1,7 @@
 // Benchmark runner for Protoqueue, through its public API only. Runs under Node and under Bun
 // (`bun bench/protoqueue.mjs '<spec>'`); bench/run.mjs starts it once per run.
 import { Protoqueue } from '../index.mjs'
-import { readSpec, runBenchmark } from './lib/runner.mjs'
+import { ROUND_TRIP_TIMEOUT_MS, readSpec, runBenchmark } from './lib/runner.mjs'
 
 const spec = readSpec()
 
@@ -13,8 +13,11 @@ function chunks(items, size) {
 }
 
 function protoqueueAdapter() {
-  // One queue object enqueues and processes, as nats.js uses one connection for both.
-  const queue = new Protoqueue({ streamName: spec.stream, subject: spec.subject, options: { batchSize: spec.batchSize } })
+  // One queue object enqueues and processes, as nats.js uses one connection for both. W6/W7 (and
+  // bench/results-bench.mjs) give it `options.results`: its workers then record each task's result
+  // before they ack it, and `enqueueAndWait` reads it back.
+  const results = spec.results ? { results: spec.results } : {}
+  const queue = new Protoqueue({ streamName: spec.stream, subject: spec.subject, options: { batchSize: spec.batchSize, ...results } })
   // PROTOQUEUE_BENCH_LISTENERS=1 adds a `completed` listener: what events cost the worker.
   if (process.env.PROTOQUEUE_BENCH_LISTENERS === '1') {
     let completed = 0
@@ -33,9 +36,12 @@ function protoqueueAdapter() {
     },
     async process(handle) {
       await queue.process(async (task) => {
-        await handle(task.data)
-        return { success: true }
+        const result = await handle(task.data)
+        return result === undefined ? { success: true } : { success: true, result }
       })
+    },
+    async request(data) {
+      return queue.enqueueAndWait({ data }, { timeout: ROUND_TRIP_TIMEOUT_MS })
     },
     async close() {
       await queue.disconnect()

@@ -12,7 +12,7 @@ export interface DashboardOptions {
   /** The port; 0 picks a free one. Default 3000. */
   port?: number
   /**
-   * The token every state change (requeue, purge, pause, resume) must carry in the
+   * The token every state change (requeue, purge, pause, resume, cancel) must carry in the
    * `X-Protoqueue-Token` header; at least 16 characters. Required when `host` is not a loopback
    * address. Without it on a loopback address, the dashboard makes one per run and gives it to
    * the page it serves.
@@ -36,7 +36,8 @@ export interface Dashboard {
 
 /**
  * Serves the web dashboard: every Protoqueue queue on the server with its counts, live
- * throughput, live workers, dead letters (requeue, purge) and pause/resume. Resolves once it
+ * throughput, live workers, tasks by state with a page per task (cancel), dead letters
+ * (requeue, purge) and pause/resume. Resolves once it
  * listens and has read the queues once; rejects with `ERR_PQ_INVALID_CONFIG` for bad options,
  * `ERR_PQ_LISTEN` when the address cannot be listened on (port taken), and with the connection's
  * error (`ERR_PQ_CONNECT`, `ERR_PQ_AUTH`, ...) when the server cannot be reached.

@@ -3,7 +3,8 @@
 // The web dashboard: an HTTP server (node:http, no framework) that serves the page in public/ and
 // a small JSON API over the library's own operations: `listQueues`, `getStats` (sampled by
 // sampler.js, which derives the throughput), `getDeadLetters`, `requeueDeadLetters`,
-// `purgeDeadLetters`, `pause`, `resume`, `getSchedules` and `getWorkers`.
+// `purgeDeadLetters`, `pause`, `resume`, `getSchedules`, `getWorkers`, and the task browser's
+// `getTasks`, `getTask` and `cancel`.
 //
 // Safety:
 // - Binds to 127.0.0.1 by default. Bound to any other address it refuses to start without a
@@ -37,8 +38,17 @@ const TOKEN_HEADER = 'x-protoqueue-token'
 const MAX_BODY = 64 * 1024
 /** Dead letters one page shows at most. */
 const MAX_LETTERS = 1_000
+/** The most dead letters `getDeadLetters` reads in one call: how deep the letters can be paged. */
+const MAX_LETTERS_READ = 10_000_000
 /** Characters of a letter's data shown. */
 const PREVIEW = 400
+/** Characters of a task's data, metadata or details shown on its page. */
+const DETAIL = 64 * 1024
+/** The states of `getTasks` the task browser lists (dead letters are listed by their own endpoint). */
+const TASK_STATES = ['waiting', 'delayed', 'running', 'retrying', 'completed', 'failed', 'cancelled']
+/** Tasks one page lists when the request does not say, and at most (`getTasks`' own bounds). */
+const DEFAULT_TASKS = 50
+const MAX_TASKS = 1_000
 /** JetStream stream names: no whitespace, `.`, `*`, `>`, path separators. */
 const STREAM_NAME = /^[^\s.*>/\\]{1,255}$/
 
@@ -173,20 +183,71 @@ function sameOrigin(origin, host) {
 }
 
 /**
+ * The integer query parameter `name`, from 1 to `max`; `fallback` when absent; else a 400.
+ * @param {URLSearchParams} query
+ * @param {string} name
+ * @param {number} fallback
+ * @param {number} max
+ */
+function integerParameter(query, name, fallback, max) {
+  const text = query.get(name)
+  if (text === null) return fallback
+  const value = Number(text)
+  if (!/^\d+$/.test(text) || value < 1 || value > max) throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', `${name} must be an integer from 1 to ${max}`)
+  return value
+}
+
+/**
+ * Where a page of dead letters starts: after `sequence`, the last letter of the pages before,
+ * which showed `shown` letters (`<shown>.<sequence>`; the first page: none).
+ * @param {string | null} cursor
+ */
+function letterCursor(cursor) {
+  if (cursor === null) return { shown: 0, sequence: 0 }
+  const parts = /^(\d{1,8})\.(\d{1,16})$/.exec(cursor)
+  if (!parts) throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', 'cursor must be the cursor of the page before')
+  return { shown: Number(parts[1]), sequence: Number(parts[2]) }
+}
+
+/**
+ * How many tasks of `state` `getStats()` counts, where it counts them: delayed tasks and the
+ * records kept of completed, failed and cancelled ones (not waiting, running or retrying).
+ * @param {import('protoqueue').QueueStats | undefined} stats
+ * @param {string} state
+ */
+function countOf(stats, state) {
+  if (stats === undefined) return undefined
+  if (state === 'delayed') return stats.delayed
+  if (state === 'completed') return stats.completed
+  if (state === 'failed') return stats.failed
+  if (state === 'cancelled') return stats.cancelled
+  return undefined
+}
+
+/**
  * The HTTP status of a library error.
  * @param {string} code
  */
 function statusOf(code) {
-  if (code === 'ERR_PQ_INVALID_CONFIG') return 400
+  if (code === 'ERR_PQ_INVALID_CONFIG' || code === 'ERR_PQ_INVALID_TASK') return 400
   if (code === 'ERR_PQ_CONNECT' || code === 'ERR_PQ_TIMEOUT' || code === 'ERR_PQ_NATS' || code === 'ERR_PQ_AUTH' || code === 'ERR_PQ_TLS') return 502
   return 500
 }
 
 /**
- * At most `PREVIEW` characters of `text`.
+ * At most `max` (`PREVIEW`) characters of `text`.
  * @param {string | undefined} text
+ * @param {number} [max]
  */
-const shortened = (text) => (text !== undefined && text.length > PREVIEW ? `${text.slice(0, PREVIEW)}…` : text)
+const shortened = (text, max = PREVIEW) => (text !== undefined && text.length > max ? `${text.slice(0, max)}…` : text)
+
+/**
+ * A JSON value as text (`undefined` for none), at most `max` characters; `pretty` indents it.
+ * @param {unknown} value
+ * @param {number} [max]
+ * @param {boolean} [pretty]
+ */
+const jsonText = (value, max = PREVIEW, pretty = false) => (value === undefined ? undefined : shortened(JSON.stringify(value, null, pretty ? 2 : undefined), max))
 
 /**
  * A dead letter as the page shows it: no raw bytes, data as a short JSON preview, and what a
@@ -213,6 +274,52 @@ function letterView(letter) {
     failedAt: letter.failedAt,
     data: shortened(preview),
     requeue,
+  }
+}
+
+/**
+ * A task of a list as the page shows it: what `getTasks` gives, its `error` shortened and its
+ * `result` and `progress` as the start of their JSON text (the task's page has them whole).
+ * @param {import('protoqueue').TaskInfo} task
+ */
+function taskRow(task) {
+  return {
+    ...task,
+    error: shortened(task.error),
+    result: jsonText(task.result),
+    progress: jsonText(task.progress),
+  }
+}
+
+/**
+ * A dead letter as a task's page shows it: the task as enqueued — its data and metadata as
+ * indented JSON text (at most `DETAIL` characters), name, subject, priority, most attempts,
+ * content type — and why it failed.
+ * @param {import('protoqueue').DeadLetter} letter
+ */
+function letterDetail(letter) {
+  const task = letter.task
+  let data
+  if (task?.dataFormat === 'json' || task?.dataFormat === 'decoded') data = jsonText(task.data, DETAIL, true)
+  else if (task?.dataFormat === 'raw') data = `(${task.data.length} bytes of ${task.contentType}, not JSON)`
+  else if (task?.dataFormat === 'dropped') data = '(data dropped: too large to keep)'
+  return {
+    sequence: letter.sequence,
+    reason: letter.reason,
+    error: shortened(letter.error, DETAIL),
+    attempts: letter.attempts,
+    failedAt: letter.failedAt,
+    details: letter.details !== undefined ? jsonText(letter.details, DETAIL, true) : letter.rawDetails ? `(${letter.rawDetails.length} bytes, not JSON)` : undefined,
+    task: task && {
+      name: task.name,
+      subject: task.subject,
+      priority: task.priority,
+      maxAttempts: task.maxAttempts,
+      contentType: task.contentType,
+      dataFormat: task.dataFormat,
+      data,
+      metadata: task.rawMetadata ? `(${task.rawMetadata.length} bytes, not a JSON object)` : jsonText(task.metadata, DETAIL, true),
+    },
   }
 }
 
@@ -342,6 +449,15 @@ async function dashboard(options = {}) {
   }
 
   /**
+   * The task a cancel names: `{ id: "<task id>" }`.
+   * @param {Record<string, unknown>} body
+   */
+  const taskIdOf = (body) => {
+    if (typeof body.id !== 'string' || body.id === '') throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', 'say which task: { "id": "<task id>" }')
+    return body.id
+  }
+
+  /**
    * The POST actions, by the last path segment(s).
    * @type {Record<string, (queue: import('protoqueue').Protoqueue, body: Record<string, unknown>) => Promise<Record<string, unknown>>>}
    */
@@ -350,6 +466,8 @@ async function dashboard(options = {}) {
     resume: async (queue) => (await queue.resume(), { paused: false }),
     'dead-letters/requeue': async (queue, body) => ({ requeued: await queue.requeueDeadLetters(letterFilter(body)) }),
     'dead-letters/purge': async (queue, body) => ({ purged: await queue.purgeDeadLetters(letterFilter(body)) }),
+    // `true` when the task will not complete; `false` when it ended first or nothing is known of it.
+    'tasks/cancel': async (queue, body) => ({ cancelled: await queue.cancel(taskIdOf(body)) }),
   }
 
   /**
@@ -389,12 +507,58 @@ async function dashboard(options = {}) {
       const letters = /^\/api\/queues\/([^/]+)\/dead-letters$/.exec(path)
       if (letters) {
         const followed = await queueNamed(letters[1])
-        const limitText = query.get('limit') ?? '100'
-        const limit = Number(limitText)
-        if (!/^\d+$/.test(limitText) || limit < 1 || limit > MAX_LETTERS) throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', `limit must be an integer from 1 to ${MAX_LETTERS}`)
+        const limit = integerParameter(query, 'limit', 100, MAX_LETTERS)
+        const after = letterCursor(query.get('cursor'))
         const queue = await sampler.queueOf(followed)
-        const read = await queue.getDeadLetters(limit)
-        return sendJson(res, 200, { queue: followed.info.streamName, total: followed.stats?.deadLettered, letters: read.map(letterView) })
+        // Oldest first, as `getDeadLetters` reads them: the next page is what follows the last
+        // letter shown. Letters are only ever added after it, so of the oldest `shown + limit`
+        // stored now, at most `shown` come before it.
+        const wanted = Math.min(MAX_LETTERS_READ, after.shown + limit)
+        const read = await queue.getDeadLetters(wanted)
+        const page = read.filter((letter) => letter.sequence > after.sequence).slice(0, limit)
+        const shown = after.shown + page.length
+        const more = read.length === wanted && page.length > 0 && shown < MAX_LETTERS_READ
+        return sendJson(res, 200, {
+          queue: followed.info.streamName,
+          total: followed.stats?.deadLettered,
+          letters: page.map(letterView),
+          cursor: more ? `${shown}.${page[page.length - 1].sequence}` : undefined,
+        })
+      }
+      const tasks = /^\/api\/queues\/([^/]+)\/tasks$/.exec(path)
+      if (tasks) {
+        const followed = await queueNamed(tasks[1])
+        const state = query.get('state')
+        if (state === null || !TASK_STATES.includes(state)) {
+          throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', `state must be one of ${TASK_STATES.join(', ')} (dead letters: /dead-letters)`)
+        }
+        const limit = integerParameter(query, 'limit', DEFAULT_TASKS, MAX_TASKS)
+        const cursor = query.get('cursor')
+        if (cursor === '') throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', 'cursor must be the cursor of the page before')
+        const queue = await sampler.queueOf(followed)
+        const page = await queue.getTasks({ state: /** @type {import('protoqueue').TaskState} */ (state), limit, cursor: cursor ?? undefined })
+        return sendJson(res, 200, {
+          queue: followed.info.streamName,
+          state,
+          total: countOf(followed.stats, state),
+          tasks: page.tasks.map(taskRow),
+          cursor: page.cursor,
+        })
+      }
+      const task = /^\/api\/queues\/([^/]+)\/task$/.exec(path)
+      if (task) {
+        const followed = await queueNamed(task[1])
+        const id = query.get('id')
+        if (id === null || id === '') throw new HttpError(400, 'ERR_PQ_BAD_REQUEST', 'say which task: ?id=<task id>, percent-encoded')
+        const queue = await sampler.queueOf(followed)
+        const info = await queue.getTask(id)
+        if (info === undefined) {
+          throw new HttpError(404, 'ERR_PQ_TASK_NOT_FOUND', `no task ${JSON.stringify(shortened(id, 80))} in ${followed.info.streamName} (never enqueued, or it ended and no record of it is kept)`)
+        }
+        // A dead letter carries the task as enqueued: its data and metadata (the newest letter of the id).
+        const letters = info.state === 'deadLettered' ? await queue.getDeadLetters(MAX_LETTERS_READ, { ids: [id] }) : []
+        const newest = letters[letters.length - 1]
+        return sendJson(res, 200, { queue: followed.info.streamName, task: info, letter: newest && letterDetail(newest), letters: letters.length })
       }
       const schedules = /^\/api\/queues\/([^/]+)\/schedules$/.exec(path)
       if (schedules) {
@@ -420,7 +584,7 @@ async function dashboard(options = {}) {
       throw new HttpError(404, 'ERR_PQ_NOT_FOUND', `no page ${path}`)
     }
     if (method === 'POST') {
-      const action = /^\/api\/queues\/([^/]+)\/(pause|resume|dead-letters\/requeue|dead-letters\/purge)$/.exec(path)
+      const action = /^\/api\/queues\/([^/]+)\/(pause|resume|dead-letters\/requeue|dead-letters\/purge|tasks\/cancel)$/.exec(path)
       if (!action) throw new HttpError(404, 'ERR_PQ_NOT_FOUND', `no action ${path}`)
       checkStateChange(req)
       const body = await readJson(req)

@@ -5,10 +5,15 @@ import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
 
 import { cpuBetween, peakRssKb, resetPeakRss, sample } from './proc.mjs'
-import { bullmqCompletedKept } from './variants.mjs'
+import { bullmqCompletedKept, variantFor } from './variants.mjs'
 
 /** How long acks may take to reach the server after a worker closed. */
 const SETTLE_TIMEOUT_MS = 10_000
+/**
+ * What Protoqueue keeps results for in the round trips (W6, W7) and bench/results-bench.mjs: the
+ * issue's `options.results: { ttl: 60_000 }`, long enough that no record expires during a run.
+ */
+export const RESULTS = { ttl: 60_000 }
 
 /** The runs of one repetition: W3 once per batch size. */
 export function casesOf(options) {
@@ -28,6 +33,19 @@ export function casesOf(options) {
       const label = `W4 latency @${options.rate}/s`
       cases.push({ id: 'w4', label, workload, n: options.latencyTasks, batchSize: options.latencyBatchSize })
     }
+    if (workload === 'w6') {
+      // One call at a time: the worker's batchSize does not matter, W4's is taken. Once with the
+      // worker in the caller's process, once in a process of its own (as a service would run it).
+      // wire_limit.rs has no worker that answers: no Rust rows in W6 and W7.
+      const base = { workload, n: options.roundTrips, batchSize: options.latencyBatchSize, results: RESULTS, skip: ['rust'] }
+      cases.push({ id: 'w6', label: 'W6 round trip, sequential', ...base })
+      cases.push({ id: 'w6-split', label: 'W6 round trip, worker in another process', ...base, split: true })
+    }
+    if (workload === 'w7') {
+      // batchSize = the calls in flight: no call waits for a free handler slot.
+      const label = `W7 round trips, ${options.producers} in flight`
+      cases.push({ id: 'w7', label, workload, n: options.n, batchSize: options.producers, producers: options.producers, results: RESULTS, skip: ['rust'] })
+    }
   }
   return cases
 }
@@ -42,6 +60,8 @@ export function runChild({ command, args, env }, spec, server, timeoutMs, startP
     const child = spawn(command, [...args, JSON.stringify(spec)], { cwd, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } })
     let stderr = ''
     let before, trafficBefore, measured, stopRecording
+    /** The child, and the processes it started for the run (a worker of its own, W6 split). */
+    let clientPids = [child.pid]
     const fail = (err) => {
       child.kill('SIGKILL')
       reject(new Error(`${err.message}${stderr ? `\n--- runner stderr ---\n${stderr.slice(-4000)}` : ''}`))
@@ -59,13 +79,14 @@ export function runChild({ command, args, env }, spec, server, timeoutMs, startP
         return fail(new Error(`runner printed something that is not a protocol line: ${line}`))
       }
       if (message.event === 'ready') {
+        clientPids = [child.pid, ...(message.pids ?? [])]
         stopRecording = await startProfile?.(child.pid)
         trafficBefore = await server.traffic()
         resetPeakRss(child.pid)
-        before = sample(child.pid, server.pid)
+        before = sample(clientPids, server.pid)
         child.stdin.write('go\n')
       } else if (message.event === 'done') {
-        const after = sample(child.pid, server.pid)
+        const after = sample(clientPids, server.pid)
         const { event, ...result } = message
         const peak = peakRssKb(child.pid)
         const traffic = trafficBetween(trafficBefore, await server.traffic(), result.count)
@@ -92,24 +113,36 @@ export function trafficBetween(before, after, tasks) {
 
 /**
  * Checks on the server what the runner claims: every task handled exactly once, and stored
- * (W1, W2) or acked and removed (W3, W4); no dead letters. Throws on any mismatch.
+ * (W1, W2) or acked and removed (W3, W4, W6, W7); every round trip answered with its own task's
+ * result; no dead letters; with Protoqueue's `options.results`, one record per task in the
+ * queue's history stream. Throws on any mismatch.
  */
 export async function verify(jsm, c, spec, result) {
   if (result.count !== c.n || result.distinct !== c.n || result.duplicates !== 0) {
     throw new Error(`runner counted ${result.distinct} distinct tasks of ${c.n} (${result.duplicates} duplicates, reported count ${result.count})`)
   }
+  if (result.wrong) throw new Error(`${result.wrong} of ${c.n} round trips were answered with another task's result`)
+  if (result.handled !== undefined && (result.handled !== c.n || result.handledDuplicates !== 0)) {
+    throw new Error(`the worker ran ${result.handled} distinct tasks of ${c.n} (${result.handledDuplicates} more than once)`)
+  }
   if (spec.system === 'bullmq') return verifyBullmq(c, spec)
   const expected = ['w1', 'w2', 'w5'].includes(c.workload) ? c.n : 0
+  // Protoqueue's workers write one record per task there (options.results), before they ack it.
+  const history = spec.results && spec.system.startsWith('protoqueue') ? `${spec.stream}_HISTORY` : undefined
   const deadline = Date.now() + SETTLE_TIMEOUT_MS
   for (;;) {
     const streams = []
     for await (const info of jsm.streams.list()) streams.push(info)
     const main = streams.find((s) => s.config.name === spec.stream)
-    const strays = streams.filter((s) => s.config.name !== spec.stream && s.state.messages > 0)
+    const records = streams.find((s) => s.config.name === history)?.state.messages
+    const strays = streams.filter((s) => s.config.name !== spec.stream && s.config.name !== history && s.state.messages > 0)
     if (strays.length > 0) throw new Error(`unexpected messages in ${strays.map((s) => `${s.config.name} (${s.state.messages})`).join(', ')}`)
     const stored = main?.state.messages
-    if (stored === expected) return
-    if (Date.now() > deadline) throw new Error(`stream ${spec.stream} holds ${stored} messages, expected ${expected}`)
+    if (stored === expected && (!history || records === c.n)) return
+    if (Date.now() > deadline) {
+      if (stored !== expected) throw new Error(`stream ${spec.stream} holds ${stored} messages, expected ${expected}`)
+      throw new Error(`history stream ${history} holds ${records} records, expected ${c.n} (one per task)`)
+    }
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }
@@ -126,8 +159,9 @@ async function verifyBullmq(c, spec) {
   const connection = new IORedis(spec.url, { maxRetriesPerRequest: null })
   const queue = new Queue(spec.stream, { connection })
   try {
+    // W3, W4, W6, W7 ran every job: none waits.
     const stored = ['w1', 'w2', 'w5'].includes(c.workload)
-    const completed = stored ? 0 : bullmqCompletedKept(spec.variant, c.n)
+    const completed = stored ? 0 : bullmqCompletedKept(variantFor('bullmq', c.workload, spec.variant), c.n)
     const expected = { wait: stored ? c.n : 0, completed, active: 0, delayed: 0, failed: 0, prioritized: 0, paused: 0 }
     const deadline = Date.now() + SETTLE_TIMEOUT_MS
     for (;;) {
@@ -185,6 +219,10 @@ export async function runCase({ c, system, variant, rep, options, launcher, jsm,
     url: target.url,
     stream,
     subject: `bench.${stream}`,
+    // Protoqueue's options.results; handlers that return a result; a worker in a process of its own.
+    ...(c.results ? { results: c.results } : {}),
+    ...(c.withResult ? { withResult: true } : {}),
+    ...(c.split ? { split: true } : {}),
   }
   const record = { type: 'run', case: c.id, workload: c.workload, system, ...(variant ? { variant } : {}), rep, spec }
   try {

@@ -31,11 +31,14 @@ export function machineBusyTicks() {
   return user + nice + system + irq + softirq + steal
 }
 
-/** A snapshot of the counters a run compares: the client, the server, the machine, the clock. */
+/**
+ * A snapshot of the counters a run compares: the client (one pid, or several counted as one: a
+ * runner and the worker process it started), the server, the machine, the clock.
+ */
 export function sample(clientPid, serverPid) {
   return {
     at: performance.now(),
-    client: processTicks(clientPid),
+    client: [clientPid].flat().reduce((ticks, pid) => ticks + processTicks(pid), 0),
     server: processTicks(serverPid),
     machine: machineBusyTicks(),
   }

@@ -1,5 +1,6 @@
 // Turns run records into the summary table: medians and ranges per case and system, Protoqueue's
 // ratios to nats.js and to the Rust wire limit (medians of the same benchmark run), CPU use.
+import { ROUND_TRIP_WORKLOADS } from './runner.mjs'
 
 export const PROTOQUEUE_SYSTEMS = ['protoqueue', 'protoqueue-bun']
 const SYSTEM_LABELS = { protoqueue: 'Protoqueue (Node)', 'protoqueue-bun': 'Protoqueue (Bun)', natsjs: 'nats.js', bullmq: 'BullMQ', rust: 'Rust async-nats' }
@@ -11,7 +12,9 @@ const LATENCY = [
   { key: 'p99Ms', label: 'p99 ms', better: 'lower', digits: 2 },
   { key: 'maxMs', label: 'max ms', better: 'lower', digits: 2 },
 ]
-export const metricsOf = (workload) => (workload === 'w4' ? LATENCY : THROUGHPUT)
+/** W6, W7: each call's latency (enqueue to result in hand), and calls per second. */
+const ROUND_TRIP = [...LATENCY, { key: 'tasksPerSec', label: 'calls/s', better: 'higher', digits: 0 }]
+export const metricsOf = (workload) => (workload === 'w4' ? LATENCY : ROUND_TRIP_WORKLOADS.includes(workload) ? ROUND_TRIP : THROUGHPUT)
 
 /** The targets: the ratio Protoqueue / baseline must be at least (or, for latency, at most) this. */
 const TARGETS = {
@@ -25,11 +28,11 @@ const TARGETS = {
 
 /** The metric values a run record contributes. */
 export function metricValues(record) {
-  if (record.workload === 'w4') {
-    const { p50, p99, max } = record.result.latency
-    return { p50Ms: p50, p99Ms: p99, maxMs: max }
-  }
-  return { tasksPerSec: (record.result.count * 1000) / record.result.elapsedMs }
+  const tasksPerSec = (record.result.count * 1000) / record.result.elapsedMs
+  const { p50, p99, max } = record.result.latency ?? {}
+  if (record.workload === 'w4') return { p50Ms: p50, p99Ms: p99, maxMs: max }
+  if (ROUND_TRIP_WORKLOADS.includes(record.workload)) return { p50Ms: p50, p99Ms: p99, maxMs: max, tasksPerSec }
+  return { tasksPerSec }
 }
 
 export function median(values) {

@@ -6,7 +6,11 @@
 //   driver → go                           after it sampled the CPU counters
 //   child  → {"event":"done", ...result}  the timed part is over
 //   driver → finish                       after it sampled again; the child cleans up and exits
+// W6 with `spec.split` runs its worker in a second process (the same runner, `spec.role` 'worker'),
+// which this one starts and speaks the same kind of lines with; its pid goes to the driver with
+// "ready", so the run's client CPU counts both processes.
 // Runs in Node and in Bun.
+import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
 
 /**
@@ -15,10 +19,19 @@ import { createInterface } from 'node:readline'
  * @property {() => Promise<void>} connect             connects and creates the stream
  * @property {(data: object) => Promise<void>} enqueue  one task, resolved once the server stored it
  * @property {(tasks: object[]) => Promise<void>} enqueueMany  W2: the client's fastest batch path
- * @property {(handle: (data: object) => Promise<void>) => Promise<void>} process
- *   starts a worker that runs up to `spec.batchSize` tasks at once through `handle`, acking each after it
+ * @property {(handle: (data: object) => Promise<object | undefined>) => Promise<void>} process
+ *   starts a worker that runs up to `spec.batchSize` tasks at once through `handle`, acking each after
+ *   it; what `handle` resolves to is the task's result (W6, W7: sent back to the caller)
+ * @property {(data: object) => Promise<object>} [request]  W6, W7: enqueues one task and resolves to
+ *   its result, once a worker ran it
  * @property {() => Promise<void>} close               settles what is outstanding and disconnects
  */
+
+/** The workloads that wait for each task's result (a worker answers; `adapter.request`). */
+export const ROUND_TRIP_WORKLOADS = ['w6', 'w7']
+
+/** How long one round trip (W6, W7) may take before it counts as lost: the API's default. */
+export const ROUND_TRIP_TIMEOUT_MS = 30_000
 
 /** The run's spec, from the driver: { workload, n, batchSize, window, rate, url, stream, subject }. */
 export function readSpec() {
@@ -38,21 +51,40 @@ function tasks(n) {
   return Array.from({ length: n }, (_, i) => taskData(i))
 }
 
+/** The worker process a W6 split run started (stopped after the driver's "finish"). */
+let workerProcess
+
+/** The result a round trip's worker answers task `data` with (W6, W7, and W3 with `spec.withResult`). */
+export const resultOf = (data) => ({ ok: data.i })
+
 /** Runs the spec's workload on `adapter` and reports to the driver; exits non-zero on error. */
 export async function runBenchmark(adapter, spec) {
+  if (spec.role === 'worker') return runWorker(adapter, spec)
   const driver = new DriverLink()
   try {
     await adapter.connect()
     const result = await WORKLOADS[spec.workload](adapter, spec, driver)
     driver.send({ event: 'done', ...result })
     await driver.expect('finish')
+    // A worker process of the run's own stops only now: the driver samples its CPU at "done".
+    await workerProcess?.stop()
     await adapter.close()
   } catch (err) {
     console.error(err)
-    process.exitCode = 1
+    exitSoon()
   } finally {
     driver.close()
   }
+}
+
+/**
+ * After an error: exit non-zero, within a moment even if a client still holds the event loop (a
+ * connected queue, a worker process of the run's own), so the driver hears of it at once instead
+ * of at its run timeout. The moment lets stderr reach the driver.
+ */
+function exitSoon() {
+  process.exitCode = 1
+  setTimeout(() => process.exit(1), 1_000).unref()
 }
 
 const WORKLOADS = {
@@ -97,6 +129,8 @@ const WORKLOADS = {
     await adapter.process(async (data) => {
       first ??= performance.now()
       tally.record(data.i)
+      // bench/results-bench.mjs: the same handler with a result, kept or not (options.results).
+      return spec.withResult ? resultOf(data) : undefined
     })
     const end = await finished
     return throughput(spec.n, tally.distinct, tally.duplicates, end - first)
@@ -129,6 +163,132 @@ const WORKLOADS = {
       latency: { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? 0 },
     }
   },
+
+  /**
+   * W6: N round trips one after the other — enqueue a task, wait for its result (what a caller of
+   * an RPC-like API does) — with the worker in this process or (`spec.split`) in another one.
+   */
+  async w6(adapter, spec, driver) {
+    return roundTrips(adapter, spec, driver, 1)
+  },
+
+  /** W7: N round trips by `producers` concurrent callers, each waiting for one result at a time. */
+  async w7(adapter, spec, driver) {
+    return roundTrips(adapter, spec, driver, spec.producers)
+  },
+}
+
+/**
+ * Times `spec.n` round trips by `callers` concurrent callers: each call's latency (from the enqueue to
+ * its result in hand) and the calls per second. Every answer must be its own task's result and every
+ * task must run once; the driver checks the counts (bench/lib/driver.mjs `verify`).
+ */
+async function roundTrips(adapter, spec, driver, callers) {
+  const handled = new Tally(spec.n)
+  const worker = spec.split ? (workerProcess = await WorkerProcess.start(spec)) : undefined
+  if (!worker) {
+    await adapter.process(async (data) => {
+      handled.record(data.i)
+      return resultOf(data)
+    })
+  }
+  const answered = new Tally(spec.n)
+  const latencies = []
+  let wrong = 0
+  let next = 0
+  const caller = async () => {
+    while (next < spec.n) {
+      const data = taskData(next++)
+      const sent = performance.now()
+      const result = await adapter.request(data)
+      latencies.push(performance.now() - sent)
+      if (result?.ok !== data.i) wrong++
+      answered.record(data.i)
+    }
+  }
+  await driver.readyAndGo(worker ? { pids: [worker.pid] } : {})
+  const start = performance.now()
+  await Promise.all(Array.from({ length: callers }, caller))
+  const elapsed = performance.now() - start
+  const counts = worker ? await worker.counts() : { handled: handled.distinct, handledDuplicates: handled.duplicates }
+  latencies.sort((a, b) => a - b)
+  return {
+    ...throughput(spec.n, answered.distinct, answered.duplicates, elapsed),
+    wrong,
+    ...counts,
+    latency: { p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99), max: latencies.at(-1) ?? 0 },
+  }
+}
+
+/**
+ * The worker side of W6 split, in its own process: connects, runs the worker until the runner
+ * that started it says "finish", answers "counts" with how many tasks it ran (and how many more
+ * than once), then disconnects.
+ */
+async function runWorker(adapter, spec) {
+  const link = new DriverLink()
+  try {
+    await adapter.connect()
+    const handled = new Tally(spec.n)
+    await adapter.process(async (data) => {
+      handled.record(data.i)
+      return resultOf(data)
+    })
+    link.send({ event: 'ready' })
+    await link.expect('counts')
+    link.send({ event: 'counts', handled: handled.distinct, handledDuplicates: handled.duplicates })
+    await link.expect('finish')
+    await adapter.close()
+  } catch (err) {
+    console.error(err)
+    exitSoon()
+  } finally {
+    link.close()
+  }
+}
+
+/** A worker process started by this runner (W6 split): the same runner file with `role: 'worker'`. */
+class WorkerProcess {
+  #child
+  #lines
+  #exited
+
+  static async start(spec) {
+    const worker = new WorkerProcess(spec)
+    await worker.#expect('ready')
+    return worker
+  }
+
+  constructor(spec) {
+    // process.argv[1] is this runner's file, under Node and under Bun alike.
+    this.#child = spawn(process.execPath, [process.argv[1], JSON.stringify({ ...spec, role: 'worker' })], { stdio: ['pipe', 'pipe', 'inherit'] })
+    this.#lines = createInterface({ input: this.#child.stdout })[Symbol.asyncIterator]()
+    this.#exited = new Promise((resolve) => this.#child.once('exit', (code, signal) => resolve(signal ?? code)))
+    this.pid = this.#child.pid
+    // The runner's own exit (also on an error) ends the worker: its stdin closes, and it is killed.
+    process.once('exit', () => this.#child.kill())
+  }
+
+  async #expect(event) {
+    const { value, done } = await this.#lines.next()
+    const message = done ? undefined : JSON.parse(value)
+    if (message?.event !== event) throw new Error(`the worker process sent ${done ? 'nothing (it exited)' : value}, expected "${event}"`)
+    return message
+  }
+
+  /** How many tasks it ran, and how many of them more than once. */
+  async counts() {
+    this.#child.stdin.write('counts\n')
+    const { event, ...counts } = await this.#expect('counts')
+    return counts
+  }
+
+  /** Disconnects it (its worker settles what it holds) and waits for it to exit. */
+  async stop() {
+    this.#child.stdin.write('finish\n')
+    const code = await this.#exited
+    if (code !== 0) throw new Error(`the worker process exited with ${code}`)
+  }
 }
 
 function throughput(count, distinct, duplicates, elapsedMs) {
@@ -164,7 +324,7 @@ class Tally {
     if (this.#seen[index] === 0) {
       this.#seen[index] = 1
       this.distinct++
-      if (this.distinct === this.#seen.length) this.#resolve(performance.now())
+      if (this.distinct === this.#seen.length) this.#resolve?.(performance.now())
     } else {
       this.duplicates++
     }
@@ -185,8 +345,9 @@ class DriverLink {
     if (done || value.trim() !== word) throw new Error(`expected "${word}" from the driver, got ${done ? 'end of input' : JSON.stringify(value)}`)
   }
 
-  async readyAndGo() {
-    this.send({ event: 'ready' })
+  /** `extra`: what else "ready" tells the driver (`pids`: processes whose CPU counts as the client's). */
+  async readyAndGo(extra = {}) {
+    this.send({ event: 'ready', ...extra })
     await this.expect('go')
   }
 

@@ -8,6 +8,7 @@
 // settings come from. A variant marked `exceedsWindow` has more than `--window` tasks unconfirmed
 // at once in W2, which the workload does not allow any system: it is timed for information and is
 // never the "best".
+import { ROUND_TRIP_WORKLOADS } from './runner.mjs'
 
 /** nats.js settings, as the runner had them before (`before`). */
 const NATSJS_BASE = {
@@ -226,6 +227,18 @@ export const VARIANT_SYSTEMS = Object.keys(TABLES)
 /** The variants of `system`, by name. */
 export function variantsOf(system) {
   return TABLES[system][0]
+}
+
+/**
+ * The variant a run of `workload` uses when its spec names none (`name` undefined): `default`,
+ * except BullMQ's round trips (W6, W7), which keep the last 1,000 completed jobs (`keep-1000`, the
+ * production guide's advice): `job.waitUntilFinished` looks the job up in Redis after it starts
+ * listening, and a job its worker already removed fails the wait ("Missing key for job …
+ * isFinished") even though its completed event is on the way.
+ */
+export function variantFor(system, workload, name) {
+  if (name) return name
+  return system === 'bullmq' && ROUND_TRIP_WORKLOADS.includes(workload) ? 'keep-1000' : 'default'
 }
 
 /** The settings `system`'s runner uses for variant `name` (undefined: the default). */

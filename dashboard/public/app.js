@@ -5,7 +5,16 @@
   const config = JSON.parse(document.getElementById('pq-config').textContent)
   const $ = (id) => document.getElementById(id)
   const TOKEN_KEY = 'protoqueue-dashboard-token'
-  const state = { selected: undefined, lettersSeen: undefined, requeueAllNote: undefined, schedulesSeen: undefined, schedulesAt: 0, workersSeen: undefined, workersAt: 0, charts: new Map(), busy: false }
+  const state = {
+    selected: undefined, lettersSeen: undefined, requeueAllNote: undefined, schedulesSeen: undefined, schedulesAt: 0, workersSeen: undefined, workersAt: 0, charts: new Map(), busy: false,
+    overview: undefined,
+    // The task browser: the tab shown, and what it lists (`pages` read so far; `request` counts reads, so a late answer is dropped).
+    tab: 'waiting',
+    tasks: { queue: undefined, tab: undefined, key: undefined, at: 0, pages: 0, cursor: undefined, request: 0 },
+    // The task page open (`#/queues/<queue>/tasks/<id>`), and what was last read of it.
+    view: undefined,
+    task: undefined,
+  }
 
   if (!config.token) {
     $('token-form').hidden = false
@@ -62,10 +71,15 @@
     const body = await response.json().catch(() => ({}))
     if (!response.ok) {
       const error = body.error ?? { code: `HTTP ${response.status}`, message: response.statusText }
-      throw new Error(`${error.code}: ${error.message}`)
+      throw Object.assign(new Error(`${error.code}: ${error.message}`), { status: response.status, code: error.code })
     }
     return body
   }
+  const queuePath = (queue) => `/api/queues/${encodeURIComponent(queue)}`
+  /** The address of a task's page: ids are any string, so both parts are percent-encoded. */
+  const taskHref = (queue, id) => `#/queues/${encodeURIComponent(queue)}/tasks/${encodeURIComponent(id)}`
+  /** The action's name as a notice says it. */
+  const ACTION_NAMES = { 'dead-letters/requeue': 'requeue', 'dead-letters/purge': 'purge', 'tasks/cancel': 'cancel' }
 
   async function act(queue, action, body, confirmText) {
     if (confirmText && !window.confirm(confirmText)) return
@@ -78,11 +92,13 @@
         body: JSON.stringify(body ?? {}),
       })
       const said = Object.entries(result).map(([key, value]) => `${key}: ${value}`).join(', ')
-      notice(`${queue}: ${action.replace('dead-letters/', '')} done (${said})`)
+      const what = action === 'tasks/cancel' ? `${queue}, task ${body.id}` : queue
+      notice(`${what}: ${ACTION_NAMES[action] ?? action} done (${said})`)
       state.lettersSeen = undefined
+      state.tasks.key = undefined
       await refresh()
     } catch (err) {
-      notice(`${queue}: ${action} failed: ${err.message}`, true)
+      notice(`${queue}: ${ACTION_NAMES[action] ?? action} failed: ${err.message}`, true)
     } finally {
       state.busy = false
     }
@@ -380,6 +396,331 @@
     )
   }
 
+  // The task browser: a queue's tasks by state, a page at a time, and a task's own page.
+  const TABS = ['waiting', 'delayed', 'running', 'retrying', 'completed', 'failed', 'cancelled', 'letters']
+  /** The states getStats() counts (as the tab's count); the others show how many were listed. */
+  const COUNTED = { delayed: 'delayed', completed: 'completed', failed: 'failed', cancelled: 'cancelled', letters: 'deadLettered' }
+  /** States a task stays in: its page is read once; the others are read again while it is open. */
+  const FINAL = new Set(['completed', 'deadLettered', 'cancelled'])
+  /** States `cancel(id)` can still end. */
+  const CANCELLABLE = new Set(['waiting', 'delayed', 'running', 'retrying'])
+  const KEPT_NOTE = 'Workers record completed tasks with options.keepCompleted (or results), failed and cancelled ones with keepFailed (or results).'
+  const EMPTY = {
+    waiting: 'No task waits.',
+    delayed: 'No delayed task.',
+    running: 'No task runs now.',
+    retrying: 'No task waits for a retry.',
+    completed: `No completed task kept. ${KEPT_NOTE}`,
+    failed: `No failed (dead-lettered) task kept: their letters are under Dead letters. ${KEPT_NOTE}`,
+    cancelled: `No cancelled task kept. ${KEPT_NOTE}`,
+    letters: 'No dead letters.',
+  }
+  const ORDER = {
+    running: 'The tasks the live workers run now, the latest started first.',
+    letters: 'The letters on the dead-letter stream, oldest first (the order the library reads them).',
+  }
+  /** The most characters of a result, progress or error shown on a task's page. */
+  const SHOWN = 64 * 1024
+  const clipped = (text) => (text.length > SHOWN ? `${text.slice(0, SHOWN)}…` : text)
+
+  /** A tab's count: getStats()'s where it counts the state, else how many were listed (`+`: more to list). */
+  function renderTabs(queue) {
+    for (const tab of $('task-tabs').querySelectorAll('button[data-tab]')) {
+      const name = tab.dataset.tab
+      tab.setAttribute('aria-selected', String(name === state.tab))
+      tab.classList.toggle('selected', name === state.tab)
+      const counted = COUNTED[name]
+      const count = tab.querySelector('.count')
+      if (counted) {
+        const value = queue.stats?.[counted]
+        count.textContent = typeof value === 'number' ? number.format(value) : ''
+        tab.title = ''
+      } else if (state.tasks.queue === queue.name && state.tasks.tab === name) {
+        const listed = $('tasks').tBodies[0].rows.length
+        count.textContent = `${number.format(listed)}${state.tasks.cursor ? '+' : ''}`
+        tab.title = 'listed: getStats() does not count this state'
+      } else {
+        count.textContent = ''
+      }
+    }
+  }
+
+  /** What makes a tab's first page worth reading again: its count, or the queue's counts for the states it does not count. */
+  function tabKey(queue, tab) {
+    const stats = queue.stats ?? {}
+    if (COUNTED[tab]) return `${stats[COUNTED[tab]]}`
+    return `${stats.lastSequence}:${stats.pending}:${stats.inFlight}:${stats.workers}`
+  }
+
+  /** A row of the task list: id (its page's link), times, attempts, and its error or result. */
+  function taskRow(queue, task) {
+    const row = el('tr')
+    row.dataset.taskId = task.id
+    const idCell = el('td', undefined, 'mono')
+    const link = el('a', task.id)
+    link.href = taskHref(queue, task.id)
+    idCell.append(link)
+    let when = localTime(task.finishedAt)
+    if (task.finishedAt === undefined && task.runAt !== undefined) when = `${task.state === 'retrying' ? 'not before' : 'due'} ${localTime(task.runAt)}`
+    let summary = ''
+    if (task.error !== undefined) summary = task.reason ? `${task.reason}: ${task.error}` : task.error
+    else if (task.result !== undefined) summary = `result ${task.result}`
+    else if (task.resultError !== undefined) summary = `no result: ${task.resultError}`
+    else if (task.progress !== undefined) summary = `progress ${task.progress}`
+    else if (task.reason !== undefined) summary = task.reason
+    row.append(idCell, el('td', localTime(task.enqueuedAt)), el('td', localTime(task.startedAt)), el('td', when), el('td', task.attempts, 'num'), el('td', summary, 'data'))
+    return row
+  }
+
+  /** A dead letter as a row of the task list: its task's page when it is a task. */
+  function letterRow(queue, letter) {
+    const row = el('tr')
+    row.dataset.sequence = String(letter.sequence)
+    const idCell = el('td', undefined, 'mono')
+    if (letter.taskId) {
+      row.dataset.taskId = letter.taskId
+      const link = el('a', letter.taskId)
+      link.href = taskHref(queue, letter.taskId)
+      idCell.append(link)
+    } else {
+      idCell.textContent = `(not a task: letter ${letter.sequence})`
+    }
+    row.append(idCell, el('td', '–'), el('td', '–'), el('td', localTime(letter.failedAt)), el('td', letter.attempts, 'num'), el('td', `${letter.reason}: ${letter.error}`, 'data'))
+    return row
+  }
+
+  /** Reads the tab's first page (`more`: its next page) and shows it. */
+  async function loadTasks(queue, more) {
+    const tab = state.tab
+    const request = ++state.tasks.request
+    const params = new URLSearchParams({ limit: tab === 'letters' ? '100' : '50' })
+    if (tab !== 'letters') params.set('state', tab)
+    if (more) params.set('cursor', state.tasks.cursor)
+    const path = `${queuePath(queue.name)}/${tab === 'letters' ? 'dead-letters' : 'tasks'}?${params}`
+    const key = tabKey(queue, tab)
+    let read
+    try {
+      read = await api(path)
+    } catch (err) {
+      if (request !== state.tasks.request) return
+      $('no-tasks').textContent = `Cannot list the tasks: ${err.message}`
+      $('no-tasks').hidden = false
+      return
+    }
+    if (request !== state.tasks.request) return
+    const rows = (tab === 'letters' ? read.letters : read.tasks).map((item) => (tab === 'letters' ? letterRow(queue.name, item) : taskRow(queue.name, item)))
+    const body = $('tasks').tBodies[0]
+    if (more) body.append(...rows)
+    else body.replaceChildren(...rows)
+    Object.assign(state.tasks, { queue: queue.name, tab, key, at: Date.now(), pages: more ? state.tasks.pages + 1 : 1, cursor: read.cursor })
+    $('tasks-more').hidden = !read.cursor
+    $('no-tasks').textContent = EMPTY[tab]
+    $('no-tasks').hidden = body.rows.length > 0
+    $('tasks-order').textContent = ORDER[tab] ?? 'Newest first.'
+    $('tasks-when').textContent = tab === 'delayed' ? 'Due' : tab === 'retrying' ? 'Not before' : tab === 'letters' ? 'Failed at' : 'Finished'
+    renderTabs(queue)
+  }
+
+  /**
+   * The selected queue's tasks: its first page read again when the queue, the tab or the tab's
+   * counts changed (at most every 2 s; every 5 s for a state getStats() does not count), unless
+   * more pages were read ("More"): then the list stays as it is until the tab is chosen again.
+   */
+  async function renderTasks(queue) {
+    $('tasks-section').hidden = !queue
+    if (!queue) return
+    $('tasks-queue').textContent = queue.name
+    const listed = state.tasks
+    const age = Date.now() - listed.at
+    const stale =
+      listed.queue !== queue.name ||
+      listed.tab !== state.tab ||
+      (listed.pages <= 1 && ((listed.key !== tabKey(queue, state.tab) && age >= 2_000) || (!COUNTED[state.tab] && age >= 5_000)))
+    if (stale) await loadTasks(queue, false)
+    else renderTabs(queue)
+  }
+
+  $('task-tabs').addEventListener('click', (event) => {
+    const tab = event.target instanceof Element ? event.target.closest('button[data-tab]') : null
+    if (!tab || !TABS.includes(tab.dataset.tab)) return
+    state.tab = tab.dataset.tab
+    // Chosen again: read its first page again.
+    state.tasks.tab = undefined
+    const queue = state.overview && selectedQueue(state.overview)
+    if (queue) renderTasks(queue)
+  })
+  $('tasks-more').addEventListener('click', () => {
+    const queue = state.overview?.queues.find((q) => q.name === state.tasks.queue)
+    if (queue && state.tasks.cursor) loadTasks(queue, true)
+  })
+  $('task-search').addEventListener('submit', async (event) => {
+    event.preventDefault()
+    const id = $('task-search-id').value
+    const said = $('task-search-said')
+    said.hidden = true
+    if (!id || !state.selected) return
+    const queue = state.selected
+    try {
+      const read = await api(`${queuePath(queue)}/task?id=${encodeURIComponent(id)}`)
+      state.task = { queue, id, read, at: Date.now() }
+      location.hash = taskHref(queue, id)
+    } catch (err) {
+      said.textContent = err.status === 404 ? `No task ${JSON.stringify(id)} in ${queue}: never enqueued, or it ended and no record of it is kept.` : err.message
+      said.hidden = false
+    }
+  })
+
+  /** The task page the address names (`#/queues/<queue>/tasks/<id>`), or `undefined`. */
+  function viewOf(hash) {
+    const parts = /^#\/queues\/([^/]+)\/tasks\/([^/]+)$/.exec(hash)
+    if (!parts) return undefined
+    try {
+      return { queue: decodeURIComponent(parts[1]), id: decodeURIComponent(parts[2]) }
+    } catch {
+      return undefined
+    }
+  }
+
+  function showView() {
+    const view = viewOf(location.hash)
+    state.view = view
+    document.body.classList.toggle('task-open', Boolean(view))
+    $('task-page').hidden = !view
+    if (!view) {
+      state.task = undefined
+      // Charts made while hidden took the least width: give them their card's.
+      for (const chart of state.charts.values()) chart.plot.setSize({ width: chartWidth(chart.card), height: 200 })
+      return
+    }
+    state.selected = view.queue
+    if (state.task && (state.task.queue !== view.queue || state.task.id !== view.id)) state.task = undefined
+    $('task-id').textContent = view.id
+    $('task-queue').textContent = view.queue
+    window.scrollTo(0, 0)
+    renderTask()
+  }
+  window.addEventListener('hashchange', showView)
+
+  /** A `<dt>`/`<dd>` pair. */
+  const field = (list, name, value, className) => {
+    const dt = el('dt', name)
+    const dd = el('dd', value, className)
+    dd.dataset.field = name.toLowerCase()
+    list.append(dt, dd)
+  }
+  /** A titled block of preformatted text. */
+  const block = (name, text, note) => {
+    const node = el('div', undefined, 'block')
+    node.dataset.block = name.toLowerCase()
+    node.append(el('h3', name))
+    if (note) node.append(el('p', note, 'hint'))
+    if (text !== undefined) node.append(el('pre', clipped(text)))
+    return node
+  }
+
+  /** When it happened, step by step: enqueued → started → finished, or its due time. */
+  function timeline(task) {
+    const steps = []
+    if (task.enqueuedAt !== undefined) steps.push(['enqueued', 'Enqueued', task.enqueuedAt])
+    if (task.startedAt !== undefined) steps.push(['started', task.state === 'running' ? 'Started (this attempt)' : 'Last attempt started', task.startedAt])
+    if (task.finishedAt !== undefined) {
+      const ended = { completed: 'Completed', deadLettered: 'Dead-lettered', cancelled: 'Cancelled' }[task.state] ?? 'Finished'
+      steps.push(['finished', ended, task.finishedAt])
+    }
+    if (task.runAt !== undefined) steps.push(['runAt', task.state === 'retrying' ? 'Next attempt not before' : task.state === 'delayed' ? 'Due' : 'Runs at', task.runAt])
+    const list = el('ol', undefined, 'timeline')
+    list.id = 'task-timeline'
+    let before
+    for (const [name, label, at] of steps) {
+      const item = el('li')
+      item.dataset.step = name
+      item.append(el('span', label, 'step'), el('span', localTime(at), 'at'))
+      if (before !== undefined && at >= before) item.append(el('span', `+${duration(at - before)}`, 'since'))
+      list.append(item)
+      before = at
+    }
+    if (steps.length === 0) list.append(el('li', 'No times known.', 'hint'))
+    return list
+  }
+
+  function showTask(view, read) {
+    const task = read.task
+    $('task-missing').hidden = true
+    $('task-state').textContent = task.state
+    $('task-state').dataset.state = task.state
+    $('task-cancel').hidden = !CANCELLABLE.has(task.state)
+    const fields = el('dl', undefined, 'fields')
+    field(fields, 'State', task.state)
+    field(fields, 'Attempts', number.format(task.attempts))
+    if (task.priority !== undefined) field(fields, 'Priority', task.priority)
+    if (task.reason !== undefined) field(fields, 'Reason', task.reason)
+    if (task.error !== undefined) field(fields, 'Error', clipped(task.error), 'error-text')
+    if (task.resultError !== undefined) field(fields, 'No result', task.resultError, 'error-text')
+    const letter = read.letter
+    if (letter?.task?.name !== undefined) field(fields, 'Name', letter.task.name)
+    if (letter?.task?.subject !== undefined) field(fields, 'Subject', letter.task.subject, 'mono')
+    if (letter?.task?.maxAttempts !== undefined) field(fields, 'Attempts allowed', letter.task.maxAttempts)
+    const parts = [fields, el('h3', 'Timeline'), timeline(task)]
+    if ('progress' in task) parts.push(block('Progress', JSON.stringify(task.progress, null, 2), task.state === 'running' ? 'Its latest task.progress(value), read again while it runs.' : undefined))
+    if ('result' in task) parts.push(block('Result', JSON.stringify(task.result, null, 2)))
+    if (letter) {
+      const of = read.letters > 1 ? ` (the newest of its ${number.format(read.letters)} letters)` : ''
+      parts.push(block('Dead letter', `#${letter.sequence}${of}, ${letter.reason}, ${localTime(letter.failedAt)}, after ${letter.attempts} attempt${letter.attempts === 1 ? '' : 's'}:\n${letter.error}`))
+      if (letter.task) {
+        parts.push(block('Data', letter.task.data ?? '', letter.task.contentType !== 'application/json' ? `content type ${letter.task.contentType}` : undefined))
+        parts.push(block('Metadata', letter.task.metadata ?? '{}'))
+      }
+      if (letter.details !== undefined) parts.push(block('Details', letter.details))
+    } else {
+      parts.push(block('Data', undefined, 'Not shown: the library gives a task\'s data and metadata only with its dead letter (getTask gives the state, times, attempts, error, result and progress).'))
+    }
+    $('task-body').replaceChildren(...parts)
+  }
+
+  /**
+   * Reads the open task again unless it ended (its page then stays as it is), and shows what
+   * changed (a page drawn again loses the reader's selection).
+   */
+  async function renderTask() {
+    const view = state.view
+    if (!view) return
+    const known = state.task
+    const fresh = known && Date.now() - known.at < 500
+    if (known && (known.missing || FINAL.has(known.read?.task.state) || fresh)) {
+      if (known.read && !known.shown) {
+        showTask(view, known.read)
+        known.shown = JSON.stringify(known.read)
+      }
+      return
+    }
+    let read
+    try {
+      read = await api(`${queuePath(view.queue)}/task?id=${encodeURIComponent(view.id)}`)
+    } catch (err) {
+      if (state.view !== view) return
+      if (err.status !== 404) return notice(`Cannot read task ${view.id}: ${err.message}`, true)
+      state.task = { queue: view.queue, id: view.id, missing: true, at: Date.now() }
+      $('task-state').textContent = ''
+      $('task-cancel').hidden = true
+      $('task-body').replaceChildren()
+      $('task-missing').textContent = `No task ${JSON.stringify(view.id)} in ${view.queue}: never enqueued, or it ended and no record of it is kept.`
+      $('task-missing').hidden = false
+      return
+    }
+    if (state.view !== view) return
+    const text = JSON.stringify(read)
+    state.task = { queue: view.queue, id: view.id, read, at: Date.now(), shown: text }
+    if (known?.shown !== text) showTask(view, read)
+  }
+
+  $('task-cancel').addEventListener('click', () => {
+    const view = state.view
+    if (!view) return
+    // Read again after the cancel (act refreshes the page), whatever state it was in.
+    state.task = undefined
+    act(view.queue, 'tasks/cancel', { id: view.id }, `Cancel task ${view.id} of ${view.queue}?`)
+  })
+
   $('requeue-all').addEventListener('click', () => {
     if (!state.selected) return
     const note = state.requeueAllNote ? `\n\n${state.requeueAllNote}` : ''
@@ -394,10 +735,14 @@
       $('status').textContent = `updated ${new Date().toLocaleTimeString()}`
       $('status').dataset.updatedAt = String(Date.now())
       if (overview.error) notice(`Cannot read the queues: ${overview.error}`, true)
+      state.overview = overview
       const selected = selectedQueue(overview)
       renderQueues(overview)
       renderCharts(overview)
+      // A task's page reads only its task.
+      if (state.view) return await renderTask()
       await renderWorkers(selected)
+      await renderTasks(selected)
       await renderLetters(selected)
       await renderSchedules(selected)
     } catch (err) {
@@ -405,6 +750,7 @@
     }
   }
 
+  showView()
   const loop = async () => {
     if (!state.busy) await refresh()
     setTimeout(loop, config.interval)

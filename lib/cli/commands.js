@@ -6,7 +6,7 @@ const { createInterface } = require('node:readline')
 
 const { messageOf } = require('../describe.js')
 const { CliError, EXIT, fromLibrary, usage } = require('./exit.js')
-const { escapeControl, escapeLines, json, letterDetails, letterTable, queueTable, scheduleTable, statsText, taskDetails, workerTable } = require('./format.js')
+const { escapeControl, escapeLines, json, letterDetails, letterTable, queueTable, scheduleTable, statsText, taskDetails, taskTable, workerTable } = require('./format.js')
 const { epochMs } = require('./program.js')
 const { progressReporter } = require('./progress.js')
 
@@ -338,7 +338,7 @@ async function cancel(context) {
 }
 
 /**
- * `task <id>`: the task as `getTask()` finds it (delayed, completed, dead-lettered).
+ * `task <id>`: the task as `getTask()` finds it, in any state.
  * @param {Context} context
  */
 async function task(context) {
@@ -347,10 +347,37 @@ async function task(context) {
   if (!info) {
     throw new CliError(
       EXIT.FAILED,
-      `no task ${id} on queue ${context.names.streamName}: not delayed, completed or dead-lettered (tasks waiting or running are not found, nor completed ones unless the workers have options.results)`,
+      `no task ${id} on queue ${context.names.streamName}: never enqueued, or it ended and no record of it is kept (completed and cancelled tasks are kept only when the workers have options.results, keepCompleted or keepFailed; dead-lettered ones also while their letter is stored)`,
     )
   }
   print(context, info, () => taskDetails(info))
+}
+
+/** The states whose tasks are the records the workers keep, and the option that keeps them (else `results`). */
+const KEPT_BY = /** @type {Record<string, string>} */ ({ completed: 'keepCompleted', failed: 'keepFailed', deadLettered: 'keepFailed', cancelled: 'keepFailed' })
+
+/**
+ * `tasks --state <state>`: a page of that state's tasks as `getTasks()` gives it, newest first,
+ * and the `--cursor` of the next one when more may follow. A cursor no page gave is the
+ * library's `ERR_PQ_INVALID_CONFIG`: a usage error.
+ * @param {Context} context
+ */
+async function tasks(context) {
+  const { state, limit, cursor } = context.options
+  /** @type {import('protoqueue').TaskQuery} */
+  const query = { state, limit }
+  if (cursor !== undefined) query.cursor = cursor
+  const page = await context.queue.getTasks(query)
+  print(context, page, () => {
+    const lines = []
+    if (page.tasks.length > 0) lines.push(taskTable(state, page.tasks))
+    else if (cursor !== undefined) lines.push(`No more ${state} tasks.`)
+    else if (KEPT_BY[state]) {
+      lines.push(`No ${state} tasks kept on queue ${escapeControl(context.names.streamName)} (its workers keep them with options.${KEPT_BY[state]} or options.results).`)
+    } else lines.push(`No ${state} tasks on queue ${escapeControl(context.names.streamName)}.`)
+    if (page.cursor !== undefined) lines.push(`More may follow: add --cursor ${escapeControl(page.cursor)} for the next page.`)
+    return lines.join('\n')
+  })
 }
 
 /**
@@ -407,6 +434,7 @@ const COMMANDS = {
   unschedule,
   cancel,
   task,
+  tasks,
   wait,
   delete: destroy,
 }

@@ -151,8 +151,15 @@ function letterDetails(letter) {
 }
 
 /**
- * One task as `getTask()` finds it, for `task <id>`: only the fields it has; the result as JSON
- * on one line. Its texts (id, result, errors) come from producers and handlers: escaped.
+ * A value on one line as JSON, for `task <id>`: escaped, not cut.
+ * @param {unknown} value
+ */
+const oneLineJson = (value) => escapeControl(JSON.stringify(value) ?? '-')
+
+/**
+ * One task as `getTask()` finds it, for `task <id>`: only the fields it has; its result and
+ * progress as JSON on one line. Its texts (id, result, progress, errors) come from producers and
+ * handlers: escaped. "run at" is when a delayed task is due, or when a retrying one may run again.
  * @param {import('protoqueue').TaskInfo} info
  */
 function taskDetails(info) {
@@ -162,16 +169,75 @@ function taskDetails(info) {
     ['state', escapeControl(info.state)],
     ['attempts', String(info.attempts)],
   ]
+  if (info.priority !== undefined) fields.push(['priority', String(info.priority)])
   if (info.enqueuedAt !== undefined) fields.push(['enqueued', isoTime(info.enqueuedAt)])
   if (info.startedAt !== undefined) fields.push(['started', isoTime(info.startedAt)])
   if (info.finishedAt !== undefined) fields.push(['finished', isoTime(info.finishedAt)])
   if (info.runAt !== undefined) fields.push(['run at', isoTime(info.runAt)])
-  const result = info.result === undefined ? undefined : JSON.stringify(info.result)
-  if (result !== undefined) fields.push(['result', escapeControl(result)])
+  if (info.progress !== undefined) fields.push(['progress', oneLineJson(info.progress)])
+  if (info.result !== undefined) fields.push(['result', oneLineJson(info.result)])
   if (info.resultError !== undefined) fields.push(['result error', escapeControl(info.resultError)])
   if (info.error !== undefined) fields.push(['error', escapeControl(info.error)])
   if (info.reason !== undefined) fields.push(['reason', escapeControl(info.reason)])
   return pairs(fields)
+}
+
+/**
+ * @typedef {[string, (info: import('protoqueue').TaskInfo) => string]} TaskColumn a header, and a task's cell
+ */
+
+/** @type {(ms: number | undefined) => string} */
+const timeCell = (ms) => isoTime(ms ?? 0)
+/** @type {TaskColumn} */
+const FINISHED = ['FINISHED', (info) => timeCell(info.finishedAt)]
+/** @type {TaskColumn} */
+const RUN_AT = ['RUN AT', (info) => timeCell(info.runAt)]
+/** @type {TaskColumn} */
+const ERROR = ['ERROR', (info) => (info.error === undefined ? '-' : truncate(info.error, 60))]
+/** @type {Array<TaskColumn>} */
+const FAILED_COLUMNS = [FINISHED, ['REASON', (info) => escapeControl(info.reason ?? '-')], ERROR]
+
+/**
+ * The columns of the `tasks` table after id, state, attempts (and priority) and enqueued: what
+ * the tasks of the state listed have (`failed` lists dead-lettered tasks).
+ * @type {Record<string, Array<TaskColumn>>}
+ */
+const TASK_COLUMNS = {
+  waiting: [],
+  delayed: [RUN_AT],
+  running: [
+    ['STARTED', (info) => timeCell(info.startedAt)],
+    ['PROGRESS', (info) => dataSummary(info.progress, 60)],
+  ],
+  retrying: [RUN_AT, ERROR],
+  completed: [
+    FINISHED,
+    ['RESULT', (info) => (info.result === undefined && info.resultError !== undefined ? truncate(`(not kept: ${info.resultError})`, 60) : dataSummary(info.result, 60))],
+  ],
+  failed: FAILED_COLUMNS,
+  deadLettered: FAILED_COLUMNS,
+  cancelled: [FINISHED],
+}
+
+/**
+ * The `tasks` table: a page of `getTasks({ state })`, as it gives them (newest first). A
+ * priority column when a task has one (a queue with priorities); texts shortened and escaped.
+ * @param {string} state the state listed
+ * @param {import('protoqueue').TaskInfo[]} tasks
+ */
+function taskTable(state, tasks) {
+  /** @type {Array<TaskColumn>} */
+  const columns = [
+    ['ID', (info) => escapeControl(info.id)],
+    ['STATE', (info) => escapeControl(info.state)],
+    ['ATTEMPTS', (info) => String(info.attempts)],
+  ]
+  if (tasks.some((info) => info.priority !== undefined)) columns.push(['PRIORITY', (info) => (info.priority === undefined ? '-' : String(info.priority))])
+  columns.push(['ENQUEUED', (info) => timeCell(info.enqueuedAt)], ...(TASK_COLUMNS[state] ?? []))
+  return table(
+    columns.map(([header]) => header),
+    tasks.map((info) => columns.map(([, cell]) => cell(info))),
+  )
 }
 
 /**
@@ -256,6 +322,9 @@ function statsText(stats, names) {
     ['delayed', String(stats.delayed)],
     ['recurring', String(stats.recurring)],
     ['dead letters', String(stats.deadLettered)],
+    ['completed (kept)', String(stats.completed)],
+    ['failed (kept)', String(stats.failed)],
+    ['cancelled (kept)', String(stats.cancelled)],
     ['consumers', String(stats.consumers)],
     ['workers', String(stats.workers)],
     ['bytes', String(stats.bytes)],
@@ -264,4 +333,4 @@ function statsText(stats, names) {
   ])
 }
 
-module.exports = { escapeControl, escapeLines, table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, taskDetails, queueTable, scheduleTable, workerTable, statsText }
+module.exports = { escapeControl, escapeLines, table, pairs, truncate, isoTime, jsonSafe, json, letterTable, letterDetails, taskDetails, taskTable, queueTable, scheduleTable, workerTable, statsText }

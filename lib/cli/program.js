@@ -11,6 +11,12 @@ const { escapeLines } = require('./format.js')
 /** Dead-letter reasons a filter can name. */
 const REASONS = ['retriesExhausted', 'rejected', 'invalidEnvelope', 'invalidData', 'deliveriesExhausted']
 
+/** The states `tasks --state` lists, as `getTasks()` takes them (`failed` and `deadLettered` list the same). */
+const TASK_STATES = ['waiting', 'delayed', 'running', 'retrying', 'completed', 'failed', 'deadLettered', 'cancelled']
+
+/** The most tasks a page of `getTasks()` holds. */
+const MAX_PAGE = 1000
+
 /**
  * What the command line asked for.
  * @typedef {object} Selection
@@ -28,6 +34,13 @@ const REASONS = ['retriesExhausted', 'rejected', 'invalidEnvelope', 'invalidData
 function positiveInteger(value) {
   const n = Number(value)
   if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError('must be an integer >= 1')
+  return n
+}
+
+/** @param {string} value */
+function pageSize(value) {
+  const n = Number(value)
+  if (!/^\d+$/.test(value) || n < 1 || n > MAX_PAGE) throw new InvalidArgumentError(`must be an integer from 1 to ${MAX_PAGE}`)
   return n
 }
 
@@ -108,10 +121,21 @@ killed. "consumers" in stats counts the durable consumers, which stay when their
 the list as getWorkers() gives it.`
 
 const TASK_HELP = `
-A task is found while it is delayed (its schedule), once it completed (with its result) and once
-it was dead-lettered: completed tasks only when the queue's workers run with options.results,
-within its ttl. Tasks waiting or running are not found yet. --json prints the task as getTask()
+A task is found in every state: waiting, delayed ("run at": when it is due), running (its
+attempt, when it started and its latest progress, asked of the live workers), retrying (its last
+error; "run at": not before then), completed (with its result), deadLettered and cancelled. A
+task that ended is found by its record: completed and cancelled ones only when the queue's
+workers run with options.results, keepCompleted or keepFailed (within their limits); a
+dead-lettered one also by its letter while that is stored. --json prints the task as getTask()
 gives it.`
+
+const TASKS_HELP = `
+One state's tasks, newest first, --limit a page (100 unless told, at most 1000). When more may
+follow, the last line gives the --cursor of the next page. waiting, retrying and delayed are
+read from the task stream; running is asked of the live workers, in one page; completed, failed
+(dead-lettered; deadLettered lists the same) and cancelled list the records the queue's workers
+keep (options.keepCompleted, keepFailed or results): none without them. --json prints the page
+as getTasks() gives it: { "tasks": [...], "cursor"? }, the cursor absent on the last page.`
 
 const WAIT_HELP = `
 Prints the task's result as JSON (--json: { "id", "result" }) once it completed; at once when it
@@ -156,7 +180,7 @@ Exit codes:
 function buildProgram(select, output, version) {
   const program = new Command('protoqueue')
   program
-    .description('Operate Protoqueue queues: list them; a queue\'s statistics, live workers, dead letters, pause/resume, purge, enqueue, a task looked up or waited for, delayed and recurring tasks, delete.')
+    .description('Operate Protoqueue queues: list them; a queue\'s statistics, live workers, dead letters, pause/resume, purge, enqueue, a task looked up or waited for, tasks listed by state, delayed and recurring tasks, delete.')
     .version(version, '-V, --version')
     .exitOverride()
     // Errors quote the arguments (an id pasted from elsewhere): shown escaped, as all output.
@@ -283,10 +307,20 @@ function buildProgram(select, output, version) {
   runs(
     program
       .command('task')
-      .description('show what the server knows of a task: delayed, completed (with its result) or dead-lettered (exit 1 when nothing has it)')
+      .description('show what the server knows of a task, in any state: waiting, delayed, running, retrying, completed (with its result), dead-lettered or cancelled (exit 1 when nothing has it)')
       .argument('<id>', 'the task\'s id, as enqueue printed it')
       .addHelpText('after', TASK_HELP),
     'task',
+  )
+  runs(
+    program
+      .command('tasks')
+      .description('list the tasks of one state, newest first, a page at a time: id, state, attempts, enqueued, then what the state has (times, result, error)')
+      .addOption(new Option('--state <state>', 'the state to list').choices(TASK_STATES).makeOptionMandatory())
+      .addOption(new Option('--limit <n>', `tasks per page, 1 to ${MAX_PAGE}`).argParser(pageSize).default(100))
+      .option('--cursor <cursor>', 'start at this page: the cursor the previous page printed')
+      .addHelpText('after', TASKS_HELP),
+    'tasks',
   )
   runs(
     program

@@ -71,8 +71,24 @@ struct Running {
     started_at: i64,
     /// Which attempt it is, the first being 1.
     attempt: u64,
+    /// When its task was enqueued, and its priority level (with priorities).
+    enqueued_at: i64,
+    priority: Option<u8>,
     /// The handler's latest `task.progress(value)`, as JSON.
     progress: Option<Box<RawValue>>,
+    /// Its handler returned (or was stopped): the attempt is being settled, not run.
+    settling: bool,
+}
+
+/// What an attempt registers of itself besides its task id.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempted {
+    /// Which attempt it is, the first being 1.
+    pub number: u64,
+    /// When its task was enqueued, ms since the epoch.
+    pub enqueued_at: i64,
+    /// Its priority level, on a queue with priorities.
+    pub priority: Option<u8>,
 }
 
 /// A task one of this worker's handlers runs, as `getTask` and `getTasks` see it.
@@ -82,6 +98,10 @@ pub struct RunningTask {
     pub id: String,
     pub started_at: i64,
     pub attempt: u64,
+    #[serde(default)]
+    pub enqueued_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Box<RawValue>>,
 }
@@ -92,6 +112,8 @@ impl Running {
             id: self.name.to_string(),
             started_at: self.started_at,
             attempt: self.attempt,
+            enqueued_at: self.enqueued_at,
+            priority: self.priority,
             progress: self.progress.clone(),
         }
     }
@@ -121,6 +143,20 @@ impl Entered {
                 return mark;
             }
             notified.await;
+        }
+    }
+
+    /// Its handler returned or was stopped: from now on the attempt is settled, no longer listed
+    /// as running (a mark still reaches it).
+    pub fn settling(&self) {
+        if let Some(running) = self
+            .cancels
+            .lock()
+            .slots
+            .get_mut(self.slot)
+            .and_then(|slot| slot.running.as_mut())
+        {
+            running.settling = true;
         }
     }
 
@@ -174,9 +210,14 @@ impl Cancels {
         cancels
     }
 
-    /// Registers attempt `attempt` at task `id` (whose life began at `since`) that starts now;
-    /// the mark that cancels it instead, if one does.
-    pub fn enter(self: &Arc<Self>, id: &str, since: i64, attempt: u64) -> Result<Entered, Mark> {
+    /// Registers `attempt` at task `id` (whose life began at `since`) that starts now; the mark
+    /// that cancels it instead, if one does.
+    pub fn enter(
+        self: &Arc<Self>,
+        id: &str,
+        since: i64,
+        attempt: Attempted,
+    ) -> Result<Entered, Mark> {
         let mut state = self.lock();
         if !state.marks.is_empty() {
             if let Some(mark) = state.marks.get(id).filter(|mark| mark.covers(since)) {
@@ -188,8 +229,11 @@ impl Cancels {
             since,
             name: id.into(),
             started_at: crate::envelope::now_ms(),
-            attempt,
+            attempt: attempt.number,
+            enqueued_at: attempt.enqueued_at,
+            priority: attempt.priority,
             progress: None,
+            settling: false,
         };
         let slot = match state.free.pop() {
             Some(slot) => slot,

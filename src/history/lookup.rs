@@ -84,6 +84,8 @@ impl TaskInfo {
         self.attempts = running.attempt;
         self.started_at = Some(running.started_at);
         self.progress = running.progress;
+        self.enqueued_at = self.enqueued_at.or(Some(running.enqueued_at));
+        self.priority = self.priority.or(running.priority);
     }
 
     /// A task of `state` known by its id alone; the other fields are filled by the caller.

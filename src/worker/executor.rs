@@ -36,7 +36,11 @@ use bytes::Bytes;
 use serde_json::value::RawValue;
 
 use crate::{
-    cancelling::{self, watch::Cancels, Answer, Mark},
+    cancelling::{
+        self,
+        watch::{Attempted, Cancels},
+        Answer, Mark,
+    },
     config::{backoff::Backoff, Config},
     dead_letters::write::{self as dead_letter, Failed, Origin},
     envelope::{DeadLetterReason, EnvelopeError, Task},
@@ -344,9 +348,14 @@ impl Executor {
     ) -> Result<Handed, Refused> {
         let task = decode(message).map_err(Refused::InvalidEnvelope)?;
         // Registered with the cancel marks as it starts, unless one covers it.
-        let attempt = u64::from(task.attempts_made) + 1;
+        let route = crate::layout::route_of(self.connection.config(), &message.subject);
+        let attempted = Attempted {
+            number: u64::from(task.attempts_made) + 1,
+            enqueued_at: task.enqueued_at_ms,
+            priority: route.as_ref().and_then(|route| route.priority),
+        };
         let entered = match &self.cancels {
-            Some(cancels) => match cancels.enter(&task.id, task.life_began(), attempt) {
+            Some(cancels) => match cancels.enter(&task.id, task.life_began(), attempted) {
                 Ok(entered) => Some(entered),
                 Err(mark) => {
                     origin.attempts = u64::from(task.attempts_made);
@@ -382,8 +391,7 @@ impl Executor {
             task,
             number: origin.attempts,
             max,
-            route: crate::layout::route_of(self.connection.config(), &message.subject)
-                .map(Box::new),
+            route: route.map(Box::new),
             abort: abort.clone(),
         });
         Ok(Handed {
@@ -533,6 +541,9 @@ impl Executor {
             }
             None => Ok(run.await),
         };
+        if let Some(entered) = &entered {
+            entered.settling();
+        }
         drop(slot);
         if let Some(pointing) = pointing {
             // Settle once the marker names this task, so the release (or a retry's move) reads
