@@ -580,7 +580,7 @@ export interface TaskResult<D extends Record<string, any> = Record<string, any>>
 export type TaskState = 'waiting' | 'delayed' | 'running' | 'retrying' | 'completed' | 'failed' | 'deadLettered' | 'cancelled'
 
 /** A task as `getTask` finds it. */
-export interface TaskInfo {
+export interface TaskInfo<T = unknown> {
   id: string
   state: TaskState
   /**
@@ -608,7 +608,17 @@ export interface TaskInfo {
   error?: string
   /** Why it was dead-lettered. */
   reason?: DeadLetterReason
+  /**
+   * The task as it was stored — its data (decoded like a dead letter's: JSON, the queue's
+   * serializer, else bytes), metadata and name — where the server still has it: a waiting, delayed,
+   * running or retrying task's message, a dead letter, or the record `keepCompleted` /
+   * `keepFailed` keep with it (`results` alone keeps no task).
+   */
+  task?: TaskContent<T>
 }
+
+/** A task's data, metadata and name as stored (`TaskInfo.task`). */
+export type TaskContent<T = unknown> = DeadLetterTask<T> extends infer D ? (D extends unknown ? Omit<D, 'attempt' | 'maxAttempts'> : never) : never
 
 /** What `getTasks` lists. */
 export interface TaskQuery {
@@ -620,8 +630,8 @@ export interface TaskQuery {
 }
 
 /** A page of `getTasks`. */
-export interface TaskPage {
-  tasks: TaskInfo[]
+export interface TaskPage<T = unknown> {
+  tasks: Array<TaskInfo<T>>
   /** The next page's start; absent on the last page. */
   cursor?: string
 }
@@ -1219,7 +1229,7 @@ export declare class Protoqueue<T = unknown> {
    * its letter. `undefined` when none has it (never enqueued, or ended with no record kept). An id
    * that cannot be one rejects with `ERR_PQ_INVALID_TASK`.
    */
-  getTask(id: string): Promise<TaskInfo | undefined>
+  getTask(id: string): Promise<TaskInfo<T> | undefined>
   /**
    * The tasks of one state, newest first, a page at a time: `{ tasks, cursor }`; pass `cursor`
    * back for the next page (absent on the last). `completed`, `failed` (dead-lettered) and
@@ -1227,7 +1237,7 @@ export declare class Protoqueue<T = unknown> {
    * `results`); `waiting`, `retrying` and `delayed` read the task stream; `running` asks the live
    * workers (one page). A query out of range rejects with `ERR_PQ_INVALID_CONFIG`.
    */
-  getTasks(query: TaskQuery): Promise<TaskPage>
+  getTasks(query: TaskQuery): Promise<TaskPage<T>>
   /**
    * Waits for task `id` to end, from any process (`options.results`): resolves with its
    * handler's `result` (`undefined` when it returned none); rejects with `ERR_PQ_TASK_FAILED`

@@ -57,11 +57,11 @@ export declare class NativeQueue {
   /** Removes the recurring task `name`; resolves to whether it existed. */
   unschedule(name: string): Promise<boolean>
   /** Task `id` as the server knows it; `null` when nothing has it. */
-  task(id: string): Promise<NativeTask | null>
+  task(id: string): Promise<NativeTaskInfo | null>
   /** The tasks of `state`, newest first: at most `limit`, after `cursor` (a page's). */
   tasks(state: string, limit: number, cursor?: string | undefined | null): Promise<NativeTaskPage>
   /** Waits up to `timeout_ms` for task `id` to end (completed or dead-lettered). */
-  waitFor(id: string, timeoutMs: number): Promise<NativeTask>
+  waitFor(id: string, timeoutMs: number): Promise<NativeTaskInfo>
   /** The workers running now, in any process, oldest first. */
   workers(): Promise<Array<NativeWorker>>
   /** The recurring tasks of the queue. */
@@ -392,7 +392,7 @@ export interface NativeTask {
 }
 
 /** A task as `getTask()` and `waitFor()` describe it; `result` is JSON text. */
-export interface NativeTask {
+export interface NativeTaskInfo {
   id: string
   state: string
   attempts: number
@@ -407,6 +407,8 @@ export interface NativeTask {
   /** A running task's latest progress, as JSON text. */
   progress?: string
   priority?: number
+  /** The task as it was stored (data, metadata, name), where the server still has it. */
+  task?: NativeTask
 }
 
 /**
@@ -443,7 +445,7 @@ export interface NativeTaskInput {
 
 /** A page of `getTasks()`: its tasks, and the cursor of the next (`None`: the last). */
 export interface NativeTaskPage {
-  tasks: Array<NativeTask>
+  tasks: Array<NativeTaskInfo>
   cursor?: string
 }
 

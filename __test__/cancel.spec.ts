@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test'
 import { Protoqueue, type ProtoqueueConfig, type TaskData } from 'protoqueue'
 
 import { NatsServer, uniqueQueue } from './helpers/nats'
+import { connectedQueue, type Names } from './helpers/queues'
 import { deferred, eventually, rejectsWithCode, within } from './helpers/wait'
 
 const HOUR = 3_600_000
@@ -25,11 +26,7 @@ after(async () => {
   await server.stop()
 })
 
-async function connected<T = unknown>(names: { streamName: string; subject: string }, options: ProtoqueueConfig['options'] = {}) {
-  const queue = new Protoqueue<T>({ ...names, options: { results: { ttl: HOUR }, ...options } })
-  await queue.connect(server.url)
-  return queue
-}
+const connected = <T = unknown>(names: Names, options: ProtoqueueConfig['options'] = {}) => connectedQueue<T>(server.url, names, { results: { ttl: HOUR }, ...options })
 
 /** Resolves with the signal's reason once it is aborted. */
 function aborted(signal: AbortSignal): Promise<any> {

@@ -847,9 +847,14 @@ describe('the task browser: the HTTP API', () => {
         assert.equal(response.status, 200, id)
         const found = await response.json()
         assert.equal(found.queue, names.streamName)
-        assert.deepEqual(found.task, await queue.getTask(id), id)
+        const { task: stored, ...info } = (await queue.getTask(id))!
+        const { task: shown, ...rest } = found.task
+        assert.deepEqual(rest, info, id)
         assert.equal(found.task.state, 'completed')
         assert.deepEqual(found.task.result, { i, id })
+        // The task kept with its record (keepCompleted), its data as indented JSON text.
+        assert.deepEqual(JSON.parse(shown.data), stored?.data, id)
+        assert.equal(shown.dataFormat, 'json')
         assert.equal(found.letter, undefined)
       }
       // A dead-lettered task comes with its newest letter: the task's data and metadata as enqueued.
@@ -1013,6 +1018,8 @@ describe('the task browser in Chromium', () => {
       assert.equal(await page.locator('#task-body img').count(), 0)
       assert.equal(await page.evaluate(() => (window as unknown as { pwned?: number }).pwned), undefined)
       assert.deepEqual(await page.locator('#task-timeline li').evaluateAll((items) => items.map((item) => (item as HTMLElement).dataset.step)), ['enqueued', 'started', 'finished'])
+      // The task kept with its record (keepCompleted): its data, as text.
+      assert.deepEqual(JSON.parse(await page.locator('#task-body [data-block="data"] pre').innerText()), { kind: 'ok', result: { total: 42, note: hostile } })
       assert.equal(await page.locator('#task-cancel').isVisible(), false, 'a completed task cannot be cancelled')
       assert.ok(!(await page.locator('#tasks-section').isVisible()), 'the page shows the task alone')
 
@@ -1021,8 +1028,7 @@ describe('the task browser in Chromium', () => {
       await page.locator('#tasks-section').waitFor()
       await page.locator('#task-tabs button[data-tab="letters"]').click()
       await page.locator('#tasks tbody tr[data-task-id="refused/1"] a').click()
-      await eventually('its letter', async () => (await page.locator('#task-body [data-block="data"] pre').count()) === 1, 30_000)
-      assert.equal(await page.locator('#task-state').innerText(), 'deadLettered')
+      await eventually('its letter', async () => (await page.locator('#task-state').innerText()) === 'deadLettered' && (await page.locator('#task-body [data-block="dead letter"]').count()) === 1, 30_000)
       assert.deepEqual(JSON.parse(await page.locator('#task-body [data-block="data"] pre').innerText()), { kind: 'fail' })
       assert.equal(JSON.parse(await page.locator('#task-body [data-block="metadata"] pre').innerText()).tenant, hostile)
       assert.equal(await page.locator('#task-body dd[data-field="error"]').innerText(), 'refused refused/1')

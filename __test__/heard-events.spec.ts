@@ -11,6 +11,7 @@ import { Protoqueue, type ProtoqueueConfig } from 'protoqueue'
 
 import { Child, fixture, fixtureEnv } from './helpers/child'
 import { NatsServer, uniqueQueue } from './helpers/nats'
+import { connectedQueue, type Names } from './helpers/queues'
 import { deferred, eventually } from './helpers/wait'
 
 let server: NatsServer
@@ -21,11 +22,7 @@ after(async () => {
   await server.stop()
 })
 
-async function connected<T = unknown>(names: { streamName: string; subject: string }, options: ProtoqueueConfig['options'] = {}) {
-  const queue = new Protoqueue<T>({ ...names, options })
-  await queue.connect(server.url)
-  return queue
-}
+const connected = <T = unknown>(names: Names, options: ProtoqueueConfig['options'] = {}) => connectedQueue<T>(server.url, names, options)
 
 /** Every event of `kinds` the object hears, in order. */
 function record(queue: Protoqueue<any>, kinds: string[]): Array<{ type: string; id?: string; [key: string]: unknown }> {

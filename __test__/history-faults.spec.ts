@@ -16,6 +16,7 @@ import { Protoqueue, setLogger, type FailedEvent, type CompletedEvent, type Prot
 import { Child, fixture, fixtureEnv } from './helpers/child'
 import { coreLogger } from './helpers/logs'
 import { NatsServer, uniqueQueue } from './helpers/nats'
+import { connectedQueue } from './helpers/queues'
 import { deferred, eventually, rejectsWithCode, within } from './helpers/wait'
 
 const HOUR = 3_600_000
@@ -35,11 +36,7 @@ after(async () => {
 
 type Names = { streamName: string; subject: string }
 
-async function connected<T = unknown>(names: Names, options: ProtoqueueConfig['options'] = {}) {
-  const queue = new Protoqueue<T>({ ...names, options: { results: { ttl: HOUR }, ...options } })
-  await queue.connect(server.url)
-  return queue
-}
+const connected = <T = unknown>(names: Names, options: ProtoqueueConfig['options'] = {}) => connectedQueue<T>(server.url, names, { results: { ttl: HOUR }, ...options })
 
 /**
  * `<streamName>_HISTORY` as another tool would make it before any worker ran: the layout

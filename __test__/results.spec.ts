@@ -9,6 +9,7 @@ import { after, before, describe, test } from 'node:test'
 import { Protoqueue, type ProtoqueueConfig, type TaskInfo } from 'protoqueue'
 
 import { NatsServer, freePort, uniqueQueue } from './helpers/nats'
+import { connectedQueue, type Names } from './helpers/queues'
 import { eventually, rejectsWithCode } from './helpers/wait'
 
 const HOUR = 3_600_000
@@ -23,11 +24,7 @@ after(async () => {
   await server.stop()
 })
 
-async function connected<T = unknown>(names: { streamName: string; subject: string }, options: ProtoqueueConfig['options'] = {}) {
-  const queue = new Protoqueue<T>({ ...names, options: { results: { ttl: HOUR }, ...options } })
-  await queue.connect(server.url)
-  return queue
-}
+const connected = <T = unknown>(names: Names, options: ProtoqueueConfig['options'] = {}) => connectedQueue<T>(server.url, names, { results: { ttl: HOUR }, ...options })
 
 /** A worker whose handler returns `handle(data)`, and a producer beside it: two queue objects. */
 async function workerAndProducer<T>(handle: (data: T, attempt: number) => unknown, options: ProtoqueueConfig['options'] = {}) {
@@ -53,6 +50,7 @@ describe('results', () => {
       const info = (await monitor.getTask(id)) as TaskInfo
       assert.equal(info.state, 'completed')
       assert.equal(info.attempts, 1)
+      assert.equal(info.task, undefined, 'results alone keep the outcome, not the task')
       assert.ok(info.enqueuedAt! <= info.startedAt! + 1000 && info.startedAt! <= info.finishedAt!, JSON.stringify(info))
       await monitor.disconnect()
     } finally {

@@ -5,9 +5,10 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 
-import { Protoqueue, type TaskInfo, type TaskState } from 'protoqueue'
+import { Protoqueue, type ProtoqueueConfig, type TaskInfo, type TaskState } from 'protoqueue'
 
 import { NatsServer, uniqueQueue } from './helpers/nats'
+import { connectedQueue, type Names } from './helpers/queues'
 import { eventually, rejectsWithCode } from './helpers/wait'
 
 let server: NatsServer
@@ -18,11 +19,7 @@ after(async () => {
   await server.stop()
 })
 
-async function open(names: { streamName: string; subject: string }, options: Record<string, unknown> = {}) {
-  const queue = new Protoqueue<{ n: number }>({ ...names, options })
-  await queue.connect(server.url)
-  return queue
-}
+const open = (names: Names, options: ProtoqueueConfig['options'] = {}) => connectedQueue<{ n: number }>(server.url, names, options)
 
 /** Every task of `state`, following the cursors, `limit` a page. */
 async function allOf(queue: Protoqueue<any>, state: TaskState, limit: number) {
@@ -58,6 +55,7 @@ describe('task history', () => {
       const { tasks } = await allOf(monitor, 'completed', 2)
       assert.deepEqual(tasks.map((t) => t.id), ids.slice(-5).reverse(), 'the newest five, newest first')
       assert.deepEqual(tasks.map((t) => t.result), [19, 18, 17, 16, 15].map((n) => ({ n })))
+      assert.deepEqual(tasks.map((t) => t.task?.data), [19, 18, 17, 16, 15].map((n) => ({ n })), 'keepCompleted keeps the task with its record')
       assert.equal((await monitor.getTask(ids[0])), undefined, 'a trimmed record is gone')
       assert.equal((await monitor.getTask(ids[19]))?.state, 'completed')
       const stats = await monitor.getStats()
@@ -73,7 +71,7 @@ describe('task history', () => {
 
   test('keepFailed { count }: dead-lettered and cancelled tasks, with their errors; no completed one', async () => {
     const names = uniqueQueue('history')
-    const worker = await open(names, { keepFailed: { count: 3 }, maxRetries: 0 })
+    const worker = await open(names, { keepFailed: { count: 3 }, maxRetries: 0, batchSize: 1 })
     const monitor = await open(names)
     try {
       await worker.process(async (task) => {
@@ -91,6 +89,7 @@ describe('task history', () => {
         assert.equal(task.state, 'deadLettered')
         assert.equal(task.reason, 'retriesExhausted')
         assert.match(task.error!, /^bad \d/)
+        assert.equal(task.error, `bad ${(task.task?.data as { n: number }).n}`, 'the record keeps the task too')
       }
       assert.deepEqual((await monitor.getTasks({ state: 'deadLettered' })).tasks.map((t) => t.id), tasks.map((t) => t.id), "'deadLettered' lists the same")
       await eventually('the fine one done', async () => (await monitor.getStats()).messages === 0)
@@ -103,7 +102,7 @@ describe('task history', () => {
     }
   })
 
-  test('keepCompleted { age }: a record goes once it is that old', async () => {
+  test('keepCompleted { age }: a record goes once it is that old; its waiters then time out', async () => {
     const names = uniqueQueue('history')
     const worker = await open(names, { keepCompleted: { age: 1_000 } })
     try {
@@ -114,6 +113,11 @@ describe('task history', () => {
       assert.equal(kept.result, 'kept a while')
       await eventually('the record expired', async () => (await worker.getTask(id)) === undefined, 10_000)
       assert.equal((await worker.getStats()).completed, 0)
+      // A waiter of a task whose record expired waits for an outcome that never comes.
+      const waiter = new Protoqueue({ ...names, options: { results: { ttl: 1_000 } } })
+      await waiter.connect(server.url)
+      await rejectsWithCode(waiter.waitFor(id, { timeout: 300 }), 'ERR_PQ_TIMEOUT')
+      await waiter.disconnect()
     } finally {
       await worker.destroy({ force: true })
       await worker.disconnect()

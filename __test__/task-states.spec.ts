@@ -6,9 +6,10 @@
 import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 
-import { Protoqueue, type TaskInfo } from 'protoqueue'
+import { Protoqueue, type ProtoqueueConfig, type TaskInfo } from 'protoqueue'
 
 import { NatsServer, uniqueQueue } from './helpers/nats'
+import { connectedQueue, type Names } from './helpers/queues'
 import { eventually } from './helpers/wait'
 
 let server: NatsServer
@@ -19,11 +20,7 @@ after(async () => {
   await server.stop()
 })
 
-async function open(names: { streamName: string; subject: string }, options: Record<string, unknown> = {}) {
-  const queue = new Protoqueue({ ...names, options })
-  await queue.connect(server.url)
-  return queue
-}
+const open = (names: Names, options: ProtoqueueConfig['options'] = {}) => connectedQueue(server.url, names, options)
 
 /** Resolves once `check` holds, polling `getTask(id)`; the last answer otherwise. */
 async function stateOf(queue: Protoqueue, id: string, check: (info: TaskInfo | undefined) => boolean) {
@@ -40,11 +37,14 @@ describe('getTask of tasks that have not ended', () => {
     const names = uniqueQueue('states')
     const queue = await open(names)
     try {
-      const first = await queue.enqueue({ data: { n: 0 } })
+      const first = await queue.enqueue({ data: { n: 0 }, metadata: { source: 'test' } })
       await queue.enqueueBatch(Array.from({ length: 2_000 }, (_, n) => ({ data: { n } })))
       const own = await queue.enqueue({ id: 'order/42:ünï.*>', data: { n: -1 } })
+      // A producer's own id that is a UUIDv7 too (as a generated one is).
+      const ms = Date.now().toString(16).padStart(12, '0')
+      const ownUuid = await queue.enqueue({ id: `${ms.slice(0, 8)}-${ms.slice(8)}-7abc-8def-0123456789ab`, data: { n: -2 } })
       const last = await queue.enqueue({ data: { n: 1 } })
-      for (const id of [first, own, last]) {
+      for (const id of [first, own, ownUuid, last]) {
         const info = await queue.getTask(id)
         assert.equal(info?.state, 'waiting', `${id}: ${JSON.stringify(info)}`)
         assert.equal(info.id, id)
@@ -52,6 +52,8 @@ describe('getTask of tasks that have not ended', () => {
         assert.ok(Math.abs(info.enqueuedAt! - Date.now()) < 60_000)
         assert.equal(info.startedAt, undefined)
       }
+      const stored = (await queue.getTask(first))?.task
+      assert.deepEqual([stored?.data, stored?.metadata.source, stored?.dataFormat, stored?.contentType], [{ n: 0 }, 'test', 'json', 'application/json'], 'the task as stored: its data and metadata')
       assert.equal(await queue.getTask('never-enqueued'), undefined)
       assert.equal(await queue.getTask('0190a0c8-7a8b-7c3d-9e4f-a1b2c3d4e5f6'), undefined, 'a UUIDv7 no task has')
     } finally {

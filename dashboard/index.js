@@ -283,8 +283,11 @@ function letterView(letter) {
  * @param {import('protoqueue').TaskInfo} task
  */
 function taskRow(task) {
+  // The stored task (its data) is on the task's page, not in the list.
+  const listed = { ...task }
+  delete listed.task
   return {
-    ...task,
+    ...listed,
     error: shortened(task.error),
     result: jsonText(task.result),
     progress: jsonText(task.progress),
@@ -299,10 +302,6 @@ function taskRow(task) {
  */
 function letterDetail(letter) {
   const task = letter.task
-  let data
-  if (task?.dataFormat === 'json' || task?.dataFormat === 'decoded') data = jsonText(task.data, DETAIL, true)
-  else if (task?.dataFormat === 'raw') data = `(${task.data.length} bytes of ${task.contentType}, not JSON)`
-  else if (task?.dataFormat === 'dropped') data = '(data dropped: too large to keep)'
   return {
     sequence: letter.sequence,
     reason: letter.reason,
@@ -310,16 +309,29 @@ function letterDetail(letter) {
     attempts: letter.attempts,
     failedAt: letter.failedAt,
     details: letter.details !== undefined ? jsonText(letter.details, DETAIL, true) : letter.rawDetails ? `(${letter.rawDetails.length} bytes, not JSON)` : undefined,
-    task: task && {
-      name: task.name,
-      subject: task.subject,
-      priority: task.priority,
-      maxAttempts: task.maxAttempts,
-      contentType: task.contentType,
-      dataFormat: task.dataFormat,
-      data,
-      metadata: task.rawMetadata ? `(${task.rawMetadata.length} bytes, not a JSON object)` : jsonText(task.metadata, DETAIL, true),
-    },
+    task: task && { ...storedDetail(task), maxAttempts: task.maxAttempts },
+  }
+}
+
+/**
+ * A task as stored (a dead letter's, or `getTask`'s `task`) as a task's page shows it: its data
+ * and metadata as indented JSON text (at most `DETAIL` characters), name, subject, priority,
+ * content type.
+ * @param {import('protoqueue').TaskContent} task
+ */
+function storedDetail(task) {
+  let data
+  if (task.dataFormat === 'json' || task.dataFormat === 'decoded') data = jsonText(task.data, DETAIL, true)
+  else if (task.dataFormat === 'raw') data = `(${task.data.length} bytes of ${task.contentType}, not JSON)`
+  else if (task.dataFormat === 'dropped') data = '(data dropped: too large to keep)'
+  return {
+    name: task.name,
+    subject: task.subject,
+    priority: task.priority,
+    contentType: task.contentType,
+    dataFormat: task.dataFormat,
+    data,
+    metadata: task.rawMetadata ? `(${task.rawMetadata.length} bytes, not a JSON object)` : jsonText(task.metadata, DETAIL, true),
   }
 }
 
@@ -558,7 +570,8 @@ async function dashboard(options = {}) {
         // A dead letter carries the task as enqueued: its data and metadata (the newest letter of the id).
         const letters = info.state === 'deadLettered' ? await queue.getDeadLetters(MAX_LETTERS_READ, { ids: [id] }) : []
         const newest = letters[letters.length - 1]
-        return sendJson(res, 200, { queue: followed.info.streamName, task: info, letter: newest && letterDetail(newest), letters: letters.length })
+        const shown = { ...info, task: info.task && storedDetail(info.task) }
+        return sendJson(res, 200, { queue: followed.info.streamName, task: shown, letter: newest && letterDetail(newest), letters: letters.length })
       }
       const schedules = /^\/api\/queues\/([^/]+)\/schedules$/.exec(path)
       if (schedules) {

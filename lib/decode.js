@@ -144,4 +144,4 @@ function decodeDeadLetter(letter, codec) {
   return decoded
 }
 
-module.exports = { decodeDeadLetter, decodeSchedule }
+module.exports = { decodeDeadLetter, decodeLetterTask, decodeSchedule }

@@ -262,7 +262,7 @@ class Protoqueue {
   async getTask(id) {
     const checked = checkedString(id, 'getTask(id)', 'ERR_PQ_INVALID_TASK')
     const task = await native(() => this.#native.task(checked))
-    return task === null || task === undefined ? undefined : taskInfo(task)
+    return task === null || task === undefined ? undefined : taskInfo(task, this.#codec)
   }
 
   /**
@@ -272,7 +272,7 @@ class Protoqueue {
   async getTasks(query) {
     const { state, limit, cursor } = taskQuery(query)
     const page = await native(() => this.#native.tasks(state, limit, cursor))
-    return { tasks: page.tasks.map(taskInfo), ...(page.cursor ? { cursor: page.cursor } : {}) }
+    return { tasks: page.tasks.map((task) => taskInfo(task, this.#codec)), ...(page.cursor ? { cursor: page.cursor } : {}) }
   }
 
   /**
@@ -285,7 +285,7 @@ class Protoqueue {
     const checked = checkedString(id, 'waitFor(id)', 'ERR_PQ_INVALID_TASK')
     const timeout = waitTimeout(options, 'waitFor(id, options)')
     const task = await native(() => this.#native.waitFor(checked, timeout))
-    return outcomeOf(taskInfo(task))
+    return outcomeOf(taskInfo(task, this.#codec))
   }
 
   /**

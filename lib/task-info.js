@@ -4,6 +4,7 @@
 // as a `TaskInfo`, and a finished task as `waitFor`'s answer — its result, or a
 // `ProtoqueueError` saying why it failed.
 
+const { decodeLetterTask } = require('./decode.js')
 const { describe } = require('./describe.js')
 const { ProtoqueueError } = require('./errors.js')
 const { optionsOf } = require('./options.js')
@@ -14,16 +15,18 @@ const DEFAULT_WAIT_TIMEOUT = 30_000
 const MAX_WAIT_TIMEOUT = 2 ** 31 - 1
 
 /**
- * @typedef {import('../native').NativeTask} NativeTask
+ * @typedef {import('../native').NativeTaskInfo} NativeTaskInfo
  * @typedef {import('../index').TaskInfo} TaskInfo
  */
 
 /**
- * A native task as `TaskInfo`: absent fields left out, the result parsed.
- * @param {NativeTask} task
+ * A native task as `TaskInfo`: absent fields left out, the result parsed, the stored task
+ * decoded as a dead letter's is (with the queue's serializer, `codec`).
+ * @param {NativeTaskInfo} task
+ * @param {import('./serializers.js').Codec | undefined} [codec]
  * @returns {TaskInfo}
  */
-function taskInfo(task) {
+function taskInfo(task, codec) {
   /** @type {Record<string, unknown>} */
   const info = { id: task.id, state: task.state, attempts: task.attempts }
   for (const key of /** @type {const} */ (['enqueuedAt', 'startedAt', 'finishedAt', 'runAt', 'priority', 'resultError', 'error', 'reason'])) {
@@ -32,6 +35,10 @@ function taskInfo(task) {
   }
   if (typeof task.result === 'string') info.result = JSON.parse(task.result)
   if (typeof task.progress === 'string') info.progress = JSON.parse(task.progress)
+  if (task.task) {
+    const { attempt, maxAttempts, ...stored } = decodeLetterTask(task.task, codec)
+    info.task = stored
+  }
   return /** @type {TaskInfo} */ (/** @type {unknown} */ (info))
 }
 

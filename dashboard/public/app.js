@@ -657,8 +657,10 @@
     if (task.error !== undefined) field(fields, 'Error', clipped(task.error), 'error-text')
     if (task.resultError !== undefined) field(fields, 'No result', task.resultError, 'error-text')
     const letter = read.letter
-    if (letter?.task?.name !== undefined) field(fields, 'Name', letter.task.name)
-    if (letter?.task?.subject !== undefined) field(fields, 'Subject', letter.task.subject, 'mono')
+    // The task as stored: its letter's copy, else the one getTask found (message, schedule or kept record).
+    const stored = letter?.task ?? task.task
+    if (stored?.name !== undefined) field(fields, 'Name', stored.name)
+    if (stored?.subject !== undefined) field(fields, 'Subject', stored.subject, 'mono')
     if (letter?.task?.maxAttempts !== undefined) field(fields, 'Attempts allowed', letter.task.maxAttempts)
     const parts = [fields, el('h3', 'Timeline'), timeline(task)]
     if ('progress' in task) parts.push(block('Progress', JSON.stringify(task.progress, null, 2), task.state === 'running' ? 'Its latest task.progress(value), read again while it runs.' : undefined))
@@ -666,13 +668,13 @@
     if (letter) {
       const of = read.letters > 1 ? ` (the newest of its ${number.format(read.letters)} letters)` : ''
       parts.push(block('Dead letter', `#${letter.sequence}${of}, ${letter.reason}, ${localTime(letter.failedAt)}, after ${letter.attempts} attempt${letter.attempts === 1 ? '' : 's'}:\n${letter.error}`))
-      if (letter.task) {
-        parts.push(block('Data', letter.task.data ?? '', letter.task.contentType !== 'application/json' ? `content type ${letter.task.contentType}` : undefined))
-        parts.push(block('Metadata', letter.task.metadata ?? '{}'))
-      }
       if (letter.details !== undefined) parts.push(block('Details', letter.details))
+    }
+    if (stored) {
+      parts.push(block('Data', stored.data ?? '', stored.contentType !== 'application/json' ? `content type ${stored.contentType}` : undefined))
+      parts.push(block('Metadata', stored.metadata ?? '{}'))
     } else {
-      parts.push(block('Data', undefined, 'Not shown: the library gives a task\'s data and metadata only with its dead letter (getTask gives the state, times, attempts, error, result and progress).'))
+      parts.push(block('Data', undefined, 'Not kept: the server has this task\'s data only while it waits, runs or is delayed, in its dead letter, or in the record keepCompleted / keepFailed keep.'))
     }
     $('task-body').replaceChildren(...parts)
   }

@@ -12,7 +12,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError,
+    },
     time::Duration,
 };
 
@@ -76,8 +79,6 @@ struct Running {
     priority: Option<u8>,
     /// The handler's latest `task.progress(value)`, as JSON.
     progress: Option<Box<RawValue>>,
-    /// Its handler returned (or was stopped): the attempt is being settled, not run.
-    settling: bool,
 }
 
 /// What an attempt registers of itself besides its task id.
@@ -124,6 +125,8 @@ impl Running {
 struct Told {
     mark: Mutex<Option<Mark>>,
     notify: tokio::sync::Notify,
+    /// Its handler returned or was stopped: the attempt is being settled, not listed as running.
+    settling: AtomicBool,
 }
 
 /// A running attempt's registration: it hears a mark for its task ([`Entered::told`]), and
@@ -149,15 +152,7 @@ impl Entered {
     /// Its handler returned or was stopped: from now on the attempt is settled, no longer listed
     /// as running (a mark still reaches it).
     pub fn settling(&self) {
-        if let Some(running) = self
-            .cancels
-            .lock()
-            .slots
-            .get_mut(self.slot)
-            .and_then(|slot| slot.running.as_mut())
-        {
-            running.settling = true;
-        }
+        self.told.settling.store(true, Ordering::Relaxed);
     }
 
     /// The mark handed to this attempt, if one was.
@@ -233,7 +228,6 @@ impl Cancels {
             enqueued_at: attempt.enqueued_at,
             priority: attempt.priority,
             progress: None,
-            settling: false,
         };
         let slot = match state.free.pop() {
             Some(slot) => slot,
@@ -247,6 +241,7 @@ impl Cancels {
         };
         let entry = &mut state.slots[slot];
         entry.running = Some(running);
+        entry.told.settling.store(false, Ordering::Relaxed);
         let told = entry.told.clone();
         drop(state);
         Ok(Entered {
@@ -283,6 +278,7 @@ impl Cancels {
         state
             .slots
             .iter()
+            .filter(|slot| !slot.told.settling.load(Ordering::Relaxed))
             .filter_map(|slot| slot.running.as_ref())
             .filter(|running| {
                 hash.is_none_or(|hash| running.id == hash && Some(&*running.name) == id)

@@ -75,6 +75,11 @@ pub struct TaskInfo {
     pub progress: Option<Box<RawValue>>,
     /// Its priority level, on a queue with `options.priorities`.
     pub priority: Option<u8>,
+    /// The task as it was stored (data, metadata, name), where the server still has it: in the
+    /// task stream, its schedule, its letter, or a record kept with it.
+    pub task: Option<Task>,
+    /// Its data and metadata were dropped from its letter (to fit the server's `max_payload`).
+    pub data_dropped: bool,
 }
 
 impl TaskInfo {
@@ -104,12 +109,15 @@ impl TaskInfo {
             reason: None,
             progress: None,
             priority: None,
+            task: None,
+            data_dropped: false,
         }
     }
 }
 
 impl From<Record> for TaskInfo {
     fn from(record: Record) -> Self {
+        let task = record.task();
         TaskInfo {
             id: record.id,
             state: match record.state {
@@ -130,6 +138,8 @@ impl From<Record> for TaskInfo {
             reason: record.reason,
             progress: None,
             priority: None,
+            task,
+            data_dropped: false,
         }
     }
 }
@@ -186,19 +196,19 @@ pub(crate) fn queued_info(config: &Config, task: Task, subject: &str) -> TaskInf
     info.attempts = u64::from(task.attempts_made);
     info.enqueued_at = Some(task.enqueued_at_ms);
     info.run_at = (task.not_before_ms > 0).then_some(task.not_before_ms);
-    info.error = (!task.last_error.is_empty()).then_some(task.last_error);
+    info.error = (!task.last_error.is_empty()).then(|| task.last_error.clone());
     info.priority = config
         .priorities
         .then(|| crate::layout::level_of(config, subject));
+    info.task = Some(task);
     info
 }
 
 /// A delayed task from its schedule's payload, due at `run_at`.
 pub(crate) fn delayed_info(id: &str, payload: &[u8], run_at: Option<i64>) -> TaskInfo {
     let mut info = TaskInfo::new(id, State::Delayed);
-    info.enqueued_at = Task::decode_checked(payload)
-        .ok()
-        .map(|task| task.enqueued_at_ms);
+    info.task = Task::decode_checked(payload).ok();
+    info.enqueued_at = info.task.as_ref().map(|task| task.enqueued_at_ms);
     info.run_at = run_at;
     info
 }
@@ -228,8 +238,10 @@ async fn dead_lettered(connection: &Connection, id: &str) -> Result<Option<TaskI
         info.attempts = u64::from(letter.attempts);
         info.enqueued_at = letter.task.as_ref().map(|task| task.enqueued_at_ms);
         info.finished_at = Some(letter.failed_at_ms);
+        info.data_dropped = crate::dead_letters::write::data_was_dropped(&letter);
         info.error = Some(letter.error);
         info.reason = Some(reason_name(reason).to_owned());
+        info.task = letter.task;
         info
     }))
 }

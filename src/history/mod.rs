@@ -133,6 +133,31 @@ pub struct Record {
     /// Why it was dead-lettered (`retriesExhausted`, `rejected`, `invalidData`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The task as it was stored (its envelope, base64): its data, metadata and name, kept by
+    /// `keepCompleted` / `keepFailed` (not by `results` alone); left out when the record would
+    /// not fit the server's `max_payload` with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+}
+
+impl Record {
+    /// The task its record keeps, decoded; `None` when it keeps none (or not a task).
+    pub fn task(&self) -> Option<crate::envelope::Task> {
+        use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+        let bytes = BASE64.decode(self.task.as_deref()?).ok()?;
+        crate::envelope::Task::decode_checked(&bytes).ok()
+    }
+}
+
+/// `envelope` as a record keeps it, when `config` keeps the tasks of `ending` with their records
+/// (`keepCompleted` / `keepFailed`).
+pub fn kept_task(config: &Config, ending: Ending, envelope: &[u8]) -> Option<String> {
+    use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
+    let kept = match ending {
+        Ending::Completed => config.keep_completed.is_some(),
+        Ending::DeadLettered | Ending::Cancelled | Ending::Requeued => config.keep_failed.is_some(),
+    };
+    kept.then(|| BASE64.encode(envelope))
 }
 
 /// A field that is present is `Some`, even when it is `null` (a handler may return `null`).
@@ -152,6 +177,12 @@ pub async fn write(connection: &Connection, trim: &Trim, mut record: Record) -> 
         return Ok(());
     };
     let limit = connection.max_payload();
+    let task_size = record.task.as_ref().map_or(0, String::len);
+    if task_size > 0
+        && task_size + record.result.as_ref().map_or(0, |r| r.get().len()) + RECORD_OVERHEAD > limit
+    {
+        record.task = None;
+    }
     if let Some(result) = &record.result {
         let size = result.get().len();
         if size + RECORD_OVERHEAD > limit {

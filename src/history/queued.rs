@@ -107,13 +107,20 @@ async fn scan(connection: &Connection, id: &str) -> Result<Option<u64>> {
     }
 }
 
-/// Whether a message's headers name task `id`.
+/// Whether a message's headers name task `id`: in [`ID_HEADER`], or in `Nats-Msg-Id` as it is
+/// (a generated id) or before a `:` (an own id's `<id>:<nonce>`, when a producer's own id is a
+/// UUIDv7 too).
 fn names(headers: Option<&HeaderMap>, id: &str) -> bool {
     let Some(headers) = headers else {
         return false;
     };
-    let is = |name: &str| headers.get(name).is_some_and(|value| value.as_str() == id);
-    is(ID_HEADER) || is(NATS_MESSAGE_ID.as_ref())
+    let header = |name: &str| headers.get(name).map(|value| value.as_str());
+    header(ID_HEADER) == Some(id)
+        || header(NATS_MESSAGE_ID.as_ref()).is_some_and(|message_id| {
+            message_id
+                .strip_prefix(id)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(':'))
+        })
 }
 
 /// When a generated id was made, ms since the epoch: a UUIDv7's timestamp.
@@ -155,5 +162,12 @@ mod tests {
         assert!(names(Some(&by_header), "a"));
         assert!(!names(Some(&by_header), "b"));
         assert!(!names(None, "a"));
+        let mut own = HeaderMap::new();
+        own.insert(NATS_MESSAGE_ID, "a:5f3e");
+        assert!(names(Some(&own), "a"), "an own id's message id");
+        assert!(!names(Some(&own), "a:5"));
+        let mut longer = HeaderMap::new();
+        longer.insert(NATS_MESSAGE_ID, "ab");
+        assert!(!names(Some(&longer), "a"));
     }
 }

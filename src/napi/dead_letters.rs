@@ -116,7 +116,12 @@ fn reason_named(name: &str) -> Option<DeadLetterReason> {
         .map(|(_, reason)| *reason)
 }
 
-fn native_task(task: Task, attempt: u64, max_attempts: u64, data_dropped: bool) -> NativeTask {
+pub(super) fn native_task(
+    task: Task,
+    attempt: u64,
+    max_attempts: u64,
+    data_dropped: bool,
+) -> NativeTask {
     // Data of another content type is handed over as bytes, even when they happen to be JSON.
     let data = (!data_dropped && content_type::is_json(&task.content_type))
         .then(|| handoff::json_text(&task.data).map(str::to_owned))

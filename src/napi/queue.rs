@@ -19,7 +19,7 @@ use super::{
     errors::to_js,
     schedules::{native_schedule, NativeSchedule},
     settle::{NativeEnqueued, Settler},
-    stats::{NativeStats, NativeTask, NativeTaskPage, NativeWorker},
+    stats::{NativeStats, NativeTaskInfo, NativeTaskPage, NativeWorker},
     worker::{outcome_of, JsDispatch, NativeFailure, NativeOutcome, NativeReturned},
 };
 use crate::{
@@ -224,9 +224,9 @@ impl NativeQueue {
 
     /// Task `id` as the server knows it; `null` when nothing has it.
     #[napi(catch_unwind)]
-    pub async fn task(&self, id: String) -> napi::Result<Option<NativeTask>> {
+    pub async fn task(&self, id: String) -> napi::Result<Option<NativeTaskInfo>> {
         let task = self.queue.task(&id).await.map_err(to_js)?;
-        Ok(task.map(NativeTask::from))
+        Ok(task.map(NativeTaskInfo::from))
     }
 
     /// The tasks of `state`, newest first: at most `limit`, after `cursor` (a page's).
@@ -247,7 +247,7 @@ impl NativeQueue {
 
     /// Waits up to `timeout_ms` for task `id` to end (completed or dead-lettered).
     #[napi(catch_unwind)]
-    pub async fn wait_for(&self, id: String, timeout_ms: f64) -> napi::Result<NativeTask> {
+    pub async fn wait_for(&self, id: String, timeout_ms: f64) -> napi::Result<NativeTaskInfo> {
         let timeout = std::time::Duration::from_millis(timeout_ms.max(0.0) as u64);
         let record = self.queue.wait_for(&id, timeout).await.map_err(to_js)?;
         Ok(crate::history::lookup::TaskInfo::from(record).into())

@@ -93,14 +93,14 @@ impl From<Stats> for NativeStats {
 /// A page of `getTasks()`: its tasks, and the cursor of the next (`None`: the last).
 #[napi(object)]
 pub struct NativeTaskPage {
-    pub tasks: Vec<NativeTask>,
+    pub tasks: Vec<NativeTaskInfo>,
     pub cursor: Option<String>,
 }
 
 impl From<crate::history::listing::Page> for NativeTaskPage {
     fn from(page: crate::history::listing::Page) -> Self {
         NativeTaskPage {
-            tasks: page.tasks.into_iter().map(NativeTask::from).collect(),
+            tasks: page.tasks.into_iter().map(NativeTaskInfo::from).collect(),
             cursor: page.cursor,
         }
     }
@@ -108,7 +108,7 @@ impl From<crate::history::listing::Page> for NativeTaskPage {
 
 /// A task as `getTask()` and `waitFor()` describe it; `result` is JSON text.
 #[napi(object)]
-pub struct NativeTask {
+pub struct NativeTaskInfo {
     pub id: String,
     pub state: String,
     pub attempts: i64,
@@ -123,11 +123,14 @@ pub struct NativeTask {
     /// A running task's latest progress, as JSON text.
     pub progress: Option<String>,
     pub priority: Option<u32>,
+    /// The task as it was stored (data, metadata, name), where the server still has it.
+    pub task: Option<super::dead_letters::NativeTask>,
 }
 
-impl From<TaskInfo> for NativeTask {
+impl From<TaskInfo> for NativeTaskInfo {
     fn from(t: TaskInfo) -> Self {
-        NativeTask {
+        let attempts = t.attempts;
+        NativeTaskInfo {
             id: t.id,
             state: t.state.name().to_owned(),
             attempts: t.attempts as i64,
@@ -141,6 +144,10 @@ impl From<TaskInfo> for NativeTask {
             reason: t.reason,
             progress: t.progress.map(|json| json.get().to_owned()),
             priority: t.priority.map(u32::from),
+            task: t.task.map(|task| {
+                let max = task.max_retries.map_or(0, |retries| u64::from(retries) + 1);
+                super::dead_letters::native_task(task, attempts, max, t.data_dropped)
+            }),
         }
     }
 }

@@ -620,6 +620,11 @@ impl Executor {
                 result_error: None,
                 error: Some("cancelled by cancel()".to_owned()),
                 reason: None,
+                task: history::kept_task(
+                    self.connection.config(),
+                    Ending::Cancelled,
+                    &message.payload,
+                ),
             };
             self.record(message, record).await;
         }
@@ -854,6 +859,11 @@ impl Executor {
             result_error,
             error: None,
             reason: None,
+            task: history::kept_task(
+                self.connection.config(),
+                Ending::Completed,
+                &message.payload,
+            ),
         };
         self.record(message, record).await;
     }
@@ -935,6 +945,11 @@ impl Executor {
                     result_error: None,
                     error: Some(failure.error.clone()),
                     reason: Some(crate::observe::metrics::reason_name(reason).to_owned()),
+                    task: history::kept_task(
+                        self.connection.config(),
+                        Ending::DeadLettered,
+                        &task.to_bytes(),
+                    ),
                 })
             }
             _ => None,
