@@ -60,6 +60,8 @@ struct Slot {
     /// The attempt in it, if any.
     running: Option<Running>,
     told: Arc<Told>,
+    /// The id text of the slot's last attempt, its buffer reused by the next.
+    spare: String,
 }
 
 /// An attempt that runs, as the registry holds it.
@@ -69,7 +71,7 @@ struct Running {
     /// When its task's life began ([`crate::envelope::Task::life_began`]).
     since: i64,
     /// Its task id, for `getTask` and `getTasks` to find.
-    name: Box<str>,
+    name: String,
     /// When the attempt started, ms since the epoch.
     started_at: i64,
     /// Which attempt it is, the first being 1.
@@ -110,7 +112,7 @@ pub struct RunningTask {
 impl Running {
     fn described(&self) -> RunningTask {
         RunningTask {
-            id: self.name.to_string(),
+            id: self.name.clone(),
             started_at: self.started_at,
             attempt: self.attempt,
             enqueued_at: self.enqueued_at,
@@ -169,7 +171,9 @@ impl Drop for Entered {
     fn drop(&mut self) {
         let mut state = self.cancels.lock();
         if let Some(slot) = state.slots.get_mut(self.slot) {
-            slot.running = None;
+            if let Some(running) = slot.running.take() {
+                slot.spare = running.name;
+            }
             // A mark handed too late is dropped with the attempt.
             *slot
                 .told
@@ -219,28 +223,31 @@ impl Cancels {
                 return Err(mark.clone());
             }
         }
-        let running = Running {
-            id: hashed(id),
-            since,
-            name: id.into(),
-            started_at: crate::envelope::now_ms(),
-            attempt: attempt.number,
-            enqueued_at: attempt.enqueued_at,
-            priority: attempt.priority,
-            progress: None,
-        };
         let slot = match state.free.pop() {
             Some(slot) => slot,
             None => {
                 state.slots.push(Slot {
                     running: None,
                     told: Arc::default(),
+                    spare: String::new(),
                 });
                 state.slots.len() - 1
             }
         };
         let entry = &mut state.slots[slot];
-        entry.running = Some(running);
+        let mut name = std::mem::take(&mut entry.spare);
+        name.clear();
+        name.push_str(id);
+        entry.running = Some(Running {
+            id: hashed(id),
+            since,
+            name,
+            started_at: crate::envelope::now_ms(),
+            attempt: attempt.number,
+            enqueued_at: attempt.enqueued_at,
+            priority: attempt.priority,
+            progress: None,
+        });
         entry.told.settling.store(false, Ordering::Relaxed);
         let told = entry.told.clone();
         drop(state);
@@ -264,7 +271,7 @@ impl Cancels {
             if let Some(running) = slot
                 .running
                 .as_mut()
-                .filter(|r| r.id == hash && &*r.name == id)
+                .filter(|r| r.id == hash && r.name == id)
             {
                 running.progress = Some(progress.to_owned());
             }
@@ -281,7 +288,7 @@ impl Cancels {
             .filter(|slot| !slot.told.settling.load(Ordering::Relaxed))
             .filter_map(|slot| slot.running.as_ref())
             .filter(|running| {
-                hash.is_none_or(|hash| running.id == hash && Some(&*running.name) == id)
+                hash.is_none_or(|hash| running.id == hash && Some(running.name.as_str()) == id)
             })
             .take(limit)
             .map(Running::described)
