@@ -606,6 +606,12 @@ export interface TaskInfo<T = unknown> {
   resultError?: string
   /** A dead-lettered task's last error, or a retrying task's last attempt's error. */
   error?: string
+  /**
+   * Its failed attempts so far, oldest first (the last 20; errors shortened to 1 KiB), as its
+   * stored task carries them: a retrying or running task's message, or the record `keepCompleted`
+   * / `keepFailed` keep. Absent when none failed or the task is not kept.
+   */
+  failures?: FailedAttempt[]
   /** Why it was dead-lettered. */
   reason?: DeadLetterReason
   /**
@@ -615,6 +621,16 @@ export interface TaskInfo<T = unknown> {
    * `keepFailed` keep with it (`results` alone keeps no task).
    */
   task?: TaskContent<T>
+}
+
+/** One failed attempt of a task (`TaskInfo.failures`). */
+export interface FailedAttempt {
+  /** Which attempt it was, the first being 1. */
+  attempt: number
+  /** When it started and failed, ms since the epoch (the worker's clock). */
+  startedAt: number
+  failedAt: number
+  error: string
 }
 
 /** A task's data, metadata and name as stored (`TaskInfo.task`). */

@@ -211,6 +211,14 @@ export interface NativeEnqueueFailure {
   error: string
 }
 
+/** A failed attempt of a task (`TaskInfo.failures`). */
+export interface NativeFailedAttempt {
+  attempt: number
+  startedAt: number
+  failedAt: number
+  error: string
+}
+
 /** A failed attempt as the shim reports it: the handler's result (normalised) or what it threw. */
 export interface NativeFailure {
   /** The token of the attempt (from the batch it came in). */
@@ -409,6 +417,8 @@ export interface NativeTaskInfo {
   priority?: number
   /** The task as it was stored (data, metadata, name), where the server still has it. */
   task?: NativeTask
+  /** Its failed attempts, oldest first, as the stored task carries them. */
+  failures: Array<NativeFailedAttempt>
 }
 
 /**

@@ -961,7 +961,7 @@ describe('task results: task and wait', () => {
       expectExit(shown, 0)
       const rows = Object.fromEntries(shown.stdout.trim().split('\n').map((line) => line.split(/ {2,}/) as [string, string]))
       const info = (await owner.getTask(waiting))!
-      assert.deepStrictEqual(rows, { id: waiting, state: 'waiting', attempts: '0', priority: '2', enqueued: new Date(info.enqueuedAt!).toISOString() })
+      assert.deepStrictEqual(rows, { id: waiting, state: 'waiting', attempts: '0', priority: '2', enqueued: new Date(info.enqueuedAt!).toISOString(), data: '{"n":1}' })
       assert.deepStrictEqual(JSON.parse((await cli(['task', waiting, '--json', ...flags])).stdout), info)
 
       const started = deferred()

@@ -88,6 +88,7 @@ describe('task history', () => {
       for (const task of tasks) {
         assert.equal(task.state, 'deadLettered')
         assert.equal(task.reason, 'retriesExhausted')
+        assert.equal(task.failures, undefined, 'one attempt, no retry: no earlier failure')
         assert.match(task.error!, /^bad \d/)
         assert.equal(task.error, `bad ${(task.task?.data as { n: number }).n}`, 'the record keeps the task too')
       }
@@ -99,6 +100,31 @@ describe('task history', () => {
       await worker.disconnect()
       await monitor.destroy({ force: true })
       await monitor.disconnect()
+    }
+  })
+
+  test('a task that failed twice, then completed: its kept record tells each failed attempt, oldest first', async () => {
+    const names = uniqueQueue('history')
+    const worker = await open(names, { keepCompleted: true, maxRetries: 3, retryDelay: 0 })
+    try {
+      const runs = new Map<string, number>()
+      await worker.process(async (task) => {
+        const run = (runs.get(task.id) ?? 0) + 1
+        runs.set(task.id, run)
+        if (run < 3) throw new Error(`attempt ${run} failed`)
+        return { success: true, result: 'third time lucky' }
+      })
+      const id = await worker.enqueue({ data: { n: 1 } })
+      const done = (await eventually('the record', async () => {
+        const info = await worker.getTask(id)
+        return info?.state === 'completed' && info
+      }))!
+      assert.equal(done.attempts, 3)
+      assert.deepEqual(done.failures?.map((f) => [f.attempt, f.error]), [[1, 'attempt 1 failed'], [2, 'attempt 2 failed']])
+      assert.ok(done.failures!.every((f) => f.startedAt <= f.failedAt && f.failedAt <= done.startedAt!), JSON.stringify(done))
+    } finally {
+      await worker.destroy({ force: true })
+      await worker.disconnect()
     }
   })
 

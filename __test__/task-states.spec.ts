@@ -112,9 +112,15 @@ describe('getTask of tasks that have not ended', () => {
       assert.equal(retrying.attempts, 1)
       assert.match(retrying.error!, /the mail server said no/)
       assert.ok(retrying.runAt! > Date.now() - 1_000 && retrying.runAt! <= Date.now() + 3_500, JSON.stringify(retrying))
+      assert.equal(retrying.failures?.length, 1)
+      const [failed] = retrying.failures!
+      assert.equal(failed.attempt, 1)
+      assert.match(failed.error, /the mail server said no/)
+      assert.ok(failed.startedAt <= failed.failedAt && failed.failedAt <= Date.now() + 1_000, JSON.stringify(failed))
       const again = await stateOf(monitor, id, (info) => info?.state === 'running')
       assert.equal(again.attempts, 2, JSON.stringify(again))
       assert.match(again.error!, /the mail server said no/, 'the last failed attempt is still told while the next runs')
+      assert.deepEqual(again.failures, retrying.failures)
       release()
       await stateOf(monitor, id, (info) => info === undefined)
     } finally {

@@ -35,6 +35,7 @@ function taskInfo(task, codec) {
   }
   if (typeof task.result === 'string') info.result = JSON.parse(task.result)
   if (typeof task.progress === 'string') info.progress = JSON.parse(task.progress)
+  if (task.failures.length > 0) info.failures = task.failures
   if (task.task) {
     const { attempt, maxAttempts, ...stored } = decodeLetterTask(task.task, codec)
     info.task = stored

@@ -10,7 +10,9 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/protoqueue.v1.rs"));
 }
 
-pub use proto::{Backoff as BackoffEnvelope, BackoffType, DeadLetter, DeadLetterReason, Task};
+pub use proto::{
+    Backoff as BackoffEnvelope, BackoffType, DeadLetter, DeadLetterReason, FailedAttempt, Task,
+};
 
 /// The envelope version this build writes and reads.
 pub const VERSION: u32 = 1;

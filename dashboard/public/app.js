@@ -665,6 +665,10 @@
     const parts = [fields, el('h3', 'Timeline'), timeline(task)]
     if ('progress' in task) parts.push(block('Progress', JSON.stringify(task.progress, null, 2), task.state === 'running' ? 'Its latest task.progress(value), read again while it runs.' : undefined))
     if ('result' in task) parts.push(block('Result', JSON.stringify(task.result, null, 2)))
+    if (task.failures?.length) {
+      const lines = task.failures.map((failed) => `#${failed.attempt}, ${localTime(failed.startedAt)} – ${localTime(failed.failedAt)}:\n${failed.error}`)
+      parts.push(block('Failed attempts', lines.join('\n\n')))
+    }
     if (letter) {
       const of = read.letters > 1 ? ` (the newest of its ${number.format(read.letters)} letters)` : ''
       parts.push(block('Dead letter', `#${letter.sequence}${of}, ${letter.reason}, ${localTime(letter.failedAt)}, after ${letter.attempts} attempt${letter.attempts === 1 ? '' : 's'}:\n${letter.error}`))

@@ -179,6 +179,8 @@ function taskDetails(info) {
   if (info.resultError !== undefined) fields.push(['result error', escapeControl(info.resultError)])
   if (info.error !== undefined) fields.push(['error', escapeControl(info.error)])
   if (info.reason !== undefined) fields.push(['reason', escapeControl(info.reason)])
+  for (const failed of info.failures ?? []) fields.push([`attempt ${failed.attempt} failed`, `${isoTime(failed.failedAt)} ${truncate(failed.error, 200)}`])
+  if (info.task !== undefined && info.task.dataFormat !== 'dropped') fields.push(['data', info.task.dataFormat === 'raw' ? `(${info.task.data.length} bytes of ${escapeControl(info.task.contentType)})` : oneLineJson(info.task.data)])
   return pairs(fields)
 }
 

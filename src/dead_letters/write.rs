@@ -56,7 +56,7 @@ pub async fn publish(
         Failed::Task(mut task) => {
             task.attempts_made = 0;
             task.not_before_ms = 0;
-            task.last_error.clear();
+            task.failed_attempts.clear();
             (Some(*task), Bytes::new())
         }
         Failed::Raw(raw) => (None, raw),

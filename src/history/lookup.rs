@@ -196,7 +196,10 @@ pub(crate) fn queued_info(config: &Config, task: Task, subject: &str) -> TaskInf
     info.attempts = u64::from(task.attempts_made);
     info.enqueued_at = Some(task.enqueued_at_ms);
     info.run_at = (task.not_before_ms > 0).then_some(task.not_before_ms);
-    info.error = (!task.last_error.is_empty()).then(|| task.last_error.clone());
+    info.error = task
+        .failed_attempts
+        .last()
+        .map(|failed| failed.error.clone());
     info.priority = config
         .priorities
         .then(|| crate::layout::level_of(config, subject));

@@ -125,6 +125,17 @@ pub struct NativeTaskInfo {
     pub priority: Option<u32>,
     /// The task as it was stored (data, metadata, name), where the server still has it.
     pub task: Option<super::dead_letters::NativeTask>,
+    /// Its failed attempts, oldest first, as the stored task carries them.
+    pub failures: Vec<NativeFailedAttempt>,
+}
+
+/// A failed attempt of a task (`TaskInfo.failures`).
+#[napi(object)]
+pub struct NativeFailedAttempt {
+    pub attempt: u32,
+    pub started_at: i64,
+    pub failed_at: i64,
+    pub error: String,
 }
 
 impl From<TaskInfo> for NativeTaskInfo {
@@ -144,6 +155,21 @@ impl From<TaskInfo> for NativeTaskInfo {
             reason: t.reason,
             progress: t.progress.map(|json| json.get().to_owned()),
             priority: t.priority.map(u32::from),
+            failures: t
+                .task
+                .as_ref()
+                .map(|task| {
+                    task.failed_attempts
+                        .iter()
+                        .map(|failed| NativeFailedAttempt {
+                            attempt: failed.number,
+                            started_at: failed.started_at_ms,
+                            failed_at: failed.failed_at_ms,
+                            error: failed.error.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             task: t.task.map(|task| {
                 let max = task.max_retries.map_or(0, |retries| u64::from(retries) + 1);
                 super::dead_letters::native_task(task, attempts, max, t.data_dropped)

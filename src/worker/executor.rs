@@ -43,7 +43,7 @@ use crate::{
     },
     config::{backoff::Backoff, Config},
     dead_letters::write::{self as dead_letter, Failed, Origin},
-    envelope::{DeadLetterReason, EnvelopeError, Task},
+    envelope::{DeadLetterReason, EnvelopeError, FailedAttempt, Task},
     history::{self, Ending, Record},
     logging::shorten,
     nats::{ack_wait::HeartbeatPace, connection::Connection},
@@ -58,8 +58,10 @@ use crate::{
 
 /// How long a worker waits for the server to confirm an ack, NAK or TERM.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest error a retried task carries to its next attempt (`getTask`'s `error`).
-const MAX_RETRY_ERROR: usize = 2_048;
+/// The longest error of a failed attempt a retried task carries (`getTask`'s `failures`).
+const MAX_RETRY_ERROR: usize = 1_024;
+/// The failed attempts a retried task carries at most (the last ones).
+const MAX_FAILED_KEPT: usize = 20;
 /// What a retry copy may add to the task besides its error (counts, times, headers).
 const RETRY_HEADROOM: usize = 512;
 /// Deliveries of one message that may end without an outcome (its worker died or lost its
@@ -690,7 +692,7 @@ impl Executor {
                 self.retry(
                     &message,
                     &origin,
-                    (id, &failure.error),
+                    (id, &failure.error, clock.started_ms()),
                     policy.custom_id,
                     delay,
                 )
@@ -742,13 +744,14 @@ impl Executor {
     /// message (`retry:<stream>:<sequence>`): if the worker dies before the ack, the redelivered
     /// message's retry is stored once. When the copy cannot be stored, the delivery is handed
     /// back with the delay instead (the attempt then counts as a stalled delivery). The copy
-    /// carries the attempt's `error` (shortened, and left out when the task would not fit the
-    /// server's `max_payload` with it), for `getTask` to tell.
+    /// adds the attempt (started at `started_ms`, its `error` shortened) to the failed ones it
+    /// carries, the last [`MAX_FAILED_KEPT`] (all left out when the task would not fit the
+    /// server's `max_payload` with them), for `getTask` to tell.
     async fn retry(
         &self,
         message: &jetstream::Message,
         origin: &Origin,
-        (id, error): (&str, &str),
+        (id, error, started_ms): (&str, &str, i64),
         custom_id: bool,
         delay: Duration,
     ) -> Settlement {
@@ -756,13 +759,19 @@ impl Executor {
             let mut task =
                 decode(message).map_err(|err| crate::error::Error::Nats(err.to_string()))?;
             task.attempts_made = u32::try_from(origin.attempts).unwrap_or(u32::MAX);
+            let now = crate::envelope::now_ms();
             let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-            task.not_before_ms = crate::envelope::now_ms().saturating_add(delay_ms).max(1);
-            task.last_error = crate::dead_letters::write::shortened(error, MAX_RETRY_ERROR);
-            if message.payload.len() + task.last_error.len() + RETRY_HEADROOM
-                > self.connection.max_payload()
-            {
-                task.last_error.clear();
+            task.not_before_ms = now.saturating_add(delay_ms).max(1);
+            task.failed_attempts.push(FailedAttempt {
+                number: task.attempts_made,
+                started_at_ms: started_ms,
+                failed_at_ms: now,
+                error: crate::dead_letters::write::shortened(error, MAX_RETRY_ERROR),
+            });
+            let over = task.failed_attempts.len().saturating_sub(MAX_FAILED_KEPT);
+            task.failed_attempts.drain(..over);
+            if prost::Message::encoded_len(&task) + RETRY_HEADROOM > self.connection.max_payload() {
+                task.failed_attempts.clear();
             }
             let mut copy = Outgoing::checked(
                 task.id.clone(),
