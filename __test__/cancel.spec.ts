@@ -174,6 +174,30 @@ describe('cancel and task.signal', () => {
     }
   })
 
+  test('a waiting task with a generated id: cancel says false (no worker holds it), yet getTask says cancelled at once, and a worker refuses it', async () => {
+    const names = uniqueQueue('cancel')
+    const producer = await connected(names)
+    const id = await producer.enqueue({ data: { n: 1 } })
+    const other = await producer.enqueue({ data: { n: 2 } })
+    assert.equal((await producer.getTask(id))?.state, 'waiting')
+    assert.equal(await producer.cancel(id), false)
+    assert.equal((await producer.getTask(id))?.state, 'cancelled', 'marked: it will not run')
+    assert.equal((await producer.getTask(other))?.state, 'waiting')
+    const worker = await connected<{ n: number }>(names)
+    const seen: number[] = []
+    await worker.process(async (task) => {
+      seen.push(task.data.n)
+      return { success: true }
+    })
+    try {
+      await producer.waitFor(other, { timeout: 10_000 })
+      await rejectsWithCode(producer.waitFor(id, { timeout: 10_000 }), 'ERR_PQ_TASK_CANCELLED')
+      assert.deepEqual(seen, [2])
+    } finally {
+      await Promise.all([worker.disconnect(), producer.disconnect()])
+    }
+  })
+
   test('cancels racing completions: each task ends in exactly one of the two, and true is only said of a cancelled one', async () => {
     const names = uniqueQueue('cancel')
     const worker = await connected<{ ms: number }>(names, { batchSize: 40 })

@@ -10,7 +10,7 @@ import { Protoqueue, type ProtoqueueConfig, type TaskInfo } from 'protoqueue'
 
 import { NatsServer, uniqueQueue } from './helpers/nats'
 import { connectedQueue, type Names } from './helpers/queues'
-import { eventually } from './helpers/wait'
+import { eventually, rejectsWithCode } from './helpers/wait'
 
 let server: NatsServer
 before(async () => {
@@ -56,6 +56,23 @@ describe('getTask of tasks that have not ended', () => {
       assert.deepEqual([stored?.data, stored?.metadata.source, stored?.dataFormat, stored?.contentType], [{ n: 0 }, 'test', 'json', 'application/json'], 'the task as stored: its data and metadata')
       assert.equal(await queue.getTask('never-enqueued'), undefined)
       assert.equal(await queue.getTask('0190a0c8-7a8b-7c3d-9e4f-a1b2c3d4e5f6'), undefined, 'a UUIDv7 no task has')
+    } finally {
+      await queue.destroy({ force: true })
+      await queue.disconnect()
+    }
+  })
+
+  test('purged: a waiting task purge() removed is found nowhere; its waiters time out', async () => {
+    const names = uniqueQueue('states')
+    const queue = await open(names, { results: { ttl: 60_000 } })
+    try {
+      const [generated, own] = [await queue.enqueue({ data: { n: 1 } }), await queue.enqueue({ id: 'purged/1', data: { n: 2 } })]
+      assert.equal((await queue.getTask(generated))?.state, 'waiting')
+      assert.equal(await queue.purge(), 2)
+      for (const id of [generated, own]) {
+        assert.equal(await queue.getTask(id), undefined, id)
+        await rejectsWithCode(queue.waitFor(id, { timeout: 300 }), 'ERR_PQ_TIMEOUT')
+      }
     } finally {
       await queue.destroy({ force: true })
       await queue.disconnect()

@@ -227,6 +227,30 @@ pub async fn cancel(connection: &Connection, id: &str) -> Result<bool> {
     Ok(cancelled)
 }
 
+/// The newest cancel mark of task `id`, if one is kept (none when the queue has no cancels
+/// stream).
+pub async fn mark_of(connection: &Connection, id: &str) -> Result<Option<Mark>> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    const READING: &str = "reading the task's cancel mark";
+    let config = connection.config();
+    let Some(stream) =
+        crate::nats::stream_if_exists(&connection.jetstream, config.cancels_stream(), READING)
+            .await?
+    else {
+        return Ok(None);
+    };
+    match stream
+        .get_last_raw_message_by_subject(&subject(config, id))
+        .await
+    {
+        Ok(message) => Ok(serde_json::from_slice::<Mark>(&message.payload)
+            .ok()
+            .filter(|mark| mark.id == id)),
+        Err(err) if err.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(err) => Err(Error::nats(READING, err)),
+    }
+}
+
 /// Removes the mark of task `id` once it was acted on (best effort: marks expire).
 pub async fn forget(connection: &Connection, id: &str) {
     let config = connection.config();

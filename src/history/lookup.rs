@@ -177,9 +177,16 @@ async fn in_stream(connection: &Connection, id: &str) -> Result<Option<TaskInfo>
         return Ok(None);
     };
     let running = super::running::of(connection, id).await?;
+    let since = queued.task.life_began();
     let mut info = queued_info(connection.config(), queued.task, &queued.subject);
     if let Some(latest) = running.into_iter().max_by_key(|running| running.started_at) {
         info.run(latest);
+    } else if crate::cancelling::mark_of(connection, id)
+        .await?
+        .is_some_and(|mark| mark.covers(since))
+    {
+        // `cancel(id)` marked it: the worker that takes it ends it without running it.
+        info.state = State::Cancelled;
     }
     Ok(Some(info))
 }
