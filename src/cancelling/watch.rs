@@ -8,7 +8,7 @@
 //! first) and answers the canceller. A mark for a task this worker does not run is answered
 //! `notHere` once it is kept. The marks and the attempts share one lock, so a worker that
 //! answered `notHere` refuses the task whenever it takes it. A task that nobody cancels costs a
-//! map insert and removal while it runs.
+//! reused slot while it runs (its id copied into the slot's buffer).
 
 use std::{
     collections::HashMap,
@@ -66,11 +66,9 @@ struct Slot {
 
 /// An attempt that runs, as the registry holds it.
 struct Running {
-    /// Its task id, hashed (the attempt checks the id of a mark handed to it).
-    id: u64,
     /// When its task's life began ([`crate::envelope::Task::life_began`]).
     since: i64,
-    /// Its task id, for `getTask` and `getTasks` to find.
+    /// Its task id (a mark's, `getTask`'s and `getTasks`' key).
     name: String,
     /// When the attempt started, ms since the epoch.
     started_at: i64,
@@ -185,13 +183,6 @@ impl Drop for Entered {
     }
 }
 
-/// A task id's hash, as the registry keeps it.
-fn hashed(id: &str) -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    static STATE: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-    STATE.get_or_init(RandomState::new).hash_one(id)
-}
-
 impl Cancels {
     /// Starts following the marks of the queue, having read those made so far (for at most
     /// [`CATCH_UP`]). Never fails: a worker that cannot follow them (no stream and
@@ -239,7 +230,6 @@ impl Cancels {
         name.clear();
         name.push_str(id);
         entry.running = Some(Running {
-            id: hashed(id),
             since,
             name,
             started_at: crate::envelope::now_ms(),
@@ -265,14 +255,9 @@ impl Cancels {
 
     /// Keeps `progress` as the latest of the running task `id` (`task.progress(value)`).
     pub fn progressed(&self, id: &str, progress: &RawValue) {
-        let hash = hashed(id);
         let mut state = self.lock();
         for slot in &mut state.slots {
-            if let Some(running) = slot
-                .running
-                .as_mut()
-                .filter(|r| r.id == hash && r.name == id)
-            {
+            if let Some(running) = slot.running.as_mut().filter(|r| r.name == id) {
                 running.progress = Some(progress.to_owned());
             }
         }
@@ -280,16 +265,13 @@ impl Cancels {
 
     /// The attempts running here at task `id`, or at any task (`None`), at most `limit`.
     pub fn running(&self, id: Option<&str>, limit: usize) -> Vec<RunningTask> {
-        let hash = id.map(hashed);
         let state = self.lock();
         state
             .slots
             .iter()
             .filter(|slot| !slot.told.settling.load(Ordering::Relaxed))
             .filter_map(|slot| slot.running.as_ref())
-            .filter(|running| {
-                hash.is_none_or(|hash| running.id == hash && Some(running.name.as_str()) == id)
-            })
+            .filter(|running| id.is_none_or(|id| running.name == id))
             .take(limit)
             .map(Running::described)
             .collect()
@@ -300,13 +282,12 @@ impl Cancels {
     async fn heard(&self, mark: Mark) {
         let handed = {
             let mut state = self.lock();
-            let id = hashed(&mark.id);
             let mut handed = false;
             for slot in &state.slots {
                 let Some(running) = &slot.running else {
                     continue;
                 };
-                if running.id == id && mark.covers(running.since) {
+                if running.name == mark.id && mark.covers(running.since) {
                     *slot
                         .told
                         .mark

@@ -3,6 +3,8 @@
 //! retrying) and delayed tasks' schedules, read backwards from a cursor in windows of batched
 //! direct gets ([`crate::nats::direct`]); the running tasks asked of the live workers.
 
+use async_nats::jetstream::stream;
+
 use crate::{
     envelope::Task,
     error::{Error, Result},
@@ -21,9 +23,11 @@ use super::{
 pub const MAX_LIMIT: usize = 1_000;
 /// Messages read per request.
 const BATCH: usize = 1_000;
+/// What listing is called in errors.
+const LISTING: &str = "listing tasks";
 
 /// A page of tasks, and where the next starts (`None`: this was the last).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Page {
     pub tasks: Vec<TaskInfo>,
     pub cursor: Option<String>,
@@ -66,12 +70,19 @@ pub async fn list(
         }
         "delayed" => {
             let filter = crate::schedules::delayed_subjects(config);
-            let name = config.stream_name.clone();
-            newest_first(connection, &name, Some(&filter), limit, before, |stored| {
-                let task = Task::decode_checked(&stored.payload).ok()?;
-                let due = crate::schedules::due_of(&stored.headers);
-                Some(delayed_info(&task.id, &stored.payload, due))
-            })
+            let stream = task_stream(connection).await?;
+            newest_first(
+                connection,
+                &stream,
+                Some(&filter),
+                limit,
+                before,
+                |stored| {
+                    let task = Task::decode_checked(&stored.payload).ok()?;
+                    let due = crate::schedules::due_of(&stored.headers);
+                    Some(delayed_info(&task.id.clone(), Some(task), due))
+                },
+            )
             .await
         }
         other => Err(Error::InvalidConfig(format!(
@@ -89,16 +100,13 @@ async fn records(
     before: Option<u64>,
 ) -> Result<Page> {
     let config = connection.config();
-    if super::stream_of(connection).await?.is_none() {
-        return Ok(Page {
-            tasks: Vec::new(),
-            cursor: None,
-        });
-    }
+    let Some(history) = super::stream_of(connection).await? else {
+        return Ok(Page::default());
+    };
     let filter = super::ending_filter(config, ending);
     newest_first(
         connection,
-        &config.history_stream(),
+        &history,
         Some(&filter),
         limit,
         before,
@@ -126,8 +134,8 @@ async fn queued(
             .into_iter()
             .map(|running| running.id)
             .collect();
-    let name = config.stream_name.clone();
-    newest_first(connection, &name, None, limit, before, |stored| {
+    let stream = task_stream(connection).await?;
+    newest_first(connection, &stream, None, limit, before, |stored| {
         if !crate::layout::holds_tasks(config, &stored.subject) {
             return None;
         }
@@ -160,24 +168,29 @@ async fn running(connection: &Connection, limit: usize) -> Result<Page> {
     })
 }
 
-/// Up to `limit` of what `keep` makes of the messages of `stream` on `filter`, newest first,
-/// from before sequence `before` (the stream's end when `None`). Reads windows backwards, each
-/// twice the last, so a sparse filter costs few requests.
+/// The task stream with its state as of now (where listing starts).
+async fn task_stream(connection: &Connection) -> Result<stream::Stream> {
+    connection
+        .jetstream
+        .get_stream(&connection.config().stream_name)
+        .await
+        .map_err(|err| Error::request(LISTING, err))
+}
+
+/// Up to `limit` of what `keep` makes of the messages of `stream` (as its info read when it was
+/// opened says: from its end) on `filter`, newest first, from before sequence `before` (the
+/// stream's end when `None`). Reads windows backwards, each twice the last, so a sparse filter
+/// costs few requests.
 async fn newest_first(
     connection: &Connection,
-    stream: &str,
+    stream: &stream::Stream,
     filter: Option<&str>,
     limit: usize,
     before: Option<u64>,
     keep: impl Fn(&Stored) -> Option<TaskInfo>,
 ) -> Result<Page> {
-    const LISTING: &str = "listing tasks";
-    let info = connection
-        .jetstream
-        .get_stream(stream)
-        .await
-        .map_err(|err| Error::request(LISTING, err))?;
-    let state = &info.cached_info().state;
+    let info = stream.cached_info();
+    let (stream, state) = (&info.config.name, &info.state);
     let mut end = before
         .unwrap_or(state.last_sequence + 1)
         .min(state.last_sequence + 1);

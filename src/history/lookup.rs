@@ -214,12 +214,13 @@ pub(crate) fn queued_info(config: &Config, task: Task, subject: &str) -> TaskInf
     info
 }
 
-/// A delayed task from its schedule's payload, due at `run_at`.
-pub(crate) fn delayed_info(id: &str, payload: &[u8], run_at: Option<i64>) -> TaskInfo {
+/// The delayed task `id` from its schedule's task (none when another tool's schedule holds
+/// none), due at `run_at`.
+pub(crate) fn delayed_info(id: &str, task: Option<Task>, run_at: Option<i64>) -> TaskInfo {
     let mut info = TaskInfo::new(id, State::Delayed);
-    info.task = Task::decode_checked(payload).ok();
-    info.enqueued_at = info.task.as_ref().map(|task| task.enqueued_at_ms);
+    info.enqueued_at = task.as_ref().map(|task| task.enqueued_at_ms);
     info.run_at = run_at;
+    info.task = task;
     info
 }
 
@@ -231,7 +232,9 @@ async fn delayed(connection: &Connection, id: &str) -> Result<Option<TaskInfo>> 
     }
     let stream = connection.task_stream().await?;
     let found = schedules::delayed_schedule(&stream, config, id).await?;
-    Ok(found.map(|(schedule, run_at)| delayed_info(id, &schedule.payload, run_at)))
+    Ok(found.map(|(schedule, run_at)| {
+        delayed_info(id, Task::decode_checked(&schedule.payload).ok(), run_at)
+    }))
 }
 
 /// The dead-lettered task `id`, from its letter (the newest, when it has several).

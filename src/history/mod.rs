@@ -83,13 +83,18 @@ impl Ending {
         Self::ALL.into_iter().find(|ending| ending.token() == token)
     }
 
-    /// How `config`'s workers keep records of this ending; `None`: they write none.
-    pub fn kept(self, config: &Config) -> Option<Keep> {
-        let keep = match self {
+    /// The option that keeps the records, and the tasks, of this ending: `keepCompleted` or
+    /// `keepFailed`.
+    fn keep_option(self, config: &Config) -> Option<Keep> {
+        match self {
             Ending::Completed => config.keep_completed,
             Ending::DeadLettered | Ending::Cancelled | Ending::Requeued => config.keep_failed,
-        };
-        match (keep, config.results_ttl) {
+        }
+    }
+
+    /// How `config`'s workers keep records of this ending; `None`: they write none.
+    pub fn kept(self, config: &Config) -> Option<Keep> {
+        match (self.keep_option(config), config.results_ttl) {
             (None, None) => None,
             (None, ttl) => Some(Keep {
                 age: ttl,
@@ -153,11 +158,7 @@ impl Record {
 /// (`keepCompleted` / `keepFailed`).
 pub fn kept_task(config: &Config, ending: Ending, envelope: &[u8]) -> Option<String> {
     use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
-    let kept = match ending {
-        Ending::Completed => config.keep_completed.is_some(),
-        Ending::DeadLettered | Ending::Cancelled | Ending::Requeued => config.keep_failed.is_some(),
-    };
-    kept.then(|| BASE64.encode(envelope))
+    ending.keep_option(config).map(|_| BASE64.encode(envelope))
 }
 
 /// A field that is present is `Some`, even when it is `null` (a handler may return `null`).

@@ -524,16 +524,12 @@ impl Executor {
         // A cancel mark for this task stops its handler, unless the handler settled first.
         let ended = match entered.as_ref() {
             Some(entered) => {
-                // The reason is set before the handler's future is dropped (which tells it). A
-                // mark for another id (its hash alike) is not this task's.
+                // The reason is set before the handler's future is dropped (which tells it). The
+                // registry hands an attempt only the marks of its own task id.
                 let told = async {
-                    loop {
-                        let mark = entered.told().await;
-                        if mark.id == id {
-                            abort.set(AbortReason::Cancelled);
-                            return mark;
-                        }
-                    }
+                    let mark = entered.told().await;
+                    abort.set(AbortReason::Cancelled);
+                    mark
                 };
                 tokio::select! {
                     biased;
@@ -585,7 +581,7 @@ impl Executor {
             }
         }
         if let Some(entered) = entered {
-            if let Some(mark) = entered.try_told().filter(|mark| mark.id == id) {
+            if let Some(mark) = entered.try_told() {
                 // The mark came as the handler settled: the task ended first, unless it is to
                 // run again (its next delivery is refused as cancelled).
                 let answer = match settled {
