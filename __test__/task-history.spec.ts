@@ -48,9 +48,14 @@ describe('task history', () => {
         handled += 1
         return { success: true, result: { n: task.data.n } }
       })
+      // One at a time, so that the order they complete in (which "newest" means) is the order of n.
       const ids: string[] = []
-      for (let n = 0; n < 20; n++) ids.push(await monitor.enqueue({ data: { n } }))
-      await eventually('20 tasks handled', () => handled >= 20)
+      for (let n = 0; n < 20; n++) {
+        const id = await monitor.enqueue({ data: { n } })
+        ids.push(id)
+        await eventually(`task ${n} completed`, async () => (await monitor.getTask(id))?.state === 'completed')
+      }
+      assert.equal(handled, 20)
       await eventually('the records trimmed to 5', async () => (await monitor.getStats()).completed === 5)
       const { tasks } = await allOf(monitor, 'completed', 2)
       assert.deepEqual(tasks.map((t) => t.id), ids.slice(-5).reverse(), 'the newest five, newest first')
@@ -78,10 +83,15 @@ describe('task history', () => {
         if (task.data.n >= 0) throw new Error(`bad ${task.data.n}`)
         return { success: true }
       })
+      // One at a time, so that the order they fail in is the order of n.
       const failing: string[] = []
-      for (let n = 0; n < 6; n++) failing.push(await monitor.enqueue({ data: { n } }))
+      for (let n = 0; n < 6; n++) {
+        const id = await monitor.enqueue({ data: { n } })
+        failing.push(id)
+        await eventually(`task ${n} recorded`, async () => (await monitor.getTasks({ state: 'failed', limit: 1 })).tasks[0]?.id === id)
+      }
+      assert.equal((await monitor.getStats()).deadLettered, 6)
       const fine = await monitor.enqueue({ data: { n: -1 } })
-      await eventually('6 letters', async () => (await monitor.getStats()).deadLettered === 6)
       await eventually('the records trimmed to 3', async () => (await monitor.getStats()).failed === 3)
       const { tasks } = await allOf(monitor, 'failed', 10)
       assert.deepEqual(tasks.map((t) => t.id), failing.slice(-3).reverse())
