@@ -131,3 +131,83 @@ async fn a_queue_without_results_writes_no_records() {
         .expect("stream")
         .is_none());
 }
+
+/// A record of task `id` that completed with `result`.
+fn completed(id: &str, result: &str) -> history::Record {
+    history::Record {
+        id: id.to_owned(),
+        state: Ending::Completed,
+        attempts: 1,
+        enqueued_at: 1,
+        started_at: 2,
+        finished_at: 3,
+        result: serde_json::value::RawValue::from_string(result.to_owned()).ok(),
+        result_error: None,
+        error: None,
+        reason: None,
+        task: None,
+    }
+}
+
+#[tokio::test]
+async fn records_written_together_are_each_stored_and_a_refused_group_fails_each_of_its_records() {
+    let server = NatsServer::start().await;
+    let config = recording_config();
+    let connection = connect(&config, &server).await;
+    let writer = history::Writer::default();
+
+    // 600 records at once: written in groups (more than one group's most), each one stored.
+    let ids: Vec<String> = (0..600).map(|n| format!("together-{n}")).collect();
+    let written = futures::future::join_all(
+        ids.iter()
+            .map(|id| writer.write(&connection, completed(id, &format!("{{\"n\":\"{id}\"}}")))),
+    )
+    .await;
+    assert!(written.iter().all(Result::is_ok), "{written:?}");
+    for id in &ids {
+        let record = history::read(&connection, id)
+            .await
+            .expect("read")
+            .expect("stored");
+        assert_eq!(
+            record.result.map(|json| json.get().to_owned()),
+            Some(format!("{{\"n\":\"{id}\"}}"))
+        );
+    }
+
+    // A history stream with room for 10 more, refusing the rest: a write that says it was stored
+    // was, and those it refused say so.
+    let client = async_nats::connect(server.url()).await.expect("client");
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(config.history_stream())
+        .await
+        .expect("history stream");
+    let mut full = stream.info().await.expect("info").config.clone();
+    full.max_messages = 610;
+    full.discard = async_nats::jetstream::stream::DiscardPolicy::New;
+    js.update_stream(full).await.expect("limited");
+    let more: Vec<String> = (0..100).map(|n| format!("refused-{n}")).collect();
+    let written = futures::future::join_all(
+        more.iter()
+            .map(|id| writer.write(&connection, completed(id, "true"))),
+    )
+    .await;
+    let (stored, refused): (Vec<_>, Vec<_>) =
+        more.iter().zip(&written).partition(|(_, w)| w.is_ok());
+    assert!(refused.len() >= 90, "{} refused", refused.len());
+    for (id, _) in stored {
+        assert!(
+            history::read(&connection, id)
+                .await
+                .expect("read")
+                .is_some(),
+            "{id} said stored"
+        );
+    }
+    assert_eq!(
+        stream.info().await.expect("info").state.messages,
+        610,
+        "full, nothing beyond"
+    );
+}

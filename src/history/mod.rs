@@ -9,7 +9,7 @@
 //! `options.keepFailed` (`{ age?, count? }`) record completed, and dead-lettered or cancelled,
 //! tasks. Each record carries its own time to live (`Nats-TTL`, nats-server ≥ 2.11); a count is
 //! kept by purging all but the newest records of the ending (JetStream's purge with `keep`),
-//! by each worker at most once a second ([`Trim`]). Workers write a record before they
+//! by each worker at most once a second. Workers write a record before they
 //! acknowledge the task, so a waiter never misses an outcome: a worker that dies in between
 //! runs the task again and writes it again. A record that cannot be written never holds a task
 //! back: the task completes, and the failure is logged.
@@ -20,21 +20,14 @@ pub mod lookup;
 pub mod queued;
 pub mod running;
 pub mod waiters;
+pub mod writer;
 
 pub use layout::{
     any_subject, ending_filter, id_of, stream_config, subject, MARK_HISTORY, RESULTS_SINCE,
 };
+pub use writer::Writer;
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, PoisonError},
-    time::Duration,
-};
-
-use async_nats::{
-    jetstream::stream::{self, LastRawMessageErrorKind},
-    HeaderMap,
-};
+use async_nats::jetstream::stream::{self, LastRawMessageErrorKind};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -43,11 +36,6 @@ use crate::{
     error::{Error, Result},
     nats::connection::Connection,
 };
-
-/// The header giving a message its own time to live.
-const TTL_HEADER: &str = "Nats-TTL";
-/// What a record takes besides the result, at most (id, times, error text are bounded).
-const RECORD_OVERHEAD: usize = 16 * 1024;
 
 /// How a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -168,133 +156,6 @@ fn present<'de, D: serde::Deserializer<'de>>(
     Box::<RawValue>::deserialize(deserializer).map(Some)
 }
 
-/// Writes `record` before its task is acknowledged, kept as the queue's options say for its
-/// ending (nothing when they keep none). A result too large for the server is left out and said
-/// so (the task still completes). Errors are the caller's to log: a record never holds its task
-/// back.
-pub async fn write(connection: &Connection, trim: &Trim, mut record: Record) -> Result<()> {
-    let config = connection.config();
-    let Some(kept) = record.state.kept(config) else {
-        return Ok(());
-    };
-    let limit = connection.max_payload();
-    let task_size = record.task.as_ref().map_or(0, String::len);
-    if task_size > 0
-        && task_size + record.result.as_ref().map_or(0, |r| r.get().len()) + RECORD_OVERHEAD > limit
-    {
-        record.task = None;
-    }
-    if let Some(result) = &record.result {
-        let size = result.get().len();
-        if size + RECORD_OVERHEAD > limit {
-            record.result = None;
-            record.result_error = Some(format!(
-                "the result is {size} bytes; the server takes messages of at most {limit} bytes \
-                 (max_payload), so it was not kept"
-            ));
-        }
-    }
-    let payload = serde_json::to_vec(&record).map_err(|err| Error::Nats(err.to_string()))?;
-    let mut headers = HeaderMap::new();
-    if let Some(age) = kept.age {
-        headers.insert(TTL_HEADER, ttl_value(age).as_str());
-    }
-    connection
-        .jetstream
-        .publish_with_headers(
-            subject(config, record.state, &record.id),
-            headers,
-            payload.into(),
-        )
-        .await
-        .map_err(|err| Error::nats("writing the task's record", err))?
-        .await
-        .map_err(|err| Error::nats("writing the task's record", err))?;
-    if let Some(count) = kept.count {
-        trim.after_write(connection, record.state, count);
-    }
-    Ok(())
-}
-
-/// Keeps each ending's records to its count: a worker's purges of all but the newest `count`,
-/// at most one per ending every [`TRIM_EVERY`], the last one after the last write (so the count
-/// may be exceeded by a second's records, never for longer).
-#[derive(Default, Clone)]
-pub struct Trim {
-    state: Arc<std::sync::Mutex<HashMap<Ending, Trimming>>>,
-}
-
-/// When an ending was last trimmed, and whether a trim is due.
-#[derive(Clone, Copy)]
-struct Trimming {
-    at: tokio::time::Instant,
-    due: bool,
-}
-
-/// The least time between two trims of one ending by one worker.
-pub const TRIM_EVERY: Duration = Duration::from_secs(1);
-
-impl Trim {
-    /// After writing a record of `ending`: trims now, or once [`TRIM_EVERY`] has passed since
-    /// the last trim.
-    fn after_write(&self, connection: &Connection, ending: Ending, count: u64) {
-        let now = tokio::time::Instant::now();
-        let wait = {
-            let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-            match state.get_mut(&ending) {
-                Some(trimming) if trimming.due => return,
-                Some(trimming) if now < trimming.at + TRIM_EVERY => {
-                    trimming.due = true;
-                    trimming.at + TRIM_EVERY - now
-                }
-                _ => {
-                    state.insert(ending, Trimming { at: now, due: true });
-                    Duration::ZERO
-                }
-            }
-        };
-        let (trim, connection) = (self.clone(), connection.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            trim.state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    ending,
-                    Trimming {
-                        at: tokio::time::Instant::now(),
-                        due: false,
-                    },
-                );
-            if let Err(err) = keep_newest(&connection, ending, count).await {
-                tracing::debug!("task records of {ending:?} not trimmed to {count} yet: {err}");
-            }
-        });
-    }
-}
-
-/// Removes all but the newest `count` records of `ending`.
-async fn keep_newest(connection: &Connection, ending: Ending, count: u64) -> Result<()> {
-    const TRIMMING: &str = "trimming the task records";
-    let config = connection.config();
-    connection
-        .jetstream
-        .get_stream_no_info(config.history_stream())
-        .await
-        .map_err(|err| Error::nats(TRIMMING, err))?
-        .purge()
-        .filter(ending_filter(config, ending))
-        .keep(count)
-        .await
-        .map_err(|err| Error::nats(TRIMMING, err))?;
-    Ok(())
-}
-
-/// A `Nats-TTL` value: whole seconds, rounded up (the server's unit).
-fn ttl_value(ttl: Duration) -> String {
-    format!("{}s", ttl.as_millis().div_ceil(1000))
-}
-
 /// The newest record of task `id`; `None` when there is none (never finished, expired,
 /// requeued since, or the queue keeps no history). Asks the stream's leader, which has every
 /// record stored so far (a waiter relies on that: see [`waiters`]).
@@ -377,6 +238,8 @@ pub(crate) fn parse(payload: &[u8]) -> Option<Record> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -439,12 +302,5 @@ mod tests {
             (Some(Duration::from_secs(5)), None),
             "its own age wins"
         );
-    }
-
-    #[test]
-    fn ttls_are_whole_seconds_rounded_up() {
-        assert_eq!(ttl_value(Duration::from_millis(1_000)), "1s");
-        assert_eq!(ttl_value(Duration::from_millis(1_001)), "2s");
-        assert_eq!(ttl_value(Duration::from_secs(3_600)), "3600s");
     }
 }

@@ -270,8 +270,8 @@ pub struct Executor {
     pace: HeartbeatPace,
     /// The queue's cancel marks, as this worker follows them.
     cancels: Option<Arc<Cancels>>,
-    /// Keeps the task records this worker writes to their counts.
-    trim: history::Trim,
+    /// Writes this worker's task records, and keeps them to their counts.
+    records: history::Writer,
 }
 
 impl Executor {
@@ -291,7 +291,7 @@ impl Executor {
             confirm_acks: AtomicBool::new(false),
             pace,
             cancels,
-            trim: history::Trim::default(),
+            records: history::Writer::default(),
         }
     }
 
@@ -881,7 +881,7 @@ impl Executor {
         if let Some(error) = &record.result_error {
             tracing::warn!(id = %record.id, "{error}");
         }
-        if let Err(err) = history::write(&self.connection, &self.trim, record).await {
+        if let Err(err) = self.records.write(&self.connection, record).await {
             tracing::warn!(subject = %message.subject, "the task's record was not written; waiters of it time out: {err}");
         }
     }
