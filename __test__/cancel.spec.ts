@@ -198,6 +198,35 @@ describe('cancel and task.signal', () => {
     }
   })
 
+  test('a delayed task cancelled before its time: with results or keepFailed on the cancelling object, it reads cancelled, never started, and its waiters hear it; without, nothing is kept', async () => {
+    const names = uniqueQueue('cancel')
+    const producer = await connected(names, { keepFailed: true })
+    const plain = await connectedQueue(server.url, names)
+    try {
+      const id = await producer.enqueue({ data: { n: 1 }, delay: HOUR })
+      const waiting = producer.waitFor(id, { timeout: 10_000 }).then(() => 'resolved', (err) => err.code)
+      assert.equal((await producer.getTask(id))?.state, 'delayed')
+      assert.equal(await producer.cancel(id), true)
+      assert.equal(await waiting, 'ERR_PQ_TASK_CANCELLED', 'a waiter pending before the cancel hears it')
+      const info = await producer.getTask(id)
+      assert.deepEqual(
+        [info?.state, info?.attempts, info?.startedAt, info?.error, info?.task?.data],
+        ['cancelled', 0, undefined, 'cancelled by cancel()', { n: 1 }],
+      )
+      assert.ok(info!.enqueuedAt! > 0 && info!.finishedAt! >= info!.enqueuedAt!)
+      assert.deepEqual((await producer.getTasks({ state: 'cancelled' })).tasks.map((t) => t.id), [id])
+      assert.equal((await producer.getStats()).cancelled, 1)
+
+      // Cancelled from an object that keeps nothing: no record, the task is just gone.
+      const other = await plain.enqueue({ data: { n: 2 }, delay: HOUR })
+      assert.equal(await plain.cancel(other), true)
+      assert.equal(await plain.getTask(other), undefined)
+    } finally {
+      await plain.destroy({ force: true })
+      await Promise.all([plain.disconnect(), producer.disconnect()])
+    }
+  })
+
   test('cancels racing completions: each task ends in exactly one of the two, and true is only said of a cancelled one', async () => {
     const names = uniqueQueue('cancel')
     const worker = await connected<{ ms: number }>(names, { batchSize: 40 })

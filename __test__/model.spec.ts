@@ -767,7 +767,17 @@ class Cancel implements Cmd {
       // (`dueAt` is taken after the enqueue resolved, so the task is due at `dueAt` or before.)
       task.cancelledBeforeDue = (task.spec.delay ?? 0) > 0 && task.dueAt > began + CANCEL_MARGIN_MS
     }
-    if (stored || candidates.length === 1) mark(stored ?? candidates[0])
+    if (stored || candidates.length === 1) {
+      const task = stored ?? candidates[0]
+      mark(task)
+      // Its schedule removed by an object that keeps cancelled tasks (`keepFailed`): its record
+      // says so at once (still delayed if the server was firing it: a worker refuses it then).
+      if (task.cancelledBeforeDue && this.via === 'queue') {
+        const info = await real.queue.getTask(this.id)
+        assert.ok(['cancelled', 'delayed'].includes(info?.state as string), `getTask(${this.id}) after cancel() of a delayed task said ${JSON.stringify(info)}`)
+        if (info?.state === 'cancelled') assert.equal(info.attempts, 0)
+      }
+    }
     // Which of those that may have been stored it was, the model cannot tell.
     else for (const task of candidates) task.cancelPossible = true
   }

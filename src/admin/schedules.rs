@@ -237,7 +237,7 @@ pub async fn cancel_delayed(connection: &Connection, id: &str) -> Result<Unsched
 async fn cancel_once(connection: &Connection, id: &str) -> Result<Unscheduled> {
     let config = connection.config();
     let stream = connection.task_stream().await?;
-    let Some((_, due)) = schedules::delayed_schedule(&stream, config, id).await? else {
+    let Some((schedule, due)) = schedules::delayed_schedule(&stream, config, id).await? else {
         return Ok(Unscheduled::None);
     };
     let margin = i64::try_from(schedules::CANCEL_MARGIN.as_millis()).unwrap_or(i64::MAX);
@@ -250,6 +250,7 @@ async fn cancel_once(connection: &Connection, id: &str) -> Result<Unscheduled> {
     }
     // Its id, when the producer chose it, is free again.
     crate::ids::unscheduled(connection, id).await;
+    crate::history::cancelled_before_running(connection, id, &schedule.payload).await;
     Ok(Unscheduled::Removed)
 }
 

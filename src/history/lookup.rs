@@ -129,7 +129,7 @@ impl From<Record> for TaskInfo {
             },
             attempts: record.attempts,
             enqueued_at: Some(record.enqueued_at),
-            started_at: Some(record.started_at),
+            started_at: (record.started_at != super::NEVER_STARTED).then_some(record.started_at),
             finished_at: Some(record.finished_at),
             run_at: None,
             result: record.result,

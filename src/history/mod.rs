@@ -149,6 +149,41 @@ pub fn kept_task(config: &Config, ending: Ending, envelope: &[u8]) -> Option<Str
     ending.keep_option(config).map(|_| BASE64.encode(envelope))
 }
 
+/// Records that `cancel(id)` ended task `id` before any worker ran it (a delayed task whose
+/// schedule it removed; `envelope` is the task), when this queue object keeps cancelled tasks
+/// (`options.results` or `keepFailed`): its waiters hear it, `getTask` tells it. Best effort: a
+/// record that cannot be written is logged, and the task stays cancelled.
+pub async fn cancelled_before_running(connection: &Connection, id: &str, envelope: &[u8]) {
+    let config = connection.config();
+    if Ending::Cancelled.kept(config).is_none() {
+        return;
+    }
+    let enqueued_at = crate::envelope::Task::decode_checked(envelope)
+        .map(|task| task.enqueued_at_ms)
+        .unwrap_or_default();
+    let record = Record {
+        id: id.to_owned(),
+        state: Ending::Cancelled,
+        attempts: 0,
+        enqueued_at,
+        started_at: NEVER_STARTED,
+        finished_at: crate::envelope::now_ms(),
+        result: None,
+        result_error: None,
+        error: Some(CANCELLED_ERROR.to_owned()),
+        reason: None,
+        task: kept_task(config, Ending::Cancelled, envelope),
+    };
+    if let Err(err) = Writer::default().write(connection, record).await {
+        tracing::warn!(%id, "the cancelled task's record was not written; waiters of it time out: {err}");
+    }
+}
+
+/// A record's `started_at` for a task no attempt of which started.
+pub const NEVER_STARTED: i64 = 0;
+/// A cancelled task's record's error.
+pub const CANCELLED_ERROR: &str = "cancelled by cancel()";
+
 /// A field that is present is `Some`, even when it is `null` (a handler may return `null`).
 fn present<'de, D: serde::Deserializer<'de>>(
     deserializer: D,

@@ -616,7 +616,7 @@ impl Executor {
                 finished_at: crate::envelope::now_ms(),
                 result: None,
                 result_error: None,
-                error: Some("cancelled by cancel()".to_owned()),
+                error: Some(history::CANCELLED_ERROR.to_owned()),
                 reason: None,
                 task: history::kept_task(
                     self.connection.config(),
