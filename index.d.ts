@@ -447,6 +447,13 @@ export interface ProcessOptions {
    * (`ERR_PQ_STREAM_CONFLICT`). Default: the whole queue.
    */
   subjects?: string[]
+  /**
+   * With a handler module (`process(new URL('./handler.js', import.meta.url), { threads })`): how
+   * many worker threads run its handler, fed by the one worker (one consumer) of this object.
+   * A whole number from 1 to 256; default: one per core (`os.availableParallelism()`). For
+   * CPU-bound handlers: docs/guides/processing.md#handlers-on-worker-threads.
+   */
+  threads?: number
 }
 
 /**
@@ -1117,6 +1124,17 @@ export declare class Protoqueue<T = unknown> {
    * tree only, sharing a durable consumer with the other workers of the same part.
    */
   process(handler: TaskHandler<T, any>, options?: ProcessOptions): Promise<this>
+  /**
+   * Starts processing with the handler a module exports (its default export, or `handler`), run
+   * on `options.threads` worker threads (default: one per core) that the one worker of this object
+   * feeds: for CPU-bound handlers. `module` is a `URL` (`new URL('./handler.js', import.meta.url)`),
+   * a `file:` URL or an absolute path. Heartbeats, `taskTimeout`, `cancel(id)`, shutdown, events,
+   * metrics and results work as with a function; `task.signal` and `task.progress()` too. The
+   * module exports `backoff` and `serializer` / `schema` when the queue has them as functions
+   * (they cannot cross to a thread). Rejects with `ERR_PQ_INVALID_HANDLER` when a thread cannot
+   * load the module or it exports no handler (no thread is left running).
+   */
+  process(module: URL | string, options?: ProcessOptions): Promise<this>
   /** Reads queue statistics from the server. */
   getStats(): Promise<QueueStats>
   /**

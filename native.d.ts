@@ -85,6 +85,18 @@ export declare class NativeQueue {
    * are ignored.
    */
   complete(run: number, succeeded: Uint32Array, failed: Array<NativeFailure>, started?: Uint32Array | undefined | null, returned?: Array<NativeReturned> | undefined | null): void
+  /**
+   * Opens a pool of `threads` handler threads for worker run `run` (`process(moduleUrl,
+   * { threads })`); returns its number, with which each thread attaches (`threadAttach`).
+   */
+  openPool(run: number, threads: number): number
+  /**
+   * Starts worker run `run` with the handlers of pool `pool`'s attached threads. Resolves
+   * once the worker runs; it is kept (and keeps the process alive) until `disconnect()`.
+   */
+  processPool(run: number, pool: number, subjects?: string[] | undefined | null): Promise<void>
+  /** Closes pool `pool` (its worker stopped, or never started): its threads' dispatchers go. */
+  closePool(pool: number): void
   /** Reads queue statistics from the server. */
   stats(): Promise<NativeStats>
   /**
@@ -480,3 +492,21 @@ export interface NativeWorker {
  * it, to stderr again.
  */
 export declare function setLogger(forward?: ((line: NativeLogLine) => void) | undefined | null): void
+
+/**
+ * Attaches the calling thread's dispatcher to pool `pool`; returns the thread's number there,
+ * with which it reports.
+ */
+export declare function threadAttach(pool: number, dispatch: (batch: string) => void): number
+
+/** What thread `thread` of pool `pool` reports: as `NativeQueue.complete` for the main thread. */
+export declare function threadComplete(pool: number, thread: number, succeeded: Uint32Array, failed: Array<NativeFailure>, started?: Uint32Array | undefined | null, returned?: Array<NativeReturned> | undefined | null): void
+
+/**
+ * Thread `thread` of pool `pool` exited: the tasks it held fail now (and are retried as any
+ * failure), and it gets no more.
+ */
+export declare function threadDetach(pool: number, thread: number): void
+
+/** A handler's progress on task `id`, from a thread of pool `pool`: as `NativeQueue.progress`. */
+export declare function threadProgress(pool: number, id: string, json: string): void

@@ -838,3 +838,7 @@ module.exports = nativeBinding
 module.exports.NativeQueue = nativeBinding.NativeQueue
 module.exports.listQueues = nativeBinding.listQueues
 module.exports.setLogger = nativeBinding.setLogger
+module.exports.threadAttach = nativeBinding.threadAttach
+module.exports.threadComplete = nativeBinding.threadComplete
+module.exports.threadDetach = nativeBinding.threadDetach
+module.exports.threadProgress = nativeBinding.threadProgress

@@ -10,17 +10,26 @@ const { ProtoqueueError } = require('./errors.js')
 const serializers = require('./serializers.js')
 
 /**
- * `process(handler, { subjects })`: the part of the queue's subject tree a worker takes (checked in the native core).
+ * `process(handler, { subjects, threads })`: the part of the queue's subject tree a worker takes
+ * (checked in the native core), and how many threads run its handler (checked by `lib/threads.js`).
  * @param {unknown} options
- * @returns {string[] | undefined}
+ * @returns {{ subjects: string[] | undefined, threads: unknown }}
  */
-function processSubjects(options) {
-  if (options === undefined || options === null) return undefined
+function processOptions(options) {
+  if (options === undefined || options === null) return { subjects: undefined, threads: undefined }
   if (!isPlainObject(options)) throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options must be an object like { subjects: ['tasks.email.eu'] }, got ${describe(options)}`)
   for (const key in options) {
-    if (key !== 'subjects') throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options.${key} is not an option (known: subjects)`)
+    if (key !== 'subjects' && key !== 'threads') throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options.${key} is not an option (known: subjects, threads)`)
   }
-  const subjects = options.subjects
+  return { subjects: processSubjects(options.subjects), threads: options.threads ?? undefined }
+}
+
+/**
+ * `process()`'s `options.subjects`, checked.
+ * @param {unknown} subjects
+ * @returns {string[] | undefined}
+ */
+function processSubjects(subjects) {
   if (subjects === undefined || subjects === null) return undefined
   if (!Array.isArray(subjects) || !subjects.every((s) => typeof s === 'string')) {
     throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options.subjects must be an array of subjects, got ${describe(subjects)}`)
@@ -250,4 +259,4 @@ function optionsOf(options, call, known) {
   return options
 }
 
-module.exports = { backoffFunction, codecConfig, plainConfig, processSubjects, letterFilter, progressOption, forceOption, optionsOf, MAX_DEAD_LETTERS }
+module.exports = { backoffFunction, codecConfig, plainConfig, processOptions, letterFilter, progressOption, forceOption, optionsOf, MAX_DEAD_LETTERS }

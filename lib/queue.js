@@ -6,7 +6,7 @@
 
 const { AsyncLocalStorage } = require('node:async_hooks')
 
-const { NativeQueue } = require('../native.js')
+const nativeModule = require('../native.js')
 const { checkedString, wellFormed } = require('./checks.js')
 const { coalesce } = require('./coalesce.js')
 const { decodeDeadLetter, decodeSchedule } = require('./decode.js')
@@ -14,10 +14,11 @@ const { describe, messageOf } = require('./describe.js')
 const { dispatcher, runHandler } = require('./dispatcher.js')
 const { ProtoqueueError, native, withCode } = require('./errors.js')
 const { addEventMethods, attachEvents } = require('./events.js')
-const { MAX_DEAD_LETTERS, backoffFunction, codecConfig, forceOption, letterFilter, plainConfig, processSubjects, progressOption } = require('./options.js')
+const { MAX_DEAD_LETTERS, backoffFunction, codecConfig, forceOption, letterFilter, plainConfig, processOptions, progressOption } = require('./options.js')
 const serializers = require('./serializers.js')
 const { outcomeOf, taskInfo, taskQuery, waitTimeout } = require('./task-info.js')
 const { compactInput, encodeTask, enqueueAnswers, enqueueError, namesOf } = require('./tasks.js')
+const { moduleOf, startThreads, threadCount } = require('./threads.js')
 const tracing = require('./tracing.js')
 
 /**
@@ -30,7 +31,7 @@ const handlerOf = new AsyncLocalStorage()
  * A task queue on NATS JetStream. See docs/ for the guides and index.d.ts for the types.
  */
 class Protoqueue {
-  /** @type {NativeQueue} */
+  /** @type {import('../native').NativeQueue} */
   #native
   /**
    * Where its spans say tasks go (`lib/tracing.js`).
@@ -38,8 +39,8 @@ class Protoqueue {
    */
   #destination
   /**
-   * The running worker's dispatcher, closed on disconnect.
-   * @type {ReturnType<typeof dispatcher> | undefined}
+   * The running worker's dispatcher (or its handler threads), closed on disconnect.
+   * @type {{ close(): void } | undefined}
    */
   #dispatcher
 
@@ -74,7 +75,7 @@ class Protoqueue {
     }
     const plain = plainConfig(config)
     try {
-      this.#native = new NativeQueue(plain === undefined ? null : plain)
+      this.#native = new nativeModule.NativeQueue(plain === undefined ? null : plain)
       if (this.#codec) this.#native.useSerializer(this.#codec.contentType)
       this.#native.answerEnqueuesWith(enqueueAnswers(this.#enqueues.answer))
     } catch (err) {
@@ -195,18 +196,27 @@ class Protoqueue {
   }
 
   /**
-   * Starts processing tasks with `handler`; resolves once the worker runs.
+   * Starts processing tasks with `handler` (a function, or a handler module's URL whose handler
+   * runs on worker threads); resolves once the worker runs.
    * @param {unknown} handler
    * @param {unknown} [options]
    */
   async process(handler, options) {
-    if (typeof handler !== 'function') {
-      throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `process(handler) takes a function, got ${describe(handler)}`)
+    const module = moduleOf(handler)
+    if (typeof handler !== 'function' && module === undefined) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', `process(handler) takes a function, or the URL of a handler module to run on worker threads, got ${describe(handler)}`)
     }
-    const subjects = processSubjects(options)
+    const { subjects, threads } = processOptions(options)
+    if (module === undefined && threads !== undefined) {
+      throw new ProtoqueueError('ERR_PQ_INVALID_HANDLER', "process options.threads runs the handler on worker threads, where a function cannot go: give process() the handler module's URL, e.g. new URL('./handler.js', import.meta.url)")
+    }
     // Outcomes are reported with the run's id: a late one from an earlier run settles nothing.
     const nativeQueue = this.#native
     const run = nativeQueue.reserveRun()
+    if (module !== undefined) {
+      await this.#processOnThreads(run, module, threadCount(threads), subjects)
+      return this
+    }
     const traced = tracing.traceProcessing(this.#destination, (task) => handlerOf.run(this, /** @type {(task: any) => unknown} */ (handler), task))
     const tasks = dispatcher(traced, {
       complete: (succeeded, failed, started, returned) => nativeQueue.complete(run, succeeded, failed, started, returned),
@@ -215,6 +225,35 @@ class Protoqueue {
     await native(() => nativeQueue.process(run, tasks.dispatch, subjects))
     this.#dispatcher = tasks
     return this
+  }
+
+  /**
+   * Starts worker run `run` with `count` threads running the handler of `module`.
+   * @param {number} run
+   * @param {string} module
+   * @param {number} count
+   * @param {string[] | undefined} subjects
+   */
+  async #processOnThreads(run, module, count, subjects) {
+    const nativeQueue = this.#native
+    const pool = await startThreads({
+      openPool: (run, threads) => nativeQueue.openPool(run, threads),
+      closePool: (pool) => nativeQueue.closePool(pool),
+      threadDetach: (pool, thread) => nativeModule.threadDetach(pool, thread),
+    }, run, count, {
+      module,
+      keepResults: this.#keepsResults,
+      needsBackoff: this.#backoff !== undefined,
+      needsCodec: this.#codec !== undefined,
+      destination: this.#destination,
+    })
+    try {
+      await native(() => nativeQueue.processPool(run, pool.number, subjects))
+    } catch (err) {
+      pool.close()
+      throw err
+    }
+    this.#dispatcher = pool
   }
 
   /**

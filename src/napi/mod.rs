@@ -9,6 +9,7 @@
 //! - [`enqueue`]: tasks as the shim sends them, converted to the core's; [`settle`]: how single
 //!   enqueues are answered;
 //! - [`worker`]: handing tasks to the shim's dispatcher and reading the outcomes it reports;
+//!   [`threads`]: the same for dispatchers on worker threads (`process(moduleUrl, { threads })`);
 //! - [`dead_letters`], [`schedules`], [`stats`]: what those calls take and give, converted;
 //! - [`queues`]: the `listQueues()` function; [`logger`]: the `setLogger()` function.
 
@@ -21,12 +22,19 @@ mod queues;
 mod schedules;
 mod settle;
 mod stats;
+mod threads;
 mod worker;
 
 use crate::{hops, logging};
 
 #[napi_derive::module_init]
 fn init() {
+    // Once per process: each worker thread that loads the addon runs this too.
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(init_process);
+}
+
+fn init_process() {
     logging::init();
     hops::init_from_env();
     // One runtime thread by default: the work per task is small, and keeping every task of a

@@ -20,7 +20,8 @@ use super::{
     schedules::{native_schedule, NativeSchedule},
     settle::{NativeEnqueued, Settler},
     stats::{NativeStats, NativeTaskInfo, NativeTaskPage, NativeWorker},
-    worker::{outcome_of, JsDispatch, NativeFailure, NativeOutcome, NativeReturned},
+    threads::{Pool, PoolDispatch},
+    worker::{progress, report, JsDispatch, NativeFailure, NativeOutcome, NativeReturned},
 };
 use crate::{
     admin::schedules::Recurring,
@@ -31,7 +32,6 @@ use crate::{
     hops::{self, Hop},
     logging,
     queue::Queue,
-    worker::executor::Outcome,
 };
 
 /// The native side of one `Protoqueue`: converts values and delegates to [`Queue`].
@@ -289,15 +289,10 @@ impl NativeQueue {
         dispatch: ThreadsafeFunction<String, (), String, Status, false>,
         subjects: Option<Vec<String>>,
     ) -> napi::Result<()> {
-        let accepted = self
-            .serializer
-            .get()
-            .map(|s| s.accepted.clone())
-            .unwrap_or_default();
         let sink = JsDispatch {
             function: Arc::new(dispatch),
             limit: self.queue.config().batch_size,
-            accepted,
+            accepted: self.accepted(),
         };
         self.queue
             .process_batched_part(run, sink, subjects)
@@ -319,27 +314,43 @@ impl NativeQueue {
         started: Option<Uint32Array>,
         returned: Option<Vec<NativeReturned>>,
     ) {
-        let Some(outcomes) = self.queue.outcomes(run) else {
-            return;
+        if let Some(outcomes) = self.queue.outcomes(run) {
+            report(&outcomes, &succeeded, failed, started.as_deref(), returned);
+        }
+    }
+
+    /// Opens a pool of `threads` handler threads for worker run `run` (`process(moduleUrl,
+    /// { threads })`); returns its number, with which each thread attaches (`threadAttach`).
+    #[napi]
+    pub fn open_pool(&self, run: u32, threads: u32) -> u32 {
+        Pool::open(self.queue.clone(), run, threads, self.accepted())
+    }
+
+    /// Starts worker run `run` with the handlers of pool `pool`'s attached threads. Resolves
+    /// once the worker runs; it is kept (and keeps the process alive) until `disconnect()`.
+    #[napi(
+        catch_unwind,
+        ts_args_type = "run: number, pool: number, subjects?: string[] | undefined | null"
+    )]
+    pub async fn process_pool(
+        &self,
+        run: u32,
+        pool: u32,
+        subjects: Option<Vec<String>>,
+    ) -> napi::Result<()> {
+        let sink = PoolDispatch {
+            pool: Pool::get(pool)?,
         };
-        for &token in started.as_deref().unwrap_or_default() {
-            outcomes.started(token);
-        }
-        for &token in succeeded.iter() {
-            outcomes.complete(token, Outcome::Success);
-        }
-        for returned in returned.into_iter().flatten() {
-            let result = match (returned.result, returned.result_error) {
-                (Some(json), _) => Ok(json),
-                (None, why) => {
-                    Err(why.unwrap_or_else(|| "the handler's result has no JSON form".into()))
-                }
-            };
-            outcomes.complete(returned.token, Outcome::Returned(result));
-        }
-        for failure in failed {
-            outcomes.complete(failure.token, outcome_of(failure));
-        }
+        self.queue
+            .process_batched_part(run, sink, subjects)
+            .await
+            .map_err(to_js)
+    }
+
+    /// Closes pool `pool` (its worker stopped, or never started): its threads' dispatchers go.
+    #[napi]
+    pub fn close_pool(&self, pool: u32) {
+        Pool::close(pool);
     }
 
     /// Reads queue statistics from the server.
@@ -515,13 +526,7 @@ impl NativeQueue {
     /// `progress` listeners (of every process, with `options.events: 'queue'`).
     #[napi]
     pub fn progress(&self, id: String, json: String) -> napi::Result<()> {
-        let progress = serde_json::value::RawValue::from_string(json).map_err(|err| {
-            to_js(Error::InvalidTask(format!(
-                "a task's progress must be JSON: {err}"
-            )))
-        })?;
-        self.queue.progress(&id, &progress);
-        Ok(())
+        progress(&self.queue, &id, json)
     }
 
     /// The events recorded since the last call, as a JSON array of rows (`Event::write_row`).
@@ -544,5 +549,15 @@ impl NativeQueue {
             shutdown.finish().await;
         }
         Ok(())
+    }
+}
+
+impl NativeQueue {
+    /// The content types besides JSON the queue's workers hand to the shim's decoder.
+    fn accepted(&self) -> Arc<Accepted> {
+        self.serializer
+            .get()
+            .map(|s| s.accepted.clone())
+            .unwrap_or_default()
     }
 }

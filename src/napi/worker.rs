@@ -10,12 +10,15 @@ use napi::{
 };
 use napi_derive::napi;
 
+use super::errors::to_js;
 use crate::{
     config::MAX_DURATION_MS,
     content_type::Accepted,
+    error::Error,
+    queue::Queue,
     worker::{
         abort::AbortReason,
-        batching::{BatchSink, Taken},
+        batching::{BatchSink, PendingOutcomes, Taken},
         executor::{Attempt, BoxFuture, Failure, Outcome},
         handoff,
     },
@@ -121,6 +124,46 @@ impl BatchSink for JsDispatch {
                 .map_err(|err| format!("dispatcher not closed: {}", err.reason))
         })
     }
+}
+
+/// Takes what a dispatcher reported: the attempts whose handler started (first, so one report
+/// may start and settle an attempt), those that succeeded, returned a result, or failed.
+pub(super) fn report(
+    outcomes: &PendingOutcomes,
+    succeeded: &[u32],
+    failed: Vec<NativeFailure>,
+    started: Option<&[u32]>,
+    returned: Option<Vec<NativeReturned>>,
+) {
+    for &token in started.unwrap_or_default() {
+        outcomes.started(token);
+    }
+    for &token in succeeded {
+        outcomes.complete(token, Outcome::Success);
+    }
+    for returned in returned.into_iter().flatten() {
+        let result = match (returned.result, returned.result_error) {
+            (Some(json), _) => Ok(json),
+            (None, why) => {
+                Err(why.unwrap_or_else(|| "the handler's result has no JSON form".into()))
+            }
+        };
+        outcomes.complete(returned.token, Outcome::Returned(result));
+    }
+    for failure in failed {
+        outcomes.complete(failure.token, outcome_of(failure));
+    }
+}
+
+/// A handler's progress on task `id` (`task.progress(value)`), as JSON text.
+pub(super) fn progress(queue: &Queue, id: &str, json: String) -> napi::Result<()> {
+    let progress = serde_json::value::RawValue::from_string(json).map_err(|err| {
+        to_js(Error::InvalidTask(format!(
+            "a task's progress must be JSON: {err}"
+        )))
+    })?;
+    queue.progress(id, &progress);
+    Ok(())
 }
 
 /// A failure the shim reported, as the executor takes it.

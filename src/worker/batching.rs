@@ -23,7 +23,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicUsize, Ordering},
         Arc, Mutex, PoisonError,
     },
     time::{Duration, Instant},
@@ -156,12 +156,33 @@ pub struct Taken {
     batch: Option<(Vec<u32>, Arc<PendingOutcomes>)>,
     /// Notified once the batch is taken (or failed): the next may go.
     idle: Arc<Notify>,
+    /// For a part of a batch ([`Taken::split`]): the parts not reported yet. The last one
+    /// reported lets the next batch go.
+    parts: Option<Arc<AtomicUsize>>,
 }
 
 impl Taken {
     /// Reports that the receiver took the batch, or the error that fails all of its attempts.
     pub fn report(mut self, result: Result<(), String>) {
         self.settle(result);
+    }
+
+    /// One receipt per part of the batch, for a receiver that hands the parts to different
+    /// places (`parts`: each one's tokens; together, the batch's): each reports for its own
+    /// attempts, and the next batch goes once all of them did.
+    pub fn split(mut self, parts: Vec<Vec<u32>>) -> Vec<Taken> {
+        let Some((_, outcomes)) = self.batch.take() else {
+            return Vec::new();
+        };
+        let left = Arc::new(AtomicUsize::new(parts.len()));
+        parts
+            .into_iter()
+            .map(|tokens| Taken {
+                batch: Some((tokens, outcomes.clone())),
+                idle: self.idle.clone(),
+                parts: Some(left.clone()),
+            })
+            .collect()
     }
 
     fn settle(&mut self, result: Result<(), String>) {
@@ -178,8 +199,14 @@ impl Taken {
                 outcomes.complete(token, Outcome::Failure(Failure::new(error.clone())));
             }
         }
-        // Stores a permit when the dispatch loop is not waiting: no wake-up then.
-        self.idle.notify_one();
+        let last = self
+            .parts
+            .as_ref()
+            .is_none_or(|left| left.fetch_sub(1, Ordering::AcqRel) == 1);
+        if last {
+            // Stores a permit when the dispatch loop is not waiting: no wake-up then.
+            self.idle.notify_one();
+        }
     }
 }
 
@@ -383,6 +410,7 @@ async fn dispatch<S: BatchSink>(
             let taken = Taken {
                 batch: Some((tokens, outcomes.clone())),
                 idle: idle.clone(),
+                parts: None,
             };
             sink.send(items, taken);
         }
