@@ -310,6 +310,8 @@ class Real {
       // Every other worker has a shorter ackWait: starting, it lowers the consumer's in two
       // steps seconds apart, writing the consumer's configuration while pauses and resumes go on.
       OPTIONS: JSON.stringify({ ...this.options, ackWait: this.workers++ % 2 === 0 ? 5_000 : 4_000 }),
+      // Every other worker process runs the handler on two worker threads.
+      THREADS: workersStarted++ % 2 === 1 ? '2' : '',
     })
     worker.onLine((line) => {
       const [word, key, attempt, outcome] = line.split(' ')
@@ -427,6 +429,9 @@ class Real {
     return via === 'operator' ? this.operator : this.queue
   }
 }
+
+/** Worker processes started so far, by every model run of this file. */
+let workersStarted = 0
 
 /** Operations go through the queue's own object, or one opened by its names alone. */
 type Via = 'queue' | 'operator'
