@@ -119,6 +119,28 @@ describe('process(moduleUrl, { threads })', () => {
     }
   })
 
+  test('the only thread exits: the tasks handed over until its replacement is ready wait for it, and use no attempt', async () => {
+    const names = uniqueQueue('threads')
+    const warn = console.warn
+    console.warn = () => {}
+    const queue = await open(names, { maxRetries: 1, retryDelay: 0 })
+    try {
+      await queue.process(HANDLER, { threads: 1 })
+      const exiting = await queue.enqueue({ data: { kind: 'exitFirst' } })
+      // Ready at once (no backoff): its retry, and these, come while no thread is attached.
+      const others = await queue.enqueueBatch(Array.from({ length: 10 }, (_, n) => ({ data: { kind: 'spin', n, ms: 1 } })))
+      assert.equal(((await queue.waitFor(exiting, { timeout: 30_000 })) as { attempt: number }).attempt, 2, 'one attempt lost with the thread, none more')
+      for (const id of others) assert.equal((await queue.getTask(id).then(() => queue.waitFor<{ n: number }>(id, { timeout: 30_000 }))).n >= 0, true)
+      const infos = await Promise.all(others.map((id) => queue.getTask(id)))
+      assert.deepEqual(infos.map((info) => [info?.state, info?.attempts]), others.map(() => ['completed', 1]), 'none failed for want of a thread')
+      assert.equal((await queue.getStats()).deadLettered, 0)
+    } finally {
+      console.warn = warn
+      await queue.destroy({ force: true })
+      await queue.disconnect()
+    }
+  })
+
   test('bad handlers and options are refused before anything runs', async () => {
     const names = uniqueQueue('threads')
     const queue = await open(names)

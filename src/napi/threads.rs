@@ -9,7 +9,8 @@
 //! batch sink: each batch is split over the threads, each task going to the thread holding the
 //! fewest, so a thread busy with a long task gets no more. A thread that exits
 //! ([`thread_detach`]) fails the tasks it held at once (retried as any failure) and gets none
-//! after.
+//! after; while no thread is attached (the last one exited, its replacement is loading), tasks
+//! wait in the pool for the next thread instead of failing.
 #![cfg_attr(test, allow(dead_code))]
 
 use std::{
@@ -44,6 +45,10 @@ use crate::{
 };
 
 type Dispatch = ThreadsafeFunction<String, (), String, Status, false>;
+/// A task as a dispatcher takes it: its token and its JSON text ([`handoff::task_json`]).
+type Item = (u32, String);
+/// The tasks of a batch one thread gets: the thread's number, its dispatcher, the tasks.
+type Part = (usize, Arc<Dispatch>, Vec<Item>);
 
 /// The pools of this process, by number: reachable from every JavaScript thread.
 static POOLS: LazyLock<Mutex<HashMap<u32, Arc<Pool>>>> = LazyLock::new(Mutex::default);
@@ -56,14 +61,24 @@ pub(super) struct Pool {
     /// How many handlers each thread runs at once: `batchSize` shared out.
     limit: u32,
     accepted: Arc<Accepted>,
-    /// Attached threads by number; `None` once a thread exited.
-    threads: Mutex<Vec<Option<Thread>>>,
+    /// Attached threads by number, and the tasks that wait for one.
+    threads: Mutex<Threads>,
+}
+
+/// A pool's threads by number (`None` once a thread exited), and the tasks handed over while
+/// none was attached, in order.
+#[derive(Default)]
+struct Threads {
+    attached: Vec<Option<Thread>>,
+    waiting: Vec<Item>,
 }
 
 /// One attached thread: its dispatcher, and the tokens of the tasks it holds.
 struct Thread {
     dispatch: Arc<Dispatch>,
     holds: HashSet<u32>,
+    /// Its dispatcher no longer takes calls (the thread is exiting; its detach is on the way).
+    gone: bool,
 }
 
 impl Pool {
@@ -96,17 +111,135 @@ impl Pool {
         pools().remove(&number);
     }
 
-    fn threads(&self) -> MutexGuard<'_, Vec<Option<Thread>>> {
+    fn threads(&self) -> MutexGuard<'_, Threads> {
         self.threads.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes the outcomes thread `thread` reports: it no longer holds the tasks that settled.
     fn settled(&self, thread: u32, tokens: impl IntoIterator<Item = u32>) {
-        if let Some(Some(held)) = self.threads().get_mut(thread as usize) {
+        if let Some(Some(held)) = self.threads().attached.get_mut(thread as usize) {
             for token in tokens {
                 held.holds.remove(&token);
             }
         }
+    }
+
+    /// Hands `items` to thread `thread` through its `dispatch`, outside the pool's lock. `taken`
+    /// (none for tasks that waited in the pool) hears that the thread took them; a dispatcher
+    /// that throws fails them; a thread that can no longer take calls passes them on
+    /// ([`Delivery`]).
+    fn deliver(self: &Arc<Self>, (thread, dispatch, items): Part, taken: Option<Taken>) {
+        let json = handoff::batch_json(self.limit, &items);
+        let delivery = Delivery {
+            pool: self.clone(),
+            thread,
+            items,
+            taken,
+        };
+        dispatch.call_with_return_value(
+            json,
+            ThreadsafeFunctionCallMode::NonBlocking,
+            move |result: napi::Result<()>, _| {
+                delivery.taken(result.map_err(|err| format!("handler failed: {}", err.reason)));
+                Ok(())
+            },
+        );
+    }
+
+    /// Tasks a thread did not take: it is gone (it no longer gets tasks, and its detach fails
+    /// only what it did take); they go to the other threads, or wait for the next one.
+    fn pass_on(self: &Arc<Self>, thread: usize, items: Vec<Item>) {
+        let parts = {
+            let mut threads = self.threads();
+            if let Some(Some(gone)) = threads.attached.get_mut(thread) {
+                gone.gone = true;
+                for (token, _) in &items {
+                    gone.holds.remove(token);
+                }
+            }
+            if threads.least_busy().is_none() {
+                threads.waiting.extend(items);
+                return;
+            }
+            threads.share_out(items)
+        };
+        for part in parts {
+            self.deliver(part, None);
+        }
+    }
+}
+
+/// One hand-over to a thread until its dispatcher took it. Dropped untaken (its thread had
+/// exited, and the call could not be made), its tasks are passed on, never failed.
+struct Delivery {
+    pool: Arc<Pool>,
+    thread: usize,
+    items: Vec<Item>,
+    taken: Option<Taken>,
+}
+
+impl Delivery {
+    /// The dispatcher took the tasks, or threw (they fail: it never started them).
+    fn taken(mut self, result: Result<(), String>) {
+        let items = std::mem::take(&mut self.items);
+        if result.is_err() {
+            let thread = u32::try_from(self.thread).unwrap_or(u32::MAX);
+            self.pool
+                .settled(thread, items.iter().map(|(token, _)| *token));
+        }
+        match (self.taken.take(), result) {
+            (Some(taken), result) => taken.report(result),
+            (None, Ok(())) => {}
+            (None, Err(error)) => {
+                if let Some(outcomes) = self.pool.queue.outcomes(self.pool.run) {
+                    for (token, _) in &items {
+                        outcomes.complete(*token, Outcome::Failure(Failure::new(&error)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if !self.items.is_empty() {
+            let items = std::mem::take(&mut self.items);
+            self.pool.pass_on(self.thread, items);
+        }
+        if let Some(taken) = self.taken.take() {
+            // Passed on: for the batch's sender, taken.
+            taken.report(Ok(()));
+        }
+    }
+}
+
+impl Threads {
+    /// The live thread holding the fewest tasks (the first of equals).
+    fn least_busy(&mut self) -> Option<(usize, &mut Thread)> {
+        self.attached
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, thread)| Some((index, thread.as_mut().filter(|t| !t.gone)?)))
+            .min_by_key(|(_, thread)| thread.holds.len())
+    }
+
+    /// Splits `items` over the live threads, each to the one holding the fewest.
+    fn share_out(&mut self, items: Vec<Item>) -> Vec<Part> {
+        let mut parts: HashMap<usize, Vec<Item>> = HashMap::new();
+        for item in items {
+            if let Some((index, thread)) = self.least_busy() {
+                thread.holds.insert(item.0);
+                parts.entry(index).or_default().push(item);
+            }
+        }
+        parts
+            .into_iter()
+            .filter_map(|(index, items)| {
+                let dispatch = self.attached.get(index)?.as_ref()?.dispatch.clone();
+                Some((index, dispatch, items))
+            })
+            .collect()
     }
 }
 
@@ -119,12 +252,21 @@ fn pools() -> MutexGuard<'static, HashMap<u32, Arc<Pool>>> {
 #[napi(ts_args_type = "pool: number, dispatch: (batch: string) => void")]
 pub fn thread_attach(pool: u32, dispatch: Dispatch) -> napi::Result<u32> {
     let pool = Pool::get(pool)?;
-    let mut threads = pool.threads();
-    threads.push(Some(Thread {
-        dispatch: Arc::new(dispatch),
-        holds: HashSet::new(),
-    }));
-    Ok(u32::try_from(threads.len() - 1).unwrap_or(u32::MAX))
+    let dispatch = Arc::new(dispatch);
+    let (number, waiting) = {
+        let mut threads = pool.threads();
+        let waiting = std::mem::take(&mut threads.waiting);
+        threads.attached.push(Some(Thread {
+            dispatch: dispatch.clone(),
+            holds: waiting.iter().map(|(token, _)| *token).collect(),
+            gone: false,
+        }));
+        (threads.attached.len() - 1, waiting)
+    };
+    if !waiting.is_empty() {
+        pool.deliver((number, dispatch, waiting), None);
+    }
+    Ok(u32::try_from(number).unwrap_or(u32::MAX))
 }
 
 /// What thread `thread` of pool `pool` reports: as `NativeQueue.complete` for the main thread.
@@ -168,6 +310,7 @@ pub fn thread_detach(pool: u32, thread: u32) {
     };
     let gone = pool
         .threads()
+        .attached
         .get_mut(thread as usize)
         .and_then(Option::take);
     let (Some(gone), Some(outcomes)) = (gone, pool.queue.outcomes(pool.run)) else {
@@ -195,7 +338,7 @@ pub(super) struct PoolDispatch {
 impl BatchSink for PoolDispatch {
     type Item = (u32, String);
 
-    fn item(&self, token: u32, attempt: Attempt) -> Result<(u32, String), Outcome> {
+    fn item(&self, token: u32, attempt: Attempt) -> Result<Item, Outcome> {
         match handoff::task_json(&attempt, &self.pool.accepted) {
             Ok(json) => Ok((token, json)),
             Err(failure) => Err(Outcome::InvalidData(failure)),
@@ -206,58 +349,39 @@ impl BatchSink for PoolDispatch {
         true
     }
 
-    fn send(&self, batch: Vec<(u32, String)>, taken: Taken) {
+    fn send(&self, batch: Vec<Item>, taken: Taken) {
         let parts = {
             let mut threads = self.pool.threads();
-            let mut parts: HashMap<usize, Vec<(u32, String)>> = HashMap::new();
-            for item in batch {
-                // The live thread holding the fewest tasks (the first of equals).
-                let Some((index, thread)) = threads
-                    .iter_mut()
-                    .enumerate()
-                    .filter_map(|(index, thread)| thread.as_mut().map(|thread| (index, thread)))
-                    .min_by_key(|(_, thread)| thread.holds.len())
-                else {
-                    taken.report(Err("no handler thread is running".to_owned()));
-                    return;
-                };
-                thread.holds.insert(item.0);
-                parts.entry(index).or_default().push(item);
+            if threads.least_busy().is_none() {
+                // No thread now (a replacement is loading): the tasks wait for the next one.
+                threads.waiting.extend(batch);
+                drop(threads);
+                taken.report(Ok(()));
+                return;
             }
-            parts
-                .into_iter()
-                .filter_map(|(index, items)| {
-                    let dispatch = threads.get(index)?.as_ref()?.dispatch.clone();
-                    Some((dispatch, items))
-                })
-                .collect::<Vec<_>>()
+            threads.share_out(batch)
         };
         let receipts = taken.split(
             parts
                 .iter()
-                .map(|(_, items)| items.iter().map(|(token, _)| *token).collect())
+                .map(|(_, _, items)| items.iter().map(|(token, _)| *token).collect())
                 .collect(),
         );
-        for ((dispatch, items), taken) in parts.into_iter().zip(receipts) {
-            // As the main thread's dispatcher takes a batch ([`super::worker::JsDispatch`]).
-            dispatch.call_with_return_value(
-                handoff::batch_json(self.pool.limit, &items),
-                ThreadsafeFunctionCallMode::NonBlocking,
-                move |result: napi::Result<()>, _| {
-                    taken.report(result.map_err(|err| format!("handler failed: {}", err.reason)));
-                    Ok(())
-                },
-            );
+        for (part, taken) in parts.into_iter().zip(receipts) {
+            self.pool.deliver(part, Some(taken));
         }
     }
 
     fn abort(&self, aborted: Vec<(u32, AbortReason)>) {
-        // Each to the thread holding it.
+        // Each to the thread holding it; one still waiting for a thread is dropped.
         let calls = {
-            let threads = self.pool.threads();
+            let mut threads = self.pool.threads();
+            threads
+                .waiting
+                .retain(|(token, _)| !aborted.iter().any(|(gone, _)| gone == token));
             let mut by_thread: HashMap<usize, Vec<(u32, AbortReason)>> = HashMap::new();
             for (token, reason) in aborted {
-                let holder = threads.iter().position(|thread| {
+                let holder = threads.attached.iter().position(|thread| {
                     thread
                         .as_ref()
                         .is_some_and(|thread| thread.holds.contains(&token))
@@ -269,7 +393,7 @@ impl BatchSink for PoolDispatch {
             by_thread
                 .into_iter()
                 .filter_map(|(index, aborted)| {
-                    let dispatch = threads.get(index)?.as_ref()?.dispatch.clone();
+                    let dispatch = threads.attached.get(index)?.as_ref()?.dispatch.clone();
                     Some((dispatch, aborted))
                 })
                 .collect::<Vec<_>>()
@@ -286,13 +410,17 @@ impl BatchSink for PoolDispatch {
     }
 
     fn close(&self) -> BoxFuture<Result<(), String>> {
-        let dispatches = self
-            .pool
-            .threads()
-            .iter()
-            .flatten()
-            .map(|thread| thread.dispatch.clone())
-            .collect::<Vec<_>>();
+        // What waits for a thread is dropped unstarted, as each dispatcher drops its own.
+        let dispatches = {
+            let mut threads = self.pool.threads();
+            threads.waiting.clear();
+            threads
+                .attached
+                .iter()
+                .flatten()
+                .map(|thread| thread.dispatch.clone())
+                .collect::<Vec<_>>()
+        };
         Box::pin(async move {
             let closed = futures::future::join_all(
                 dispatches
