@@ -118,36 +118,39 @@ async fn write_groups(connection: Connection, gathering: Arc<Mutex<Gathering>>) 
             let take = gathering.waiting.len().min(GROUP_MAX);
             gathering.waiting.drain(..take).collect::<Vec<_>>()
         };
-        let written = write_group(&connection, &group).await;
-        for prepared in group {
-            let _ = prepared.stored.send(written.clone());
+        let (waiting, messages): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|prepared| {
+                let message = (prepared.subject, prepared.headers, prepared.payload);
+                (prepared.stored, message)
+            })
+            .unzip();
+        let written = write_group(&connection, messages).await;
+        for stored in waiting {
+            let _ = stored.send(written.clone());
         }
     }
 }
 
-/// Sends `group`: all but its last record without a reply, the last one confirmed.
-async fn write_group(connection: &Connection, group: &[Prepared]) -> Result<()> {
-    let Some((last, before)) = group.split_last() else {
+/// Sends a group of records (subject, headers, payload): all but the last without a reply,
+/// the last one confirmed.
+async fn write_group(
+    connection: &Connection,
+    mut group: Vec<(String, HeaderMap, Bytes)>,
+) -> Result<()> {
+    let Some((subject, headers, payload)) = group.pop() else {
         return Ok(());
     };
-    for prepared in before {
+    for (subject, headers, payload) in group {
         connection
             .client
-            .publish_with_headers(
-                prepared.subject.clone(),
-                prepared.headers.clone(),
-                prepared.payload.clone(),
-            )
+            .publish_with_headers(subject, headers, payload)
             .await
             .map_err(|err| Error::nats(WRITING, err))?;
     }
     connection
         .jetstream
-        .publish_with_headers(
-            last.subject.clone(),
-            last.headers.clone(),
-            last.payload.clone(),
-        )
+        .publish_with_headers(subject, headers, payload)
         .await
         .map_err(|err| Error::nats(WRITING, err))?
         .await
