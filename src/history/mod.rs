@@ -174,8 +174,9 @@ pub async fn cancelled_before_running(connection: &Connection, id: &str, envelop
         reason: None,
         task: kept_task(config, Ending::Cancelled, envelope),
     };
-    if let Err(err) = Writer::default().write(connection, record).await {
-        tracing::warn!(%id, "the cancelled task's record was not written; waiters of it time out: {err}");
+    let writer = Writer::default();
+    if let Err(err) = writer.write(connection, record).await {
+        writer.refused(id, &err);
     }
 }
 

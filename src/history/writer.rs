@@ -43,6 +43,18 @@ const WRITING: &str = "writing the task's record";
 pub struct Writer {
     gathering: Arc<Mutex<Gathering>>,
     trim: Trim,
+    refusals: Arc<Mutex<Refusals>>,
+}
+
+/// The least time between two warnings about records not written: a history stream that
+/// refuses every write would otherwise log a line per task.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Records not written since the last warning, and when that was.
+#[derive(Default)]
+struct Refusals {
+    warned: Option<tokio::time::Instant>,
+    unsaid: u64,
 }
 
 /// The records waiting for the next group, and whether a group is being written.
@@ -101,6 +113,28 @@ impl Writer {
             self.trim.after_write(connection, ending, count);
         }
         Ok(())
+    }
+}
+
+impl Writer {
+    /// Logs that a record was not written (its task still completes; its waiters time out): the
+    /// first at once, then at most one warning every [`WARN_EVERY`], counting those between.
+    pub fn refused(&self, id: &str, err: &Error) {
+        let now = tokio::time::Instant::now();
+        let unsaid = {
+            let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+            if refusals.warned.is_some_and(|at| now < at + WARN_EVERY) {
+                refusals.unsaid += 1;
+                return;
+            }
+            refusals.warned = Some(now);
+            mem::take(&mut refusals.unsaid)
+        };
+        let more = match unsaid {
+            0 => String::new(),
+            n => format!(" ({n} more not written since the last warning)"),
+        };
+        tracing::warn!(%id, "the task's record was not written; waiters of it time out{more}: {err}");
     }
 }
 

@@ -624,7 +624,7 @@ impl Executor {
                     &message.payload,
                 ),
             };
-            self.record(message, record).await;
+            self.record(record).await;
         }
         let settled = self
             .settle(message, AckKind::Term, Settlement::Cancelled)
@@ -870,19 +870,20 @@ impl Executor {
                 &message.payload,
             ),
         };
-        self.record(message, record).await;
+        self.record(record).await;
     }
 
     /// Writes `record` (when the queue keeps records of its ending), logging a failure.
-    async fn record(&self, message: &jetstream::Message, record: Record) {
+    async fn record(&self, record: Record) {
         if record.state.kept(self.connection.config()).is_none() {
             return;
         }
         if let Some(error) = &record.result_error {
             tracing::warn!(id = %record.id, "{error}");
         }
+        let id = record.id.clone();
         if let Err(err) = self.records.write(&self.connection, record).await {
-            tracing::warn!(subject = %message.subject, "the task's record was not written; waiters of it time out: {err}");
+            self.records.refused(&id, &err);
         }
     }
 
@@ -979,7 +980,7 @@ impl Executor {
         match stored {
             Ok(()) => {
                 if let Some(record) = record {
-                    self.record(message, record).await;
+                    self.record(record).await;
                 }
                 let (id, error) = told.unwrap_or_default();
                 let info = || AttemptInfo {
