@@ -16,6 +16,9 @@ const { ProtoqueueError } = require('./errors.js')
 const ENTRY = join(__dirname, 'thread.js')
 /** The most threads one worker takes. */
 const MAX_THREADS = 256
+/** The first and the longest wait before starting again a thread that could not replace one. */
+const RESPAWN_FIRST_MS = 1_000
+const RESPAWN_MOST_MS = 30_000
 
 /**
  * The handler module's URL, when `handler` names one: a `URL`, a `file:` URL string or an
@@ -105,10 +108,21 @@ class ThreadPool {
         this.#threads.delete(worker)
         if (joined === undefined) return fail(`its thread exited (code ${code}) before it was ready`)
         this.#native.threadDetach(this.number, joined)
-        if (!this.#stopping) {
-          this.spawn().catch((err) => this.#warn(`protoqueue: a handler thread could not be replaced: ${messageOf(err)}`))
-        }
+        this.#replace(RESPAWN_FIRST_MS)
       })
+    })
+  }
+
+  /**
+   * Starts a thread in place of one that exited; if it cannot start, tries again after `wait`
+   * ms, twice as long each time up to RESPAWN_MOST_MS (meanwhile the tasks wait in the pool).
+   * @param {number} wait
+   */
+  #replace(wait) {
+    if (this.#stopping) return
+    this.spawn().catch((err) => {
+      this.#warn(`protoqueue: a handler thread could not be replaced (${messageOf(err)}); trying again in ${wait} ms`)
+      setTimeout(() => this.#replace(Math.min(wait * 2, RESPAWN_MOST_MS)), wait).unref()
     })
   }
 
