@@ -149,6 +149,18 @@ await check('delayed and recurring tasks', async () => {
   await queue.disconnect()
 })
 
+await check('handlers on worker threads: process(moduleUrl, { threads })', async () => {
+  const queue = new Protoqueue<{ kind: string; n: number; ms: number }>({ ...uniqueQueue('bun'), options: { results: { ttl: 60_000 } } })
+  await queue.connect(server.url)
+  const ids = await queue.enqueueBatch(Array.from({ length: 20 }, (_, n) => ({ data: { kind: 'spin', n, ms: 2 } })))
+  await queue.process(new URL('../fixtures/threads/handler.mjs', import.meta.url), { threads: 2 })
+  const results = await Promise.all(ids.map((id) => queue.waitFor<{ thread: number; n: number }>(id, { timeout: 20_000 })))
+  assert.deepStrictEqual(results.map((r) => r.n), ids.map((_, n) => n))
+  assert.ok(results.every((r) => r.thread !== 0), 'off the main thread')
+  await queue.destroy({ force: true })
+  await queue.disconnect()
+})
+
 await server.stop()
 const failed = results.filter((r) => r.error).length
 console.log(`${results.length - failed} passed, ${failed} failed`)
