@@ -450,8 +450,9 @@ export interface ProcessOptions {
   /**
    * With a handler module (`process(new URL('./handler.js', import.meta.url), { threads })`): how
    * many worker threads run its handler, fed by the one worker (one consumer) of this object.
-   * A whole number from 1 to 256; default: one per core (`os.availableParallelism()`). For
-   * CPU-bound handlers: docs/guides/processing.md#handlers-on-worker-threads.
+   * A whole number from 1 to 256, at most `batchSize` (the threads share it out); default: one
+   * per core (`os.availableParallelism()`), at most `batchSize`. For CPU-bound handlers:
+   * docs/guides/processing.md#handlers-on-worker-threads.
    */
   threads?: number
 }

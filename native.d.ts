@@ -85,6 +85,8 @@ export declare class NativeQueue {
    * are ignored.
    */
   complete(run: number, succeeded: Uint32Array, failed: Array<NativeFailure>, started?: Uint32Array | undefined | null, returned?: Array<NativeReturned> | undefined | null): void
+  /** How many tasks the worker runs at once (`options.batchSize`). */
+  get batchSize(): number
   /**
    * Opens a pool of `threads` handler threads for worker run `run` (`process(moduleUrl,
    * { threads })`); returns its number, with which each thread attaches (`threadAttach`).

@@ -152,7 +152,8 @@ describe('process(moduleUrl, { threads })', () => {
       assert.match((await rejectsWithCode(queue.process(pathToFileURL(join(FIXTURES, 'throws-on-load.mjs')), { threads: 2 }), 'ERR_PQ_INVALID_HANDLER')).message, /refuses to load/)
       assert.match((await rejectsWithCode(queue.process(async () => ({ success: true }), { threads: 2 } as never), 'ERR_PQ_INVALID_HANDLER')).message, /module's URL/)
       await rejectsWithCode(queue.process('./relative/handler.mjs' as never, { threads: 1 }), 'ERR_PQ_INVALID_HANDLER')
-      for (const threads of [0, -1, 1.5, 257, '2', Number.NaN]) {
+      // 11: more than batchSize (10), the most handlers that run at once.
+      for (const threads of [0, -1, 1.5, 257, '2', Number.NaN, 11]) {
         await rejectsWithCode(queue.process(HANDLER, { threads: threads as never }), 'ERR_PQ_INVALID_CONFIG')
       }
       // A queue with a backoff function: the module must export its own (this one does); one

@@ -214,7 +214,7 @@ class Protoqueue {
     const nativeQueue = this.#native
     const run = nativeQueue.reserveRun()
     if (module !== undefined) {
-      await this.#processOnThreads(run, module, threadCount(threads), subjects)
+      await this.#processOnThreads(run, module, threadCount(threads, nativeQueue.batchSize), subjects)
       return this
     }
     const traced = tracing.traceProcessing(this.#destination, (task) => handlerOf.run(this, /** @type {(task: any) => unknown} */ (handler), task))

@@ -34,15 +34,20 @@ function moduleOf(handler) {
 }
 
 /**
- * How many threads `options.threads` asks for: a whole number from 1 to 256; by default, one per
- * core this process may use.
+ * How many threads `options.threads` asks for: a whole number from 1 to 256, and no more than
+ * `batchSize` (the most handlers that run at once: each thread runs one at least); by default,
+ * one per core this process may use, up to `batchSize`.
  * @param {unknown} threads
+ * @param {number} batchSize
  * @returns {number}
  */
-function threadCount(threads) {
-  if (threads === undefined || threads === null) return availableParallelism()
+function threadCount(threads, batchSize) {
+  if (threads === undefined || threads === null) return Math.min(availableParallelism(), batchSize)
   if (typeof threads !== 'number' || !Number.isInteger(threads) || threads < 1 || threads > MAX_THREADS) {
     throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options.threads must be a whole number from 1 to ${MAX_THREADS}, got ${describe(threads)}`)
+  }
+  if (threads > batchSize) {
+    throw new ProtoqueueError('ERR_PQ_INVALID_CONFIG', `process options.threads (${threads}) is more than options.batchSize (${batchSize}), the most handlers that run at once: raise batchSize, or use fewer threads`)
   }
   return threads
 }

@@ -319,6 +319,12 @@ impl NativeQueue {
         }
     }
 
+    /// How many tasks the worker runs at once (`options.batchSize`).
+    #[napi(getter)]
+    pub fn batch_size(&self) -> u32 {
+        self.queue.config().batch_size
+    }
+
     /// Opens a pool of `threads` handler threads for worker run `run` (`process(moduleUrl,
     /// { threads })`); returns its number, with which each thread attaches (`threadAttach`).
     #[napi]
