@@ -12,12 +12,16 @@
 // on one `QueueEvents` made when the runner connects (it reads the queue's event stream with a
 // blocking XREAD, so it has a connection of its own); the processor's return value is the result.
 // Their worker keeps the last 1,000 completed jobs, which waitUntilFinished needs (variants.mjs `variantFor`).
+// W8 on threads: a sandboxed processor file on worker threads (`useWorkerThreads: true`), as BullMQ's
+// docs advise for CPU-heavy jobs, `concurrency` = the threads (its pool runs one job per thread).
 import { Queue, QueueEvents, Worker } from 'bullmq'
 import IORedis from 'ioredis'
 import { ROUND_TRIP_TIMEOUT_MS, ROUND_TRIP_WORKLOADS, readSpec, runBenchmark } from './lib/runner.mjs'
 import { settingsOf, variantFor } from './lib/variants.mjs'
 
 const spec = readSpec()
+/** W8's sandboxed processor file (the work is bench/lib/cpu-work.mjs's). */
+const CPU_PROCESSOR = new URL('./lib/cpu-processor-bullmq.mjs', import.meta.url)
 const settings = settingsOf('bullmq', variantFor('bullmq', spec.workload, spec.variant))
 /** The job name; BullMQ routes on the queue, the name is only a label. */
 const JOB = 'task'
@@ -27,6 +31,13 @@ function bullmqAdapter() {
   // commands must not fail on retries). Under ESM BullMQ takes a client instance, not options.
   const connection = new IORedis(spec.url, { maxRetriesPerRequest: null, enableAutoPipelining: settings.autoPipelining })
   let queue, worker, queueEvents, eventsConnection
+  /** Starts the Worker with `processor` (a function, or a sandboxed processor file) and `options`. */
+  async function startWorker(processor, options) {
+    const retention = settings.removeOnComplete === undefined ? {} : { removeOnComplete: settings.removeOnComplete }
+    worker = new Worker(spec.stream, processor, { connection, ...options, ...retention })
+    worker.on('failed', (job, err) => console.error(`job ${job?.id} failed: ${err.message}`))
+    await worker.waitUntilReady()
+  }
   return {
     async connect() {
       queue = new Queue(spec.stream, { connection })
@@ -57,10 +68,12 @@ function bullmqAdapter() {
       await Promise.all(Array.from({ length: settings.bulkInFlight }, lane))
     },
     async process(handle) {
-      const retention = settings.removeOnComplete === undefined ? {} : { removeOnComplete: settings.removeOnComplete }
-      worker = new Worker(spec.stream, async (job) => handle(job.data), { connection, concurrency: spec.batchSize, ...retention })
-      worker.on('failed', (job, err) => console.error(`job ${job?.id} failed: ${err.message}`))
-      await worker.waitUntilReady()
+      await startWorker(async (job) => handle(job.data), { concurrency: spec.batchSize })
+    },
+    async processOnThreads(threads) {
+      // BullMQ's sandboxed processors (https://docs.bullmq.io/guide/workers/sandboxed-processors):
+      // a processor file, run in a pool of worker threads, one job per thread, `concurrency` at once.
+      await startWorker(CPU_PROCESSOR, { concurrency: threads, useWorkerThreads: true })
     },
     async close() {
       await worker?.close()

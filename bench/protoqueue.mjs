@@ -1,9 +1,12 @@
 // Benchmark runner for Protoqueue, through its public API only. Runs under Node and under Bun
-// (`bun bench/protoqueue.mjs '<spec>'`); bench/run.mjs starts it once per run.
+// (`bun bench/protoqueue.mjs '<spec>'`); bench/run.mjs starts it once per run. W8 on threads:
+// `process(url, { threads })` with W8's handler module (the driver runs W8 under Node only).
 import { Protoqueue } from '../index.mjs'
 import { ROUND_TRIP_TIMEOUT_MS, readSpec, runBenchmark } from './lib/runner.mjs'
 
 const spec = readSpec()
+/** W8's handler module, which each worker thread loads (the work is bench/lib/cpu-work.mjs's). */
+const CPU_HANDLER = new URL('./lib/cpu-handler-protoqueue.mjs', import.meta.url)
 
 /** Splits `items` into arrays of at most `size`. */
 function chunks(items, size) {
@@ -39,6 +42,10 @@ function protoqueueAdapter() {
         const result = await handle(task.data)
         return result === undefined ? { success: true } : { success: true, result }
       })
+    },
+    async processOnThreads(threads) {
+      // The one worker's consumer feeds the threads; `batchSize` is shared out among them.
+      await queue.process(CPU_HANDLER, { threads })
     },
     async request(data) {
       return queue.enqueueAndWait({ data }, { timeout: ROUND_TRIP_TIMEOUT_MS })

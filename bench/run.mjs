@@ -2,8 +2,8 @@
 // The benchmark driver (`npm run bench`; bench/README.md). Starts its own nats-server, then runs
 // every workload × system × repetition in a fresh child process on a fresh stream, samples the
 // CPU used by the child, the server and everything else while the child's timed part runs,
-// checks on the server that every task was stored or acked, and prints one summary table. Raw
-// records go to bench/results/<timestamp>.jsonl.
+// checks on the server that every task was stored or acked, and prints one summary table (and,
+// with W8, how its handlers scale over threads). Raw records go to bench/results/<timestamp>.jsonl.
 import { execFileSync } from 'node:child_process'
 import { appendFileSync, mkdirSync, readdirSync, statSync } from 'node:fs'
 import { cpus } from 'node:os'
@@ -13,12 +13,13 @@ import { fileURLToPath } from 'node:url'
 import { jetstreamManager } from '@nats-io/jetstream'
 import { connect } from '@nats-io/transport-node'
 
+import { measureWork } from './lib/cpu-work.mjs'
 import { casesOf, runCase } from './lib/driver.mjs'
 import { startNatsServer } from './lib/nats-server.mjs'
 import { REDIS_MISSING, findRedisServer, startRedisServer } from './lib/redis-server.mjs'
 import { HELP, parseOptions } from './lib/options.mjs'
 import { createProfiler } from './lib/profile.mjs'
-import { metricValues, summarize, table } from './lib/report.mjs'
+import { cpuScalingTable, metricValues, summarize, table } from './lib/report.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 /** A release addon is ~3-6 MB; a debug one ~80 MB. */
@@ -83,6 +84,8 @@ async function main() {
   }
   const selected = options.systems.filter((s) => launchers[s])
   const cases = casesOf(options)
+  // What W8's task costs alone on one thread, measured before any server runs: its ideal rate.
+  const cpuWorkMs = cases.some((c) => c.workload === 'w8') ? measureWork() : undefined
 
   const server = await startNatsServer(root)
   const redis = redisBin && selected.includes('bullmq') ? await startRedisServer(redisBin) : undefined
@@ -98,7 +101,7 @@ async function main() {
     startedAt: started.toISOString(),
     options,
     systems: selected,
-    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, bun: bun?.version, natsServer: server.version, redisServer: redis?.version },
+    machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, bun: bun?.version, natsServer: server.version, redisServer: redis?.version, cpuWorkMs },
   }
   write(meta)
   log(`nats-server ${server.version} at ${server.url}; ${cases.length} cases × ${selected.length} systems × ${options.reps} reps; results → ${resultsFile}`)
@@ -139,6 +142,14 @@ async function main() {
     `(throughput: higher is better, latency: lower is better). CPU: mean % of one core during the timed part ` +
     `(this machine has ${meta.machine.cores * 100}%); "loaded" counts runs in which other processes used more than ` +
     `${options.maxOutside}% — their numbers are less trustworthy.\nRaw records: ${resultsFile}`)
+  if (cpuWorkMs !== undefined) {
+    console.log(`\nW8, CPU-heavy handlers: each task's work takes ${cpuWorkMs.toFixed(3)} ms alone on one thread ` +
+      `(${Math.round(1000 / cpuWorkMs).toLocaleString('en-US')} tasks/s per core), N=${options.cpuTasks}\n`)
+    console.log(cpuScalingTable(cases, selected, records, options.maxOutside, cpuWorkMs))
+    console.log(`\n× main thread / × 1 thread: this median over the same system's on its main thread / on one worker thread. ` +
+      `Cores of work: tasks/s × the work's time alone, the cores the handlers kept busy. CPU client: the runner ` +
+      `process, all its threads; CPU server: nats-server, for BullMQ redis-server.`)
+  }
   if (failures > 0) {
     console.error(`\n${failures} run(s) FAILED:`)
     for (const r of records.filter((r) => !r.valid)) console.error(`- ${r.case} ${r.system} rep ${r.rep}: ${r.error}`)

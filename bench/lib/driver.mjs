@@ -14,8 +14,14 @@ const SETTLE_TIMEOUT_MS = 10_000
  * issue's `options.results: { ttl: 60_000 }`, long enough that no record expires during a run.
  */
 export const RESULTS = { ttl: 60_000 }
+/**
+ * W8's worker on the main thread: handlers at once (Protoqueue's and the nats.js runner's
+ * `batchSize`, BullMQ's `concurrency`). With threads Protoqueue keeps it and shares it out among
+ * them (each thread holds a few tasks ahead); BullMQ's sandboxed pool runs one job per thread.
+ */
+export const CPU_BATCH_SIZE = 16
 
-/** The runs of one repetition: W3 once per batch size. */
+/** The runs of one repetition: W3 once per batch size, W8 on the main thread and once per thread count. */
 export function casesOf(options) {
   const cases = []
   for (const workload of options.workloads) {
@@ -45,6 +51,16 @@ export function casesOf(options) {
       // batchSize = the calls in flight: no call waits for a free handler slot.
       const label = `W7 round trips, ${options.producers} in flight`
       cases.push({ id: 'w7', label, workload, n: options.n, batchSize: options.producers, producers: options.producers, results: RESULTS, skip: ['rust'] })
+    }
+    if (workload === 'w8') {
+      // Node only: the question is what worker threads bring a Node process. nats.js has no
+      // threads of its own to offer (a user would build a pool by hand): it runs the main-thread case.
+      const base = { workload, n: options.cpuTasks, batchSize: CPU_BATCH_SIZE }
+      cases.push({ id: 'w8-main', label: 'W8 CPU 1 ms/task, main thread', ...base, skip: ['protoqueue-bun', 'rust'] })
+      for (const threads of options.threads) {
+        const label = `W8 CPU 1 ms/task, ${threads} thread${threads === 1 ? '' : 's'}`
+        cases.push({ id: `w8-t${threads}`, label, ...base, threads, skip: ['protoqueue-bun', 'rust', 'natsjs'] })
+      }
     }
   }
   return cases
@@ -113,7 +129,7 @@ export function trafficBetween(before, after, tasks) {
 
 /**
  * Checks on the server what the runner claims: every task handled exactly once, and stored
- * (W1, W2) or acked and removed (W3, W4, W6, W7); every round trip answered with its own task's
+ * (W1, W2, W5) or acked and removed (W3, W4, W6, W7, W8); every round trip answered with its own task's
  * result; no dead letters; with Protoqueue's `options.results`, one record per task in the
  * queue's history stream. Throws on any mismatch.
  */
@@ -148,7 +164,7 @@ export async function verify(jsm, c, spec, result) {
 }
 
 /**
- * The same check in Redis for a BullMQ run: W1, W2 and W5 left exactly N waiting jobs; W3 and W4
+ * The same check in Redis for a BullMQ run: W1, W2 and W5 left exactly N waiting jobs; the others
  * left nothing waiting, active, delayed or failed, as many completed jobs as the runner's variant
  * keeps (bench/lib/variants.mjs `bullmqCompletedKept`), and — since a removed completed job leaves
  * nothing to count — N job ids handed out and no job left in Redis but the kept completed ones.
@@ -159,7 +175,7 @@ async function verifyBullmq(c, spec) {
   const connection = new IORedis(spec.url, { maxRetriesPerRequest: null })
   const queue = new Queue(spec.stream, { connection })
   try {
-    // W3, W4, W6, W7 ran every job: none waits.
+    // W3, W4, W6, W7, W8 ran every job: none waits.
     const stored = ['w1', 'w2', 'w5'].includes(c.workload)
     const completed = stored ? 0 : bullmqCompletedKept(variantFor('bullmq', c.workload, spec.variant), c.n)
     const expected = { wait: stored ? c.n : 0, completed, active: 0, delayed: 0, failed: 0, prioritized: 0, paused: 0 }
@@ -223,6 +239,8 @@ export async function runCase({ c, system, variant, rep, options, launcher, jsm,
     ...(c.results ? { results: c.results } : {}),
     ...(c.withResult ? { withResult: true } : {}),
     ...(c.split ? { split: true } : {}),
+    // W8: handlers on worker threads (none: on the main thread).
+    ...(c.threads ? { threads: c.threads } : {}),
   }
   const record = { type: 'run', case: c.id, workload: c.workload, system, ...(variant ? { variant } : {}), rep, spec }
   try {

@@ -1,11 +1,15 @@
 // The benchmark's settings: defaults, overridden by BENCH_* environment variables, overridden by
 // --flags (e.g. `node bench/run.mjs --n 5000 --reps 1 --systems protoqueue,natsjs`).
+import { availableParallelism } from 'node:os'
+
+/** W8's thread counts: 1, 2 and every core this process may use, if that is more. */
+const DEFAULT_THREADS = [...new Set([1, 2, availableParallelism()])].sort((a, b) => a - b).join(',')
 
 /** name → [environment variable, default, parser]. */
 const SETTINGS = {
   n: ['BENCH_N', '20000', positiveInteger],
   reps: ['BENCH_REPS', '3', positiveInteger],
-  workloads: ['BENCH_WORKLOADS', 'w1,w2,w3,w4,w5,w6,w7', list(['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7'])],
+  workloads: ['BENCH_WORKLOADS', 'w1,w2,w3,w4,w5,w6,w7,w8', list(['w1', 'w2', 'w3', 'w4', 'w5', 'w6', 'w7', 'w8'])],
   producers: ['BENCH_PRODUCERS', '100', positiveInteger],
   systems: ['BENCH_SYSTEMS', 'protoqueue,protoqueue-bun,natsjs,bullmq,rust', list(['protoqueue', 'protoqueue-bun', 'natsjs', 'bullmq', 'rust'])],
   batchSizes: ['BENCH_BATCH_SIZES', '10,100', (text) => text.split(',').map(positiveInteger)],
@@ -14,6 +18,8 @@ const SETTINGS = {
   rate: ['BENCH_RATE', '500', positiveInteger],
   latencyBatchSize: ['BENCH_LATENCY_BATCH_SIZE', '10', positiveInteger],
   roundTrips: ['BENCH_ROUND_TRIPS', '2000', positiveInteger],
+  cpuTasks: ['BENCH_CPU_TASKS', '2000', positiveInteger],
+  threads: ['BENCH_THREADS', DEFAULT_THREADS, (text) => text.split(',').map(positiveInteger)],
   runTimeout: ['BENCH_RUN_TIMEOUT', '180', positiveInteger],
   maxOutside: ['BENCH_MAX_OUTSIDE', '25', positiveInteger],
   profile: ['BENCH_PROFILE', '', (text) => text],
@@ -22,7 +28,7 @@ const SETTINGS = {
 export const HELP = `Usage: node bench/run.mjs [--flag value ...]   (or npm run bench -- --flag value)
   --n               BENCH_N                   tasks per run of W1-W3, W5 and W7 (20000)
   --reps            BENCH_REPS                repetitions of every workload and system (3)
-  --workloads       BENCH_WORKLOADS           any of w1,w2,w3,w4,w5,w6,w7
+  --workloads       BENCH_WORKLOADS           any of w1,w2,w3,w4,w5,w6,w7,w8
   --producers       BENCH_PRODUCERS           W5 concurrent producers, W7 round trips in flight (100)
   --systems         BENCH_SYSTEMS             any of protoqueue,protoqueue-bun,natsjs,bullmq,rust
   --batch-sizes     BENCH_BATCH_SIZES         W3 batchSize values (10,100)
@@ -31,6 +37,8 @@ export const HELP = `Usage: node bench/run.mjs [--flag value ...]   (or npm run 
   --rate            BENCH_RATE                W4 tasks per second (500)
   --latency-batch-size BENCH_LATENCY_BATCH_SIZE  W4 worker batchSize (10)
   --round-trips     BENCH_ROUND_TRIPS         W6 sequential round trips (enqueue and wait for the result) per run (2000)
+  --cpu-tasks       BENCH_CPU_TASKS           W8 tasks (~1 ms of CPU work each) per run (2000)
+  --threads         BENCH_THREADS             W8 worker-thread counts (${DEFAULT_THREADS})
   --run-timeout     BENCH_RUN_TIMEOUT         seconds before a run is killed (180)
   --max-outside     BENCH_MAX_OUTSIDE         % of one core used by other processes above which a run is flagged (25)
   --profile         BENCH_PROFILE             a folder: record perf and V8 profiles of every run's timed part (off)`

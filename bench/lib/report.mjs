@@ -110,7 +110,7 @@ export function summarize(cases, systems, records, maxOutsidePct) {
           outMsgsPerTask: median(s.runs.map((r) => r.traffic.outMsgsPerTask)),
           loadedRuns: s.runs.filter((r) => r.cpu.outsidePct > maxOutsidePct).length,
           runs: s.runs.length,
-          peakRssMb: c.workload === 'w3' && rss.length ? Math.max(...rss) / 1024 : undefined,
+          peakRssMb: ['w3', 'w8'].includes(c.workload) && rss.length ? Math.max(...rss) / 1024 : undefined,
         })
       }
     }
@@ -142,4 +142,61 @@ export function table(rows) {
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)))
   const render = (cells) => `| ${cells.map((cell, i) => cell.padEnd(widths[i])).join(' | ')} |`
   return [render(header), render(widths.map((w) => '-'.repeat(w))), ...lines.map(render)].join('\n')
+}
+
+/** How each system runs W8's handler in case `c`: on the main thread, or on `c.threads` threads. */
+function cpuSetup(system, c) {
+  const how = c.threads === undefined
+    ? { protoqueue: `process(fn), batchSize ${c.batchSize}`, bullmq: `function processor, concurrency ${c.batchSize}`, natsjs: `consume(), ${c.batchSize} at once` }
+    : { protoqueue: `process(url, { threads: ${c.threads} })`, bullmq: `processor file, useWorkerThreads, concurrency ${c.threads}` }
+  return `${SYSTEM_LABELS[system]}: ${how[system]}`
+}
+
+/**
+ * W8 read for scaling (after the main table): per case and system, tasks/s, the speedup over the
+ * same system on its main thread and on one thread (ratios of medians), how many cores' worth of
+ * handler work that is (tasks/s × `workMs`, what one task's work takes alone on one thread), and
+ * who used the CPU: the client process (all its threads), the server (nats-server; Redis for
+ * BullMQ), everything else.
+ */
+export function cpuScalingTable(cases, systems, records, maxOutsidePct, workMs) {
+  const w8 = cases.filter((c) => c.workload === 'w8')
+  const runsOf = (id, system) => records.filter((r) => r.case === id && r.system === system && r.valid)
+  const tasksPerSec = (r) => metricValues(r).tasksPerSec
+  const medianOf = (id, system) => {
+    const runs = runsOf(id, system)
+    return runs.length ? median(runs.map(tasksPerSec)) : undefined
+  }
+  const speedup = (value, base) => (base === undefined ? '–' : `${(value / base).toFixed(2)}×`)
+  const lines = [
+    '| case | system | tasks/s median (min–max) | × main thread | × 1 thread | cores of work | CPU client | CPU server | CPU outside | µs CPU/task client + server | peak RSS | loaded |',
+    '| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |',
+  ]
+  for (const c of w8) {
+    for (const system of systems) {
+      const runs = runsOf(c.id, system)
+      if (runs.length === 0) continue
+      const values = runs.map(tasksPerSec)
+      const value = median(values)
+      const vsMain = c.threads === undefined ? undefined : medianOf('w8-main', system)
+      const vsOne = c.threads > 1 ? medianOf('w8-t1', system) : undefined
+      const perTask = (key) => median(runs.map((r) => (1000 * r.cpu[key]) / r.result.count))
+      const cells = [
+        c.label,
+        cpuSetup(system, c),
+        `${format(value, 0)} (${format(Math.min(...values), 0)}–${format(Math.max(...values), 0)})`,
+        speedup(value, vsMain),
+        speedup(value, vsOne),
+        ((value * workMs) / 1000).toFixed(2),
+        `${mean(runs.map((r) => r.cpu.clientPct)).toFixed(0)}%`,
+        `${mean(runs.map((r) => r.cpu.serverPct)).toFixed(0)}%`,
+        `${mean(runs.map((r) => r.cpu.outsidePct)).toFixed(0)}%`,
+        `${perTask('clientMs').toFixed(0)} + ${perTask('serverMs').toFixed(0)}`,
+        `${(Math.max(...runs.map((r) => r.peakRssKb ?? 0)) / 1024).toFixed(0)} MB`,
+        `${runs.filter((r) => r.cpu.outsidePct > maxOutsidePct).length}/${runs.length}`,
+      ]
+      lines.push(`| ${cells.join(' | ')} |`)
+    }
+  }
+  return lines.join('\n')
 }

@@ -12,6 +12,9 @@
 // Runs in Node and in Bun.
 import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
+import { BroadcastChannel } from 'node:worker_threads'
+
+import { CPU_CHANNEL, cpuTask } from './cpu-work.mjs'
 
 /**
  * What a runner implements for its client. Every method works on the run's own stream.
@@ -24,6 +27,9 @@ import { createInterface } from 'node:readline'
  *   it; what `handle` resolves to is the task's result (W6, W7: sent back to the caller)
  * @property {(data: object) => Promise<object>} [request]  W6, W7: enqueues one task and resolves to
  *   its result, once a worker ran it
+ * @property {(threads: number) => Promise<void>} [processOnThreads]  W8: starts a worker that runs
+ *   W8's handler module for the client (bench/lib/cpu-handler-protoqueue.mjs, cpu-processor-bullmq.mjs:
+ *   cpu-work.mjs's work) on `threads` worker threads, as the client's docs show for CPU-bound handlers
  * @property {() => Promise<void>} close               settles what is outstanding and disconnects
  */
 
@@ -176,6 +182,41 @@ const WORKLOADS = {
   async w7(adapter, spec, driver) {
     return roundTrips(adapter, spec, driver, spec.producers)
   },
+
+  /**
+   * W8: N tasks enqueued before timing; a worker whose handler does ~1 ms of CPU work per task, on
+   * the main thread (`process`, `batchSize` at once) or on `spec.threads` worker threads
+   * (`processOnThreads`); from the first handler start to the last task's report.
+   */
+  async w8(adapter, spec, driver) {
+    await adapter.enqueueMany(tasks(spec.n))
+    const reports = cpuReports(spec.n)
+    await driver.readyAndGo()
+    if (spec.threads === undefined) await adapter.process(async (data) => cpuTask(data))
+    else await adapter.processOnThreads(spec.threads)
+    const { first, end, tally } = await reports
+    return throughput(spec.n, tally.distinct, tally.duplicates, end - first)
+  },
+}
+
+/**
+ * Listens for W8's task reports (bench/lib/cpu-work.mjs `cpuTask`) from any thread of this
+ * process; resolves once every task reported, to the tally, the earliest handler start and the
+ * time of the last report (both in ms since the epoch: the handlers' threads share no other clock).
+ */
+function cpuReports(n) {
+  const tally = new Tally(n)
+  const channel = new BroadcastChannel(CPU_CHANNEL)
+  let first = Infinity
+  channel.onmessage = ({ data }) => {
+    // Reports from several threads may arrive out of order: the earliest start wins.
+    if (data.start < first) first = data.start
+    tally.record(data.i)
+  }
+  return tally.complete().then((end) => {
+    channel.close()
+    return { first, end: performance.timeOrigin + end, tally }
+  })
 }
 
 /**
