@@ -27,10 +27,22 @@ const RESPAWN_MOST_MS = 30_000
  * @returns {string | undefined}
  */
 function moduleOf(handler) {
-  if (handler instanceof URL) return handler.href
+  if (isUrl(handler)) return /** @type {URL} */ (handler).href
   if (typeof handler !== 'string') return undefined
   if (handler.startsWith('file:')) return handler
   return isAbsolute(handler) ? pathToFileURL(handler).href : undefined
+}
+
+/**
+ * Whether `value` is a `URL`; `false` for one whose prototype cannot be read (a Proxy that throws).
+ * @param {unknown} value
+ */
+function isUrl(value) {
+  try {
+    return value instanceof URL
+  } catch {
+    return false
+  }
 }
 
 /**
