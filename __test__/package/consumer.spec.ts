@@ -115,6 +115,27 @@ test('npm: the README quick start runs under Node as CommonJS (require)', () =>
 test('bun add: the README quick start runs under Bun', () =>
   runQuickStart(bunApp, 'quick-start.ts', quickStart, bunRuntime, ['run']))
 
+test('npm: handlers on worker threads run from the installed package (each thread loads the addon from the platform package)', () =>
+  withServer(async (server) => {
+    writeFileSync(join(npmApp, 'thread-handler.mjs'), "import { threadId } from 'node:worker_threads'\nexport default async (task) => ({ success: true, result: { thread: threadId, n: task.data.n } })\n")
+    const program = `import { Protoqueue } from 'protoqueue'
+const queue = new Protoqueue({ streamName: 'threads_app', subject: 'tasks.threads_app', options: { results: { ttl: 60000 } } })
+await queue.connect(${JSON.stringify(server.url)})
+const ids = await queue.enqueueBatch([1, 2, 3, 4].map((n) => ({ data: { n } })))
+await queue.process(new URL('./thread-handler.mjs', import.meta.url), { threads: 2 })
+const results = await Promise.all(ids.map((id) => queue.waitFor(id, { timeout: 20000 })))
+await queue.destroy({ force: true })
+await queue.disconnect()
+console.log(JSON.stringify(results))
+`
+    writeFileSync(join(npmApp, 'threads.mjs'), program)
+    const run = spawnSync(process.execPath, ['threads.mjs'], { cwd: npmApp, env, encoding: 'utf8', timeout: 60_000 })
+    assert.equal(run.status, 0, `${run.stdout}\n${run.stderr}`)
+    const results = JSON.parse(run.stdout) as Array<{ thread: number; n: number }>
+    assert.deepStrictEqual(results.map((r) => r.n), [1, 2, 3, 4])
+    assert.ok(results.every((r) => r.thread > 0), 'run on worker threads')
+  }))
+
 test('npm: `npx protoqueue --help` works in the app, and the command line operates a queue there', () =>
   withServer(async (server) => {
     const help = spawnSync('npx', ['--no-install', 'protoqueue', '--help'], { cwd: npmApp, env, encoding: 'utf8', shell: process.platform === 'win32' })

@@ -32,7 +32,7 @@ const paths = (pack: DryRun) => pack.files.map((file) => file.path).sort()
 test('the root package holds the JavaScript (the command line and the dashboard included), the types, README, CHANGELOG, LICENSE and package.json only', () => {
   const cli = ['bin/protoqueue.js', ...['commands', 'config', 'dashboard', 'exit', 'format', 'main', 'program', 'progress'].map((name) => `lib/cli/${name}.js`)]
   const dashboard = ['index.d.ts', 'index.js', 'sampler.js', 'public/app.js', 'public/index.html', 'public/style.css'].map((file) => `dashboard/${file}`)
-  const expected = ['CHANGELOG.md', 'LICENSE', 'README.md', 'index.d.ts', 'index.js', 'index.mjs', 'lib/checks.js', 'lib/coalesce.js', 'lib/decode.js', 'lib/describe.js', 'lib/dispatcher.js', 'lib/errors.js', 'lib/events.js', 'lib/list-queues.js', 'lib/logger.js', 'lib/options.js', 'lib/prometheus.js', 'lib/queue.js', 'lib/serializers.js', 'lib/task-info.js', 'lib/tasks.js', 'lib/tracing.js', 'lib/unicode.js', ...cli, ...dashboard, 'native.d.ts', 'native.js', 'package.json'].sort()
+  const expected = ['CHANGELOG.md', 'LICENSE', 'README.md', 'index.d.ts', 'index.js', 'index.mjs', 'lib/checks.js', 'lib/coalesce.js', 'lib/decode.js', 'lib/describe.js', 'lib/dispatcher.js', 'lib/errors.js', 'lib/events.js', 'lib/list-queues.js', 'lib/logger.js', 'lib/options.js', 'lib/prometheus.js', 'lib/queue.js', 'lib/serializers.js', 'lib/task-info.js', 'lib/tasks.js', 'lib/thread.js', 'lib/threads.js', 'lib/tracing.js', 'lib/unicode.js', ...cli, ...dashboard, 'native.d.ts', 'native.js', 'package.json'].sort()
   assert.deepStrictEqual(paths(dryRun(repoRoot)), expected)
 })
 
