@@ -169,10 +169,10 @@ function progressLine(record, c, options) {
 }
 
 await main()
-// After the main table (not after --help or a failed run): the delayed and priority paths
-// (bench/features.mjs; BENCH_FEATURES=0 skips them), then W3 with and without kept results
-// (bench/results-bench.mjs; BENCH_RESULTS=0 skips it), then Protobuf vs JSON task data
-// (bench/serializers.mjs; BENCH_SERIALIZERS=0 skips it).
+// After the main table (not after --help or a failed run): the feature paths beside their plain
+// paths and BullMQ's (bench/features.mjs; BENCH_FEATURES=0 skips them), then W3 with and without
+// kept results (bench/results-bench.mjs; BENCH_RESULTS=0 skips it), then Protobuf vs JSON task
+// data (bench/serializers.mjs; BENCH_SERIALIZERS=0 skips it).
 const more = !process.exitCode && !process.argv.includes('--help')
 if (more && process.env.BENCH_FEATURES !== '0') await (await import('./features.mjs')).runFeatures()
 if (more && process.env.BENCH_RESULTS !== '0') await (await import('./results-bench.mjs')).runResultsBench(process.argv.slice(2))

@@ -343,8 +343,11 @@ function percentile(sorted, p) {
   return sorted[Math.min(Math.max(rank, 1), sorted.length) - 1]
 }
 
-/** Counts handled task indexes, so a runner that loses or repeats a task is caught. */
-class Tally {
+/**
+ * Counts handled task indexes, so a runner that loses or repeats a task is caught (bench/features.mjs
+ * counts its workers' tasks with it too).
+ */
+export class Tally {
   distinct = 0
   duplicates = 0
   #seen
