@@ -12,6 +12,7 @@ use std::{
 };
 
 use common::*;
+use futures::StreamExt;
 use protoqueue::{admin::stats, dead_letters::redrive, envelope, layout, Config, NewTask, Outcome};
 use tokio::time::Instant;
 
@@ -166,6 +167,63 @@ async fn every_level_is_served_by_an_idle_worker() {
     lifecycle::enqueue(&connection, task("{}")).await.unwrap();
     recorder.wait_calls(6, SOON).await;
     worker.stop().await;
+}
+
+/// A backlog at the least urgent level is swept without asking the nine empty levels above it
+/// each time: a level a sweep finds empty keeps a waiting request (renewed when it expires, once
+/// a second), and sweeps pass over it. Asked by every sweep, as before, each empty level would
+/// get one request per sweep: hundreds here (3,000 tasks, room for about a hundred at a time).
+#[tokio::test]
+async fn a_backlog_below_empty_levels_costs_one_request_per_sweep() {
+    let server = NatsServer::start().await;
+    let mut config = priority_config();
+    config.batch_size = 10;
+    config.prefetch = 100;
+    let connection = connect(&config, &server).await;
+    let tasks = (0..3_000)
+        .map(|i| at(10, &format!("{{\"i\":{i}}}")))
+        .collect();
+    lifecycle::enqueue_batch(&connection, tasks).await.unwrap();
+
+    // Every pull request of the queue's consumers, as the server receives it.
+    let watcher = async_nats::connect(server.url()).await.unwrap();
+    let mut requests = watcher
+        .subscribe(format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.>",
+            config.stream_name
+        ))
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+
+    let recorder = Recorder::new();
+    let started = Instant::now();
+    let worker = start_worker(&connection, recording_success(&recorder, 0)).await;
+    recorder.wait_calls(3_000, SOON).await;
+    let elapsed = started.elapsed();
+    worker.stop().await;
+
+    let backlog = layout::consumer_name(protoqueue::config::CONSUMER_NAME, 10);
+    let (mut to_backlog, mut to_empty) = (0usize, 0usize);
+    while let Ok(Some(request)) =
+        tokio::time::timeout(Duration::from_millis(300), requests.next()).await
+    {
+        if request.subject.as_str().ends_with(&format!(".{backlog}")) {
+            to_backlog += 1;
+        } else {
+            to_empty += 1;
+        }
+    }
+    // Each empty level: a sweep's request and a waiting request, again each time that expires.
+    let expiries = elapsed.as_secs() as usize + 2;
+    assert!(
+        to_backlog >= 20,
+        "{to_backlog} requests to the backlog's level: room for ~110 at a time should take dozens"
+    );
+    assert!(
+        to_empty <= 9 * 2 * expiries,
+        "{to_empty} requests to the nine empty levels in {elapsed:?} ({to_backlog} to the backlog's)"
+    );
 }
 
 /// The number of tasks in flight on the consumer of `level`.

@@ -15,8 +15,13 @@
 //! level), one request per level at a time, and in priority order ([`Levels`]): a *sweep* asks the
 //! most urgent level for all the room the worker has, with `no_wait` (the server delivers what it
 //! has and ends the request at once), and each next level only for what the level before left.
-//! A sweep that finds nothing leaves one *waiting* request (one message, `no_wait` with expiry) on
-//! every level; when one is answered, or new room comes, a sweep starts again from the top. A
+//! A level a sweep finds empty keeps a *waiting* request (one message, `no_wait` with expiry)
+//! while the sweep goes on below it with the rest of its room (when that is more than
+//! `batchSize`: waiting requests hold prefetch room, never a running slot), and later sweeps pass
+//! over a level whose request is open: a backlog at a less urgent level costs one request per
+//! sweep, not one per empty level above it. A sweep that finds nothing leaves a waiting request on every level;
+//! when one is answered (a task came to that level) or expires, or new room comes, a sweep starts
+//! again from the top. A
 //! sweep under way carries only the room it started with down the levels; room freed meanwhile
 //! waits for the next sweep from the top. So once a task is stored, a less urgent one is fetched
 //! before it only with room the worker had reserved already: at most its room (`batchSize` +
@@ -89,6 +94,10 @@ struct Levels {
     /// New room came, or a waiting request was answered, since the current sweep began: sweep
     /// again from the top when it ends.
     again: bool,
+    /// `batchSize`: a sweep gives a dry level a waiting request only while it keeps more room
+    /// than this, so the room held by waiting requests comes out of the prefetch, never out of
+    /// the tasks the worker can run at once.
+    keep: usize,
 }
 
 /// One consumer of a worker with several.
@@ -148,6 +157,7 @@ impl Puller {
                     continue_from: None,
                     outbox: Vec::new(),
                     again: false,
+                    keep: connection.config().batch_size as usize,
                 };
                 let subscription = connection.client.subscribe(format!("{inbox}.*")).await?;
                 (subscription, String::new(), Some(levels))
@@ -337,14 +347,9 @@ impl Puller {
     /// Leaves a request for one message, waiting up to [`PULL_EXPIRY`], on every level without
     /// a request, most urgent first, as far as the spare room goes.
     fn wait_on_every_level(&mut self) {
-        let body = serde_json::json!({
-            "batch": 1,
-            "no_wait": true,
-            "expires": PULL_EXPIRY.as_nanos() as u64,
-        });
         if let Some(levels) = self.levels.as_mut() {
-            for lane in &mut levels.lanes {
-                if lane.open != Open::None {
+            for index in 0..levels.lanes.len() {
+                if levels.lanes[index].open != Open::None {
                     continue;
                 }
                 let Some(spare) = levels.spare.as_mut() else {
@@ -354,17 +359,25 @@ impl Puller {
                 if spare.num_permits() == 0 {
                     levels.spare = None;
                 }
-                lane.open = Open::Wait;
-                lane.reserved = Some(one);
-                tracing::trace!(request = %lane.request_subject, "waiting request");
-                let request = (
-                    lane.request_subject.clone(),
-                    lane.reply.clone(),
-                    body.clone(),
-                );
-                levels.outbox.push(request);
+                Self::wait_request(levels, index, one);
             }
         }
+    }
+
+    /// Queues a waiting request on level `index`: one message (the room `one`), `no_wait` with
+    /// expiry, so the server answers as soon as a task comes to that level.
+    fn wait_request(levels: &mut Levels, index: usize, one: OwnedSemaphorePermit) {
+        let body = serde_json::json!({
+            "batch": 1,
+            "no_wait": true,
+            "expires": PULL_EXPIRY.as_nanos() as u64,
+        });
+        let lane = &mut levels.lanes[index];
+        lane.open = Open::Wait;
+        lane.reserved = Some(one);
+        tracing::trace!(request = %lane.request_subject, "waiting request");
+        let request = (lane.request_subject.clone(), lane.reply.clone(), body);
+        levels.outbox.push(request);
     }
 
     /// Sends the requests a worker with several consumers has queued. Should one not go out,
@@ -420,7 +433,7 @@ impl Puller {
                 };
                 if lane.reserved.as_ref().is_some_and(|r| r.num_permits() == 0) {
                     // The request got all it asked for: the server ends it without a word.
-                    self.ended(index);
+                    self.ended(index, false);
                 }
                 Pulled::Message(message, slot, index as u8)
             }
@@ -448,7 +461,8 @@ impl Puller {
                     // 404 (nothing more), 408 (expired), 409 (ended by the server): the
                     // request is over, whatever it did not deliver is free again.
                     Some(index) if levels.lanes[index].open != Open::None => {
-                        self.ended(index);
+                        let dry = status == StatusCode::NOT_FOUND;
+                        self.ended(index, dry);
                     }
                     _ => tracing::debug!(%status, %description, "pull status"),
                 }
@@ -457,16 +471,22 @@ impl Puller {
         }
     }
 
-    /// The open request of level `index` is over: its undelivered room becomes spare, and the
-    /// sweep goes on (below it, if it was the sweep's; from the top, if a waiting request was
-    /// answered or expired).
-    fn ended(&mut self, index: usize) {
+    /// The open request of level `index` is over (`dry`: the server had nothing more on that
+    /// level): its undelivered room becomes spare, and the sweep goes on (below it, if it was the
+    /// sweep's; from the top, if a waiting request was answered or expired). A level a sweep
+    /// found dry keeps a waiting request, when the sweep has room to spare for it.
+    fn ended(&mut self, index: usize, dry: bool) {
         let Some(levels) = self.levels.as_mut() else {
             return;
         };
         let lane = &mut levels.lanes[index];
         let was = lane.open;
-        tracing::trace!(level = index, sweep = (was == Open::Sweep), "request ended");
+        tracing::trace!(
+            level = index,
+            sweep = (was == Open::Sweep),
+            dry,
+            "request ended"
+        );
         lane.open = Open::None;
         let undelivered = lane.reserved.take().filter(|room| room.num_permits() > 0);
         match was {
@@ -475,6 +495,18 @@ impl Puller {
                 levels.continue_from = Some(index + 1);
                 if let Some(room) = undelivered {
                     merge(&mut levels.carried, room);
+                }
+                // One of the room watches the dry level; the sweep goes on with the rest.
+                if dry {
+                    let keep = levels.keep;
+                    if let Some(one) = levels
+                        .carried
+                        .as_mut()
+                        .filter(|room| room.num_permits() > keep)
+                        .and_then(|room| room.split(1))
+                    {
+                        Self::wait_request(levels, index, one);
+                    }
                 }
             }
             Open::Wait => {
