@@ -19,13 +19,12 @@
 //! while the sweep goes on below it with the rest of its room (when that is more than
 //! `batchSize`: waiting requests hold prefetch room, never a running slot), and later sweeps pass
 //! over a level whose request is open: a backlog at a less urgent level costs one request per
-//! sweep, not one per empty level above it. A sweep that finds nothing leaves a waiting request on every level;
-//! when one is answered (a task came to that level) or expires, or new room comes, a sweep starts
-//! again from the top. A
-//! sweep under way carries only the room it started with down the levels; room freed meanwhile
-//! waits for the next sweep from the top. So once a task is stored, a less urgent one is fetched
-//! before it only with room the worker had reserved already: at most its room (`batchSize` +
-//! prefetch) of less urgent tasks starts before it.
+//! sweep, not one per empty level above it. A sweep that finds nothing leaves a waiting request
+//! on every level; when one is answered (a task came to that level) or expires, or new room
+//! comes, a sweep starts again from the top. A sweep under way carries only the room it started
+//! with down the levels; room freed meanwhile waits for the next sweep from the top. So once a
+//! task is stored, a less urgent one is fetched before it only with room the worker had reserved
+//! already: at most its room (`batchSize` + prefetch) of less urgent tasks starts before it.
 
 use std::time::Duration;
 
