@@ -140,6 +140,29 @@ impl Record {
         let bytes = BASE64.decode(self.task.as_deref()?).ok()?;
         crate::envelope::Task::decode_checked(&bytes).ok()
     }
+
+    /// The record of task `id` (its stored `envelope`) ended by `cancel(id)` after `attempts`
+    /// attempts, the last started at `started_at` ([`NEVER_STARTED`] for none).
+    pub fn cancelled(
+        config: &Config,
+        id: &str,
+        (attempts, enqueued_at, started_at): (u64, i64, i64),
+        envelope: &[u8],
+    ) -> Record {
+        Record {
+            id: id.to_owned(),
+            state: Ending::Cancelled,
+            attempts,
+            enqueued_at,
+            started_at,
+            finished_at: crate::envelope::now_ms(),
+            result: None,
+            result_error: None,
+            error: Some(CANCELLED_ERROR.to_owned()),
+            reason: None,
+            task: kept_task(config, Ending::Cancelled, envelope),
+        }
+    }
 }
 
 /// `envelope` as a record keeps it, when `config` keeps the tasks of `ending` with their records
@@ -161,19 +184,7 @@ pub async fn cancelled_before_running(connection: &Connection, id: &str, envelop
     let enqueued_at = crate::envelope::Task::decode_checked(envelope)
         .map(|task| task.enqueued_at_ms)
         .unwrap_or_default();
-    let record = Record {
-        id: id.to_owned(),
-        state: Ending::Cancelled,
-        attempts: 0,
-        enqueued_at,
-        started_at: NEVER_STARTED,
-        finished_at: crate::envelope::now_ms(),
-        result: None,
-        result_error: None,
-        error: Some(CANCELLED_ERROR.to_owned()),
-        reason: None,
-        task: kept_task(config, Ending::Cancelled, envelope),
-    };
+    let record = Record::cancelled(config, id, (0, enqueued_at, NEVER_STARTED), envelope);
     let writer = Writer::default();
     if let Err(err) = writer.write(connection, record).await {
         writer.refused(id, &err);
@@ -183,7 +194,7 @@ pub async fn cancelled_before_running(connection: &Connection, id: &str, envelop
 /// A record's `started_at` for a task no attempt of which started.
 pub const NEVER_STARTED: i64 = 0;
 /// A cancelled task's record's error.
-pub const CANCELLED_ERROR: &str = "cancelled by cancel()";
+const CANCELLED_ERROR: &str = "cancelled by cancel()";
 
 /// A field that is present is `Some`, even when it is `null` (a handler may return `null`).
 fn present<'de, D: serde::Deserializer<'de>>(

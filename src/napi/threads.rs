@@ -157,11 +157,7 @@ impl Pool {
                     gone.holds.remove(token);
                 }
             }
-            if threads.least_busy().is_none() {
-                threads.waiting.extend(items);
-                return;
-            }
-            threads.share_out(items)
+            threads.hand_out(items)
         };
         for part in parts {
             self.deliver(part, None);
@@ -222,6 +218,16 @@ impl Threads {
             .enumerate()
             .filter_map(|(index, thread)| Some((index, thread.as_mut().filter(|t| !t.gone)?)))
             .min_by_key(|(_, thread)| thread.holds.len())
+    }
+
+    /// Splits `items` over the live threads (see [`Threads::share_out`]); with none live (a
+    /// replacement is loading), keeps them for the next thread that attaches and returns no part.
+    fn hand_out(&mut self, items: Vec<Item>) -> Vec<Part> {
+        if self.least_busy().is_none() {
+            self.waiting.extend(items);
+            return Vec::new();
+        }
+        self.share_out(items)
     }
 
     /// Splits `items` over the live threads, each to the one holding the fewest.
@@ -350,17 +356,13 @@ impl BatchSink for PoolDispatch {
     }
 
     fn send(&self, batch: Vec<Item>, taken: Taken) {
-        let parts = {
-            let mut threads = self.pool.threads();
-            if threads.least_busy().is_none() {
-                // No thread now (a replacement is loading): the tasks wait for the next one.
-                threads.waiting.extend(batch);
-                drop(threads);
-                taken.report(Ok(()));
-                return;
-            }
-            threads.share_out(batch)
-        };
+        let parts = self.pool.threads().hand_out(batch);
+        if parts.is_empty() {
+            // No thread now (a replacement is loading): the tasks wait for the next one, and
+            // for the batch's sender they are taken.
+            taken.report(Ok(()));
+            return;
+        }
         let receipts = taken.split(
             parts
                 .iter()

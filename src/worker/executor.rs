@@ -607,23 +607,8 @@ impl Executor {
     ) -> Settlement {
         tracing::info!(%id, attempts = origin.attempts, "task cancelled");
         if Ending::Cancelled.kept(self.connection.config()).is_some() {
-            let record = Record {
-                id: id.to_owned(),
-                state: Ending::Cancelled,
-                attempts: origin.attempts,
-                enqueued_at: clock.enqueued_at_ms,
-                started_at: clock.started_ms(),
-                finished_at: crate::envelope::now_ms(),
-                result: None,
-                result_error: None,
-                error: Some(history::CANCELLED_ERROR.to_owned()),
-                reason: None,
-                task: history::kept_task(
-                    self.connection.config(),
-                    Ending::Cancelled,
-                    &message.payload,
-                ),
-            };
+            let times = (origin.attempts, clock.enqueued_at_ms, clock.started_ms());
+            let record = Record::cancelled(self.connection.config(), id, times, &message.payload);
             self.record(record).await;
         }
         let settled = self

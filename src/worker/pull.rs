@@ -93,10 +93,6 @@ struct Levels {
     /// New room came, or a waiting request was answered, since the current sweep began: sweep
     /// again from the top when it ends.
     again: bool,
-    /// `batchSize`: a sweep gives a dry level a waiting request only while it keeps more room
-    /// than this, so the room held by waiting requests comes out of the prefetch, never out of
-    /// the tasks the worker can run at once.
-    keep: usize,
 }
 
 /// One consumer of a worker with several.
@@ -156,7 +152,6 @@ impl Puller {
                     continue_from: None,
                     outbox: Vec::new(),
                     again: false,
-                    keep: connection.config().batch_size as usize,
                 };
                 let subscription = connection.client.subscribe(format!("{inbox}.*")).await?;
                 (subscription, String::new(), Some(levels))
@@ -475,6 +470,9 @@ impl Puller {
     /// sweep's; from the top, if a waiting request was answered or expired). A level a sweep
     /// found dry keeps a waiting request, when the sweep has room to spare for it.
     fn ended(&mut self, index: usize, dry: bool) {
+        // A dry level's waiting request takes room only while the sweep keeps more than
+        // `batchSize`: it comes out of the prefetch, never out of the tasks the worker can run.
+        let keep = self.connection.config().batch_size as usize;
         let Some(levels) = self.levels.as_mut() else {
             return;
         };
@@ -497,7 +495,6 @@ impl Puller {
                 }
                 // One of the room watches the dry level; the sweep goes on with the rest.
                 if dry {
-                    let keep = levels.keep;
                     if let Some(one) = levels
                         .carried
                         .as_mut()
